@@ -1,0 +1,36 @@
+# outpost — `make run` starts it, `make test` tests it; both install Bun from npm if it is missing.
+BUN_VERSION := 1.4.4
+TOOLS := .tools
+BUN := $(shell command -v bun 2>/dev/null || echo $(TOOLS)/node_modules/.bin/bun)
+export PATH := $(CURDIR)/$(TOOLS)/node_modules/.bin:$(PATH)
+
+.PHONY: run test build deps typecheck unit clean generate
+
+run: deps
+	$(BUN) src/main.ts serve $(ARGS)
+
+test: deps typecheck
+	$(BUN) test $(TESTS)
+
+typecheck: deps
+	$(BUN) x tsc --noEmit
+
+build: deps
+	$(BUN) build src/main.ts --compile --minify --sourcemap=none --outfile dist/outpost
+
+generate: deps
+	$(BUN) x drizzle-kit generate
+
+deps: node_modules/.installed
+
+$(TOOLS)/node_modules/.bin/bun:
+	mkdir -p $(TOOLS)
+	echo '{"name":"outpost-tools","private":true}' > $(TOOLS)/package.json
+	npm install --prefix $(TOOLS) --no-save --no-audit --no-fund bun@$(BUN_VERSION)
+
+node_modules/.installed: package.json bun.lock | $(BUN)
+	$(BUN) install --frozen-lockfile
+	touch $@
+
+clean:
+	rm -rf dist node_modules $(TOOLS)

@@ -1,0 +1,104 @@
+/** @module auth/users — users who may submit mail: create, list, remove, change password, check credentials. */
+import { eq } from "drizzle-orm";
+import type { Db } from "../db/client.ts";
+import type { UserId } from "../mail/ids.ts";
+import { users } from "./schema.ts";
+
+export interface User {
+  id: UserId;
+  name: string;
+  /** allowed envelope-sender domains; empty = any */
+  domains: string[];
+  createdAt: number;
+}
+
+export class UserExistsError extends Error {}
+export class UserNotFoundError extends Error {}
+
+const NAME_RE = /^[A-Za-z0-9._@+-]{1,64}$/;
+
+export function isValidUserName(name: string): boolean {
+  return NAME_RE.test(name);
+}
+
+/** 24 URL-safe random characters (~143 bits): what `user add` prints when no password is given. */
+export function generatePassword(): string {
+  return Buffer.from(crypto.getRandomValues(new Uint8Array(18))).toString("base64url");
+}
+
+function toUser(row: typeof users.$inferSelect): User {
+  return { id: row.id as UserId, name: row.name, domains: JSON.parse(row.domains) as string[], createdAt: row.createdAt };
+}
+
+export async function addUser(db: Db, name: string, password: string, domains: string[] = []): Promise<User> {
+  if (findUser(db, name)) throw new UserExistsError(`user ${name} already exists`);
+  const passwordHash = await Bun.password.hash(password, { algorithm: "argon2id" });
+  const row = db
+    .insert(users)
+    .values({ name, passwordHash, domains: JSON.stringify(domains.map((d) => d.toLowerCase())), createdAt: Date.now() })
+    .returning()
+    .get();
+  return toUser(row);
+}
+
+export function findUser(db: Db, name: string): User | null {
+  const row = db.select().from(users).where(eq(users.name, name)).get();
+  return row ? toUser(row) : null;
+}
+
+export function getUser(db: Db, id: UserId): User | null {
+  const row = db.select().from(users).where(eq(users.id, id)).get();
+  return row ? toUser(row) : null;
+}
+
+export function listUsers(db: Db): User[] {
+  return db.select().from(users).orderBy(users.name).all().map(toUser);
+}
+
+export function countUsers(db: Db): number {
+  return db.select({ id: users.id }).from(users).all().length;
+}
+
+export function removeUser(db: Db, name: string): void {
+  const res = db.delete(users).where(eq(users.name, name)).returning({ id: users.id }).all();
+  if (res.length === 0) throw new UserNotFoundError(`no user ${name}`);
+}
+
+export async function setPassword(db: Db, name: string, password: string): Promise<void> {
+  const passwordHash = await Bun.password.hash(password, { algorithm: "argon2id" });
+  const res = db.update(users).set({ passwordHash }).where(eq(users.name, name)).returning({ id: users.id }).all();
+  if (res.length === 0) throw new UserNotFoundError(`no user ${name}`);
+}
+
+/**
+ * Checks a name/password pair. A smart host opens many connections with the same credentials,
+ * and argon2id costs tens of ms each, so successes are cached briefly, keyed by a hash of both.
+ */
+export class CredentialChecker {
+  private cache = new Map<string, { user: User; until: number }>();
+  constructor(
+    private db: Db,
+    private ttlMs = 5 * 60_000,
+    private now = () => Date.now(),
+  ) {}
+
+  async check(name: string, password: string): Promise<User | null> {
+    const key = new Bun.CryptoHasher("sha256").update(name).update("\0").update(password).digest("hex");
+    const hit = this.cache.get(key);
+    if (hit && hit.until > this.now()) return hit.user;
+    const row = this.db.select().from(users).where(eq(users.name, name)).get();
+    // verify against a dummy hash when the user is unknown, so timing does not reveal which names exist
+    const ok = await Bun.password.verify(password, row?.passwordHash ?? DUMMY_HASH);
+    if (!row || !ok) return null;
+    const user = toUser(row);
+    this.cache.set(key, { user, until: this.now() + this.ttlMs });
+    return user;
+  }
+
+  /** Drop cached successes (after a password change or removal). */
+  clear(): void {
+    this.cache.clear();
+  }
+}
+
+const DUMMY_HASH = await Bun.password.hash("outpost-dummy", { algorithm: "argon2id" });

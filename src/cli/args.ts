@@ -1,0 +1,60 @@
+/** @module cli/args — parses `outpost` argv into positionals and flags; unknown flags are usage errors. */
+import { UsageError } from "../mail/errors.ts";
+
+export interface FlagSpec {
+  /** flags that take a value; repeatable ones collect into arrays */
+  values?: string[];
+  repeatable?: string[];
+  booleans?: string[];
+}
+
+export interface ParsedArgs {
+  positionals: string[];
+  values: Record<string, string | undefined>;
+  lists: Record<string, string[]>;
+  flags: Set<string>;
+}
+
+const COMMON_VALUES = ["config"];
+const COMMON_BOOLEANS = ["help", "json"];
+
+export function parseArgs(argv: string[], spec: FlagSpec = {}): ParsedArgs {
+  const valueFlags = new Set([...COMMON_VALUES, ...(spec.values ?? []), ...(spec.repeatable ?? [])]);
+  const booleans = new Set([...COMMON_BOOLEANS, ...(spec.booleans ?? [])]);
+  const out: ParsedArgs = { positionals: [], values: {}, lists: {}, flags: new Set() };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === "-h") {
+      out.flags.add("help");
+      continue;
+    }
+    if (!arg.startsWith("--")) {
+      out.positionals.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf("=");
+    const name = arg.slice(2, eq < 0 ? undefined : eq);
+    if (booleans.has(name) && eq < 0) {
+      out.flags.add(name);
+    } else if (valueFlags.has(name)) {
+      const value = eq < 0 ? argv[++i] : arg.slice(eq + 1);
+      if (value === undefined) throw new UsageError(`--${name} needs a value`);
+      if (spec.repeatable?.includes(name)) (out.lists[name] ??= []).push(value);
+      else out.values[name] = value;
+    } else {
+      throw new UsageError(`unknown option --${name}`);
+    }
+  }
+  return out;
+}
+
+/** Prints rows as aligned columns, for people. */
+export function table(rows: string[][]): string {
+  const widths: number[] = [];
+  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ")).join("\n");
+}
+
+export function isoTime(ms: number | null | undefined): string {
+  return ms ? new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z") : "-";
+}

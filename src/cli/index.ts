@@ -1,0 +1,73 @@
+/** @module cli/index — dispatches `outpost COMMAND …` and maps errors to exit codes (0 ok, 1 runtime, 2 usage/config). */
+import { ConfigError } from "../config/errors.ts";
+import { UsageError } from "../mail/errors.ts";
+import { UserExistsError, UserNotFoundError } from "../auth/users.ts";
+import { KeyNotFoundError } from "../auth/keys.ts";
+import pkg from "../../package.json";
+import { keyCommand } from "./key.ts";
+import { migrateCommand } from "./migrate.ts";
+import { serveCommand } from "./serve.ts";
+import { suppressionCommand } from "./suppression.ts";
+import { userCommand } from "./user.ts";
+
+export const VERSION: string = pkg.version;
+
+export const USAGE = `outpost ${VERSION} — self-hosted email relay
+
+usage: outpost COMMAND [ARGS] [--config FILE]
+
+commands:
+  serve                          run SMTP listeners, HTTP API and delivery
+  user add|list|remove|passwd    manage users who may send (SMTP AUTH, API keys)
+  key create|list|revoke         manage API keys
+  suppression list|add|remove    addresses never sent to
+  migrate                        apply database migrations and exit
+  version                        print the version
+
+Run 'outpost COMMAND --help' for a command's options.
+--config defaults to ./outpost.toml, else /etc/outpost/outpost.toml, else built-in defaults.`;
+
+type Command = (argv: string[]) => Promise<number>;
+
+const COMMANDS: Record<string, Command> = {
+  serve: serveCommand,
+  user: userCommand,
+  key: keyCommand,
+  suppression: suppressionCommand,
+  migrate: migrateCommand,
+  version: async () => {
+    process.stdout.write(`outpost ${VERSION}\n`);
+    return 0;
+  },
+};
+
+export async function run(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === "--help" || name === "-h" || name === "help") {
+    process.stdout.write(USAGE + "\n");
+    return name ? 0 : 2;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`outpost: unknown command ${name}\n\n${USAGE}\n`);
+    return 2;
+  }
+  try {
+    return await command(rest);
+  } catch (e) {
+    return reportError(e);
+  }
+}
+
+function reportError(e: unknown): number {
+  if (e instanceof ConfigError || e instanceof UsageError) {
+    process.stderr.write(`outpost: ${e.message}\n`);
+    return 2;
+  }
+  if (e instanceof UserExistsError || e instanceof UserNotFoundError || e instanceof KeyNotFoundError) {
+    process.stderr.write(`outpost: ${e.message}\n`);
+    return 1;
+  }
+  process.stderr.write(`outpost: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  return 1;
+}

@@ -1,0 +1,56 @@
+/** @module cli/key — `outpost key create|list|revoke`. */
+import { createKey, listKeys, revokeKey } from "../auth/keys.ts";
+import { findUser, listUsers } from "../auth/users.ts";
+import { UsageError } from "../mail/errors.ts";
+import { isoTime, parseArgs, table } from "./args.ts";
+import { openContext, print, printJson } from "./context.ts";
+
+export const KEY_USAGE = `usage:
+  outpost key create NAME [--user U]   print a new API key (only its hash is stored); U defaults to admin
+  outpost key list [--json]
+  outpost key revoke ID
+common: --config FILE`;
+
+export async function keyCommand(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { values: ["user"] });
+  const [sub, arg, ...rest] = args.positionals;
+  if (args.flags.has("help") || !sub) {
+    print(KEY_USAGE);
+    return args.flags.has("help") ? 0 : 2;
+  }
+  if (rest.length > 0) throw new UsageError(`unexpected argument ${rest[0]}`);
+  const { store } = openContext(args);
+  try {
+    switch (sub) {
+      case "create": {
+        if (!arg) throw new UsageError("key create needs NAME");
+        const userName = args.values.user ?? "admin";
+        const user = findUser(store.db, userName);
+        if (!user) throw new UsageError(`no user ${userName} (create one with: outpost user add ${userName})`);
+        const { key, info } = createKey(store.db, user.id, arg);
+        print(`key ${info.id} created for user ${user.name}`);
+        print(`api key: ${key}`);
+        return 0;
+      }
+      case "list": {
+        const names = new Map(listUsers(store.db).map((u) => [u.id as number, u.name]));
+        const keys = listKeys(store.db).map((k) => ({
+          id: k.id, name: k.name, user: names.get(k.userId) ?? "?", prefix: k.prefix,
+          created_at: isoTime(k.createdAt), revoked_at: k.revokedAt ? isoTime(k.revokedAt) : null,
+        }));
+        if (args.flags.has("json")) printJson(keys);
+        else print(table([["ID", "NAME", "USER", "PREFIX", "CREATED", "REVOKED"], ...keys.map((k) => [k.id, k.name, k.user, k.prefix + "…", k.created_at, k.revoked_at ?? "-"])]));
+        return 0;
+      }
+      case "revoke":
+        if (!arg) throw new UsageError("key revoke needs ID");
+        revokeKey(store.db, arg);
+        print(`key ${arg} revoked`);
+        return 0;
+      default:
+        throw new UsageError(`unknown command key ${sub}\n${KEY_USAGE}`);
+    }
+  } finally {
+    store.close();
+  }
+}

@@ -1,0 +1,22 @@
+/** @module cli/migrate — `outpost migrate`: apply pending migrations and exit. */
+import { loadConfig } from "../config/load.ts";
+import { applyMigrations, openStore } from "../db/client.ts";
+import { embeddedMigrations } from "../db/migrations.ts";
+import { parseArgs } from "./args.ts";
+import { print } from "./context.ts";
+
+export async function migrateCommand(argv: string[]): Promise<number> {
+  const args = parseArgs(argv);
+  if (args.flags.has("help")) {
+    print("usage: outpost migrate [--config FILE]\n  apply database migrations and exit");
+    return 0;
+  }
+  const config = loadConfig(args.values.config);
+  // openStore applies migrations itself; ask again afterwards to report the state
+  const store = openStore(config.database.path);
+  const pending = applyMigrations(store.sqlite, embeddedMigrations());
+  const total = embeddedMigrations().length;
+  store.close();
+  print(`database ${config.database.path}: ${total} migration(s) applied${pending.length ? "" : ", up to date"}`);
+  return 0;
+}

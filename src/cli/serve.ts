@@ -1,0 +1,38 @@
+/** @module cli/serve — `outpost serve`: run until SIGTERM/SIGINT, then stop within 30 s and exit 0. */
+import { loadConfig } from "../config/load.ts";
+import { createLogger } from "../observe/log.ts";
+import { start } from "../runtime/start.ts";
+import { parseArgs } from "./args.ts";
+import { print } from "./context.ts";
+
+export const SERVE_USAGE = `usage: outpost serve [--config FILE]
+  runs the SMTP listeners, the HTTP API and delivery until SIGTERM`;
+
+const SHUTDOWN_LIMIT_MS = 30_000;
+
+export async function serveCommand(argv: string[]): Promise<number> {
+  const args = parseArgs(argv);
+  if (args.flags.has("help")) {
+    print(SERVE_USAGE);
+    return 0;
+  }
+  const config = loadConfig(args.values.config);
+  const log = createLogger(config.log_level);
+  const rt = await start(config, log, { announce: print });
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: string) => {
+      log.info("stopping", { signal });
+      resolve();
+    };
+    process.once("SIGTERM", () => onSignal("SIGTERM"));
+    process.once("SIGINT", () => onSignal("SIGINT"));
+  });
+  const timer = setTimeout(() => {
+    log.error("shutdown_timeout", { limit_ms: SHUTDOWN_LIMIT_MS });
+    process.exit(1);
+  }, SHUTDOWN_LIMIT_MS);
+  await rt.stop();
+  clearTimeout(timer);
+  log.info("stopped");
+  return 0;
+}

@@ -1,0 +1,52 @@
+/** @module cli/suppression — `outpost suppression list|add|remove`. */
+import { addSuppression, listSuppressions, removeSuppression } from "../suppression/list.ts";
+import { UsageError } from "../mail/errors.ts";
+import { isoTime, parseArgs, table } from "./args.ts";
+import { openContext, print, printJson } from "./context.ts";
+
+export const SUPPRESSION_USAGE = `usage:
+  outpost suppression list [--json]
+  outpost suppression add ADDR
+  outpost suppression remove ADDR
+common: --config FILE`;
+
+const ADDR_RE = /^[^\s@<>]+@[^\s@<>]+$/;
+
+export async function suppressionCommand(argv: string[]): Promise<number> {
+  const args = parseArgs(argv);
+  const [sub, addr, ...rest] = args.positionals;
+  if (args.flags.has("help") || !sub) {
+    print(SUPPRESSION_USAGE);
+    return args.flags.has("help") ? 0 : 2;
+  }
+  if (rest.length > 0) throw new UsageError(`unexpected argument ${rest[0]}`);
+  const needAddr = () => {
+    if (!addr || !ADDR_RE.test(addr)) throw new UsageError(`suppression ${sub} needs an address like user@example.com`);
+    return addr;
+  };
+  const { store } = openContext(args);
+  try {
+    switch (sub) {
+      case "list": {
+        const list = listSuppressions(store.db);
+        if (args.flags.has("json")) printJson(list.map((s) => ({ address: s.address, reason: s.reason, created_at: isoTime(s.createdAt) })));
+        else print(table([["ADDRESS", "REASON", "SINCE"], ...list.map((s) => [s.address, s.reason, isoTime(s.createdAt)])]));
+        return 0;
+      }
+      case "add":
+        print(addSuppression(store.db, needAddr()) ? `${addr} suppressed` : `${addr} was already suppressed`);
+        return 0;
+      case "remove":
+        if (!removeSuppression(store.db, needAddr())) {
+          print(`${addr} is not on the suppression list`);
+          return 1;
+        }
+        print(`${addr} removed from the suppression list`);
+        return 0;
+      default:
+        throw new UsageError(`unknown command suppression ${sub}\n${SUPPRESSION_USAGE}`);
+    }
+  } finally {
+    store.close();
+  }
+}

@@ -1,0 +1,62 @@
+/** @module cli/user — `outpost user add|list|remove|passwd`. */
+import { addUser, generatePassword, isValidUserName, listUsers, removeUser, setPassword } from "../auth/users.ts";
+import { UsageError } from "../mail/errors.ts";
+import { isoTime, parseArgs, table } from "./args.ts";
+import { openContext, print, printJson } from "./context.ts";
+
+export const USER_USAGE = `usage:
+  outpost user add NAME [--password P] [--domain D]...   create a user (prints the password if generated)
+  outpost user list [--json]
+  outpost user remove NAME
+  outpost user passwd NAME [--password P]                set a new password (prints it if generated)
+common: --config FILE`;
+
+export async function userCommand(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { values: ["password"], repeatable: ["domain"] });
+  const [sub, name, ...rest] = args.positionals;
+  if (args.flags.has("help") || !sub) {
+    print(USER_USAGE);
+    return args.flags.has("help") ? 0 : 2;
+  }
+  if (rest.length > 0) throw new UsageError(`unexpected argument ${rest[0]}`);
+  const needName = () => {
+    if (!name) throw new UsageError(`user ${sub} needs NAME`);
+    if (!isValidUserName(name)) throw new UsageError(`invalid user name ${JSON.stringify(name)} (letters, digits, . _ @ + -)`);
+    return name;
+  };
+  const domains = args.lists.domain ?? [];
+  for (const d of domains) if (!/^[A-Za-z0-9.-]+\.[A-Za-z0-9-]+$/.test(d)) throw new UsageError(`invalid --domain ${d}`);
+  const { store } = openContext(args);
+  try {
+    switch (sub) {
+      case "add": {
+        const password = args.values.password ?? generatePassword();
+        const user = await addUser(store.db, needName(), password, domains);
+        print(`user ${user.name} created${user.domains.length ? ` (sender domains: ${user.domains.join(", ")})` : ""}`);
+        if (!args.values.password) print(`password: ${password}`);
+        return 0;
+      }
+      case "list": {
+        const users = listUsers(store.db);
+        if (args.flags.has("json")) printJson(users.map(({ id, name, domains, createdAt }) => ({ id, name, domains, created_at: isoTime(createdAt) })));
+        else print(table([["NAME", "DOMAINS", "CREATED"], ...users.map((u) => [u.name, u.domains.join(",") || "*", isoTime(u.createdAt)])]));
+        return 0;
+      }
+      case "remove":
+        removeUser(store.db, needName());
+        print(`user ${name} removed`);
+        return 0;
+      case "passwd": {
+        const password = args.values.password ?? generatePassword();
+        await setPassword(store.db, needName(), password);
+        print(`password of ${name} changed`);
+        if (!args.values.password) print(`password: ${password}`);
+        return 0;
+      }
+      default:
+        throw new UsageError(`unknown command user ${sub}\n${USER_USAGE}`);
+    }
+  } finally {
+    store.close();
+  }
+}

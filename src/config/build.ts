@@ -1,0 +1,242 @@
+/**
+ * @module config/build — turns a parsed outpost.toml into a `Config`: every SPEC key, its type,
+ * its default. Defaults are written in the same textual form as the file, so they read like SPEC.
+ */
+import { accessSync, constants, statSync } from "node:fs";
+import { hostname as machineHostname } from "node:os";
+import { join, resolve } from "node:path";
+import { ConfigError } from "./errors.ts";
+import type {
+  Config, DatabaseConfig, DeliveryConfig, DestinationConfig, DkimKeyConfig, EventType, HttpConfig,
+  LogLevel, RouteConfig, SmtpConfig, SpfConfig, TlsPolicy, TrackingConfig, WebhookConfig,
+} from "./schema.ts";
+import type { Section } from "./section.ts";
+import {
+  isHostname, parseCidr, parseDnsServer, parseDomain, parseDomainPattern, parseDuration,
+  parseHost, parseHttpUrl, parseIp, parseListen, parseRate, parseSize,
+} from "./units.ts";
+
+export type Env = Record<string, string | undefined>;
+
+export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
+export const TLS_POLICIES: readonly TlsPolicy[] = ["opportunistic", "required"];
+export const EVENT_TYPES: readonly EventType[] = [
+  "queued", "delivered", "deferred", "bounced", "opened", "clicked", "suppressed", "complained",
+];
+const DEFAULT_RETRY = ["1m", "5m", "15m", "30m", "1h", "2h", "4h", "8h"];
+
+/** Reads every top-level key; the caller checks the root for unknown keys. */
+export function buildConfig(root: Section, file: string | null, env: Env): Config {
+  const hostname = readHostname(root);
+  const data_dir = root.filePath("data_dir", "./data");
+  const log_level = root.oneOf("log_level", LOG_LEVELS, "info");
+  return {
+    file,
+    hostname,
+    data_dir,
+    log_level: envLogLevel(env) ?? log_level,
+    smtp: root.within("smtp", readSmtp),
+    http: root.within("http", readHttp),
+    dns: root.within("dns", (s) => ({ servers: s.list("servers", parseDnsServer, []) })),
+    delivery: root.within("delivery", readDelivery),
+    tracking: root.within("tracking", readTracking),
+    spf: root.within("spf", readSpf),
+    dkim: root.each("dkim", readDkim),
+    webhook: root.each("webhook", readWebhook),
+    database: root.within("database", (s) => readDatabase(s, data_dir)),
+  };
+}
+
+/** The machine's name is trusted as it is; a configured one must be a valid host name. */
+function readHostname(root: Section): string {
+  if (!root.has("hostname")) {
+    root.raw("hostname");
+    return machineHostname();
+  }
+  return root.parsed("hostname", (text) => {
+    if (!isHostname(text)) throw new Error('expected a host name like "mail.example.com"');
+    return text.toLowerCase();
+  });
+}
+
+/** OUTPOST_LOG wins over the file so an operator can turn on debug logs without editing it. */
+function envLogLevel(env: Env): LogLevel | undefined {
+  const value = env.OUTPOST_LOG?.trim().toLowerCase();
+  if (value === undefined || value === "") return undefined;
+  const level = LOG_LEVELS.find((l) => l === value);
+  if (!level) throw new ConfigError("OUTPOST_LOG", "", `expected one of ${LOG_LEVELS.join(", ")}, got ${JSON.stringify(env.OUTPOST_LOG)}`);
+  return level;
+}
+
+function readSmtp(s: Section): SmtpConfig {
+  const [tls_cert, tls_key] = readCertPair(s);
+  return {
+    listen: s.list("listen", parseListen, ["127.0.0.1:2525"]),
+    tls_listen: s.list("tls_listen", parseListen, []),
+    tls_cert,
+    tls_key,
+    auth_requires_tls: s.boolean("auth_requires_tls", true),
+    trusted_networks: s.list("trusted_networks", parseCidr, []),
+    max_message_size: readSize(s, "max_message_size", "25MB"),
+    max_recipients: s.integer("max_recipients", 100),
+    max_connections_per_ip: s.integer("max_connections_per_ip", 20),
+    auth_failures_before_block: s.integer("auth_failures_before_block", 5),
+    auth_block_time: s.parsed("auth_block_time", parseDuration, "15m"),
+  };
+}
+
+/** Both or neither: one PEM without the other cannot make a TLS context. */
+function readCertPair(s: Section): [string, string] {
+  const cert = s.string("tls_cert", "");
+  const key = s.string("tls_key", "");
+  if (cert === "" && key !== "") s.fail("tls_cert", "must be set when tls_key is set");
+  if (key === "" && cert !== "") s.fail("tls_key", "must be set when tls_cert is set");
+  return cert === "" ? ["", ""] : [readableFile(s, "tls_cert"), readableFile(s, "tls_key")];
+}
+
+/** A size may be a string with a unit or a bare TOML integer of bytes. */
+function readSize(s: Section, key: string, fallback: string): number {
+  const value = s.raw(key) ?? fallback;
+  if (typeof value !== "string" && typeof value !== "number") s.fail(key, "expected a size such as \"25MB\"");
+  const bytes = s.attempt(key, () => parseSize(value));
+  if (bytes < 1) s.fail(key, "must be at least 1 byte");
+  return bytes;
+}
+
+function readHttp(s: Section): HttpConfig {
+  return {
+    listen: s.parsed("listen", parseListen, "127.0.0.1:8025"),
+    public_url: s.parsed("public_url", parseHttpUrl, "http://127.0.0.1:8025"),
+    rate: s.parsed("rate", (text) => (text === "" ? null : parseRate(text)), ""),
+  };
+}
+
+function readDelivery(s: Section): DeliveryConfig {
+  const tls = s.oneOf("tls", TLS_POLICIES, "opportunistic");
+  const retry = s.list("retry", positiveDuration, DEFAULT_RETRY);
+  if (retry.length === 0) s.fail("retry", "expected at least one duration");
+  return {
+    concurrency: s.integer("concurrency", 200),
+    per_destination_connections: s.integer("per_destination_connections", 5),
+    messages_per_connection: s.integer("messages_per_connection", 100),
+    retry,
+    max_queue_time: s.parsed("max_queue_time", positiveDuration, "5d"),
+    tls,
+    sandbox: s.boolean("sandbox", false),
+    route: s.each("route", (r) => readRoute(r, tls)),
+    destination: s.named("destination", parseDomainPattern, readDestination),
+  };
+}
+
+function positiveDuration(text: string): number {
+  const ms = parseDuration(text);
+  if (ms <= 0) throw new Error("expected a duration greater than zero");
+  return ms;
+}
+
+/** A route without its own `tls` follows `delivery.tls`. */
+function readRoute(s: Section, tls: TlsPolicy): RouteConfig {
+  const route: RouteConfig = {
+    domain: s.parsed("domain", parseDomainPattern),
+    host: s.parsed("host", parseHost),
+    port: s.integer("port", 25, 1, 65535),
+    tls: s.oneOf("tls", TLS_POLICIES, tls),
+    username: s.string("username", ""),
+    password: s.string("password", ""),
+  };
+  if (route.username !== "" && route.password === "") s.fail("password", "must be set when username is set");
+  if (route.username === "" && route.password !== "") s.fail("username", "must be set when password is set");
+  return route;
+}
+
+function readDestination(s: Section): DestinationConfig {
+  const destination: DestinationConfig = {};
+  if (s.has("per_destination_connections")) {
+    destination.per_destination_connections = s.integer("per_destination_connections", undefined);
+  }
+  if (s.has("rate")) destination.rate = s.parsed("rate", parseRate);
+  return destination;
+}
+
+function readTracking(s: Section): TrackingConfig {
+  return {
+    bounce_domain: s.parsed("bounce_domain", optional(parseDomain), ""),
+    inline_css: s.boolean("inline_css", false),
+    clicks: s.boolean("clicks", false),
+    opens: s.boolean("opens", false),
+    bounces: s.boolean("bounces", false),
+  };
+}
+
+function readSpf(s: Section): SpfConfig {
+  return {
+    include_domain: s.parsed("include_domain", optional(parseDomain), ""),
+    ips: s.list("ips", parseIp, []),
+  };
+}
+
+function readDkim(s: Section): DkimKeyConfig {
+  return {
+    domain: s.parsed("domain", parseDomain),
+    selector: s.parsed("selector", parseSelector),
+    private_key_file: readableFile(s, "private_key_file"),
+  };
+}
+
+function parseSelector(text: string): string {
+  if (!isHostname(text, true)) throw new Error('expected a DKIM selector like "s1"');
+  return text;
+}
+
+function readWebhook(s: Section): WebhookConfig {
+  const webhook: WebhookConfig = {
+    url: s.parsed("url", parseHttpUrl),
+    events: s.list("events", parseEventType, EVENT_TYPES),
+    secret: s.string("secret"),
+  };
+  // An empty secret would make every signature forgeable.
+  if (webhook.secret === "") s.fail("secret", "must not be empty");
+  return webhook;
+}
+
+function parseEventType(text: string): EventType {
+  const type = EVENT_TYPES.find((t) => t === text);
+  if (!type) throw new Error(`unknown event type; expected one of ${EVENT_TYPES.join(", ")}`);
+  return type;
+}
+
+function readDatabase(s: Section, dataDir: string): DatabaseConfig {
+  const url = s.string("url", `sqlite:${join(dataDir, "outpost.db")}`);
+  if (/^postgres(ql)?:/i.test(url)) s.fail("url", 'postgres is not supported yet; use "sqlite:PATH"');
+  const rest = url.startsWith("sqlite:") ? url.slice("sqlite:".length) : "";
+  if (rest === "") s.fail("url", 'expected "sqlite:PATH"');
+  // ":memory:" is SQLite's name for a private in-memory database, not a path.
+  const path = rest === ":memory:" ? rest : resolve(s.origin.baseDir, rest);
+  return { url: `sqlite:${path}`, path };
+}
+
+/** Resolves a required path and checks now that it can be read, rather than failing mid-delivery. */
+function readableFile(s: Section, key: string): string {
+  const path = s.filePath(key);
+  if (path === "") s.fail(key, "must not be empty");
+  try {
+    accessSync(path, constants.R_OK);
+    if (!statSync(path).isFile()) s.fail(key, `${path} is not a file`);
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    s.fail(key, `cannot read ${path}: ${describeFsError(error)}`);
+  }
+  return path;
+}
+
+export function describeFsError(error: unknown): string {
+  const code = (error as NodeJS.ErrnoException | null)?.code;
+  if (code === "ENOENT") return "no such file";
+  if (code === "EACCES" || code === "EPERM") return "permission denied";
+  if (code === "EISDIR") return "is a directory";
+  return error instanceof Error ? error.message : String(error);
+}
+
+function optional<T>(parse: (text: string) => T): (text: string) => T | "" {
+  return (text) => (text === "" ? "" : parse(text));
+}

@@ -1,0 +1,143 @@
+/** @module config/schema — the typed, validated configuration (one entry per SPEC key) and its defaults. */
+
+/** A listen address such as "127.0.0.1:2525" or "[::1]:2525", parsed. */
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+/** A rate such as "600/min": `count` events per `perMs` milliseconds. */
+export interface Rate {
+  count: number;
+  perMs: number;
+}
+
+/** A CIDR block such as "10.0.0.0/8" or "2001:db8::/32". */
+export interface Cidr {
+  family: 4 | 6;
+  /** network address, normalised */
+  address: string;
+  prefix: number;
+}
+
+export type TlsPolicy = "opportunistic" | "required";
+
+export interface SmtpConfig {
+  listen: ListenAddress[];
+  tls_listen: ListenAddress[];
+  /** absolute path or "" (self-signed cert generated in data_dir) */
+  tls_cert: string;
+  tls_key: string;
+  auth_requires_tls: boolean;
+  trusted_networks: Cidr[];
+  /** bytes */
+  max_message_size: number;
+  max_recipients: number;
+  max_connections_per_ip: number;
+  auth_failures_before_block: number;
+  /** ms */
+  auth_block_time: number;
+}
+
+export interface HttpConfig {
+  listen: ListenAddress;
+  public_url: string;
+  rate: Rate | null;
+}
+
+export interface DnsConfig {
+  servers: ListenAddress[];
+}
+
+export interface RouteConfig {
+  /** exact domain, "*.example.com", or "*" */
+  domain: string;
+  host: string;
+  port: number;
+  tls: TlsPolicy;
+  username: string;
+  password: string;
+}
+
+export interface DestinationConfig {
+  per_destination_connections?: number;
+  rate?: Rate;
+}
+
+export interface DeliveryConfig {
+  concurrency: number;
+  per_destination_connections: number;
+  messages_per_connection: number;
+  /** ms, the last repeats */
+  retry: number[];
+  /** ms */
+  max_queue_time: number;
+  tls: TlsPolicy;
+  sandbox: boolean;
+  route: RouteConfig[];
+  /** keyed by recipient domain or MX host pattern ("*.protection.outlook.com") */
+  destination: Record<string, DestinationConfig>;
+}
+
+export interface TrackingConfig {
+  bounce_domain: string;
+  inline_css: boolean;
+  clicks: boolean;
+  opens: boolean;
+  bounces: boolean;
+}
+
+export interface SpfConfig {
+  include_domain: string;
+  ips: string[];
+}
+
+export interface DkimKeyConfig {
+  domain: string;
+  selector: string;
+  /** absolute path (resolved against the config file's directory) */
+  private_key_file: string;
+}
+
+export type EventType =
+  | "queued"
+  | "delivered"
+  | "deferred"
+  | "bounced"
+  | "opened"
+  | "clicked"
+  | "suppressed"
+  | "complained";
+
+export interface WebhookConfig {
+  url: string;
+  events: EventType[];
+  secret: string;
+}
+
+export interface DatabaseConfig {
+  /** "sqlite:PATH"; PATH resolved to an absolute file path */
+  url: string;
+  /** the absolute path of the SQLite file */
+  path: string;
+}
+
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+export interface Config {
+  /** the file it was read from, or null for built-in defaults */
+  file: string | null;
+  hostname: string;
+  /** absolute path */
+  data_dir: string;
+  log_level: LogLevel;
+  smtp: SmtpConfig;
+  http: HttpConfig;
+  dns: DnsConfig;
+  delivery: DeliveryConfig;
+  tracking: TrackingConfig;
+  spf: SpfConfig;
+  dkim: DkimKeyConfig[];
+  webhook: WebhookConfig[];
+  database: DatabaseConfig;
+}

@@ -1,0 +1,25 @@
+/**
+ * @module db/migrations — the SQL migrations, embedded in the binary by import.
+ * After `drizzle-kit generate`, add the new file here; a test fails when the journal names one that is missing.
+ */
+import journal from "../../migrations/meta/_journal.json";
+import m0000 from "../../migrations/0000_init.sql" with { type: "text" };
+
+export interface Migration {
+  tag: string;
+  sql: string;
+}
+
+const FILES: Record<string, string> = {
+  "0000_init": m0000,
+};
+
+export const JOURNAL_TAGS: string[] = journal.entries.map((e) => e.tag);
+
+export function embeddedMigrations(): Migration[] {
+  return JOURNAL_TAGS.map((tag) => {
+    const sql = FILES[tag];
+    if (sql === undefined) throw new Error(`migration ${tag} is in the journal but not embedded in src/db/migrations.ts`);
+    return { tag, sql };
+  });
+}

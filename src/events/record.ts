@@ -1,0 +1,63 @@
+/** @module events/record — appends events (and their webhook outbox rows) inside the caller's transaction. */
+import type { Database, Statement } from "bun:sqlite";
+import type { EventType, WebhookConfig } from "../config/schema.ts";
+import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
+
+export interface EventDetails {
+  mx?: string;
+  reply?: string;
+  status?: string;
+  url?: string;
+  user_agent?: string;
+  [k: string]: unknown;
+}
+
+export interface NewEvent {
+  type: EventType;
+  messageId: MessageId;
+  recipientId?: RecipientId | null;
+  recipient?: string | null;
+  userId?: UserId | null;
+  details?: EventDetails;
+  /** ms since epoch; defaults to now */
+  time?: number;
+}
+
+/**
+ * Writes events. It never opens a transaction of its own: the caller commits the state change and
+ * its event together, so history and state cannot disagree.
+ */
+export class EventRecorder {
+  private insertEvent: Statement;
+  private insertOutbox: Statement;
+
+  constructor(
+    sqlite: Database,
+    private webhooks: readonly WebhookConfig[] = [],
+  ) {
+    this.insertEvent = sqlite.prepare(
+      "INSERT INTO events (type, time, message_id, recipient_id, recipient, user_id, details) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    );
+    this.insertOutbox = sqlite.prepare(
+      "INSERT INTO webhook_outbox (event_id, url, next_attempt_at, created_at) VALUES (?, ?, ?, ?)",
+    );
+  }
+
+  /** Returns the new event's id (the cursor value). */
+  record(e: NewEvent): number {
+    const time = e.time ?? Date.now();
+    const row = this.insertEvent.get(
+      e.type,
+      time,
+      e.messageId,
+      e.recipientId ?? null,
+      e.recipient ?? null,
+      e.userId ?? null,
+      JSON.stringify(e.details ?? {}),
+    ) as { id: number };
+    for (const hook of this.webhooks) {
+      if (hook.events.includes(e.type)) this.insertOutbox.run(row.id, hook.url, time, time);
+    }
+    return row.id;
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * @module intake/accept — the one door into the queue (SMTP, REST API, and DSNs we generate):
+ * policy → suppression → prepare → durable enqueue. Resolves only after the commit.
+ */
+import type { Store } from "../db/client.ts";
+import type { TrackingConfig } from "../config/schema.ts";
+import type { UserId } from "../mail/ids.ts";
+import { suppressedAmong } from "../suppression/list.ts";
+import type { Enqueuer, EnqueuedMessage, MessageOptions, MessageSource } from "../queue/enqueue.ts";
+import { checkRecipientCount, checkSender, checkSize, IntakeError, type PolicyLimits } from "./policy.ts";
+import { prepareMessage } from "./prepare.ts";
+
+export interface Submission {
+  /** null for trusted-network clients and system mail */
+  userId: UserId | null;
+  /** the user's allowed sender domains (empty = any); null when no user restriction applies */
+  allowedDomains: readonly string[] | null;
+  envelopeFrom: string;
+  recipients: string[];
+  raw: Buffer;
+  source: MessageSource;
+  /** options given explicitly (API fields); they win over X-Outpost-* headers and the defaults */
+  options?: Partial<MessageOptions>;
+  idempotencyKey?: string;
+}
+
+export interface IntakeDeps {
+  store: Store;
+  enqueuer: Enqueuer;
+  hostname: string;
+  limits: PolicyLimits;
+  tracking: TrackingConfig;
+}
+
+export class Intake {
+  constructor(private deps: IntakeDeps) {}
+
+  get limits(): PolicyLimits {
+    return this.deps.limits;
+  }
+
+  async accept(sub: Submission): Promise<EnqueuedMessage> {
+    const { limits, tracking, store, hostname } = this.deps;
+    checkSender(sub.allowedDomains, sub.envelopeFrom);
+    const recipients = dedupe(sub.recipients);
+    checkRecipientCount(recipients.length, limits);
+    checkSize(sub.raw.length, limits);
+    const prepared = prepareMessage(sub.raw, hostname);
+    const defaults: MessageOptions = {
+      inlineCss: tracking.inline_css,
+      trackClicks: tracking.clicks,
+      trackOpens: tracking.opens,
+      trackBounces: tracking.bounces,
+    };
+    const options = { ...defaults, ...prepared.headerOptions, ...sub.options };
+    try {
+      return await this.deps.enqueuer.enqueue({
+        userId: sub.userId,
+        envelopeFrom: sub.envelopeFrom,
+        recipients,
+        suppressed: suppressedAmong(store.db, recipients),
+        body: prepared.body,
+        subject: prepared.subject,
+        source: sub.source,
+        options,
+        idempotencyKey: sub.idempotencyKey,
+      });
+    } catch (e) {
+      // nothing was stored: the client must try again later, never believe it was accepted
+      throw new IntakeError(451, "4.3.0", "temporary failure storing the message, try again", 503, undefined, e);
+    }
+  }
+}
+
+/** Same address twice (case-insensitive) is delivered once. */
+function dedupe(addresses: string[]): string[] {
+  const seen = new Set<string>();
+  return addresses.filter((a) => {
+    const k = a.toLowerCase();
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+}

@@ -1,0 +1,47 @@
+/** @module intake/policy — what any submission must satisfy, whichever door it came in by. */
+import { SmtpError } from "../mail/errors.ts";
+
+/** A refusal at intake, with its meaning for both SMTP and HTTP. */
+export class IntakeError extends SmtpError {
+  constructor(
+    code: number,
+    enhanced: string,
+    message: string,
+    readonly httpStatus: 400 | 403 | 413 | 503,
+    readonly field?: string,
+    cause?: unknown,
+  ) {
+    super(code, enhanced, message, cause);
+  }
+}
+
+export interface PolicyLimits {
+  maxMessageSize: number;
+  maxRecipients: number;
+}
+
+/** May a user whose allowed domains are `domains` (empty = any) use this envelope sender? */
+export function senderAllowed(domains: readonly string[], envelopeFrom: string): boolean {
+  if (domains.length === 0 || envelopeFrom === "") return domains.length === 0;
+  const d = envelopeFrom.slice(envelopeFrom.lastIndexOf("@") + 1).toLowerCase();
+  return domains.includes(d);
+}
+
+export function checkSender(domains: readonly string[] | null, envelopeFrom: string): void {
+  if (domains && !senderAllowed(domains, envelopeFrom)) {
+    throw new IntakeError(553, "5.7.1", `sender <${envelopeFrom}> not allowed for this user`, 403, "envelope");
+  }
+}
+
+export function checkRecipientCount(n: number, limits: PolicyLimits): void {
+  if (n === 0) throw new IntakeError(554, "5.5.1", "no valid recipients", 400, "recipient");
+  if (n > limits.maxRecipients) {
+    throw new IntakeError(452, "4.5.3", `too many recipients (at most ${limits.maxRecipients})`, 400, "recipient");
+  }
+}
+
+export function checkSize(size: number, limits: PolicyLimits): void {
+  if (size > limits.maxMessageSize) {
+    throw new IntakeError(552, "5.3.4", `message exceeds fixed maximum message size (${limits.maxMessageSize} bytes)`, 413, "body");
+  }
+}

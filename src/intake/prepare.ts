@@ -1,0 +1,74 @@
+/**
+ * @module intake/prepare — the recipient-independent message steps, applied once at intake:
+ * line ends to CRLF, X-Outpost-* option headers read and removed, Bcc removed, Message-ID/Date added when missing.
+ */
+import type { MessageOptions } from "../queue/enqueue.ts";
+import {
+  addHeader,
+  BadLineEndingError,
+  headerValue,
+  joinMessage,
+  normalizeLineEndings,
+  removeHeaders,
+  splitMessage,
+  type SplitMessage,
+} from "../message/headers.ts";
+import { IntakeError } from "./policy.ts";
+
+const OPTION_HEADERS: Record<keyof MessageOptions, string> = {
+  inlineCss: "X-Outpost-Inline-CSS",
+  trackClicks: "X-Outpost-Track-Clicks",
+  trackOpens: "X-Outpost-Track-Opens",
+  trackBounces: "X-Outpost-Track-Bounces",
+};
+
+export interface Prepared {
+  body: Buffer;
+  subject: string;
+  /** options named by X-Outpost-* headers (yes/no); absent ones are not set */
+  headerOptions: Partial<MessageOptions>;
+}
+
+export function prepareMessage(raw: Buffer, hostname: string, now = new Date()): Prepared {
+  let crlf: Buffer;
+  try {
+    crlf = normalizeLineEndings(raw);
+  } catch (e) {
+    if (e instanceof BadLineEndingError) throw new IntakeError(554, "5.6.0", e.message, 400, "body");
+    throw e;
+  }
+  let m = splitMessage(crlf);
+  if (m.headers.length === 0 || m.headers.some((h) => h.name === "" || /[\s]/.test(h.name))) {
+    throw new IntakeError(554, "5.6.0", "message has no valid header block", 400, "body");
+  }
+  const headerOptions = readOptionHeaders(m);
+  m = removeHeaders(m, [...Object.values(OPTION_HEADERS), "Bcc"]);
+  if (headerValue(m, "Message-ID") === null) m = addHeader(m, "Message-ID", `<${crypto.randomUUID()}@${hostname}>`);
+  if (headerValue(m, "Date") === null) m = addHeader(m, "Date", now.toUTCString().replace("GMT", "+0000"));
+  return { body: joinMessage(m), subject: decodeSubject(headerValue(m, "Subject") ?? ""), headerOptions };
+}
+
+function readOptionHeaders(m: SplitMessage): Partial<MessageOptions> {
+  const out: Partial<MessageOptions> = {};
+  for (const [key, name] of Object.entries(OPTION_HEADERS) as [keyof MessageOptions, string][]) {
+    const v = headerValue(m, name)?.toLowerCase();
+    if (v === "yes" || v === "true" || v === "1") out[key] = true;
+    else if (v === "no" || v === "false" || v === "0") out[key] = false;
+  }
+  return out;
+}
+
+/** Decodes RFC 2047 encoded-words so the stored subject is readable in `queue list` and the API. */
+function decodeSubject(s: string): string {
+  return s.replace(/=\?([^?]+)\?([bBqQ])\?([^?]*)\?=\s*/g, (_all, charset: string, enc: string, text: string) => {
+    try {
+      const bytes =
+        enc.toUpperCase() === "B"
+          ? Buffer.from(text, "base64")
+          : Buffer.from(text.replace(/_/g, " ").replace(/=([0-9A-Fa-f]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16))), "latin1");
+      return new TextDecoder(charset.toLowerCase() as ConstructorParameters<typeof TextDecoder>[0]).decode(bytes);
+    } catch {
+      return text;
+    }
+  });
+}

@@ -1,0 +1,84 @@
+/**
+ * @module message/headers — reads and edits the top-level header block of a raw MIME message,
+ * leaving every other byte untouched (body, MIME structure, attachments).
+ */
+
+export interface HeaderField {
+  /** as written, e.g. "Subject" */
+  name: string;
+  /** the whole field including name, folding and the trailing CRLF */
+  raw: string;
+}
+
+export interface SplitMessage {
+  headers: HeaderField[];
+  /** everything after the blank line that ends the header block (the separator itself excluded) */
+  body: Buffer;
+}
+
+/** Splits a CRLF message into its header fields and body. A message without a blank line is all header. */
+export function splitMessage(raw: Buffer): SplitMessage {
+  const sep = raw.indexOf("\r\n\r\n");
+  const headEnd = sep < 0 ? raw.length : sep + 2;
+  const head = raw.subarray(0, headEnd).toString("latin1");
+  const body = sep < 0 ? Buffer.alloc(0) : raw.subarray(sep + 4);
+  const headers: HeaderField[] = [];
+  for (const line of head.split(/(?<=\r\n)/)) {
+    if (line === "") continue;
+    const last = headers[headers.length - 1];
+    if ((line.startsWith(" ") || line.startsWith("\t")) && last) last.raw += line;
+    else headers.push({ name: line.slice(0, Math.max(0, line.indexOf(":"))).trim(), raw: line });
+  }
+  return { headers, body };
+}
+
+export function joinMessage(m: SplitMessage): Buffer {
+  const head = m.headers.map((h) => (h.raw.endsWith("\r\n") ? h.raw : h.raw + "\r\n")).join("");
+  return Buffer.concat([Buffer.from(head, "latin1"), Buffer.from("\r\n"), m.body]);
+}
+
+/** The unfolded value of the first field with this name (case-insensitive), or null. Latin-1 in, UTF-8 decoded. */
+export function headerValue(m: SplitMessage, name: string): string | null {
+  const lower = name.toLowerCase();
+  const h = m.headers.find((f) => f.name.toLowerCase() === lower);
+  if (!h) return null;
+  const value = h.raw.slice(h.raw.indexOf(":") + 1).replace(/\r\n/g, "").trim();
+  return Buffer.from(value, "latin1").toString("utf8");
+}
+
+export function countHeaders(m: SplitMessage, name: string): number {
+  const lower = name.toLowerCase();
+  return m.headers.filter((f) => f.name.toLowerCase() === lower).length;
+}
+
+/** Removes every field with one of these names (case-insensitive). */
+export function removeHeaders(m: SplitMessage, names: string[]): SplitMessage {
+  const drop = new Set(names.map((n) => n.toLowerCase()));
+  return { headers: m.headers.filter((h) => !drop.has(h.name.toLowerCase())), body: m.body };
+}
+
+/** Appends a field at the end of the header block (value must already be RFC 5322-safe). */
+export function addHeader(m: SplitMessage, name: string, value: string, atTop = false): SplitMessage {
+  const field = { name, raw: Buffer.from(`${name}: ${value}\r\n`, "utf8").toString("latin1") };
+  return { headers: atTop ? [field, ...m.headers] : [...m.headers, field], body: m.body };
+}
+
+export class BadLineEndingError extends Error {}
+
+/**
+ * Makes every line end CRLF. Bare LF and bare CR become CRLF, so they can never act as a line end of
+ * their own downstream (SMTP smuggling); NUL is refused, since no 8BITMIME text may carry it.
+ */
+export function normalizeLineEndings(raw: Buffer): Buffer {
+  if (raw.includes(0)) throw new BadLineEndingError("message contains NUL bytes");
+  let clean = true;
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw[i];
+    if (c === 0x0d ? raw[i + 1] !== 0x0a : c === 0x0a && raw[i - 1] !== 0x0d) {
+      clean = false;
+      break;
+    }
+  }
+  if (clean) return raw;
+  return Buffer.from(raw.toString("latin1").replace(/\r\n|\r|\n/g, "\r\n"), "latin1");
+}

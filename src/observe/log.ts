@@ -1,0 +1,40 @@
+/** @module observe/log — one JSON line per event to stdout, filtered by level. */
+import type { LogLevel } from "../config/schema.ts";
+
+const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+export type LogFields = Record<string, unknown>;
+
+export interface Logger {
+  debug(event: string, fields?: LogFields): void;
+  info(event: string, fields?: LogFields): void;
+  warn(event: string, fields?: LogFields): void;
+  error(event: string, fields?: LogFields): void;
+}
+
+function isLevel(v: string | undefined): v is LogLevel {
+  return v !== undefined && v in ORDER;
+}
+
+/** Level from the argument, else OUTPOST_LOG, else info. `write` is replaceable for tests. */
+export function createLogger(
+  level?: LogLevel,
+  write: (line: string) => void = (l) => process.stdout.write(l + "\n"),
+): Logger {
+  const env = process.env.OUTPOST_LOG;
+  const min = ORDER[level ?? (isLevel(env) ? env : "info")];
+  const emit = (lvl: LogLevel) => (event: string, fields: LogFields = {}) => {
+    if (ORDER[lvl] < min) return;
+    write(JSON.stringify({ time: new Date().toISOString(), level: lvl, event, ...fields }, errorReplacer));
+  };
+  return { debug: emit("debug"), info: emit("info"), warn: emit("warn"), error: emit("error") };
+}
+
+function errorReplacer(_key: string, value: unknown): unknown {
+  if (value instanceof Error) return { name: value.name, message: value.message };
+  if (typeof value === "bigint") return value.toString();
+  return value;
+}
+
+/** Logs nothing: for tests and for CLI commands that print to people. */
+export const silentLogger: Logger = createLogger("error", () => {});

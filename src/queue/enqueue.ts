@@ -1,0 +1,135 @@
+/**
+ * @module queue/enqueue — durably stores a message and one row per recipient, with `queued`/`suppressed`
+ * events, and resolves only after the commit. Submissions arriving together share one commit (group commit).
+ */
+import type { Database, Statement } from "bun:sqlite";
+import type { EventRecorder } from "../events/record.ts";
+import { newMessageId, newRecipientId, type MessageId, type RecipientId, type UserId } from "../mail/ids.ts";
+
+export type MessageSource = "smtp" | "api" | "dsn";
+
+export interface MessageOptions {
+  inlineCss: boolean;
+  trackClicks: boolean;
+  trackOpens: boolean;
+  trackBounces: boolean;
+}
+
+export interface NewMessage {
+  userId: UserId | null;
+  /** "" for the null sender */
+  envelopeFrom: string;
+  recipients: string[];
+  /** lower-cased addresses among `recipients` that are on the suppression list */
+  suppressed: ReadonlySet<string>;
+  /** the prepared MIME message, CRLF line ends */
+  body: Buffer;
+  subject: string;
+  source: MessageSource;
+  options: MessageOptions;
+  idempotencyKey?: string;
+}
+
+export type RecipientStatus = "queued" | "deferred" | "delivered" | "bounced" | "suppressed";
+
+export interface EnqueuedRecipient {
+  address: string;
+  id: RecipientId;
+  status: "queued" | "suppressed";
+}
+
+export interface EnqueuedMessage {
+  id: MessageId;
+  recipients: EnqueuedRecipient[];
+}
+
+interface Pending {
+  msg: NewMessage;
+  resolve: (m: EnqueuedMessage) => void;
+  reject: (e: unknown) => void;
+}
+
+export function domainOf(address: string): string {
+  const at = address.lastIndexOf("@");
+  return at < 0 ? "" : address.slice(at + 1).toLowerCase();
+}
+
+export class Enqueuer {
+  private pending: Pending[] = [];
+  private scheduled = false;
+  private insertMessage: Statement;
+  private insertRecipient: Statement;
+
+  constructor(
+    private sqlite: Database,
+    private events: EventRecorder,
+    private now: () => number = Date.now,
+  ) {
+    this.insertMessage = sqlite.prepare(
+      `INSERT INTO messages (id, user_id, created_at, envelope_from, subject, size, body, source,
+         inline_css, track_clicks, track_opens, track_bounces, idempotency_key)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.insertRecipient = sqlite.prepare(
+      `INSERT INTO recipients (id, message_id, address, domain, status, attempts, next_attempt_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, 0, ?, ?)`,
+    );
+  }
+
+  /** Resolves after the message is committed (fsync'd); rejects if it is not stored. */
+  enqueue(msg: NewMessage): Promise<EnqueuedMessage> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ msg, resolve, reject });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        // let the other sessions' submissions of this tick join the same commit
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const batch = this.pending;
+    this.pending = [];
+    const results: Array<EnqueuedMessage | { error: unknown }> = [];
+    try {
+      this.sqlite.transaction(() => {
+        for (const p of batch) results.push(this.insertOne(p.msg));
+      })();
+    } catch (e) {
+      for (const p of batch) p.reject(e);
+      return;
+    }
+    batch.forEach((p, i) => {
+      const r = results[i]!;
+      if ("error" in r) p.reject(r.error);
+      else p.resolve(r);
+    });
+  }
+
+  /** One message inside a savepoint, so one bad submission does not fail the others in its batch. */
+  private insertOne(m: NewMessage): EnqueuedMessage | { error: unknown } {
+    try {
+      return this.sqlite.transaction(() => this.write(m))();
+    } catch (error) {
+      return { error };
+    }
+  }
+
+  private write(m: NewMessage): EnqueuedMessage {
+    const now = this.now();
+    const id = newMessageId(now);
+    const o = m.options;
+    this.insertMessage.run(id, m.userId, now, m.envelopeFrom, m.subject, m.body.length, m.body, m.source,
+      o.inlineCss, o.trackClicks, o.trackOpens, o.trackBounces, m.idempotencyKey ?? null);
+    const recipients = m.recipients.map((address): EnqueuedRecipient => {
+      const rid = newRecipientId(now);
+      const status = m.suppressed.has(address.toLowerCase()) ? "suppressed" : "queued";
+      this.insertRecipient.run(rid, id, address, domainOf(address), status, now, now);
+      this.events.record({ type: status, messageId: id, recipientId: rid, recipient: address, userId: m.userId, time: now });
+      return { address, id: rid, status };
+    });
+    return { id, recipients };
+  }
+}

@@ -1,0 +1,61 @@
+/** @module queue/schema — messages and their per-recipient delivery state (owned by queue/). */
+import { sqliteTable, integer, text, blob, index, uniqueIndex } from "drizzle-orm/sqlite-core";
+import { sql } from "drizzle-orm";
+
+export const messages = sqliteTable(
+  "messages",
+  {
+    id: text("id").primaryKey(),
+    /** owner (SMTP user or API key's user); null for trusted-network or system mail (DSNs) */
+    userId: integer("user_id"),
+    createdAt: integer("created_at").notNull(),
+    /** MAIL FROM; "" is the null sender <> */
+    envelopeFrom: text("envelope_from").notNull(),
+    subject: text("subject").notNull().default(""),
+    size: integer("size").notNull(),
+    /** the prepared MIME message (CRLF line ends), stored once for all recipients */
+    body: blob("body", { mode: "buffer" }).notNull(),
+    /** "smtp" | "api" | "dsn" */
+    source: text("source").notNull(),
+    inlineCss: integer("inline_css", { mode: "boolean" }).notNull().default(false),
+    trackClicks: integer("track_clicks", { mode: "boolean" }).notNull().default(false),
+    trackOpens: integer("track_opens", { mode: "boolean" }).notNull().default(false),
+    trackBounces: integer("track_bounces", { mode: "boolean" }).notNull().default(false),
+    idempotencyKey: text("idempotency_key"),
+  },
+  (t) => [
+    index("messages_created").on(t.createdAt),
+    uniqueIndex("messages_idempotency").on(t.userId, t.idempotencyKey).where(sql`idempotency_key IS NOT NULL`),
+  ],
+);
+
+export const recipients = sqliteTable(
+  "recipients",
+  {
+    id: text("id").primaryKey(),
+    messageId: text("message_id")
+      .notNull()
+      .references(() => messages.id, { onDelete: "cascade" }),
+    address: text("address").notNull(),
+    /** lower-cased domain part: what routing and throttling key on */
+    domain: text("domain").notNull(),
+    /** queued | deferred | delivered | bounced | suppressed */
+    status: text("status").notNull(),
+    attempts: integer("attempts").notNull().default(0),
+    /** ms since epoch; due when <= now and status is queued/deferred */
+    nextAttemptAt: integer("next_attempt_at").notNull(),
+    /** ms since epoch; a claimed recipient is invisible to other claims until then (crash safety) */
+    leaseUntil: integer("lease_until"),
+    lastReply: text("last_reply"),
+    lastStatus: text("last_status"),
+    lastMx: text("last_mx"),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    index("recipients_message").on(t.messageId),
+    // only pending rows are indexed, so finished mail never slows the claim query
+    index("recipients_due")
+      .on(t.nextAttemptAt)
+      .where(sql`status IN ('queued','deferred')`),
+  ],
+);

@@ -1,0 +1,65 @@
+/** @module runtime/start — `serve` wiring: config → store → intake → listeners and workers; stops them in reverse. */
+import type { Config } from "../config/schema.ts";
+import { ensurePrivateDir, openStore, type Store } from "../db/client.ts";
+import { EventRecorder } from "../events/record.ts";
+import { Intake } from "../intake/accept.ts";
+import type { Logger } from "../observe/log.ts";
+import { Enqueuer } from "../queue/enqueue.ts";
+import { firstRunAdmin, instanceSecret } from "./bootstrap.ts";
+
+/** Something `serve` runs that must be stopped on shutdown. */
+export interface Service {
+  name: string;
+  /** stop accepting new work; finish or hand back in-flight work */
+  stop(): Promise<void>;
+}
+
+export interface Runtime {
+  config: Config;
+  store: Store;
+  log: Logger;
+  secret: Buffer;
+  events: EventRecorder;
+  intake: Intake;
+  services: Service[];
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** where first-run secrets are printed (stdout for the CLI) */
+  announce?: (line: string) => void;
+}
+
+export async function start(config: Config, log: Logger, opts: StartOptions = {}): Promise<Runtime> {
+  ensurePrivateDir(config.data_dir);
+  const store = openStore(config.database.path);
+  const secret = instanceSecret(config.data_dir);
+  for (const line of await firstRunAdmin(store.db)) (opts.announce ?? console.log)(line);
+  const events = new EventRecorder(store.sqlite, config.webhook);
+  const enqueuer = new Enqueuer(store.sqlite, events);
+  const intake = new Intake({
+    store,
+    enqueuer,
+    hostname: config.hostname,
+    limits: { maxMessageSize: config.smtp.max_message_size, maxRecipients: config.smtp.max_recipients },
+    tracking: config.tracking,
+  });
+  const services: Service[] = [];
+  // listeners and workers register here (smtp, api, delivery), in start order
+
+  const rt: Runtime = {
+    config, store, log, secret, events, intake, services,
+    async stop() {
+      for (const s of [...services].reverse()) {
+        try {
+          await s.stop();
+        } catch (e) {
+          log.error("service_stop_failed", { service: s.name, error: e });
+        }
+      }
+      store.close();
+    },
+  };
+  log.info("started", { hostname: config.hostname, data_dir: config.data_dir });
+  return rt;
+}

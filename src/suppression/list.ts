@@ -1,0 +1,45 @@
+/** @module suppression/list — addresses we never send to: check, add, remove, list. */
+import { eq, inArray } from "drizzle-orm";
+import type { Db } from "../db/client.ts";
+import { suppressions } from "./schema.ts";
+
+export type SuppressionReason = "manual" | "hard_bounce" | "complaint";
+
+export interface Suppression {
+  address: string;
+  reason: SuppressionReason;
+  createdAt: number;
+}
+
+const norm = (a: string) => a.trim().toLowerCase();
+
+export function listSuppressions(db: Db): Suppression[] {
+  return db.select().from(suppressions).orderBy(suppressions.address).all() as Suppression[];
+}
+
+/** Adds (or keeps) an address; returns true when it was new. */
+export function addSuppression(db: Db, address: string, reason: SuppressionReason = "manual", now = Date.now()): boolean {
+  const res = db
+    .insert(suppressions)
+    .values({ address: norm(address), reason, createdAt: now })
+    .onConflictDoNothing()
+    .returning({ a: suppressions.address })
+    .all();
+  return res.length > 0;
+}
+
+/** Returns true when the address was on the list. */
+export function removeSuppression(db: Db, address: string): boolean {
+  return db.delete(suppressions).where(eq(suppressions.address, norm(address))).returning().all().length > 0;
+}
+
+/** The subset of `addresses` that is suppressed (lower-cased). */
+export function suppressedAmong(db: Db, addresses: string[]): Set<string> {
+  if (addresses.length === 0) return new Set();
+  const rows = db
+    .select({ a: suppressions.address })
+    .from(suppressions)
+    .where(inArray(suppressions.address, addresses.map(norm)))
+    .all();
+  return new Set(rows.map((r) => r.a));
+}
