@@ -37,7 +37,7 @@ export class Section {
   }
 
   fail(key: string, problem: string): never {
-    throw new ConfigError(this.origin.label, this.keyOf(key), problem);
+    return this.failAt(this.keyOf(key), problem);
   }
 
   has(key: string): boolean {
@@ -89,9 +89,9 @@ export class Section {
     const value = this.raw(key) ?? fallback;
     if (!Array.isArray(value)) this.fail(key, "expected an array of strings");
     return value.map((item: unknown, i) => {
-      const itemKey = `${key}[${i}]`;
-      if (typeof item !== "string") this.fail(itemKey, "expected a string");
-      return this.attempt(itemKey, () => parse(item));
+      const itemPath = `${this.keyOf(key)}[${i}]`;
+      if (typeof item !== "string") this.failAt(itemPath, "expected a string");
+      return this.attemptAt(itemPath, () => parse(item));
     });
   }
 
@@ -137,12 +137,20 @@ export class Section {
 
   /** Runs a value parser, turning its plain Error into a ConfigError for `key`. */
   attempt<T>(key: string, parse: () => T): T {
+    return this.attemptAt(this.keyOf(key), parse);
+  }
+
+  private attemptAt<T>(path: string, parse: () => T): T {
     try {
       return parse();
     } catch (error) {
       if (error instanceof ConfigError || !(error instanceof Error)) throw error;
-      return this.fail(key, error.message);
+      return this.failAt(path, error.message);
     }
+  }
+
+  private failAt(path: string, problem: string): never {
+    throw new ConfigError(this.origin.label, path, problem);
   }
 
   private required<T>(key: string, fallback: T | undefined): T {

@@ -1,0 +1,56 @@
+/** @module test/helpers/harness — temp data dirs, configs from TOML snippets, in-process runtimes, bounded waits. */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseConfig } from "../../src/config/load.ts";
+import type { Config } from "../../src/config/schema.ts";
+import { silentLogger, type Logger } from "../../src/observe/log.ts";
+import { start, type Runtime } from "../../src/runtime/start.ts";
+
+export function tempDir(prefix = "outpost-test-"): { path: string; cleanup: () => void } {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/**
+ * A Config for a test: `toml` is any outpost.toml text; data_dir defaults to `dir`, listeners to port 0
+ * on 127.0.0.1 unless the snippet sets them. (Port 0: the OS picks a free port; read it from the service.)
+ */
+export function testConfig(dir: string, toml = ""): Config {
+  const hasTop = (k: string) => new RegExp(`^\\s*${k}\\s*=`, "m").test(toml);
+  const head = [
+    hasTop("data_dir") ? "" : `data_dir = ${JSON.stringify(dir)}`,
+    hasTop("hostname") ? "" : `hostname = "outpost.test"`,
+  ].join("\n");
+  return parseConfig(`${head}\n${toml}`, { file: null, baseDir: dir, env: {} });
+}
+
+/** Starts the whole runtime in this process; remember to `await rt.stop()`. */
+export async function startRuntime(config: Config, log: Logger = silentLogger): Promise<{ rt: Runtime; firstRun: string[] }> {
+  const firstRun: string[] = [];
+  const rt = await start(config, log, { announce: (l) => firstRun.push(l) });
+  return { rt, firstRun };
+}
+
+/** Polls `fn` until it returns a truthy value or `ms` pass; throws with `what` on timeout. */
+export async function waitFor<T>(fn: () => T | Promise<T>, ms = 5000, what = "condition"): Promise<NonNullable<T>> {
+  const until = Date.now() + ms;
+  let last: unknown;
+  while (Date.now() < until) {
+    try {
+      const v = await fn();
+      if (v) return v as NonNullable<T>;
+    } catch (e) {
+      last = e;
+    }
+    await Bun.sleep(20);
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+}
+
+/** The secret printed on a first-run line such as "api key: op_…". */
+export function secretFrom(lines: string[], label: "password" | "api key"): string {
+  const line = lines.find((l) => l.startsWith(`${label}: `));
+  if (!line) throw new Error(`no "${label}:" line in ${JSON.stringify(lines)}`);
+  return line.slice(label.length + 2);
+}
