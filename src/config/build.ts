@@ -49,10 +49,7 @@ export function buildConfig(root: Section, file: string | null, env: Env): Confi
 
 /** The machine's name is trusted as it is; a configured one must be a valid host name. */
 function readHostname(root: Section): string {
-  if (!root.has("hostname")) {
-    root.raw("hostname");
-    return machineHostname();
-  }
+  if (!root.has("hostname")) return machineHostname();
   return root.parsed("hostname", (text) => {
     if (!isHostname(text)) throw new Error('expected a host name like "mail.example.com"');
     return text.toLowerCase();

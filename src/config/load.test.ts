@@ -138,7 +138,7 @@ describe("defaults", () => {
     expect(config.database).toEqual({ url: `sqlite:${join(dir, "data", "outpost.db")}`, path: join(dir, "data", "outpost.db") });
   });
 
-  test("loadConfig falls back to defaults when nothing is found", () => {
+  test("locateConfig finds nothing when no candidate exists", () => {
     expect(locateConfig(undefined, [join(dir, "absent.toml")])).toBeNull();
   });
 
@@ -264,6 +264,8 @@ describe("errors name the file and the key", () => {
     expectFailure(`[[dkim]]\ndomain = "example.com"\nselector = "s1"\nprivate_key_file = "nope.pem"`, "dkim[0].private_key_file", /no such file/));
   test("tls_cert without tls_key", () => expectFailure(`[smtp]\ntls_cert = "cert.pem"`, "smtp.tls_key", /must be set/));
   test("public_url must be http(s)", () => expectFailure(`[http]\npublic_url = "mail.example.com"`, "http.public_url", /http\(s\) URL/));
+  test("a destination named twice", () =>
+    expectFailure(`[delivery.destination."gmail.com"]\nrate = "1/s"\n[delivery.destination."Gmail.com"]\nrate = "1/s"`, 'delivery.destination."Gmail.com"', /repeats/));
   test("a table where an array of tables belongs", () => expectFailure(`[dkim]\ndomain = "x"`, "dkim", /array of tables/));
 
   test("unreadable file", () => {

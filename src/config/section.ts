@@ -73,10 +73,9 @@ export class Section {
 
   oneOf<T extends string>(key: string, allowed: readonly T[], fallback: T): T {
     const value = this.raw(key) ?? fallback;
-    if (typeof value !== "string" || !(allowed as readonly string[]).includes(value)) {
-      this.fail(key, `expected one of ${allowed.map((v) => JSON.stringify(v)).join(", ")}`);
-    }
-    return value as T;
+    const match = allowed.find((candidate) => candidate === value);
+    if (match === undefined) this.fail(key, `expected one of ${allowed.map((v) => JSON.stringify(v)).join(", ")}`);
+    return match;
   }
 
   /** A string run through `parse`; the fallback is in the same textual form, so defaults read like SPEC. */
@@ -116,6 +115,7 @@ export class Section {
       for (const [name, value] of Object.entries(outer.table)) {
         const normalized = outer.attempt(name, () => parseName(name));
         if (!isTable(value)) outer.fail(name, "expected a table");
+        if (normalized in result) outer.fail(name, `repeats ${JSON.stringify(normalized)} (names ignore case)`);
         result[normalized] = outer.child(value, outer.keyOf(name), read);
         outer.used.add(name);
       }

@@ -63,7 +63,7 @@ describe("parseListen", () => {
     ["127.0.0.1:0", { host: "127.0.0.1", port: 0 }],
   ])("%s", (text, address) => expect(parseListen(text)).toEqual(address));
 
-  test.each(["", "127.0.0.1", ":25", "::1:25", "[127.0.0.1]:25", "127.0.0.1:65536", "127.0.0.1:port", "bad_host:25", "[::1]"])(
+  test.each(["", "127.0.0.1", ":25", "::1:25", "[127.0.0.1]:25", "127.0.0.1:65536", "127.0.0.1:port", "bad_host:25", "[::1]", "1.2.3:25", "256.0.0.1:25"])(
     "rejects %p",
     (text) => expect(() => parseListen(text)).toThrow(/expected an address like/),
   );
@@ -128,6 +128,7 @@ describe("names and URLs", () => {
     expect(isHostname("_spf.example.com")).toBe(false);
     expect(isHostname("_spf.example.com", true)).toBe(true);
     expect(isHostname("a..b")).toBe(false);
+    expect(isHostname("999.1.1.1")).toBe(false);
   });
   test("domain patterns", () => {
     expect(parseDomainPattern("*")).toBe("*");

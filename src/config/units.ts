@@ -125,7 +125,9 @@ const DNS_LABEL = /^(?!-)[a-z0-9_-]{1,63}(?<!-)$/i;
 export function isHostname(text: string, underscores = false): boolean {
   if (text.length === 0 || text.length > 253) return false;
   const label = underscores ? DNS_LABEL : LABEL;
-  return text.split(".").every((part) => label.test(part));
+  const labels = text.split(".");
+  // An all-numeric last label would make "999.1.1.1" a host name instead of a bad IP address.
+  return labels.every((part) => label.test(part)) && !/^\d+$/.test(labels[labels.length - 1] ?? "");
 }
 
 /** A domain name, lower-cased. */
