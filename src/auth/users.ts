@@ -88,7 +88,7 @@ export class CredentialChecker {
     if (hit && hit.until > this.now()) return hit.user;
     const row = this.db.select().from(users).where(eq(users.name, name)).get();
     // verify against a dummy hash when the user is unknown, so timing does not reveal which names exist
-    const ok = await Bun.password.verify(password, row?.passwordHash ?? DUMMY_HASH);
+    const ok = await Bun.password.verify(password, row?.passwordHash ?? (await dummyHash()));
     if (!row || !ok) return null;
     const user = toUser(row);
     this.cache.set(key, { user, until: this.now() + this.ttlMs });
@@ -101,4 +101,8 @@ export class CredentialChecker {
   }
 }
 
-const DUMMY_HASH = await Bun.password.hash("outpost-dummy", { algorithm: "argon2id" });
+let dummy: Promise<string> | undefined;
+/** Made on first need: hashing costs ~250 ms, which every CLI start would otherwise pay. */
+function dummyHash(): Promise<string> {
+  return (dummy ??= Bun.password.hash("outpost-dummy", { algorithm: "argon2id" }));
+}

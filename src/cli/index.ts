@@ -4,11 +4,6 @@ import { UsageError } from "../mail/errors.ts";
 import { UserExistsError, UserNotFoundError } from "../auth/users.ts";
 import { KeyNotFoundError } from "../auth/keys.ts";
 import pkg from "../../package.json";
-import { keyCommand } from "./key.ts";
-import { migrateCommand } from "./migrate.ts";
-import { serveCommand } from "./serve.ts";
-import { suppressionCommand } from "./suppression.ts";
-import { userCommand } from "./user.ts";
 
 export const VERSION: string = pkg.version;
 
@@ -29,12 +24,13 @@ Run 'outpost COMMAND --help' for a command's options.
 
 type Command = (argv: string[]) => Promise<number>;
 
+// loaded on use, so `outpost version` or `user list` do not pay for loading the SMTP and HTTP stacks
 const COMMANDS: Record<string, Command> = {
-  serve: serveCommand,
-  user: userCommand,
-  key: keyCommand,
-  suppression: suppressionCommand,
-  migrate: migrateCommand,
+  serve: async (a) => (await import("./serve.ts")).serveCommand(a),
+  user: async (a) => (await import("./user.ts")).userCommand(a),
+  key: async (a) => (await import("./key.ts")).keyCommand(a),
+  suppression: async (a) => (await import("./suppression.ts")).suppressionCommand(a),
+  migrate: async (a) => (await import("./migrate.ts")).migrateCommand(a),
   version: async () => {
     process.stdout.write(`outpost ${VERSION}\n`);
     return 0;

@@ -1,0 +1,46 @@
+/** The compiled binary runs alone: copied to an empty directory, it migrates, adds a user and reports its version. */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { copyFileSync, existsSync } from "node:fs";
+import { join } from "node:path";
+import { tempDir } from "../helpers/harness.ts";
+
+const ROOT = join(import.meta.dir, "../..");
+let build: { path: string; cleanup: () => void };
+let empty: { path: string; cleanup: () => void };
+
+beforeAll(() => {
+  build = tempDir("outpost-build-");
+  empty = tempDir("outpost-empty-");
+  const p = Bun.spawnSync(
+    ["bun", "build", join(ROOT, "src/main.ts"), "--compile", "--outfile", join(build.path, "outpost")],
+    { cwd: ROOT },
+  );
+  if (p.exitCode !== 0) throw new Error(p.stderr.toString());
+  copyFileSync(join(build.path, "outpost"), join(empty.path, "outpost"));
+}, 120_000);
+
+afterAll(() => {
+  build.cleanup();
+  empty.cleanup();
+});
+
+function run(...args: string[]) {
+  // a bare environment: no bun, no node_modules, no sources next to it
+  const p = Bun.spawnSync([join(empty.path, "outpost"), ...args], { cwd: empty.path, env: { PATH: "/usr/bin:/bin", HOME: empty.path } });
+  return { code: p.exitCode, out: p.stdout.toString(), err: p.stderr.toString() };
+}
+
+test("the binary prints its version from an empty directory", () => {
+  const r = run("version");
+  expect(r.code).toBe(0);
+  expect(r.out).toMatch(/^outpost \d/);
+});
+
+test("the binary applies its embedded migrations and adds a user", () => {
+  const m = run("migrate");
+  expect(m.code, m.err).toBe(0);
+  expect(existsSync(join(empty.path, "data/outpost.db"))).toBe(true);
+  const u = run("user", "add", "alice");
+  expect(u.code, u.err).toBe(0);
+  expect(u.out).toMatch(/^password: /m);
+});

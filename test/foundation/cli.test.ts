@@ -1,0 +1,130 @@
+/** The CLI as an operator uses it: real process, temp data dir, exit codes and printed secrets. */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { tempDir } from "../helpers/harness.ts";
+
+const MAIN = join(import.meta.dir, "../../src/main.ts");
+let dir: { path: string; cleanup: () => void };
+
+function outpost(...args: string[]) {
+  const p = Bun.spawnSync(["bun", MAIN, ...args], { cwd: dir.path, env: { ...process.env, OUTPOST_LOG: "error" } });
+  return { code: p.exitCode, out: p.stdout.toString(), err: p.stderr.toString() };
+}
+
+beforeAll(() => {
+  dir = tempDir();
+});
+afterAll(() => dir.cleanup());
+
+describe("outpost CLI", () => {
+  test("version prints the version and exits 0", () => {
+    const r = outpost("version");
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^outpost \d+\.\d+\.\d+/);
+  });
+
+  test("no arguments prints usage and exits 2; --help exits 0", () => {
+    expect(outpost().code).toBe(2);
+    const help = outpost("--help");
+    expect(help.code).toBe(0);
+    expect(help.out).toContain("user add|list|remove|passwd");
+  });
+
+  test("every command group has --help", () => {
+    for (const cmd of ["serve", "user", "key", "suppression", "migrate"]) {
+      const r = outpost(cmd, "--help");
+      expect(r.code, cmd).toBe(0);
+      expect(r.out, cmd).toContain("usage");
+    }
+  });
+
+  test("unknown command and unknown option exit 2 with a message", () => {
+    const a = outpost("frobnicate");
+    expect(a.code).toBe(2);
+    expect(a.err).toContain("unknown command frobnicate");
+    const b = outpost("user", "list", "--frob");
+    expect(b.code).toBe(2);
+    expect(b.err).toContain("--frob");
+  });
+
+  test("user add prints a generated password once; the data dir is 0700 and the database 0600", () => {
+    const r = outpost("user", "add", "alice", "--domain", "example.com");
+    expect(r.code).toBe(0);
+    const line = r.out.split("\n").find((l) => l.startsWith("password: "));
+    expect(line).toBeDefined();
+    expect(line!.length).toBeGreaterThan("password: ".length + 16);
+    expect(statSync(join(dir.path, "data")).mode & 0o777).toBe(0o700);
+    expect(statSync(join(dir.path, "data/outpost.db")).mode & 0o777).toBe(0o600);
+  });
+
+  test("user add with --password prints no secret; a duplicate name exits 1", () => {
+    const r = outpost("user", "add", "bob", "--password", "s3cret-pass");
+    expect(r.code).toBe(0);
+    expect(r.out).not.toContain("password:");
+    const dup = outpost("user", "add", "bob", "--password", "x");
+    expect(dup.code).toBe(1);
+    expect(dup.err).toContain("already exists");
+  });
+
+  test("user list shows users, --json gives their domains", () => {
+    const text = outpost("user", "list");
+    expect(text.out).toMatch(/alice\s+example\.com/);
+    const json = JSON.parse(outpost("user", "list", "--json").out) as { name: string; domains: string[] }[];
+    expect(json.find((u) => u.name === "alice")?.domains).toEqual(["example.com"]);
+  });
+
+  test("user passwd and user remove; removing an unknown user exits 1", () => {
+    expect(outpost("user", "passwd", "bob").out).toMatch(/^password: \S+$/m);
+    expect(outpost("user", "remove", "bob").code).toBe(0);
+    expect(outpost("user", "remove", "bob").code).toBe(1);
+    expect(outpost("user", "list").out).not.toContain("bob");
+  });
+
+  test("key create prints an op_ key of 40 URL-safe characters; list shows it; revoke marks it", () => {
+    const r = outpost("key", "create", "ci", "--user", "alice");
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^api key: op_[A-Za-z0-9_-]{40}$/m);
+    const keys = JSON.parse(outpost("key", "list", "--json").out) as { id: string; user: string; revoked_at: string | null }[];
+    const key = keys.find((k) => k.user === "alice")!;
+    expect(key.revoked_at).toBeNull();
+    expect(outpost("key", "revoke", key.id).code).toBe(0);
+    const after = JSON.parse(outpost("key", "list", "--json").out) as { id: string; revoked_at: string | null }[];
+    expect(after.find((k) => k.id === key.id)!.revoked_at).not.toBeNull();
+    expect(outpost("key", "revoke", key.id).code).toBe(1);
+  });
+
+  test("key create for a missing user exits 2 and says how to create one", () => {
+    const r = outpost("key", "create", "x", "--user", "nobody");
+    expect(r.code).toBe(2);
+    expect(r.err).toContain("outpost user add nobody");
+  });
+
+  test("suppression add, list and remove", () => {
+    expect(outpost("suppression", "add", "Bounce@Example.com").code).toBe(0);
+    expect(outpost("suppression", "list").out).toContain("bounce@example.com");
+    expect(outpost("suppression", "remove", "bounce@example.com").code).toBe(0);
+    expect(outpost("suppression", "remove", "bounce@example.com").code).toBe(1);
+    expect(outpost("suppression", "add", "not-an-address").code).toBe(2);
+  });
+
+  test("a bad config exits 2 naming the file and the key", () => {
+    const file = join(dir.path, "bad.toml");
+    writeFileSync(file, `[smtp]\nmax_message_size = "lots"\n`);
+    const r = outpost("user", "list", "--config", file);
+    expect(r.code).toBe(2);
+    expect(r.err).toContain(`${file}: smtp.max_message_size:`);
+  });
+
+  test("a missing --config file exits 2 naming it", () => {
+    const r = outpost("migrate", "--config", join(dir.path, "nope.toml"));
+    expect(r.code).toBe(2);
+    expect(r.err).toContain("nope.toml");
+  });
+
+  test("migrate applies the embedded migrations and is idempotent", () => {
+    const first = outpost("migrate");
+    expect(first.code).toBe(0);
+    expect(outpost("migrate").out).toContain("up to date");
+  });
+});

@@ -1,0 +1,45 @@
+/** `outpost serve` as a process: first start creates admin + key once, SIGTERM exits 0. */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { tempDir, waitFor } from "../helpers/harness.ts";
+
+const MAIN = join(import.meta.dir, "../../src/main.ts");
+let dir: { path: string; cleanup: () => void };
+
+beforeAll(() => {
+  dir = tempDir();
+  // port 0 everywhere: this test only checks the process life cycle
+  writeFileSync(
+    join(dir.path, "outpost.toml"),
+    `[smtp]\nlisten = ["127.0.0.1:0"]\n[http]\nlisten = "127.0.0.1:0"\n[delivery]\nsandbox = true\n`,
+  );
+});
+afterAll(() => dir.cleanup());
+
+async function runUntilStarted(): Promise<{ out: string; code: number }> {
+  const proc = Bun.spawn(["bun", MAIN, "serve"], { cwd: dir.path, stdout: "pipe", stderr: "pipe" });
+  let out = "";
+  const reader = (async () => {
+    for await (const chunk of proc.stdout) out += new TextDecoder().decode(chunk);
+  })();
+  try {
+    await waitFor(() => out.includes('"event":"started"'), 15_000, "serve to start");
+  } finally {
+    proc.kill("SIGTERM");
+  }
+  const code = await proc.exited;
+  await reader;
+  return { out, code };
+}
+
+test("first serve creates admin and an API key, prints them once, and exits 0 on SIGTERM", async () => {
+  const first = await runUntilStarted();
+  expect(first.code).toBe(0);
+  expect(first.out).toMatch(/^password: \S+$/m);
+  expect(first.out).toMatch(/^api key: op_[A-Za-z0-9_-]{40}$/m);
+
+  const second = await runUntilStarted();
+  expect(second.code).toBe(0);
+  expect(second.out).not.toContain("api key:");
+}, 40_000);
