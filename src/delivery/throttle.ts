@@ -1,0 +1,327 @@
+/**
+ * @module delivery/throttle — how many connections and messages each receiving server gets, adapted to
+ * its replies (pure; takes a clock). Design after Postfix's SCHEDULER_README: a per-destination
+ * concurrency window that grows by one after a whole cohort of successes and is cut at once on a
+ * throttle signal (AIMD), an optional token-bucket rate, a global cap, and dead-destination detection
+ * kept apart from the concurrency feedback.
+ */
+import type { DeliveryConfig, DestinationConfig, Rate } from "../config/schema.ts";
+
+/** What a finished message or connection attempt tells the throttle. */
+export type Signal =
+  /** the server talked normally (2xx, 4xx or 5xx about the mail itself) */
+  | "ok"
+  /** 421, 4.7.x "too many"/"rate", refused connection: the server wants less of us */
+  | "throttle"
+  /** no usable conversation: connect timeout, unreachable, TLS/protocol failure */
+  | "failure";
+
+/** The configured budget of one destination (after per-destination overrides). */
+export interface DestinationLimits {
+  maxConnections: number;
+  rate: Rate | null;
+}
+
+export interface ThrottleOptions {
+  /** global cap on leases (delivery.concurrency) */
+  concurrency: number;
+  /** no new connection/message for this long after a throttle signal; further signals in it don't cut again */
+  backoffMs?: number;
+  /** time without throttle signals before a cut rate starts to recover */
+  rateQuietMs?: number;
+  /** consecutive connection attempts that fail before the destination is declared dead */
+  deadAfter?: number;
+  /** first dead period; doubles while probes keep failing, up to deadMaxMs */
+  deadMs?: number;
+  deadMaxMs?: number;
+}
+
+/** A connection slot at one destination; give it back with release(). */
+export interface Lease {
+  readonly key: string;
+  /** set once the server gave any normal conversation on this lease */
+  sawOk: boolean;
+  released: boolean;
+}
+
+/** Not now: ask again at `waitUntil` (ms since epoch). */
+export interface Wait {
+  waitUntil: number;
+  reason: "global" | "concurrency" | "backoff" | "rate" | "dead";
+}
+
+export interface DestinationSnapshot {
+  key: string;
+  /** current concurrency window and the configured maximum */
+  limit: number;
+  max: number;
+  inUse: number;
+  /** current rate (configured rate scaled down by throttling), or null when unlimited */
+  rate: Rate | null;
+  backoffUntil: number | null;
+  dead: boolean;
+  deadUntil: number | null;
+  consecutiveFailures: number;
+}
+
+export interface ThrottleSnapshot {
+  concurrency: number;
+  inUse: number;
+  destinations: DestinationSnapshot[];
+}
+
+interface State {
+  key: string;
+  max: number;
+  limit: number;
+  inUse: number;
+  /** successes since the window last changed (the cohort) */
+  successes: number;
+  rate: Rate | null;
+  /** 1 = the configured rate; halved on throttle, recovering after a quiet period */
+  rateFactor: number;
+  tokens: number;
+  refilledAt: number;
+  backoffUntil: number;
+  lastThrottleAt: number;
+  consecutiveFailures: number;
+  deadUntil: number;
+  deadMs: number;
+  /** a dead destination's single probe connection is out */
+  probing: boolean;
+}
+
+const MIN_RATE_FACTOR = 1 / 16;
+
+export function isWait(x: Lease | Wait | true): x is Wait {
+  return typeof x === "object" && "waitUntil" in x;
+}
+
+export class Throttle {
+  private states = new Map<string, State>();
+  private inUseTotal = 0;
+  private readonly o: Required<ThrottleOptions>;
+
+  constructor(opts: ThrottleOptions, private now: () => number = Date.now) {
+    this.o = {
+      backoffMs: 5_000,
+      rateQuietMs: 30_000,
+      deadAfter: 3,
+      deadMs: 60_000,
+      deadMaxMs: 15 * 60_000,
+      ...opts,
+    };
+  }
+
+  /** A connection slot at `key`, or when to ask again. */
+  tryAcquire(key: string, limits: DestinationLimits): Lease | Wait {
+    const now = this.now();
+    const s = this.state(key, limits, now);
+    if (s.deadUntil > 0) {
+      if (now < s.deadUntil) return { waitUntil: s.deadUntil, reason: "dead" };
+      // dead period over: one probe at a time until a conversation succeeds
+      if (s.probing) return { waitUntil: now + this.o.backoffMs, reason: "dead" };
+    }
+    if (now < s.backoffUntil) return { waitUntil: s.backoffUntil, reason: "backoff" };
+    if (s.inUse >= s.limit) return { waitUntil: now + this.o.backoffMs, reason: "concurrency" };
+    if (this.inUseTotal >= this.o.concurrency) return { waitUntil: now + 1_000, reason: "global" };
+    s.inUse++;
+    this.inUseTotal++;
+    if (s.deadUntil > 0) s.probing = true;
+    return { key, sawOk: false, released: false };
+  }
+
+  /** Takes one rate token for one message on `lease`, or says when one will be there. */
+  admit(lease: Lease): true | Wait {
+    const now = this.now();
+    const s = this.states.get(lease.key);
+    if (!s) return true;
+    if (now < s.backoffUntil) return { waitUntil: s.backoffUntil, reason: "backoff" };
+    if (!s.rate) return true;
+    const perMs = (s.rate.count * s.rateFactor) / s.rate.perMs;
+    s.tokens = Math.min(bucketSize(s.rate), s.tokens + (now - s.refilledAt) * perMs);
+    s.refilledAt = now;
+    if (s.tokens >= 1) {
+      s.tokens -= 1;
+      return true;
+    }
+    return { waitUntil: now + Math.ceil((1 - s.tokens) / perMs), reason: "rate" };
+  }
+
+  /** What one message (or the connection attempt) on `lease` showed. */
+  feedback(lease: Lease, signal: Signal): void {
+    const s = this.states.get(lease.key);
+    if (!s) return;
+    const now = this.now();
+    if (signal === "ok") {
+      lease.sawOk = true;
+      this.alive(s);
+      if (++s.successes >= s.limit) this.grow(s, now);
+    } else if (signal === "throttle") {
+      this.cut(s, now);
+    }
+  }
+
+  /** Gives the slot back; `signal` is the outcome of the last thing done on it, if not reported yet. */
+  release(lease: Lease, signal?: Signal): void {
+    if (lease.released) return;
+    if (signal) this.feedback(lease, signal);
+    lease.released = true;
+    const s = this.states.get(lease.key);
+    if (!s) return;
+    s.inUse--;
+    this.inUseTotal--;
+    // a connection that never had a normal conversation counts toward dead-destination detection
+    if (!lease.sawOk && signal && signal !== "ok") this.connectFailed(s);
+    if (s.probing) s.probing = false;
+    this.reap(s);
+  }
+
+  snapshot(): ThrottleSnapshot {
+    const now = this.now();
+    return {
+      concurrency: this.o.concurrency,
+      inUse: this.inUseTotal,
+      destinations: [...this.states.values()].map((s) => ({
+        key: s.key,
+        limit: s.limit,
+        max: s.max,
+        inUse: s.inUse,
+        rate: s.rate ? { count: s.rate.count * s.rateFactor, perMs: s.rate.perMs } : null,
+        backoffUntil: s.backoffUntil > now ? s.backoffUntil : null,
+        dead: s.deadUntil > 0,
+        deadUntil: s.deadUntil > 0 ? s.deadUntil : null,
+        consecutiveFailures: s.consecutiveFailures,
+      })),
+    };
+  }
+
+  private state(key: string, limits: DestinationLimits, now: number): State {
+    let s = this.states.get(key);
+    const max = Math.max(1, limits.maxConnections);
+    if (!s) {
+      s = {
+        key, max, limit: max, inUse: 0, successes: 0, rate: limits.rate, rateFactor: 1,
+        tokens: limits.rate ? bucketSize(limits.rate) : 0, refilledAt: now,
+        backoffUntil: 0, lastThrottleAt: 0, consecutiveFailures: 0, deadUntil: 0, deadMs: this.o.deadMs, probing: false,
+      };
+      this.states.set(key, s);
+    }
+    // configuration can differ as more domains are seen for a key: follow the latest
+    s.max = max;
+    if (s.limit > max) s.limit = max;
+    s.rate = limits.rate;
+    return s;
+  }
+
+  /** Multiplicative decrease, once per back-off period (Postfix corrects overload at once, but a burst of
+   *  421s from connections opened together is one signal, not five). */
+  private cut(s: State, now: number): void {
+    s.lastThrottleAt = now;
+    if (now < s.backoffUntil) return;
+    s.limit = Math.max(1, Math.floor(s.limit / 2));
+    s.rateFactor = Math.max(MIN_RATE_FACTOR, s.rateFactor / 2);
+    s.tokens = Math.min(s.tokens, 1);
+    s.successes = 0;
+    s.backoffUntil = now + this.o.backoffMs;
+  }
+
+  /** Additive increase: +1 after `limit` successes (g(N) = 1/N); the rate recovers once things are quiet. */
+  private grow(s: State, now: number): void {
+    s.successes = 0;
+    if (s.limit < s.max) s.limit++;
+    if (s.rateFactor < 1 && now - s.lastThrottleAt >= this.o.rateQuietMs) {
+      s.rateFactor = Math.min(1, s.rateFactor * 2);
+    }
+  }
+
+  private alive(s: State): void {
+    s.consecutiveFailures = 0;
+    s.deadUntil = 0;
+    s.deadMs = this.o.deadMs;
+  }
+
+  private connectFailed(s: State): void {
+    const now = this.now();
+    s.consecutiveFailures++;
+    if (s.deadUntil > 0) {
+      // a failed probe: stay dead, longer
+      s.deadMs = Math.min(this.o.deadMaxMs, s.deadMs * 2);
+      s.deadUntil = now + s.deadMs;
+    } else if (s.consecutiveFailures >= this.o.deadAfter) {
+      s.deadUntil = now + s.deadMs;
+    }
+  }
+
+  /** Forget destinations that are idle and back to their configured budget. */
+  private reap(s: State): void {
+    const pristine = s.inUse === 0 && s.limit === s.max && s.rateFactor === 1 && s.deadUntil === 0
+      && s.consecutiveFailures === 0 && s.backoffUntil <= this.now();
+    if (pristine) this.states.delete(s.key);
+  }
+}
+
+/** A bucket holds about one second of the rate, at least one token, so a burst stays short. */
+function bucketSize(rate: Rate): number {
+  return Math.max(1, Math.min(rate.count, (rate.count * 1000) / rate.perMs));
+}
+
+/**
+ * The budget for a destination: `[delivery.destination."name"]` where name is a recipient domain routed
+ * there or one of its MX hosts, exactly or as a "*.suffix" pattern (or "*"). The most specific name
+ * wins: exact before pattern, longer pattern before shorter. Unset fields fall back to `[delivery]`.
+ */
+export function limitsFor(delivery: DeliveryConfig, hosts: readonly string[], domains: Iterable<string>): DestinationLimits {
+  let best: DestinationConfig | undefined;
+  let bestScore = -1;
+  const names = [...hosts, ...domains].map((n) => n.toLowerCase().replace(/\.$/, ""));
+  for (const [pattern, cfg] of Object.entries(delivery.destination)) {
+    for (const name of names) {
+      const score = matchScore(pattern, name);
+      if (score > bestScore) {
+        best = cfg;
+        bestScore = score;
+      }
+    }
+  }
+  return {
+    maxConnections: best?.per_destination_connections ?? delivery.per_destination_connections,
+    rate: best?.rate ?? null,
+  };
+}
+
+/** -1 no match; exact names score above every pattern; longer patterns above shorter. */
+function matchScore(pattern: string, name: string): number {
+  if (pattern === name) return 100_000;
+  if (pattern === "*") return 0;
+  if (pattern.startsWith("*.") && name.endsWith(pattern.slice(1))) return pattern.length;
+  return -1;
+}
+
+/** Prometheus text exposition of the throttle state, for /metrics. */
+export function throttleMetrics(snap: ThrottleSnapshot): string {
+  const lines = [
+    "# HELP outpost_delivery_connections Outbound SMTP connections in use.",
+    "# TYPE outpost_delivery_connections gauge",
+    `outpost_delivery_connections ${snap.inUse}`,
+    "# HELP outpost_delivery_concurrency Global cap on outbound connections (delivery.concurrency).",
+    "# TYPE outpost_delivery_concurrency gauge",
+    `outpost_delivery_concurrency ${snap.concurrency}`,
+  ];
+  const gauge = (name: string, help: string, value: (d: DestinationSnapshot) => number) => {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`);
+    for (const d of snap.destinations) lines.push(`${name}{destination="${escapeLabel(d.key)}"} ${value(d)}`);
+  };
+  gauge("outpost_destination_connection_limit", "Current adaptive concurrency window per destination.", (d) => d.limit);
+  gauge("outpost_destination_connection_max", "Configured maximum connections per destination.", (d) => d.max);
+  gauge("outpost_destination_connections", "Connections in use per destination.", (d) => d.inUse);
+  gauge("outpost_destination_rate_per_second", "Current message rate per destination (0: unlimited).",
+    (d) => (d.rate ? (d.rate.count * 1000) / d.rate.perMs : 0));
+  gauge("outpost_destination_backoff", "1 while the destination is in a throttle back-off.", (d) => (d.backoffUntil ? 1 : 0));
+  gauge("outpost_destination_dead", "1 while the destination is considered dead.", (d) => (d.dead ? 1 : 0));
+  return lines.join("\n") + "\n";
+}
+
+function escapeLabel(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
