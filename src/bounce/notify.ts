@@ -1,0 +1,202 @@
+/**
+ * @module bounce/notify — RFC 3464 delivery status notifications to the envelope sender of a bounced message.
+ *
+ * The DSN re-enters through intake (like a Postfix notice through cleanup): envelope sender `<>`, no owner, no
+ * tracking, so it is queued, delivered and retried like any mail, and can never itself cause another DSN.
+ * Never sent for: the null sender, a message with `Auto-Submitted` other than "no" (RFC 3834), a
+ * `multipart/report` (a report about a report), or a message with more than 25 `Received` headers (a loop).
+ */
+import type { Intake } from "../intake/accept.ts";
+import type { EnqueuedMessage } from "../queue/enqueue.ts";
+import { countHeaders, headerValue, splitMessage, type SplitMessage } from "../message/headers.ts";
+
+/** The part of intake a DSN needs (type only: delivery/ hands its Intake through here). */
+export type DsnIntake = Pick<Intake, "accept">;
+
+export const MAX_RECEIVED = 25;
+
+export interface FailedRecipient {
+  address: string;
+  /** RFC 3463 code, e.g. "5.1.1" or "4.4.7" */
+  status: string;
+  /** the basic SMTP code of the reply, 0 when there was none (network error, expiry after one) */
+  code: number;
+  /** the reply or a local description */
+  diagnostic: string;
+  mx?: string;
+  /** ms since epoch */
+  lastAttemptAt: number;
+}
+
+export interface DsnInput {
+  /** the reporting MTA: our hostname */
+  hostname: string;
+  queueId: string;
+  /** the bounced message's envelope sender: the DSN goes there */
+  envelopeFrom: string;
+  /** ms since epoch */
+  arrivalDate: number;
+  /** the original message (CRLF); its header block is attached */
+  original: Buffer;
+  recipients: FailedRecipient[];
+  /** ms since epoch */
+  now: number;
+}
+
+/** Why no DSN is sent for this message, or null when one may be. */
+export function dsnSuppressedReason(envelopeFrom: string, original: Buffer | SplitMessage): string | null {
+  if (envelopeFrom.trim() === "") return "null sender";
+  const m = Buffer.isBuffer(original) ? splitMessage(original) : original;
+  const auto = headerValue(m, "Auto-Submitted");
+  if (auto !== null && auto.split(";")[0]!.trim().toLowerCase() !== "no") return "Auto-Submitted message";
+  const type = headerValue(m, "Content-Type");
+  if (type && /^\s*multipart\/report\b/i.test(type)) return "multipart/report message";
+  if (countHeaders(m, "Received") > MAX_RECEIVED) return `more than ${MAX_RECEIVED} Received headers`;
+  return null;
+}
+
+/** Builds the DSN message (CRLF). Pure apart from the random boundary and Message-ID. */
+export function buildDsn(d: DsnInput): Buffer {
+  const original = splitMessage(d.original);
+  const boundary = `dsn-${crypto.randomUUID()}`;
+  const date = rfc5322Date(d.now);
+  const origId = headerValue(original, "Message-ID");
+  const head = [
+    `From: Mail Delivery System <MAILER-DAEMON@${d.hostname}>`,
+    `To: <${ascii(d.envelopeFrom)}>`,
+    `Subject: Undelivered Mail Returned to Sender`,
+    `Date: ${date}`,
+    `Message-ID: <${crypto.randomUUID()}@${d.hostname}>`,
+    ...(origId && /^<[^<>\r\n]+>$/.test(origId) ? [`In-Reply-To: ${origId}`, `References: ${origId}`] : []),
+    `Auto-Submitted: auto-replied`,
+    `MIME-Version: 1.0`,
+    `Content-Type: multipart/report; report-type=delivery-status;`,
+    `\tboundary="${boundary}"`,
+  ];
+  const human = humanPart(d);
+  const status = statusPart(d);
+  const headers = original.headers.map((h) => (h.raw.endsWith("\r\n") ? h.raw : h.raw + "\r\n")).join("");
+  const parts = [
+    head.join("\r\n"),
+    "",
+    "This is a MIME-encapsulated message.",
+    "",
+    `--${boundary}`,
+    "Content-Description: Notification",
+    "Content-Type: text/plain; charset=utf-8",
+    "Content-Transfer-Encoding: base64",
+    "",
+    wrap76(Buffer.from(human, "utf8").toString("base64")),
+    "",
+    `--${boundary}`,
+    "Content-Description: Delivery report",
+    "Content-Type: message/delivery-status",
+    "",
+    status,
+    `--${boundary}`,
+    "Content-Description: Undelivered Message Headers",
+    "Content-Type: text/rfc822-headers",
+    // the headers are kept byte for byte; 8bit says they may hold raw UTF-8 (RFC 6532 senders)
+    "Content-Transfer-Encoding: 8bit",
+    "",
+  ].join("\r\n");
+  return Buffer.concat([
+    Buffer.from(parts + "\r\n", "latin1"),
+    Buffer.from(headers, "latin1"),
+    Buffer.from(`\r\n--${boundary}--\r\n`, "latin1"),
+  ]);
+}
+
+/**
+ * Sends the DSN through intake unless the rules forbid it. Returns the queued DSN, or null with the reason.
+ * Throws what intake throws (the caller logs it: a DSN failure must never undo the bounce).
+ */
+export async function sendDsn(intake: DsnIntake, d: DsnInput): Promise<{ queued: EnqueuedMessage } | { skipped: string }> {
+  const reason = dsnSuppressedReason(d.envelopeFrom, d.original);
+  if (reason) return { skipped: reason };
+  if (d.recipients.length === 0) return { skipped: "no failed recipients" };
+  const queued = await intake.accept({
+    userId: null,
+    allowedDomains: null,
+    envelopeFrom: "",
+    recipients: [d.envelopeFrom],
+    raw: buildDsn(d),
+    source: "dsn",
+    // a DSN is never tracked: tracking would give it a VERP return path instead of <>
+    options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false },
+  });
+  return { queued };
+}
+
+function humanPart(d: DsnInput): string {
+  const lines = [
+    `This is the mail system at host ${d.hostname}.`,
+    "",
+    "I'm sorry to have to inform you that your message could not",
+    "be delivered to one or more recipients. It's attached below.",
+    "",
+    "For further assistance, please send mail to postmaster.",
+    "",
+    "If you do so, please include this problem report. You can",
+    "delete your own text from the attached returned message.",
+    "",
+    "                   The mail system",
+    "",
+  ];
+  for (const r of d.recipients) {
+    lines.push(`<${r.address}>: ${r.mx ? `host ${r.mx} said: ` : ""}${r.diagnostic}`, "");
+  }
+  return lines.join("\r\n");
+}
+
+function statusPart(d: DsnInput): string {
+  const fields = [
+    `Reporting-MTA: dns; ${d.hostname}`,
+    `X-Outpost-Queue-ID: ${ascii(d.queueId)}`,
+    `Arrival-Date: ${rfc5322Date(d.arrivalDate)}`,
+    "",
+  ];
+  for (const r of d.recipients) {
+    fields.push(
+      `Final-Recipient: rfc822; ${ascii(r.address)}`,
+      "Action: failed",
+      `Status: ${r.status}`,
+      ...(r.mx ? [`Remote-MTA: dns; ${ascii(r.mx)}`] : []),
+      fold(`Diagnostic-Code: ${r.code > 0 ? "smtp" : "X-Outpost"}; ${ascii(r.diagnostic)}`),
+      `Last-Attempt-Date: ${rfc5322Date(r.lastAttemptAt)}`,
+      "",
+    );
+  }
+  return fields.join("\r\n");
+}
+
+/** Header fields must be one line of 7-bit text: drop line breaks, replace anything else with "?". */
+function ascii(s: string): string {
+  return s.replace(/[\r\n]+/g, " ").replace(/[^\x20-\x7e\t]/g, "?");
+}
+
+/** Folds a long field at spaces so no line exceeds 78 characters where a space allows. */
+function fold(field: string): string {
+  if (field.length <= 78) return field;
+  const words = field.split(" ");
+  const lines: string[] = [];
+  let line = "";
+  for (const w of words) {
+    if (line && line.length + 1 + w.length > 78) {
+      lines.push(line);
+      line = " " + w;
+    } else {
+      line = line ? `${line} ${w}` : w;
+    }
+  }
+  if (line) lines.push(line);
+  return lines.join("\r\n");
+}
+
+function wrap76(s: string): string {
+  return s.match(/.{1,76}/g)?.join("\r\n") ?? "";
+}
+
+function rfc5322Date(ms: number): string {
+  return new Date(ms).toUTCString().replace("GMT", "+0000");
+}

@@ -1,0 +1,169 @@
+/**
+ * @module delivery/outcome — turns one attempt's results into queue state, events, log lines and DSNs.
+ *
+ * All state changes of one settle() call commit in ONE transaction (queue/settle.ts does the SQL); the DSN for
+ * the final bounces is sent afterwards, through intake, and a failure there is logged, never thrown: the bounce
+ * itself is already recorded. One settle() call is one message at one destination, so a message whose
+ * recipients bounce at two destinations gets two DSNs (as with Postfix, one notice per delivery pass).
+ * The DSN is sent after the commit, so a crash between the two loses that DSN (at most once), never the bounce.
+ */
+import type { DeliveryConfig } from "../config/schema.ts";
+import type { EventRecorder } from "../events/record.ts";
+import type { Logger } from "../observe/log.ts";
+import type { ClaimedRecipient, StoredMessage } from "../queue/claim.ts";
+import { isExpired, nextAttemptAt } from "../queue/retry.ts";
+import { QueueSettler, type AttemptInfo, type PendingRecipient } from "../queue/settle.ts";
+import { sendDsn, type DsnIntake, type FailedRecipient } from "../bounce/notify.ts";
+import type { Database } from "bun:sqlite";
+import type { RecipientResult, RouteResult } from "./types.ts";
+import { enhancedFor } from "./classify.ts";
+
+export interface OutcomeDeps {
+  sqlite: Database;
+  events: EventRecorder;
+  /** where DSNs go in; the runtime's Intake */
+  intake: DsnIntake;
+  delivery: DeliveryConfig;
+  hostname: string;
+  log: Logger;
+  now?: () => number;
+  random?: () => number;
+}
+
+/** What settle decided for one recipient, for the log line and the DSN. */
+interface Settled {
+  rec: PendingRecipient;
+  result: RecipientResult;
+  info: AttemptInfo;
+  status: "delivered" | "deferred" | "bounced";
+  nextAttemptAt?: number;
+}
+
+export class OutcomeRecorder {
+  private settler: QueueSettler;
+  private now: () => number;
+  private random: () => number;
+
+  constructor(private deps: OutcomeDeps) {
+    this.settler = new QueueSettler(deps.sqlite, deps.events);
+    this.now = deps.now ?? Date.now;
+    this.random = deps.random ?? Math.random;
+  }
+
+  async settle(message: StoredMessage, results: RecipientResult[]): Promise<void> {
+    if (results.length === 0) return;
+    const now = this.now();
+    const settled = this.settler.transaction(() => {
+      const done: Settled[] = [];
+      for (const result of results) {
+        const s = this.settleOne(message, result, now);
+        if (s) done.push(s);
+      }
+      return done;
+    });
+    for (const s of settled) this.logAttempt(message, s, now);
+    const bounced = settled.filter((s) => s.status === "bounced");
+    if (bounced.length > 0 && !message.options.trackBounces) await this.notify(message, bounced, now);
+  }
+
+  async settleRouteFailure(
+    message: StoredMessage,
+    recipients: ClaimedRecipient[],
+    result: Exclude<RouteResult, { kind: "ok" }>,
+  ): Promise<void> {
+    const results: RecipientResult[] = recipients.map((r) =>
+      result.kind === "permanent"
+        ? { recipientId: r.id, outcome: "bounced", code: 0, enhanced: enhancedFor(550, result.enhanced), reply: result.reason }
+        : // 4.4.3: directory server (DNS) failure, RFC 3463
+          { recipientId: r.id, outcome: "deferred", code: 0, enhanced: "4.4.3", reply: result.reason },
+    );
+    await this.settle(message, results);
+  }
+
+  /** One recipient's transition; null when it is no longer pending (settled by a duplicate, or deleted). */
+  private settleOne(message: StoredMessage, result: RecipientResult, now: number): Settled | null {
+    const rec = this.settler.pendingRecipient(result.recipientId);
+    if (!rec) return null;
+    const info: AttemptInfo = { reply: fullReply(result), status: statusOf(result), mx: result.mx };
+    const { delivery } = this.deps;
+    switch (result.outcome) {
+      case "delivered":
+        return this.settler.markDelivered(rec, info, now) ? { rec, result, info, status: "delivered" } : null;
+      case "bounced":
+        return this.settler.markBounced(rec, info, now) ? { rec, result, info, status: "bounced" } : null;
+      case "deferred": {
+        if (isExpired(message.createdAt, now, delivery.max_queue_time)) {
+          const expired: AttemptInfo = {
+            reply: `message expired after ${formatAge(now - message.createdAt)} in the queue; last reply: ${info.reply}`,
+            status: "4.4.7",
+            mx: info.mx,
+          };
+          return this.settler.markBounced(rec, expired, now) ? { rec, result, info: expired, status: "bounced" } : null;
+        }
+        const at = nextAttemptAt(rec.attempts + 1, now, message.createdAt, delivery.retry, delivery.max_queue_time, this.random);
+        return this.settler.markDeferred(rec, info, at, now)
+          ? { rec, result, info, status: "deferred", nextAttemptAt: at }
+          : null;
+      }
+    }
+  }
+
+  /** One JSON line per recipient per attempt (Postfix's `status=` line). */
+  private logAttempt(message: StoredMessage, s: Settled, now: number): void {
+    this.deps.log.info("delivery", {
+      queue_id: message.id,
+      recipient_id: s.rec.id,
+      recipient: s.rec.address,
+      mx: s.info.mx ?? null,
+      reply: s.info.reply,
+      dsn: s.info.status,
+      delay_ms: now - message.createdAt,
+      attempts: s.rec.attempts + 1,
+      status: s.status,
+      ...(s.nextAttemptAt !== undefined ? { next_attempt_at: new Date(s.nextAttemptAt).toISOString() } : {}),
+    });
+  }
+
+  private async notify(message: StoredMessage, bounced: Settled[], now: number): Promise<void> {
+    const recipients: FailedRecipient[] = bounced.map((s) => ({
+      address: s.rec.address,
+      status: s.info.status,
+      code: s.result.code,
+      diagnostic: s.info.reply,
+      mx: s.info.mx,
+      lastAttemptAt: now,
+    }));
+    try {
+      const r = await sendDsn(this.deps.intake, {
+        hostname: this.deps.hostname,
+        queueId: message.id,
+        envelopeFrom: message.envelopeFrom,
+        arrivalDate: message.createdAt,
+        original: message.body,
+        recipients,
+        now,
+      });
+      if ("queued" in r) this.deps.log.info("dsn_queued", { queue_id: message.id, dsn_id: r.queued.id, to: message.envelopeFrom });
+      else this.deps.log.info("dsn_skipped", { queue_id: message.id, reason: r.skipped });
+    } catch (error) {
+      this.deps.log.warn("dsn_failed", { queue_id: message.id, to: message.envelopeFrom, error });
+    }
+  }
+}
+
+/** The reply as recorded: "550 5.1.1 text", keeping a reply that already starts with its code as it is. */
+export function fullReply(r: RecipientResult): string {
+  const text = r.reply.replace(/\r?\n/g, " ").trim();
+  if (r.code === 0 || /^\d{3}[ -]/.test(text)) return text;
+  const enhanced = statusOf(r);
+  return text.startsWith(enhanced) ? `${r.code} ${text}` : `${r.code} ${enhanced} ${text}`;
+}
+
+function statusOf(r: RecipientResult): string {
+  return r.code === 0 && r.enhanced ? r.enhanced : enhancedFor(r.code, r.enhanced);
+}
+
+function formatAge(ms: number): string {
+  const h = ms / 3_600_000;
+  return h >= 48 ? `${Math.round(h / 24)}d` : h >= 1 ? `${Math.round(h)}h` : `${Math.round(ms / 60_000)}m`;
+}
