@@ -63,7 +63,8 @@ export function buildDsn(d: DsnInput): Buffer {
   const origId = headerValue(original, "Message-ID");
   const head = [
     `From: Mail Delivery System <MAILER-DAEMON@${d.hostname}>`,
-    `To: <${ascii(d.envelopeFrom)}>`,
+    // RFC 6532: a UTF-8 sender stays readable here; the envelope, not this field, decides where the DSN goes
+    `To: <${d.envelopeFrom.replace(/[\r\n<>]/g, "")}>`,
     `Subject: Undelivered Mail Returned to Sender`,
     `Date: ${date}`,
     `Message-ID: <${crypto.randomUUID()}@${d.hostname}>`,
@@ -83,11 +84,7 @@ export function buildDsn(d: DsnInput): Buffer {
     "",
     `--${boundary}`,
     "Content-Description: Notification",
-    "Content-Type: text/plain; charset=utf-8",
-    "Content-Transfer-Encoding: base64",
-    "",
-    wrap76(Buffer.from(human, "utf8").toString("base64")),
-    "",
+    ...humanBody(human),
     `--${boundary}`,
     "Content-Description: Delivery report",
     "Content-Type: message/delivery-status",
@@ -101,7 +98,7 @@ export function buildDsn(d: DsnInput): Buffer {
     "",
   ].join("\r\n");
   return Buffer.concat([
-    Buffer.from(parts + "\r\n", "latin1"),
+    Buffer.from(parts + "\r\n", "utf8"),
     Buffer.from(headers, "latin1"),
     Buffer.from(`\r\n--${boundary}--\r\n`, "latin1"),
   ]);
@@ -128,17 +125,29 @@ export async function sendDsn(intake: DsnIntake, d: DsnInput): Promise<{ queued:
   return { queued };
 }
 
+/** Plain 7bit when the text is ASCII (readable in any client and by naive parsers), else base64 UTF-8. */
+function humanBody(text: string): string[] {
+  if (/^[\x00-\x7f]*$/.test(text) && text.split("\r\n").every((l) => l.length <= 900)) {
+    return ["Content-Type: text/plain; charset=us-ascii", "Content-Transfer-Encoding: 7bit", "", text];
+  }
+  return [
+    "Content-Type: text/plain; charset=utf-8",
+    "Content-Transfer-Encoding: base64",
+    "",
+    wrap76(Buffer.from(text, "utf8").toString("base64")),
+    "",
+  ];
+}
+
 function humanPart(d: DsnInput): string {
   const lines = [
     `This is the mail system at host ${d.hostname}.`,
     "",
     "I'm sorry to have to inform you that your message could not",
-    "be delivered to one or more recipients. It's attached below.",
+    "be delivered to one or more recipients. Its headers are attached below.",
     "",
-    "For further assistance, please send mail to postmaster.",
-    "",
-    "If you do so, please include this problem report. You can",
-    "delete your own text from the attached returned message.",
+    "For further assistance, please send mail to postmaster and",
+    "include this problem report.",
     "",
     "                   The mail system",
     "",
