@@ -59,6 +59,8 @@ export class Enqueuer {
   private scheduled = false;
   private insertMessage: Statement;
   private insertRecipient: Statement;
+  /** called after each commit that stored mail (the delivery loop's wake-up, so new mail needn't wait for a poll) */
+  onCommitted?: () => void;
 
   constructor(
     private sqlite: Database,
@@ -106,6 +108,7 @@ export class Enqueuer {
       if ("error" in r) p.reject(r.error);
       else p.resolve(r);
     });
+    this.onCommitted?.();
   }
 
   /** One message inside a savepoint, so one bad submission does not fail the others in its batch. */

@@ -1,0 +1,272 @@
+/**
+ * Scheduler tests against a recording fake transport (no sockets) and a real SQLite queue: grouping, throttle
+ * limits, deferral, sandbox, isolation of a throttled destination, and stop().
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { parseConfig } from "../config/load.ts";
+import type { Config } from "../config/schema.ts";
+import { openStore, type Store } from "../db/client.ts";
+import { EventRecorder } from "../events/record.ts";
+import { silentLogger } from "../observe/log.ts";
+import { QueueClaimer } from "../queue/claim.ts";
+import { Enqueuer, type EnqueuedMessage } from "../queue/enqueue.ts";
+import { tempDir, waitFor } from "../../test/helpers/harness.ts";
+import { DeliveryLoop, signalOf } from "./loop.ts";
+import { OutcomeRecorder } from "./outcome.ts";
+import {
+  ConnectFailure, type Connection, type Destination, type OutboundMessage, type RecipientResult, type RouteResult, type Router, type Transport,
+} from "./types.ts";
+
+type Behaviour = (msg: OutboundMessage) => RecipientResult[] | Promise<RecipientResult[]>;
+
+/** A transport that records what it was asked and answers from a script per destination key. */
+class FakeTransport implements Transport {
+  open = new Map<string, number>();
+  maxOpen = new Map<string, number>();
+  connects = 0;
+  sent: { key: string; msg: OutboundMessage; conn: number }[] = [];
+  refuse = new Set<string>();
+  throttleGreeting = new Set<string>();
+  sendDelayMs = 0;
+  behaviour: Behaviour = (m) => m.recipients.map((r) => ({ recipientId: r.id, outcome: "delivered", code: 250, enhanced: "2.0.0", reply: "ok" }));
+
+  async connect(dest: Destination): Promise<Connection> {
+    this.connects++;
+    await Bun.sleep(1);
+    if (this.refuse.has(dest.key)) throw new ConnectFailure("connect ECONNREFUSED", false, 0, dest.hosts[0]?.host);
+    if (this.throttleGreeting.has(dest.key)) throw new ConnectFailure("421 4.7.0 too many connections", true, 421, dest.hosts[0]?.host);
+    const n = (this.open.get(dest.key) ?? 0) + 1;
+    this.open.set(dest.key, n);
+    this.maxOpen.set(dest.key, Math.max(n, this.maxOpen.get(dest.key) ?? 0));
+    const id = this.connects;
+    const self = this;
+    let closed = false;
+    const conn = {
+      mx: dest.hosts[0]!.host,
+      sent: 0,
+      get usable() {
+        return !closed;
+      },
+      async send(msg: OutboundMessage) {
+        conn.sent++;
+        self.sent.push({ key: dest.key, msg, conn: id });
+        if (self.sendDelayMs) await Bun.sleep(self.sendDelayMs);
+        return (await self.behaviour(msg)).map((r) => ({ ...r, mx: conn.mx }));
+      },
+      async close() {
+        if (closed) return;
+        closed = true;
+        self.open.set(dest.key, (self.open.get(dest.key) ?? 1) - 1);
+      },
+    };
+    return conn;
+  }
+}
+
+/** Domains "a*.test" go to key "mx-a", "b*.test" to "mx-b"; "nullmx.test" has a null MX. */
+const router: Router = {
+  async route(domain: string): Promise<RouteResult> {
+    if (domain === "nullmx.test") return { kind: "permanent", enhanced: "5.1.10", reason: "null MX" };
+    const key = `mx-${domain[0]}`;
+    return { kind: "ok", destination: { key, hosts: [{ host: `${key}.test`, port: 25, preference: 0 }], tls: "opportunistic", static: false } };
+  },
+};
+
+interface Env {
+  store: Store;
+  enqueuer: Enqueuer;
+  loop: DeliveryLoop;
+  transport: FakeTransport;
+  dsns: unknown[];
+  cleanup: () => void;
+}
+
+let env: Env | null = null;
+afterEach(async () => {
+  if (!env) return;
+  await env.loop.stop();
+  env.store.close();
+  env.cleanup();
+  env = null;
+});
+
+function setup(toml = "", loopOpts: ConstructorParameters<typeof DeliveryLoop>[0]["options"] = {}): Env {
+  const dir = tempDir();
+  const config: Config = parseConfig(`data_dir = ${JSON.stringify(dir.path)}\nhostname = "outpost.test"\n${toml}`, {
+    file: null, baseDir: dir.path, env: {},
+  });
+  const store = openStore(config.database.path);
+  const events = new EventRecorder(store.sqlite, []);
+  const enqueuer = new Enqueuer(store.sqlite, events);
+  const dsns: unknown[] = [];
+  const outcomes = new OutcomeRecorder({
+    sqlite: store.sqlite, events, delivery: config.delivery, hostname: config.hostname, log: silentLogger,
+    intake: { accept: async (s) => (dsns.push(s), { id: "dsn" as never, recipients: [] }) },
+  });
+  const transport = new FakeTransport();
+  const loop = new DeliveryLoop({
+    config: config.delivery, claimer: new QueueClaimer(store.sqlite), outcomes, router, transport, log: silentLogger,
+    options: { idleMs: 200, throttle: { backoffMs: 300, deadMs: 500 }, ...loopOpts },
+  });
+  enqueuer.onCommitted = () => loop.wake();
+  env = { store, enqueuer, loop, transport, dsns, cleanup: dir.cleanup };
+  return env;
+}
+
+function enqueue(e: Env, recipients: string[], from = "sender@example.com"): Promise<EnqueuedMessage> {
+  return e.enqueuer.enqueue({
+    userId: null, envelopeFrom: from, recipients, suppressed: new Set(), body: Buffer.from("Subject: hi\r\n\r\nhello\r\n"),
+    subject: "hi", source: "api", options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: true },
+  });
+}
+
+function statuses(e: Env): Record<string, string> {
+  const rows = e.store.sqlite.query("SELECT address, status FROM recipients").all() as { address: string; status: string }[];
+  return Object.fromEntries(rows.map((r) => [r.address, r.status]));
+}
+
+function pendingCount(e: Env): number {
+  return (e.store.sqlite.query("SELECT count(*) AS n FROM recipients WHERE status IN ('queued','deferred')").get() as { n: number }).n;
+}
+
+describe("delivery loop", () => {
+  test("sends all recipients of one message at one destination in one transaction", async () => {
+    const e = setup();
+    e.loop.start();
+    await enqueue(e, ["x@a1.test", "y@a2.test", "z@b1.test"]);
+    await waitFor(() => pendingCount(e) === 0, 5000, "delivery");
+    expect(statuses(e)).toEqual({ "x@a1.test": "delivered", "y@a2.test": "delivered", "z@b1.test": "delivered" });
+    const toA = e.transport.sent.filter((s) => s.key === "mx-a");
+    expect(toA.length).toBe(1);
+    expect(toA[0]!.msg.recipients.map((r) => r.address).sort()).toEqual(["x@a1.test", "y@a2.test"]);
+    expect(toA[0]!.msg.envelopeFrom).toBe("sender@example.com");
+  });
+
+  test("never opens more connections to a destination than per_destination_connections", async () => {
+    const e = setup(`[delivery]\nper_destination_connections = 3\n`);
+    e.transport.sendDelayMs = 20;
+    e.loop.start();
+    for (let i = 0; i < 40; i++) await enqueue(e, [`r${i}@a.test`]);
+    await waitFor(() => pendingCount(e) === 0, 10_000, "delivery");
+    expect(e.transport.maxOpen.get("mx-a")).toBe(3);
+    expect(e.transport.sent.length).toBe(40);
+  });
+
+  test("reuses a connection for up to messages_per_connection messages", async () => {
+    const e = setup(`[delivery]\nper_destination_connections = 1\nmessages_per_connection = 4\n`);
+    for (let i = 0; i < 10; i++) await enqueue(e, [`r${i}@a.test`]);
+    e.loop.start();
+    await waitFor(() => pendingCount(e) === 0, 5000, "delivery");
+    const perConn = new Map<number, number>();
+    for (const s of e.transport.sent) perConn.set(s.conn, (perConn.get(s.conn) ?? 0) + 1);
+    expect([...perConn.values()]).toEqual([4, 4, 2]);
+  });
+
+  test("defers the waiting recipients with the failure text when no connection can be had", async () => {
+    const e = setup();
+    e.transport.refuse.add("mx-a");
+    e.loop.start();
+    await enqueue(e, ["x@a.test"]);
+    await waitFor(() => statuses(e)["x@a.test"] === "deferred", 5000, "deferral");
+    const row = e.store.sqlite.query("SELECT last_reply, attempts, lease_until FROM recipients").get() as Record<string, unknown>;
+    expect(row.last_reply).toContain("ECONNREFUSED");
+    expect(row.attempts).toBe(1);
+    expect(row.lease_until).toBeNull();
+  });
+
+  test("a destination that throttles does not hold up mail for another", async () => {
+    const e = setup();
+    e.transport.throttleGreeting.add("mx-a");
+    e.loop.start();
+    for (let i = 0; i < 5; i++) await enqueue(e, [`x${i}@a.test`]);
+    await enqueue(e, ["y@b.test"]);
+    await waitFor(() => statuses(e)["y@b.test"] === "delivered", 5000, "delivery to b");
+    await waitFor(() => statuses(e)["x0@a.test"] === "deferred", 5000, "deferral at a");
+    const a = e.loop.throttle.snapshot().destinations.find((d) => d.key === "mx-a")!;
+    expect(a.limit).toBeLessThan(5);
+  });
+
+  test("a 421 reply lowers the destination's window, and successes raise it again", async () => {
+    const e = setup(`[delivery]\nper_destination_connections = 4\nretry = ["1s"]\n`);
+    let throttling = true;
+    e.transport.behaviour = (m) => m.recipients.map((r) => throttling
+      ? { recipientId: r.id, outcome: "deferred", code: 421, enhanced: "4.7.0", reply: "too many messages, slow down" }
+      : { recipientId: r.id, outcome: "delivered", code: 250, enhanced: "2.0.0", reply: "ok" });
+    e.loop.start();
+    for (let i = 0; i < 8; i++) await enqueue(e, [`x${i}@a.test`]);
+    await waitFor(() => (e.loop.throttle.snapshot().destinations.find((d) => d.key === "mx-a")?.limit ?? 4) <= 2, 5000, "cut");
+    throttling = false;
+    await waitFor(() => pendingCount(e) === 0, 15_000, "delivery after recovery");
+    for (let i = 0; i < 30; i++) await enqueue(e, [`y${i}@a.test`]);
+    await waitFor(() => pendingCount(e) === 0, 10_000, "more delivery");
+    const a = e.loop.throttle.snapshot().destinations.find((d) => d.key === "mx-a");
+    // recovered: either back to the configured window (then forgotten as pristine) or rising
+    expect(a === undefined || a.limit >= 3).toBe(true);
+  });
+
+  test("a null MX bounces at once without connecting", async () => {
+    const e = setup();
+    e.loop.start();
+    await enqueue(e, ["x@nullmx.test"]);
+    await waitFor(() => statuses(e)["x@nullmx.test"] === "bounced", 5000, "bounce");
+    expect(e.transport.connects).toBe(0);
+  });
+
+  test("in sandbox mode records delivered with reply sandbox and never connects", async () => {
+    const e = setup(`[delivery]\nsandbox = true\n`);
+    e.loop.start();
+    await enqueue(e, ["x@a.test", "y@b.test"]);
+    await waitFor(() => pendingCount(e) === 0, 5000, "sandbox delivery");
+    expect(statuses(e)).toEqual({ "x@a.test": "delivered", "y@b.test": "delivered" });
+    expect(e.transport.connects).toBe(0);
+    const ev = e.store.sqlite.query("SELECT details FROM events WHERE type = 'delivered'").all() as { details: string }[];
+    expect(ev.length).toBe(2);
+    expect(ev[0]!.details).toContain("sandbox");
+  });
+
+  test("stop hands back recipients that have not started, leaving none leased", async () => {
+    const e = setup(`[delivery]\nper_destination_connections = 1\n`);
+    e.transport.sendDelayMs = 100;
+    for (let i = 0; i < 20; i++) await enqueue(e, [`x${i}@a.test`]);
+    e.loop.start();
+    await waitFor(() => e.transport.sent.length >= 1, 5000, "first send");
+    await e.loop.stop();
+    const leased = e.store.sqlite.query("SELECT count(*) AS n FROM recipients WHERE lease_until IS NOT NULL").get() as { n: number };
+    expect(leased.n).toBe(0);
+    const delivered = Object.values(statuses(e)).filter((s) => s === "delivered").length;
+    expect(delivered).toBeGreaterThanOrEqual(1);
+    expect(delivered).toBeLessThan(20);
+  });
+
+  test("keeps at most `window` recipients leased at once", async () => {
+    const e = setup(`[delivery]\nper_destination_connections = 1\n`, { window: 5 });
+    e.transport.sendDelayMs = 30;
+    for (let i = 0; i < 30; i++) await enqueue(e, [`x${i}@a.test`]);
+    e.loop.start();
+    let maxLeased = 0;
+    await waitFor(() => {
+      const n = (e.store.sqlite.query("SELECT count(*) AS n FROM recipients WHERE lease_until IS NOT NULL").get() as { n: number }).n;
+      maxLeased = Math.max(maxLeased, n);
+      return pendingCount(e) === 0;
+    }, 10_000, "delivery");
+    expect(maxLeased).toBeGreaterThan(0);
+    expect(maxLeased).toBeLessThanOrEqual(5);
+  });
+});
+
+describe("signalOf", () => {
+  const r = (code: number, enhanced: string, reply: string): RecipientResult => ({
+    recipientId: "r1" as never, outcome: code < 300 ? "delivered" : code < 500 ? "deferred" : "bounced", code, enhanced, reply,
+  });
+  test("a 421 or a 4.7.x rate reply is a throttle signal", () => {
+    expect(signalOf([r(421, "4.7.0", "closing")])).toBe("throttle");
+    expect(signalOf([r(250, "2.0.0", "ok"), r(450, "4.7.1", "too many messages, slow down")])).toBe("throttle");
+  });
+  test("a bounce or a mailbox-level deferral is a normal conversation", () => {
+    expect(signalOf([r(550, "5.1.1", "no such user")])).toBe("ok");
+    expect(signalOf([r(452, "4.2.2", "mailbox full")])).toBe("ok");
+  });
+  test("no reply at all is a failure", () => {
+    expect(signalOf([r(0, "4.4.1", "connection lost")])).toBe("failure");
+  });
+});

@@ -1,0 +1,551 @@
+/**
+ * @module delivery/loop — the scheduler (Postfix qmgr): leases due recipients into a bounded active window,
+ * groups them by destination, and runs SMTP transactions within each destination's throttle budget.
+ *
+ * Flow: claim (oldest next_attempt_at first) → route each domain (cached) → one job per message and destination
+ * key → per destination, connection workers take jobs while the throttle gives slots → settle every result.
+ * Obligations:
+ * - At most `window` leased recipients live in memory, however big the queue is.
+ * - A destination that must wait (back-off, dead) hands its recipients back with a later time and its domains
+ *   are left out of claims, so it never holds up mail for other destinations. Deferred mail never slows new
+ *   mail: claims take the oldest *due* time first, and deferred rows are due later.
+ * - Leases expire on their own (kill -9 leaves rows claimable once `leaseMs` has passed); recipients that
+ *   wait in memory for longer than half a lease are handed back and claimed again.
+ * - stop(): stop claiming, hand back what has not started, let in-flight transactions finish within the
+ *   shutdown window, then hand back whatever is still out.
+ */
+import type { DeliveryConfig } from "../config/schema.ts";
+import type { MessageId, RecipientId } from "../mail/ids.ts";
+import type { Logger } from "../observe/log.ts";
+import type { ClaimedRecipient, StoredMessage } from "../queue/claim.ts";
+import { classifyReply, enhancedFor } from "./classify.ts";
+import { isWait, limitsFor, Throttle, type DestinationLimits, type Lease, type Signal, type ThrottleOptions, type Wait } from "./throttle.ts";
+import { ConnectFailure, type Connection, type Destination, type RecipientResult, type RouteResult, type Router, type Transport } from "./types.ts";
+
+/** The queue as the scheduler uses it (queue/claim.ts QueueClaimer). */
+export interface ClaimSource {
+  claim(limit: number, leaseMs: number, excludeDomains?: ReadonlySet<string>): ClaimedRecipient[];
+  release(ids: RecipientId[], at?: number): void;
+  nextDueAt(): number | null;
+  loadMessage(id: MessageId): StoredMessage | null;
+}
+
+type RouteFailure = Exclude<RouteResult, { kind: "ok" }>;
+
+/** Where results go (delivery/outcome.ts OutcomeRecorder). */
+export interface OutcomeSink {
+  settle(message: StoredMessage, results: RecipientResult[]): unknown;
+  settleRouteFailure(message: StoredMessage, recipients: ClaimedRecipient[], route: RouteFailure): unknown;
+}
+
+export interface LoopOptions {
+  /** most recipients leased into memory at once */
+  window?: number;
+  /** how long a claim holds a recipient; after a crash it comes back this much later */
+  leaseMs?: number;
+  /** keep a connection with no work open this long for reuse */
+  idleMs?: number;
+  /** how long a route is trusted; failures are kept shorter */
+  routeTtlMs?: number;
+  /** a destination with this many jobs waiting gets no more claims until it drains */
+  backlogPerDestination?: number;
+  /** in-flight transactions get this long on stop() before their recipients are handed back */
+  shutdownMs?: number;
+  throttle?: Omit<ThrottleOptions, "concurrency">;
+}
+
+export interface LoopDeps {
+  config: DeliveryConfig;
+  claimer: ClaimSource;
+  outcomes: OutcomeSink;
+  router: Router;
+  transport: Transport;
+  log: Logger;
+  now?: () => number;
+  options?: LoopOptions;
+}
+
+interface Job {
+  messageId: MessageId;
+  recipients: ClaimedRecipient[];
+  claimedAt: number;
+}
+
+/** One receiving server set (Destination.key) and the work waiting for it. */
+interface DestQueue {
+  key: string;
+  dest: Destination;
+  domains: Set<string>;
+  limits: DestinationLimits;
+  jobs: Job[];
+  /** workers connecting: each will take a job soon */
+  connecting: number;
+  workers: number;
+  /** connected workers waiting for a job */
+  idle: Array<(job: Job | null) => void>;
+  /** no connections before this time (throttle back-off or dead); jobs were handed back */
+  heldUntil: number;
+  timer: ReturnType<typeof setTimeout> | null;
+  lastError: string;
+}
+
+const SANDBOX_REPLY = "sandbox";
+
+export class DeliveryLoop {
+  readonly name = "delivery";
+  readonly throttle: Throttle;
+  private readonly o: Required<Omit<LoopOptions, "throttle">>;
+  private readonly now: () => number;
+  private dests = new Map<string, DestQueue>();
+  private routes = new Map<string, { until: number; result: Promise<RouteResult> }>();
+  /** every recipient leased into memory, for the window and to ignore a re-claim of one already here */
+  private active = new Set<RecipientId>();
+  private inFlight = new Map<Job, Connection | null>();
+  private stopping = false;
+  private wakeUp: (() => void) | null = null;
+  private running: Promise<void> | null = null;
+  private sweepTimer: ReturnType<typeof setInterval> | null = null;
+  private drained: (() => void) | null = null;
+  private pauses = new Set<() => void>();
+  /** destinations that found the global cap full; any released slot pumps them */
+  private waitingGlobal = new Set<DestQueue>();
+  /** the last claim wanted more room than the window had */
+  private windowFull = false;
+
+  constructor(private deps: LoopDeps) {
+    this.now = deps.now ?? Date.now;
+    const o = deps.options ?? {};
+    this.o = {
+      window: o.window ?? 2_000,
+      leaseMs: o.leaseMs ?? 5 * 60_000,
+      idleMs: o.idleMs ?? 5_000,
+      routeTtlMs: o.routeTtlMs ?? 60_000,
+      backlogPerDestination: o.backlogPerDestination ?? 500,
+      shutdownMs: o.shutdownMs ?? 25_000,
+    };
+    this.throttle = new Throttle({ concurrency: deps.config.concurrency, ...o.throttle }, this.now);
+  }
+
+  start(): this {
+    this.running ??= this.run();
+    this.sweepTimer = setInterval(() => this.sweep(), Math.max(1_000, this.o.leaseMs / 4));
+    return this;
+  }
+
+  /** New mail was committed, or room freed up: claim now instead of at the next due time. */
+  wake(): void {
+    const w = this.wakeUp;
+    this.wakeUp = null;
+    w?.();
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.wake();
+    for (const p of [...this.pauses]) p();
+    await this.running;
+    for (const dq of this.dests.values()) {
+      if (dq.timer) clearTimeout(dq.timer);
+      this.handBack(dq.jobs.splice(0));
+      for (const idle of dq.idle.splice(0)) idle(null);
+    }
+    if (this.inFlight.size > 0) {
+      const done = new Promise<void>((r) => (this.drained = r));
+      const timeout = new Promise<void>((r) => setTimeout(r, this.o.shutdownMs).unref());
+      await Promise.race([done, timeout]);
+    }
+    if (this.inFlight.size > 0) {
+      this.deps.log.warn("delivery_shutdown_timeout", { in_flight: this.inFlight.size });
+      const jobs = [...this.inFlight.keys()];
+      for (const conn of this.inFlight.values()) void conn?.close();
+      this.handBack(jobs);
+    }
+  }
+
+  // ---- claiming ----------------------------------------------------------------------------------------
+
+  private async run(): Promise<void> {
+    while (!this.stopping) {
+      const room = this.o.window - this.active.size;
+      this.windowFull = room < Math.min(500, this.o.window / 4);
+      if (room > 0) {
+        const limit = Math.min(room, 500);
+        try {
+          const batch = this.deps.claimer.claim(limit, this.o.leaseMs, this.excludedDomains());
+          const claimed = batch.length;
+          if (claimed > 0) void this.dispatch(batch).catch((e) => this.deps.log.error("delivery_dispatch_failed", { error: e }));
+          if (claimed === limit) continue;
+        } catch (e) {
+          this.deps.log.error("delivery_claim_failed", { error: e });
+        }
+      }
+      await this.sleep(this.sleepMs(room > 0));
+    }
+  }
+
+  /** Until the next due row, bounded; a wake() cuts it short. */
+  private sleepMs(hasRoom: boolean): number {
+    if (!hasRoom) return 1_000;
+    let next: number | null = null;
+    try {
+      next = this.deps.claimer.nextDueAt();
+    } catch {
+      // the next loop turn logs a failing store
+    }
+    if (next === null) return 30_000;
+    const ms = next - this.now();
+    // rows due now that the claim left belong to excluded (busy or held) destinations: look again soon, not at once
+    if (ms <= 0) return 1_000;
+    return Math.min(30_000, Math.max(10, ms));
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.wakeUp = null;
+        resolve();
+      }, ms);
+      this.wakeUp = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+
+  /** Domains whose destination is held back or already has a full backlog. */
+  private excludedDomains(): Set<string> {
+    const out = new Set<string>();
+    const now = this.now();
+    for (const dq of this.dests.values()) {
+      if (dq.heldUntil > now || dq.jobs.length >= this.o.backlogPerDestination) for (const d of dq.domains) out.add(d);
+    }
+    return out;
+  }
+
+  // ---- routing and grouping ------------------------------------------------------------------------------
+
+  private async dispatch(batch: ClaimedRecipient[]): Promise<void> {
+    const fresh = batch.filter((r) => !this.active.has(r.id));
+    for (const r of fresh) this.active.add(r.id);
+    if (this.deps.config.sandbox) return this.sandbox(fresh);
+    const byDomain = groupBy(fresh, (r) => r.domain);
+    const routed = await Promise.all([...byDomain].map(async ([domain, rs]) => [domain, rs, await this.route(domain)] as const));
+    const jobs = new Map<string, { dq: DestQueue; byMessage: Map<MessageId, ClaimedRecipient[]> }>();
+    for (const [domain, rs, result] of routed) {
+      if (result.kind !== "ok") {
+        this.routeFailed(rs, result);
+        continue;
+      }
+      const dq = this.destQueue(result.destination, domain);
+      let g = jobs.get(dq.key);
+      if (!g) jobs.set(dq.key, (g = { dq, byMessage: new Map() }));
+      for (const r of rs) push(g.byMessage, r.messageId, r);
+    }
+    const now = this.now();
+    for (const { dq, byMessage } of jobs.values()) {
+      for (const [messageId, recipients] of byMessage) dq.jobs.push({ messageId, recipients, claimedAt: now });
+      this.pump(dq);
+    }
+  }
+
+  private route(domain: string): Promise<RouteResult> {
+    const now = this.now();
+    const hit = this.routes.get(domain);
+    if (hit && hit.until > now) return hit.result;
+    const result = this.deps.router.route(domain).catch(
+      (e): RouteResult => ({ kind: "temporary", reason: `routing failed: ${e instanceof Error ? e.message : String(e)}` }),
+    );
+    const entry = { until: now + this.o.routeTtlMs, result };
+    this.routes.set(domain, entry);
+    // failures are remembered briefly: enough to spare the resolver a batch's worth of lookups
+    void result.then((r) => {
+      if (r.kind !== "ok") entry.until = Math.min(entry.until, this.now() + 5_000);
+    });
+    if (this.routes.size > 10_000) this.routes.delete(this.routes.keys().next().value!);
+    return result;
+  }
+
+  private destQueue(dest: Destination, domain: string): DestQueue {
+    let dq = this.dests.get(dest.key);
+    if (!dq) {
+      dq = {
+        key: dest.key, dest, domains: new Set(), limits: { maxConnections: 1, rate: null }, jobs: [],
+        connecting: 0, workers: 0, idle: [], heldUntil: 0, timer: null, lastError: "",
+      };
+      this.dests.set(dest.key, dq);
+    }
+    if (!dq.domains.has(domain)) {
+      dq.domains.add(domain);
+      dq.limits = limitsFor(this.deps.config, dq.dest.hosts.map((h) => h.host), dq.domains);
+    }
+    return dq;
+  }
+
+  private routeFailed(recipients: ClaimedRecipient[], route: RouteFailure): void {
+    for (const [messageId, rs] of groupBy(recipients, (r) => r.messageId)) {
+      void this.withMessage(messageId, rs, (msg) => this.deps.outcomes.settleRouteFailure(msg, rs, route));
+    }
+  }
+
+  private sandbox(recipients: ClaimedRecipient[]): void {
+    for (const [messageId, rs] of groupBy(recipients, (r) => r.messageId)) {
+      void this.withMessage(messageId, rs, (msg) =>
+        this.deps.outcomes.settle(msg, rs.map((r) => ({
+          recipientId: r.id, outcome: "delivered", code: 250, enhanced: "2.0.0", reply: SANDBOX_REPLY,
+        }))),
+      );
+    }
+  }
+
+  /** Runs `fn` with the stored message; a message deleted meanwhile (`queue delete`) is simply dropped. */
+  private async withMessage(messageId: MessageId, rs: ClaimedRecipient[], fn: (m: StoredMessage) => unknown): Promise<void> {
+    try {
+      const msg = this.deps.claimer.loadMessage(messageId);
+      if (msg) await fn(msg);
+    } catch (e) {
+      this.deps.log.error("delivery_settle_failed", { message_id: messageId, error: e });
+    } finally {
+      this.forget(rs);
+    }
+  }
+
+  private forget(rs: readonly ClaimedRecipient[]): void {
+    for (const r of rs) this.active.delete(r.id);
+    // claim again once a good batch fits (one claim per settled message would cost a commit each)
+    if (this.windowFull && this.active.size <= this.o.window * 0.75) this.wake();
+  }
+
+  // ---- per destination ------------------------------------------------------------------------------------
+
+  /** Hands jobs to idle connections, then opens new ones while the throttle allows and work waits. */
+  private pump(dq: DestQueue): void {
+    if (this.stopping) return;
+    while (dq.jobs.length > 0 && dq.idle.length > 0) dq.idle.shift()!(dq.jobs.shift()!);
+    while (dq.jobs.length > dq.connecting) {
+      const got = this.throttle.tryAcquire(dq.key, dq.limits);
+      if (isWait(got)) return this.onWait(dq, got);
+      void this.worker(dq, got);
+    }
+  }
+
+  private onWait(dq: DestQueue, w: Wait): void {
+    if (w.reason === "concurrency") return; // a worker's release pumps again
+    if (w.reason === "global") {
+      this.waitingGlobal.add(dq);
+      return this.closeAnIdleConnection(dq);
+    }
+    if (dq.workers > 0) return; // its connections carry on (and wait for rate tokens themselves)
+    if (w.reason === "dead") {
+      // known dead: defer without connecting, with the failure that killed it
+      this.deferJobs(dq, dq.jobs.splice(0), dq.lastError || "destination not answering", 0);
+      dq.heldUntil = w.waitUntil;
+      return;
+    }
+    const waitMs = w.waitUntil - this.now();
+    if (waitMs > 2_000) {
+      // a long back-off: give the recipients back for later so they do not sit in the window
+      this.handBack(dq.jobs.splice(0), w.waitUntil);
+      dq.heldUntil = w.waitUntil;
+      return;
+    }
+    if (!dq.timer) {
+      dq.timer = setTimeout(() => {
+        dq.timer = null;
+        this.pump(dq);
+      }, Math.max(10, waitMs));
+    }
+  }
+
+  /** The global cap is reached: free a slot held by an idle connection elsewhere. */
+  private closeAnIdleConnection(except: DestQueue): void {
+    for (const dq of this.dests.values()) {
+      if (dq !== except && dq.idle.length > 0) {
+        dq.idle.shift()!(null);
+        return;
+      }
+    }
+  }
+
+  private async worker(dq: DestQueue, lease: Lease): Promise<void> {
+    dq.connecting++;
+    dq.workers++;
+    let conn: Connection | null = null;
+    let connectSignal: Signal | undefined;
+    try {
+      try {
+        conn = await this.deps.transport.connect(dq.dest);
+      } catch (e) {
+        connectSignal = this.connectFailed(dq, e);
+        return;
+      } finally {
+        dq.connecting--;
+      }
+      for (let job = await this.nextJob(dq, conn); job; job = await this.nextJob(dq, conn)) {
+        const signal = await this.send(lease, conn, job);
+        if (signal !== "ok" || !conn.usable || conn.sent >= this.deps.config.messages_per_connection) break;
+      }
+    } finally {
+      dq.workers--;
+      if (conn) await conn.close();
+      this.throttle.release(lease, connectSignal);
+      this.pump(dq);
+      for (const waiting of [...this.waitingGlobal]) {
+        this.waitingGlobal.delete(waiting);
+        this.pump(waiting);
+      }
+      this.gc(dq);
+    }
+  }
+
+  /** Next job for a connected worker: waits up to idleMs for one (the connection is kept for reuse). */
+  private nextJob(dq: DestQueue, conn: Connection): Promise<Job | null> | Job | null {
+    if (this.stopping || !conn.usable) return null;
+    const job = dq.jobs.shift();
+    if (job) return job;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        const i = dq.idle.indexOf(take);
+        if (i >= 0) dq.idle.splice(i, 1);
+        resolve(null);
+      }, this.o.idleMs);
+      const take = (j: Job | null) => {
+        clearTimeout(timer);
+        resolve(j);
+      };
+      dq.idle.push(take);
+    });
+  }
+
+  /** One transaction: rate token, SMTP, throttle feedback, settle. Returns the signal it gave. */
+  private async send(lease: Lease, conn: Connection, job: Job): Promise<Signal> {
+    for (let w = this.throttle.admit(lease); w !== true; w = this.throttle.admit(lease)) {
+      await this.pause(w.waitUntil - this.now());
+      if (this.stopping) {
+        this.handBack([job]);
+        return "ok";
+      }
+    }
+    const msg = this.deps.claimer.loadMessage(job.messageId);
+    if (!msg) {
+      this.forget(job.recipients);
+      return "ok";
+    }
+    this.inFlight.set(job, conn);
+    let results: RecipientResult[];
+    try {
+      results = await conn.send({
+        messageId: msg.id,
+        envelopeFrom: msg.envelopeFrom,
+        recipients: job.recipients.map((r) => ({ id: r.id, address: r.address })),
+        body: msg.body,
+      });
+    } catch (e) {
+      // Connection.send promises never to throw; if it does, the outcome is unknown: defer
+      results = job.recipients.map((r) => localFailure(r.id, `delivery failed: ${String(e)}`, conn.mx));
+    }
+    const signal = signalOf(results);
+    this.throttle.feedback(lease, signal);
+    await this.settle(msg, job, results);
+    return signal;
+  }
+
+  /** Outcomes log one line per recipient and attempt. */
+  private async settle(msg: StoredMessage, job: Job, results: RecipientResult[]): Promise<void> {
+    this.inFlight.delete(job);
+    if (this.inFlight.size === 0) this.drained?.();
+    try {
+      await this.deps.outcomes.settle(msg, results);
+    } catch (e) {
+      // the lease runs out and the recipients are tried again: at least once, never lost
+      this.deps.log.error("delivery_settle_failed", { message_id: msg.id, error: e });
+    }
+    this.forget(job.recipients);
+  }
+
+  private connectFailed(dq: DestQueue, e: unknown): Signal {
+    const cf = e instanceof ConnectFailure ? e : new ConnectFailure(e instanceof Error ? e.message : String(e), false);
+    dq.lastError = cf.message;
+    this.deps.log.warn("delivery_connect_failed", { destination: dq.key, mx: cf.mx, error: cf.message, code: cf.code });
+    // with other connections alive, they take the work; with none, the waiting mail is deferred now
+    if (dq.workers === 1) this.deferJobs(dq, dq.jobs.splice(0), cf.message, cf.code, cf.mx);
+    return cf.throttleSignal ? "throttle" : "failure";
+  }
+
+  private deferJobs(dq: DestQueue, jobs: Job[], reason: string, code: number, mx?: string): void {
+    for (const job of jobs) {
+      const results = job.recipients.map((r) => localFailure(r.id, reason, mx, code));
+      void this.withMessage(job.messageId, job.recipients, (msg) => this.deps.outcomes.settle(msg, results));
+    }
+    if (jobs.length > 0) this.deps.log.info("delivery_deferred_destination", { destination: dq.key, messages: jobs.length, reason });
+  }
+
+  /** Leases go back without counting an attempt. */
+  private handBack(jobs: Job[], at?: number): void {
+    const ids = jobs.flatMap((j) => j.recipients.map((r) => r.id));
+    if (ids.length === 0) return;
+    try {
+      this.deps.claimer.release(ids, at);
+    } catch (e) {
+      this.deps.log.error("delivery_release_failed", { error: e });
+    }
+    this.forget(jobs.flatMap((j) => j.recipients));
+  }
+
+  /** Jobs that waited in memory for half a lease go back to the queue (and come back with a fresh lease). */
+  private sweep(): void {
+    const old = this.now() - this.o.leaseMs / 2;
+    for (const dq of [...this.dests.values()]) {
+      this.gc(dq);
+      const stale = dq.jobs.filter((j) => j.claimedAt < old);
+      if (stale.length === 0) continue;
+      dq.jobs = dq.jobs.filter((j) => j.claimedAt >= old);
+      this.handBack(stale);
+    }
+  }
+
+  private gc(dq: DestQueue): void {
+    if (dq.workers === 0 && dq.jobs.length === 0 && !dq.timer && dq.heldUntil <= this.now()) this.dests.delete(dq.key);
+  }
+
+  /** A wait that stop() cuts short. */
+  private pause(ms: number): Promise<void> {
+    if (ms <= 0 || this.stopping) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(t);
+        this.pauses.delete(done);
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      this.pauses.add(done);
+    });
+  }
+}
+
+/** What a transaction's replies tell the throttle. */
+export function signalOf(results: readonly RecipientResult[]): Signal {
+  let noReply = results.length > 0;
+  for (const r of results) {
+    if (r.code !== 0) noReply = false;
+    if (r.code >= 400 && r.code < 500 && classifyReply(r.code, r.enhanced, r.reply) === "throttle") return "throttle";
+  }
+  return noReply ? "failure" : "ok";
+}
+
+function localFailure(id: RecipientId, reason: string, mx?: string, code = 0): RecipientResult {
+  return { recipientId: id, outcome: "deferred", code, enhanced: enhancedFor(code >= 400 && code < 500 ? code : 0, undefined), reply: reason, mx };
+}
+
+function groupBy<T, K>(items: readonly T[], key: (t: T) => K): Map<K, T[]> {
+  const m = new Map<K, T[]>();
+  for (const it of items) push(m, key(it), it);
+  return m;
+}
+
+function push<K, T>(m: Map<K, T[]>, k: K, v: T): void {
+  const a = m.get(k);
+  if (a) a.push(v);
+  else m.set(k, [v]);
+}
