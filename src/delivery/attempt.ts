@@ -1,0 +1,130 @@
+/**
+ * @module delivery/attempt — one SMTP transaction (MAIL, RCPT each, DATA) on an open smtp-connection session,
+ * and what each recipient's reply means.
+ *
+ * smtp-connection pipelines the envelope when the server offers PIPELINING, dot-stuffs the body and turns any bare
+ * CR or LF into CRLF (its DataStream), adds SMTPUTF8 to MAIL FROM when an address is not ASCII and BODY=8BITMIME
+ * when we say the body has 8-bit bytes. This module maps its callback to per-recipient results:
+ *   RCPT refused → that recipient gets its RCPT reply; the others get the DATA reply (one reply for all of them);
+ *   MAIL refused → every recipient gets the MAIL reply; a reply-less failure (socket error, timeout) → deferred,
+ *   code 0, 4.4.2, and the session is not reused.
+ * Outcome per reply: delivery/classify.ts (2xx delivered, 4xx/none deferred, 5xx bounced).
+ */
+import type SMTPConnection from "nodemailer/lib/smtp-connection";
+import { classifyReply, enhancedFor } from "./classify.ts";
+import type { OutboundMessage, Outcome, RecipientResult } from "./types.ts";
+
+export interface Reply {
+  code: number;
+  enhanced: string;
+  text: string;
+  /** set for local failures whose outcome the code (0) cannot tell */
+  outcome?: Outcome;
+}
+
+/** "550 5.1.1 <x>: no such user" → {550, "5.1.1", whole reply}; multi-line replies keep their lines. */
+export function parseReply(raw: string): Reply {
+  const text = raw.trim();
+  const m = /^(\d{3})(?:[ -](\d\.\d{1,3}\.\d{1,3})\b)?/.exec(text);
+  const code = m ? Number(m[1]) : 0;
+  return { code, enhanced: enhancedFor(code, m?.[2]), text };
+}
+
+export function outcomeOf(r: Reply): Outcome {
+  if (r.outcome) return r.outcome;
+  const c = classifyReply(r.code, r.enhanced, r.text);
+  return c === "ok" ? "delivered" : c === "permanent" ? "bounced" : "deferred";
+}
+
+/** A failure with no reply from the server (network, timeout, local refusal). */
+export function localReply(text: string, enhanced = "4.4.2"): Reply {
+  return { code: 0, enhanced, text, outcome: enhanced.startsWith("5") ? "bounced" : "deferred" };
+}
+
+export function resultsFor(msg: OutboundMessage, mx: string, replyOf: (address: string) => Reply, outcome?: Outcome): RecipientResult[] {
+  return msg.recipients.map((r) => {
+    const reply = replyOf(r.address);
+    return {
+      recipientId: r.id,
+      outcome: outcome ?? outcomeOf(reply),
+      code: reply.code,
+      enhanced: reply.enhanced,
+      reply: reply.text,
+      mx,
+    };
+  });
+}
+
+type SendError = Error & {
+  code?: string;
+  response?: string;
+  responseCode?: number;
+  command?: string;
+  recipient?: string;
+  rejectedErrors?: SendError[];
+};
+
+/** What smtp-connection keeps about the transaction in flight; read only to attribute RCPT replies after a later failure. */
+interface EnvelopeState {
+  rejectedErrors?: SendError[];
+}
+
+export interface TransactionEnd {
+  results: RecipientResult[];
+  /** "reset": the server refused the message but the session is fine (RSET and reuse); "close": unusable */
+  session: "ok" | "reset" | "close";
+}
+
+/** Bytes ≥ 0x80 somewhere in the message: declare BODY=8BITMIME. */
+export function has8bit(body: Buffer): boolean {
+  for (let i = 0; i < body.length; i++) if (body[i]! >= 0x80) return true;
+  return false;
+}
+
+export function nonAscii(s: string): boolean {
+  return /[^\x00-\x7f]/.test(s);
+}
+
+/**
+ * Runs the transaction; never throws. `guardMs` bounds the whole exchange in case the library never calls back
+ * (its own socket timeout normally fires first).
+ */
+export async function transact(conn: SMTPConnection, msg: OutboundMessage, mx: string, guardMs: number): Promise<TransactionEnd> {
+  const to = [...new Set(msg.recipients.map((r) => r.address))];
+  const envelope = { from: msg.envelopeFrom, to, size: msg.body.length, use8BitMime: has8bit(msg.body) };
+  const done = await new Promise<{ err: SendError | null; info?: { accepted: string[]; rejectedErrors?: SendError[]; response: string } }>(
+    (resolve) => {
+      const guard = setTimeout(() => resolve({ err: Object.assign(new Error("no reply to the transaction in time"), { code: "ETIMEDOUT" }) }), guardMs);
+      conn.send(envelope, msg.body, (err, info) => {
+        clearTimeout(guard);
+        resolve({ err: err as SendError | null, info: info ?? undefined });
+      });
+    },
+  );
+  const replies = new Map<string, Reply>();
+  if (!done.err && done.info) {
+    for (const e of done.info.rejectedErrors ?? []) if (e.recipient) replies.set(e.recipient, parseReply(e.response ?? ""));
+    const data = parseReply(done.info.response);
+    for (const a of done.info.accepted) replies.set(a, data);
+    return { results: resultsFor(msg, mx, (a) => replies.get(a) ?? data), session: "ok" };
+  }
+  const err = done.err!;
+  const fallback = err.response ? parseReply(err.response) : localFailure(err);
+  if (err.command !== "MAIL FROM") {
+    // RCPT refusals stand even when DATA or the connection failed afterwards
+    const env = (conn as unknown as { _envelope?: EnvelopeState | false })._envelope;
+    const rejected = err.rejectedErrors ?? (env ? env.rejectedErrors : undefined) ?? [];
+    for (const e of rejected) if (e.recipient && e.response) replies.set(e.recipient, parseReply(e.response));
+  }
+  const refusedOnly = (err.code === "EENVELOPE" || err.code === "EMESSAGE") && err.responseCode !== 421;
+  const session = refusedOnly && !conn.destroyed ? "reset" : "close";
+  return { results: resultsFor(msg, mx, (a) => replies.get(a) ?? fallback), session };
+}
+
+/** A failure without a server reply: refused before sending (permanent) or a broken session (temporary). */
+function localFailure(err: SendError): Reply {
+  // smtp-connection refuses these before a byte is sent; sending again would fail the same way
+  if (err.code === "EENVELOPE") return localReply(err.message, "5.1.3");
+  if (err.code === "EMESSAGE" && /larger than allowed/.test(err.message)) return localReply(err.message, "5.3.4");
+  return localReply(err.message, "4.4.2");
+}

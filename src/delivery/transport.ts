@@ -1,0 +1,279 @@
+/**
+ * @module delivery/transport — SMTP sessions to a destination's hosts through nodemailer's smtp-connection
+ * (the only importer of that library).
+ *
+ * connect(dest): tries dest.hosts in order (each host's addresses, IPv4 first, at most MAX_ADDRESSES in all, as
+ * Postfix's smtp_mx_address_limit), and returns the first session that greets, says EHLO, gets through STARTTLS
+ * per policy and AUTH when the route has it. Every host failing → ConnectFailure (always temporary), with
+ * throttleSignal set when a host refused the connection or greeted 421 (the destination wants fewer of us).
+ *
+ * TLS (see docs/delivery-routing.md):
+ *  - "opportunistic": STARTTLS whenever offered, certificate NOT verified (Postfix `may`: encryption against
+ *    passive listening; verifying would make mail to every self-signed MX bounce or stall, and without DANE or
+ *    MTA-STS there is nothing to verify against). A refused STARTTLS continues in clear (smtp-connection's
+ *    opportunisticTLS); a failed handshake is retried once on a new connection without STARTTLS.
+ *  - "required": STARTTLS must succeed, else this host fails (ConnectFailure → the recipients are deferred with
+ *    the reason). Also unverified (Postfix `encrypt`). The stricter of the transport's and the destination's
+ *    policy applies.
+ *  - AUTH credentials go only over TLS or to a loopback address.
+ */
+import { isIP } from "node:net";
+import SMTPConnection from "nodemailer/lib/smtp-connection";
+import type { TlsPolicy } from "../config/schema.ts";
+import type { Logger } from "../observe/log.ts";
+import { localReply, nonAscii, resultsFor, transact } from "./attempt.ts";
+import { systemLookup } from "./resolver.ts";
+import { ConnectFailure, type Connection, type Destination, type OutboundMessage, type RecipientResult, type Transport } from "./types.ts";
+
+export interface TransportTimeouts {
+  /** TCP connect, ms (default 30 s, Postfix smtp_connect_timeout) */
+  connectMs?: number;
+  /** greeting, and each step of setting the session up, ms (default 60 s) */
+  greetingMs?: number;
+  /** no bytes from the server for this long during a session, ms (default 300 s: a DATA reply may be slow) */
+  socketMs?: number;
+  /** QUIT's reply, ms (default 2 s) */
+  quitMs?: number;
+}
+
+export interface SmtpTransportOptions {
+  /** EHLO name */
+  hostname: string;
+  /** the default policy (`delivery.tls`); a destination's own policy applies when stricter */
+  tls: TlsPolicy;
+  log: Logger;
+  timeouts?: TransportTimeouts;
+  /** host name → addresses; default the system's lookup. Production: `lookupVia(resolver)`; tests map to 127.0.0.x */
+  lookup?: (host: string) => Promise<string[]>;
+  /** port for MX hosts (default: the host's, 25); static routes keep their own */
+  connectPort?: number;
+}
+
+const MAX_ADDRESSES = 5;
+
+type TlsMode = "try" | "require" | "off";
+
+interface OpenFailure {
+  reason: string;
+  throttle: boolean;
+  code: number;
+  /** the TLS handshake failed after STARTTLS: worth one try in clear when TLS is optional */
+  tlsFailed: boolean;
+}
+
+type LibError = Error & { code?: string; originalCode?: string; responseCode?: number; response?: string; command?: string };
+
+export class SmtpTransport implements Transport {
+  private readonly t: Required<TransportTimeouts>;
+  private readonly lookup: (host: string) => Promise<string[]>;
+
+  constructor(private readonly opts: SmtpTransportOptions) {
+    const t = opts.timeouts ?? {};
+    this.t = { connectMs: t.connectMs ?? 30_000, greetingMs: t.greetingMs ?? 60_000, socketMs: t.socketMs ?? 300_000, quitMs: t.quitMs ?? 2_000 };
+    this.lookup = opts.lookup ?? systemLookup;
+  }
+
+  async connect(dest: Destination): Promise<Connection> {
+    const required = dest.tls === "required" || this.opts.tls === "required";
+    const failures: string[] = [];
+    let throttle = false;
+    let code = 0;
+    let lastMx: string | undefined;
+    let budget = MAX_ADDRESSES;
+    for (const h of dest.hosts) {
+      if (budget <= 0) break;
+      const port = dest.static ? h.port : (this.opts.connectPort ?? h.port);
+      lastMx = h.host;
+      let addresses: string[];
+      try {
+        addresses = orderAddresses(await this.lookup(h.host));
+      } catch (e) {
+        failures.push(`${h.host}: address lookup failed (${errText(e)})`);
+        continue;
+      }
+      if (addresses.length === 0) failures.push(`${h.host}: no address`);
+      for (const ip of addresses.slice(0, budget)) {
+        budget--;
+        const r = await this.open(dest, h.host, ip, port, required ? "require" : "try");
+        if (r instanceof SmtpSession) return r;
+        failures.push(`${h.host}[${ip}]:${port}: ${r.reason}`);
+        throttle ||= r.throttle;
+        if (r.code) code = r.code;
+      }
+    }
+    const why = failures.length > 0 ? failures.join("; ") : "no hosts to try";
+    this.opts.log.debug("delivery.connect_failed", { destination: dest.key, reason: why, throttle });
+    throw new ConnectFailure(`could not connect to ${dest.key}: ${why}`, throttle, code, lastMx);
+  }
+
+  /** One address; an opportunistic session whose TLS handshake failed gets one more try in clear. */
+  private async open(dest: Destination, host: string, ip: string, port: number, mode: TlsMode): Promise<SmtpSession | OpenFailure> {
+    const first = await this.session(dest, host, ip, port, mode);
+    if (first instanceof SmtpSession || mode !== "try" || !first.tlsFailed) return first;
+    this.opts.log.warn("delivery.tls_fallback", { mx: host, ip, reason: first.reason });
+    const second = await this.session(dest, host, ip, port, "off");
+    if (second instanceof SmtpSession) return second;
+    return { ...second, reason: `${first.reason}; in clear: ${second.reason}` };
+  }
+
+  private async session(dest: Destination, host: string, ip: string, port: number, mode: TlsMode): Promise<SmtpSession | OpenFailure> {
+    const servername = isIP(host) ? undefined : host;
+    const conn = new SMTPConnection({
+      host: ip,
+      port,
+      name: this.opts.hostname,
+      servername,
+      requireTLS: mode === "require",
+      opportunisticTLS: mode === "try",
+      ignoreTLS: mode === "off",
+      // unverified on purpose, see the module comment
+      tls: { rejectUnauthorized: false, servername },
+      connectionTimeout: this.t.connectMs,
+      greetingTimeout: this.t.greetingMs,
+      socketTimeout: this.t.socketMs,
+      logger: false,
+    });
+    let lateError: LibError | undefined;
+    conn.on("error", (e: LibError) => (lateError = e)); // an 'error' without a listener would throw
+    try {
+      await new Promise<void>((resolve, reject) => {
+        conn.once("error", reject);
+        conn.once("end", () => reject(lateError ?? new Error("connection closed")));
+        conn.connect((err) => (err ? reject(err) : resolve()));
+      });
+      if (mode === "require" && !conn.secure) throw new Error("TLS required but the session is not encrypted");
+      if (dest.auth) await this.login(conn, ip, dest);
+    } catch (e) {
+      const tlsStarted = conn.secure || conn.upgrading === true;
+      conn.close();
+      return failure(e as LibError, mode, tlsStarted);
+    }
+    this.opts.log.debug("delivery.connected", { destination: dest.key, mx: host, ip, port, tls: conn.secure });
+    return new SmtpSession(conn, host, conn.secure, this.t, () => lateError);
+  }
+
+  private async login(conn: SMTPConnection, ip: string, dest: Destination): Promise<void> {
+    if (!conn.secure && !isLoopback(ip)) throw new Error("refusing to send AUTH credentials without TLS");
+    await new Promise<void>((resolve, reject) =>
+      conn.login({ user: dest.auth!.user, pass: dest.auth!.pass }, (err) => (err ? reject(err) : resolve())),
+    );
+  }
+}
+
+function failure(e: LibError, mode: TlsMode, tlsStarted: boolean): OpenFailure {
+  const sys = e.originalCode ?? e.code;
+  const refused = sys === "ECONNREFUSED";
+  const code = e.responseCode ?? 0;
+  const tlsFailed = e.code === "ETLS" || (tlsStarted && code === 0);
+  let reason = refused ? "connection refused" : (e.response ?? e.message).trim();
+  if (mode === "require" && (e.code === "ETLS" || /TLS required/.test(e.message))) {
+    reason = `TLS required but STARTTLS ${e.response ? `was refused (${e.response.trim()})` : `failed (${e.message})`}`;
+  }
+  return { reason, throttle: refused || code === 421, code, tlsFailed };
+}
+
+/** An open session; one transaction at a time. */
+export class SmtpSession implements Connection {
+  sent = 0;
+  private busy = false;
+  private broken = false;
+
+  constructor(
+    private readonly conn: SMTPConnection,
+    readonly mx: string,
+    /** the session runs over TLS */
+    readonly tls: boolean,
+    private readonly t: Required<TransportTimeouts>,
+    private readonly lastError: () => Error | undefined,
+  ) {}
+
+  get usable(): boolean {
+    return !this.broken && !this.busy && !this.conn.destroyed;
+  }
+
+  async send(msg: OutboundMessage): Promise<RecipientResult[]> {
+    if (this.busy || this.broken || this.conn.destroyed) {
+      const why = this.lastError()?.message ?? "the session is closed";
+      return resultsFor(msg, this.mx, () => localReply(`not sent: ${why}`));
+    }
+    const refusal = this.refuse(msg);
+    if (refusal) return refusal;
+    this.busy = true;
+    try {
+      const end = await transact(this.conn, msg, this.mx, this.t.socketMs + this.t.greetingMs);
+      this.sent++;
+      if (end.session === "reset") await this.reset();
+      else if (end.session === "close") this.drop();
+      return end.results;
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Messages this session must not carry: they would be mangled, or refused the same way on every try. */
+  private refuse(msg: OutboundMessage): RecipientResult[] | null {
+    if (msg.body.includes(0)) return resultsFor(msg, this.mx, () => localReply("message contains NUL bytes", "5.6.0"));
+    const utf8 = nonAscii(msg.envelopeFrom) || msg.recipients.some((r) => nonAscii(r.address));
+    if (utf8 && !this.extensions().has("SMTPUTF8")) {
+      return resultsFor(msg, this.mx, () => localReply(`${this.mx} does not support SMTPUTF8, needed for a non-ASCII address`, "5.6.7"));
+    }
+    return null;
+  }
+
+  /** smtp-connection keeps the EHLO extensions in a private field; unknown → assume what we need is there. */
+  private extensions(): Set<string> {
+    const ext = (this.conn as unknown as { _supportedExtensions?: string[] })._supportedExtensions;
+    return new Set(ext ?? ["SMTPUTF8"]);
+  }
+
+  private reset(): Promise<void> {
+    return new Promise((resolve) => {
+      const guard = setTimeout(() => {
+        this.drop();
+        resolve();
+      }, this.t.greetingMs);
+      this.conn.reset((err) => {
+        clearTimeout(guard);
+        if (err) this.drop();
+        resolve();
+      });
+    });
+  }
+
+  private drop(): void {
+    this.broken = true;
+    this.conn.close();
+  }
+
+  async close(): Promise<void> {
+    if (this.conn.destroyed) return;
+    this.broken = true;
+    await new Promise<void>((resolve) => {
+      const guard = setTimeout(resolve, this.t.quitMs);
+      this.conn.once("end", () => {
+        clearTimeout(guard);
+        resolve();
+      });
+      try {
+        this.conn.quit();
+      } catch {
+        resolve();
+      }
+    });
+    this.conn.close();
+  }
+}
+
+/** IPv4 first (more hosts can reach it), order otherwise kept; duplicates dropped. */
+function orderAddresses(list: string[]): string[] {
+  const unique = [...new Set(list)];
+  return [...unique.filter((a) => isIP(a) === 4), ...unique.filter((a) => isIP(a) !== 4)];
+}
+
+function isLoopback(ip: string): boolean {
+  return ip.startsWith("127.") || ip === "::1";
+}
+
+function errText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
