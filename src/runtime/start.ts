@@ -5,6 +5,8 @@ import { EventRecorder } from "../events/record.ts";
 import { Intake } from "../intake/accept.ts";
 import type { Logger } from "../observe/log.ts";
 import { Enqueuer } from "../queue/enqueue.ts";
+import { CredentialChecker } from "../auth/users.ts";
+import { startSmtp, type SmtpService } from "../smtp/server.ts";
 import { firstRunAdmin, instanceSecret } from "./bootstrap.ts";
 
 /** Something `serve` runs that must be stopped on shutdown. */
@@ -22,6 +24,8 @@ export interface Runtime {
   events: EventRecorder;
   intake: Intake;
   services: Service[];
+  /** the SMTP listeners (bound addresses for tests that listen on port 0) */
+  smtp?: SmtpService;
   stop(): Promise<void>;
 }
 
@@ -46,9 +50,11 @@ export async function start(config: Config, log: Logger, opts: StartOptions = {}
   });
   const services: Service[] = [];
   // listeners and workers register here (smtp, api, delivery), in start order
+  const smtp = await startSmtp({ config, intake, credentials: new CredentialChecker(store.db), log });
+  services.push(smtp);
 
   const rt: Runtime = {
-    config, store, log, secret, events, intake, services,
+    config, store, log, secret, events, intake, services, smtp,
     async stop() {
       for (const s of [...services].reverse()) {
         try {

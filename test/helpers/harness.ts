@@ -22,7 +22,15 @@ export function testConfig(dir: string, toml = ""): Config {
     hasTop("data_dir") ? "" : `data_dir = ${JSON.stringify(dir)}`,
     hasTop("hostname") ? "" : `hostname = "outpost.test"`,
   ].join("\n");
-  return parseConfig(`${head}\n${toml}`, { file: null, baseDir: dir, env: {} });
+  return parseConfig(`${head}\n${withPortZeroSmtp(toml)}`, { file: null, baseDir: dir, env: {} });
+}
+
+/** Adds `listen = ["127.0.0.1:0"]` to [smtp] unless the snippet names its own SMTP listeners. */
+function withPortZeroSmtp(toml: string): string {
+  const line = `listen = ["127.0.0.1:0"]`;
+  if (/^\s*\[smtp\]\s*$(?:\n(?!\s*\[).*)*\n\s*listen\s*=/m.test(toml)) return toml;
+  if (/^\s*\[smtp\]\s*$/m.test(toml)) return toml.replace(/^(\s*\[smtp\]\s*)$/m, `$1\n${line}`);
+  return `${toml}\n[smtp]\n${line}\n`;
 }
 
 /** Starts the whole runtime in this process; remember to `await rt.stop()`. */

@@ -1,0 +1,106 @@
+/**
+ * @module smtp/data — the DATA phase: read the message (size counted on the real bytes), add our
+ * Received line, hand it to intake.accept, and answer 250 only after the commit returned.
+ *
+ * Line ends: smtp-server ends DATA only on <CRLF>.<CRLF> (smtp-stream.js compares the five bytes);
+ * a bare LF or CR inside the message stays inside it and intake/prepare turns it into CRLF, so no
+ * line end of ours can later be read as a second message; NUL is refused there with 554 5.6.0.
+ */
+import type { SMTPServerDataStream, SMTPServerSession } from "smtp-server";
+import type { User } from "../auth/users.ts";
+import type { Intake } from "../intake/accept.ts";
+import { SmtpError } from "../mail/errors.ts";
+import type { Logger } from "../observe/log.ts";
+import { toServerError } from "./session.ts";
+
+export interface DataDeps {
+  intake: Intake;
+  hostname: string;
+  maxMessageSize: number;
+  log: Logger;
+}
+
+type DataCallback = (err?: Error | null, message?: string) => void;
+
+/** smtp-server's onData: reply text "2.0.0 Ok: queued as ID" once the message is durably stored. */
+export function receiveMessage(deps: DataDeps, stream: SMTPServerDataStream, session: SMTPServerSession, cb: DataCallback): void {
+  const chunks: Buffer[] = [];
+  let kept = 0;
+  stream.on("data", (chunk: Buffer) => {
+    // past the limit we only count (smtp-server does) and drop, so a huge message costs no memory
+    if (kept <= deps.maxMessageSize) {
+      chunks.push(chunk);
+      kept += chunk.length;
+    }
+  });
+  stream.once("error", (e: Error) => {
+    logTransaction(deps.log, session, { size: stream.byteLength, result: "aborted", error: e.message });
+  });
+  stream.once("end", () => {
+    if (stream.sizeExceeded) {
+      const e = new SmtpError(552, "5.3.4", `message exceeds fixed maximum message size (${deps.maxMessageSize} bytes)`);
+      logTransaction(deps.log, session, { size: stream.byteLength, result: e.toString() });
+      return cb(toServerError(e));
+    }
+    const raw = Buffer.concat([receivedHeader(session, deps.hostname), ...chunks]);
+    store(deps, session, raw, stream.byteLength).then(
+      (reply) => cb(null, reply),
+      (e: SmtpError) => cb(toServerError(e)),
+    );
+  });
+}
+
+async function store(deps: DataDeps, session: SMTPServerSession, raw: Buffer, size: number): Promise<string> {
+  const user = session.user as User | undefined;
+  const mailFrom = session.envelope.mailFrom;
+  try {
+    const queued = await deps.intake.accept({
+      userId: user?.id ?? null,
+      allowedDomains: user ? user.domains : null,
+      envelopeFrom: mailFrom ? mailFrom.address : "",
+      recipients: session.envelope.rcptTo.map((r) => r.address),
+      raw,
+      source: "smtp",
+    });
+    const reply = `2.0.0 Ok: queued as ${queued.id}`;
+    logTransaction(deps.log, session, { queue_id: queued.id, size, result: `250 ${reply}` });
+    return reply;
+  } catch (e) {
+    // anything unexpected is temporary: the client keeps the message and retries, nothing is lost
+    const err = e instanceof SmtpError ? e : new SmtpError(451, "4.3.0", "temporary failure storing the message, try again", e);
+    logTransaction(deps.log, session, { size, result: err.toString(), error: e instanceof SmtpError ? undefined : e });
+    throw err;
+  }
+}
+
+/** One JSON line per transaction (SPEC "Logs"). */
+function logTransaction(log: Logger, session: SMTPServerSession, fields: Record<string, unknown>): void {
+  const mailFrom = session.envelope.mailFrom;
+  log.info("smtp_message", {
+    queue_id: null,
+    client_ip: session.remoteAddress,
+    user: (session.user as User | undefined)?.name ?? null,
+    sender: mailFrom ? mailFrom.address : null,
+    recipients: session.envelope.rcptTo.map((r) => r.address),
+    tls: session.secure ? (session.tlsOptions ? session.tlsOptions.version || session.tlsOptions.name : true) : false,
+    ...fields,
+  });
+}
+
+/**
+ * RFC 5321 §4.4 trace line. It also lets a mail loop be seen (the DSN rules count Received lines).
+ * The user name is not written: Postfix's default too (smtpd_sasl_authenticated_header = no).
+ */
+export function receivedHeader(session: SMTPServerSession, hostname: string, now = new Date()): Buffer {
+  const helo = safe(session.hostNameAppearsAs || "unknown");
+  const proto = session.transmissionType || "ESMTP";
+  const tls = session.secure && session.tlsOptions ? ` (${safe(session.tlsOptions.version)} ${safe(session.tlsOptions.name)})` : "";
+  const date = now.toUTCString().replace("GMT", "+0000");
+  const line = `Received: from ${helo} ([${session.remoteAddress}])\r\n\tby ${hostname} (outpost) with ${proto}${tls};\r\n\t${date}\r\n`;
+  return Buffer.from(line, "utf8");
+}
+
+/** Keeps client-supplied words inside a header: no line breaks, no parentheses that would unbalance the comment. */
+function safe(s: string): string {
+  return s.replace(/[^\x21-\x7e]/g, "?").replace(/[()]/g, "?");
+}

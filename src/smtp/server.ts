@@ -1,0 +1,157 @@
+/**
+ * @module smtp/server — the SMTP listeners: one smtp-server per `smtp.listen` address (plain +
+ * STARTTLS) and per `smtp.tls_listen` address (implicit TLS), all sharing one set of session hooks.
+ */
+import type net from "node:net";
+import type tls from "node:tls";
+import { SMTPServer, type SMTPServerOptions } from "smtp-server";
+import { SMTPConnection, type SMTPConnectionOptions } from "smtp-server/lib/smtp-connection.js";
+import type { Config, ListenAddress } from "../config/schema.ts";
+import type { Intake } from "../intake/accept.ts";
+import type { Logger } from "../observe/log.ts";
+import { receiveMessage } from "./data.ts";
+import type { RelayPolicy } from "./relay.ts";
+import { SessionHooks, type CredentialCheck } from "./session.ts";
+import { loadTlsMaterial } from "./tls.ts";
+
+export interface SmtpDeps {
+  config: Config;
+  intake: Intake;
+  credentials: CredentialCheck;
+  log: Logger;
+  /** see SessionDeps.isLoopback */
+  isLoopback?: (ip: string) => boolean;
+  /** see RelayPolicy.isValidBounceToken; default: a syntactic check */
+  isValidBounceToken?: RelayPolicy["isValidBounceToken"];
+  /** how long stop() lets open sessions finish before answering them 421 (default 10 s) */
+  closeTimeoutMs?: number;
+}
+
+export interface BoundAddress {
+  host: string;
+  port: number;
+  /** "starttls" for smtp.listen, "implicit" for smtp.tls_listen */
+  tls: "starttls" | "implicit";
+}
+
+export interface SmtpService {
+  name: "smtp";
+  stop(): Promise<void>;
+  /** the addresses actually bound (port 0 in the config becomes the OS-chosen port) */
+  addresses(): BoundAddress[];
+  hooks: SessionHooks;
+}
+
+/** A reply text that already starts with an enhanced code ("5.7.1 …") is sent as is. */
+const HAS_ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
+
+/**
+ * Two departures from smtp-server's connection, both by subclassing its public methods:
+ * - `send`: our handlers carry their own enhanced code (smtp-server would add a second, generic one
+ *   derived from the reply code alone, e.g. "554 5.6.0" for a relay denial that is 5.7.1);
+ * - `init`: no 100 ms "early talker" pause before the greeting. Smart hosts open a connection per
+ *   message burst, and the pause would cap a session at ~10 messages/s; Postfix's smtpd has none.
+ */
+class OutpostConnection extends SMTPConnection {
+  override init(): void {
+    this._setListeners(() => this.connectionReady());
+  }
+  override send(code: number, data?: string | string[] | null, context?: string | false): void {
+    super.send(code, data, typeof data === "string" && HAS_ENHANCED.test(data) ? false : context);
+  }
+}
+
+class OutpostSmtpServer extends SMTPServer {
+  override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
+    const connection = new OutpostConnection(this, socket, socketOptions);
+    this.connections.add(connection);
+    connection.on("error", (err: Error) => this._onError(err));
+    connection.on("connect", (data) => this._onClientConnect(data));
+    connection.init();
+  }
+}
+
+export async function startSmtp(deps: SmtpDeps): Promise<SmtpService> {
+  const { config, log } = deps;
+  const smtp = config.smtp;
+  const material = loadTlsMaterial(smtp, config.data_dir, config.hostname);
+  log.info("smtp_tls_certificate", { source: material.source, file: material.certFile });
+  const hooks = new SessionHooks({
+    smtp,
+    hostname: config.hostname,
+    relay: { bounceDomain: config.tracking.bounce_domain, isValidBounceToken: deps.isValidBounceToken },
+    credentials: deps.credentials,
+    log,
+    isLoopback: deps.isLoopback,
+  });
+  const dataDeps = { intake: deps.intake, hostname: config.hostname, maxMessageSize: smtp.max_message_size, log };
+
+  const options = (secure: boolean): SMTPServerOptions => ({
+    name: config.hostname,
+    banner: "outpost",
+    key: material.key,
+    cert: material.cert,
+    secure,
+    size: smtp.max_message_size,
+    authMethods: ["PLAIN", "LOGIN"],
+    // relay policy decides who may send without AUTH (trusted networks, the bounce domain)
+    authOptional: true,
+    // auth_requires_tls is enforced per session in SessionHooks (loopback is exempt)
+    allowInsecureAuth: true,
+    hideENHANCEDSTATUSCODES: false,
+    hideDSN: true,
+    hideREQUIRETLS: true,
+    disableReverseLookup: true,
+    socketTimeout: 5 * 60_000,
+    closeTimeout: deps.closeTimeoutMs ?? 10_000,
+    logger: false,
+    onConnect: (session, cb) => hooks.onConnect(session, cb),
+    onSecure: (_socket, session, cb) => hooks.onSecure(session, cb),
+    onAuth: (auth, session, cb) => hooks.onAuth(auth, session, cb),
+    onMailFrom: (address, session, cb) => hooks.onMailFrom(address, session, cb),
+    onRcptTo: (address, session, cb) => hooks.onRcptTo(address, session, cb),
+    onData: (stream, session, cb) => receiveMessage(dataDeps, stream, session, cb),
+    onClose: (session) => hooks.onClose(session),
+  });
+
+  const servers: Array<{ server: OutpostSmtpServer; bound: BoundAddress }> = [];
+  try {
+    for (const [list, secure] of [[smtp.listen, false], [smtp.tls_listen, true]] as const) {
+      for (const addr of list) {
+        const server = new OutpostSmtpServer(options(secure));
+        server.on("error", (err: Error & { code?: string }) => log.debug("smtp_connection_error", { code: err.code, error: err }));
+        const port = await listen(server, addr);
+        servers.push({ server, bound: { host: addr.host, port, tls: secure ? "implicit" : "starttls" } });
+        log.info("smtp_listening", { host: addr.host, port, tls: secure ? "implicit" : "starttls" });
+      }
+    }
+  } catch (e) {
+    await Promise.all(servers.map(({ server }) => closeServer(server)));
+    throw e;
+  }
+
+  return {
+    name: "smtp",
+    hooks,
+    addresses: () => servers.map((s) => s.bound),
+    async stop() {
+      await Promise.all(servers.map(({ server }) => closeServer(server)));
+    },
+  };
+}
+
+function listen(server: SMTPServer, addr: ListenAddress): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (e: Error) => reject(new Error(`cannot listen on ${addr.host}:${addr.port}: ${e.message}`));
+    server.server.once("error", onError);
+    server.listen(addr.port, addr.host, () => {
+      server.server.off("error", onError);
+      const a = server.server.address();
+      resolve(typeof a === "object" && a ? a.port : addr.port);
+    });
+  });
+}
+
+function closeServer(server: SMTPServer): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}

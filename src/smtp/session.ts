@@ -1,0 +1,181 @@
+/**
+ * @module smtp/session — smtp-server's connection, AUTH and envelope hooks, each answering with an
+ * SmtpError (code + enhanced code) or accepting. Holds the per-IP limits shared by all listeners.
+ */
+import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerAuthenticationResponse, SMTPServerSession } from "smtp-server";
+import type { User } from "../auth/users.ts";
+import type { Cidr, SmtpConfig } from "../config/schema.ts";
+import { cidrContains } from "../config/units.ts";
+import { checkSender } from "../intake/policy.ts";
+import { SmtpError } from "../mail/errors.ts";
+import type { Logger } from "../observe/log.ts";
+import { AuthGuard, ConnectionCounter } from "./auth-guard.ts";
+import { checkAddress, decideRecipient, type RelayPolicy } from "./relay.ts";
+
+/** Checks a user name and password; resolves to the user, or null when they do not match. */
+export interface CredentialCheck {
+  check(name: string, password: string): Promise<User | null>;
+}
+
+export interface SessionDeps {
+  smtp: SmtpConfig;
+  hostname: string;
+  relay: RelayPolicy;
+  credentials: CredentialCheck;
+  log: Logger;
+  /**
+   * Is this client address local, so AUTH without TLS is allowed under auth_requires_tls?
+   * Default: 127.0.0.0/8 and ::1. Injectable so a test on loopback can play a remote client.
+   */
+  isLoopback?: (ip: string) => boolean;
+}
+
+/** A connection gets closed after this many failed AUTHs, even before its IP is blocked. */
+export const AUTH_FAILURES_PER_CONNECTION = 3;
+
+interface State {
+  trusted: boolean;
+  /** counted in ConnectionCounter (so onClose must uncount it) */
+  counted: boolean;
+  authFailures: number;
+}
+
+export function defaultIsLoopback(ip: string): boolean {
+  return ip === "::1" || /^127\./.test(ip) || /^::ffff:127\./i.test(ip);
+}
+
+/** smtp-server reports a handler error with `responseCode`; the text carries our enhanced code. */
+export function toServerError(e: SmtpError): Error & { responseCode: number } {
+  return Object.assign(new Error(`${e.enhanced} ${e.message}`), { responseCode: e.code });
+}
+
+export class SessionHooks {
+  readonly guard: AuthGuard;
+  readonly connections: ConnectionCounter;
+  private states = new Map<string, State>();
+  private isLoopback: (ip: string) => boolean;
+
+  constructor(private deps: SessionDeps) {
+    this.guard = new AuthGuard({ failuresBeforeBlock: deps.smtp.auth_failures_before_block, blockMs: deps.smtp.auth_block_time });
+    this.connections = new ConnectionCounter(deps.smtp.max_connections_per_ip);
+    this.isLoopback = deps.isLoopback ?? defaultIsLoopback;
+  }
+
+  isTrusted(ip: string): boolean {
+    return this.deps.smtp.trusted_networks.some((c: Cidr) => cidrContains(c, ip));
+  }
+
+  /** AUTH may be offered on this session now (TLS, or loopback, or TLS not required). */
+  authAllowed(session: SMTPServerSession): boolean {
+    return !this.deps.smtp.auth_requires_tls || session.secure || this.isLoopback(session.remoteAddress);
+  }
+
+  onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const ip = session.remoteAddress;
+    const blocked = this.guard.blockedFor(ip);
+    if (blocked > 0) {
+      this.deps.log.info("smtp_refused", { client_ip: ip, reason: "auth_blocked", seconds_left: Math.ceil(blocked / 1000) });
+      return cb(toServerError(blockedError(this.deps.hostname)));
+    }
+    if (!this.connections.tryOpen(ip)) {
+      this.deps.log.info("smtp_refused", { client_ip: ip, reason: "max_connections_per_ip" });
+      return cb(toServerError(new SmtpError(421, "4.7.0", `${this.deps.hostname} too many connections from your address, try again later`)));
+    }
+    this.states.set(session.id, { trusted: this.isTrusted(ip), counted: true, authFailures: 0 });
+    // not advertised and not accepted until STARTTLS: the EHLO list comes from the session's disabled commands
+    if (!this.authAllowed(session)) session.disabledCommands = ["AUTH"];
+    cb();
+  }
+
+  onSecure(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    if (this.authAllowed(session)) session.disabledCommands = undefined;
+    cb();
+  }
+
+  onClose(session: SMTPServerSession): void {
+    const s = this.states.get(session.id);
+    if (s?.counted) this.connections.close(session.remoteAddress);
+    this.states.delete(session.id);
+  }
+
+  onAuth(
+    auth: SMTPServerAuthentication,
+    session: SMTPServerSession,
+    cb: (err: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void,
+  ): void {
+    this.authenticate(auth, session).then(
+      (user) => cb(null, { user }),
+      (e: unknown) => cb(toServerError(e instanceof SmtpError ? e : new SmtpError(454, "4.7.0", "temporary authentication failure"))),
+    );
+  }
+
+  private async authenticate(auth: SMTPServerAuthentication, session: SMTPServerSession): Promise<User> {
+    const ip = session.remoteAddress;
+    if (this.guard.blockedFor(ip) > 0) throw blockedError(this.deps.hostname);
+    if (!this.authAllowed(session)) throw new SmtpError(538, "5.7.11", "encryption required for requested authentication mechanism");
+    const name = auth.username ?? "";
+    // RFC 4616 authzid: we do not let one user act for another
+    const proxying = auth.method === "PLAIN" && auth.authzid && auth.authcid && auth.authzid !== auth.authcid;
+    const user = proxying ? null : await this.deps.credentials.check(name, auth.password ?? "");
+    if (user) {
+      this.deps.log.info("smtp_auth", { client_ip: ip, user: user.name, method: auth.method, tls: session.secure });
+      return user;
+    }
+    const state = this.states.get(session.id);
+    const perConnection = state ? ++state.authFailures : 1;
+    const { failures, blocked } = this.guard.recordFailure(ip);
+    // one line a fail2ban filter can match: "event":"smtp_auth_failed" … "client_ip":"<HOST>"
+    this.deps.log.warn("smtp_auth_failed", { client_ip: ip, user: name, method: auth.method, failures, blocked });
+    if (blocked) throw blockedError(this.deps.hostname);
+    if (perConnection >= AUTH_FAILURES_PER_CONNECTION) {
+      throw new SmtpError(421, "4.7.0", `${this.deps.hostname} too many authentication failures, closing connection`);
+    }
+    throw new SmtpError(535, "5.7.8", "authentication credentials invalid");
+  }
+
+  onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const sender = address.address;
+    if (sender !== "") {
+      const parts = checkAddress(sender, "5.1.7");
+      if (parts instanceof SmtpError) return cb(this.reject(session, "MAIL", sender, parts));
+    }
+    const user = session.user as User | undefined;
+    try {
+      if (user) checkSender(user.domains, sender);
+    } catch (e) {
+      if (e instanceof SmtpError) return cb(this.reject(session, "MAIL", sender, e));
+      throw e;
+    }
+    cb();
+  }
+
+  onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const rcpts = session.envelope.rcptTo;
+    const already = rcpts.some((r) => r.address.toLowerCase() === address.address.toLowerCase());
+    if (!already && rcpts.length >= this.deps.smtp.max_recipients) {
+      const e = new SmtpError(452, "4.5.3", `too many recipients (at most ${this.deps.smtp.max_recipients} per message)`);
+      return cb(this.reject(session, "RCPT", address.address, e));
+    }
+    const client = { authenticated: Boolean(session.user), trusted: this.states.get(session.id)?.trusted ?? false };
+    const verdict = decideRecipient(address.address, client, this.deps.relay);
+    if (!verdict.ok) return cb(this.reject(session, "RCPT", address.address, verdict.error));
+    // smtp-server stores this object after we return: the bare <postmaster> becomes a full address
+    address.address = verdict.address;
+    cb();
+  }
+
+  private reject(session: SMTPServerSession, command: "MAIL" | "RCPT", address: string, e: SmtpError): Error {
+    this.deps.log.info("smtp_reject", {
+      client_ip: session.remoteAddress,
+      user: (session.user as User | undefined)?.name ?? null,
+      command,
+      address,
+      reply: e.toString(),
+    });
+    return toServerError(e);
+  }
+}
+
+function blockedError(hostname: string): SmtpError {
+  return new SmtpError(421, "4.7.0", `${hostname} too many failed authentications from your address, try again later`);
+}
