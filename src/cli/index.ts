@@ -15,6 +15,7 @@ commands:
   serve                          run SMTP listeners, HTTP API and delivery
   user add|list|remove|passwd    manage users who may send (SMTP AUTH, API keys)
   key create|list|revoke         manage API keys
+  queue list|show|retry|delete   the delivery queue (mailq); queue flush retries all now
   suppression list|add|remove    addresses never sent to
   migrate                        apply database migrations and exit
   version                        print the version
@@ -29,6 +30,7 @@ const COMMANDS: Record<string, Command> = {
   serve: async (a) => (await import("./serve.ts")).serveCommand(a),
   user: async (a) => (await import("./user.ts")).userCommand(a),
   key: async (a) => (await import("./key.ts")).keyCommand(a),
+  queue: async (a) => (await import("./queue.ts")).queueCommand(a),
   suppression: async (a) => (await import("./suppression.ts")).suppressionCommand(a),
   migrate: async (a) => (await import("./migrate.ts")).migrateCommand(a),
   version: async () => {

@@ -1,0 +1,172 @@
+/**
+ * @module cli/queue — `outpost queue list|show|retry|delete|flush` (Postfix mailq, postqueue -f, postsuper -d).
+ * Works on the database directly, so it also works while `serve` is stopped; a running server sees a retry the
+ * next time its scheduler looks at the queue.
+ */
+import { UsageError } from "../mail/errors.ts";
+import { QueueAdmin, type MessageView, type RecipientView } from "../queue/admin.ts";
+import { isoTime, parseArgs, table } from "./args.ts";
+import { openContext, print, printJson } from "./context.ts";
+
+export const QUEUE_USAGE = `usage:
+  outpost queue list [--json]        pending recipients, grouped by message (like mailq)
+  outpost queue show ID [--json]     one message and all its recipients
+  outpost queue retry ID|--all       make waiting recipients due now (like postqueue -i / -f)
+  outpost queue delete ID            remove a message and its recipients (like postsuper -d)
+  outpost queue flush                same as retry --all
+common: --config FILE`;
+
+export async function queueCommand(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { booleans: ["all"] });
+  const [sub, id, ...rest] = args.positionals;
+  if (args.flags.has("help") || !sub) {
+    print(QUEUE_USAGE);
+    return args.flags.has("help") ? 0 : 2;
+  }
+  if (rest.length > 0) throw new UsageError(`unexpected argument ${rest[0]}`);
+  const wantsId = sub === "show" || sub === "delete" || (sub === "retry" && !args.flags.has("all"));
+  if (wantsId && !id) throw new UsageError(`queue ${sub} needs a message id${sub === "retry" ? " or --all" : ""}`);
+  if (!wantsId && id) throw new UsageError(`unexpected argument ${id}`);
+  if (!["list", "show", "retry", "delete", "flush"].includes(sub)) throw new UsageError(`unknown command queue ${sub}\n${QUEUE_USAGE}`);
+  const { store } = openContext(args);
+  try {
+    const admin = new QueueAdmin(store.sqlite);
+    const json = args.flags.has("json");
+    switch (sub) {
+      case "list":
+        return list(admin.listPending(), json);
+      case "show": {
+        const m = admin.show(id!);
+        if (!m) return unknown(id!);
+        if (json) printJson(messageJson(m));
+        else print(showText(m));
+        return 0;
+      }
+      case "retry": {
+        if (args.flags.has("all")) return flushed(admin.retryAll());
+        const n = admin.retry(id!);
+        if (n === null) return unknown(id!);
+        print(`${id}: ${plural(n, "recipient")} scheduled for immediate delivery`);
+        return 0;
+      }
+      case "delete":
+        if (!admin.delete(id!)) return unknown(id!);
+        print(`${id}: deleted`);
+        return 0;
+      default: // flush
+        return flushed(admin.retryAll());
+    }
+  } finally {
+    store.close();
+  }
+}
+
+function unknown(id: string): number {
+  process.stderr.write(`outpost: no message ${id} in the queue\n`);
+  return 1;
+}
+
+function flushed(n: number): number {
+  print(`${plural(n, "recipient")} scheduled for immediate delivery`);
+  return 0;
+}
+
+function list(messages: MessageView[], json: boolean): number {
+  if (json) {
+    printJson(messages.map(messageJson));
+    return 0;
+  }
+  if (messages.length === 0) {
+    print("queue is empty");
+    return 0;
+  }
+  const now = Date.now();
+  const rows = [["MESSAGE", "AGE", "SIZE", "SENDER", "RECIPIENT", "STATUS", "TRIES", "NEXT ATTEMPT", "LAST REPLY"]];
+  let count = 0;
+  for (const m of messages) {
+    m.recipients.forEach((r, i) => {
+      const head = i === 0 ? [m.id, age(now - m.createdAt), size(m.size), sender(m.envelopeFrom)] : ["", "", "", ""];
+      rows.push([...head, r.address, state(r, now), String(r.attempts), next(r, now), clip(r.lastReply ?? "-", 70)]);
+      count++;
+    });
+  }
+  print(table(rows));
+  print(`-- ${plural(messages.length, "message")}, ${plural(count, "recipient")} pending`);
+  return 0;
+}
+
+function showText(m: MessageView): string {
+  const now = Date.now();
+  const options = Object.entries(m.options).filter(([, on]) => on).map(([k]) => k);
+  const head = table([
+    ["id:", m.id],
+    ["created:", `${isoTime(m.createdAt)} (${age(now - m.createdAt)} ago)`],
+    ["sender:", sender(m.envelopeFrom)],
+    ["subject:", m.subject || "-"],
+    ["size:", `${m.size} bytes`],
+    ["source:", m.source],
+    ["user id:", m.userId === null ? "-" : String(m.userId)],
+    ["options:", options.length ? options.join(", ") : "-"],
+  ]);
+  const rcpts = table([
+    ["RECIPIENT", "ID", "STATUS", "TRIES", "NEXT ATTEMPT", "LAST MX", "LAST REPLY"],
+    ...m.recipients.map((r) => [r.address, r.id, state(r, now), String(r.attempts), next(r, now), r.lastMx ?? "-", r.lastReply ?? "-"]),
+  ]);
+  return `${head}\n\n${rcpts}`;
+}
+
+function messageJson(m: MessageView) {
+  return {
+    id: m.id,
+    created_at: new Date(m.createdAt).toISOString(),
+    envelope: m.envelopeFrom,
+    subject: m.subject,
+    size: m.size,
+    source: m.source,
+    user_id: m.userId,
+    options: m.options,
+    recipients: m.recipients.map((r) => ({
+      id: r.id,
+      address: r.address,
+      status: r.status,
+      in_flight: inFlight(r, Date.now()),
+      attempts: r.attempts,
+      next_attempt_at: pending(r) ? new Date(r.nextAttemptAt).toISOString() : null,
+      last_reply: r.lastReply,
+      last_status: r.lastStatus,
+      last_mx: r.lastMx,
+    })),
+  };
+}
+
+const pending = (r: RecipientView) => r.status === "queued" || r.status === "deferred";
+const inFlight = (r: RecipientView, now: number) => pending(r) && r.leasedUntil !== null && r.leasedUntil > now;
+
+/** "sending" while a delivery attempt holds the recipient's lease. */
+function state(r: RecipientView, now: number): string {
+  return inFlight(r, now) ? "sending" : r.status;
+}
+
+function next(r: RecipientView, now: number): string {
+  if (!pending(r) || inFlight(r, now)) return "-";
+  return r.nextAttemptAt <= now ? "now" : isoTime(r.nextAttemptAt);
+}
+
+const sender = (s: string) => (s === "" ? "<>" : s);
+
+function age(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m`;
+  if (s < 172_800) return `${Math.floor(s / 3600)}h`;
+  return `${Math.floor(s / 86_400)}d`;
+}
+
+function size(bytes: number): string {
+  if (bytes < 1024) return `${bytes}B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)}KB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)}MB`;
+}
+
+const clip = (s: string, n: number) => (s.length > n ? s.slice(0, n - 1) + "…" : s);
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;

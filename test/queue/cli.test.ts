@@ -1,0 +1,207 @@
+/** `outpost queue …` as an operator runs it: a real process against a temp data dir with a populated queue. */
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { openStore, type Store } from "../../src/db/client.ts";
+import { EventRecorder } from "../../src/events/record.ts";
+import { loadConfig } from "../../src/config/load.ts";
+import type { MessageId, RecipientId } from "../../src/mail/ids.ts";
+import { Enqueuer } from "../../src/queue/enqueue.ts";
+import { QueueSettler } from "../../src/queue/settle.ts";
+import { tempDir } from "../helpers/harness.ts";
+
+const MAIN = join(import.meta.dir, "../../src/main.ts");
+const MIN = 60_000;
+let dir: { path: string; cleanup: () => void };
+let configFile: string;
+
+function outpost(...args: string[]) {
+  const p = Bun.spawnSync(["bun", MAIN, ...args, "--config", configFile], { cwd: dir.path, env: { ...process.env, OUTPOST_LOG: "error" } });
+  return { code: p.exitCode, out: p.stdout.toString(), err: p.stderr.toString() };
+}
+
+function withStore<T>(fn: (s: Store) => T): T {
+  const store = openStore(loadConfig(configFile).database.path);
+  try {
+    return fn(store);
+  } finally {
+    store.close();
+  }
+}
+
+interface Fixture {
+  deferredMsg: MessageId;
+  deferredRcpt: RecipientId;
+  freshMsg: MessageId;
+  doneMsg: MessageId;
+}
+let fx: Fixture;
+
+/** Three messages: one with a deferred recipient (retry in 1 h), one fresh, one fully delivered. */
+async function populate(): Promise<Fixture> {
+  const store = openStore(loadConfig(configFile).database.path);
+  try {
+    store.sqlite.run("DELETE FROM recipients; DELETE FROM messages; DELETE FROM events;");
+    const events = new EventRecorder(store.sqlite);
+    const enqueuer = new Enqueuer(store.sqlite, events, () => Date.now() - 2 * 60 * MIN);
+    const settler = new QueueSettler(store.sqlite, events);
+    const body = (subject: string) => Buffer.from(`From: a@example.org\r\nSubject: ${subject}\r\n\r\nhello\r\n`);
+    const opts = { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false };
+    const common = { userId: null, suppressed: new Set<string>(), source: "smtp" as const, options: opts };
+    const deferred = await enqueuer.enqueue({ ...common, envelopeFrom: "alice@example.org", recipients: ["slow@dest.test", "fast@dest.test"], body: body("one"), subject: "one" });
+    const fresh = await enqueuer.enqueue({ ...common, envelopeFrom: "", recipients: ["bob@other.test"], body: body("two"), subject: "two" });
+    const done = await enqueuer.enqueue({ ...common, envelopeFrom: "carol@example.org", recipients: ["x@dest.test"], body: body("three"), subject: "three" });
+    const now = Date.now();
+    settler.transaction(() => {
+      const slow = settler.pendingRecipient(deferred.recipients[0]!.id)!;
+      settler.markDeferred(slow, { reply: "451 4.7.1 Greylisted, try again later", status: "4.7.1", mx: "mx1.dest.test" }, now + 60 * MIN, now);
+      settler.markDelivered(settler.pendingRecipient(deferred.recipients[1]!.id)!, { reply: "250 ok", status: "2.0.0", mx: "mx1.dest.test" }, now);
+      settler.markDelivered(settler.pendingRecipient(done.recipients[0]!.id)!, { reply: "250 ok", status: "2.0.0" }, now);
+    });
+    return { deferredMsg: deferred.id, deferredRcpt: deferred.recipients[0]!.id, freshMsg: fresh.id, doneMsg: done.id };
+  } finally {
+    store.close();
+  }
+}
+
+const rcpt = (id: RecipientId) =>
+  withStore((s) => s.sqlite.query("SELECT status, next_attempt_at FROM recipients WHERE id = ?").get(id) as { status: string; next_attempt_at: number } | null);
+
+beforeAll(() => {
+  dir = tempDir();
+  configFile = join(dir.path, "outpost.toml");
+  writeFileSync(configFile, `data_dir = ${JSON.stringify(join(dir.path, "data"))}\nhostname = "outpost.test"\n`);
+});
+afterAll(() => dir.cleanup());
+beforeEach(async () => {
+  fx = await populate();
+});
+
+describe("outpost queue list", () => {
+  test("shows pending recipients grouped by message, with age, sender, status, tries, next attempt and last reply", () => {
+    const r = outpost("queue", "list");
+    expect(r.code).toBe(0);
+    const lines = r.out.trimEnd().split("\n");
+    expect(lines[0]).toMatch(/^MESSAGE\s+AGE\s+SIZE\s+SENDER\s+RECIPIENT\s+STATUS\s+TRIES\s+NEXT ATTEMPT\s+LAST REPLY$/);
+    const slow = lines.find((l) => l.includes("slow@dest.test"))!;
+    expect(slow).toContain(fx.deferredMsg);
+    expect(slow).toMatch(/\b2h\b/);
+    expect(slow).toContain("alice@example.org");
+    expect(slow).toMatch(/deferred\s+1\s+\d{4}-\d\d-\d\dT/);
+    expect(slow).toContain("451 4.7.1 Greylisted");
+    const bob = lines.find((l) => l.includes("bob@other.test"))!;
+    expect(bob).toContain("<>");
+    expect(bob).toMatch(/queued\s+0\s+now/);
+    expect(r.out).not.toContain("fast@dest.test");
+    expect(r.out).not.toContain(fx.doneMsg);
+    expect(lines.at(-1)).toBe("-- 2 messages, 2 recipients pending");
+  });
+
+  test("columns line up: every recipient starts at the same column", () => {
+    const lines = outpost("queue", "list").out.split("\n");
+    const header = lines[0]!;
+    const col = header.indexOf("RECIPIENT");
+    for (const l of lines.filter((x) => x.includes("@dest.test") || x.includes("@other.test"))) {
+      expect(l.slice(col)).toMatch(/^(slow@dest\.test|bob@other\.test)/);
+    }
+  });
+
+  test("--json prints the same messages as JSON", () => {
+    const r = outpost("queue", "list", "--json");
+    expect(r.code).toBe(0);
+    const list = JSON.parse(r.out) as { id: string; envelope: string; recipients: { address: string; status: string; attempts: number; next_attempt_at: string }[] }[];
+    expect(list.map((m) => m.id)).toEqual([fx.deferredMsg, fx.freshMsg]);
+    expect(list[0]!.recipients).toHaveLength(1);
+    expect(list[0]!.recipients[0]).toMatchObject({ address: "slow@dest.test", status: "deferred", attempts: 1 });
+    expect(list[1]!.envelope).toBe("");
+  });
+
+  test("says so when the queue is empty", () => {
+    withStore((s) => s.sqlite.run("DELETE FROM recipients; DELETE FROM messages;"));
+    const r = outpost("queue", "list");
+    expect(r.code).toBe(0);
+    expect(r.out.trim()).toBe("queue is empty");
+    expect(JSON.parse(outpost("queue", "list", "--json").out)).toEqual([]);
+  });
+});
+
+describe("outpost queue show", () => {
+  test("prints the message's details and all its recipients, delivered ones included", () => {
+    const r = outpost("queue", "show", fx.deferredMsg);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^id:\s+\S+/m);
+    expect(r.out).toMatch(/sender:\s+alice@example.org/);
+    expect(r.out).toMatch(/subject:\s+one/);
+    expect(r.out).toMatch(/slow@dest.test\s+r\S+\s+deferred\s+1/);
+    expect(r.out).toMatch(/fast@dest.test\s+r\S+\s+delivered\s+1\s+-\s+mx1.dest.test\s+250 ok/);
+  });
+
+  test("--json prints the message as JSON", () => {
+    const m = JSON.parse(outpost("queue", "show", fx.doneMsg, "--json").out);
+    expect(m).toMatchObject({ id: fx.doneMsg, envelope: "carol@example.org", subject: "three" });
+    expect(m.recipients[0]).toMatchObject({ address: "x@dest.test", status: "delivered", next_attempt_at: null });
+  });
+
+  test("exits 1 with a message for an unknown id", () => {
+    const r = outpost("queue", "show", "nosuchmessage");
+    expect(r.code).toBe(1);
+    expect(r.err).toContain("no message nosuchmessage in the queue");
+  });
+});
+
+describe("outpost queue retry and flush", () => {
+  test("retry ID makes the message's deferred recipients due now", () => {
+    const before = Date.now();
+    const r = outpost("queue", "retry", fx.deferredMsg);
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("1 recipient scheduled for immediate delivery");
+    const row = rcpt(fx.deferredRcpt)!;
+    expect(row.status).toBe("deferred");
+    expect(row.next_attempt_at).toBeGreaterThanOrEqual(before);
+    expect(row.next_attempt_at).toBeLessThanOrEqual(Date.now());
+  });
+
+  test("retry --all and flush make every waiting recipient due now", () => {
+    expect(outpost("queue", "retry", "--all").out).toContain("1 recipient scheduled");
+    expect(rcpt(fx.deferredRcpt)!.next_attempt_at).toBeLessThanOrEqual(Date.now());
+    expect(outpost("queue", "flush").out).toContain("0 recipients scheduled");
+  });
+
+  test("retry of an unknown id exits 1; retry without an id is a usage error", () => {
+    expect(outpost("queue", "retry", "nosuchmessage").code).toBe(1);
+    const r = outpost("queue", "retry");
+    expect(r.code).toBe(2);
+    expect(r.err).toContain("needs a message id or --all");
+  });
+});
+
+describe("outpost queue delete", () => {
+  test("removes the message and its recipients and keeps earlier events", () => {
+    const r = outpost("queue", "delete", fx.deferredMsg);
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("deleted");
+    expect(rcpt(fx.deferredRcpt)).toBeNull();
+    expect(outpost("queue", "show", fx.deferredMsg).code).toBe(1);
+    const events = withStore((s) => s.sqlite.query("SELECT count(*) AS n FROM events WHERE message_id = ?").get(fx.deferredMsg) as { n: number });
+    expect(events.n).toBeGreaterThan(0);
+  });
+
+  test("exits 1 with a message for an unknown id", () => {
+    const r = outpost("queue", "delete", "nosuchmessage");
+    expect(r.code).toBe(1);
+    expect(r.err).toContain("no message nosuchmessage");
+  });
+});
+
+describe("outpost queue usage", () => {
+  test("--help prints usage; an unknown subcommand is a usage error", () => {
+    expect(outpost("queue", "--help").out).toContain("outpost queue list");
+    const r = outpost("queue", "frob");
+    expect(r.code).toBe(2);
+    expect(r.err).toContain("unknown command queue frob");
+  });
+
+  test("the top-level usage lists the queue command", () => {
+    expect(outpost("--help").out).toContain("queue list|show|retry|delete");
+  });
+});
