@@ -5,6 +5,7 @@ import { EventRecorder } from "../events/record.ts";
 import { Intake } from "../intake/accept.ts";
 import type { Logger } from "../observe/log.ts";
 import { Enqueuer } from "../queue/enqueue.ts";
+import { DeliveryService } from "../delivery/service.ts";
 import { CredentialChecker } from "../auth/users.ts";
 import { startSmtp, type SmtpService } from "../smtp/server.ts";
 import { firstRunAdmin, instanceSecret } from "./bootstrap.ts";
@@ -26,6 +27,8 @@ export interface Runtime {
   services: Service[];
   /** the SMTP listeners (bound addresses for tests that listen on port 0) */
   smtp?: SmtpService;
+  /** the delivery loop (throttle snapshot and metrics) */
+  delivery?: DeliveryService;
   stop(): Promise<void>;
 }
 
@@ -50,11 +53,14 @@ export async function start(config: Config, log: Logger, opts: StartOptions = {}
   });
   const services: Service[] = [];
   // listeners and workers register here (smtp, api, delivery), in start order
+  // delivery first, so it stops last: listeners stop taking mail before in-flight delivery is wound down
+  const delivery = new DeliveryService({ config, sqlite: store.sqlite, events, enqueuer, intake, log });
+  services.push(delivery);
   const smtp = await startSmtp({ config, intake, credentials: new CredentialChecker(store.db), log });
   services.push(smtp);
 
   const rt: Runtime = {
-    config, store, log, secret, events, intake, services, smtp,
+    config, store, log, secret, events, intake, services, smtp, delivery,
     async stop() {
       for (const s of [...services].reverse()) {
         try {

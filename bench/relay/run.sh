@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# outpost vs Postfix as the same loopback smart-host relay, in one session, one after the other:
+#   smtp-source -> relay on 127.0.0.1:2525 -> queue (fsync before 250) -> SMTP client -> smtp-sink 127.0.0.1:2600
+# Matrix: payload 2 KiB and 50 KiB x 10 and 50 smtp-source sessions, REPS repetitions each; Postfix first, then
+# outpost, per configuration, each freshly started (Postfix restarted, outpost with an empty data dir).
+# Every run is bounded (message count + timeout). Output: JSON lines in $OUT; ./summarize.py prints the tables.
+# Needs root (Postfix), the Debian postfix package (smtp-source, smtp-sink), and bun on PATH.
+set -euo pipefail
+cd "$(dirname "$0")"
+HERE=$(pwd)
+ROOT=$(cd ../.. && pwd)
+OUT=${OUT:-results/run-$(date -u +%Y%m%d-%H%M%S).jsonl}
+REPS=${REPS:-3}
+N_SMALL=${N_SMALL:-10000}   # messages per run, 2 KiB
+N_LARGE=${N_LARGE:-5000}    # messages per run, 50 KiB
+SESSIONS=${SESSIONS:-"10 50"}
+SIZES=${SIZES:-"2048 51200"}
+RELAYS=${RELAYS:-"postfix outpost"}
+# outpost: `bun src/main.ts` by default; OUTPOST_BIN=dist/outpost for the compiled binary
+OUTPOST_BIN=${OUTPOST_BIN:-}
+export PATH="$ROOT/.tools/node_modules/.bin:$PATH"
+mkdir -p "$(dirname "$OUT")"
+
+PF_PIDFILE=/var/spool/postfix/pid/master.pid
+port_up() { ss -ltn | grep -q "127.0.0.1:2525 "; }
+wait_port_state() { # up|down
+  for _ in $(seq 100); do
+    if [ "$1" = up ] && port_up; then return 0; fi
+    if [ "$1" = down ] && ! port_up; then return 0; fi
+    sleep 0.2
+  done
+  echo "port 2525 did not go $1" >&2; return 1
+}
+
+postfix_start() {
+  ./setup-postfix.sh >/dev/null
+  postfix stop >/dev/null 2>&1 || true
+  wait_port_state down
+  postfix start >/dev/null 2>&1
+  wait_port_state up
+  sleep 1
+}
+postfix_stop() { postfix stop >/dev/null 2>&1 || true; wait_port_state down; }
+
+OP_PID=""
+OP_DIR=""
+outpost_start() {
+  OP_DIR=$(mktemp -d /var/tmp/outpost-bench-XXXXXX)   # same disk as /var/spool/postfix
+  sed "s|@DATA@|$OP_DIR/data|" outpost.toml > "$OP_DIR/outpost.toml"
+  if [ -n "$OUTPOST_BIN" ]; then
+    "$OUTPOST_BIN" serve --config "$OP_DIR/outpost.toml" >"$OP_DIR/outpost.log" 2>&1 &
+  else
+    (cd "$ROOT" && exec bun src/main.ts serve --config "$OP_DIR/outpost.toml") >"$OP_DIR/outpost.log" 2>&1 &
+  fi
+  OP_PID=$!
+  wait_port_state up
+  sleep 1
+}
+outpost_stop() {
+  [ -n "$OP_PID" ] || return 0
+  kill -TERM "$OP_PID" 2>/dev/null || true
+  for _ in $(seq 150); do kill -0 "$OP_PID" 2>/dev/null || break; sleep 0.2; done
+  kill -KILL "$OP_PID" 2>/dev/null || true
+  wait "$OP_PID" 2>/dev/null || true
+  OP_PID=""
+  rm -rf "$OP_DIR"
+}
+trap 'outpost_stop; postfix_stop' EXIT
+
+bench() { timeout 1800 python3 bench_relay.py --reps "$REPS" --out "$OUT" "$@"; }
+
+for size in $SIZES; do
+  n=$N_SMALL; [ "$size" -gt 2048 ] && n=$N_LARGE
+  for s in $SESSIONS; do
+    for relay in $RELAYS; do
+      case $relay in
+        postfix)
+          postfix_start
+          bench --label postfix --root-pidfile "$PF_PIDFILE" --postfix-queue --msgs "$n" --sessions "$s" --size "$size"
+          postfix_stop ;;
+        outpost)
+          outpost_start
+          bench --label outpost --root-pid "$OP_PID" --log "$OP_DIR/outpost.log" --msgs "$n" --sessions "$s" --size "$size"
+          outpost_stop ;;
+      esac
+    done
+  done
+done
+echo "done: $OUT"
+python3 summarize.py "$(dirname "$OUT")"

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""bench/relay: summarise results/*.jsonl (Postfix and outpost runs) into markdown tables, with the outpost/Postfix ratio.
+Adapted from shared/bench/summarize.py."""
+import glob, json, os, statistics, sys
+from collections import OrderedDict
+
+here = os.path.dirname(os.path.abspath(__file__))
+rdir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "results")
+
+
+def load(name):
+    p = os.path.join(rdir, name)
+    if not os.path.exists(p):
+        return []
+    return [json.loads(l) for l in open(p) if l.strip()]
+
+
+def med(vals, fmt="{:.0f}"):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "-"
+    m = statistics.median(vals)
+    if len(vals) == 1:
+        return fmt.format(m)
+    return f"{fmt.format(m)} [{fmt.format(min(vals))}–{fmt.format(max(vals))}]"
+
+
+def relay_table(recs):
+    groups = OrderedDict()
+    for r in recs:
+        groups.setdefault((r["label"], r["size"], r["sessions"], r.get("reuse", False)), []).append(r)
+    print("| relay | payload | sessions | msgs/run | n | accept msgs/s | end-to-end msgs/s | "
+          "relay CPU ms/msg | machine busy % | peak PSS MiB | peak RSS-sum MiB | peak procs | deferred |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (label, size, s, reuse), rs in groups.items():
+        mib = lambda k: [x[k] / 1024 for x in rs if x.get(k)]
+        print(f"| {label}{' (-d reuse)' if reuse else ''} | {size // 1024} KiB | {s} | {rs[0]['msgs']} | {len(rs)} | "
+              f"{med([x['accept_rate'] for x in rs])} | {med([x['e2e_rate'] for x in rs])} | "
+              f"{med([x['relay_cpu_ms_per_msg'] for x in rs], '{:.2f}') if rs[0]['relay_cpu_s'] else '-'} | "
+              f"{med([x['machine_busy_pct'] for x in rs])} | "
+              f"{med(mib('mem_peak_pss_kb')) if mib('mem_peak_pss_kb') else '-'} | "
+              f"{med(mib('mem_peak_rss_kb')) if mib('mem_peak_rss_kb') else '-'} | "
+              f"{med([x['peak_nproc'] for x in rs]) if rs[0]['peak_nproc'] else '-'} | "
+              f"{sum(x.get('log_deferred', 0) for x in rs)} |")
+    firsts = OrderedDict()
+    for r in recs:
+        if r.get("mem_idle_pss_kb") and r["rep"] == 1:
+            firsts.setdefault(r["label"], []).append(r)
+    for label, rs in firsts.items():
+        if label.startswith("postfix"):
+            rs = rs  # Postfix is restarted before each configuration: every rep 1 starts idle-fresh
+        else:
+            rs = rs[:1]  # other relays: only the first run follows a fresh start
+        print()
+        print(f"Idle memory of {label} after a fresh start, before load (n={len(rs)}): "
+              f"PSS {med([r['mem_idle_pss_kb'] / 1024 for r in rs], '{:.1f}')} MiB, "
+              f"RSS-sum {med([r['mem_idle_rss_kb'] / 1024 for r in rs], '{:.1f}')} MiB.")
+
+
+def fsync_table(recs):
+    groups = OrderedDict()
+    for r in recs:
+        if r["tool"] == "bun:sqlite":
+            k = (f"bun:sqlite WAL sync={r['synchronous']}", f"{r['rows_per_txn']} row/txn", 1)
+        else:
+            k = (f"{r['tool']} {r['mode']}", "1 write/op", r["threads"])
+        groups.setdefault(k, []).append(r)
+    print("| test | unit | writers | n | commits/s (ops/s) | rows/s | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (t, u, th), rs in groups.items():
+        ops = [x.get("commits_per_s", x.get("ops_per_s")) for x in rs]
+        rows = [x.get("rows_per_s", x.get("ops_per_s")) for x in rs]
+        print(f"| {t} | {u} | {th} | {len(rs)} | {med(ops)} | {med(rows)} | "
+              f"{med([x['lat_p50_ms'] for x in rs], '{:.2f}')} | {med([x['lat_p99_ms'] for x in rs], '{:.2f}')} |")
+
+
+def ratio_table(recs):
+    """outpost / Postfix, per payload and session count: the medians of each, then their ratio."""
+    by = OrderedDict()
+    for r in recs:
+        by.setdefault((r["size"], r["sessions"]), {}).setdefault(r["label"], []).append(r)
+    print("| payload | sessions | Postfix e2e msgs/s | outpost e2e msgs/s | ratio e2e | Postfix CPU ms/msg | outpost CPU ms/msg | "
+          "Postfix peak RSS-sum MiB | outpost peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (size, s), labels in by.items():
+        pf, op = labels.get("postfix", []), labels.get("outpost", [])
+        if not pf or not op:
+            continue
+        m = lambda rs, k: statistics.median([x[k] for x in rs if x.get(k) is not None] or [0])
+        ratio = m(op, "e2e_rate") / max(1e-9, m(pf, "e2e_rate"))
+        print(f"| {size // 1024} KiB | {s} | {m(pf, 'e2e_rate'):.0f} | {m(op, 'e2e_rate'):.0f} | {ratio:.2f} | "
+              f"{m(pf, 'relay_cpu_ms_per_msg'):.2f} | {m(op, 'relay_cpu_ms_per_msg'):.2f} | "
+              f"{m(pf, 'mem_peak_rss_kb') / 1024:.0f} | {m(op, 'mem_peak_rss_kb') / 1024:.0f} |")
+
+
+if __name__ == "__main__":
+    # bench/relay: one or more JSONL files holding both relays' runs (labels "postfix" and "outpost")
+    recs = []
+    for p in sorted(glob.glob(os.path.join(rdir, "*.jsonl"))):
+        recs += [json.loads(l) for l in open(p) if l.strip()]
+    if recs:
+        relay_table(recs)
+        print()
+        ratio_table(recs)

@@ -1,0 +1,92 @@
+/**
+ * @module delivery/service — builds the delivery loop from config (resolver → router, transport, outcomes) for
+ * `serve`, and publishes the throttle's state to `data_dir/throttle.json` for `outpost queue` (another process).
+ */
+import type { Database } from "bun:sqlite";
+import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Config } from "../config/schema.ts";
+import type { EventRecorder } from "../events/record.ts";
+import type { Logger } from "../observe/log.ts";
+import { QueueClaimer } from "../queue/claim.ts";
+import type { Enqueuer } from "../queue/enqueue.ts";
+import type { DsnIntake } from "../bounce/notify.ts";
+import { DeliveryLoop, type LoopOptions } from "./loop.ts";
+import { OutcomeRecorder } from "./outcome.ts";
+import { createResolver, lookupVia } from "./resolver.ts";
+import { MxRouter } from "./route.ts";
+import { throttleMetrics, type ThrottleSnapshot } from "./throttle.ts";
+import { SmtpTransport } from "./transport.ts";
+
+export interface DeliveryServiceDeps {
+  config: Config;
+  sqlite: Database;
+  events: EventRecorder;
+  enqueuer: Enqueuer;
+  intake: DsnIntake;
+  log: Logger;
+  options?: LoopOptions;
+}
+
+export const THROTTLE_FILE = "throttle.json";
+const PUBLISH_MS = 5_000;
+
+export class DeliveryService {
+  readonly name = "delivery";
+  readonly loop: DeliveryLoop;
+  private publisher: ReturnType<typeof setInterval>;
+
+  constructor(private deps: DeliveryServiceDeps) {
+    const { config, sqlite, events, enqueuer, intake, log } = deps;
+    const resolver = createResolver(config.dns.servers);
+    this.loop = new DeliveryLoop({
+      config: config.delivery,
+      claimer: new QueueClaimer(sqlite),
+      outcomes: new OutcomeRecorder({ sqlite, events, intake, delivery: config.delivery, hostname: config.hostname, log }),
+      router: new MxRouter({ resolver, routes: config.delivery.route, tls: config.delivery.tls }),
+      transport: new SmtpTransport({ hostname: config.hostname, tls: config.delivery.tls, log, lookup: lookupVia(resolver) }),
+      log,
+      options: deps.options,
+    }).start();
+    // new mail wakes the loop at once (no polling delay, no polling cost)
+    enqueuer.onCommitted = () => this.loop.wake();
+    this.publisher = setInterval(() => this.publish(), PUBLISH_MS);
+    this.publisher.unref();
+    log.info("delivery_started", { sandbox: config.delivery.sandbox, concurrency: config.delivery.concurrency });
+  }
+
+  /** Prometheus text of the throttle state (for /metrics). */
+  metrics(): string {
+    return throttleMetrics(this.loop.throttle.snapshot());
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.publisher);
+    this.deps.enqueuer.onCommitted = undefined;
+    await this.loop.stop();
+    this.publish();
+  }
+
+  private publish(): void {
+    const file = join(this.deps.config.data_dir, THROTTLE_FILE);
+    try {
+      const body = JSON.stringify({ time: Date.now(), ...this.loop.throttle.snapshot() });
+      writeFileSync(`${file}.tmp`, body, { mode: 0o600 });
+      renameSync(`${file}.tmp`, file);
+    } catch (e) {
+      this.deps.log.warn("throttle_publish_failed", { error: e });
+    }
+  }
+}
+
+/**
+ * The throttle state the running `serve` last published (every few seconds), or null when none is there.
+ * For `outpost queue` output: destinations listed have a reduced window, a back-off, connections in use, or are dead.
+ */
+export function readThrottleSnapshot(dataDir: string): (ThrottleSnapshot & { time: number }) | null {
+  try {
+    return JSON.parse(readFileSync(join(dataDir, THROTTLE_FILE), "utf8")) as ThrottleSnapshot & { time: number };
+  } catch {
+    return null;
+  }
+}
