@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { openStore, type Store } from "../db/client.ts";
 import { EventRecorder } from "../events/record.ts";
@@ -161,5 +161,50 @@ describe("query plans", () => {
   test("the next due time is read from the first entry of recipients_due", () => {
     expect(plan(sqlOf("nextDue"), {})).toEqual(["SCAN recipients USING INDEX recipients_due"]);
     expect(sqlOf("nextDue")).toContain("LIMIT 1");
+  });
+});
+
+describe("a queue of a million recipients", () => {
+  let big: Store;
+  let bigDir: ReturnType<typeof tempDir>;
+
+  beforeAll(() => {
+    bigDir = tempDir();
+    big = openStore(join(bigDir.path, "outpost.db"));
+    big.sqlite.run("INSERT INTO messages (id, created_at, envelope_from, size, body, source) VALUES ('m1', 0, 's@x.test', 1, x'00', 'smtp')");
+    // 1,000,000 recipients over 1000 domains; every 10th already delivered (outside the partial index)
+    big.sqlite.run(`WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 999999)
+      INSERT INTO recipients (id, message_id, address, domain, status, attempts, next_attempt_at, updated_at)
+      SELECT 'r' || i, 'm1', 'u' || i || '@d' || (i % 1000) || '.test', 'd' || (i % 1000) || '.test',
+        CASE WHEN i % 10 = 0 THEN 'delivered' WHEN i % 3 = 0 THEN 'deferred' ELSE 'queued' END, 0, i * 10, 0 FROM n`);
+    big.sqlite.run("ANALYZE"); // real statistics, so the planner chooses as it would in production
+  }, 60_000);
+
+  afterAll(() => {
+    big.close();
+    bigDir.cleanup();
+  });
+
+  test("claim is still a search of recipients_due, never a scan of the table", () => {
+    const c = new QueueClaimer(big.sqlite, () => 5_000_000);
+    for (const name of ["selectDue", "selectDueExcluding"]) {
+      const sql = String((c as unknown as Record<string, unknown>)[name]);
+      const plan = (big.sqlite.query(`EXPLAIN QUERY PLAN ${sql}`).all({ now: 1, limit: 10, scan: 100, exclude: "[]" } as never) as { detail: string }[]).map((r) => r.detail);
+      expect(plan).toContain("SEARCH recipients USING INDEX recipients_due (next_attempt_at<?)");
+      expect(plan.filter((d) => d.startsWith("SCAN recipients"))).toEqual([]);
+    }
+  });
+
+  test("claim returns the oldest due pending recipients and honours excluded domains", () => {
+    const c = new QueueClaimer(big.sqlite, () => 5_000_000);
+    const got = c.claim(100, 60_000);
+    expect(got).toHaveLength(100);
+    // i = 1..111 minus every 10th (delivered): the first 100 pending rows in next_attempt_at order
+    expect(got[0]!.id).toBe("r1");
+    expect(got.some((r) => Number(r.id.slice(1)) % 10 === 0)).toBe(false);
+    const excluded = c.claim(100, 60_000, new Set(["d1.test", "d2.test"]));
+    expect(excluded).toHaveLength(100);
+    expect(excluded.some((r) => r.domain === "d1.test" || r.domain === "d2.test")).toBe(false);
+    expect(c.nextDueAt()).not.toBeNull();
   });
 });
