@@ -1,4 +1,8 @@
 import { afterEach, describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { newMessageId, newRecipientId } from "../mail/ids.ts";
 import { silentLogger } from "../observe/log.ts";
 import { startFakeMx, type FakeMx, type FakeMxScript } from "../../test/helpers/fake-mx.ts";
@@ -6,11 +10,13 @@ import { SmtpTransport, type SmtpTransportOptions } from "./transport.ts";
 import { ConnectFailure, type Destination, type OutboundMessage } from "./types.ts";
 
 const servers: FakeMx[] = [];
+const silentServers: Server[] = [];
 afterEach(async () => {
   await Promise.all(servers.splice(0).map((s) => s.stop()));
+  for (const s of silentServers.splice(0)) s.close();
 });
 
-async function mx(host: string, script: FakeMxScript = {}): Promise<FakeMx> {
+async function mx(host: string, script: FakeMxScript & { port?: number } = {}): Promise<FakeMx> {
   const s = await startFakeMx({ host, ...script });
   servers.push(s);
   return s;
@@ -63,4 +69,372 @@ describe("SmtpTransport", () => {
     expect(s.messages[0]!.from).toBe("sender@outpost.test");
     expect(s.messages[0]!.helo).toBe("outpost.test");
   });
+
+  test("reports each recipient's own RCPT reply: 250 delivered, 450 deferred, 550 bounced", async () => {
+    const s = await mx("127.0.0.2", {
+      rcpt: { "later@x.test": "450 4.2.0 mailbox busy", "bad@x.test": "550 5.1.1 no such user" },
+    });
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const msg = message(["good@x.test", "later@x.test", "bad@x.test"]);
+    const results = await conn.send(msg);
+    await conn.close();
+    expect(results.map((r) => [r.outcome, r.code, r.enhanced])).toEqual([
+      ["delivered", 250, "2.0.0"],
+      ["deferred", 450, "4.2.0"],
+      ["bounced", 550, "5.1.1"],
+    ]);
+    expect(results[2]!.reply).toBe("550 5.1.1 no such user");
+    expect(results.map((r) => r.recipientId)).toEqual(msg.recipients.map((r) => r.id));
+    expect(s.messages[0]!.to).toEqual(["good@x.test"]);
+  });
+
+  test("applies the DATA reply to every accepted recipient and keeps RCPT refusals", async () => {
+    const s = await mx("127.0.0.2", { rcpt: { "bad@x.test": "550 5.1.1 no such user" }, data: "451 4.3.0 try later" });
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const results = await conn.send(message(["a@x.test", "bad@x.test", "b@x.test"]));
+    expect(results.map((r) => [r.outcome, r.code, r.enhanced, r.reply])).toEqual([
+      ["deferred", 451, "4.3.0", "451 4.3.0 try later"],
+      ["bounced", 550, "5.1.1", "550 5.1.1 no such user"],
+      ["deferred", 451, "4.3.0", "451 4.3.0 try later"],
+    ]);
+    expect(conn.usable).toBe(true);
+    await conn.close();
+    expect(s.messages).toHaveLength(0);
+  });
+
+  test("a 5xx DATA reply bounces the accepted recipients", async () => {
+    const s = await mx("127.0.0.2", { data: "554 5.7.1 spam" });
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const results = await conn.send(message(["a@x.test"]));
+    await conn.close();
+    expect(results[0]).toMatchObject({ outcome: "bounced", code: 554, enhanced: "5.7.1" });
+  });
+
+  test("a refused MAIL FROM gives its reply to every recipient", async () => {
+    const s = await mx("127.0.0.2", { mail: "452 4.3.1 insufficient storage" });
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const results = await conn.send(message(["a@x.test", "b@x.test"]));
+    await conn.close();
+    expect(results.map((r) => [r.outcome, r.code, r.enhanced])).toEqual([
+      ["deferred", 452, "4.3.1"],
+      ["deferred", 452, "4.3.1"],
+    ]);
+  });
+
+  test("a server without PIPELINING gets the same per-recipient results", async () => {
+    const s = await mx("127.0.0.2", { pipelining: false, rcpt: { "bad@x.test": "550 5.1.1 no such user" } });
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const results = await conn.send(message(["bad@x.test", "good@x.test"]));
+    await conn.close();
+    expect(results.map((r) => r.outcome)).toEqual(["bounced", "delivered"]);
+  });
+
+  test("a 421 greeting is a ConnectFailure with the throttle signal and code 421", async () => {
+    const s = await mx("127.0.0.2", { greeting421: "4.7.0 too many connections from your IP" });
+    const err = await transport(s.port).connect(dest(["mx1.x.test"])).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectFailure);
+    const cf = err as ConnectFailure;
+    expect(cf.throttleSignal).toBe(true);
+    expect(cf.code).toBe(421);
+    expect(cf.mx).toBe("mx1.x.test");
+    expect(cf.message).toContain("too many connections");
+  });
+
+  test("a refused connection is a ConnectFailure with the throttle signal", async () => {
+    const s = await mx("127.0.0.2");
+    // nothing listens on 127.0.0.3 at that port
+    const err = await transport(s.port).connect(dest(["mx2.x.test"])).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectFailure);
+    expect((err as ConnectFailure).throttleSignal).toBe(true);
+    expect((err as ConnectFailure).message).toContain("connection refused");
+  });
+
+  test("when the first MX refuses, the second MX gets the message", async () => {
+    const s = await mx("127.0.0.3");
+    const conn = await transport(s.port).connect(dest(["mx1.x.test", "mx2.x.test"]));
+    expect(conn.mx).toBe("mx2.x.test");
+    const results = await conn.send(message(["a@x.test"]));
+    await conn.close();
+    expect(results[0]).toMatchObject({ outcome: "delivered", mx: "mx2.x.test" });
+    expect(s.messages).toHaveLength(1);
+  });
+
+  test("an MX host whose address cannot be found is skipped", async () => {
+    const s = await mx("127.0.0.2");
+    const conn = await transport(s.port).connect(dest(["nowhere.x.test", "mx1.x.test"]));
+    expect(conn.mx).toBe("mx1.x.test");
+    await conn.close();
+  });
+
+  test("after a 421 greeting the next MX is tried", async () => {
+    const busy = await mx("127.0.0.2", { greeting421: true });
+    const s = await mx("127.0.0.3", { port: busy.port });
+    const conn = await transport(busy.port).connect(dest(["mx1.x.test", "mx2.x.test"]));
+    expect(conn.mx).toBe("mx2.x.test");
+    await conn.close();
+    expect(busy.connections).toBe(1);
+    expect(s.connections).toBe(1);
+  });
+
+  test("a server that never greets times out without the throttle signal", async () => {
+    const silent = createServer(() => {});
+    silentServers.push(silent);
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.4", () => r()));
+    const port = (silent.address() as { port: number }).port;
+    const t = transport(port, { timeouts: { connectMs: 1000, greetingMs: 300, socketMs: 1000, quitMs: 100 } });
+    const err = await t.connect(dest(["mx3.x.test"])).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectFailure);
+    expect((err as ConnectFailure).throttleSignal).toBe(false);
+    expect((err as ConnectFailure).message).toMatch(/greeting/i);
+  });
+
+  test("uses STARTTLS when offered, accepting a self-signed certificate", async () => {
+    const s = await mx("127.0.0.2", { starttls: true });
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const results = await conn.send(message(["a@x.test"]));
+    await conn.close();
+    expect(results[0]!.outcome).toBe("delivered");
+    expect(s.messages[0]!.secure).toBe(true);
+  });
+
+  test("sends in clear when STARTTLS is not offered and TLS is opportunistic", async () => {
+    const s = await mx("127.0.0.2", { starttls: false });
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    await conn.send(message(["a@x.test"]));
+    await conn.close();
+    expect(s.messages[0]!.secure).toBe(false);
+  });
+
+  test("retries once in clear when the TLS session breaks and TLS is opportunistic", async () => {
+    const s = await mx("127.0.0.2", { starttls: true, tlsFails: true });
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const results = await conn.send(message(["a@x.test"]));
+    await conn.close();
+    expect(results[0]!.outcome).toBe("delivered");
+    expect(s.connections).toBe(2);
+    expect(s.messages[0]!.secure).toBe(false);
+  });
+
+  test("tls = required and STARTTLS not offered: ConnectFailure saying so, nothing sent in clear", async () => {
+    const s = await mx("127.0.0.2", { starttls: false });
+    const err = await transport(s.port).connect(dest(["mx1.x.test"], { tls: "required" })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectFailure);
+    expect((err as ConnectFailure).throttleSignal).toBe(false);
+    expect((err as ConnectFailure).message).toContain("TLS required but STARTTLS was refused");
+    expect(s.rcptSeen).toEqual([]);
+  });
+
+  test("tls = required on the transport applies to a destination that asks for less", async () => {
+    const s = await mx("127.0.0.2", { starttls: false });
+    const err = await transport(s.port, { tls: "required" }).connect(dest(["mx1.x.test"])).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectFailure);
+  });
+
+  test("tls = required and a broken TLS session: ConnectFailure, no fallback to clear", async () => {
+    const s = await mx("127.0.0.2", { starttls: true, tlsFails: true });
+    const err = await transport(s.port).connect(dest(["mx1.x.test"], { tls: "required" })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectFailure);
+    expect((err as ConnectFailure).message).toContain("TLS required but the TLS session failed");
+    expect(s.connections).toBe(1);
+    expect(s.messages).toHaveLength(0);
+  });
+
+  test("tls = required and STARTTLS offered: delivered over TLS", async () => {
+    const s = await mx("127.0.0.2", { starttls: true });
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"], { tls: "required" }));
+    await conn.send(message(["a@x.test"]));
+    await conn.close();
+    expect(s.messages[0]!.secure).toBe(true);
+  });
+
+  test("reuses one connection for several messages, also after a refused one", async () => {
+    const s = await mx("127.0.0.2", { rcpt: { "bad@x.test": "550 5.1.1 no such user" } });
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const outcomes: string[] = [];
+    for (const to of ["a@x.test", "bad@x.test", "b@x.test", "c@x.test"]) {
+      const [r] = await conn.send(message([to], `Subject: ${to}\r\n\r\nbody\r\n`));
+      outcomes.push(r!.outcome);
+      expect(conn.usable).toBe(true);
+    }
+    expect(conn.sent).toBe(4);
+    await conn.close();
+    expect(outcomes).toEqual(["delivered", "bounced", "delivered", "delivered"]);
+    expect(s.connections).toBe(1);
+    expect(s.messages.map((m) => m.to[0])).toEqual(["a@x.test", "b@x.test", "c@x.test"]);
+    expect(new Set(s.messages.map((m) => m.sessionId)).size).toBe(1);
+    expect(conn.usable).toBe(false);
+  });
+
+  test("dot-stuffing: lines starting with a dot and an embedded CRLF.CRLF arrive intact as one message", async () => {
+    const s = await mx("127.0.0.2");
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const body = "Subject: dots\r\n\r\n.leading dot\r\n..two dots\r\nbefore\r\n.\r\nafter the lone dot\r\n.\r\n";
+    const results = await conn.send(message(["a@x.test"], body));
+    const [second] = await conn.send(message(["b@x.test"], "Subject: next\r\n\r\nnext\r\n"));
+    await conn.close();
+    expect(results[0]!.outcome).toBe("delivered");
+    expect(second!.outcome).toBe("delivered");
+    expect(s.transactions).toHaveLength(2);
+    expect(s.messages[0]!.raw.toString()).toBe(body);
+    expect(s.messages[1]!.raw.toString()).toBe("Subject: next\r\n\r\nnext\r\n");
+  });
+
+  test("a connection lost mid-DATA defers the message and the session is not reused", async () => {
+    const s = await mx("127.0.0.2", { data: "drop" });
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const results = await conn.send(message(["a@x.test", "b@x.test"]));
+    expect(results.map((r) => [r.outcome, r.code])).toEqual([
+      ["deferred", 0],
+      ["deferred", 0],
+    ]);
+    expect(results[0]!.enhanced).toBe("4.4.2");
+    expect(conn.usable).toBe(false);
+    const again = await conn.send(message(["c@x.test"]));
+    expect(again[0]!.outcome).toBe("deferred");
+    await conn.close();
+  });
+
+  test("a 421 in the middle of a transaction defers with code 421 and ends the session", async () => {
+    const s = await mx("127.0.0.2", { data: "421 4.7.0 closing, too many messages" });
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const [r] = await conn.send(message(["a@x.test"]));
+    expect(r).toMatchObject({ outcome: "deferred", code: 421, enhanced: "4.7.0" });
+    expect(conn.usable).toBe(false);
+    await conn.close();
+  });
+
+  test("declares BODY=8BITMIME for 8-bit bodies and SMTPUTF8 for non-ASCII addresses", async () => {
+    const s = await mx("127.0.0.2");
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    await conn.send(message(["a@x.test"], "Subject: plain\r\n\r\nascii\r\n"));
+    await conn.send(message(["a@x.test"], "Subject: caf\u00e9\r\n\r\nd\u00e9j\u00e0 vu\r\n"));
+    await conn.send(message(["j\u00f6rg@x.test"]));
+    await conn.close();
+    expect(s.messages.map((m) => [m.bodyType, m.smtpUtf8])).toEqual([
+      ["7bit", false],
+      ["8bitmime", false],
+      ["7bit", true],
+    ]);
+    expect(s.messages[1]!.raw.toString("utf8")).toContain("d\u00e9j\u00e0 vu");
+  });
+
+  test("a non-ASCII address to a server without SMTPUTF8 bounces with 5.6.7 and sends nothing", async () => {
+    const s = await mx("127.0.0.2", { smtputf8: false });
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const [r] = await conn.send(message(["j\u00f6rg@x.test"]));
+    expect(r).toMatchObject({ outcome: "bounced", code: 0, enhanced: "5.6.7" });
+    expect(conn.usable).toBe(true);
+    await conn.close();
+    expect(s.rcptSeen).toEqual([]);
+  });
+
+  test("a body with a NUL byte is refused locally, never sent", async () => {
+    const s = await mx("127.0.0.2");
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const [r] = await conn.send(message(["a@x.test"], "Subject: x\r\n\r\na\u0000b\r\n"));
+    await conn.close();
+    expect(r).toMatchObject({ outcome: "bounced", enhanced: "5.6.0" });
+    expect(s.transactions).toHaveLength(0);
+  });
+
+  test("the null sender goes out as MAIL FROM:<>", async () => {
+    const s = await mx("127.0.0.2");
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const [r] = await conn.send(message(["a@x.test"], undefined, ""));
+    await conn.close();
+    expect(r!.outcome).toBe("delivered");
+    expect(s.messages[0]!.from).toBe("");
+  });
+
+  test("a static route uses its own port and logs in with its credentials over TLS", async () => {
+    const s = await mx("127.0.0.2", { starttls: true, auth: { user: "relay", pass: "secret" } });
+    const t = transport(1); // connectPort applies to MX hosts only
+    const d = dest(["mx1.x.test"], { static: true, key: "route:mx1.x.test", auth: { user: "relay", pass: "secret" } });
+    d.hosts[0]!.port = s.port;
+    const conn = await t.connect(d);
+    const [r] = await conn.send(message(["a@x.test"]));
+    await conn.close();
+    expect(r!.outcome).toBe("delivered");
+    expect(s.logins).toEqual(["relay"]);
+  });
+
+  test("wrong credentials for a static route are a ConnectFailure", async () => {
+    const s = await mx("127.0.0.2", { starttls: true, auth: { user: "relay", pass: "secret" } });
+    const d = dest(["mx1.x.test"], { static: true, auth: { user: "relay", pass: "wrong" } });
+    d.hosts[0]!.port = s.port;
+    const err = await transport(1).connect(d).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectFailure);
+    expect((err as ConnectFailure).message).toContain("535");
+  });
+
+  test("close() is safe to call twice and after the server went away", async () => {
+    const s = await mx("127.0.0.2");
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    await s.stop();
+    servers.splice(servers.indexOf(s), 1);
+    await conn.close();
+    await conn.close();
+    expect(conn.usable).toBe(false);
+  });
 });
+
+const SMTP_SINK = "/usr/sbin/smtp-sink";
+
+/** A port that was free a moment ago on `host` (smtp-sink cannot listen on port 0 and report it). */
+async function freePort(host: string): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, host, () => r()));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+describe.skipIf(!existsSync(SMTP_SINK))("SmtpTransport against Postfix's smtp-sink", () => {
+  test("delivers several messages over one connection to a real SMTP server, dot-stuffed correctly", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "outpost-sink-"));
+    const port = await freePort("127.0.0.4");
+    // -d: one dump file per transaction; the file name gets a random suffix
+    const sink = Bun.spawn([SMTP_SINK, "-u", "root", "-d", join(dir, "msg."), `127.0.0.4:${port}`, "10"], { stdout: "ignore", stderr: "pipe" });
+    try {
+      const t = transport(port);
+      const conn = await connectWhenListening(t);
+      const bodies = ["Subject: one\r\n\r\n.dot line\r\nend\r\n", "Subject: two\r\n\r\nsecond\r\n"];
+      const results = [];
+      for (const body of bodies) results.push(...(await conn.send(message(["a@x.test", "b@x.test"], body))));
+      await conn.close();
+      expect(results.map((r) => [r.outcome, r.code])).toEqual(Array(4).fill(["delivered", 250]));
+      const dumps = await waitForFiles(dir, 2);
+      const all = dumps.map((f) => readFileSync(join(dir, f), "latin1")).join("\n");
+      // smtp-sink dumps with LF line ends; the dot line came back un-stuffed, so the stuffing was right
+      expect(all).toContain("Subject: one\n\n.dot line\nend\n");
+      expect(all).toContain("Subject: two\n\nsecond\n");
+      expect(all).toContain("X-Helo-Args: outpost.test");
+    } finally {
+      sink.kill();
+      await sink.exited;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+async function connectWhenListening(t: SmtpTransport) {
+  const until = Date.now() + 5000;
+  for (;;) {
+    try {
+      return await t.connect(dest(["mx3.x.test"]));
+    } catch (e) {
+      if (Date.now() > until) throw e;
+      await Bun.sleep(50);
+    }
+  }
+}
+
+async function waitForFiles(dir: string, n: number): Promise<string[]> {
+  const until = Date.now() + 5000;
+  while (Date.now() < until) {
+    const files = readdirSync(dir);
+    if (files.length >= n) return files;
+    await Bun.sleep(50);
+  }
+  throw new Error(`smtp-sink wrote ${readdirSync(dir).length} of ${n} dump files`);
+}

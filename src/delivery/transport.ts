@@ -166,8 +166,11 @@ function failure(e: LibError, mode: TlsMode, tlsStarted: boolean): OpenFailure {
   const code = e.responseCode ?? 0;
   const tlsFailed = e.code === "ETLS" || (tlsStarted && code === 0);
   let reason = refused ? "connection refused" : (e.response ?? e.message).trim();
-  if (mode === "require" && (e.code === "ETLS" || /TLS required/.test(e.message))) {
-    reason = `TLS required but STARTTLS ${e.response ? `was refused (${e.response.trim()})` : `failed (${e.message})`}`;
+  if (mode === "require" && (e.code === "ETLS" || tlsStarted || /TLS required/.test(e.message))) {
+    const refusedStarttls = e.code === "ETLS" && e.command === "STARTTLS" && e.response;
+    reason = refusedStarttls
+      ? `TLS required but STARTTLS was refused (${e.response!.trim()})`
+      : `TLS required but the TLS session failed (${(e.response ?? e.message).trim()})`;
   }
   return { reason, throttle: refused || code === 421, code, tlsFailed };
 }

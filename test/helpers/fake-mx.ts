@@ -14,6 +14,7 @@
  *   data          reply after the message's final dot, a string or (message) => string | undefined (default 250);
  *                 the special value "drop" closes the socket instead of answering (a connection lost mid-DATA)
  *   starttls      advertise STARTTLS with smtp-server's built-in self-signed localhost certificate (default false)
+ *   tlsFails      with starttls: drop the connection right after the TLS handshake (a broken TLS stack)
  *   auth          { user, pass }: advertise AUTH PLAIN LOGIN and require it before MAIL
  *   smtputf8, eightBitMime   advertise SMTPUTF8 / 8BITMIME (default true)
  *   pipelining    advertise PIPELINING (default true)
@@ -51,6 +52,7 @@ export interface FakeMxScript {
   rcptDefault?: string;
   data?: DataReply;
   starttls?: boolean;
+  tlsFails?: boolean;
   auth?: { user: string; pass: string };
   smtputf8?: boolean;
   eightBitMime?: boolean;
@@ -119,7 +121,8 @@ export async function startFakeMx(opts: FakeMxScript & { host?: string; port?: n
     authOptional: !script.auth,
     authMethods: ["PLAIN", "LOGIN"],
     allowInsecureAuth: true,
-    disabledCommands: script.auth ? [] : ["AUTH"],
+    // hideSTARTTLS only leaves it out of EHLO; a server "without STARTTLS" must also refuse the command
+    disabledCommands: [...(script.auth ? [] : ["AUTH"]), ...(script.starttls ? [] : ["STARTTLS"])],
     onConnect(session, cb) {
       mx.connections++;
       mx.open++;
@@ -127,6 +130,9 @@ export async function startFakeMx(opts: FakeMxScript & { host?: string; port?: n
       const g = mx.script.greeting421;
       if (g) return cb(new ReplyError(421, typeof g === "string" ? g : "4.7.0 too busy, try again later"));
       cb();
+    },
+    onSecure(_socket, _session, cb) {
+      cb(mx.script.tlsFails ? new ReplyError(454, "4.7.0 TLS not available after all") : undefined);
     },
     onClose() {
       mx.open--;
