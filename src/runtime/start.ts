@@ -8,6 +8,7 @@ import { Enqueuer } from "../queue/enqueue.ts";
 import { DeliveryService } from "../delivery/service.ts";
 import { CredentialChecker } from "../auth/users.ts";
 import { startSmtp, type SmtpService } from "../smtp/server.ts";
+import { startHttp } from "../api/server.ts";
 import { firstRunAdmin, instanceSecret } from "./bootstrap.ts";
 
 /** Something `serve` runs that must be stopped on shutdown. */
@@ -29,6 +30,8 @@ export interface Runtime {
   smtp?: SmtpService;
   /** the delivery loop (throttle snapshot and metrics) */
   delivery?: DeliveryService;
+  /** the HTTP API listener (bound port for tests that listen on port 0) */
+  http?: { port: number };
   stop(): Promise<void>;
 }
 
@@ -58,9 +61,11 @@ export async function start(config: Config, log: Logger, opts: StartOptions = {}
   services.push(delivery);
   const smtp = await startSmtp({ config, intake, credentials: new CredentialChecker(store.db), log });
   services.push(smtp);
+  const http = startHttp({ config, store, intake, log, extraMetrics: () => delivery.metrics() });
+  services.push(http.service);
 
   const rt: Runtime = {
-    config, store, log, secret, events, intake, services, smtp, delivery,
+    config, store, log, secret, events, intake, services, smtp, delivery, http: { port: http.port },
     async stop() {
       for (const s of [...services].reverse()) {
         try {

@@ -1,0 +1,55 @@
+/** @module api/context — the objects every route plugin shares, built once per app from the runtime's parts. */
+import type { Config } from "../config/schema.ts";
+import type { Store } from "../db/client.ts";
+import { EventQuery } from "../events/query.ts";
+import type { Intake } from "../intake/accept.ts";
+import type { Logger } from "../observe/log.ts";
+import { QueueInspector } from "../queue/inspect.ts";
+import { ApiAuth } from "./auth.ts";
+import { ApiMetrics } from "./metrics.ts";
+import { RateLimiter } from "./rate.ts";
+import { SendService } from "./send/service.ts";
+
+/** What the HTTP API needs from the runtime. */
+export interface ApiDeps {
+  config: Config;
+  store: Store;
+  intake: Intake;
+  log: Logger;
+  /** more Prometheus text for /metrics (the delivery throttle's) */
+  extraMetrics?: () => string;
+}
+
+export interface ApiContext extends ApiDeps {
+  auth: ApiAuth;
+  limiter: RateLimiter | null;
+  inspector: QueueInspector;
+  events: EventQuery;
+  sender: SendService;
+  metrics: ApiMetrics;
+  /** bytes a /v1/send request may have, by body kind, before it is refused unread with 413 */
+  maxRequestBytes: { json: number; urlencoded: number; multipart: number };
+}
+
+/**
+ * How big a request can be and still carry a message of `maxMessage` bytes: JSON escaping and base64 stay
+ * well under 2×; percent-encoding can triple a form field.
+ */
+export function requestLimits(maxMessage: number): ApiContext["maxRequestBytes"] {
+  const slack = 64 * 1024;
+  return { json: maxMessage * 2 + slack, multipart: maxMessage * 2 + slack, urlencoded: maxMessage * 3 + slack };
+}
+
+export function apiContext(deps: ApiDeps): ApiContext {
+  const inspector = new QueueInspector(deps.store.sqlite);
+  return {
+    ...deps,
+    auth: new ApiAuth(deps.store.db),
+    limiter: deps.config.http.rate ? new RateLimiter(deps.config.http.rate) : null,
+    inspector,
+    events: new EventQuery(deps.store.sqlite),
+    sender: new SendService(deps.intake, inspector, deps.config.hostname),
+    metrics: new ApiMetrics(),
+    maxRequestBytes: requestLimits(deps.config.smtp.max_message_size),
+  };
+}

@@ -1,0 +1,40 @@
+/** @module api/health — GET /healthz (store reachable, queue depth) and GET /metrics (Prometheus); no key needed. */
+import { Elysia, t } from "elysia";
+import { ApiError } from "../mail/errors.ts";
+import type { ApiContext } from "./context.ts";
+import { ErrorBody } from "./model.ts";
+
+export function healthRoutes(ctx: ApiContext) {
+  const depth = (): number | null => {
+    try {
+      return ctx.inspector.queueDepth();
+    } catch (e) {
+      ctx.log.error("healthz_store_failed", { error: e });
+      return null;
+    }
+  };
+  return new Elysia()
+    .get(
+      "/healthz",
+      () => {
+        const queueDepth = depth();
+        if (queueDepth === null) throw new ApiError(503, "unavailable", "the store is not reachable");
+        return { status: "ok" as const, queue_depth: queueDepth };
+      },
+      {
+        response: {
+          200: t.Object({ status: t.Literal("ok"), queue_depth: t.Integer({ description: "recipients queued or deferred" }) }),
+          503: ErrorBody,
+        },
+        detail: { tags: ["operations"], summary: "Liveness: the store answers; the queue depth", security: [] },
+      },
+    )
+    .get(
+      "/metrics",
+      ({ set }) => {
+        set.headers["content-type"] = "text/plain; version=0.0.4; charset=utf-8";
+        return ctx.metrics.render(depth()) + (ctx.extraMetrics?.() ?? "");
+      },
+      { detail: { tags: ["operations"], summary: "Prometheus metrics (text)", security: [] } },
+    );
+}

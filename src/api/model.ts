@@ -1,0 +1,43 @@
+/** @module api/model — schemas shared by every route: SPEC's error body and the EVENT shape. */
+import { t } from "elysia";
+
+export const ErrorBody = t.Object(
+  {
+    error: t.Object({
+      code: t.String({
+        description:
+          "invalid_request (400), unauthorized (401), forbidden (403), not_found (404), too_large (413), rate_limited (429), unavailable (503), internal_error (500)",
+      }),
+      message: t.String({ description: "what is wrong, for people" }),
+      field: t.Union([t.String(), t.Null()], {
+        description: "the request field at fault (e.g. `recipient`, `attachments[0].content`, `limit`), or null",
+      }),
+    }),
+  },
+  { description: "every error has this shape" },
+);
+export type ErrorBody = typeof ErrorBody.static;
+
+export const EventType = t.Union(
+  ["queued", "delivered", "deferred", "bounced", "opened", "clicked", "suppressed", "complained"].map((v) => t.Literal(v)),
+);
+
+export const Event = t.Object(
+  {
+    id: t.String({ description: "event id; also a cursor value for GET /v1/events" }),
+    type: t.String({ description: "queued, delivered, deferred, bounced, opened, clicked, suppressed or complained" }),
+    time: t.String({ format: "date-time", description: "RFC 3339, UTC" }),
+    message_id: t.String(),
+    recipient: t.Union([t.String(), t.Null()], { description: "the recipient address" }),
+    details: t.Record(t.String(), t.Unknown(), {
+      description: "what applies: mx, reply (the SMTP reply), status (enhanced code such as 5.1.1), url, user_agent",
+    }),
+  },
+  { description: "EVENT" },
+);
+
+/** The error responses a protected route can give, for the OpenAPI document. */
+export const authErrors = {
+  401: ErrorBody,
+  429: ErrorBody,
+} as const;

@@ -1,0 +1,36 @@
+/** @module api/send — POST /v1/send: read the body (any of three forms), validate, send, answer 202 after the commit. */
+import { Elysia } from "elysia";
+import { ErrorBody } from "../model.ts";
+import type { ApiContext } from "../context.ts";
+import { SendBody, SendResult } from "./model.ts";
+import { readSendFields } from "./read.ts";
+
+export function sendRoutes(ctx: ApiContext) {
+  return new Elysia().post(
+    "/v1/send",
+    async ({ body, request, server, status, set }) => {
+      const ip = server?.requestIP(request)?.address ?? null;
+      const out = await ctx.sender.send(ctx.auth.principalOf(request), body, request.headers.get("idempotency-key"), ip);
+      ctx.metrics.sent(out.result.recipients.length, out.replayed);
+      if (out.replayed) set.headers["idempotent-replayed"] = "true";
+      return status(202, out.result);
+    },
+    {
+      // Our reader resolves aliases and case and collects repeated form fields; it always returns a body, so the
+      // named parsers after it never run — they are listed so the OpenAPI document shows the three content types.
+      parse: [({ request }) => readSendFields(request), "json", "urlencoded", "formdata"],
+      body: SendBody,
+      response: { 202: SendResult, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 413: ErrorBody, 429: ErrorBody, 503: ErrorBody },
+      detail: {
+        tags: ["send"],
+        summary: "Send a message",
+        description:
+          "Queues a message and answers 202 once it is durably stored. Give `body` (a complete MIME message) or structured fields " +
+          "(`from`, `to`, `cc`, `bcc`, `subject`, `text`, `html`, `headers`, `attachments`). Field names are case-insensitive; " +
+          "aliases: recipients → recipient, mime → body, attachment → attachments, inlinecss/inlineizecss → inlinizecss, " +
+          "trackclicks → clicktracking, trackopens → openstracking, trackbounces → bouncetracking. Without `recipient` the message " +
+          "goes to its To, Cc and Bcc addresses. In forms, repeat a list field or separate addresses with commas.",
+      },
+    },
+  );
+}

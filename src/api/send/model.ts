@@ -1,0 +1,97 @@
+/**
+ * @module api/send/model — the fields of POST /v1/send (after aliases and case are resolved) and its answer.
+ * The descriptions here are what the OpenAPI document and the docs page show.
+ */
+import { t } from "elysia";
+
+const AddressList = t.Union([t.String(), t.Array(t.String())], {
+  description: "one address, a comma-separated list, or an array (in forms: repeat the field)",
+});
+
+/** A message option: true/false, 1/0, "true"/"false", "1"/"0" (also yes/no, on/off); omitted → the `[tracking]` default. */
+const flag = (what: string) =>
+  t.Optional(
+    t.Union(
+      [t.Boolean(), t.Literal(1), t.Literal(0), ...["true", "false", "1", "0", "yes", "no", "on", "off"].map((v) => t.Literal(v))],
+      { description: `${what}. true/false, 1/0, "true"/"false"; omitted: the default from [tracking] in the config` },
+    ),
+  );
+
+export const AttachmentObject = t.Object(
+  {
+    filename: t.Optional(t.String({ description: "file name shown to the reader" })),
+    content: t.String({ description: "the file's bytes, base64" }),
+    content_type: t.Optional(t.String({ description: "MIME type; guessed from filename when omitted (alias contenttype)" })),
+    cid: t.Optional(t.String({ description: "Content-ID, for inline images the HTML shows as cid:…" })),
+  },
+  { description: "an attachment" },
+);
+
+export const SendBody = t.Object(
+  {
+    envelope: t.Optional(t.String({ description: "the envelope sender (MAIL FROM); required" })),
+    recipient: t.Optional(
+      t.Union([t.String(), t.Array(t.String())], {
+        description:
+          "envelope recipients (alias `recipients`): one address, comma-separated, or an array. Omitted: the To, Cc and Bcc of `body`, or to+cc+bcc of the structured fields",
+      }),
+    ),
+    body: t.Optional(
+      t.Union([t.String(), t.File()], {
+        description: "the complete MIME message (alias `mime`); in multipart it may be a file part",
+      }),
+    ),
+    from: t.Optional(t.String({ description: "structured: the From header; default: the envelope sender" })),
+    to: t.Optional(AddressList),
+    cc: t.Optional(AddressList),
+    bcc: t.Optional(AddressList),
+    subject: t.Optional(t.String({ description: "structured: the Subject" })),
+    text: t.Optional(t.String({ description: "structured: the text/plain part" })),
+    html: t.Optional(t.String({ description: "structured: the text/html part" })),
+    headers: t.Optional(
+      t.Union(
+        [
+          t.Record(t.String(), t.Union([t.String(), t.Array(t.String())])),
+          t.Array(t.Union([t.String(), t.Object({ name: t.String(), value: t.String() })])),
+        ],
+        {
+          description:
+            'structured: extra header fields, as {"Name": "value"}, [{"name","value"}] or ["Name: value"] (in forms: repeated "Name: value" fields or JSON)',
+        },
+      ),
+    ),
+    attachments: t.Optional(
+      t.Array(t.Union([AttachmentObject, t.File()]), {
+        description: "structured: attachments (alias `attachment`); in multipart also file parts",
+      }),
+    ),
+    inlinizecss: flag("inline CSS in the HTML parts (aliases inlinecss, inlineizecss)"),
+    clicktracking: flag("rewrite links through outpost and record clicks (alias trackclicks)"),
+    openstracking: flag("add a tracking pixel and record opens (alias trackopens)"),
+    bouncetracking: flag("VERP return path on the bounce domain, record bounces (alias trackbounces)"),
+    idempotency_key: t.Optional(
+      t.String({
+        minLength: 1,
+        maxLength: 255,
+        description: "a repeat with the same key within 24 h returns the first answer and queues nothing (or header Idempotency-Key)",
+      }),
+    ),
+  },
+  {
+    description:
+      "Give either `body` (a complete MIME message) or structured fields. Field names are case-insensitive. JSON, application/x-www-form-urlencoded or multipart/form-data.",
+  },
+);
+export type SendBody = typeof SendBody.static;
+
+export const SendResult = t.Object({
+  id: t.String({ description: "the message id" }),
+  recipients: t.Array(
+    t.Object({
+      address: t.String(),
+      id: t.String({ description: "the recipient's delivery id" }),
+      status: t.Union([t.Literal("queued"), t.Literal("suppressed")]),
+    }),
+  ),
+});
+export type SendResult = typeof SendResult.static;

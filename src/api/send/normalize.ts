@@ -1,0 +1,212 @@
+/**
+ * @module api/send/normalize — checks the meaning of validated send fields and turns them into what intake
+ * takes: envelope, recipients, MIME bytes (given, or composed from structured fields) and message options.
+ */
+import addressparser from "nodemailer/lib/addressparser";
+import { ApiError } from "../../mail/errors.ts";
+import { composeMessage, RESERVED_HEADERS, type ComposeAttachment, type ComposeInput, type Mailbox } from "../../message/compose.ts";
+import { splitMessage } from "../../message/headers.ts";
+import type { MessageOptions } from "../../queue/enqueue.ts";
+import type { SendBody } from "./model.ts";
+
+export interface SendRequest {
+  envelopeFrom: string;
+  recipients: string[];
+  raw: Buffer;
+  options: Partial<MessageOptions>;
+}
+
+const bad = (field: string, message: string) => new ApiError(400, "invalid_request", message, field);
+
+const CONTROL = /[\r\n\0]/;
+
+/** A field that ends up in a header or an SMTP command: CR, LF or NUL would let it inject more. */
+function noControl(field: string, value: string): string {
+  if (CONTROL.test(value)) throw bad(field, `${field} must not contain CR, LF or NUL`);
+  return value;
+}
+
+// local@domain: dot-atom local part (RFC 5321 without quoted strings), domain of LDH/UTF-8 labels or an address literal
+const LOCAL = /^[^\s@<>()[\]\\,;:"]+$/;
+const DOMAIN = /^(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\u0080-\uffff](?:[A-Za-z0-9\u0080-\uffff-]{0,61}[A-Za-z0-9\u0080-\uffff])?\.)*[A-Za-z0-9\u0080-\uffff](?:[A-Za-z0-9\u0080-\uffff-]{0,61}[A-Za-z0-9\u0080-\uffff])?)$/;
+
+export function isMailbox(address: string): boolean {
+  const at = address.lastIndexOf("@");
+  if (at <= 0 || at > 64 || address.length > 254) return false;
+  const local = address.slice(0, at);
+  return LOCAL.test(local) && !local.startsWith(".") && !local.endsWith(".") && !local.includes("..") && DOMAIN.test(address.slice(at + 1));
+}
+
+/** Addresses in a list field: each item may itself be a comma-separated list, with or without display names. */
+export function mailboxesOf(field: string, value: string | string[] | undefined): Mailbox[] {
+  if (value === undefined) return [];
+  const items = Array.isArray(value) ? value : [value];
+  const out: Mailbox[] = [];
+  items.forEach((item, i) => {
+    const name = Array.isArray(value) ? `${field}[${i}]` : field;
+    noControl(name, item);
+    for (const a of addressparser(item, { flatten: true })) {
+      if (!isMailbox(a.address)) throw bad(name, `${name}: ${JSON.stringify(a.address || a.name || item)} is not a valid email address`);
+      out.push(a.name ? { name: a.name, address: a.address } : { address: a.address });
+    }
+  });
+  return out;
+}
+
+function flag(v: SendBody["inlinizecss"]): boolean | undefined {
+  if (v === undefined) return undefined;
+  return v === true || v === 1 || v === "true" || v === "1" || v === "yes" || v === "on";
+}
+
+export function optionsOf(b: SendBody): Partial<MessageOptions> {
+  const o: Partial<MessageOptions> = {};
+  const set = (k: keyof MessageOptions, v: boolean | undefined) => {
+    if (v !== undefined) o[k] = v;
+  };
+  set("inlineCss", flag(b.inlinizecss));
+  set("trackClicks", flag(b.clicktracking));
+  set("trackOpens", flag(b.openstracking));
+  set("trackBounces", flag(b.bouncetracking));
+  return o;
+}
+
+const STRUCTURED = ["from", "to", "cc", "bcc", "subject", "text", "html", "headers", "attachments"] as const;
+
+/** Validated fields → a submission. `hostname` names composed messages' Message-IDs. */
+export async function normalizeSend(b: SendBody, hostname: string): Promise<SendRequest> {
+  if (b.envelope === undefined || b.envelope.trim() === "") throw bad("envelope", "envelope (the envelope sender) is required");
+  const envelopeFrom = noControl("envelope", b.envelope).trim();
+  if (!isMailbox(envelopeFrom)) throw bad("envelope", `envelope: ${JSON.stringify(envelopeFrom)} is not a valid email address`);
+  const explicit = mailboxesOf("recipient", b.recipient).map((m) => m.address);
+  if (b.recipient !== undefined && explicit.length === 0) throw bad("recipient", "recipient is empty");
+
+  let raw: Buffer;
+  let recipients: string[];
+  if (b.body !== undefined) {
+    const extra = STRUCTURED.find((f) => b[f] !== undefined);
+    if (extra) throw bad(extra, `give either body (a MIME message) or structured fields, not both (${extra})`);
+    raw = typeof b.body === "string" ? Buffer.from(b.body, "utf8") : Buffer.from(await b.body.arrayBuffer());
+    if (raw.length === 0) throw bad("body", "body is empty");
+    recipients = explicit.length ? explicit : recipientsFromMime(raw);
+  } else {
+    const s = await structured(b, envelopeFrom);
+    if (!s.hasContent) throw bad("body", "give body (a MIME message) or structured fields (from, to, subject, text, html, attachments)");
+    raw = await composeMessage(s.input, hostname);
+    recipients = explicit.length ? explicit : [...s.input.to, ...s.input.cc, ...s.input.bcc].map((m) => m.address);
+  }
+  if (recipients.length === 0) {
+    throw bad("recipient", "no recipient: give recipient, or To/Cc/Bcc addresses in the message");
+  }
+  return { envelopeFrom, recipients, raw, options: optionsOf(b) };
+}
+
+/** The idempotency key from the field or the Idempotency-Key header, checked. */
+export function idempotencyKeyOf(key: string | undefined): string | undefined {
+  if (key === undefined) return undefined;
+  if (key.length === 0 || key.length > 255 || /[\x00-\x1f\x7f]/.test(key)) {
+    throw bad("idempotency_key", "idempotency_key must be 1 to 255 characters without control characters");
+  }
+  return key;
+}
+
+/** To, Cc and Bcc of a MIME message (every occurrence); Bcc is removed by intake before storing. */
+export function recipientsFromMime(raw: Buffer): string[] {
+  const { headers } = splitMessage(raw.includes("\r\n") ? raw : Buffer.from(raw.toString("latin1").replace(/\r?\n/g, "\r\n"), "latin1"));
+  if (headers.length === 0 || headers.some((h) => h.name === "" || /\s/.test(h.name))) {
+    throw bad("body", "body is not a MIME message: no valid header block");
+  }
+  const out: string[] = [];
+  for (const h of headers) {
+    const name = h.name.toLowerCase();
+    if (name !== "to" && name !== "cc" && name !== "bcc") continue;
+    const value = Buffer.from(h.raw.slice(h.raw.indexOf(":") + 1).replace(/\r\n/g, ""), "latin1").toString("utf8");
+    for (const a of addressparser(value, { flatten: true })) {
+      if (a.address && isMailbox(a.address)) out.push(a.address);
+    }
+  }
+  return out;
+}
+
+interface Structured {
+  input: ComposeInput;
+  hasContent: boolean;
+}
+
+async function structured(b: SendBody, envelopeFrom: string): Promise<Structured> {
+  let from: Mailbox = { address: envelopeFrom };
+  if (b.from !== undefined) {
+    const list = mailboxesOf("from", b.from);
+    if (list.length !== 1) throw bad("from", "from must be exactly one address");
+    from = list[0]!;
+  }
+  const subject = b.subject === undefined ? undefined : noControl("subject", b.subject);
+  const attachments = await attachmentsOf(b.attachments);
+  const input: ComposeInput = {
+    from,
+    to: mailboxesOf("to", b.to),
+    cc: mailboxesOf("cc", b.cc),
+    bcc: mailboxesOf("bcc", b.bcc),
+    subject,
+    text: b.text,
+    html: b.html,
+    headers: headersOf(b.headers),
+    attachments,
+  };
+  const hasContent = [b.from, b.to, b.cc, b.bcc, b.subject, b.text, b.html].some((v) => v !== undefined) || attachments.length > 0;
+  return { input, hasContent };
+}
+
+const HEADER_NAME = /^[!-9;-~]+$/; // printable ASCII except ':' (RFC 5322 ftext)
+
+function headersOf(h: SendBody["headers"]): { name: string; value: string }[] {
+  if (h === undefined) return [];
+  const pairs: { name: string; value: string; field: string }[] = [];
+  if (Array.isArray(h)) {
+    h.forEach((item, i) => {
+      const field = `headers[${i}]`;
+      if (typeof item === "string") {
+        const colon = item.indexOf(":");
+        if (colon <= 0) throw bad(field, `${field} must look like "Name: value"`);
+        pairs.push({ name: item.slice(0, colon).trim(), value: item.slice(colon + 1).trim(), field });
+      } else {
+        pairs.push({ name: item.name, value: item.value, field });
+      }
+    });
+  } else {
+    for (const [name, v] of Object.entries(h)) {
+      for (const value of Array.isArray(v) ? v : [v]) pairs.push({ name, value, field: `headers.${name}` });
+    }
+  }
+  return pairs.map(({ name, value, field }) => {
+    noControl(field, name);
+    noControl(field, value);
+    if (!HEADER_NAME.test(name)) throw bad(field, `${field}: ${JSON.stringify(name)} is not a valid header name`);
+    if (RESERVED_HEADERS.has(name.toLowerCase())) throw bad(field, `${field}: ${name} is set by outpost, not by the request`);
+    return { name, value };
+  });
+}
+
+const BASE64 = /^[A-Za-z0-9+/_\-\s]*={0,2}\s*$/;
+
+/** JSON attachments carry base64; multipart file parts carry their bytes, name and type. */
+async function attachmentsOf(list: SendBody["attachments"]): Promise<ComposeAttachment[]> {
+  if (list === undefined) return [];
+  return await Promise.all(
+    list.map(async (a, i): Promise<ComposeAttachment> => {
+      const field = `attachments[${i}]`;
+      if (a instanceof Blob) {
+        return {
+          filename: a instanceof File && a.name ? noControl(`${field}.filename`, a.name) : undefined,
+          content: Buffer.from(await a.arrayBuffer()),
+          contentType: a.type ? noControl(`${field}.content_type`, a.type.split(";")[0]!.trim()) : undefined,
+        };
+      }
+      if (!BASE64.test(a.content)) throw bad(`${field}.content`, `${field}.content must be base64`);
+      for (const k of ["filename", "content_type", "cid"] as const) {
+        const v = a[k];
+        if (v !== undefined) noControl(`${field}.${k}`, v);
+      }
+      return { filename: a.filename, content: Buffer.from(a.content, "base64"), contentType: a.content_type, cid: a.cid };
+    }),
+  );
+}

@@ -1,0 +1,190 @@
+/**
+ * @module api/send/read — reads a POST /v1/send body (JSON, urlencoded or multipart) into one object with
+ * canonical field names: case-insensitive, aliases resolved, repeated form fields collected, JSON in form
+ * fields decoded. Types are checked afterwards by the route schema, meaning by send/normalize.
+ */
+import { ApiError } from "../../mail/errors.ts";
+
+/** Every accepted name (lower case) → its canonical field. */
+const ALIASES: Record<string, string> = {
+  envelope: "envelope",
+  recipient: "recipient",
+  recipients: "recipient",
+  body: "body",
+  mime: "body",
+  from: "from",
+  to: "to",
+  cc: "cc",
+  bcc: "bcc",
+  subject: "subject",
+  text: "text",
+  html: "html",
+  headers: "headers",
+  attachments: "attachments",
+  attachment: "attachments",
+  inlinizecss: "inlinizecss",
+  inlinecss: "inlinizecss",
+  inlineizecss: "inlinizecss",
+  clicktracking: "clicktracking",
+  trackclicks: "clicktracking",
+  openstracking: "openstracking",
+  trackopens: "openstracking",
+  bouncetracking: "bouncetracking",
+  trackbounces: "bouncetracking",
+  idempotency_key: "idempotency_key",
+  idempotencykey: "idempotency_key",
+};
+
+/** Fields that collect every value given (several names, repeated form fields). */
+const LIST_FIELDS = new Set(["recipient", "to", "cc", "bcc", "attachments"]);
+const FLAG_FIELDS = new Set(["inlinizecss", "clicktracking", "openstracking", "bouncetracking"]);
+
+const ATTACHMENT_KEYS: Record<string, string> = {
+  filename: "filename",
+  name: "filename",
+  content: "content",
+  content_type: "content_type",
+  contenttype: "content_type",
+  "content-type": "content_type",
+  type: "content_type",
+  cid: "cid",
+  content_id: "cid",
+  contentid: "cid",
+};
+
+export type Fields = Record<string, unknown>;
+
+const bad = (message: string, field: string | null = null) => new ApiError(400, "invalid_request", message, field ?? undefined);
+
+function canonicalName(name: string): string {
+  const canon = ALIASES[name.toLowerCase()];
+  if (!canon) throw bad(`unknown field ${JSON.stringify(name)}`, name);
+  return canon;
+}
+
+export type BodyKind = "json" | "urlencoded" | "multipart";
+
+/** The body kind of a Content-Type, or null when /v1/send does not take it. */
+export function bodyKind(contentType: string | null): BodyKind | null {
+  const ct = (contentType ?? "").split(";", 1)[0]!.trim().toLowerCase();
+  if (ct === "application/json" || ct.endsWith("+json")) return "json";
+  if (ct === "application/x-www-form-urlencoded") return "urlencoded";
+  if (ct === "multipart/form-data") return "multipart";
+  return null;
+}
+
+export async function readSendFields(request: Request): Promise<Fields> {
+  const kind = bodyKind(request.headers.get("content-type"));
+  switch (kind) {
+    case "json":
+      return fromJson(await request.text());
+    case "urlencoded":
+      return fromForm(new URLSearchParams(await request.text()).entries());
+    case "multipart": {
+      let form: Awaited<ReturnType<Request["formData"]>>;
+      try {
+        form = await request.formData();
+      } catch (e) {
+        throw bad(`malformed multipart body: ${e instanceof Error ? e.message : String(e)}`);
+      }
+      return fromForm(form.entries());
+    }
+    default:
+      throw bad("Content-Type must be application/json, application/x-www-form-urlencoded or multipart/form-data");
+  }
+}
+
+export function fromJson(text: string): Fields {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    throw bad(text.trim() === "" ? "the request body is empty" : `malformed JSON: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw bad("the JSON body must be an object");
+  const out: Fields = {};
+  for (const [name, value] of Object.entries(parsed)) {
+    const field = canonicalName(name);
+    if (LIST_FIELDS.has(field)) {
+      const items = Array.isArray(value) ? value : [value];
+      append(out, field, field === "attachments" ? items.map((a, i) => attachmentObject(a, i)) : items);
+    } else {
+      if (field in out) throw bad(`field ${field} is given more than once`, field);
+      out[field] = FLAG_FIELDS.has(field) && typeof value === "string" ? value.trim().toLowerCase() : value;
+    }
+  }
+  return out;
+}
+
+export function fromForm(entries: Iterable<[string, string | File]>): Fields {
+  const out: Fields = {};
+  let attachmentIndex = 0;
+  for (const [rawName, value] of entries) {
+    // PHP-style "recipient[]" is the same field as "recipient"
+    const field = canonicalName(rawName.endsWith("[]") ? rawName.slice(0, -2) : rawName);
+    if (typeof value !== "string") {
+      if (field === "attachments") append(out, field, [value]);
+      else if (field === "body") setOnce(out, field, value);
+      else throw bad(`field ${field} cannot be a file`, field);
+      attachmentIndex += field === "attachments" ? 1 : 0;
+      continue;
+    }
+    if (field === "attachments") {
+      const items = decodeJsonField(value, field);
+      const list = Array.isArray(items) ? items : [items];
+      append(out, field, list.map((a) => attachmentObject(a, attachmentIndex++)));
+    } else if (field === "headers") {
+      append(out, field, formHeaders(value));
+    } else if (LIST_FIELDS.has(field)) {
+      append(out, field, [value]);
+    } else {
+      setOnce(out, field, FLAG_FIELDS.has(field) ? value.trim().toLowerCase() : value);
+    }
+  }
+  return out;
+}
+
+function append(out: Fields, field: string, items: unknown[]): void {
+  const list = (out[field] ??= []) as unknown[];
+  list.push(...items);
+}
+
+function setOnce(out: Fields, field: string, value: unknown): void {
+  if (field in out) throw bad(`field ${field} is given more than once`, field);
+  out[field] = value;
+}
+
+function decodeJsonField(value: string, field: string): unknown {
+  try {
+    return JSON.parse(value);
+  } catch {
+    throw bad(`field ${field} must be JSON in a form`, field);
+  }
+}
+
+/** In a form, `headers` is JSON ({"Name":"value"} or a list) or one "Name: value" per field. */
+function formHeaders(value: string): unknown[] {
+  const v = value.trimStart();
+  if (v.startsWith("{") || v.startsWith("[")) {
+    const parsed = decodeJsonField(v, "headers");
+    if (Array.isArray(parsed)) return parsed;
+    if (parsed && typeof parsed === "object") {
+      return Object.entries(parsed).flatMap(([name, val]) => (Array.isArray(val) ? val : [val]).map((one) => ({ name, value: one })));
+    }
+    throw bad("field headers must be an object or a list", "headers");
+  }
+  return [value];
+}
+
+/** Attachment keys are case-insensitive too; unknown keys are an error, not silently dropped. */
+function attachmentObject(a: unknown, index: number): unknown {
+  if (a === null || typeof a !== "object" || Array.isArray(a) || a instanceof Blob) return a;
+  const out: Fields = {};
+  for (const [k, v] of Object.entries(a)) {
+    const key = ATTACHMENT_KEYS[k.toLowerCase()];
+    if (!key) throw bad(`unknown attachment field ${JSON.stringify(k)}`, `attachments[${index}].${k}`);
+    if (key in out) throw bad(`attachment field ${key} is given more than once`, `attachments[${index}].${key}`);
+    out[key] = v;
+  }
+  return out;
+}

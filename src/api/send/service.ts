@@ -1,0 +1,81 @@
+/**
+ * @module api/send/service — one send: replay an idempotent repeat, else normalize the fields and hand the
+ * message to intake (which answers after the commit). Knows nothing of HTTP.
+ */
+import type { Intake } from "../../intake/accept.ts";
+import { IntakeError } from "../../intake/policy.ts";
+import type { EnqueuedMessage } from "../../queue/enqueue.ts";
+import type { MessageView, QueueInspector } from "../../queue/inspect.ts";
+import type { Principal } from "../auth.ts";
+import type { SendBody } from "./model.ts";
+import { idempotencyKeyOf, normalizeSend } from "./normalize.ts";
+
+/** How long an idempotency key holds: a repeat after this is a new message. */
+export const IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
+
+export interface SendOutcome {
+  result: EnqueuedMessage;
+  /** true when this is the stored answer to an earlier request with the same idempotency key */
+  replayed: boolean;
+}
+
+export class SendService {
+  constructor(
+    private intake: Intake,
+    private inspector: QueueInspector,
+    private hostname: string,
+    private now: () => number = Date.now,
+  ) {}
+
+  /** `clientIp` goes into the Received line, as SMTP intake writes one for its clients. */
+  async send(who: Principal, fields: SendBody, idempotencyHeader: string | null, clientIp: string | null = null): Promise<SendOutcome> {
+    const key = idempotencyKeyOf(fields.idempotency_key ?? idempotencyHeader ?? undefined);
+    let storeKey = key;
+    if (key !== undefined) {
+      const earlier = this.inspector.findByIdempotencyKey(who.userId, key);
+      if (earlier && this.now() - earlier.createdAt < IDEMPOTENCY_WINDOW_MS) return { result: answerOf(earlier), replayed: true };
+      // the key is taken by a message older than the window (unique index): this one is new and goes without it
+      if (earlier) storeKey = undefined;
+    }
+    const req = await normalizeSend(fields, this.hostname);
+    try {
+      const result = await this.intake.accept({
+        userId: who.userId,
+        allowedDomains: who.allowedDomains,
+        envelopeFrom: req.envelopeFrom,
+        recipients: req.recipients,
+        raw: Buffer.concat([receivedHeader(clientIp, this.hostname, new Date(this.now())), req.raw]),
+        source: "api",
+        options: req.options,
+        idempotencyKey: storeKey,
+      });
+      return { result, replayed: false };
+    } catch (e) {
+      // two requests with one key raced past the look-up: the unique index let only the first in
+      if (storeKey !== undefined && isIdempotencyConflict(e)) {
+        const first = this.inspector.findByIdempotencyKey(who.userId, storeKey);
+        if (first) return { result: answerOf(first), replayed: true };
+      }
+      throw e;
+    }
+  }
+}
+
+/** The 202 body the first request got: recipients were then queued, or suppressed. */
+function answerOf(m: MessageView): EnqueuedMessage {
+  return {
+    id: m.id,
+    recipients: m.recipients.map((r) => ({ address: r.address, id: r.id, status: r.status === "suppressed" ? "suppressed" : "queued" })),
+  };
+}
+
+function isIdempotencyConflict(e: unknown): boolean {
+  if (!(e instanceof IntakeError) || !(e.cause instanceof Error)) return false;
+  return /UNIQUE constraint failed: messages\.user_id, messages\.idempotency_key/.test(e.cause.message);
+}
+
+/** RFC 5321 §4.4-style trace line for an HTTP submission; it also lets the DSN rules count hops. */
+export function receivedHeader(clientIp: string | null, hostname: string, now: Date): Buffer {
+  const from = clientIp && /^[0-9A-Fa-f:.]+$/.test(clientIp) ? `from [${clientIp}] ` : "";
+  return Buffer.from(`Received: ${from}by ${hostname} (outpost) with HTTP;\r\n\t${now.toUTCString().replace("GMT", "+0000")}\r\n`, "latin1");
+}

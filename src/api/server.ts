@@ -1,0 +1,34 @@
+/** @module api/server — runs the API app on `[http] listen` as a runtime Service. */
+import type { Service } from "../runtime/start.ts";
+import { createApp, type ApiDeps } from "./app.ts";
+import { requestLimits } from "./context.ts";
+
+export interface HttpListener {
+  /** the bound port (useful when the config said port 0) */
+  port: number;
+  service: Service;
+}
+
+export function startHttp(deps: ApiDeps): HttpListener {
+  const { host, port } = deps.config.http.listen;
+  const limits = requestLimits(deps.config.smtp.max_message_size);
+  const app = createApp(deps).listen({
+    hostname: host,
+    port,
+    // also bounds bodies sent without Content-Length (chunked), which the guard cannot see in advance
+    maxRequestBodySize: Math.max(limits.json, limits.urlencoded, limits.multipart),
+  });
+  const server = app.server;
+  if (!server) throw new Error(`HTTP listener on ${host}:${port} did not start`);
+  deps.log.info("http_listening", { host, port: server.port });
+  return {
+    port: server.port ?? port,
+    service: {
+      name: "http",
+      // stop accepting; requests in flight finish (their commits included) before the store closes
+      stop: async () => {
+        await app.stop();
+      },
+    },
+  };
+}

@@ -1,0 +1,57 @@
+/** @module api/suppressions — GET/POST/DELETE /v1/suppressions: the instance's list of addresses never sent to. */
+import { Elysia, t } from "elysia";
+import { ApiError } from "../mail/errors.ts";
+import { addSuppression, listSuppressions, removeSuppression, type Suppression } from "../suppression/list.ts";
+import type { ApiContext } from "./context.ts";
+import { ErrorBody } from "./model.ts";
+import { isMailbox } from "./send/normalize.ts";
+
+const Entry = t.Object({
+  address: t.String(),
+  reason: t.String({ description: "manual, hard_bounce or complaint" }),
+  created_at: t.String({ format: "date-time" }),
+});
+
+const render = (s: Suppression) => ({ address: s.address, reason: s.reason, created_at: new Date(s.createdAt).toISOString() });
+
+function checkedAddress(address: string): string {
+  const a = address.trim();
+  if (/[\r\n\0]/.test(a) || !isMailbox(a)) throw new ApiError(400, "invalid_request", `${JSON.stringify(address)} is not a valid email address`, "address");
+  return a;
+}
+
+export function suppressionRoutes(ctx: ApiContext) {
+  const db = ctx.store.db;
+  const find = (address: string) => listSuppressions(db).find((s) => s.address === address.toLowerCase());
+  return new Elysia()
+    .get("/v1/suppressions", () => ({ suppressions: listSuppressions(db).map(render) }), {
+      response: { 200: t.Object({ suppressions: t.Array(Entry) }), 401: ErrorBody, 429: ErrorBody },
+      detail: { tags: ["suppressions"], summary: "List suppressed addresses" },
+    })
+    .post(
+      "/v1/suppressions",
+      ({ body, status }) => {
+        const address = checkedAddress(body.address);
+        const added = addSuppression(db, address, "manual");
+        const entry = find(address);
+        return status(added ? 201 : 200, entry ? render(entry) : { address: address.toLowerCase(), reason: "manual", created_at: new Date().toISOString() });
+      },
+      {
+        body: t.Object({ address: t.String({ description: "the address to stop sending to" }) }),
+        response: { 200: Entry, 201: Entry, 400: ErrorBody, 401: ErrorBody, 429: ErrorBody },
+        detail: { tags: ["suppressions"], summary: "Suppress an address (201 when added, 200 when it already was)" },
+      },
+    )
+    .delete(
+      "/v1/suppressions/:address",
+      ({ params, status }) => {
+        if (!removeSuppression(db, params.address)) throw new ApiError(404, "not_found", `${params.address} is not suppressed`, "address");
+        return status(204, undefined);
+      },
+      {
+        params: t.Object({ address: t.String({ description: "the suppressed address (URL-encoded)" }) }),
+        response: { 204: t.Void(), 401: ErrorBody, 404: ErrorBody, 429: ErrorBody },
+        detail: { tags: ["suppressions"], summary: "Remove an address from the suppression list" },
+      },
+    );
+}

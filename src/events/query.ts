@@ -1,0 +1,116 @@
+/**
+ * @module events/query — reads the event log: a user's events page by page (cursor = event id), and one
+ * message's history per recipient. Renders SPEC's EVENT shape, which webhooks should share.
+ */
+import type { Database, Statement } from "bun:sqlite";
+import type { EventType } from "../config/schema.ts";
+import type { UserId } from "../mail/ids.ts";
+
+/** SPEC's EVENT: `{id, type, time (RFC 3339 UTC), message_id, recipient, details}`. */
+export interface EventJson {
+  id: string;
+  type: EventType;
+  time: string;
+  message_id: string;
+  recipient: string | null;
+  details: Record<string, unknown>;
+}
+
+export interface EventRow {
+  id: number;
+  type: string;
+  time: number;
+  message_id: string;
+  recipient_id: string | null;
+  recipient: string | null;
+  details: string;
+}
+
+export interface EventPage {
+  events: EventJson[];
+  /** pass as `since` to continue; unchanged when the page is empty, so a poller never skips or repeats */
+  nextCursor: string;
+}
+
+export interface PageQuery {
+  userId: UserId;
+  /** the last cursor seen; "" or "0" starts at the oldest event */
+  since: string;
+  /** only these types; empty = all */
+  types: readonly EventType[];
+  limit: number;
+}
+
+export const MAX_PAGE = 1000;
+
+export function renderEvent(row: EventRow): EventJson {
+  let details: Record<string, unknown>;
+  try {
+    details = JSON.parse(row.details) as Record<string, unknown>;
+  } catch {
+    details = {};
+  }
+  return {
+    id: String(row.id),
+    type: row.type as EventType,
+    time: new Date(row.time).toISOString(),
+    message_id: row.message_id,
+    recipient: row.recipient,
+    details,
+  };
+}
+
+/** A cursor is the decimal id of the last event seen. Returns null for anything else. */
+export function parseCursor(since: string): number | null {
+  if (since === "") return 0;
+  if (!/^\d{1,15}$/.test(since)) return null;
+  return Number(since);
+}
+
+const COLUMNS = "id, type, time, message_id, recipient_id, recipient, details";
+
+export class EventQuery {
+  private page: Statement<EventRow, [number, number, number]>;
+  private ofMessage: Statement<EventRow, [string]>;
+
+  constructor(private sqlite: Database) {
+    // events_user (user_id, id) serves this directly: seek to the cursor, read forward
+    this.page = sqlite.prepare(`SELECT ${COLUMNS} FROM events WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?`);
+    this.ofMessage = sqlite.prepare(`SELECT ${COLUMNS} FROM events WHERE message_id = ? ORDER BY id`);
+  }
+
+  /**
+   * The user's events after `since`, oldest first. Event ids grow in commit order (one writer), so a
+   * reader that resumes from the last id it saw never misses a later commit.
+   */
+  pageFor(q: PageQuery): EventPage {
+    const after = parseCursor(q.since);
+    if (after === null) throw new RangeError(`invalid cursor ${JSON.stringify(q.since)}`);
+    const limit = Math.max(1, Math.min(MAX_PAGE, Math.floor(q.limit)));
+    const rows = q.types.length === 0 ? this.page.all(q.userId, after, limit) : this.filtered(q.userId, after, q.types, limit);
+    const last = rows[rows.length - 1];
+    return { events: rows.map(renderEvent), nextCursor: last ? String(last.id) : q.since === "" ? "0" : q.since };
+  }
+
+  /** Every event of one message, grouped by recipient id (events without a recipient are left out). */
+  historyOf(messageId: string): Map<string, EventJson[]> {
+    const byRecipient = new Map<string, EventJson[]>();
+    for (const row of this.ofMessage.all(messageId)) {
+      if (row.recipient_id === null) continue;
+      let list = byRecipient.get(row.recipient_id);
+      if (!list) byRecipient.set(row.recipient_id, (list = []));
+      list.push(renderEvent(row));
+    }
+    return byRecipient;
+  }
+
+  private filtered(userId: UserId, after: number, types: readonly EventType[], limit: number): EventRow[] {
+    const marks = types.map(() => "?").join(",");
+    // the set of types is small and varies per call; sqlite caches the compiled statement by its text
+    return this.sqlite
+      .query<EventRow, (string | number)[]>(
+        `SELECT ${COLUMNS} FROM events WHERE user_id = ? AND id > ? AND type IN (${marks}) ORDER BY id LIMIT ?`,
+      )
+      .all(userId, after, ...types, limit);
+  }
+}

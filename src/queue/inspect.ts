@@ -1,0 +1,130 @@
+/**
+ * @module queue/inspect — read-only views of the queue: one message with its recipients, the message an
+ * idempotency key names, and the queue depth. Never writes; the API and `queue show` read through here.
+ */
+import type { Database, Statement } from "bun:sqlite";
+import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
+import type { MessageOptions, MessageSource, RecipientStatus } from "./enqueue.ts";
+
+export interface RecipientView {
+  id: RecipientId;
+  address: string;
+  status: RecipientStatus;
+  attempts: number;
+  /** ms since epoch */
+  nextAttemptAt: number;
+  lastReply: string | null;
+  lastStatus: string | null;
+  lastMx: string | null;
+  updatedAt: number;
+}
+
+export interface MessageView {
+  id: MessageId;
+  userId: UserId | null;
+  /** ms since epoch */
+  createdAt: number;
+  envelopeFrom: string;
+  subject: string;
+  size: number;
+  source: MessageSource;
+  options: MessageOptions;
+  recipients: RecipientView[];
+}
+
+interface MessageRow {
+  id: string;
+  user_id: number | null;
+  created_at: number;
+  envelope_from: string;
+  subject: string;
+  size: number;
+  source: string;
+  inline_css: number;
+  track_clicks: number;
+  track_opens: number;
+  track_bounces: number;
+}
+
+interface RecipientRow {
+  id: string;
+  address: string;
+  status: string;
+  attempts: number;
+  next_attempt_at: number;
+  last_reply: string | null;
+  last_status: string | null;
+  last_mx: string | null;
+  updated_at: number;
+}
+
+const MESSAGE_COLUMNS = `id, user_id, created_at, envelope_from, subject, size, source,
+  inline_css, track_clicks, track_opens, track_bounces`;
+
+/** Prepared once per store: these run on hot paths (every idempotent send, every status poll). */
+export class QueueInspector {
+  private byId: Statement<MessageRow, [string]>;
+  private byKey: Statement<MessageRow, [number, string]>;
+  private recipientsOf: Statement<RecipientRow, [string]>;
+  private depth: Statement<{ n: number }, []>;
+
+  constructor(sqlite: Database) {
+    // the body blob is left out on purpose: a status read must not drag megabytes of MIME along
+    this.byId = sqlite.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE id = ?`);
+    this.byKey = sqlite.prepare(
+      `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE user_id = ? AND idempotency_key = ? AND idempotency_key IS NOT NULL`,
+    );
+    this.recipientsOf = sqlite.prepare(
+      `SELECT id, address, status, attempts, next_attempt_at, last_reply, last_status, last_mx, updated_at
+       FROM recipients WHERE message_id = ? ORDER BY rowid`,
+    );
+    // same predicate as the partial index recipients_due, so SQLite counts from the index
+    this.depth = sqlite.prepare(`SELECT count(*) AS n FROM recipients WHERE status IN ('queued','deferred')`);
+  }
+
+  /** The message with its recipients in submission order, or null. */
+  getMessage(id: string): MessageView | null {
+    const row = this.byId.get(id);
+    return row ? this.view(row) : null;
+  }
+
+  /** The message this user stored under this idempotency key, or null. */
+  findByIdempotencyKey(userId: UserId, key: string): MessageView | null {
+    const row = this.byKey.get(userId, key);
+    return row ? this.view(row) : null;
+  }
+
+  /** Recipients still waiting for delivery (queued or deferred). */
+  queueDepth(): number {
+    return this.depth.get()?.n ?? 0;
+  }
+
+  private view(row: MessageRow): MessageView {
+    return {
+      id: row.id as MessageId,
+      userId: row.user_id as UserId | null,
+      createdAt: row.created_at,
+      envelopeFrom: row.envelope_from,
+      subject: row.subject,
+      size: row.size,
+      source: row.source as MessageSource,
+      options: {
+        inlineCss: row.inline_css === 1,
+        trackClicks: row.track_clicks === 1,
+        trackOpens: row.track_opens === 1,
+        trackBounces: row.track_bounces === 1,
+      },
+      recipients: this.recipientsOf.all(row.id).map((r) => ({
+        id: r.id as RecipientId,
+        address: r.address,
+        status: r.status as RecipientStatus,
+        attempts: r.attempts,
+        nextAttemptAt: r.next_attempt_at,
+        lastReply: r.last_reply,
+        lastStatus: r.last_status,
+        lastMx: r.last_mx,
+        updatedAt: r.updated_at,
+      })),
+    };
+  }
+}
