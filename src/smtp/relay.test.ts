@@ -1,0 +1,120 @@
+import { describe, expect, test } from "bun:test";
+import { checkAddress, decideRecipient, isSyntacticBounceToken, splitAddress, type RelayClient } from "./relay.ts";
+
+const anonymous: RelayClient = { authenticated: false, trusted: false };
+const authed: RelayClient = { authenticated: true, trusted: false };
+const trusted: RelayClient = { authenticated: false, trusted: true };
+const policy = { bounceDomain: "bounces.example.com" };
+
+/** [address, client, expected reply or "accept"/"bounce"] */
+const cases: Array<[string, RelayClient, string]> = [
+  // no relay for strangers, whatever the address looks like
+  ["user@gmail.com", anonymous, "554 5.7.1"],
+  ["user%gmail.com@bounces.example.com", anonymous, "550 5.1.1"],
+  ["gmail.com!user@bounces.example.com", anonymous, "550 5.1.1"],
+  ['"user@gmail.com"@bounces.example.com', anonymous, "550 5.1.1"],
+  ['"b+abc"@gmail.com', anonymous, "554 5.7.1"],
+  ["b+abc@gmail.com", anonymous, "554 5.7.1"],
+  ["user%bounces.example.com@gmail.com", anonymous, "554 5.7.1"],
+  ["user@bounces.example.com.gmail.com", anonymous, "554 5.7.1"],
+  ["user@sub.bounces.example.com", anonymous, "554 5.7.1"],
+  ["user@[127.0.0.1]", anonymous, "554 5.7.1"],
+  ["user@[IPv6:::1]", anonymous, "554 5.7.1"],
+  ["user@gmail.com@bounces.example.com", anonymous, "501 5.1.3"],
+  ["gmail.com!user", anonymous, "501 5.1.3"],
+  ["user", anonymous, "501 5.1.3"],
+  ["@bounces.example.com", anonymous, "501 5.1.3"],
+  ["user@", anonymous, "501 5.1.3"],
+  // the bounce domain: anyone may write, but only to what exists there
+  ["b+AbC_123-x.y=z@bounces.example.com", anonymous, "bounce"],
+  ["B+token@BOUNCES.EXAMPLE.COM", anonymous, "bounce"],
+  ["postmaster@bounces.example.com", anonymous, "bounce"],
+  ["Abuse@Bounces.Example.Com", anonymous, "bounce"],
+  ["postmaster", anonymous, "bounce"],
+  ["b+@bounces.example.com", anonymous, "550 5.1.1"],
+  ["b+to/ken@bounces.example.com", anonymous, "550 5.1.1"],
+  ["bx@bounces.example.com", anonymous, "550 5.1.1"],
+  ["info@bounces.example.com", anonymous, "550 5.1.1"],
+  ['"postmaster"@bounces.example.com', anonymous, "550 5.1.1"],
+  ["info@bounces.example.com", authed, "550 5.1.1"],
+  // authenticated users and trusted networks relay anywhere (the address is passed on as is)
+  ["user@gmail.com", authed, "accept"],
+  ["user@gmail.com", trusted, "accept"],
+  ["user%other.example@gmail.com", authed, "accept"],
+  ['"john..doe"@example.org', trusted, "accept"],
+  ["user@bücher.example", authed, "accept"],
+  ["user@[192.0.2.1]", authed, "accept"],
+  ["user@-bad.example", authed, "501 5.1.3"],
+  ["user@bad_domain.example", authed, "501 5.1.3"],
+  ["user@[999.1.1.1]", authed, "501 5.1.3"],
+];
+
+describe("decideRecipient", () => {
+  for (const [address, client, expected] of cases) {
+    const who = client.authenticated ? "an authenticated user" : client.trusted ? "a trusted network" : "an anonymous client";
+    test(`answers ${expected} to <${address}> from ${who}`, () => {
+      const v = decideRecipient(address, client, policy);
+      if (expected === "accept" || expected === "bounce") {
+        expect(v.ok).toBe(true);
+        if (v.ok) expect(v.kind).toBe(expected === "accept" ? "relay" : "bounce_domain");
+      } else {
+        expect(v.ok).toBe(false);
+        if (!v.ok) expect(`${v.error.code} ${v.error.enhanced}`).toBe(expected);
+      }
+    });
+  }
+
+  test("the domainless <postmaster> becomes postmaster at the bounce domain", () => {
+    const v = decideRecipient("PostMaster", anonymous, policy);
+    expect(v.ok && v.address).toBe("postmaster@bounces.example.com");
+  });
+
+  test("without a bounce domain, nothing is open to anonymous clients", () => {
+    const none = { bounceDomain: "" };
+    expect(decideRecipient("b+abc@bounces.example.com", anonymous, none).ok).toBe(false);
+    expect(decideRecipient("postmaster", anonymous, none).ok).toBe(false);
+  });
+
+  test("the bounce token check is a parameter: an invalid token is 550 5.1.1", () => {
+    const strict = { bounceDomain: "bounces.example.com", isValidBounceToken: (l: string) => l === "b+good" };
+    expect(decideRecipient("b+good@bounces.example.com", anonymous, strict).ok).toBe(true);
+    const bad = decideRecipient("b+forged@bounces.example.com", anonymous, strict);
+    expect(!bad.ok && bad.error.toString()).toStartWith("550 5.1.1");
+  });
+});
+
+describe("RFC 5321 lengths", () => {
+  const local64 = "a".repeat(64);
+  const label63 = "d".repeat(63);
+
+  test("accepts a 64-octet local part and refuses 65", () => {
+    expect(checkAddress(`${local64}@example.com`, "5.1.3")).toEqual({ local: local64, domain: "example.com" });
+    const e = checkAddress(`a${local64}@example.com`, "5.1.3");
+    expect(String(e)).toStartWith("501 5.1.3");
+  });
+
+  test("refuses a path over 256 octets, counting the angle brackets", () => {
+    const domain = [label63, label63, label63, "d".repeat(55)].join("."); // 247 octets
+    const ok = `abcdefg@${domain}`; // 255 + <> = 257
+    expect(String(checkAddress(ok, "5.1.3"))).toContain("path longer than 256");
+    expect(checkAddress(`abcdef@${domain}`, "5.1.3")).toHaveProperty("domain", domain);
+  });
+
+  test("counts octets, not characters (UTF-8 local parts under SMTPUTF8)", () => {
+    const e = checkAddress(`${"é".repeat(33)}@example.com`, "5.1.7"); // 66 octets
+    expect(String(e)).toStartWith("501 5.1.7");
+  });
+
+  test("a quoted local part may hold @ and spaces, an unquoted one may not", () => {
+    expect(splitAddress('"a@b c"@example.com')).toEqual({ local: '"a@b c"', domain: "example.com" });
+    expect(splitAddress("a@b@example.com")).toBeNull();
+    expect(splitAddress('"unterminated@example.com')).toBeNull();
+  });
+});
+
+test("isSyntacticBounceToken wants b+ and a token of URL-safe characters", () => {
+  expect(isSyntacticBounceToken("b+x1")).toBe(true);
+  expect(isSyntacticBounceToken("b+")).toBe(false);
+  expect(isSyntacticBounceToken("b+a b")).toBe(false);
+  expect(isSyntacticBounceToken("c+abc")).toBe(false);
+});

@@ -1,0 +1,152 @@
+/**
+ * Runs every test/dialogs/*.smtp file against one outpost over a raw socket.
+ *
+ * File format (one step a line; blank lines and `#` comments ignored):
+ *   > TEXT            send TEXT + CRLF (escapes: \r \n \0 \t \\ \xHH)
+ *   >> TEXT           send TEXT exactly, nothing appended (same escapes)
+ *   >repeat N TEXT    send TEXT + CRLF, N times
+ *   < REGEX           read the next whole reply; it must match (flag m: ^ and $ per line)
+ *   ~ REGEX           the reply just read must also match
+ *   !~ REGEX          the reply just read must NOT match
+ *   @client IP        (first line) connect from this local address (default 127.0.0.1)
+ *   @starttls         upgrade the socket to TLS (after the 220 to STARTTLS)
+ *   @reconnect        close and connect again from the same client address
+ *   @pause MS         wait (to split a write into separate TCP segments)
+ *   = closed          the server must close the connection
+ *   = queued SENDER N     (SENDER `<>` is the null sender) exactly N messages with this envelope sender are in the queue
+ *   = recipients SENDER N the one message from SENDER has N recipient rows
+ *   = body SENDER REGEX   the stored body of the one message from SENDER matches (latin1; escapes as above)
+ *   = nobody SENDER REGEX ... does not match
+ * After the last step nothing may be left unread: an extra reply means a command ran that should not have.
+ *
+ * Loopback: this listener treats only 127.0.0.1 as loopback, so a dialog with `@client 127.0.0.2`
+ * (or .3, .4 …) plays a remote client for auth_requires_tls. Each dialog uses its own client address
+ * where it can be blocked or counted, so dialogs do not disturb each other.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { CredentialChecker } from "../../src/auth/users.ts";
+import { startSmtp, type SmtpService } from "../../src/smtp/server.ts";
+import { addTestUser, messagesFrom, RawSmtp, recipientsOf, startOutpost, type Outpost } from "./fixture.ts";
+
+const DIALOGS = join(import.meta.dir, "..", "dialogs");
+
+const CONFIG = `
+[smtp]
+max_message_size = "4KB"
+max_recipients = 3
+max_connections_per_ip = 5
+auth_failures_before_block = 5
+auth_block_time = "10m"
+trusted_networks = ["127.0.0.9"]
+
+[tracking]
+bounce_domain = "bounces.outpost.test"
+`;
+
+let outpost: Outpost;
+let smtp: SmtpService;
+let port: number;
+
+beforeAll(async () => {
+  outpost = await startOutpost(CONFIG);
+  await addTestUser(outpost, "alice", "alice-secret-1");
+  await addTestUser(outpost, "shop", "shop-secret-1", ["shop.example"]);
+  smtp = await startSmtp({
+    config: outpost.rt.config,
+    intake: outpost.rt.intake,
+    credentials: new CredentialChecker(outpost.rt.store.db),
+    log: outpost.rt.log,
+    isLoopback: (ip) => ip === "127.0.0.1",
+    closeTimeoutMs: 500,
+  });
+  port = smtp.addresses()[0]!.port;
+});
+
+afterAll(async () => {
+  await smtp?.stop();
+  await outpost?.stop();
+});
+
+function unescape(s: string): string {
+  return s.replace(/\\(x[0-9a-fA-F]{2}|[rn0t\\])/g, (_m, e: string) =>
+    e.startsWith("x") ? String.fromCharCode(parseInt(e.slice(1), 16)) : ({ r: "\r", n: "\n", "0": "\0", t: "\t", "\\": "\\" } as Record<string, string>)[e]!,
+  );
+}
+
+async function runDialog(text: string, transcript: string[]): Promise<void> {
+  const lines = text.split("\n");
+  const client = lines[0]?.match(/^@client (\S+)/)?.[1] ?? "127.0.0.1";
+  let conn = await RawSmtp.connect(port, { localAddress: client });
+  let last = "";
+  try {
+    for (const [i, raw] of lines.entries()) {
+      const line = raw.replace(/\r$/, "");
+      if (line.trim() === "" || line.startsWith("#") || line.startsWith("@client")) continue;
+      const where = `line ${i + 1}: ${line}`;
+      const [, op = "", rest = ""] = line.match(/^(>repeat|>>|>|<|!~|~|@\w+|=)\s?(.*)$/) ?? [];
+      transcript.push(line);
+      if (op === ">") conn.write(unescape(rest) + "\r\n");
+      else if (op === ">>") conn.write(unescape(rest));
+      else if (op === ">repeat") {
+        const [, n = "0", t = ""] = rest.match(/^(\d+) (.*)$/) ?? [];
+        conn.write((unescape(t) + "\r\n").repeat(Number(n)));
+      } else if (op === "<") {
+        last = await conn.reply();
+        transcript.push(`  got: ${JSON.stringify(last)}`);
+        expect(last, where).toMatch(new RegExp(rest, "m"));
+      } else if (op === "~") expect(last, where).toMatch(new RegExp(rest, "m"));
+      else if (op === "!~") expect(last, where).not.toMatch(new RegExp(rest, "m"));
+      else if (op === "@starttls") await conn.starttls();
+      else if (op === "@pause") await Bun.sleep(Number(rest));
+      else if (op === "@reconnect") {
+        conn.close();
+        conn = await RawSmtp.connect(port, { localAddress: client });
+      } else if (op === "=") check(rest, conn, where);
+      else throw new Error(`unknown step at ${where}`);
+      if (op === "=" && rest === "closed") expect(await conn.waitClosed(), where).toBe(true);
+    }
+    await Bun.sleep(50); // let a reply that should not exist arrive
+    expect(conn.unread(), "replies nobody asked for (a smuggled command ran?)").toBe("");
+  } finally {
+    conn.close();
+  }
+}
+
+function check(rest: string, _conn: RawSmtp, where: string): void {
+  const [, kind = "", sender = "", arg = ""] = rest.match(/^(\S+)(?: (\S+))?(?: (.*))?$/) ?? [];
+  if (kind === "closed") return;
+  const rows = messagesFrom(outpost, sender === "<>" ? "" : sender);
+  if (kind === "queued") expect(rows.length, where).toBe(Number(arg));
+  else if (kind === "recipients") {
+    expect(rows.length, where).toBe(1);
+    expect(recipientsOf(outpost, rows[0]!.id).length, where).toBe(Number(arg));
+  } else if (kind === "body" || kind === "nobody") {
+    expect(rows.length, where).toBe(1);
+    const body = Buffer.from(rows[0]!.body).toString("latin1");
+    const re = new RegExp(unescape(arg));
+    if (kind === "body") expect(body, where).toMatch(re);
+    else expect(body, where).not.toMatch(re);
+  } else throw new Error(`unknown check at ${where}`);
+}
+
+describe("SMTP dialogs", () => {
+  const files = readdirSync(DIALOGS).filter((f) => f.endsWith(".smtp")).sort();
+  test("there are dialog files to run", () => expect(files.length).toBeGreaterThan(10));
+  for (const file of files) {
+    const text = readFileSync(join(DIALOGS, file), "utf8");
+    const title = text.match(/^# (.*)$/m)?.[1] ?? file;
+    test(`${file}: ${title}`, async () => {
+      const transcript: string[] = [];
+      const logsBefore = outpost.logs.length;
+      try {
+        await runDialog(text, transcript);
+      } catch (e) {
+        console.error(`--- ${file} transcript ---\n${transcript.join("\n")}\n--- log tail ---`);
+        for (const l of outpost.logs.slice(logsBefore).slice(-15)) console.error(JSON.stringify(l));
+        throw e;
+      }
+    });
+  }
+});
