@@ -4,6 +4,9 @@
  * next time its scheduler looks at the queue.
  */
 import { UsageError } from "../mail/errors.ts";
+import type { Rate } from "../config/schema.ts";
+import { readThrottleSnapshot } from "../delivery/service.ts";
+import type { DestinationSnapshot } from "../delivery/throttle.ts";
 import { QueueAdmin, type MessageView, type RecipientView } from "../queue/admin.ts";
 import { isoTime, parseArgs, table } from "./args.ts";
 import { openContext, print, printJson } from "./context.ts";
@@ -28,13 +31,16 @@ export async function queueCommand(argv: string[]): Promise<number> {
   if (wantsId && !id) throw new UsageError(`queue ${sub} needs a message id${sub === "retry" ? " or --all" : ""}`);
   if (!wantsId && id) throw new UsageError(`unexpected argument ${id}`);
   if (!["list", "show", "retry", "delete", "flush"].includes(sub)) throw new UsageError(`unknown command queue ${sub}\n${QUEUE_USAGE}`);
-  const { store } = openContext(args);
+  const { store, config } = openContext(args);
   try {
     const admin = new QueueAdmin(store.sqlite);
     const json = args.flags.has("json");
     switch (sub) {
-      case "list":
-        return list(admin.listPending(), json);
+      case "list": {
+        const code = list(admin.listPending(), json);
+        if (!json) printThrottle(config.data_dir);
+        return code;
+      }
       case "show": {
         const m = admin.show(id!);
         if (!m) return unknown(id!);
@@ -93,6 +99,39 @@ function list(messages: MessageView[], json: boolean): number {
   print(table(rows));
   print(`-- ${plural(messages.length, "message")}, ${plural(count, "recipient")} pending`);
   return 0;
+}
+
+/** How long a published throttle snapshot stays believable (`serve` writes one every 5 s). */
+const THROTTLE_FRESH_MS = 30_000;
+
+/**
+ * The running server's throttle state (data_dir/throttle.json, published by delivery/service.ts), for the
+ * destinations that are not at full speed or have connections open. Printed only when it is fresh.
+ */
+function printThrottle(dataDir: string): void {
+  const snap = readThrottleSnapshot(dataDir);
+  const now = Date.now();
+  if (!snap || now - snap.time > THROTTLE_FRESH_MS) return;
+  const shown = snap.destinations.filter((d) => d.inUse > 0 || d.limit < d.max || d.backoffUntil || d.dead);
+  print("");
+  print(`delivery: ${snap.inUse} of ${snap.concurrency} connections in use (published by serve ${age(now - snap.time)} ago)`);
+  if (shown.length === 0) return;
+  print(table([
+    ["DESTINATION", "CONNECTIONS", "WINDOW", "RATE", "STATE"],
+    ...shown.map((d) => [d.key, String(d.inUse), `${d.limit}/${d.max}`, rate(d.rate), destState(d, now)]),
+  ]));
+}
+
+function destState(d: DestinationSnapshot, now: number): string {
+  if (d.dead) return `dead until ${isoTime(d.deadUntil)} (${d.consecutiveFailures} failed connections)`;
+  if (d.backoffUntil && d.backoffUntil > now) return `backing off until ${isoTime(d.backoffUntil)}`;
+  return d.limit < d.max ? "recovering" : "ok";
+}
+
+function rate(r: Rate | null): string {
+  if (!r) return "unlimited";
+  const unit = r.perMs === 1000 ? "s" : r.perMs === 60_000 ? "min" : r.perMs === 3_600_000 ? "h" : `${r.perMs}ms`;
+  return `${Math.round(r.count * 10) / 10}/${unit}`;
 }
 
 function showText(m: MessageView): string {

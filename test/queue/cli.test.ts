@@ -1,6 +1,6 @@
 /** `outpost queue …` as an operator runs it: a real process against a temp data dir with a populated queue. */
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
-import { writeFileSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { openStore, type Store } from "../../src/db/client.ts";
 import { EventRecorder } from "../../src/events/record.ts";
@@ -122,6 +122,32 @@ describe("outpost queue list", () => {
     expect(r.code).toBe(0);
     expect(r.out.trim()).toBe("queue is empty");
     expect(JSON.parse(outpost("queue", "list", "--json").out)).toEqual([]);
+  });
+});
+
+describe("outpost queue list with a running server", () => {
+  const throttleFile = () => join(dir.path, "data", "throttle.json");
+  const snapshot = (time: number) => ({
+    time, concurrency: 200, inUse: 3,
+    destinations: [
+      { key: "mx1.dest.test", limit: 2, max: 5, inUse: 2, rate: { count: 150, perMs: 60_000 }, backoffUntil: time + 60_000, dead: false, deadUntil: null, consecutiveFailures: 0 },
+      { key: "mx.idle.test", limit: 5, max: 5, inUse: 0, rate: null, backoffUntil: null, dead: false, deadUntil: null, consecutiveFailures: 0 },
+    ],
+  });
+
+  test("shows the throttle state serve published: reduced windows, rates and back-offs", () => {
+    writeFileSync(throttleFile(), JSON.stringify(snapshot(Date.now())));
+    const r = outpost("queue", "list");
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("delivery: 3 of 200 connections in use");
+    expect(r.out).toMatch(/mx1\.dest\.test\s+2\s+2\/5\s+150\/min\s+backing off until \d{4}-/);
+    expect(r.out).not.toContain("mx.idle.test");
+  });
+
+  test("ignores a stale snapshot left by a server that is no longer running", () => {
+    writeFileSync(throttleFile(), JSON.stringify(snapshot(Date.now() - 10 * MIN)));
+    expect(outpost("queue", "list").out).not.toContain("connections in use");
+    rmSync(throttleFile());
   });
 });
 
