@@ -194,11 +194,13 @@ export class DeliveryLoop {
     } catch {
       // the next loop turn logs a failing store
     }
-    if (next === null) return 30_000;
+    // while work is out, its settles and hand-backs move due times earlier than this sleep knew: look every second
+    const cap = this.active.size > 0 ? 1_000 : 30_000;
+    if (next === null) return cap;
     const ms = next - this.now();
     // rows due now that the claim left belong to excluded (busy or held) destinations: look again soon, not at once
     if (ms <= 0) return 1_000;
-    return Math.min(30_000, Math.max(10, ms));
+    return Math.min(cap, Math.max(10, ms));
   }
 
   private sleep(ms: number): Promise<void> {
