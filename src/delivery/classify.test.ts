@@ -62,6 +62,7 @@ describe("temporary problems that are not about our rate stay plain temporary", 
     [452, "4.2.2", "Mailbox full, try again later", "temporary"],
     [450, "4.2.1", "The user you are trying to contact is receiving mail too fast", "temporary"],
     [451, "4.3.0", "Local error in processing", "temporary"],
+    [451, "4.3.0", "Temporary local problem, please try again later", "temporary"],
     [450, "4.1.1", "Recipient address rejected: unverified address", "temporary"],
   ]);
 });

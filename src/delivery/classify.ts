@@ -54,7 +54,8 @@ export const TEMPORARY_RULES: readonly Rule[] = [
   },
   {
     name: "connection or rate limit in the text",
-    text: /too many (connections|concurrent|sessions|messages)|rate limit|ratelimit|rate-limit|throttl|slow down|exceeded .*(rate|limit)|server busy|try again later/i,
+    // not "try again later" on its own: outside 4.7.x, servers say it about any local trouble of theirs
+    text: /too many (connections|concurrent|sessions|messages)|rate limit|ratelimit|rate-limit|throttl|slow down|exceeded .*(rate|limit)|server busy/i,
     action: "throttle",
   },
 ];
