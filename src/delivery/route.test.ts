@@ -35,6 +35,7 @@ beforeAll(async () => {
     "brokenmx.test": { mx: [{ preference: 10, exchange: "mx.brokenmx.test" }] },
     "mx1.provider.test": { a: ["127.0.0.2"], aaaa: ["::1"] },
     "silent.test": { silent: true },
+    "xn--bcher-kva.test": { mx: [{ preference: 10, exchange: "mx.xn--bcher-kva.test" }] },
   });
   resolver = createResolver([{ host: "127.0.0.1", port: dns.port }], { timeoutMs: 300, tries: 1 });
 });
@@ -223,6 +224,23 @@ describe("MX routing", () => {
     expect((await r.route("flaky.test")).kind).toBe("temporary");
     dns.zones["flaky.test"] = { mx: [{ preference: 1, exchange: "mx.flaky.test" }] };
     expect(ok(await r.route("flaky.test")).key).toBe("mx.flaky.test");
+  });
+});
+
+describe("unusual domains", () => {
+  test("an IDN is looked up in its ASCII (punycode) form", async () => {
+    expect(ok(await router().route("b\u00fccher.test")).key).toBe("mx.xn--bcher-kva.test");
+  });
+
+  test("an address literal goes straight to that address on port 25", async () => {
+    const c = counting(resolver);
+    expect(ok(await router({ resolver: c.resolver }).route("[127.0.0.7]")).hosts).toEqual([{ host: "127.0.0.7", port: 25, preference: 0 }]);
+    expect(ok(await router({ resolver: c.resolver }).route("[IPv6:::1]")).hosts[0]!.host).toBe("::1");
+    expect(c.asked).toEqual([]);
+  });
+
+  test("a bracketed non-address is treated as a name and not found", async () => {
+    expect((await router().route("[not-an-ip]")).kind).not.toBe("ok");
   });
 });
 

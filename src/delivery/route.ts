@@ -6,9 +6,12 @@
  *   null MX "0 ." (RFC 7505)        → permanent 5.1.10
  *   no MX and no A/AAAA (NXDOMAIN)  → permanent 5.1.2 (Bun cannot tell NODATA from NXDOMAIN; both end here)
  *   SERVFAIL, timeout, refused      → temporary (the queue retries; DNS trouble never bounces)
+ * An address literal domain ("[192.0.2.1]") goes straight to that address; an IDN is looked up as punycode.
  * DNS answers are cached per domain for `cacheTtlMs`; the order among equal-preference hosts is drawn anew on
  * every call, so load spreads over them even while the answer is cached.
  */
+import { isIP } from "node:net";
+import { domainToASCII } from "node:url";
 import type { RouteConfig, TlsPolicy } from "../config/schema.ts";
 import { DnsError, normalizeHost, type MxRecord, type Resolver } from "./resolver.ts";
 import type { Destination, MxHost, RouteResult, Router } from "./types.ts";
@@ -54,9 +57,12 @@ export class MxRouter implements Router {
   }
 
   async route(domain: string): Promise<RouteResult> {
-    const name = normalizeHost(domain);
+    const literal = addressLiteral(domain);
+    // IDNs are looked up (and matched against routes) in their ASCII form
+    const name = literal ?? (domainToASCII(normalizeHost(domain)) || normalizeHost(domain));
     const route = matchRoute(this.routes, name);
     if (route) return { kind: "ok", destination: staticDestination(route) };
+    if (literal) return { kind: "ok", destination: { key: literal, hosts: [{ host: literal, port: MX_PORT, preference: 0 }], tls: this.tls, static: false } };
     let res: Resolution;
     try {
       res = await this.resolve(name);
@@ -98,6 +104,12 @@ export class MxRouter implements Router {
       this.cache.delete(first.value);
     }
   }
+}
+
+/** "[192.0.2.1]" or "[IPv6:2001:db8::1]" (RFC 5321 §4.1.3 address literals) → the address; else undefined. */
+export function addressLiteral(domain: string): string | undefined {
+  const m = /^\[(?:ipv6:)?([^\]]+)\]$/i.exec(domain.trim());
+  return m && isIP(m[1]!) ? m[1]!.toLowerCase() : undefined;
 }
 
 /** Exact domain beats "*.suffix" (longest suffix first), which beats "*". */

@@ -367,6 +367,47 @@ describe("SmtpTransport", () => {
     expect((err as ConnectFailure).message).toContain("535");
   });
 
+  test("a session the server closed while idle stops being usable", async () => {
+    const s = await mx("127.0.0.2");
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    await conn.send(message(["a@x.test"]));
+    expect(conn.usable).toBe(true);
+    await s.stop();
+    servers.splice(servers.indexOf(s), 1);
+    await waitUntil(() => !conn.usable);
+    const [r] = await conn.send(message(["b@x.test"]));
+    expect(r).toMatchObject({ outcome: "deferred", code: 0 });
+    await conn.close();
+  });
+
+  test("fake MX helper: counts concurrent sessions and answers 421 beyond maxConnections", async () => {
+    const s = await mx("127.0.0.2", { maxConnections: 2 });
+    const t = transport(s.port);
+    const conns = await Promise.all([t.connect(dest(["mx1.x.test"])), t.connect(dest(["mx1.x.test"]))]);
+    const third = await t.connect(dest(["mx1.x.test"])).catch((e: unknown) => e);
+    expect(third).toBeInstanceOf(ConnectFailure);
+    expect((third as ConnectFailure).throttleSignal).toBe(true);
+    expect((third as ConnectFailure).code).toBe(421);
+    await Promise.all(conns.map((c) => c.close()));
+    await waitUntil(() => s.open === 0);
+    expect(s.maxOpen).toBeGreaterThanOrEqual(2);
+    expect(s.connections).toBe(3);
+  });
+
+  test("fake MX helper: delayMs slows every reply, so sessions overlap", async () => {
+    const s = await mx("127.0.0.2", { delayMs: 150 });
+    const t = transport(s.port);
+    await Promise.all(
+      [1, 2, 3].map(async (i) => {
+        const c = await t.connect(dest(["mx1.x.test"]));
+        await c.send(message([`r${i}@x.test`]));
+        await c.close();
+      }),
+    );
+    expect(s.messages).toHaveLength(3);
+    expect(s.maxOpen).toBe(3);
+  });
+
   test("close() is safe to call twice and after the server went away", async () => {
     const s = await mx("127.0.0.2");
     const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
@@ -416,6 +457,14 @@ describe.skipIf(!existsSync(SMTP_SINK))("SmtpTransport against Postfix's smtp-si
     }
   });
 });
+
+async function waitUntil(fn: () => boolean, ms = 3000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!fn()) {
+    if (Date.now() > until) throw new Error("condition not met in time");
+    await Bun.sleep(10);
+  }
+}
 
 async function connectWhenListening(t: SmtpTransport) {
   const until = Date.now() + 5000;

@@ -86,7 +86,7 @@ export class SmtpTransport implements Transport {
       lastMx = h.host;
       let addresses: string[];
       try {
-        addresses = orderAddresses(await this.lookup(h.host));
+        addresses = orderAddresses(await within(this.lookup(h.host), this.t.connectMs, "address lookup timed out"));
       } catch (e) {
         failures.push(`${h.host}: address lookup failed (${errText(e)})`);
         continue;
@@ -154,9 +154,10 @@ export class SmtpTransport implements Transport {
 
   private async login(conn: SMTPConnection, ip: string, dest: Destination): Promise<void> {
     if (!conn.secure && !isLoopback(ip)) throw new Error("refusing to send AUTH credentials without TLS");
-    await new Promise<void>((resolve, reject) =>
+    const login = new Promise<void>((resolve, reject) =>
       conn.login({ user: dest.auth!.user, pass: dest.auth!.pass }, (err) => (err ? reject(err) : resolve())),
     );
+    await within(login, this.t.greetingMs, "no reply to AUTH in time");
   }
 }
 
@@ -203,7 +204,8 @@ export class SmtpSession implements Connection {
     if (refusal) return refusal;
     this.busy = true;
     try {
-      const end = await transact(this.conn, msg, this.mx, this.t.socketMs + this.t.greetingMs);
+      // the library's socket timeout catches a silent server; this bounds a server that trickles bytes forever
+      const end = await transact(this.conn, msg, this.mx, 3 * this.t.socketMs);
       this.sent++;
       if (end.session === "reset") await this.reset();
       else if (end.session === "close") this.drop();
@@ -275,6 +277,15 @@ function orderAddresses(list: string[]): string[] {
 
 function isLoopback(ip: string): boolean {
   return ip.startsWith("127.") || ip === "::1";
+}
+
+/** `p`, or a rejection with `what` after `ms`. */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(what)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
 function errText(e: unknown): string {

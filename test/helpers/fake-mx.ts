@@ -23,7 +23,8 @@
  *
  * Records: `messages` (accepted ones: envelope, raw bytes as received after un-dot-stuffing, TLS, EHLO name),
  * `transactions` (every DATA that reached the final dot, accepted or not), `rcptSeen` (every RCPT address),
- * `connections` (total accepted TCP sessions), `open` (now) and `maxOpen` (highest number of concurrent sessions).
+ * `connections` (TCP connections accepted, including those answered 421), `open` (TCP connections open now) and
+ * `maxOpen` (the most that were open at once).
  * Replies are given as "CODE text"; smtp-server writes them verbatim as "CODE text".
  */
 import type { Socket } from "node:net";
@@ -123,19 +124,13 @@ export async function startFakeMx(opts: FakeMxScript & { host?: string; port?: n
     allowInsecureAuth: true,
     // hideSTARTTLS only leaves it out of EHLO; a server "without STARTTLS" must also refuse the command
     disabledCommands: [...(script.auth ? [] : ["AUTH"]), ...(script.starttls ? [] : ["STARTTLS"])],
-    onConnect(session, cb) {
-      mx.connections++;
-      mx.open++;
-      mx.maxOpen = Math.max(mx.maxOpen, mx.open);
+    onConnect(_session, cb) {
       const g = mx.script.greeting421;
       if (g) return cb(new ReplyError(421, typeof g === "string" ? g : "4.7.0 too busy, try again later"));
       cb();
     },
     onSecure(_socket, _session, cb) {
       cb(mx.script.tlsFails ? new ReplyError(454, "4.7.0 TLS not available after all") : undefined);
-    },
-    onClose() {
-      mx.open--;
     },
     onAuth(auth, _session, cb) {
       const want = mx.script.auth;
@@ -179,7 +174,14 @@ export async function startFakeMx(opts: FakeMxScript & { host?: string; port?: n
   netServer.on("connection", (s: Socket) => {
     const key = `${s.remoteAddress}:${s.remotePort}`;
     sockets.set(key, s);
-    s.once("close", () => sockets.delete(key));
+    // counted per TCP connection, so refused ones (maxConnections, 421 greeting) count too: what a throttle test needs
+    mx.connections++;
+    mx.open++;
+    mx.maxOpen = Math.max(mx.maxOpen, mx.open);
+    s.once("close", () => {
+      sockets.delete(key);
+      mx.open--;
+    });
   });
   server.on("error", () => {}); // client resets are expected in these tests
   await new Promise<void>((resolve, reject) => {

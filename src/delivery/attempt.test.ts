@@ -1,0 +1,43 @@
+import { describe, expect, test } from "bun:test";
+import { has8bit, localReply, nonAscii, outcomeOf, parseReply } from "./attempt.ts";
+
+describe("parseReply and outcomeOf", () => {
+  test.each([
+    ["250 2.0.0 Ok: queued as 1234", 250, "2.0.0", "delivered"],
+    ["250 ok", 250, "2.0.0", "delivered"],
+    ["450 4.2.0 mailbox busy", 450, "4.2.0", "deferred"],
+    ["451 try later", 451, "4.0.0", "deferred"],
+    ["421 4.7.0 too many connections", 421, "4.7.0", "deferred"],
+    ["452 4.5.3 too many recipients", 452, "4.5.3", "deferred"],
+    ["550 5.1.1 <bad@x.test>: no such user", 550, "5.1.1", "bounced"],
+    ["554 5.7.1 rejected as spam", 554, "5.7.1", "bounced"],
+    ["552 5.3.4 message too big", 552, "5.3.4", "bounced"],
+    // an enhanced code whose class disagrees with the basic code is not trusted
+    ["550 4.1.1 confused server", 550, "5.0.0", "bounced"],
+    ["550-5.1.1 first line\n550 5.1.1 second line", 550, "5.1.1", "bounced"],
+    ["garbage", 0, "4.4.1", "deferred"],
+    ["354 go ahead", 354, "4.0.0", "deferred"],
+  ])("%j → %i %s %s", (raw, code, enhanced, outcome) => {
+    const r = parseReply(raw);
+    expect([r.code, r.enhanced, outcomeOf(r)]).toEqual([code, enhanced, outcome]);
+    expect(r.text).toBe(raw);
+  });
+
+  test("a local failure is deferred unless its enhanced code is permanent", () => {
+    expect(outcomeOf(localReply("socket closed"))).toBe("deferred");
+    expect(localReply("socket closed").code).toBe(0);
+    expect(outcomeOf(localReply("NUL byte", "5.6.0"))).toBe("bounced");
+  });
+});
+
+describe("what a message needs from the server", () => {
+  test("has8bit finds bytes ≥ 0x80 only", () => {
+    expect(has8bit(Buffer.from("plain ascii\r\n"))).toBe(false);
+    expect(has8bit(Buffer.from("caf\u00e9"))).toBe(true);
+  });
+
+  test("nonAscii spots internationalised addresses", () => {
+    expect(nonAscii("a@x.test")).toBe(false);
+    expect(nonAscii("j\u00f6rg@x.test")).toBe(true);
+  });
+});
