@@ -117,7 +117,7 @@ export class DeliveryLoop {
     const o = deps.options ?? {};
     this.o = {
       window: o.window ?? 2_000,
-      leaseMs: o.leaseMs ?? 30_000,
+      leaseMs: o.leaseMs ?? 20_000,
       idleMs: o.idleMs ?? 5_000,
       routeTtlMs: o.routeTtlMs ?? 60_000,
       backlogPerDestination: o.backlogPerDestination ?? 500,
