@@ -6,6 +6,9 @@ import { join } from "node:path";
 import { newMessageId, newRecipientId } from "../mail/ids.ts";
 import { silentLogger } from "../observe/log.ts";
 import { startFakeMx, type FakeMx, type FakeMxScript } from "../../test/helpers/fake-mx.ts";
+import { startDnsServer } from "../../test/helpers/dns-server.ts";
+import { createResolver, lookupVia } from "./resolver.ts";
+import { MxRouter } from "./route.ts";
 import { SmtpTransport, type SmtpTransportOptions } from "./transport.ts";
 import { ConnectFailure, type Destination, type OutboundMessage } from "./types.ts";
 
@@ -406,6 +409,29 @@ describe("SmtpTransport", () => {
     );
     expect(s.messages).toHaveLength(3);
     expect(s.maxOpen).toBe(3);
+  });
+
+  test("routes by MX through DNS and delivers to the preferred MX's address (router + resolver + transport)", async () => {
+    const backup = await mx("127.0.0.3");
+    const primary = await mx("127.0.0.2", { port: backup.port });
+    const dns = await startDnsServer({
+      "dest.test": { mx: [{ preference: 20, exchange: "backup.dest.test" }, { preference: 10, exchange: "primary.dest.test" }] },
+      "primary.dest.test": { a: ["127.0.0.2"] },
+      "backup.dest.test": { a: ["127.0.0.3"] },
+    });
+    try {
+      const resolver = createResolver([{ host: "127.0.0.1", port: dns.port }], { timeoutMs: 500, tries: 1 });
+      const routed = await new MxRouter({ resolver, routes: [] }).route("dest.test");
+      if (routed.kind !== "ok") throw new Error(JSON.stringify(routed));
+      const conn = await transport(backup.port, { lookup: lookupVia(resolver) }).connect(routed.destination);
+      const [r] = await conn.send(message(["a@dest.test"]));
+      await conn.close();
+      expect(r).toMatchObject({ outcome: "delivered", mx: "primary.dest.test" });
+      expect(primary.messages).toHaveLength(1);
+      expect(backup.connections).toBe(0);
+    } finally {
+      await dns.stop();
+    }
   });
 
   test("close() is safe to call twice and after the server went away", async () => {
