@@ -94,11 +94,18 @@ export async function transact(conn: SMTPConnection, msg: OutboundMessage, mx: s
   const envelope = { from: msg.envelopeFrom, to, size: msg.body.length, use8BitMime: has8bit(msg.body) };
   const done = await new Promise<{ err: SendError | null; info?: { accepted: string[]; rejectedErrors?: SendError[]; response: string } }>(
     (resolve) => {
-      const guard = setTimeout(() => resolve({ err: Object.assign(new Error("no reply to the transaction in time"), { code: "ETIMEDOUT" }) }), guardMs);
-      conn.send(envelope, msg.body, (err, info) => {
+      const finish = (r: { err: SendError | null; info?: { accepted: string[]; rejectedErrors?: SendError[]; response: string } }) => {
         clearTimeout(guard);
-        resolve({ err: err as SendError | null, info: info ?? undefined });
-      });
+        conn.removeListener("end", onEnd);
+        resolve(r);
+      };
+      const fail = (message: string, code: string) => finish({ err: Object.assign(new Error(message), { code }) });
+      const guard = setTimeout(() => fail("no reply to the transaction in time", "ETIMEDOUT"), guardMs);
+      // close() forgets a send in flight without calling back; the library calls back right after 'end' when it
+      // has an error to give, so 'end' decides only a tick later
+      const onEnd = () => setImmediate(() => fail("connection closed during the transaction", "ECONNECTION"));
+      conn.once("end", onEnd);
+      conn.send(envelope, msg.body, (err, info) => finish({ err: err as SendError | null, info: info ?? undefined }));
     },
   );
   const replies = new Map<string, Reply>();

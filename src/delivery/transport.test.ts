@@ -282,6 +282,40 @@ describe("SmtpTransport", () => {
     expect(s.messages[1]!.raw.toString()).toBe("Subject: next\r\n\r\nnext\r\n");
   });
 
+  test("bare LF and bare CR in a body go out as CRLF, and a smuggled end-of-data stays inside one message", async () => {
+    const s = await mx("127.0.0.2");
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const body = "Subject: smuggle\r\n\r\nline\n.\nMAIL FROM:<evil@x.test>\r.\rend\r\n";
+    const [r] = await conn.send(message(["a@x.test"], body));
+    await conn.close();
+    expect(r!.outcome).toBe("delivered");
+    expect(s.transactions).toHaveLength(1);
+    const raw = s.messages[0]!.raw.toString("latin1");
+    expect(raw).toBe("Subject: smuggle\r\n\r\nline\r\n.\r\nMAIL FROM:<evil@x.test>\r\n.\r\nend\r\n");
+    expect(raw.replace(/\r\n/g, "")).not.toMatch(/[\r\n]/);
+  });
+
+  test("close() during a transaction cuts it: the send resolves deferred, nothing throws", async () => {
+    const s = await mx("127.0.0.2", { delayMs: 300 });
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const sending = conn.send(message(["a@x.test"]));
+    await Bun.sleep(50);
+    await conn.close();
+    const [r] = await sending;
+    expect(r!.outcome).toBe("deferred");
+    expect(conn.usable).toBe(false);
+  });
+
+  test("connects over IPv6 when the host's address is IPv6", async () => {
+    const s = await startFakeMx({ host: "::1" }).catch(() => null);
+    if (!s) return; // no IPv6 loopback here
+    servers.push(s);
+    const conn = await transport(s.port, { lookup: async () => ["::1"] }).connect(dest(["mx1.x.test"]));
+    const [r] = await conn.send(message(["a@x.test"]));
+    await conn.close();
+    expect(r!.outcome).toBe("delivered");
+  });
+
   test("a connection lost mid-DATA defers the message and the session is not reused", async () => {
     const s = await mx("127.0.0.2", { data: "drop" });
     const conn = await transport(s.port).connect(dest(["mx1.x.test"]));

@@ -210,6 +210,10 @@ export class SmtpSession implements Connection {
       if (end.session === "reset") await this.reset();
       else if (end.session === "close") this.drop();
       return end.results;
+    } catch (e) {
+      // not expected (the library reports through its callback), but send() must never throw
+      this.drop();
+      return resultsFor(msg, this.mx, () => localReply(`not sent: ${e instanceof Error ? e.message : String(e)}`));
     } finally {
       this.busy = false;
     }
@@ -252,6 +256,11 @@ export class SmtpSession implements Connection {
 
   async close(): Promise<void> {
     if (this.conn.destroyed) return;
+    if (this.busy) {
+      // a transaction is in flight (shutdown): cut it; its send() resolves with deferred results
+      this.drop();
+      return;
+    }
     this.broken = true;
     await new Promise<void>((resolve) => {
       const guard = setTimeout(resolve, this.t.quitMs);
