@@ -331,6 +331,27 @@ describe("SmtpTransport", () => {
     await conn.close();
   });
 
+  test("a connection cut after RCPT keeps the RCPT refusals and defers the rest", async () => {
+    const s = await mx("127.0.0.2", { pipelining: false, rcpt: { "bad@x.test": "550 5.1.1 no such user", "cut@x.test": "drop" } });
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const results = await conn.send(message(["bad@x.test", "cut@x.test", "ok@x.test"]));
+    expect(results.map((r) => [r.outcome, r.code])).toEqual([
+      ["bounced", 550],
+      ["deferred", 0],
+      ["deferred", 0],
+    ]);
+    expect(conn.usable).toBe(false);
+    await conn.close();
+  });
+
+  test("a greeting slower than the greeting timeout is a ConnectFailure", async () => {
+    const s = await mx("127.0.0.2", { greetingDelayMs: 600 });
+    const t = transport(s.port, { timeouts: { connectMs: 2000, greetingMs: 200, socketMs: 2000, quitMs: 100 } });
+    const err = await t.connect(dest(["mx1.x.test"])).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectFailure);
+    expect((err as ConnectFailure).throttleSignal).toBe(false);
+  });
+
   test("a 421 in the middle of a transaction defers with code 421 and ends the session", async () => {
     const s = await mx("127.0.0.2", { data: "421 4.7.0 closing, too many messages" });
     const conn = await transport(s.port).connect(dest(["mx1.x.test"]));

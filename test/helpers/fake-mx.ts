@@ -11,8 +11,8 @@
  *   mail          reply to MAIL FROM, e.g. "451 4.3.0 try later" (default 250)
  *   rcpt          per recipient (lower-case address) reply, e.g. { "bad@x.test": "550 5.1.1 no such user" }
  *   rcptDefault   reply for recipients not in `rcpt` (default 250)
- *   data          reply after the message's final dot, a string or (message) => string | undefined (default 250);
- *                 the special value "drop" closes the socket instead of answering (a connection lost mid-DATA)
+ *   data          reply after the message's final dot, a string or (message) => string | undefined (default 250)
+ *                 Any reply may be "drop": the socket is cut instead of answering (a connection lost mid-session).
  *   starttls      advertise STARTTLS with smtp-server's built-in self-signed localhost certificate (default false)
  *   tlsFails      with starttls: drop the connection right after the TLS handshake (a broken TLS stack)
  *   auth          { user, pass }: advertise AUTH PLAIN LOGIN and require it before MAIL
@@ -20,6 +20,7 @@
  *   pipelining    advertise PIPELINING (default true)
  *   maxConnections  smtp-server's maxClients: connections beyond it get "421 … Too many connected clients"
  *   delayMs       wait this long before answering MAIL, each RCPT and the end of DATA (a slow receiver)
+ *   greetingDelayMs  wait this long before the greeting (or the 421)
  *
  * Records: `messages` (accepted ones: envelope, raw bytes as received after un-dot-stuffing, TLS, EHLO name),
  * `transactions` (every DATA that reached the final dot, accepted or not), `rcptSeen` (every RCPT address),
@@ -60,6 +61,7 @@ export interface FakeMxScript {
   pipelining?: boolean;
   maxConnections?: number;
   delayMs?: number;
+  greetingDelayMs?: number;
 }
 
 export interface FakeMx {
@@ -106,7 +108,12 @@ export async function startFakeMx(opts: FakeMxScript & { host?: string; port?: n
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
-  const later = (fn: () => void) => setTimeout(fn, mx.script.delayMs ?? 0);
+  /** Answers after `delayMs`; "drop" cuts the connection instead. */
+  const answer = (session: SMTPServerSession, reply: string | undefined, cb: (err?: Error) => void) =>
+    setTimeout(() => {
+      if (reply === "drop") sockets.get(`${session.remoteAddress}:${session.remotePort}`)?.destroy();
+      else cb(replyError(reply));
+    }, mx.script.delayMs ?? 0);
   const features = {
     hideSTARTTLS: !script.starttls,
     hidePIPELINING: script.pipelining === false,
@@ -126,8 +133,7 @@ export async function startFakeMx(opts: FakeMxScript & { host?: string; port?: n
     disabledCommands: [...(script.auth ? [] : ["AUTH"]), ...(script.starttls ? [] : ["STARTTLS"])],
     onConnect(_session, cb) {
       const g = mx.script.greeting421;
-      if (g) return cb(new ReplyError(421, typeof g === "string" ? g : "4.7.0 too busy, try again later"));
-      cb();
+      setTimeout(() => cb(g ? new ReplyError(421, typeof g === "string" ? g : "4.7.0 too busy, try again later") : undefined), mx.script.greetingDelayMs ?? 0);
     },
     onSecure(_socket, _session, cb) {
       cb(mx.script.tlsFails ? new ReplyError(454, "4.7.0 TLS not available after all") : undefined);
@@ -140,13 +146,13 @@ export async function startFakeMx(opts: FakeMxScript & { host?: string; port?: n
       }
       cb(new ReplyError(535, "5.7.8 authentication failed"));
     },
-    onMailFrom(_address, _session, cb) {
-      later(() => cb(replyError(mx.script.mail)));
+    onMailFrom(_address, session, cb) {
+      answer(session, mx.script.mail, cb);
     },
-    onRcptTo(address, _session, cb) {
+    onRcptTo(address, session, cb) {
       const addr = address.address.toLowerCase();
       mx.rcptSeen.push(addr);
-      later(() => cb(replyError(mx.script.rcpt?.[addr] ?? mx.script.rcptDefault)));
+      answer(session, mx.script.rcpt?.[addr] ?? mx.script.rcptDefault, cb);
     },
     onData(stream, session, cb) {
       const chunks: Buffer[] = [];
@@ -156,12 +162,7 @@ export async function startFakeMx(opts: FakeMxScript & { host?: string; port?: n
         mx.transactions.push(msg);
         const d = mx.script.data;
         const reply = typeof d === "function" ? d(msg) : d;
-        if (reply === "drop") {
-          sockets.get(`${session.remoteAddress}:${session.remotePort}`)?.destroy();
-          return;
-        }
-        later(() => {
-          const err = replyError(reply);
+        answer(session, reply, (err) => {
           if (!err) mx.messages.push(msg);
           cb(err);
         });
