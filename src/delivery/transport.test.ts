@@ -386,6 +386,31 @@ describe("SmtpTransport", () => {
     expect(s.rcptSeen).toEqual([]);
   });
 
+  test("only the non-ASCII recipient bounces when the server lacks SMTPUTF8; the others go", async () => {
+    const s = await mx("127.0.0.2", { smtputf8: false });
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const results = await conn.send(message(["a@x.test", "j\u00f6rg@x.test", "b@x.test"]));
+    await conn.close();
+    expect(results.map((r) => [r.outcome, r.enhanced])).toEqual([
+      ["delivered", "2.0.0"],
+      ["bounced", "5.6.7"],
+      ["delivered", "2.0.0"],
+    ]);
+    expect(s.messages[0]!.to).toEqual(["a@x.test", "b@x.test"]);
+  });
+
+  test("a recipient address with CR, LF or angle brackets bounces with 5.1.3; the others go", async () => {
+    const s = await mx("127.0.0.2");
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const results = await conn.send(message(["a@x.test", "evil@x.test>\r\nRCPT TO:<b@x.test"]));
+    await conn.close();
+    expect(results.map((r) => [r.outcome, r.enhanced])).toEqual([
+      ["delivered", "2.0.0"],
+      ["bounced", "5.1.3"],
+    ]);
+    expect(s.rcptSeen).toEqual(["a@x.test"]);
+  });
+
   test("a body with a NUL byte is refused locally, never sent", async () => {
     const s = await mx("127.0.0.2");
     const conn = await transport(s.port).connect(dest(["mx1.x.test"]));

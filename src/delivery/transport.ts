@@ -200,33 +200,51 @@ export class SmtpSession implements Connection {
       const why = this.lastError()?.message ?? "the session is closed";
       return resultsFor(msg, this.mx, () => localReply(`not sent: ${why}`));
     }
-    const refusal = this.refuse(msg);
-    if (refusal) return refusal;
+    const { sendable, refused } = this.screen(msg);
+    if (sendable.recipients.length === 0) return refused;
     this.busy = true;
     try {
       // the library's socket timeout catches a silent server; this bounds a server that trickles bytes forever
-      const end = await transact(this.conn, msg, this.mx, 3 * this.t.socketMs);
+      const end = await transact(this.conn, sendable, this.mx, 3 * this.t.socketMs);
       this.sent++;
       if (end.session === "reset") await this.reset();
       else if (end.session === "close") this.drop();
-      return end.results;
+      return inOrder(msg, [...end.results, ...refused]);
     } catch (e) {
       // not expected (the library reports through its callback), but send() must never throw
       this.drop();
-      return resultsFor(msg, this.mx, () => localReply(`not sent: ${e instanceof Error ? e.message : String(e)}`));
+      const failed = resultsFor(sendable, this.mx, () => localReply(`not sent: ${e instanceof Error ? e.message : String(e)}`));
+      return inOrder(msg, [...failed, ...refused]);
     } finally {
       this.busy = false;
     }
   }
 
-  /** Messages this session must not carry: they would be mangled, or refused the same way on every try. */
-  private refuse(msg: OutboundMessage): RecipientResult[] | null {
-    if (msg.body.includes(0)) return resultsFor(msg, this.mx, () => localReply("message contains NUL bytes", "5.6.0"));
-    const utf8 = nonAscii(msg.envelopeFrom) || msg.recipients.some((r) => nonAscii(r.address));
-    if (utf8 && !this.extensions().has("SMTPUTF8")) {
-      return resultsFor(msg, this.mx, () => localReply(`${this.mx} does not support SMTPUTF8, needed for a non-ASCII address`, "5.6.7"));
+  /**
+   * Splits off what this session must not carry because it would be mangled or refused the same way on every
+   * try: a NUL byte, an address with CR, LF, "<" or ">", a non-ASCII address for a server without SMTPUTF8.
+   */
+  private screen(msg: OutboundMessage): { sendable: OutboundMessage; refused: RecipientResult[] } {
+    const all = (enhanced: string, why: string) => ({
+      sendable: { ...msg, recipients: [] },
+      refused: resultsFor(msg, this.mx, () => localReply(why, enhanced)),
+    });
+    const utf8 = this.extensions().has("SMTPUTF8");
+    if (msg.body.includes(0)) return all("5.6.0", "message contains NUL bytes");
+    if (BAD_ADDRESS.test(msg.envelopeFrom)) return all("5.1.7", "invalid sender address syntax");
+    if (nonAscii(msg.envelopeFrom) && !utf8) return all("5.6.7", `${this.mx} does not support SMTPUTF8, needed for the sender's address`);
+    const keep: OutboundMessage["recipients"] = [];
+    const refused: RecipientResult[] = [];
+    for (const r of msg.recipients) {
+      const why = BAD_ADDRESS.test(r.address) || r.address.trim() === ""
+        ? localReply("invalid recipient address syntax", "5.1.3")
+        : nonAscii(r.address) && !utf8
+          ? localReply(`${this.mx} does not support SMTPUTF8, needed for this address`, "5.6.7")
+          : null;
+      if (why) refused.push(...resultsFor({ ...msg, recipients: [r] }, this.mx, () => why));
+      else keep.push(r);
     }
-    return null;
+    return { sendable: { ...msg, recipients: keep }, refused };
   }
 
   /** smtp-connection keeps the EHLO extensions in a private field; unknown → assume what we need is there. */
@@ -276,6 +294,14 @@ export class SmtpSession implements Connection {
     });
     this.conn.close();
   }
+}
+
+const BAD_ADDRESS = /[\r\n<>]/;
+
+/** Results in the message's recipient order. */
+function inOrder(msg: OutboundMessage, results: RecipientResult[]): RecipientResult[] {
+  const byId = new Map(results.map((r) => [r.recipientId, r]));
+  return msg.recipients.map((r) => byId.get(r.id)!);
 }
 
 /** IPv4 first (more hosts can reach it), order otherwise kept; duplicates dropped. */
