@@ -16,19 +16,26 @@ function typesOf(param: string | undefined): EventType[] {
   return list as EventType[];
 }
 
+function limitOf(param: string | undefined): number {
+  if (param === undefined) return 100;
+  const n = Number(param);
+  if (!(n >= 1 && n <= MAX_PAGE)) throw new ApiError(400, "invalid_request", `limit must be 1 to ${MAX_PAGE}`, "limit");
+  return n;
+}
+
 export function eventRoutes(ctx: ApiContext) {
   return new Elysia().get(
     "/v1/events",
     ({ query, request }) => {
       const who = ctx.auth.principalOf(request);
-      const page = ctx.events.pageFor({ userId: who.userId, since: query.since ?? "", types: typesOf(query.type), limit: query.limit ?? 100 });
+      const page = ctx.events.pageFor({ userId: who.userId, since: query.since ?? "", types: typesOf(query.type), limit: limitOf(query.limit) });
       return { events: page.events, next_cursor: page.nextCursor };
     },
     {
       query: t.Object({
         since: t.Optional(t.String({ pattern: "^[0-9]{0,15}$", description: "next_cursor from the previous page; omitted: from the oldest event" })),
         type: t.Optional(t.String({ description: "only these event types, comma-separated (e.g. delivered,bounced)" })),
-        limit: t.Optional(t.Numeric({ minimum: 1, maximum: MAX_PAGE, description: `events per page, 1 to ${MAX_PAGE} (default 100)` })),
+        limit: t.Optional(t.String({ pattern: "^[0-9]{1,6}$", description: `events per page, 1 to ${MAX_PAGE} (default 100)` })),
       }),
       response: {
         200: t.Object({

@@ -94,14 +94,18 @@ export class Enqueuer {
     this.scheduled = false;
     const batch = this.pending;
     this.pending = [];
-    const results: Array<EnqueuedMessage | { error: unknown }> = [];
+    let results: Array<EnqueuedMessage | { error: unknown }>;
     try {
-      this.sqlite.transaction(() => {
-        for (const p of batch) results.push(this.insertOne(p.msg));
-      })();
-    } catch (e) {
-      for (const p of batch) p.reject(e);
-      return;
+      // the usual case: every message of the batch is fine, so no savepoint per message is needed
+      results = this.sqlite.transaction(() => batch.map((p) => this.write(p.msg)))();
+    } catch {
+      // something failed and the batch rolled back: redo it with one savepoint each, so only that one fails
+      try {
+        results = this.sqlite.transaction(() => batch.map((p) => this.insertOne(p.msg)))();
+      } catch (e) {
+        for (const p of batch) p.reject(e);
+        return;
+      }
     }
     batch.forEach((p, i) => {
       const r = results[i]!;

@@ -1,5 +1,6 @@
 /** @module suppression/list — addresses we never send to: check, add, remove, list. */
-import { eq, inArray } from "drizzle-orm";
+import type { Statement } from "bun:sqlite";
+import { eq } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
 import { suppressions } from "./schema.ts";
 
@@ -33,13 +34,18 @@ export function removeSuppression(db: Db, address: string): boolean {
   return db.delete(suppressions).where(eq(suppressions.address, norm(address))).returning().all().length > 0;
 }
 
-/** The subset of `addresses` that is suppressed (lower-cased). */
+const amongStatements = new WeakMap<Db, Statement<{ a: string }, [string]>>();
+
+/**
+ * The subset of `addresses` that is suppressed (lower-cased). Runs for every submission, so it is one
+ * statement prepared once per store (the list travels as JSON) rather than a query built per call.
+ */
 export function suppressedAmong(db: Db, addresses: string[]): Set<string> {
   if (addresses.length === 0) return new Set();
-  const rows = db
-    .select({ a: suppressions.address })
-    .from(suppressions)
-    .where(inArray(suppressions.address, addresses.map(norm)))
-    .all();
-  return new Set(rows.map((r) => r.a));
+  let stmt = amongStatements.get(db);
+  if (!stmt) {
+    stmt = db.$client.prepare("SELECT address AS a FROM suppressions WHERE address IN (SELECT value FROM json_each(?))");
+    amongStatements.set(db, stmt);
+  }
+  return new Set(stmt.all(JSON.stringify(addresses.map(norm))).map((r) => r.a));
 }

@@ -45,6 +45,12 @@ export function mailboxesOf(field: string, value: string | string[] | undefined)
   items.forEach((item, i) => {
     const name = Array.isArray(value) ? `${field}[${i}]` : field;
     noControl(name, item);
+    const plain = item.trim();
+    // the common case, one bare address, needs no parser
+    if (isMailbox(plain)) {
+      out.push({ address: plain });
+      return;
+    }
     for (const a of addressparser(item, { flatten: true })) {
       if (!isMailbox(a.address)) throw bad(name, `${name}: ${JSON.stringify(a.address || a.name || item)} is not a valid email address`);
       out.push(a.name ? { name: a.name, address: a.address } : { address: a.address });

@@ -105,9 +105,11 @@ export function fromJson(text: string): Fields {
   const out: Fields = {};
   for (const [name, value] of Object.entries(parsed)) {
     const field = canonicalName(name);
-    if (LIST_FIELDS.has(field)) {
+    if (field === "attachments") {
       const items = Array.isArray(value) ? value : [value];
-      append(out, field, field === "attachments" ? items.map((a, i) => attachmentObject(a, i)) : items);
+      append(out, field, items.map((a, i) => attachmentObject(a, i)));
+    } else if (LIST_FIELDS.has(field)) {
+      merge(out, field, value);
     } else {
       if (field in out) throw bad(`field ${field} is given more than once`, field);
       out[field] = FLAG_FIELDS.has(field) && typeof value === "string" ? value.trim().toLowerCase() : value;
@@ -136,7 +138,7 @@ export function fromForm(entries: Iterable<[string, string | File]>): Fields {
     } else if (field === "headers") {
       append(out, field, formHeaders(value));
     } else if (LIST_FIELDS.has(field)) {
-      append(out, field, [value]);
+      merge(out, field, value);
     } else {
       setOnce(out, field, FLAG_FIELDS.has(field) ? value.trim().toLowerCase() : value);
     }
@@ -147,6 +149,16 @@ export function fromForm(entries: Iterable<[string, string | File]>): Fields {
 function append(out: Fields, field: string, items: unknown[]): void {
   const list = (out[field] ??= []) as unknown[];
   list.push(...items);
+}
+
+/** A list field given once keeps its form (so errors name `recipient`, not `recipient[0]`); given again, the values join. */
+function merge(out: Fields, field: string, value: unknown): void {
+  if (!(field in out)) {
+    out[field] = value;
+    return;
+  }
+  const before = out[field];
+  out[field] = [...(Array.isArray(before) ? before : [before]), ...(Array.isArray(value) ? value : [value])];
 }
 
 function setOnce(out: Fields, field: string, value: unknown): void {

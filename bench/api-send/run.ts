@@ -1,0 +1,155 @@
+/**
+ * bench/api-send — messages/s accepted by POST /v1/send (2 KB MIME, one recipient) with 1, 16 and 64
+ * concurrent clients, p50/p99 latency and the server's peak RSS. outpost runs as its own process
+ * (`bun src/main.ts serve`) on a temp data dir with delivery.sandbox = true; the load comes from wrk.
+ *
+ *   apt-get install wrk   # once
+ *   bun bench/api-send/run.ts [--duration 10] [--clients 1,16,64] [--out bench/api-send/table.md]
+ *
+ * Two scenarios on one server:
+ *   delivery  — the recipient is delivered by the sandbox delivery loop in the same process (the whole pipeline);
+ *   intake    — the recipient is on the suppression list, so the same intake path runs (message, recipient row,
+ *               event, one durable commit per batch) but delivery has nothing to do: the API + intake cost alone.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+const args = process.argv.slice(2);
+const opt = (name: string, dflt: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && args[i + 1] ? args[i + 1]! : dflt;
+};
+const duration = Number(opt("duration", "10"));
+const clients = opt("clients", "1,16,64").split(",").map(Number);
+const scenarios = opt("scenarios", "intake,delivery").split(",");
+const out = opt("out", "");
+const root = resolve(import.meta.dir, "../..");
+
+if (!Bun.which("wrk")) {
+  console.error("wrk is not installed: apt-get install wrk");
+  process.exit(2);
+}
+
+const dir = mkdtempSync(join(tmpdir(), "outpost-bench-"));
+const port = 20000 + Math.floor(Math.random() * 20000);
+writeFileSync(
+  join(dir, "outpost.toml"),
+  `data_dir = ${JSON.stringify(join(dir, "data"))}\nhostname = "bench.test"\nlog_level = "warn"\n` +
+    `[smtp]\nlisten = ["127.0.0.1:0"]\n[http]\nlisten = "127.0.0.1:${port}"\n[delivery]\nsandbox = true\n`,
+);
+
+// BENCH_BUN_FLAGS="--cpu-prof-md --cpu-prof-dir=/tmp/prof" profiles the server
+const bunFlags = (process.env.BENCH_BUN_FLAGS ?? "").split(" ").filter(Boolean);
+const server = Bun.spawn(["bun", ...bunFlags, join(root, "src/main.ts"), "serve", "--config", join(dir, "outpost.toml")], {
+  cwd: dir,
+  stdout: "pipe",
+  stderr: "inherit",
+});
+
+async function firstRunKey(): Promise<string> {
+  const reader = server.stdout.getReader();
+  let text = "";
+  const until = Date.now() + 15_000;
+  while (Date.now() < until) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += new TextDecoder().decode(value);
+    const m = /^api key: (\S+)$/m.exec(text);
+    if (m) {
+      // keep draining stdout so the server never blocks on a full pipe
+      void (async () => {
+        while (!(await reader.read()).done);
+      })();
+      return m[1]!;
+    }
+  }
+  throw new Error(`no api key printed by outpost serve:\n${text}`);
+}
+
+function peakRssKb(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) : 0;
+}
+
+function message2k(): string {
+  const head =
+    "From: Bench <bench@example.com>\r\nTo: <rcpt@example.org>\r\nSubject: benchmark message\r\n" +
+    "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n";
+  const line = "The quick brown fox jumps over the lazy dog, again and again and again.\r\n";
+  let body = "";
+  while (head.length + body.length + line.length <= 2048) body += line;
+  return head + body;
+}
+
+interface Run {
+  scenario: string;
+  clients: number;
+  rps: number;
+  p50: string;
+  p99: string;
+  requests: number;
+  errors: number;
+  rssMb: number;
+}
+
+function parseWrk(text: string, scenario: string, c: number, rssKb: number): Run {
+  const num = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
+  const str = (re: RegExp) => re.exec(text)?.[1] ?? "?";
+  const errors = num(/Non-2xx or 3xx responses: (\d+)/) || 0;
+  const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(text);
+  const sockets = socketErrors ? socketErrors.slice(1).map(Number).reduce((a, b) => a + b, 0) : 0;
+  return {
+    scenario,
+    clients: c,
+    rps: num(/Requests\/sec:\s+([\d.]+)/),
+    p50: str(/^\s+50%\s+(\S+)/m),
+    p99: str(/^\s+99%\s+(\S+)/m),
+    requests: num(/(\d+) requests in/),
+    errors: errors + sockets,
+    rssMb: Math.round(rssKb / 1024),
+  };
+}
+
+const results: Run[] = [];
+try {
+  const key = await firstRunKey();
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    if ((await fetch(`${base}/healthz`).catch(() => null))?.ok) break;
+    await Bun.sleep(100);
+  }
+  const auth = { authorization: `Bearer ${key}`, "content-type": "application/json" };
+  await fetch(`${base}/v1/suppressions`, { method: "POST", headers: auth, body: JSON.stringify({ address: "suppressed@example.org" }) });
+  for (const [scenario, rcpt] of [["intake", "suppressed@example.org"], ["delivery", "rcpt@example.org"]] as const) {
+    if (!scenarios.includes(scenario)) continue;
+    const bodyFile = join(dir, `${scenario}.json`);
+    writeFileSync(bodyFile, JSON.stringify({ envelope: "bench@example.com", recipient: rcpt, body: message2k() }));
+    const probe = await fetch(`${base}/v1/send`, { method: "POST", headers: auth, body: readFileSync(bodyFile) });
+    if (probe.status !== 202) throw new Error(`probe send answered ${probe.status}: ${await probe.text()}`);
+    for (const c of clients) {
+      const wrk = Bun.spawnSync(
+        ["wrk", "-t", String(Math.min(c, 2)), "-c", String(c), "-d", `${duration}s`, "--latency", "-s", join(import.meta.dir, "post.lua"), `${base}/v1/send`],
+        { env: { ...process.env, OUTPOST_KEY: key, BODY_FILE: bodyFile } },
+      );
+      const run = parseWrk(wrk.stdout.toString(), scenario, c, peakRssKb(server.pid));
+      results.push(run);
+      console.log(
+        `${scenario} ${c} clients: ${run.rps.toFixed(0)} msgs/s, p50 ${run.p50}, p99 ${run.p99}, ${run.requests} requests, ${run.errors} errors, peak RSS ${run.rssMb} MB`,
+      );
+    }
+  }
+  const depth = (await (await fetch(`${base}/healthz`)).json()) as { queue_depth: number };
+  console.log(`queue depth after the runs: ${depth.queue_depth}`);
+} finally {
+  server.kill("SIGTERM");
+  await server.exited;
+  rmSync(dir, { recursive: true, force: true });
+}
+
+if (out) {
+  const rows = results.map((r) => `| ${r.scenario} | ${r.clients} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.requests} | ${r.errors} | ${r.rssMb} |`);
+  const table = ["| scenario | clients | msgs/s | p50 | p99 | requests | errors | peak RSS (MB) |", "| --- | --- | --- | --- | --- | --- | --- | --- |", ...rows].join("\n");
+  writeFileSync(out, table + "\n");
+  console.log(`table written to ${out}`);
+}

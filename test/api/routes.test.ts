@@ -1,0 +1,202 @@
+/** The read routes through app.handle: messages, events, suppressions, health, metrics, OpenAPI; isolation and rate limits. */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { waitFor } from "../helpers/harness.ts";
+import { errorOf, MIME, startApi, type ApiFixture } from "./fixture.ts";
+
+interface EventJson {
+  id: string;
+  type: string;
+  time: string;
+  message_id: string;
+  recipient: string | null;
+  details: Record<string, unknown>;
+}
+interface MessageJson {
+  id: string;
+  created_at: string;
+  envelope: string;
+  subject: string;
+  size: number;
+  recipients: { address: string; id: string; status: string; attempts: number; last_reply: string | null; events: EventJson[] }[];
+}
+
+let f: ApiFixture;
+let otherKey: string;
+beforeAll(async () => {
+  f = await startApi();
+  otherKey = await f.addUser("other");
+});
+afterAll(async () => {
+  await f.stop();
+});
+
+async function send(key = f.key, recipient: string | string[] = "bob@example.org"): Promise<string> {
+  const res = await f.call("POST", "/v1/send", { envelope: "ann@example.com", recipient, body: MIME }, { key });
+  expect(res.status).toBe(202);
+  return ((await res.json()) as { id: string }).id;
+}
+
+describe("GET /v1/messages/{id}", () => {
+  test("shows each recipient's status, attempts, last reply and event history", async () => {
+    const id = await send(f.key, ["bob@example.org", "carol@example.net"]);
+    const m = await waitFor(async () => {
+      const j = (await (await f.call("GET", `/v1/messages/${id}`)).json()) as MessageJson;
+      return j.recipients.every((r) => r.status === "delivered") ? j : null;
+    }, 5000, "sandbox delivery");
+    expect(m).toMatchObject({ id, envelope: "ann@example.com", subject: "Hello" });
+    expect(m.created_at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    expect(m.size).toBeGreaterThan(MIME.length);
+    expect(m.recipients.map((r) => r.address)).toEqual(["bob@example.org", "carol@example.net"]);
+    for (const r of m.recipients) {
+      expect(r.attempts).toBe(1);
+      expect(r.last_reply).toContain("250");
+      expect(r.events.map((e) => e.type)).toEqual(["queued", "delivered"]);
+      expect(r.events[0]).toMatchObject({ message_id: id, recipient: r.address, details: {} });
+      expect(r.events[1]!.details.reply).toContain("250");
+    }
+  });
+
+  test("another user's message is a 404, not a 403", async () => {
+    const id = await send();
+    const e = await errorOf(await f.call("GET", `/v1/messages/${id}`, undefined, { key: otherKey }));
+    expect(e).toMatchObject({ status: 404, code: "not_found" });
+  });
+
+  test("an unknown id is a 404", async () => {
+    expect((await f.call("GET", "/v1/messages/nosuchmessage")).status).toBe(404);
+  });
+});
+
+describe("GET /v1/events", () => {
+  test("pages through the caller's events oldest first, and an empty page keeps the cursor", async () => {
+    const u = await f.addUser("pager");
+    const ids = [await send(u), await send(u), await send(u)];
+    await waitFor(async () => {
+      const j = (await (await f.call("GET", "/v1/events?type=delivered&limit=1000", undefined, { key: u })).json()) as { events: EventJson[] };
+      return j.events.length === 3;
+    }, 5000, "three deliveries");
+    const seen: EventJson[] = [];
+    let cursor = "";
+    for (let i = 0; i < 20; i++) {
+      const res = await f.call("GET", `/v1/events?since=${cursor}&limit=2`, undefined, { key: u });
+      const page = (await res.json()) as { events: EventJson[]; next_cursor: string };
+      if (page.events.length === 0) {
+        expect(page.next_cursor).toBe(cursor);
+        break;
+      }
+      expect(page.events.length).toBeLessThanOrEqual(2);
+      seen.push(...page.events);
+      cursor = page.next_cursor;
+    }
+    expect(seen.filter((e) => e.type === "queued").map((e) => e.message_id)).toEqual(ids);
+    expect(seen.filter((e) => e.type === "delivered").length).toBe(3);
+    const numeric = seen.map((e) => Number(e.id));
+    expect(numeric).toEqual([...numeric].sort((a, b) => a - b));
+    expect(new Set(numeric).size).toBe(numeric.length);
+  });
+
+  test("type filters by event type, comma-separated", async () => {
+    const j = (await (await f.call("GET", "/v1/events?type=queued,suppressed")).json()) as { events: EventJson[] };
+    expect(j.events.length).toBeGreaterThan(0);
+    expect(j.events.every((e) => e.type === "queued" || e.type === "suppressed")).toBe(true);
+  });
+
+  test("a user never sees another user's events", async () => {
+    const u = await f.addUser("loner");
+    const mine = (await (await f.call("GET", "/v1/events?limit=1000")).json()) as { events: EventJson[] };
+    const theirs = (await (await f.call("GET", "/v1/events?limit=1000", undefined, { key: u })).json()) as { events: EventJson[]; next_cursor: string };
+    expect(mine.events.length).toBeGreaterThan(0);
+    expect(theirs).toEqual({ events: [], next_cursor: "0" });
+  });
+
+  const bad: [string, string][] = [
+    ["limit=0", "limit"],
+    ["limit=abc", "limit"],
+    ["limit=5000", "limit"],
+    ["since=abc", "since"],
+    ["type=nonsense", "type"],
+  ];
+  for (const [q, field] of bad) {
+    test(`${q} is a 400 naming ${field}`, async () => {
+      expect(await errorOf(await f.call("GET", `/v1/events?${q}`))).toMatchObject({ status: 400, code: "invalid_request", field });
+    });
+  }
+});
+
+describe("/v1/suppressions", () => {
+  test("add, list and remove an address", async () => {
+    const add = await f.call("POST", "/v1/suppressions", { address: "Blocked@Example.org" });
+    expect(add.status).toBe(201);
+    expect(await add.json()).toMatchObject({ address: "blocked@example.org", reason: "manual" });
+    expect((await f.call("POST", "/v1/suppressions", { address: "blocked@example.org" })).status).toBe(200);
+    const list = (await (await f.call("GET", "/v1/suppressions")).json()) as { suppressions: { address: string }[] };
+    expect(list.suppressions.map((s) => s.address)).toContain("blocked@example.org");
+    expect((await f.call("DELETE", `/v1/suppressions/${encodeURIComponent("blocked@example.org")}`)).status).toBe(204);
+    expect((await f.call("DELETE", `/v1/suppressions/${encodeURIComponent("blocked@example.org")}`)).status).toBe(404);
+  });
+
+  test("an invalid address is a 400 naming address", async () => {
+    expect(await errorOf(await f.call("POST", "/v1/suppressions", { address: "nope" }))).toMatchObject({ status: 400, field: "address" });
+    expect(await errorOf(await f.call("POST", "/v1/suppressions", {}))).toMatchObject({ status: 400, field: "address" });
+  });
+});
+
+describe("health, metrics and the OpenAPI document", () => {
+  test("GET /healthz needs no key and reports the queue depth", async () => {
+    const res = await f.call("GET", "/healthz", undefined, { key: null });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ status: "ok", queue_depth: expect.any(Number) });
+  });
+
+  test("GET /metrics is Prometheus text without a key", async () => {
+    const res = await f.call("GET", "/metrics", undefined, { key: null });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toContain("text/plain");
+    const text = await res.text();
+    expect(text).toMatch(/^outpost_api_messages_accepted_total \d+$/m);
+    expect(text).toMatch(/^outpost_queue_depth \d+$/m);
+  });
+
+  test("GET /openapi.json documents every send field and all three body types", async () => {
+    const doc = (await (await f.call("GET", "/openapi.json", undefined, { key: null })).json()) as {
+      paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: { properties: Record<string, { description?: string; anyOf?: unknown }> } }> } }>>;
+    };
+    for (const p of ["/v1/send", "/v1/messages/{id}", "/v1/events", "/v1/suppressions", "/v1/suppressions/{address}", "/healthz", "/metrics"]) {
+      expect(doc.paths[p]).toBeDefined();
+    }
+    const content = doc.paths["/v1/send"]!.post!.requestBody!.content;
+    expect(Object.keys(content).sort()).toEqual(["application/json", "application/x-www-form-urlencoded", "multipart/form-data"]);
+    const props = content["application/json"]!.schema.properties;
+    const fields = ["envelope", "recipient", "body", "from", "to", "cc", "bcc", "subject", "text", "html", "headers", "attachments", "inlinizecss", "clicktracking", "openstracking", "bouncetracking", "idempotency_key"];
+    expect(Object.keys(props).sort()).toEqual([...fields].sort());
+    for (const name of fields) expect(props[name]!.description ?? "").not.toBe("");
+  });
+
+  test("GET /docs serves the docs page", async () => {
+    const res = await f.call("GET", "/docs", undefined, { key: null });
+    expect(res.status).toBe(200);
+    expect(await res.text()).toContain("openapi.json");
+  });
+
+  test("an unknown path is a JSON 404", async () => {
+    expect(await errorOf(await f.call("GET", "/nope", undefined, { key: null }))).toMatchObject({ status: 404, code: "not_found" });
+  });
+});
+
+describe("rate limit", () => {
+  test("a key over [http] rate gets 429 with Retry-After; another key is not affected", async () => {
+    const g = await startApi(`[http]\nlisten = "127.0.0.1:0"\nrate = "3/min"\n`);
+    try {
+      const other = await g.addUser("second");
+      for (let i = 0; i < 3; i++) expect((await g.call("GET", "/v1/suppressions")).status).toBe(200);
+      const res = await g.call("GET", "/v1/suppressions");
+      expect(res.status).toBe(429);
+      expect(Number(res.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+      expect(await errorOf(res)).toMatchObject({ code: "rate_limited" });
+      expect((await g.call("GET", "/v1/suppressions", undefined, { key: other })).status).toBe(200);
+      expect((await g.call("GET", "/healthz", undefined, { key: null })).status).toBe(200);
+    } finally {
+      await g.stop();
+    }
+  });
+});
