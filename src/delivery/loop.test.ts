@@ -106,6 +106,7 @@ function setup(toml = "", loopOpts: ConstructorParameters<typeof DeliveryLoop>[0
   const transport = new FakeTransport();
   const loop = new DeliveryLoop({
     config: config.delivery, claimer: new QueueClaimer(store.sqlite), outcomes, router, transport, log: silentLogger,
+    batch: (fn) => store.sqlite.transaction(fn).immediate(),
     options: { idleMs: 200, throttle: { backoffMs: 300, deadMs: 500 }, ...loopOpts },
   });
   enqueuer.onCommitted = () => loop.wake();
