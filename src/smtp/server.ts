@@ -46,9 +46,10 @@ export interface SmtpService {
 const HAS_ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
 
 /**
- * Two departures from smtp-server's connection, both by subclassing its public methods:
+ * Three departures from smtp-server's connection, by subclassing its public methods:
  * - `send`: our handlers carry their own enhanced code (smtp-server would add a second, generic one
- *   derived from the reply code alone, e.g. "554 5.6.0" for a relay denial that is 5.7.1);
+ *   derived from the reply code alone, e.g. "554 5.6.0" for a relay denial that is 5.7.1), and AUTH
+ *   before STARTTLS is answered "530 5.7.0 Must issue a STARTTLS command first", not "500 unrecognized";
  * - `init`: no 100 ms "early talker" pause before the greeting. Smart hosts open a connection per
  *   message burst, and the pause would cap a session at ~10 messages/s; Postfix's smtpd has none.
  */
@@ -57,6 +58,10 @@ class OutpostConnection extends SMTPConnection {
     this._setListeners(() => this.connectionReady());
   }
   override send(code: number, data?: string | string[] | null, context?: string | false): void {
+    // AUTH withheld until STARTTLS (SessionHooks.onConnect) is "unrecognized" to smtp-server; say why instead
+    if (code === 500 && context === "AUTH" && this.session.disabledCommands?.includes("AUTH")) {
+      return super.send(530, "5.7.0 Must issue a STARTTLS command first", false);
+    }
     super.send(code, data, typeof data === "string" && HAS_ENHANCED.test(data) ? false : context);
   }
 }
