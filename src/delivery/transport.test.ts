@@ -448,6 +448,11 @@ describe("SmtpTransport", () => {
     const err = await transport(1).connect(d).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConnectFailure);
     expect((err as ConnectFailure).message).toContain("535");
+    d.tls = "required";
+    const strict = await transport(1).connect(d).catch((e: unknown) => e);
+    expect((strict as ConnectFailure).message).toContain("535 5.7.8 authentication failed");
+    expect((strict as ConnectFailure).message).not.toContain("TLS required");
+    expect(s.connections).toBe(2); // a refused login is not a TLS failure: no second try in clear
   });
 
   test("a session the server closed while idle stops being usable", async () => {

@@ -144,9 +144,12 @@ export class SmtpTransport implements Transport {
       if (mode === "require" && !conn.secure) throw new Error("TLS required but the session is not encrypted");
       if (dest.auth) await this.login(conn, ip, dest);
     } catch (e) {
-      const tlsStarted = conn.secure || conn.upgrading === true;
+      const err = e as LibError;
+      // the handshake failed, or the session broke right after it (not a refused login, not a busy server)
+      const afterTls = conn.secure && !/^AUTH/i.test(err.command ?? "") && !/^AUTH/.test(err.code ?? "") && err.responseCode !== 421;
+      const tlsBroke = err.code === "ETLS" || conn.upgrading === true || afterTls;
       conn.close();
-      return failure(e as LibError, mode, tlsStarted);
+      return failure(err, mode, tlsBroke);
     }
     this.opts.log.debug("delivery.connected", { destination: dest.key, mx: host, ip, port, tls: conn.secure });
     return new SmtpSession(conn, host, conn.secure, this.t, () => lateError);
@@ -157,17 +160,18 @@ export class SmtpTransport implements Transport {
     const login = new Promise<void>((resolve, reject) =>
       conn.login({ user: dest.auth!.user, pass: dest.auth!.pass }, (err) => (err ? reject(err) : resolve())),
     );
-    await within(login, this.t.greetingMs, "no reply to AUTH in time");
+    await within(login, this.t.greetingMs, "no reply to AUTH in time").catch((e: LibError) => {
+      throw Object.assign(e, { code: e.code ?? "EAUTH" });
+    });
   }
 }
 
-function failure(e: LibError, mode: TlsMode, tlsStarted: boolean): OpenFailure {
+function failure(e: LibError, mode: TlsMode, tlsFailed: boolean): OpenFailure {
   const sys = e.originalCode ?? e.code;
   const refused = sys === "ECONNREFUSED";
   const code = e.responseCode ?? 0;
-  const tlsFailed = e.code === "ETLS" || (tlsStarted && code === 0);
   let reason = refused ? "connection refused" : (e.response ?? e.message).trim();
-  if (mode === "require" && (e.code === "ETLS" || tlsStarted || /TLS required/.test(e.message))) {
+  if (mode === "require" && (tlsFailed || /TLS required/.test(e.message))) {
     const refusedStarttls = e.code === "ETLS" && e.command === "STARTTLS" && e.response;
     reason = refusedStarttls
       ? `TLS required but STARTTLS was refused (${e.response!.trim()})`
