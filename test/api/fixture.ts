@@ -44,7 +44,7 @@ export async function startApi(toml = ""): Promise<ApiFixture> {
       const headers: Record<string, string> = { ...opts.headers };
       const k = opts.key === undefined ? key : opts.key;
       if (k) headers.authorization = `Bearer ${k}`;
-      let payload: BodyInit | undefined;
+      let payload: string | URLSearchParams | FormData | undefined;
       if (typeof body === "string" || body instanceof URLSearchParams || body instanceof FormData) payload = body;
       else if (body !== undefined) {
         payload = JSON.stringify(body);

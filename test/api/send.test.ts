@@ -1,6 +1,9 @@
 /** POST /v1/send through app.handle: every field form, alias and option form, and every error. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { revokeKey, listKeys } from "../../src/auth/keys.ts";
+import { findUser } from "../../src/auth/users.ts";
+import { IDEMPOTENCY_WINDOW_MS, SendService } from "../../src/api/send/service.ts";
+import { QueueInspector } from "../../src/queue/inspect.ts";
 import { errorOf, MIME, startApi, storedBody, type ApiFixture } from "./fixture.ts";
 
 interface Sent {
@@ -240,6 +243,15 @@ describe("idempotency", () => {
     const [sa, sb] = [await sent(a), await sent(b)];
     expect(sa.id).toBe(sb.id);
     expect(messageCount()).toBe(before + 1);
+  });
+
+  test("after 24 hours the same key sends a new message", async () => {
+    const first = await sent(await f.call("POST", "/v1/send", req("old-key")));
+    const tomorrow = new SendService(f.rt.intake, new QueueInspector(f.rt.store.sqlite), "outpost.test", () => Date.now() + IDEMPOTENCY_WINDOW_MS + 1000);
+    const admin = findUser(f.rt.store.db, "admin")!;
+    const out = await tomorrow.send({ userId: admin.id, allowedDomains: [], keyId: "k" }, req("old-key"), null);
+    expect(out.replayed).toBe(false);
+    expect(out.result.id).not.toBe(first.id);
   });
 
   test("the same key used by another user is another message", async () => {

@@ -33,7 +33,7 @@ async function curl(args: string[]): Promise<{ status: number; body: string }> {
   return { status: Number(out.slice(nl + 1)), body: out.slice(0, nl) };
 }
 
-const rcpts = (body: string) => (JSON.parse(body) as { recipients: { address: string; status: string }[] }).recipients;
+const rcpts = (body: string) => (JSON.parse(body) as { recipients: { address: string; id: string; status: string }[] }).recipients;
 
 describe("curl", () => {
   test("sends JSON with a Bearer key", async () => {

@@ -1,0 +1,69 @@
+import { describe, expect, test } from "bun:test";
+import { ApiError } from "../../mail/errors.ts";
+import { isMailbox, mailboxesOf, normalizeSend, optionsOf, recipientsFromMime } from "./normalize.ts";
+
+describe("isMailbox", () => {
+  const good = ["a@example.com", "first.last+tag@sub.example.co.uk", "x@localhost", "user@[192.0.2.1]", "ünï@bücher.de", "o'brien@example.ie"];
+  const bad = ["", "a", "@example.com", "a@", "a b@example.com", "a@exa mple.com", "<a@example.com>", "a@b@c", ".a@example.com", "a..b@example.com", "a@-example.com", "a@example.com\r\n"];
+  for (const a of good) test(`${JSON.stringify(a)} is an address`, () => expect(isMailbox(a)).toBe(true));
+  for (const a of bad) test(`${JSON.stringify(a)} is not`, () => expect(isMailbox(a)).toBe(false));
+});
+
+describe("mailboxesOf", () => {
+  test("reads display names, comma lists and arrays", () => {
+    expect(mailboxesOf("to", ["Ann <ann@example.com>, bob@example.org", '"Doe, Jane" <jane@example.net>'])).toEqual([
+      { name: "Ann", address: "ann@example.com" },
+      { address: "bob@example.org" },
+      { name: "Doe, Jane", address: "jane@example.net" },
+    ]);
+  });
+
+  test("names the item at fault", () => {
+    try {
+      mailboxesOf("cc", ["ok@example.org", "broken"]);
+      throw new Error("no error");
+    } catch (e) {
+      expect(e).toBeInstanceOf(ApiError);
+      expect((e as ApiError).field).toBe("cc[1]");
+    }
+  });
+});
+
+describe("recipientsFromMime", () => {
+  test("takes every To, Cc and Bcc, folded and with groups", () => {
+    const raw = Buffer.from(
+      "To: A <a@example.org>,\r\n B <b@example.org>\r\nCc: Team: c@example.org, d@example.org;\r\nBcc: e@example.org\r\nTo: f@example.org\r\nReply-To: no@example.org\r\n\r\nbody",
+    );
+    expect(recipientsFromMime(raw)).toEqual(["a@example.org", "b@example.org", "c@example.org", "d@example.org", "e@example.org", "f@example.org"]);
+  });
+
+  test("reads LF-only messages too", () => {
+    expect(recipientsFromMime(Buffer.from("To: a@example.org\nSubject: x\n\nbody\n"))).toEqual(["a@example.org"]);
+  });
+
+  test("a body without a header block is a 400 naming body", () => {
+    expect(() => recipientsFromMime(Buffer.from("hello world"))).toThrow(ApiError);
+  });
+});
+
+describe("optionsOf", () => {
+  test("maps every accepted boolean form and leaves omitted options unset", () => {
+    expect(optionsOf({ inlinizecss: "yes", clicktracking: 0, openstracking: "true", bouncetracking: false })).toEqual({
+      inlineCss: true,
+      trackClicks: false,
+      trackOpens: true,
+      trackBounces: false,
+    });
+    expect(optionsOf({})).toEqual({});
+  });
+});
+
+describe("normalizeSend", () => {
+  test("a structured message without text, html or attachments still needs content", async () => {
+    await expect(normalizeSend({ envelope: "a@example.com", recipient: "b@example.org" }, "h.test")).rejects.toThrow(/body/);
+  });
+
+  test("an empty recipient list is refused rather than falling back to the headers", async () => {
+    await expect(normalizeSend({ envelope: "a@example.com", recipient: [], body: "To: b@example.org\r\n\r\nx" }, "h.test")).rejects.toThrow(/recipient/);
+  });
+});
