@@ -43,7 +43,8 @@ export function localReply(text: string, enhanced = "4.4.2"): Reply {
 
 export function resultsFor(msg: OutboundMessage, mx: string, replyOf: (address: string) => Reply, outcome?: Outcome): RecipientResult[] {
   return msg.recipients.map((r) => {
-    const reply = replyOf(r.address);
+    // smtp-connection trims what it sends, and names refused recipients that way
+    const reply = replyOf(r.address.trim());
     return {
       recipientId: r.id,
       outcome: outcome ?? outcomeOf(reply),
@@ -90,7 +91,7 @@ export function nonAscii(s: string): boolean {
  * (its own socket timeout normally fires first).
  */
 export async function transact(conn: SMTPConnection, msg: OutboundMessage, mx: string, guardMs: number): Promise<TransactionEnd> {
-  const to = [...new Set(msg.recipients.map((r) => r.address))];
+  const to = [...new Set(msg.recipients.map((r) => r.address.trim()))];
   const envelope = { from: msg.envelopeFrom, to, size: msg.body.length, use8BitMime: has8bit(msg.body) };
   const done = await new Promise<{ err: SendError | null; info?: { accepted: string[]; rejectedErrors?: SendError[]; response: string } }>(
     (resolve) => {

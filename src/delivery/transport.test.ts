@@ -105,6 +105,14 @@ describe("SmtpTransport", () => {
     expect(s.messages).toHaveLength(0);
   });
 
+  test("a recipient address with stray spaces still gets its own RCPT reply", async () => {
+    const s = await mx("127.0.0.2", { rcpt: { "bad@x.test": "550 5.1.1 no such user" } });
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const results = await conn.send(message([" bad@x.test ", "good@x.test"]));
+    await conn.close();
+    expect(results.map((r) => r.outcome)).toEqual(["bounced", "delivered"]);
+  });
+
   test("a 5xx DATA reply bounces the accepted recipients", async () => {
     const s = await mx("127.0.0.2", { data: "554 5.7.1 spam" });
     const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
