@@ -205,6 +205,27 @@ describe("delivery loop", () => {
     expect(a === undefined || a.limit >= 3).toBe(true);
   });
 
+  test("a dead destination defers new mail without connecting, and a probe revives it later", async () => {
+    const e = setup(`[delivery]\nretry = ["1h"]\n`, { throttle: { backoffMs: 100, deadAfter: 3, deadMs: 800 } });
+    e.transport.refuse.add("mx-a");
+    e.loop.start();
+    for (let i = 0; i < 3; i++) {
+      await enqueue(e, [`x${i}@a.test`]);
+      await waitFor(() => statuses(e)[`x${i}@a.test`] === "deferred", 5000, `deferral ${i}`);
+    }
+    await waitFor(() => e.loop.throttle.snapshot().destinations.find((d) => d.key === "mx-a")?.dead, 2000, "dead");
+    const connects = e.transport.connects;
+    await enqueue(e, ["late@a.test"]);
+    await waitFor(() => statuses(e)["late@a.test"] === "deferred", 2000, "deferral while dead");
+    expect(e.transport.connects).toBe(connects);
+    const late = e.store.sqlite.query("SELECT last_reply FROM recipients WHERE address = 'late@a.test'").get() as { last_reply: string };
+    expect(late.last_reply).toContain("ECONNREFUSED");
+    e.transport.refuse.delete("mx-a");
+    await enqueue(e, ["revived@a.test"]);
+    await waitFor(() => statuses(e)["revived@a.test"] === "delivered", 5000, "delivery after the dead time");
+    expect(e.loop.throttle.snapshot().destinations.find((d) => d.key === "mx-a")?.dead ?? false).toBe(false);
+  }, 15_000);
+
   test("a null MX bounces at once without connecting", async () => {
     const e = setup();
     e.loop.start();

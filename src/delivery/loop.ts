@@ -92,7 +92,6 @@ interface DestQueue {
   /** no connections before this time (throttle back-off or dead); jobs were handed back */
   heldUntil: number;
   timer: ReturnType<typeof setTimeout> | null;
-  lastError: string;
 }
 
 const SANDBOX_REPLY = "sandbox";
@@ -304,7 +303,7 @@ export class DeliveryLoop {
     if (!dq) {
       dq = {
         key: dest.key, dest, domains: new Set(), limits: { maxConnections: 1, rate: null }, jobs: [],
-        connecting: 0, workers: 0, idle: [], heldUntil: 0, timer: null, lastError: "",
+        connecting: 0, workers: 0, idle: [], heldUntil: 0, timer: null,
       };
       this.dests.set(dest.key, dq);
     }
@@ -371,7 +370,8 @@ export class DeliveryLoop {
     if (dq.workers > 0) return; // its connections carry on (and wait for rate tokens themselves)
     if (w.reason === "dead") {
       // known dead: defer without connecting, with the failure that killed it
-      this.deferJobs(dq, dq.jobs.splice(0), dq.lastError || "destination not answering", 0);
+      const reason = this.throttle.lastFailure(dq.key) ?? "destination not answering";
+      this.deferJobs(dq, dq.jobs.splice(0), `${reason} (destination marked unreachable; not tried again before ${new Date(w.waitUntil).toISOString()})`, 0);
       dq.heldUntil = w.waitUntil;
       return;
     }
@@ -405,11 +405,12 @@ export class DeliveryLoop {
     dq.workers++;
     let conn: Connection | null = null;
     let connectSignal: Signal | undefined;
+    let connectError: string | undefined;
     try {
       try {
         conn = await this.deps.transport.connect(dq.dest);
       } catch (e) {
-        connectSignal = this.connectFailed(dq, e);
+        [connectSignal, connectError] = this.connectFailed(dq, e);
         return;
       } finally {
         dq.connecting--;
@@ -421,7 +422,7 @@ export class DeliveryLoop {
     } finally {
       dq.workers--;
       if (conn) await conn.close();
-      this.throttle.release(lease, connectSignal);
+      this.throttle.release(lease, connectSignal, connectError);
       this.pump(dq);
       for (const waiting of [...this.waitingGlobal]) {
         this.waitingGlobal.delete(waiting);
@@ -496,13 +497,12 @@ export class DeliveryLoop {
     this.forget(job.recipients);
   }
 
-  private connectFailed(dq: DestQueue, e: unknown): Signal {
+  private connectFailed(dq: DestQueue, e: unknown): [Signal, string] {
     const cf = e instanceof ConnectFailure ? e : new ConnectFailure(e instanceof Error ? e.message : String(e), false);
-    dq.lastError = cf.message;
     this.deps.log.warn("delivery_connect_failed", { destination: dq.key, mx: cf.mx, error: cf.message, code: cf.code });
     // with other connections alive, they take the work; with none, the waiting mail is deferred now
     if (dq.workers === 1) this.deferJobs(dq, dq.jobs.splice(0), cf.message, cf.code, cf.mx);
-    return cf.throttleSignal ? "throttle" : "failure";
+    return [cf.throttleSignal ? "throttle" : "failure", cf.message];
   }
 
   private deferJobs(dq: DestQueue, jobs: Job[], reason: string, code: number, mx?: string): void {

@@ -62,6 +62,8 @@ export interface DestinationSnapshot {
   dead: boolean;
   deadUntil: number | null;
   consecutiveFailures: number;
+  /** what the last failed connection attempt said, until a conversation succeeds */
+  lastFailure: string | null;
 }
 
 export interface ThrottleSnapshot {
@@ -89,6 +91,7 @@ interface State {
   deadMs: number;
   /** a dead destination's single probe connection is out */
   probing: boolean;
+  lastFailure: string | null;
 }
 
 const MIN_RATE_FACTOR = 1 / 16;
@@ -162,8 +165,11 @@ export class Throttle {
     }
   }
 
-  /** Gives the slot back; `signal` is the outcome of the last thing done on it, if not reported yet. */
-  release(lease: Lease, signal?: Signal): void {
+  /**
+   * Gives the slot back; `signal` is the outcome of the last thing done on it, if not reported yet, and
+   * `reason` what a failed connection attempt said (kept for deferring mail while the destination is dead).
+   */
+  release(lease: Lease, signal?: Signal, reason?: string): void {
     if (lease.released) return;
     if (signal) this.feedback(lease, signal);
     lease.released = true;
@@ -172,9 +178,17 @@ export class Throttle {
     s.inUse--;
     this.inUseTotal--;
     // a connection that never had a normal conversation counts toward dead-destination detection
-    if (!lease.sawOk && signal && signal !== "ok") this.connectFailed(s);
+    if (!lease.sawOk && signal && signal !== "ok") {
+      if (reason) s.lastFailure = reason;
+      this.connectFailed(s);
+    }
     if (s.probing) s.probing = false;
     this.reap(s);
+  }
+
+  /** Why the destination's connections last failed, while that is its state; null otherwise. */
+  lastFailure(key: string): string | null {
+    return this.states.get(key)?.lastFailure ?? null;
   }
 
   snapshot(): ThrottleSnapshot {
@@ -192,6 +206,7 @@ export class Throttle {
         dead: s.deadUntil > 0,
         deadUntil: s.deadUntil > 0 ? s.deadUntil : null,
         consecutiveFailures: s.consecutiveFailures,
+        lastFailure: s.lastFailure,
       })),
     };
   }
@@ -204,6 +219,7 @@ export class Throttle {
         key, max, limit: max, inUse: 0, successes: 0, rate: limits.rate, rateFactor: 1,
         tokens: limits.rate ? bucketSize(limits.rate) : 0, refilledAt: now,
         backoffUntil: 0, lastThrottleAt: 0, consecutiveFailures: 0, deadUntil: 0, deadMs: this.o.deadMs, probing: false,
+        lastFailure: null,
       };
       this.states.set(key, s);
     }
@@ -237,6 +253,7 @@ export class Throttle {
 
   private alive(s: State): void {
     s.consecutiveFailures = 0;
+    s.lastFailure = null;
     s.deadUntil = 0;
     s.deadMs = this.o.deadMs;
   }
