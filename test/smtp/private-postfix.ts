@@ -68,6 +68,7 @@ export function privatePostfix(opts: PostfixOptions): PostfixInstance {
   const queueDir = join(dir, "spool");
   const dataDir = join(dir, "data");
   mkdirSync(configDir);
+  // the queue root must exist; `postfix start` creates its subdirectories (post-install create-missing)
   mkdirSync(queueDir, { mode: 0o755 });
   const main = [
     "compatibility_level = 3.6",
@@ -108,9 +109,6 @@ export function privatePostfix(opts: PostfixOptions): PostfixInstance {
     queueDir,
     masterPid,
     async start() {
-      // the queue's subdirectories (maildrop with group postdrop, …), as Debian's postinst makes them
-      const made = await pf("set-permissions", "create-missing");
-      if (made.code !== 0) throw new Error(`postfix set-permissions failed: ${made.stderr}`);
       const r = await pf("start");
       if (r.code !== 0) throw new Error(`postfix start failed (${r.code}): ${r.stderr}${this.log()}`);
       for (let i = 0; i < 100 && masterPid() === null; i++) await Bun.sleep(50);
