@@ -43,7 +43,7 @@ const TYPE_NAME: Record<number, string> = { 1: "A", 15: "MX", 28: "AAAA" };
 const RCODE = { NOERROR: 0, SERVFAIL: 2, NXDOMAIN: 3 } as const;
 
 export async function startDnsServer(zones: Record<string, FakeZone>, host = "127.0.0.1"): Promise<FakeDns> {
-  const socket = createSocket("udp4");
+  const socket = createSocket(isIPv6(host) ? "udp6" : "udp4");
   const server: FakeDns = { host, port: 0, zones, queries: [], stop: () => closeSocket(socket) };
   socket.on("message", (msg, peer) => {
     const reply = answer(msg, server);
