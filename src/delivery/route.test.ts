@@ -251,6 +251,17 @@ describe("resolver", () => {
     expect(await resolver.resolveMx("null.test")).toEqual([{ exchange: "", preference: 0 }]);
   });
 
+  test("accepts a DNS server given by an IPv6 address", async () => {
+    const v6 = await startDnsServer({ "six.test": { a: ["127.0.0.6"] } }, "::1").catch(() => null);
+    if (!v6) return; // no IPv6 loopback here
+    try {
+      const r = createResolver([{ host: "::1", port: v6.port }], { timeoutMs: 500, tries: 1 });
+      expect(await r.resolve4("six.test")).toEqual(["127.0.0.6"]);
+    } finally {
+      await v6.stop();
+    }
+  });
+
   test("lookupVia gives A then AAAA addresses from the configured servers", async () => {
     expect(await lookupVia(resolver)("mx1.provider.test")).toEqual(["127.0.0.2", "::1"]);
   });
