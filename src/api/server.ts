@@ -1,12 +1,12 @@
 /** @module api/server — runs the API app on `[http] listen` as a runtime Service. */
-import type { Service } from "../runtime/start.ts";
 import { createApp, type ApiDeps } from "./app.ts";
 import { requestLimits } from "./context.ts";
 
 export interface HttpListener {
   /** the bound port (useful when the config said port 0) */
   port: number;
-  service: Service;
+  /** a runtime Service (runtime/start.ts), declared here by shape: api/ does not import the runtime */
+  service: { name: string; stop(): Promise<void> };
 }
 
 export function startHttp(deps: ApiDeps): HttpListener {
