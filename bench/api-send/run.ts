@@ -129,7 +129,7 @@ try {
     if (probe.status !== 202) throw new Error(`probe send answered ${probe.status}: ${await probe.text()}`);
     for (const c of clients) {
       const wrk = Bun.spawnSync(
-        ["wrk", "-t", String(Math.min(c, 2)), "-c", String(c), "-d", `${duration}s`, "--latency", "-s", join(import.meta.dir, "post.lua"), `${base}/v1/send`],
+        ["wrk", "-t", process.env.WRK_THREADS ?? "1", "-c", String(c), "-d", `${duration}s`, "--latency", "-s", join(import.meta.dir, "post.lua"), `${base}/v1/send`],
         { env: { ...process.env, OUTPOST_KEY: key, BODY_FILE: bodyFile } },
       );
       const run = parseWrk(wrk.stdout.toString(), scenario, c, peakRssKb(server.pid));
