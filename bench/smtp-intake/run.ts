@@ -39,6 +39,8 @@ interface Result {
   rate: number;
   peakRssMiB: number;
   peakPssMiB: number;
+  /** CPU time of the server's process tree per message (less sensitive to a busy machine than the rate) */
+  cpuMsPerMsg: number;
   stored: number;
 }
 
@@ -76,6 +78,26 @@ function treeMemKiB(root: number): { rss: number; pss: number } {
     }
   }
   return { rss, pss };
+}
+
+const CLK_TCK = 100; // Linux USER_HZ
+
+/** CPU seconds of a process tree: live processes' utime+stime, plus the root's reaped children. */
+function treeCpuSeconds(root: number): number {
+  const kids = children();
+  let ticks = 0;
+  for (const stack = [root]; stack.length > 0; ) {
+    const p = stack.pop()!;
+    stack.push(...(kids.get(p) ?? []));
+    try {
+      const s = readFileSync(`/proc/${p}/stat`, "utf8");
+      const f = s.slice(s.lastIndexOf(")") + 2).split(" ").map(Number);
+      ticks += f[11]! + f[12]! + (p === root ? f[13]! + f[14]! : 0);
+    } catch {
+      /* gone */
+    }
+  }
+  return ticks / CLK_TCK;
 }
 
 function sampler(root: () => number | null) {
@@ -219,9 +241,11 @@ async function cell(relay: "postfix" | "outpost", size: number, sessions: number
     const pf = await startReferencePostfix();
     try {
       const mem = sampler(pf.masterPid);
+      const cpu0 = treeCpuSeconds(pf.masterPid()!);
       const seconds = await smtpSource(PF_ADDR, sessions, msgs, size);
+      const cpu = treeCpuSeconds(pf.masterPid()!) - cpu0;
       const peak = mem.stop();
-      return result(relay, size, sessions, msgs, seconds, peak, countQueueFiles(pf.queueDir));
+      return result(relay, size, sessions, msgs, seconds, peak, cpu, countQueueFiles(pf.queueDir));
     } finally {
       await pf.stop();
       pf.cleanup();
@@ -230,23 +254,30 @@ async function cell(relay: "postfix" | "outpost", size: number, sessions: number
   const op = await startOutpost();
   try {
     const mem = sampler(() => op.pid);
+    const cpu0 = treeCpuSeconds(op.pid);
     const seconds = await smtpSource(`${OP_HOST}:${OP_PORT}`, sessions, msgs, size);
+    const cpu = treeCpuSeconds(op.pid) - cpu0;
     const peak = mem.stop();
-    return result(relay, size, sessions, msgs, seconds, peak, op.stored());
+    return result(relay, size, sessions, msgs, seconds, peak, cpu, op.stored());
   } finally {
     await op.stop();
   }
 }
 
-function result(relay: Result["relay"], size: number, sessions: number, msgs: number, seconds: number, peak: { rss: number; pss: number }, stored: number): Result {
+function result(relay: Result["relay"], size: number, sessions: number, msgs: number, seconds: number, peak: { rss: number; pss: number }, cpu: number, stored: number): Result {
   return {
     relay, size, sessions, msgs, seconds: round(seconds, 2), rate: round(msgs / seconds, 0),
-    peakRssMiB: round(peak.rss / 1024, 1), peakPssMiB: round(peak.pss / 1024, 1), stored,
+    peakRssMiB: round(peak.rss / 1024, 1), peakPssMiB: round(peak.pss / 1024, 1), cpuMsPerMsg: round((cpu * 1000) / msgs, 2), stored,
   };
 }
 
 const round = (x: number, d: number) => Math.round(x * 10 ** d) / 10 ** d;
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+/** The median (for an even count, the mean of the middle two). */
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : round((s[m - 1]! + s[m]!) / 2, 1);
+}
 
 async function main(): Promise<void> {
   const why = postfixUnavailable();
@@ -267,8 +298,8 @@ async function main(): Promise<void> {
       }
     }
   }
-  console.log(`\n| payload | sessions | Postfix msgs/s | outpost msgs/s | ratio outpost/Postfix | Postfix peak RSS (PSS) MiB | outpost peak RSS MiB |`);
-  console.log(`|---|---|---|---|---|---|---|`);
+  console.log(`\n| payload | sessions | Postfix msgs/s | outpost msgs/s | ratio outpost/Postfix | Postfix CPU ms/msg | outpost CPU ms/msg | Postfix peak RSS (PSS) MiB | outpost peak RSS (PSS) MiB |`);
+  console.log(`|---|---|---|---|---|---|---|---|---|`);
   for (const size of SIZES) {
     for (const sessions of SESSIONS) {
       const pick = (relay: string) => all.filter((r) => r.relay === relay && r.size === size && r.sessions === sessions);
@@ -277,7 +308,8 @@ async function main(): Promise<void> {
       const pfRate = median(pf.map((r) => r.rate));
       const opRate = median(op.map((r) => r.rate));
       const label = size >= 1024 ? `${size / 1024} KiB` : `${size} B`;
-      console.log(`| ${label} | ${sessions} | ${pfRate} | ${opRate} | ${round(opRate / pfRate, 2)} | ${median(pf.map((r) => r.peakRssMiB))} (${median(pf.map((r) => r.peakPssMiB))}) | ${median(op.map((r) => r.peakRssMiB))} |`);
+      const m = (rs: Result[], k: keyof Result) => median(rs.map((r) => r[k] as number));
+      console.log(`| ${label} | ${sessions} | ${pfRate} | ${opRate} | ${round(opRate / pfRate, 2)} | ${m(pf, "cpuMsPerMsg")} | ${m(op, "cpuMsPerMsg")} | ${m(pf, "peakRssMiB")} (${m(pf, "peakPssMiB")}) | ${m(op, "peakRssMiB")} (${m(op, "peakPssMiB")}) |`);
     }
   }
   console.log(`\nraw results: ${OUT}`);
