@@ -95,8 +95,14 @@ interface DestQueue {
 }
 
 const SANDBOX_REPLY = "sandbox";
-/** least time between two claims that did not fill their batch (new mail waits at most this much longer) */
-const CLAIM_GAP_MS = 20;
+/**
+ * Every claim and every settle batch is a commit, an fsync that blocks the one thread intake shares: under a
+ * stream of mail, claims are at least CLAIM_GAP_MS apart (new mail waits at most that much longer), and settles
+ * gather for SETTLE_WINDOW_MS (or SETTLE_BATCH_MAX of them) per commit. Connections don't wait for settles.
+ */
+const CLAIM_GAP_MS = 50;
+const SETTLE_WINDOW_MS = 10;
+const SETTLE_BATCH_MAX = 200;
 
 export class DeliveryLoop {
   readonly name = "delivery";
@@ -120,6 +126,7 @@ export class DeliveryLoop {
   private windowFull = false;
   private settles: { run: () => unknown; done: (p: Promise<unknown>) => void }[] = [];
   private tasks = new Set<Promise<unknown>>();
+  private settleTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(private deps: LoopDeps) {
     this.now = deps.now ?? Date.now;
@@ -480,7 +487,8 @@ export class DeliveryLoop {
     }
     const signal = signalOf(results);
     this.throttle.feedback(lease, signal);
-    await this.settle(msg, job, results);
+    // the connection goes on with the next message while this one's settle waits for its group commit
+    this.track(this.settle(msg, job, results));
     return signal;
   }
 
@@ -519,11 +527,13 @@ export class DeliveryLoop {
     if (!batch) return Promise.resolve().then(run);
     return new Promise((resolve) => {
       this.settles.push({ run, done: resolve });
-      if (this.settles.length === 1) setImmediate(() => this.commitSettles(batch));
+      if (this.settles.length === 1) this.settleTimer = setTimeout(() => this.commitSettles(batch), SETTLE_WINDOW_MS);
+      else if (this.settles.length >= SETTLE_BATCH_MAX) this.commitSettles(batch);
     });
   }
 
   private commitSettles(batch: (fn: () => void) => void): void {
+    clearTimeout(this.settleTimer);
     const items = this.settles;
     this.settles = [];
     if (items.length === 0) return;

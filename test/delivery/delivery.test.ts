@@ -94,7 +94,7 @@ describe("delivery end to end", () => {
     for (let i = 0; i < 12; i++) await submit(rt, [`s${i}@dest.test`]);
     const snap = () => rt.delivery!.loop.throttle.snapshot().destinations[0];
     await waitFor(() => (snap()?.limit ?? 4) <= 2, 10_000, "the window to be cut");
-    expect(rows(rt).some((r) => r.status === "deferred" && r.last_reply.startsWith("421"))).toBe(true);
+    await waitFor(() => rows(rt).some((r) => r.status === "deferred" && r.last_reply.startsWith("421")), 5_000, "a 421 deferral");
     mx.script.data = undefined; // storm over
     await waitFor(() => pending(rt) === 0, 30_000, "the deferred mail to go out");
     for (let i = 0; i < 30; i++) await submit(rt, [`t${i}@dest.test`]);
