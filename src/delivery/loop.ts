@@ -116,6 +116,7 @@ export class DeliveryLoop {
   private inFlight = new Map<Job, Connection | null>();
   private stopping = false;
   private wakeUp: (() => void) | null = null;
+  private wakePending = false;
   private running: Promise<void> | null = null;
   private sweepTimer: ReturnType<typeof setInterval> | null = null;
   private drained: (() => void) | null = null;
@@ -152,7 +153,8 @@ export class DeliveryLoop {
   wake(): void {
     const w = this.wakeUp;
     this.wakeUp = null;
-    w?.();
+    if (w) w();
+    else this.wakePending = true; // the loop is busy claiming: it must look again before sleeping
   }
 
   async stop(): Promise<void> {
@@ -240,6 +242,10 @@ export class DeliveryLoop {
   }
 
   private sleep(ms: number): Promise<void> {
+    if (this.wakePending) {
+      this.wakePending = false;
+      return Promise.resolve();
+    }
     return new Promise((resolve) => {
       const t = setTimeout(() => {
         this.wakeUp = null;
