@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { checkAddress, decideRecipient, isSyntacticBounceToken, splitAddress, type RelayClient } from "./relay.ts";
+import { checkAddress, decideRecipient, isSyntacticBounceToken, splitAddress, withAsciiDomain, type RelayClient } from "./relay.ts";
 
 const anonymous: RelayClient = { authenticated: false, trusted: false };
 const authed: RelayClient = { authenticated: true, trusted: false };
@@ -117,4 +117,10 @@ test("isSyntacticBounceToken wants b+ and a token of URL-safe characters", () =>
   expect(isSyntacticBounceToken("b+")).toBe(false);
   expect(isSyntacticBounceToken("b+a b")).toBe(false);
   expect(isSyntacticBounceToken("c+abc")).toBe(false);
+});
+
+test("withAsciiDomain turns an IDN domain into A-labels and leaves the local part and ASCII domains alone", () => {
+  expect(withAsciiDomain("jörg@bücher.example")).toBe("jörg@xn--bcher-kva.example");
+  expect(withAsciiDomain("a@example.com")).toBe("a@example.com");
+  expect(withAsciiDomain("postmaster")).toBe("postmaster");
 });

@@ -7,6 +7,7 @@
  * plain characters here: the domain after the last unquoted `@` is the only routing information.
  */
 import { isIP } from "node:net";
+import { domainToASCII } from "node:url";
 import { SmtpError } from "../mail/errors.ts";
 
 /** RFC 5321 §4.5.3.1: local part 64 octets, domain 255, path (address with its angle brackets) 256. */
@@ -89,6 +90,18 @@ export function checkAddress(address: string, enhanced: "5.1.3" | "5.1.7"): Addr
   if (octets(parts.local) > MAX_LOCAL_PART) return bad(`local part longer than ${MAX_LOCAL_PART} octets`);
   if (octets(parts.domain) > MAX_DOMAIN) return bad(`domain longer than ${MAX_DOMAIN} octets`);
   return parts;
+}
+
+/**
+ * The address with its domain in A-labels. smtp-server hands over IDN domains decoded
+ * ("xn--bcher-kva.example" arrives as "bücher.example"); the queue keeps the DNS form, which is
+ * what routing, throttling and a non-SMTPUTF8 next hop need. The local part is left alone.
+ */
+export function withAsciiDomain(address: string): string {
+  const at = address.lastIndexOf("@");
+  if (at < 0 || /^[\x00-\x7f]*$/.test(address.slice(at + 1))) return address;
+  const ascii = domainToASCII(address.slice(at + 1));
+  return ascii ? `${address.slice(0, at + 1)}${ascii}` : address;
 }
 
 const BOUNCE_MAILBOXES = new Set(["postmaster", "abuse"]);

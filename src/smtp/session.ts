@@ -10,7 +10,7 @@ import { checkSender } from "../intake/policy.ts";
 import { SmtpError } from "../mail/errors.ts";
 import type { Logger } from "../observe/log.ts";
 import { AuthGuard, ConnectionCounter } from "./auth-guard.ts";
-import { checkAddress, decideRecipient, type RelayPolicy } from "./relay.ts";
+import { checkAddress, decideRecipient, withAsciiDomain, type RelayPolicy } from "./relay.ts";
 
 /** Checks a user name and password; resolves to the user, or null when they do not match. */
 export interface CredentialCheck {
@@ -141,11 +141,12 @@ export class SessionHooks {
     }
     const user = session.user as User | undefined;
     try {
-      if (user) checkSender(user.domains, sender);
+      if (user) checkSender(user.domains, withAsciiDomain(sender));
     } catch (e) {
       if (e instanceof SmtpError) return cb(this.reject(session, "MAIL", sender, e));
       throw e;
     }
+    address.address = withAsciiDomain(sender);
     cb();
   }
 
@@ -159,8 +160,9 @@ export class SessionHooks {
     const client = { authenticated: Boolean(session.user), trusted: this.states.get(session.id)?.trusted ?? false };
     const verdict = decideRecipient(address.address, client, this.deps.relay);
     if (!verdict.ok) return cb(this.reject(session, "RCPT", address.address, verdict.error));
-    // smtp-server stores this object after we return: the bare <postmaster> becomes a full address
-    address.address = verdict.address;
+    // smtp-server stores this object after we return: the bare <postmaster> becomes a full address,
+    // an IDN domain goes back to the A-label form the client most likely sent
+    address.address = withAsciiDomain(verdict.address);
     cb();
   }
 

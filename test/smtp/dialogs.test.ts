@@ -15,6 +15,7 @@
  *   = closed          the server must close the connection
  *   = queued SENDER N     (SENDER `<>` is the null sender) exactly N messages with this envelope sender are in the queue
  *   = recipients SENDER N the one message from SENDER has N recipient rows
+ *   = rcpts SENDER A,B    … and these recipient addresses (sorted, comma-separated)
  *   = body SENDER REGEX   the stored body of the one message from SENDER matches (latin1; escapes as above)
  *   = nobody SENDER REGEX ... does not match
  * After the last step nothing may be left unread: an extra reply means a command ran that should not have.
@@ -30,6 +31,7 @@ import { CredentialChecker } from "../../src/auth/users.ts";
 import { startSmtp, type SmtpService } from "../../src/smtp/server.ts";
 import { addTestUser, messagesFrom, RawSmtp, recipientsOf, startOutpost, type Outpost } from "./fixture.ts";
 
+const CRLF = Buffer.from("\r\n");
 const DIALOGS = join(import.meta.dir, "..", "dialogs");
 
 const CONFIG = `
@@ -69,10 +71,19 @@ afterAll(async () => {
   await outpost?.stop();
 });
 
-function unescape(s: string): string {
-  return s.replace(/\\(x[0-9a-fA-F]{2}|[rn0t\\])/g, (_m, e: string) =>
-    e.startsWith("x") ? String.fromCharCode(parseInt(e.slice(1), 16)) : ({ r: "\r", n: "\n", "0": "\0", t: "\t", "\\": "\\" } as Record<string, string>)[e]!,
-  );
+/** Dialog text to bytes: UTF-8, except `\xHH`, which is that one byte (so any byte can be sent). */
+function unescape(s: string): Buffer {
+  const parts: Buffer[] = [];
+  let last = 0;
+  for (const m of s.matchAll(/\\(x[0-9a-fA-F]{2}|[rn0t\\])/g)) {
+    parts.push(Buffer.from(s.slice(last, m.index), "utf8"));
+    const e = m[1]!;
+    const byte = e.startsWith("x") ? parseInt(e.slice(1), 16) : { r: 13, n: 10, "0": 0, t: 9, "\\": 92 }[e]!;
+    parts.push(Buffer.from([byte]));
+    last = m.index + m[0].length;
+  }
+  parts.push(Buffer.from(s.slice(last), "utf8"));
+  return Buffer.concat(parts);
 }
 
 async function runDialog(text: string, transcript: string[]): Promise<void> {
@@ -87,11 +98,11 @@ async function runDialog(text: string, transcript: string[]): Promise<void> {
       const where = `line ${i + 1}: ${line}`;
       const [, op = "", rest = ""] = line.match(/^(>repeat|>>|>|<|!~|~|@\w+|=)\s?(.*)$/) ?? [];
       transcript.push(line);
-      if (op === ">") conn.write(unescape(rest) + "\r\n");
+      if (op === ">") conn.write(Buffer.concat([unescape(rest), CRLF]));
       else if (op === ">>") conn.write(unescape(rest));
       else if (op === ">repeat") {
         const [, n = "0", t = ""] = rest.match(/^(\d+) (.*)$/) ?? [];
-        conn.write((unescape(t) + "\r\n").repeat(Number(n)));
+        conn.write(Buffer.concat(Array(Number(n)).fill(Buffer.concat([unescape(t), CRLF]))));
       } else if (op === "<") {
         last = await conn.reply();
         transcript.push(`  got: ${JSON.stringify(last)}`);
@@ -122,10 +133,13 @@ function check(rest: string, _conn: RawSmtp, where: string): void {
   else if (kind === "recipients") {
     expect(rows.length, where).toBe(1);
     expect(recipientsOf(outpost, rows[0]!.id).length, where).toBe(Number(arg));
+  } else if (kind === "rcpts") {
+    expect(rows.length, where).toBe(1);
+    expect(recipientsOf(outpost, rows[0]!.id).join(","), where).toBe(arg);
   } else if (kind === "body" || kind === "nobody") {
     expect(rows.length, where).toBe(1);
     const body = Buffer.from(rows[0]!.body).toString("latin1");
-    const re = new RegExp(unescape(arg));
+    const re = new RegExp(unescape(arg).toString("latin1"));
     if (kind === "body") expect(body, where).toMatch(re);
     else expect(body, where).not.toMatch(re);
   } else throw new Error(`unknown check at ${where}`);
