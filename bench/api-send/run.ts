@@ -72,6 +72,16 @@ function peakRssKb(pid: number): number {
   return m ? Number(m[1]) : 0;
 }
 
+/** user+system CPU seconds the process has used so far (all its threads) */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+}
+
+function loadAverage(): string {
+  return readFileSync("/proc/loadavg", "utf8").split(" ")[0]!;
+}
+
 function message2k(): string {
   const head =
     "From: Bench <bench@example.com>\r\nTo: <rcpt@example.org>\r\nSubject: benchmark message\r\n" +
@@ -91,9 +101,12 @@ interface Run {
   requests: number;
   errors: number;
   rssMb: number;
+  /** server CPU per accepted message: robust against other load on the machine, unlike msgs/s */
+  cpuUsPerMsg: number;
+  load: string;
 }
 
-function parseWrk(text: string, scenario: string, c: number, rssKb: number): Run {
+function parseWrk(text: string, scenario: string, c: number, rssKb: number, cpu: number, load: string): Run {
   const num = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
   const str = (re: RegExp) => re.exec(text)?.[1] ?? "?";
   const errors = num(/Non-2xx or 3xx responses: (\d+)/) || 0;
@@ -108,6 +121,8 @@ function parseWrk(text: string, scenario: string, c: number, rssKb: number): Run
     requests: num(/(\d+) requests in/),
     errors: errors + sockets,
     rssMb: Math.round(rssKb / 1024),
+    cpuUsPerMsg: 0,
+    load,
   };
 }
 
@@ -128,14 +143,19 @@ try {
     const probe = await fetch(`${base}/v1/send`, { method: "POST", headers: auth, body: readFileSync(bodyFile) });
     if (probe.status !== 202) throw new Error(`probe send answered ${probe.status}: ${await probe.text()}`);
     for (const c of clients) {
+      const load = loadAverage();
+      const cpu0 = cpuSeconds(server.pid);
       const wrk = Bun.spawnSync(
         ["wrk", "-t", process.env.WRK_THREADS ?? "1", "-c", String(c), "-d", `${duration}s`, "--latency", "-s", join(import.meta.dir, "post.lua"), `${base}/v1/send`],
         { env: { ...process.env, OUTPOST_KEY: key, BODY_FILE: bodyFile } },
       );
-      const run = parseWrk(wrk.stdout.toString(), scenario, c, peakRssKb(server.pid));
+      const cpu = cpuSeconds(server.pid) - cpu0;
+      const run = parseWrk(wrk.stdout.toString(), scenario, c, peakRssKb(server.pid), cpu, load);
+      run.cpuUsPerMsg = run.requests > 0 ? Math.round((cpu * 1e6) / run.requests) : 0;
       results.push(run);
       console.log(
-        `${scenario} ${c} clients: ${run.rps.toFixed(0)} msgs/s, p50 ${run.p50}, p99 ${run.p99}, ${run.requests} requests, ${run.errors} errors, peak RSS ${run.rssMb} MB`,
+        `${scenario} ${c} clients: ${run.rps.toFixed(0)} msgs/s, p50 ${run.p50}, p99 ${run.p99}, ${run.requests} requests, ` +
+          `${run.errors} errors, peak RSS ${run.rssMb} MB, server CPU ${run.cpuUsPerMsg} µs/msg, load ${run.load}`,
       );
     }
   }
@@ -148,8 +168,14 @@ try {
 }
 
 if (out) {
-  const rows = results.map((r) => `| ${r.scenario} | ${r.clients} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.requests} | ${r.errors} | ${r.rssMb} |`);
-  const table = ["| scenario | clients | msgs/s | p50 | p99 | requests | errors | peak RSS (MB) |", "| --- | --- | --- | --- | --- | --- | --- | --- |", ...rows].join("\n");
+  const rows = results.map(
+    (r) => `| ${r.scenario} | ${r.clients} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.requests} | ${r.errors} | ${r.rssMb} | ${r.cpuUsPerMsg} | ${r.load} |`,
+  );
+  const table = [
+    "| scenario | clients | msgs/s | p50 | p99 | requests | errors | peak RSS (MB) | server CPU µs/msg | load avg |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ...rows,
+  ].join("\n");
   writeFileSync(out, table + "\n");
   console.log(`table written to ${out}`);
 }

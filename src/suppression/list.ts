@@ -34,7 +34,7 @@ export function removeSuppression(db: Db, address: string): boolean {
   return db.delete(suppressions).where(eq(suppressions.address, norm(address))).returning().all().length > 0;
 }
 
-const amongStatements = new WeakMap<Db, Statement<{ a: string }, [string]>>();
+const amongStatements = new WeakMap<Db, { one: Statement<{ a: string }, [string]>; many: Statement<{ a: string }, [string]> }>();
 
 /**
  * The subset of `addresses` that is suppressed (lower-cased). Runs for every submission, so it is one
@@ -44,8 +44,12 @@ export function suppressedAmong(db: Db, addresses: string[]): Set<string> {
   if (addresses.length === 0) return new Set();
   let stmt = amongStatements.get(db);
   if (!stmt) {
-    stmt = db.$client.prepare("SELECT address AS a FROM suppressions WHERE address IN (SELECT value FROM json_each(?))");
+    stmt = {
+      one: db.$client.prepare("SELECT address AS a FROM suppressions WHERE address = ?"),
+      many: db.$client.prepare("SELECT address AS a FROM suppressions WHERE address IN (SELECT value FROM json_each(?))"),
+    };
     amongStatements.set(db, stmt);
   }
-  return new Set(stmt.all(JSON.stringify(addresses.map(norm))).map((r) => r.a));
+  const rows = addresses.length === 1 ? stmt.one.all(norm(addresses[0]!)) : stmt.many.all(JSON.stringify(addresses.map(norm)));
+  return new Set(rows.map((r) => r.a));
 }
