@@ -77,5 +77,14 @@ function isIdempotencyConflict(e: unknown): boolean {
 /** RFC 5321 §4.4-style trace line for an HTTP submission; it also lets the DSN rules count hops. */
 export function receivedHeader(clientIp: string | null, hostname: string, now: Date): Buffer {
   const from = clientIp && /^[0-9A-Fa-f:.]+$/.test(clientIp) ? `from [${clientIp}] ` : "";
-  return Buffer.from(`Received: ${from}by ${hostname} (outpost) with HTTP;\r\n\t${now.toUTCString().replace("GMT", "+0000")}\r\n`, "latin1");
+  return Buffer.from(`Received: ${from}by ${hostname} (outpost) with HTTP;\r\n\t${rfc5322Date(now)}\r\n`, "latin1");
+}
+
+let dateCache = { second: -1, text: "" };
+
+/** "Wed, 25 Nov 2026 13:45:54 +0000", formatted once per second (every request needs it). */
+function rfc5322Date(now: Date): string {
+  const second = Math.floor(now.getTime() / 1000);
+  if (second !== dateCache.second) dateCache = { second, text: now.toUTCString().replace("GMT", "+0000") };
+  return dateCache.text;
 }
