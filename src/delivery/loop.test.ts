@@ -28,6 +28,8 @@ class FakeTransport implements Transport {
   refuse = new Set<string>();
   throttleGreeting = new Set<string>();
   sendDelayMs = 0;
+  /** the server has silently closed every connection open now (a kept connection turns out dead) */
+  killOpen = false;
   behaviour: Behaviour = (m) => m.recipients.map((r) => ({ recipientId: r.id, outcome: "delivered", code: 250, enhanced: "2.0.0", reply: "ok" }));
 
   async connect(dest: Destination): Promise<Connection> {
@@ -41,6 +43,7 @@ class FakeTransport implements Transport {
     const id = this.connects;
     const self = this;
     let closed = false;
+    let dead = false;
     const conn = {
       mx: dest.hosts[0]!.host,
       sent: 0,
@@ -49,6 +52,11 @@ class FakeTransport implements Transport {
       },
       async send(msg: OutboundMessage) {
         conn.sent++;
+        if (self.killOpen) {
+          self.killOpen = false;
+          dead = true;
+        }
+        if (dead) return msg.recipients.map((r) => ({ recipientId: r.id, outcome: "deferred" as const, code: 0, enhanced: "4.4.2", reply: "connection closed" }));
         self.sent.push({ key: dest.key, msg, conn: id });
         if (self.sendDelayMs) await Bun.sleep(self.sendDelayMs);
         return (await self.behaviour(msg)).map((r) => ({ ...r, mx: conn.mx }));
@@ -161,6 +169,19 @@ describe("delivery loop", () => {
     const perConn = new Map<number, number>();
     for (const s of e.transport.sent) perConn.set(s.conn, (perConn.get(s.conn) ?? 0) + 1);
     expect([...perConn.values()]).toEqual([4, 4, 2]);
+  });
+
+  test("a message sent on a kept connection that the server closed goes again at once on a fresh one", async () => {
+    const e = setup(`[delivery]\nper_destination_connections = 1\n`, { idleMs: 2_000 });
+    e.loop.start();
+    await enqueue(e, ["first@a.test"]);
+    await waitFor(() => statuses(e)["first@a.test"] === "delivered", 5000, "first delivery");
+    e.transport.killOpen = true; // the idle connection died meanwhile
+    await enqueue(e, ["second@a.test"]);
+    await waitFor(() => statuses(e)["second@a.test"] === "delivered", 5000, "second delivery");
+    const row = e.store.sqlite.query("SELECT attempts FROM recipients WHERE address = 'second@a.test'").get() as { attempts: number };
+    expect(row.attempts).toBe(1);
+    expect(new Set(e.transport.sent.map((x) => x.conn)).size).toBe(2);
   });
 
   test("defers the waiting recipients with the failure text when no connection can be had", async () => {

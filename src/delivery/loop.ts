@@ -75,6 +75,8 @@ interface Job {
   messageId: MessageId;
   recipients: ClaimedRecipient[];
   claimedAt: number;
+  /** sent once already on a kept connection that turned out dead */
+  retried?: boolean;
 }
 
 /** One receiving server set (Destination.key) and the work waiting for it. */
@@ -429,7 +431,7 @@ export class DeliveryLoop {
         dq.connecting--;
       }
       for (let job = await this.nextJob(dq, conn); job; job = await this.nextJob(dq, conn)) {
-        const signal = await this.send(lease, conn, job);
+        const signal = await this.send(dq, lease, conn, job);
         if (signal !== "ok" || !conn.usable || conn.sent >= this.deps.config.messages_per_connection) break;
       }
     } finally {
@@ -465,7 +467,7 @@ export class DeliveryLoop {
   }
 
   /** One transaction: rate token, SMTP, throttle feedback, settle. Returns the signal it gave. */
-  private async send(lease: Lease, conn: Connection, job: Job): Promise<Signal> {
+  private async send(dq: DestQueue, lease: Lease, conn: Connection, job: Job): Promise<Signal> {
     for (let w = this.throttle.admit(lease); w !== true; w = this.throttle.admit(lease)) {
       await this.pause(w.waitUntil - this.now());
       if (this.stopping) {
@@ -479,6 +481,7 @@ export class DeliveryLoop {
       return "ok";
     }
     this.inFlight.set(job, conn);
+    const reused = conn.sent > 0;
     let results: RecipientResult[];
     try {
       results = await conn.send({
@@ -492,6 +495,16 @@ export class DeliveryLoop {
       results = job.recipients.map((r) => localFailure(r.id, `delivery failed: ${String(e)}`, conn.mx));
     }
     const signal = signalOf(results);
+    if (signal === "failure" && reused && !job.retried) {
+      // a kept connection the server had closed meanwhile (idle timeout, restart): no reply at all, so try the
+      // message once more on a fresh connection rather than defer it for a whole retry interval
+      job.retried = true;
+      this.inFlight.delete(job);
+      if (this.stopping) this.handBack([job]);
+      else dq.jobs.unshift(job);
+      if (this.inFlight.size === 0) this.drained?.();
+      return signal;
+    }
     this.throttle.feedback(lease, signal);
     // the connection goes on with the next message while this one's settle waits for its group commit
     this.track(this.settle(msg, job, results));
