@@ -30,6 +30,8 @@ class FakeTransport implements Transport {
   sendDelayMs = 0;
   /** the server has silently closed every connection open now (a kept connection turns out dead) */
   killOpen = false;
+  /** closes every open connection the way a server's close is noticed: usable turns false */
+  closers: (() => void)[] = [];
   behaviour: Behaviour = (m) => m.recipients.map((r) => ({ recipientId: r.id, outcome: "delivered", code: 250, enhanced: "2.0.0", reply: "ok" }));
 
   async connect(dest: Destination): Promise<Connection> {
@@ -56,7 +58,7 @@ class FakeTransport implements Transport {
           self.killOpen = false;
           dead = true;
         }
-        if (dead) return msg.recipients.map((r) => ({ recipientId: r.id, outcome: "deferred" as const, code: 0, enhanced: "4.4.2", reply: "connection closed" }));
+        if (dead || closed) return msg.recipients.map((r) => ({ recipientId: r.id, outcome: "deferred" as const, code: 0, enhanced: "4.4.2", reply: "connection closed" }));
         self.sent.push({ key: dest.key, msg, conn: id });
         if (self.sendDelayMs) await Bun.sleep(self.sendDelayMs);
         return (await self.behaviour(msg)).map((r) => ({ ...r, mx: conn.mx }));
@@ -67,10 +69,10 @@ class FakeTransport implements Transport {
         self.open.set(dest.key, (self.open.get(dest.key) ?? 1) - 1);
       },
     };
+    this.closers.push(() => void conn.close());
     return conn;
   }
 }
-
 /** Domains "a*.test" go to key "mx-a", "b*.test" to "mx-b"; "nullmx.test" has a null MX. */
 const router: Router = {
   async route(domain: string): Promise<RouteResult> {
@@ -182,6 +184,18 @@ describe("delivery loop", () => {
     const row = e.store.sqlite.query("SELECT attempts FROM recipients WHERE address = 'second@a.test'").get() as { attempts: number };
     expect(row.attempts).toBe(1);
     expect(new Set(e.transport.sent.map((x) => x.conn)).size).toBe(2);
+  });
+
+  test("a job for an idle connection the server has closed goes to a fresh connection", async () => {
+    const e = setup(`[delivery]\nper_destination_connections = 3\n`, { idleMs: 2_000 });
+    e.loop.start();
+    await Promise.all([0, 1, 2].map((i) => enqueue(e, [`first${i}@a.test`])));
+    await waitFor(() => pendingCount(e) === 0, 5000, "first deliveries");
+    for (const close of e.transport.closers.splice(0)) close();
+    await enqueue(e, ["second@a.test"]);
+    await waitFor(() => statuses(e)["second@a.test"] === "delivered", 5000, "second delivery");
+    const row = e.store.sqlite.query("SELECT attempts FROM recipients WHERE address = 'second@a.test'").get() as { attempts: number };
+    expect(row.attempts).toBe(1);
   });
 
   test("defers the waiting recipients with the failure text when no connection can be had", async () => {

@@ -460,6 +460,11 @@ export class DeliveryLoop {
       }, this.o.idleMs);
       const take = (j: Job | null) => {
         clearTimeout(timer);
+        // the server may have closed the connection while it waited: the job goes to someone else
+        if (j && !conn.usable) {
+          dq.jobs.unshift(j);
+          return resolve(null);
+        }
         resolve(j);
       };
       dq.idle.push(take);
