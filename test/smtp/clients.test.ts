@@ -5,6 +5,8 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import nodemailer from "nodemailer";
+import { CredentialChecker } from "../../src/auth/users.ts";
+import { startSmtp } from "../../src/smtp/server.ts";
 import { addTestUser, hasCommand, messageRow, queueIdIn, RawSmtp, recipientsOf, run, startOutpost, type Outpost } from "./fixture.ts";
 
 let o: Outpost;
@@ -185,4 +187,23 @@ describe("limits and failures", () => {
       c.close();
     }
   });
+});
+
+test("with auth_requires_tls = false a remote client may authenticate before STARTTLS", async () => {
+  const config = { ...o.rt.config, smtp: { ...o.rt.config.smtp, auth_requires_tls: false, listen: [{ host: "127.0.0.1", port: 0 }], tls_listen: [] } };
+  const smtp = await startSmtp({
+    config, intake: o.rt.intake, credentials: new CredentialChecker(o.rt.store.db), log: o.rt.log,
+    isLoopback: () => false, closeTimeoutMs: 200,
+  });
+  const c = await RawSmtp.connect(smtp.addresses()[0]!.port);
+  try {
+    expect(await c.reply()).toMatch(/^220 /);
+    c.write("EHLO remote.test\r\n");
+    expect(await c.reply()).toMatch(/^250-AUTH PLAIN LOGIN$/m);
+    c.write(`AUTH PLAIN ${Buffer.from("\0carol\0carol-pass-9").toString("base64")}\r\n`);
+    expect(await c.reply()).toMatch(/^235 2\.7\.0/);
+  } finally {
+    c.close();
+    await smtp.stop();
+  }
 });
