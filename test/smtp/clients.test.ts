@@ -40,11 +40,11 @@ else:
     s = smtplib.SMTP(host, int(port), timeout=10)
     s.ehlo(); s.starttls(context=ctx)
 s.ehlo()
-s.user, s.password = user, pw
 if mech == "LOGIN":
+    s.user, s.password = user, pw
     s.auth("LOGIN", s.auth_login)
 else:
-    s.auth("PLAIN", s.auth_plain)
+    s.login(user, pw)  # what most scripts call; smtplib picks PLAIN from our AUTH list
 code, resp = s.mail("carol@example.org")
 s.rcpt("dave@example.net")
 code, resp = s.data(msg)
