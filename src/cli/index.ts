@@ -66,6 +66,8 @@ function reportError(e: unknown): number {
     process.stderr.write(`outpost: ${e.message}\n`);
     return 1;
   }
-  process.stderr.write(`outpost: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  // operators get the message; the stack only when they ask for debug logs
+  const detail = e instanceof Error ? (process.env.OUTPOST_LOG === "debug" ? (e.stack ?? e.message) : e.message) : String(e);
+  process.stderr.write(`outpost: ${detail}\n`);
   return 1;
 }

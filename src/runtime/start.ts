@@ -55,28 +55,31 @@ export async function start(config: Config, log: Logger, opts: StartOptions = {}
     tracking: config.tracking,
   });
   const services: Service[] = [];
-  // listeners and workers register here (smtp, api, delivery), in start order
-  // delivery first, so it stops last: listeners stop taking mail before in-flight delivery is wound down
-  const delivery = new DeliveryService({ config, sqlite: store.sqlite, events, enqueuer, intake, log });
-  services.push(delivery);
-  const smtp = await startSmtp({ config, intake, credentials: new CredentialChecker(store.db), log });
-  services.push(smtp);
-  const http = startHttp({ config, store, intake, log, extraMetrics: () => delivery.metrics() });
-  services.push(http.service);
-
-  const rt: Runtime = {
-    config, store, log, secret, events, intake, services, smtp, delivery, http: { port: http.port },
-    async stop() {
-      for (const s of [...services].reverse()) {
-        try {
-          await s.stop();
-        } catch (e) {
-          log.error("service_stop_failed", { service: s.name, error: e });
-        }
+  const stopAll = async () => {
+    for (const s of [...services].reverse()) {
+      try {
+        await s.stop();
+      } catch (e) {
+        log.error("service_stop_failed", { service: s.name, error: e });
       }
-      store.close();
-    },
+    }
+    store.close();
   };
+  let rt: Runtime;
+  try {
+    // delivery first, so it stops last: listeners stop taking mail before in-flight delivery is wound down
+    const delivery = new DeliveryService({ config, sqlite: store.sqlite, events, enqueuer, intake, log });
+    services.push(delivery);
+    const smtp = await startSmtp({ config, intake, credentials: new CredentialChecker(store.db), log });
+    services.push(smtp);
+    const http = startHttp({ config, store, intake, log, extraMetrics: () => delivery.metrics() });
+    services.push(http.service);
+    rt = { config, store, log, secret, events, intake, services, smtp, delivery, http: { port: http.port }, stop: stopAll };
+  } catch (e) {
+    // a listener that cannot bind (port in use, no permission) must not leave delivery running
+    await stopAll();
+    throw e;
+  }
   log.info("started", { hostname: config.hostname, data_dir: config.data_dir });
   return rt;
 }

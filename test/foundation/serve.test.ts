@@ -43,3 +43,17 @@ test("first serve creates admin and an API key, prints them once, and exits 0 on
   expect(second.code).toBe(0);
   expect(second.out).not.toContain("api key:");
 }, 40_000);
+
+test("serve exits 1 naming the address when a listener cannot bind", async () => {
+  const busy = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  try {
+    const file = join(dir.path, "busy.toml");
+    writeFileSync(file, `data_dir = "busy-data"\n[smtp]\nlisten = ["127.0.0.1:${busy.port}"]\n[http]\nlisten = "127.0.0.1:0"\n`);
+    const p = Bun.spawn(["bun", MAIN, "serve", "--config", file], { cwd: dir.path, stdout: "pipe", stderr: "pipe" });
+    const code = await p.exited;
+    expect(code).toBe(1);
+    expect(await new Response(p.stderr).text()).toContain(`127.0.0.1:${busy.port}`);
+  } finally {
+    busy.stop(true);
+  }
+}, 20_000);
