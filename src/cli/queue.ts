@@ -7,7 +7,8 @@ import { UsageError } from "../mail/errors.ts";
 import type { Rate } from "../config/schema.ts";
 import { readThrottleSnapshot } from "../delivery/service.ts";
 import type { DestinationSnapshot } from "../delivery/throttle.ts";
-import { QueueAdmin, type MessageView, type RecipientView } from "../queue/admin.ts";
+import { QueueAdmin } from "../queue/admin.ts";
+import type { MessageView, RecipientView } from "../queue/inspect.ts";
 import { isoTime, parseArgs, table } from "./args.ts";
 import { openContext, print, printJson } from "./context.ts";
 

@@ -1,6 +1,6 @@
 /**
  * @module queue/inspect — read-only views of the queue: one message with its recipients, the message an
- * idempotency key names, and the queue depth. Never writes; the API and `queue show` read through here.
+ * idempotency key names, and the queue depth. Never writes; the API and `outpost queue list|show` read through here.
  */
 import type { Database, Statement } from "bun:sqlite";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
@@ -11,8 +11,10 @@ export interface RecipientView {
   address: string;
   status: RecipientStatus;
   attempts: number;
-  /** ms since epoch */
+  /** ms since epoch; meaningful for queued/deferred */
   nextAttemptAt: number;
+  /** ms since epoch while a delivery attempt holds it, else null */
+  leasedUntil: number | null;
   lastReply: string | null;
   lastStatus: string | null;
   lastMx: string | null;
@@ -52,6 +54,7 @@ interface RecipientRow {
   status: string;
   attempts: number;
   next_attempt_at: number;
+  lease_until: number | null;
   last_reply: string | null;
   last_status: string | null;
   last_mx: string | null;
@@ -67,6 +70,7 @@ export class QueueInspector {
   private byKey: Statement<MessageRow, [number, string]>;
   private recipientsOf: Statement<RecipientRow, [string]>;
   private depth: Statement<{ n: number }, []>;
+  private pendingIds: Statement<{ message_id: string }, []>;
 
   constructor(sqlite: Database) {
     // the body blob is left out on purpose: a status read must not drag megabytes of MIME along
@@ -75,11 +79,15 @@ export class QueueInspector {
       `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE user_id = ? AND idempotency_key = ? AND idempotency_key IS NOT NULL`,
     );
     this.recipientsOf = sqlite.prepare(
-      `SELECT id, address, status, attempts, next_attempt_at, last_reply, last_status, last_mx, updated_at
+      `SELECT id, address, status, attempts, next_attempt_at, lease_until, last_reply, last_status, last_mx, updated_at
        FROM recipients WHERE message_id = ? ORDER BY rowid`,
     );
     // same predicate as the partial index recipients_due, so SQLite counts from the index
     this.depth = sqlite.prepare(`SELECT count(*) AS n FROM recipients WHERE status IN ('queued','deferred')`);
+    this.pendingIds = sqlite.prepare(
+      `SELECT DISTINCT r.message_id FROM recipients r JOIN messages m ON m.id = r.message_id
+       WHERE r.status IN ('queued','deferred') ORDER BY m.created_at, m.id`,
+    );
   }
 
   /** The message with its recipients in submission order, or null. */
@@ -92,6 +100,14 @@ export class QueueInspector {
   findByIdempotencyKey(userId: UserId, key: string): MessageView | null {
     const row = this.byKey.get(userId, key);
     return row ? this.view(row) : null;
+  }
+
+  /** Messages with at least one pending (queued/deferred) recipient, oldest first, with only those recipients. */
+  listPending(): MessageView[] {
+    return this.pendingIds.all().flatMap(({ message_id }) => {
+      const m = this.getMessage(message_id);
+      return m ? [{ ...m, recipients: m.recipients.filter((r) => r.status === "queued" || r.status === "deferred") }] : [];
+    });
   }
 
   /** Recipients still waiting for delivery (queued or deferred). */
@@ -120,6 +136,7 @@ export class QueueInspector {
         status: r.status as RecipientStatus,
         attempts: r.attempts,
         nextAttemptAt: r.next_attempt_at,
+        leasedUntil: r.lease_until,
         lastReply: r.last_reply,
         lastStatus: r.last_status,
         lastMx: r.last_mx,
