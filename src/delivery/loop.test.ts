@@ -163,6 +163,23 @@ describe("delivery loop", () => {
     expect(e.transport.sent.length).toBe(40);
   });
 
+  test("never opens more connections in all than delivery.concurrency, and every destination gets its turn", async () => {
+    const e = setup(`[delivery]\nconcurrency = 2\nper_destination_connections = 5\n`, { idleMs: 1_000 });
+    e.transport.sendDelayMs = 10;
+    let maxTotal = 0;
+    const behave = e.transport.behaviour;
+    e.transport.behaviour = (m) => {
+      maxTotal = Math.max(maxTotal, [...e.transport.open.values()].reduce((a, b) => a + b, 0));
+      return behave(m);
+    };
+    e.loop.start();
+    for (let i = 0; i < 10; i++) await enqueue(e, [`x${i}@a.test`]);
+    for (let i = 0; i < 10; i++) await enqueue(e, [`y${i}@b.test`]);
+    await waitFor(() => pendingCount(e) === 0, 10_000, "delivery to both");
+    expect(maxTotal).toBeLessThanOrEqual(2);
+    expect(e.transport.sent.filter((s) => s.key === "mx-b").length).toBe(10);
+  });
+
   test("reuses a connection for up to messages_per_connection messages", async () => {
     const e = setup(`[delivery]\nper_destination_connections = 1\nmessages_per_connection = 4\n`);
     for (let i = 0; i < 10; i++) await enqueue(e, [`r${i}@a.test`]);
