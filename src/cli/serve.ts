@@ -18,15 +18,13 @@ export async function serveCommand(argv: string[]): Promise<number> {
   }
   const config = loadConfig(args.values.config);
   const log = createLogger(config.log_level);
+  // handlers first: a signal that arrives while the runtime is starting must still stop it cleanly
+  let signalled: (signal: string) => void = () => {};
+  const stopRequested = new Promise<string>((resolve) => (signalled = resolve));
+  process.once("SIGTERM", () => signalled("SIGTERM"));
+  process.once("SIGINT", () => signalled("SIGINT"));
   const rt = await start(config, log, { announce: print });
-  await new Promise<void>((resolve) => {
-    const onSignal = (signal: string) => {
-      log.info("stopping", { signal });
-      resolve();
-    };
-    process.once("SIGTERM", () => onSignal("SIGTERM"));
-    process.once("SIGINT", () => onSignal("SIGINT"));
-  });
+  log.info("stopping", { signal: await stopRequested });
   const timer = setTimeout(() => {
     log.error("shutdown_timeout", { limit_ms: SHUTDOWN_LIMIT_MS });
     process.exit(1);
