@@ -6,6 +6,8 @@
 export interface HeaderField {
   /** as written, e.g. "Subject" */
   name: string;
+  /** lower-cased once, since every lookup compares case-insensitively */
+  key: string;
   /** the whole field including name, folding and the trailing CRLF */
   raw: string;
 }
@@ -27,7 +29,10 @@ export function splitMessage(raw: Buffer): SplitMessage {
     if (line === "") continue;
     const last = headers[headers.length - 1];
     if ((line.startsWith(" ") || line.startsWith("\t")) && last) last.raw += line;
-    else headers.push({ name: line.slice(0, Math.max(0, line.indexOf(":"))).trim(), raw: line });
+    else {
+      const name = line.slice(0, Math.max(0, line.indexOf(":"))).trim();
+      headers.push({ name, key: name.toLowerCase(), raw: line });
+    }
   }
   return { headers, body };
 }
@@ -40,7 +45,7 @@ export function joinMessage(m: SplitMessage): Buffer {
 /** The unfolded value of the first field with this name (case-insensitive), or null. Latin-1 in, UTF-8 decoded. */
 export function headerValue(m: SplitMessage, name: string): string | null {
   const lower = name.toLowerCase();
-  const h = m.headers.find((f) => f.name.toLowerCase() === lower);
+  const h = m.headers.find((f) => f.key === lower);
   if (!h) return null;
   const value = h.raw.slice(h.raw.indexOf(":") + 1).replace(/\r\n/g, "").trim();
   return Buffer.from(value, "latin1").toString("utf8");
@@ -48,18 +53,18 @@ export function headerValue(m: SplitMessage, name: string): string | null {
 
 export function countHeaders(m: SplitMessage, name: string): number {
   const lower = name.toLowerCase();
-  return m.headers.filter((f) => f.name.toLowerCase() === lower).length;
+  return m.headers.filter((f) => f.key === lower).length;
 }
 
 /** Removes every field with one of these names (case-insensitive). */
 export function removeHeaders(m: SplitMessage, names: string[]): SplitMessage {
   const drop = new Set(names.map((n) => n.toLowerCase()));
-  return { headers: m.headers.filter((h) => !drop.has(h.name.toLowerCase())), body: m.body };
+  return { headers: m.headers.filter((h) => !drop.has(h.key)), body: m.body };
 }
 
 /** Appends a field at the end of the header block (value must already be RFC 5322-safe). */
 export function addHeader(m: SplitMessage, name: string, value: string, atTop = false): SplitMessage {
-  const field = { name, raw: Buffer.from(`${name}: ${value}\r\n`, "utf8").toString("latin1") };
+  const field = { name, key: name.toLowerCase(), raw: Buffer.from(`${name}: ${value}\r\n`, "utf8").toString("latin1") };
   return { headers: atTop ? [field, ...m.headers] : [...m.headers, field], body: m.body };
 }
 
