@@ -4,6 +4,7 @@
  */
 import journal from "../../migrations/meta/_journal.json";
 import m0000 from "../../migrations/0000_init.sql" with { type: "text" };
+import m0001 from "../../migrations/0001_claim_fairness.sql" with { type: "text" };
 
 export interface Migration {
   tag: string;
@@ -12,6 +13,7 @@ export interface Migration {
 
 const FILES: Record<string, string> = {
   "0000_init": m0000,
+  "0001_claim_fairness": m0001,
 };
 
 export const JOURNAL_TAGS: string[] = journal.entries.map((e) => e.tag);

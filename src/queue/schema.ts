@@ -53,9 +53,17 @@ export const recipients = sqliteTable(
   },
   (t) => [
     index("recipients_message").on(t.messageId),
-    // only pending rows are indexed, so finished mail never slows the claim query
+    // only pending rows are indexed, so finished mail never slows a look at the queue (next due, depth, flush)
     index("recipients_due")
       .on(t.nextAttemptAt)
       .where(sql`status IN ('queued','deferred')`),
+    // claims read first attempts and retries through separate indexes, so a retry backlog never stands in
+    // front of new mail (Postfix qmgr: deferred mail must not slow down new mail)
+    index("recipients_new")
+      .on(t.nextAttemptAt)
+      .where(sql`status = 'queued'`),
+    index("recipients_retry")
+      .on(t.nextAttemptAt)
+      .where(sql`status = 'deferred'`),
   ],
 );

@@ -1,0 +1,2 @@
+CREATE INDEX `recipients_new` ON `recipients` (`next_attempt_at`) WHERE status = 'queued';--> statement-breakpoint
+CREATE INDEX `recipients_retry` ON `recipients` (`next_attempt_at`) WHERE status = 'deferred';
