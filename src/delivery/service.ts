@@ -39,9 +39,13 @@ export class DeliveryService {
   constructor(private deps: DeliveryServiceDeps) {
     const { config, sqlite, events, enqueuer, intake, log } = deps;
     const resolver = createResolver(config.dns.servers);
+    const claimer = new QueueClaimer(sqlite);
+    // one serve per database: leases still in it belong to a process that died, so their mail goes out now
+    const recovered = claimer.recoverLeases();
+    if (recovered > 0) log.info("leases_recovered", { count: recovered });
     this.loop = new DeliveryLoop({
       config: config.delivery,
-      claimer: new QueueClaimer(sqlite),
+      claimer,
       outcomes: new OutcomeRecorder({ sqlite, events, intake, delivery: config.delivery, hostname: config.hostname, log }),
       router: new MxRouter({ resolver, routes: config.delivery.route, tls: config.delivery.tls }),
       transport: new SmtpTransport({ hostname: config.hostname, tls: config.delivery.tls, log, lookup: lookupVia(resolver) }),

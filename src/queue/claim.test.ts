@@ -113,6 +113,106 @@ describe("claiming due recipients", () => {
     });
     expect(claimer.claim(10, 1_000).map((r) => r.address)).toEqual(["ok@x.test"]);
   });
+
+  test("a released first attempt stays queued and a released retry stays deferred", async () => {
+    await enqueue(["new@x.test", "old@x.test"]);
+    defer(["old@x.test"], clock);
+    const got = claimer.claim(10, 60_000);
+    expect(got).toHaveLength(2);
+    claimer.release(got.map((r) => r.id));
+    expect(statusOf("new@x.test")).toBe("queued");
+    expect(statusOf("old@x.test")).toBe("deferred");
+  });
+});
+
+/** Turns recipients into retries (one failed attempt) due at `at`, as a deferral by queue/settle.ts would. */
+function defer(addresses: string[], at: number) {
+  const q = store.sqlite.query("UPDATE recipients SET status = 'deferred', attempts = 1, next_attempt_at = ? WHERE address = ?");
+  store.sqlite.transaction(() => {
+    for (const a of addresses) q.run(at, a);
+  })();
+}
+
+function statusOf(address: string): string {
+  return (store.sqlite.query("SELECT status FROM recipients WHERE address = ?").get(address) as { status: string }).status;
+}
+
+const addresses = (n: number, prefix: string, domain = "x.test") => Array.from({ length: n }, (_, i) => `${prefix}${i}@${domain}`);
+
+describe("fairness between new mail and retries", () => {
+  test("a backlog of 5,000 retries due earlier does not hold back 10 new recipients", async () => {
+    const backlog = addresses(5_000, "old");
+    await enqueue(backlog);
+    defer(backlog, clock - 3_600_000);
+    clock += 10;
+    await enqueue(addresses(10, "new"));
+    const got = claimer.claim(100, 60_000);
+    expect(got).toHaveLength(100);
+    expect(got.filter((r) => r.address.startsWith("new")).map((r) => r.address).sort()).toEqual(addresses(10, "new").sort());
+    // the rest of the claim goes to the retries, oldest first
+    expect(got.filter((r) => r.attempts === 1)).toHaveLength(90);
+  });
+
+  test("a flood of new mail does not hold back retries that are due", async () => {
+    await enqueue(addresses(10, "old"));
+    defer(addresses(10, "old"), clock + 1);
+    await enqueue(addresses(1_000, "new"));
+    clock += 1;
+    const got = claimer.claim(100, 60_000);
+    expect(got.filter((r) => r.address.startsWith("old"))).toHaveLength(10);
+    expect(got.filter((r) => r.address.startsWith("new"))).toHaveLength(90);
+  });
+
+  test("with both sides busy a claim takes half from each, and the odd one alternates", async () => {
+    await enqueue(addresses(50, "new"));
+    await enqueue(addresses(50, "old"));
+    defer(addresses(50, "old"), clock);
+    const count = (rs: { attempts: number }[]) => [rs.filter((r) => r.attempts === 0).length, rs.filter((r) => r.attempts === 1).length];
+    expect(count(claimer.claim(10, 60_000))).toEqual([5, 5]);
+    expect(count(claimer.claim(1, 60_000))).toEqual([1, 0]);
+    expect(count(claimer.claim(1, 60_000))).toEqual([0, 1]);
+    expect(count(claimer.claim(3, 60_000))).toEqual([2, 1]);
+    expect(count(claimer.claim(3, 60_000))).toEqual([1, 2]);
+  });
+
+  test("excluded domains are left out on both sides, and each side fills from the other", async () => {
+    await enqueue([...addresses(5, "new", "busy.test"), ...addresses(2, "new", "free.test")]);
+    await enqueue([...addresses(5, "old", "busy.test"), ...addresses(8, "old", "free.test")]);
+    defer([...addresses(5, "old", "busy.test"), ...addresses(8, "old", "free.test")], clock);
+    const got = claimer.claim(10, 60_000, new Set(["busy.test"]));
+    expect(got.every((r) => r.domain === "free.test")).toBe(true);
+    expect(got.filter((r) => r.attempts === 0)).toHaveLength(2);
+    expect(got.filter((r) => r.attempts === 1)).toHaveLength(8);
+  });
+});
+
+describe("recovering leases at start", () => {
+  test("makes every leased recipient due at once and counts them", async () => {
+    await enqueue(["a@one.test", "b@one.test", "c@two.test"]);
+    defer(["c@two.test"], clock);
+    const leased = claimer.claim(3, 20_000);
+    expect(claimer.claim(3, 20_000)).toEqual([]);
+    // a new process (same clock) starts on the database the dead one left
+    const restarted = new QueueClaimer(store.sqlite, () => clock);
+    expect(restarted.recoverLeases()).toBe(3);
+    expect(restarted.nextDueAt()).toBe(clock);
+    const again = restarted.claim(10, 20_000);
+    expect(again.map((r) => r.id).sort()).toEqual(leased.map((r) => r.id).sort());
+    expect(again.map((r) => r.attempts).sort()).toEqual([0, 0, 1]);
+    expect(statusOf("c@two.test")).toBe("deferred");
+  });
+
+  test("leaves alone recipients that are not leased, whose lease ran out, or that are settled", async () => {
+    await enqueue(["wait@x.test", "expired@x.test", "done@x.test"]);
+    defer(["wait@x.test"], clock + 60_000);
+    const [expired] = claimer.claim(2, 1_000); // expired@ and done@ (wait@ is not due)
+    store.sqlite.run("UPDATE recipients SET status = 'delivered', lease_until = NULL WHERE address = 'done@x.test'");
+    clock += 1_000;
+    expect(claimer.recoverLeases()).toBe(0);
+    const row = (a: string) => store.sqlite.query("SELECT next_attempt_at AS at, lease_until AS lease FROM recipients WHERE address = ?").get(a);
+    expect(row("wait@x.test")).toEqual({ at: clock - 1_000 + 60_000, lease: null });
+    expect(row(expired!.address)).toEqual({ at: clock, lease: clock });
+  });
 });
 
 describe("next due time", () => {
@@ -146,21 +246,27 @@ describe("loading a message", () => {
 describe("query plans", () => {
   const plan = (sql: string, params: Record<string, unknown>) =>
     (store.sqlite.query(`EXPLAIN QUERY PLAN ${sql}`).all(params as never) as { detail: string }[]).map((r) => r.detail);
-  /** The exact SQL QueueClaimer prepared (a bun:sqlite Statement's toString() is its SQL). */
-  const sqlOf = (name: string) => String((claimer as unknown as Record<string, unknown>)[name]);
+  const sqlOf = (...path: string[]) => preparedSql(claimer, path);
   const params = { now: 1, limit: 10, scan: 100, exclude: "[]" };
 
-  test("claiming searches the recipients_due index by time and never scans the recipients table", () => {
-    for (const name of ["selectDue", "selectDueExcluding"]) {
-      const p = plan(sqlOf(name), params);
-      expect(p).toContain("SEARCH recipients USING INDEX recipients_due (next_attempt_at<?)");
-      expect(p.filter((d) => d.startsWith("SCAN recipients"))).toEqual([]);
+  test("claiming searches each side's own index by time and never scans the recipients table", () => {
+    for (const [side, index] of [["fresh", "recipients_new"], ["retry", "recipients_retry"]] as const) {
+      for (const kind of ["plain", "excluding"]) {
+        const p = plan(sqlOf(side, kind), params);
+        expect(p).toContain(`SEARCH recipients USING INDEX ${index} (next_attempt_at<?)`);
+        expect(p.filter((d) => d.startsWith("SCAN recipients"))).toEqual([]);
+      }
     }
   });
 
   test("the next due time is read from the first entry of recipients_due", () => {
     expect(plan(sqlOf("nextDue"), {})).toEqual(["SCAN recipients USING INDEX recipients_due"]);
     expect(sqlOf("nextDue")).toContain("LIMIT 1");
+  });
+
+  test("recovering leases searches recipients_due for rows due later, never the whole table", () => {
+    const p = plan(sqlOf("recover"), {});
+    expect(p).toEqual(["SEARCH recipients USING INDEX recipients_due (next_attempt_at>?)"]);
   });
 });
 
@@ -185,26 +291,45 @@ describe("a queue of a million recipients", () => {
     bigDir.cleanup();
   });
 
-  test("claim is still a search of recipients_due, never a scan of the table", () => {
+  test("each side of a claim is still a search of its own index, never a scan of the table", () => {
     const c = new QueueClaimer(big.sqlite, () => 5_000_000);
-    for (const name of ["selectDue", "selectDueExcluding"]) {
-      const sql = String((c as unknown as Record<string, unknown>)[name]);
-      const plan = (big.sqlite.query(`EXPLAIN QUERY PLAN ${sql}`).all({ now: 1, limit: 10, scan: 100, exclude: "[]" } as never) as { detail: string }[]).map((r) => r.detail);
-      expect(plan).toContain("SEARCH recipients USING INDEX recipients_due (next_attempt_at<?)");
-      expect(plan.filter((d) => d.startsWith("SCAN recipients"))).toEqual([]);
+    for (const [side, index] of [["fresh", "recipients_new"], ["retry", "recipients_retry"]] as const) {
+      for (const kind of ["plain", "excluding"]) {
+        const sql = preparedSql(c, [side, kind]);
+        const plan = (big.sqlite.query(`EXPLAIN QUERY PLAN ${sql}`).all({ now: 1, limit: 10, scan: 100, exclude: "[]" } as never) as { detail: string }[]).map((r) => r.detail);
+        expect(plan).toContain(`SEARCH recipients USING INDEX ${index} (next_attempt_at<?)`);
+        expect(plan.filter((d) => d.startsWith("SCAN recipients"))).toEqual([]);
+      }
     }
   });
 
-  test("claim returns the oldest due pending recipients and honours excluded domains", () => {
+  test("claim returns the oldest due new and retry recipients, half each, and honours excluded domains", () => {
     const c = new QueueClaimer(big.sqlite, () => 5_000_000);
     const got = c.claim(100, 60_000);
     expect(got).toHaveLength(100);
-    // i = 1..111 minus every 10th (delivered): the first 100 pending rows in next_attempt_at order
-    expect(String(got[0]!.id)).toBe("r1");
-    expect(got.some((r) => Number(r.id.slice(1)) % 10 === 0)).toBe(false);
+    const n = (r: { id: string }) => Number(r.id.slice(1));
+    // i % 10 = 0 is delivered, i % 3 = 0 deferred, the rest queued; each side in next_attempt_at (= i) order
+    const pending = Array.from({ length: 1_000 }, (_, i) => i).filter((i) => i % 10 !== 0);
+    expect(got.slice(0, 50).map(n)).toEqual(pending.filter((i) => i % 3 !== 0).slice(0, 50));
+    expect(got.slice(50).map(n)).toEqual(pending.filter((i) => i % 3 === 0).slice(0, 50));
     const excluded = c.claim(100, 60_000, new Set(["d1.test", "d2.test"]));
     expect(excluded).toHaveLength(100);
     expect(excluded.some((r) => r.domain === "d1.test" || r.domain === "d2.test")).toBe(false);
     expect(c.nextDueAt()).not.toBeNull();
   });
+
+  test("recovering leases frees exactly the leased recipients", () => {
+    const c = new QueueClaimer(big.sqlite, () => 5_000_000);
+    const leased = big.sqlite.query("SELECT count(*) AS n FROM recipients WHERE lease_until > 5000000").get() as { n: number };
+    expect(leased.n).toBe(200); // the two claims above
+    expect(c.recoverLeases()).toBe(200);
+    expect(big.sqlite.query("SELECT count(*) AS n FROM recipients WHERE lease_until IS NOT NULL").get()).toEqual({ n: 0 });
+  });
 });
+
+/** The exact SQL a QueueClaimer prepared, by field path (a bun:sqlite Statement's toString() is its SQL). */
+function preparedSql(c: QueueClaimer, path: string[]): string {
+  let v: unknown = c;
+  for (const key of path) v = (v as Record<string, unknown>)[key];
+  return String(v);
+}

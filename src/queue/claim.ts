@@ -2,11 +2,16 @@
  * @module queue/claim — leases due recipients to the delivery loop, and gives leases back.
  *
  * A lease is `lease_until` in the recipient's row. Claiming also moves `next_attempt_at` to the lease's expiry:
- * a leased row then leaves the front of the `recipients_due` index (so the next claim does not wade through work
- * already in flight), and if the process dies (`kill -9`) the row simply comes due again when the lease runs
- * out — no sweeper needed. Settling (queue/settle.ts) or release() clears the lease and sets the real next time.
- * Every query here is a range over the partial index `recipients_due` (pending rows only), so a queue of a
- * million recipients costs an index seek, never a table scan.
+ * a leased row then leaves the front of the due indexes (so the next claim does not wade through work already in
+ * flight), and if the process dies (`kill -9`) the row comes due again when the lease runs out — or at once, when
+ * the next `serve` calls recoverLeases() at start. Settling (queue/settle.ts) or release() clears the lease and
+ * sets the real next time.
+ *
+ * Fairness (Postfix qmgr: deferred mail must not slow down new mail): a claim takes first attempts (`queued`) and
+ * retries (`deferred`) each through its own partial index (`recipients_new`, `recipients_retry`), up to half the
+ * claim from each side and the rest from the other when one side has fewer. A backlog of retries all due at once
+ * therefore never stands in front of new mail, and new mail never starves retries. Every query is a range over a
+ * partial index of pending rows only, so a queue of a million recipients costs an index seek, never a table scan.
  */
 import type { Database, Statement } from "bun:sqlite";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
@@ -32,10 +37,10 @@ export interface StoredMessage {
 
 export interface ClaimOptions {
   /**
-   * How many of the oldest due rows one claim looks at when `excludeDomains` is given (default 20,000). It bounds
-   * the cost of a claim when a busy, excluded domain owns most of the due work; the price is that other domains'
-   * rows lying behind that many excluded rows wait until the excluded ones move (the scheduler should release
-   * work it cannot start with a later `at` rather than exclude the same domain forever).
+   * How many of the oldest due rows of each side (new, retry) one claim looks at when `excludeDomains` is given
+   * (default 20,000). It bounds the cost of a claim when a busy, excluded domain owns most of the due work; the
+   * price is that other domains' rows lying behind that many excluded rows wait until the excluded ones move (the
+   * scheduler should release work it cannot start with a later `at` rather than exclude the same domain forever).
    */
   scanWindow?: number;
 }
@@ -60,17 +65,33 @@ interface MessageRow {
   track_bounces: number;
 }
 
-const DUE = "status IN ('queued','deferred') AND next_attempt_at <= $now AND (lease_until IS NULL OR lease_until <= $now)";
+type Pending = "queued" | "deferred";
+
+/** Due rows of one status; the matching partial index covers exactly that status. */
+const due = (status: Pending) =>
+  `status = '${status}' AND next_attempt_at <= $now AND (lease_until IS NULL OR lease_until <= $now)`;
 const COLUMNS = "id, message_id, address, domain, attempts";
 
+type DueParams = { now: number; limit: number };
+type DueExcludingParams = DueParams & { scan: number; exclude: string };
+
+/** The two reads of one side of the queue (first attempts or retries), both bound to that side's index. */
+interface DueReads {
+  plain: Statement<ClaimRow, [DueParams]>;
+  excluding: Statement<ClaimRow, [DueExcludingParams]>;
+}
+
 export class QueueClaimer {
-  private selectDue: Statement<ClaimRow, [{ now: number; limit: number }]>;
-  private selectDueExcluding: Statement<ClaimRow, [{ now: number; limit: number; scan: number; exclude: string }]>;
+  private fresh: DueReads;
+  private retry: DueReads;
   private lease: Statement;
   private releaseOne: Statement;
+  private recover: Statement;
   private nextDue: Statement<{ at: number }, []>;
   private message: Statement<MessageRow, [string]>;
   private scanWindow: number;
+  /** which side gets the odd row of an odd-sized claim; it alternates, so a claim of 1 at a time serves both */
+  private oddToRetry = false;
 
   constructor(
     private sqlite: Database,
@@ -78,22 +99,21 @@ export class QueueClaimer {
     opts: ClaimOptions = {},
   ) {
     this.scanWindow = opts.scanWindow ?? 20_000;
-    this.selectDue = sqlite.query(
-      `SELECT ${COLUMNS} FROM recipients INDEXED BY recipients_due WHERE ${DUE} ORDER BY next_attempt_at LIMIT $limit`,
-    );
-    // the inner LIMIT bounds the rows looked at; the outer filter drops busy domains
-    this.selectDueExcluding = sqlite.query(
-      `SELECT ${COLUMNS} FROM (
-         SELECT ${COLUMNS}, next_attempt_at FROM recipients INDEXED BY recipients_due
-         WHERE ${DUE} ORDER BY next_attempt_at LIMIT $scan
-       ) WHERE domain NOT IN (SELECT value FROM json_each($exclude)) ORDER BY next_attempt_at LIMIT $limit`,
-    );
+    this.fresh = this.dueReads("recipients_new", "queued");
+    this.retry = this.dueReads("recipients_retry", "deferred");
     this.lease = sqlite.query(
       "UPDATE recipients SET lease_until = ?1, next_attempt_at = ?1, updated_at = ?2 WHERE id = ?3",
     );
+    // status is left alone: a released first attempt stays 'queued' (and on the new-mail side)
     this.releaseOne = sqlite.query(
       `UPDATE recipients SET lease_until = NULL, next_attempt_at = ?1, updated_at = ?2
        WHERE id = ?3 AND status IN ('queued','deferred')`,
+    );
+    // a live lease always has next_attempt_at = lease_until (claim sets both), so the range on recipients_due
+    // skips every row due now; a row outside it would still come back when its lease runs out
+    this.recover = sqlite.query(
+      `UPDATE recipients INDEXED BY recipients_due SET lease_until = NULL, next_attempt_at = ?1, updated_at = ?1
+       WHERE status IN ('queued','deferred') AND next_attempt_at > ?1 AND lease_until > ?1`,
     );
     this.nextDue = sqlite.query(
       `SELECT next_attempt_at AS at FROM recipients INDEXED BY recipients_due
@@ -105,19 +125,37 @@ export class QueueClaimer {
     );
   }
 
+  private dueReads(index: string, status: Pending): DueReads {
+    return {
+      plain: this.sqlite.query(
+        `SELECT ${COLUMNS} FROM recipients INDEXED BY ${index} WHERE ${due(status)} ORDER BY next_attempt_at LIMIT $limit`,
+      ),
+      // the inner LIMIT bounds the rows looked at; the outer filter drops busy domains
+      excluding: this.sqlite.query(
+        `SELECT ${COLUMNS} FROM (
+           SELECT ${COLUMNS}, next_attempt_at FROM recipients INDEXED BY ${index}
+           WHERE ${due(status)} ORDER BY next_attempt_at LIMIT $scan
+         ) WHERE domain NOT IN (SELECT value FROM json_each($exclude)) ORDER BY next_attempt_at LIMIT $limit`,
+      ),
+    };
+  }
+
   /**
-   * Leases up to `limit` due recipients, oldest `next_attempt_at` first, until now + `leaseMs`. Two claims never
-   * return the same row while its lease holds (the read and the lease share one IMMEDIATE transaction, which
-   * also excludes other processes on the same database).
+   * Leases up to `limit` due recipients until now + `leaseMs`: up to half from first attempts and half from
+   * retries (each side oldest `next_attempt_at` first), the other side filling whatever one side leaves. First
+   * attempts come first in the result. Two claims never return the same row while its lease holds (the reads
+   * and the lease share one IMMEDIATE transaction, which also excludes other processes on the same database).
    */
   claim(limit: number, leaseMs: number, excludeDomains?: ReadonlySet<string>): ClaimedRecipient[] {
     if (limit <= 0) return [];
+    const exclude = excludeDomains && excludeDomains.size > 0 ? JSON.stringify([...excludeDomains]) : null;
+    const retryShare = limit % 2 === 1 && this.oddToRetry ? Math.ceil(limit / 2) : Math.floor(limit / 2);
+    if (limit % 2 === 1) this.oddToRetry = !this.oddToRetry;
     const run = this.sqlite.transaction((): ClaimedRecipient[] => {
       const now = this.now();
-      const rows =
-        excludeDomains && excludeDomains.size > 0
-          ? this.selectDueExcluding.all({ now, limit, scan: Math.max(this.scanWindow, limit), exclude: JSON.stringify([...excludeDomains]) })
-          : this.selectDue.all({ now, limit });
+      const fresh = this.readDue(this.fresh, now, limit, exclude);
+      const retries = this.readDue(this.retry, now, limit - Math.min(fresh.length, limit - retryShare), exclude);
+      const rows = [...fresh.slice(0, limit - retries.length), ...retries];
       const until = now + leaseMs;
       for (const r of rows) this.lease.run(until, now, r.id);
       return rows.map((r) => ({
@@ -129,6 +167,21 @@ export class QueueClaimer {
       }));
     });
     return run.immediate();
+  }
+
+  private readDue(side: DueReads, now: number, limit: number, exclude: string | null): ClaimRow[] {
+    if (limit <= 0) return [];
+    if (exclude === null) return side.plain.all({ now, limit });
+    return side.excluding.all({ now, limit, scan: Math.max(this.scanWindow, limit), exclude });
+  }
+
+  /**
+   * Makes every recipient leased by a previous process due now, and returns how many. Only for the start of the
+   * single process that serves this database: a lease held by a second live process would be broken, and its
+   * recipients sent twice (still at least once, never lost). Without it they wait for their leases to run out.
+   */
+  recoverLeases(): number {
+    return this.recover.run(this.now()).changes;
   }
 
   /** Gives leases back without counting an attempt (shutdown, throttle said wait). */
