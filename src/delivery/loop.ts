@@ -8,8 +8,9 @@
  * - At most `window` leased recipients live in memory, however big the queue is.
  * - A destination that must wait (back-off, dead) hands its recipients back with a later time and its domains
  *   are left out of claims, so it never holds up mail for other destinations. Deferred mail never slows new
- *   mail: claims take the oldest *due* time first, and deferred rows are due later.
- * - Leases expire on their own (kill -9 leaves rows claimable once `leaseMs` has passed); recipients that
+ *   mail: each claim is split between first attempts and retries, each side oldest first (queue/claim.ts).
+ * - Leases expire on their own (kill -9 leaves rows claimable once `leaseMs` has passed, and a restart frees
+ *   them at once: QueueClaimer.recoverLeases); recipients that
  *   wait in memory for longer than half a lease are handed back and claimed again.
  * - stop(): stop claiming, hand back what has not started, let in-flight transactions finish within the
  *   shutdown window, then hand back whatever is still out.

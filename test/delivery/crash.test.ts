@@ -107,7 +107,7 @@ test("after kill -9 mid-delivery and a restart, every accepted message arrives a
   expect(before).toBeLessThan(25); // it really died mid-delivery
 
   await serve(config);
-  // leases taken before the crash run out (20 s) and the work is claimed again
+  // the restart frees the leases taken before the crash (recoverLeases) and the work is claimed again
   await waitFor(() => accepted.every((s) => arrived(mx!).has(s)), 45_000, "every accepted message to arrive");
   expect(arrived(mx).size).toBe(25);
 }, 58_000);
