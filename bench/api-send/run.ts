@@ -41,7 +41,11 @@ writeFileSync(
 
 // BENCH_BUN_FLAGS="--cpu-prof-md --cpu-prof-dir=/tmp/prof" profiles the server
 const bunFlags = (process.env.BENCH_BUN_FLAGS ?? "").split(" ").filter(Boolean);
-const server = Bun.spawn(["bun", ...bunFlags, join(root, "src/main.ts"), "serve", "--config", join(dir, "outpost.toml")], {
+// OUTPOST_BIN=dist/outpost measures the compiled binary operators run
+const command = process.env.OUTPOST_BIN
+  ? [resolve(process.env.OUTPOST_BIN), "serve"]
+  : ["bun", ...bunFlags, join(root, "src/main.ts"), "serve"];
+const server = Bun.spawn([...command, "--config", join(dir, "outpost.toml")], {
   cwd: dir,
   stdout: "pipe",
   stderr: "inherit",
