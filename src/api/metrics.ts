@@ -1,4 +1,5 @@
 /** @module api/metrics — a few Prometheus counters for the HTTP side, rendered as text at GET /metrics. */
+import { metric, type Sample } from "../observe/metrics.ts";
 
 export class ApiMetrics {
   accepted = 0;
@@ -22,25 +23,15 @@ export class ApiMetrics {
   /** Prometheus text exposition format 0.0.4. */
   render(queueDepth: number | null): string {
     const lines = [
-      "# HELP outpost_api_messages_accepted_total Messages accepted by POST /v1/send.",
-      "# TYPE outpost_api_messages_accepted_total counter",
-      `outpost_api_messages_accepted_total ${this.accepted}`,
-      "# HELP outpost_api_recipients_accepted_total Recipients of messages accepted by POST /v1/send.",
-      "# TYPE outpost_api_recipients_accepted_total counter",
-      `outpost_api_recipients_accepted_total ${this.recipients}`,
-      "# HELP outpost_api_idempotent_replays_total Sends answered from an earlier request with the same idempotency key.",
-      "# TYPE outpost_api_idempotent_replays_total counter",
-      `outpost_api_idempotent_replays_total ${this.replayed}`,
-      "# HELP outpost_api_errors_total HTTP error responses by status.",
-      "# TYPE outpost_api_errors_total counter",
-      ...[...this.errors].sort(([a], [b]) => a - b).map(([s, n]) => `outpost_api_errors_total{status="${s}"} ${n}`),
+      ...metric("outpost_api_messages_accepted_total", "counter", "Messages accepted by POST /v1/send.", this.accepted),
+      ...metric("outpost_api_recipients_accepted_total", "counter", "Recipients of messages accepted by POST /v1/send.", this.recipients),
+      ...metric("outpost_api_idempotent_replays_total", "counter",
+        "Sends answered from an earlier request with the same idempotency key.", this.replayed),
+      ...metric("outpost_api_errors_total", "counter", "HTTP error responses by status.",
+        [...this.errors].sort(([a], [b]) => a - b).map(([s, n]): Sample => [{ status: String(s) }, n])),
     ];
     if (queueDepth !== null) {
-      lines.push(
-        "# HELP outpost_queue_depth Recipients waiting for delivery (queued or deferred).",
-        "# TYPE outpost_queue_depth gauge",
-        `outpost_queue_depth ${queueDepth}`,
-      );
+      lines.push(...metric("outpost_queue_depth", "gauge", "Recipients waiting for delivery (queued or deferred).", queueDepth));
     }
     return lines.join("\n") + "\n";
   }

@@ -5,6 +5,7 @@
  * throttle signal (AIMD), an optional token-bucket rate, a global cap, and dead-destination detection
  * kept apart from the concurrency feedback.
  */
+import { metric, type Sample } from "../observe/metrics.ts";
 import type { DeliveryConfig, DestinationConfig, Rate } from "../config/schema.ts";
 
 /** What a finished message or connection attempt tells the throttle. */
@@ -317,28 +318,17 @@ function matchScore(pattern: string, name: string): number {
 
 /** Prometheus text exposition of the throttle state, for /metrics. */
 export function throttleMetrics(snap: ThrottleSnapshot): string {
-  const lines = [
-    "# HELP outpost_delivery_connections Outbound SMTP connections in use.",
-    "# TYPE outpost_delivery_connections gauge",
-    `outpost_delivery_connections ${snap.inUse}`,
-    "# HELP outpost_delivery_concurrency Global cap on outbound connections (delivery.concurrency).",
-    "# TYPE outpost_delivery_concurrency gauge",
-    `outpost_delivery_concurrency ${snap.concurrency}`,
-  ];
-  const gauge = (name: string, help: string, value: (d: DestinationSnapshot) => number) => {
-    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`);
-    for (const d of snap.destinations) lines.push(`${name}{destination="${escapeLabel(d.key)}"} ${value(d)}`);
-  };
-  gauge("outpost_destination_connection_limit", "Current adaptive concurrency window per destination.", (d) => d.limit);
-  gauge("outpost_destination_connection_max", "Configured maximum connections per destination.", (d) => d.max);
-  gauge("outpost_destination_connections", "Connections in use per destination.", (d) => d.inUse);
-  gauge("outpost_destination_rate_per_second", "Current message rate per destination (0: unlimited).",
-    (d) => (d.rate ? (d.rate.count * 1000) / d.rate.perMs : 0));
-  gauge("outpost_destination_backoff", "1 while the destination is in a throttle back-off.", (d) => (d.backoffUntil ? 1 : 0));
-  gauge("outpost_destination_dead", "1 while the destination is considered dead.", (d) => (d.dead ? 1 : 0));
-  return lines.join("\n") + "\n";
-}
-
-function escapeLabel(v: string): string {
-  return v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+  const perDestination = (name: string, help: string, value: (d: DestinationSnapshot) => number) =>
+    metric(name, "gauge", help, snap.destinations.map((d): Sample => [{ destination: d.key }, value(d)]));
+  return [
+    ...metric("outpost_delivery_connections", "gauge", "Outbound SMTP connections in use.", snap.inUse),
+    ...metric("outpost_delivery_concurrency", "gauge", "Global cap on outbound connections (delivery.concurrency).", snap.concurrency),
+    ...perDestination("outpost_destination_connection_limit", "Current adaptive concurrency window per destination.", (d) => d.limit),
+    ...perDestination("outpost_destination_connection_max", "Configured maximum connections per destination.", (d) => d.max),
+    ...perDestination("outpost_destination_connections", "Connections in use per destination.", (d) => d.inUse),
+    ...perDestination("outpost_destination_rate_per_second", "Current message rate per destination (0: unlimited).",
+      (d) => (d.rate ? (d.rate.count * 1000) / d.rate.perMs : 0)),
+    ...perDestination("outpost_destination_backoff", "1 while the destination is in a throttle back-off.", (d) => (d.backoffUntil ? 1 : 0)),
+    ...perDestination("outpost_destination_dead", "1 while the destination is considered dead.", (d) => (d.dead ? 1 : 0)),
+  ].join("\n") + "\n";
 }
