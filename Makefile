@@ -16,7 +16,8 @@ typecheck: deps
 	$(BUN) x tsc --noEmit
 
 build: deps
-	$(BUN) build src/main.ts --compile --minify --sourcemap=none --outfile dist/outpost
+	# --bytecode: the binary starts in ~20 ms instead of ~100 ms (no parse of the bundle at start)
+	$(BUN) build src/main.ts --compile --minify --bytecode --format=esm --sourcemap=none --outfile dist/outpost
 
 generate: deps
 	$(BUN) x drizzle-kit generate

@@ -12,7 +12,7 @@ beforeAll(() => {
   build = tempDir("outpost-build-");
   empty = tempDir("outpost-empty-");
   const p = Bun.spawnSync(
-    ["bun", "build", join(ROOT, "src/main.ts"), "--compile", "--outfile", join(build.path, "outpost")],
+    ["bun", "build", join(ROOT, "src/main.ts"), "--compile", "--minify", "--bytecode", "--format=esm", "--outfile", join(build.path, "outpost")],
     { cwd: ROOT },
   );
   if (p.exitCode !== 0) throw new Error(p.stderr.toString());
