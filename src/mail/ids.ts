@@ -11,18 +11,38 @@ export type UserId = Brand<number, "UserId">;
 
 const ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"; // Crockford base32, lower case
 
-/** 10 chars of millisecond time + 10 random chars: sorts by creation, unguessable enough for ids. */
+let lastTime = -1;
+let lastRand: number[] = [];
+
+/**
+ * 10 chars of millisecond time + 10 random chars: unguessable enough for ids, and sorted by creation even
+ * within one millisecond (the random part of the previous id is incremented, as in monotonic ULIDs), so
+ * "oldest first" listings never depend on chance.
+ */
 function ulid(now: number = Date.now()): string {
+  if (now <= lastTime) incrementRandom();
+  else {
+    lastTime = now;
+    lastRand = [...crypto.getRandomValues(new Uint8Array(10))].map((b) => b % 32);
+  }
   let time = "";
-  let t = now;
+  let t = lastTime;
   for (let i = 0; i < 10; i++) {
     time = ALPHABET[t % 32] + time;
     t = Math.floor(t / 32);
   }
-  const bytes = crypto.getRandomValues(new Uint8Array(10));
-  let rand = "";
-  for (const b of bytes) rand += ALPHABET[b % 32];
-  return time + rand;
+  return time + lastRand.map((d) => ALPHABET[d]).join("");
+}
+
+function incrementRandom(): void {
+  for (let i = lastRand.length - 1; i >= 0; i--) {
+    if (lastRand[i]! < 31) {
+      lastRand[i]!++;
+      return;
+    }
+    lastRand[i] = 0;
+  }
+  lastTime++; // 32^10 ids in one millisecond: borrow the next one rather than repeat
 }
 
 export const newMessageId = (now?: number) => ulid(now) as MessageId;
