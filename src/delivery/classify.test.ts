@@ -72,6 +72,20 @@ describe("no reply at all (network error, timeout) is temporary", () => {
 });
 
 describe("the rule that decided is reported by name", () => {
+  // one row per rule, so removing or reordering a rule fails here even where the outcome would not change
+  test.each([
+    [421, "", "closing channel", "421 closes the channel"],
+    [450, "4.2.0", "Greylisted for 5 minutes", "greylisting"],
+    [452, "4.5.3", "Recipient limit reached", "too many recipients in one transaction"],
+    [452, "", "Error: too many recipients", "too many recipients in one transaction"],
+    [452, "4.2.2", "Mailbox full: too many messages", "one mailbox over quota"],
+    [450, "4.2.1", "The user you are trying to contact is receiving mail too fast", "one mailbox receiving too fast"],
+    [450, "4.7.1", "Rate limited, slow down", "policy rate limit"],
+    [452, "4.3.1", "Insufficient system storage", "server busy or out of resources"],
+    [451, "", "Too many concurrent SMTP connections", "connection or rate limit in the text"],
+  ])("%i %s %j → %s", (code, enhanced, text, name) => {
+    expect(matchRule(code, enhanced, text)?.name).toBe(name);
+  });
   test("greylisting wins over the generic 'try again later' throttle", () => {
     expect(matchRule(451, "4.7.1", "Greylisted, please try again later")?.name).toBe("greylisting");
   });
