@@ -1,5 +1,5 @@
 /** @module auth/users — users who may submit mail: create, list, remove, change password, check credentials. */
-import { eq } from "drizzle-orm";
+import { count, eq } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
 import type { UserId } from "../mail/ids.ts";
 import { users } from "./schema.ts";
@@ -56,7 +56,7 @@ export function listUsers(db: Db): User[] {
 }
 
 export function countUsers(db: Db): number {
-  return db.select({ id: users.id }).from(users).all().length;
+  return db.select({ n: count() }).from(users).get()?.n ?? 0;
 }
 
 export function removeUser(db: Db, name: string): void {
