@@ -8,7 +8,7 @@
  */
 import type { Intake } from "../intake/accept.ts";
 import type { EnqueuedMessage } from "../queue/enqueue.ts";
-import { countHeaders, headerValue, splitMessage, type SplitMessage } from "../message/headers.ts";
+import { countHeaders, headerValue, joinMessage, splitMessage, type SplitMessage } from "../message/headers.ts";
 
 /** The part of intake a DSN needs (type only: delivery/ hands its Intake through here). */
 export type DsnIntake = Pick<Intake, "accept">;
@@ -56,8 +56,7 @@ export function dsnSuppressedReason(envelopeFrom: string, original: Buffer | Spl
 }
 
 /** Builds the DSN message (CRLF). Pure apart from the random boundary and Message-ID. */
-export function buildDsn(d: DsnInput): Buffer {
-  const original = splitMessage(d.original);
+export function buildDsn(d: DsnInput, original: SplitMessage = splitMessage(d.original)): Buffer {
   const boundary = `dsn-${crypto.randomUUID()}`;
   const date = rfc5322Date(d.now);
   const origId = headerValue(original, "Message-ID");
@@ -76,7 +75,6 @@ export function buildDsn(d: DsnInput): Buffer {
   ];
   const human = humanPart(d);
   const status = statusPart(d);
-  const headers = original.headers.map((h) => (h.raw.endsWith("\r\n") ? h.raw : h.raw + "\r\n")).join("");
   const parts = [
     head.join("\r\n"),
     "",
@@ -99,8 +97,8 @@ export function buildDsn(d: DsnInput): Buffer {
   ].join("\r\n");
   return Buffer.concat([
     Buffer.from(parts + "\r\n", "utf8"),
-    Buffer.from(headers, "latin1"),
-    Buffer.from(`\r\n--${boundary}--\r\n`, "latin1"),
+    // the header block and its blank line, then the closing boundary
+    joinMessage({ headers: original.headers, body: Buffer.from(`--${boundary}--\r\n`, "latin1") }),
   ]);
 }
 
@@ -109,7 +107,8 @@ export function buildDsn(d: DsnInput): Buffer {
  * Throws what intake throws (the caller logs it: a DSN failure must never undo the bounce).
  */
 export async function sendDsn(intake: DsnIntake, d: DsnInput): Promise<{ queued: EnqueuedMessage } | { skipped: string }> {
-  const reason = dsnSuppressedReason(d.envelopeFrom, d.original);
+  const original = splitMessage(d.original); // read once for the rules and for the attached headers
+  const reason = dsnSuppressedReason(d.envelopeFrom, original);
   if (reason) return { skipped: reason };
   if (d.recipients.length === 0) return { skipped: "no failed recipients" };
   const queued = await intake.accept({
@@ -117,7 +116,7 @@ export async function sendDsn(intake: DsnIntake, d: DsnInput): Promise<{ queued:
     allowedDomains: null,
     envelopeFrom: "",
     recipients: [d.envelopeFrom],
-    raw: buildDsn(d),
+    raw: buildDsn(d, original),
     source: "dsn",
     // a DSN is never tracked: tracking would give it a VERP return path instead of <>
     options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false },
