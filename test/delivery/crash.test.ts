@@ -93,39 +93,41 @@ function arrived(m: FakeMx): Set<string> {
   return new Set(m.messages.map((x) => /^Subject: (\S+)\r$/m.exec(x.raw.toString())?.[1] ?? ""));
 }
 
-test("after kill -9 mid-delivery and a restart, every accepted message arrives at least once", async () => {
-  mx = await startFakeMx({ host: "127.0.0.3", delayMs: 80 });
-  dir = tempDir();
-  const config = writeConfig(dir.path, mx.port);
-  const first = await serve(config);
-  const accepted = await submit(first.smtpPort, 25, "crash");
-  expect(accepted.length).toBe(25);
-  await waitFor(() => mx!.messages.length >= 3, 20_000, "delivery to start");
-  first.proc.kill("SIGKILL");
-  await first.proc.exited;
-  const before = arrived(mx).size;
-  expect(before).toBeLessThan(25); // it really died mid-delivery
-
-  await serve(config);
-  // the restart frees the leases taken before the crash (recoverLeases) and the work is claimed again
-  await waitFor(() => accepted.every((s) => arrived(mx!).has(s)), 45_000, "every accepted message to arrive");
-  expect(arrived(mx).size).toBe(25);
-}, 58_000);
-
-test("SIGTERM mid-delivery exits 0 within 30 s and leaves no recipient leased", async () => {
-  mx = await startFakeMx({ host: "127.0.0.3", delayMs: 150 });
+/** A serve relaying `count` accepted messages to a receiver that takes `delayMs` per message, once `started` arrived. */
+async function deliveringServe(count: number, prefix: string, delayMs: number, started: number) {
+  mx = await startFakeMx({ host: "127.0.0.3", delayMs });
   dir = tempDir();
   const config = writeConfig(dir.path, mx.port);
   const child = await serve(config);
-  const accepted = await submit(child.smtpPort, 20, "term");
-  expect(accepted.length).toBe(20);
-  await waitFor(() => mx!.messages.length >= 1, 20_000, "delivery to start");
+  const accepted = await submit(child.smtpPort, count, prefix);
+  expect(accepted.length).toBe(count);
+  await waitFor(() => mx!.messages.length >= started, 20_000, "delivery to start");
+  return { config, child, accepted };
+}
+
+test("after kill -9 mid-delivery and a restart, every accepted message arrives at least once", async () => {
+  const { config, child: first, accepted } = await deliveringServe(25, "crash", 80, 3);
+  first.proc.kill("SIGKILL");
+  await first.proc.exited;
+  const before = arrived(mx!).size;
+  expect(before).toBeLessThan(25); // it really died mid-delivery
+
+  const second = await serve(config);
+  // the restart frees the leases taken before the crash at once (recoverLeases), not after the 20 s lease
+  const recovered = await waitFor(() => second.out().split("\n").find((l) => l.includes('"event":"leases_recovered"')), 5_000, "leases_recovered");
+  expect((JSON.parse(recovered) as { count: number }).count).toBeGreaterThan(0);
+  await waitFor(() => accepted.every((s) => arrived(mx!).has(s)), 45_000, "every accepted message to arrive");
+  expect(arrived(mx!).size).toBe(25);
+}, 58_000);
+
+test("SIGTERM mid-delivery exits 0 within 30 s and leaves no recipient leased", async () => {
+  const { child } = await deliveringServe(20, "term", 150, 1);
   const t0 = Date.now();
   child.proc.kill("SIGTERM");
   const code = await child.proc.exited;
   expect(code).toBe(0);
   expect(Date.now() - t0).toBeLessThan(30_000);
-  const db = new Database(join(dir.path, "data", "outpost.db"), { readonly: true });
+  const db = new Database(join(dir!.path, "data", "outpost.db"), { readonly: true });
   try {
     const leased = db.query("SELECT count(*) AS n FROM recipients WHERE lease_until IS NOT NULL").get() as { n: number };
     expect(leased.n).toBe(0);
@@ -134,7 +136,7 @@ test("SIGTERM mid-delivery exits 0 within 30 s and leaves no recipient leased", 
     expect(total).toBe(20);
     // what the receiver accepted is recorded delivered; the rest waits in the queue for the next start
     const delivered = byStatus.find((r) => r.status === "delivered")?.n ?? 0;
-    expect(delivered).toBe(mx.messages.length);
+    expect(delivered).toBe(mx!.messages.length);
   } finally {
     db.close();
   }
