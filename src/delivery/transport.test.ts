@@ -57,6 +57,15 @@ function message(to: string[], body = "Subject: hi\r\n\r\nhello\r\n", from = "se
   };
 }
 
+/** One message over a fresh session to a fake MX on 127.0.0.2 running `script`; the session is closed after. */
+async function sendOnce(script: FakeMxScript, to: string[]) {
+  const s = await mx("127.0.0.2", script);
+  const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+  const results = await conn.send(message(to));
+  await conn.close();
+  return results;
+}
+
 describe("SmtpTransport", () => {
   test("delivers one message to all recipients in one transaction and reports each one", async () => {
     const s = await mx("127.0.0.2");
@@ -105,39 +114,25 @@ describe("SmtpTransport", () => {
     expect(s.messages).toHaveLength(0);
   });
 
-  test("a recipient address with stray spaces still gets its own RCPT reply", async () => {
-    const s = await mx("127.0.0.2", { rcpt: { "bad@x.test": "550 5.1.1 no such user" } });
-    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
-    const results = await conn.send(message([" bad@x.test ", "good@x.test"]));
-    await conn.close();
+  test.each([
+    ["a recipient address with stray spaces still gets its own RCPT reply", {}, [" bad@x.test ", "good@x.test"]],
+    ["a server without PIPELINING gets the same per-recipient results", { pipelining: false }, ["bad@x.test", "good@x.test"]],
+  ] as [string, FakeMxScript, string[]][])("%s", async (_name, script, to) => {
+    const results = await sendOnce({ ...script, rcpt: { "bad@x.test": "550 5.1.1 no such user" } }, to);
     expect(results.map((r) => r.outcome)).toEqual(["bounced", "delivered"]);
   });
 
   test("a 5xx DATA reply bounces the accepted recipients", async () => {
-    const s = await mx("127.0.0.2", { data: "554 5.7.1 spam" });
-    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
-    const results = await conn.send(message(["a@x.test"]));
-    await conn.close();
+    const results = await sendOnce({ data: "554 5.7.1 spam" }, ["a@x.test"]);
     expect(results[0]).toMatchObject({ outcome: "bounced", code: 554, enhanced: "5.7.1" });
   });
 
   test("a refused MAIL FROM gives its reply to every recipient", async () => {
-    const s = await mx("127.0.0.2", { mail: "452 4.3.1 insufficient storage" });
-    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
-    const results = await conn.send(message(["a@x.test", "b@x.test"]));
-    await conn.close();
+    const results = await sendOnce({ mail: "452 4.3.1 insufficient storage" }, ["a@x.test", "b@x.test"]);
     expect(results.map((r) => [r.outcome, r.code, r.enhanced])).toEqual([
       ["deferred", 452, "4.3.1"],
       ["deferred", 452, "4.3.1"],
     ]);
-  });
-
-  test("a server without PIPELINING gets the same per-recipient results", async () => {
-    const s = await mx("127.0.0.2", { pipelining: false, rcpt: { "bad@x.test": "550 5.1.1 no such user" } });
-    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
-    const results = await conn.send(message(["bad@x.test", "good@x.test"]));
-    await conn.close();
-    expect(results.map((r) => r.outcome)).toEqual(["bounced", "delivered"]);
   });
 
   test("a 421 greeting is a ConnectFailure with the throttle signal and code 421", async () => {
