@@ -324,9 +324,11 @@ describe("validation errors name the field", () => {
   });
 
   test("a request whose Content-Length cannot fit is refused with 413 before it is read", async () => {
-    const huge = JSON.stringify({ envelope: "a@example.com", recipient: "b@example.org", body: "x".repeat(300 * 1024) });
-    const e = await errorOf(await f.call("POST", "/v1/send", huge, { headers: { "content-type": "application/json" } }));
-    expect(e).toMatchObject({ status: 413, code: "too_large" });
+    // app.handle's Request has no Content-Length of its own; the announced one is what the guard sees. The body
+    // is malformed JSON, so reading it would give a 400: only the guard answers 413.
+    const announced = String(10 * 1024 * 1024);
+    const e = await errorOf(await f.call("POST", "/v1/send", "{", { headers: { "content-type": "application/json", "content-length": announced } }));
+    expect(e).toMatchObject({ status: 413, code: "too_large", field: "body" });
   });
 
   test("an envelope sender outside the user's allowed domains is a 403 naming envelope", async () => {
