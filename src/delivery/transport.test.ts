@@ -172,6 +172,30 @@ describe("SmtpTransport", () => {
     await conn.close();
   });
 
+  test("tries at most 5 addresses in all, IPv4 first, each of a host's addresses once", async () => {
+    const none = ["127.0.0.12", "127.0.0.13", "127.0.0.14", "127.0.0.15", "127.0.0.16", "127.0.0.17"];
+    const lookup = async (h: string) => (h === "a.x.test" ? ["::1", "127.0.0.11", "127.0.0.11"] : none);
+    // nothing listens there on this (just freed) port: every address refuses
+    const s = await mx("127.0.0.2");
+    await s.stop();
+    const err = (await transport(s.port, { lookup }).connect(dest(["a.x.test", "b.x.test"])).catch((e: unknown) => e)) as ConnectFailure;
+    expect(err).toBeInstanceOf(ConnectFailure);
+    const tried = [...err.message.matchAll(/\[([^\]]+)\]/g)].map((m) => m[1]);
+    expect(tried).toEqual(["127.0.0.11", "::1", "127.0.0.12", "127.0.0.13", "127.0.0.14"]);
+  });
+
+  test("a message over the server's SIZE limit bounces 5.3.4 without being sent; the session stays usable", async () => {
+    const s = await mx("127.0.0.2", { size: 100 });
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const [big] = await conn.send(message(["a@x.test"], `Subject: big\r\n\r\n${"x".repeat(200)}\r\n`));
+    expect(big).toMatchObject({ outcome: "bounced", code: 0, enhanced: "5.3.4" });
+    expect(conn.usable).toBe(true);
+    const [small] = await conn.send(message(["b@x.test"]));
+    await conn.close();
+    expect(small!.outcome).toBe("delivered");
+    expect(s.messages.map((m) => m.to)).toEqual([["b@x.test"]]);
+  });
+
   test("after a 421 greeting the next MX is tried", async () => {
     const busy = await mx("127.0.0.2", { greeting421: true });
     const s = await mx("127.0.0.3", { port: busy.port });

@@ -18,6 +18,7 @@
  *   auth          { user, pass }: advertise AUTH PLAIN LOGIN and require it before MAIL
  *   smtputf8, eightBitMime   advertise SMTPUTF8 / 8BITMIME (default true)
  *   pipelining    advertise PIPELINING (default true)
+ *   size          advertise SIZE with this limit in bytes (default: no SIZE)
  *   maxConnections  smtp-server's maxClients: connections beyond it get "421 … Too many connected clients"
  *   delayMs       wait this long before answering MAIL, each RCPT and the end of DATA (a slow receiver)
  *   greetingDelayMs  wait this long before the greeting (or the 421)
@@ -59,6 +60,7 @@ export interface FakeMxScript {
   smtputf8?: boolean;
   eightBitMime?: boolean;
   pipelining?: boolean;
+  size?: number;
   maxConnections?: number;
   delayMs?: number;
   greetingDelayMs?: number;
@@ -126,6 +128,7 @@ export async function startFakeMx(opts: FakeMxScript & { host?: string; port?: n
     logger: false,
     disableReverseLookup: true,
     maxClients: script.maxConnections,
+    size: script.size,
     authOptional: !script.auth,
     authMethods: ["PLAIN", "LOGIN"],
     allowInsecureAuth: true,
