@@ -6,7 +6,7 @@ import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerAuthenticat
 import type { User } from "../auth/users.ts";
 import type { Cidr, SmtpConfig } from "../config/schema.ts";
 import { cidrContains } from "../config/units.ts";
-import { checkSender } from "../intake/policy.ts";
+import { checkRecipientCount, checkSender, type PolicyLimits } from "../intake/policy.ts";
 import { SmtpError } from "../mail/errors.ts";
 import type { Logger } from "../observe/log.ts";
 import { AuthGuard, ConnectionCounter } from "./auth-guard.ts";
@@ -54,8 +54,10 @@ export class SessionHooks {
   readonly connections: ConnectionCounter;
   private states = new Map<string, State>();
   private isLoopback: (ip: string) => boolean;
+  private limits: PolicyLimits;
 
   constructor(private deps: SessionDeps) {
+    this.limits = { maxMessageSize: deps.smtp.max_message_size, maxRecipients: deps.smtp.max_recipients };
     this.guard = new AuthGuard({ failuresBeforeBlock: deps.smtp.auth_failures_before_block, blockMs: deps.smtp.auth_block_time });
     this.connections = new ConnectionCounter(deps.smtp.max_connections_per_ip);
     this.isLoopback = deps.isLoopback ?? defaultIsLoopback;
@@ -152,10 +154,14 @@ export class SessionHooks {
 
   onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const rcpts = session.envelope.rcptTo;
-    const already = rcpts.some((r) => r.address.toLowerCase() === address.address.toLowerCase());
-    if (!already && rcpts.length >= this.deps.smtp.max_recipients) {
-      const e = new SmtpError(452, "4.5.3", `too many recipients (at most ${this.deps.smtp.max_recipients} per message)`);
-      return cb(this.reject(session, "RCPT", address.address, e));
+    // a repeated recipient replaces its earlier entry, so only a new one can pass the limit; the scan runs at the limit only
+    if (rcpts.length >= this.deps.smtp.max_recipients && !isRepeat(rcpts, address.address)) {
+      try {
+        checkRecipientCount(rcpts.length + 1, this.limits); // the API's refusal, word for word
+      } catch (e) {
+        if (e instanceof SmtpError) return cb(this.reject(session, "RCPT", address.address, e));
+        throw e;
+      }
     }
     const client = { authenticated: Boolean(session.user), trusted: this.states.get(session.id)?.trusted ?? false };
     const verdict = decideRecipient(address.address, client, this.deps.relay);
@@ -176,6 +182,12 @@ export class SessionHooks {
     });
     return toServerError(e);
   }
+}
+
+/** Is this RCPT address already in the envelope? Stored addresses have A-label domains (onRcptTo), so compare in that form. */
+function isRepeat(rcpts: readonly SMTPServerAddress[], address: string): boolean {
+  const key = withAsciiDomain(address).toLowerCase();
+  return rcpts.some((r) => r.address.toLowerCase() === key);
 }
 
 function blockedError(hostname: string): SmtpError {
