@@ -110,6 +110,12 @@ describe("static routes", () => {
     expect(c.asked).toEqual([]);
   });
 
+  test("a recipient domain in any case, with a trailing dot, or as an IDN matches the route written in ASCII", async () => {
+    const r = router({ routes: [route("x.test", "exact.test"), route("*.xn--bcher-kva.test", "idn.test")] });
+    expect(ok(await r.route("X.Test.")).hosts[0]!.host).toBe("exact.test");
+    expect(ok(await r.route("Shop.B\u00fccher.test")).hosts[0]!.host).toBe("idn.test");
+  });
+
   test("a static route without a username carries no AUTH", async () => {
     const d = ok(await router({ routes: [route("x.test", "relay.test", { tls: "opportunistic" })] }).route("x.test"));
     expect(d.auth).toBeUndefined();

@@ -58,8 +58,9 @@ export class MxRouter implements Router {
 
   async route(domain: string): Promise<RouteResult> {
     const literal = addressLiteral(domain);
+    const host = normalizeHost(domain);
     // IDNs are looked up (and matched against routes) in their ASCII form
-    const name = literal ?? (domainToASCII(normalizeHost(domain)) || normalizeHost(domain));
+    const name = literal ?? (domainToASCII(host) || host);
     const route = matchRoute(this.routes, name);
     if (route) return { kind: "ok", destination: staticDestination(route) };
     if (literal) return { kind: "ok", destination: { key: literal, hosts: [{ host: literal, port: MX_PORT, preference: 0 }], tls: this.tls, static: false } };
@@ -112,12 +113,15 @@ export function addressLiteral(domain: string): string | undefined {
   return m && isIP(m[1]!) ? m[1]!.toLowerCase() : undefined;
 }
 
-/** Exact domain beats "*.suffix" (longest suffix first), which beats "*". */
+/**
+ * Exact domain beats "*.suffix" (longest suffix first), which beats "*". `domain` is lower-case, and so are the
+ * patterns (config/units parseDomainPattern).
+ */
 export function matchRoute(routes: readonly RouteConfig[], domain: string): RouteConfig | undefined {
   let best: RouteConfig | undefined;
   let bestScore = -1;
   for (const r of routes) {
-    const pattern = r.domain.toLowerCase();
+    const pattern = r.domain;
     let score = -1;
     if (pattern === domain) score = Number.MAX_SAFE_INTEGER;
     else if (pattern === "*") score = 0;
