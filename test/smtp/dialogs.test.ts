@@ -114,7 +114,7 @@ async function runDialog(text: string, transcript: string[]): Promise<void> {
       else if (op === "@reconnect") {
         conn.close();
         conn = await RawSmtp.connect(port, { localAddress: client });
-      } else if (op === "=") check(rest, conn, where);
+      } else if (op === "=") check(rest, where);
       else throw new Error(`unknown step at ${where}`);
       if (op === "=" && rest === "closed") expect(await conn.waitClosed(), where).toBe(true);
     }
@@ -125,7 +125,7 @@ async function runDialog(text: string, transcript: string[]): Promise<void> {
   }
 }
 
-function check(rest: string, _conn: RawSmtp, where: string): void {
+function check(rest: string, where: string): void {
   const [, kind = "", sender = "", arg = ""] = rest.match(/^(\S+)(?: (\S+))?(?: (.*))?$/) ?? [];
   if (kind === "closed") return;
   const rows = messagesFrom(outpost, sender === "<>" ? "" : sender);
@@ -163,4 +163,29 @@ describe("SMTP dialogs", () => {
       }
     });
   }
+});
+
+test("a failed AUTH is logged in a line the fail2ban filter in docs/smtp.md matches, naming the client", async () => {
+  const docs = readFileSync(join(import.meta.dir, "..", "..", "docs", "smtp.md"), "utf8");
+  const failregex = docs.match(/^\s*failregex = (.*)$/m)?.[1];
+  expect(failregex).toBeDefined();
+  // fail2ban's <HOST> stands for the address it will ban
+  const filter = new RegExp(failregex!.replace("<HOST>", "(?<host>[0-9a-fA-F.:]+)"));
+  const conn = await RawSmtp.connect(port, { localAddress: "127.0.0.6" });
+  const linesBefore = outpost.lines.length;
+  try {
+    for (const [send, want] of [[null, /^220/], ["EHLO f2b.test", /^250/], ["STARTTLS", /^220/]] as const) {
+      if (send) conn.write(`${send}\r\n`);
+      expect(await conn.reply()).toMatch(want);
+    }
+    await conn.starttls();
+    conn.write("EHLO f2b.test\r\n");
+    expect(await conn.reply()).toMatch(/^250/);
+    conn.write(`AUTH PLAIN ${Buffer.from("\0alice\0wrong").toString("base64")}\r\n`);
+    expect(await conn.reply()).toMatch(/^535 5\.7\.8/);
+  } finally {
+    conn.close();
+  }
+  const hosts = outpost.lines.slice(linesBefore).flatMap((l) => l.match(filter)?.groups?.host ?? []);
+  expect(hosts).toEqual(["127.0.0.6"]);
 });

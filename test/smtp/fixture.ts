@@ -15,15 +15,21 @@ export interface Outpost {
   tlsPort: number | undefined;
   /** the first-run admin password */
   password: string;
-  /** every JSON log line written so far */
+  /** every JSON log line written so far, parsed */
   logs: Array<Record<string, unknown>>;
+  /** … and as written (what a log filter such as fail2ban sees) */
+  lines: string[];
   stop(): Promise<void>;
 }
 
 export async function startOutpost(toml = ""): Promise<Outpost> {
   const d = tempDir();
   const logs: Array<Record<string, unknown>> = [];
-  const log = createLogger("debug", (line) => logs.push(JSON.parse(line) as Record<string, unknown>));
+  const lines: string[] = [];
+  const log = createLogger("debug", (line) => {
+    lines.push(line);
+    logs.push(JSON.parse(line) as Record<string, unknown>);
+  });
   const { rt, firstRun } = await startRuntime(testConfig(d.path, quiet(toml)), log);
   const addrs = rt.smtp!.addresses();
   const password = firstRun.find((l) => l.startsWith("password: "))!.slice("password: ".length);
@@ -34,6 +40,7 @@ export async function startOutpost(toml = ""): Promise<Outpost> {
     tlsPort: addrs.find((a) => a.tls === "implicit")?.port,
     password,
     logs,
+    lines,
     async stop() {
       await rt.stop();
       d.cleanup();
