@@ -1,6 +1,7 @@
 /** @module api/messages — GET /v1/messages/{id}: a message's recipients, their state and event history (owner only). */
 import { Elysia, t } from "elysia";
 import { ApiError } from "../mail/errors.ts";
+import { messageJson } from "../queue/inspect.ts";
 import type { ApiContext } from "./context.ts";
 import { ErrorBody, Event } from "./model.ts";
 
@@ -10,17 +11,23 @@ const MessageBody = t.Object({
   envelope: t.String({ description: "the envelope sender" }),
   subject: t.String(),
   size: t.Integer({ description: "bytes of the stored MIME message" }),
+  source: t.String({ description: "how it arrived: api, smtp or dsn" }),
+  user_id: t.Union([t.Integer(), t.Null()], { description: "the user who sent it" }),
   options: t.Object(
     { inlinizecss: t.Boolean(), clicktracking: t.Boolean(), openstracking: t.Boolean(), bouncetracking: t.Boolean() },
     { description: "the message options in force" },
   ),
   recipients: t.Array(
     t.Object({
-      address: t.String(),
       id: t.String(),
+      address: t.String(),
       status: t.String({ description: "queued, deferred, delivered, bounced or suppressed" }),
+      in_flight: t.Boolean({ description: "a delivery attempt is under way" }),
       attempts: t.Integer({ description: "delivery attempts so far" }),
+      next_attempt_at: t.Union([t.String({ format: "date-time" }), t.Null()], { description: "when the next attempt is due (queued or deferred), else null" }),
       last_reply: t.Union([t.String(), t.Null()], { description: "the last SMTP reply from the receiving server" }),
+      last_status: t.Union([t.String(), t.Null()], { description: "its enhanced status code, such as 4.7.1" }),
+      last_mx: t.Union([t.String(), t.Null()], { description: "the host that gave it" }),
       events: t.Array(Event, { description: "this recipient's history, oldest first" }),
     }),
   ),
@@ -35,27 +42,8 @@ export function messageRoutes(ctx: ApiContext) {
       // someone else's message is "not found", so ids cannot be probed
       if (!m || m.userId !== who.userId) throw new ApiError(404, "not_found", `no message ${params.id}`, "id");
       const history = ctx.events.historyOf(m.id);
-      return {
-        id: m.id,
-        created_at: new Date(m.createdAt).toISOString(),
-        envelope: m.envelopeFrom,
-        subject: m.subject,
-        size: m.size,
-        options: {
-          inlinizecss: m.options.inlineCss,
-          clicktracking: m.options.trackClicks,
-          openstracking: m.options.trackOpens,
-          bouncetracking: m.options.trackBounces,
-        },
-        recipients: m.recipients.map((r) => ({
-          address: r.address,
-          id: r.id,
-          status: r.status,
-          attempts: r.attempts,
-          last_reply: r.lastReply,
-          events: history.get(r.id) ?? [],
-        })),
-      };
+      const json = messageJson(m, Date.now());
+      return { ...json, recipients: json.recipients.map((r) => ({ ...r, events: history.get(r.id) ?? [] })) };
     },
     {
       params: t.Object({ id: t.String({ description: "the message id from POST /v1/send" }) }),

@@ -1,6 +1,7 @@
 /**
  * @module queue/inspect — read-only views of the queue: one message with its recipients, the message an
- * idempotency key names, and the queue depth. Never writes; the API and `outpost queue list|show` read through here.
+ * idempotency key names, and the queue depth; and the one JSON rendering of a message. Never writes; the API and
+ * `outpost queue list|show` read through here.
  */
 import type { Database, Statement } from "bun:sqlite";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
@@ -106,7 +107,7 @@ export class QueueInspector {
   listPending(): MessageView[] {
     return this.pendingIds.all().flatMap(({ message_id }) => {
       const m = this.getMessage(message_id);
-      return m ? [{ ...m, recipients: m.recipients.filter((r) => r.status === "queued" || r.status === "deferred") }] : [];
+      return m ? [{ ...m, recipients: m.recipients.filter(isPending) }] : [];
     });
   }
 
@@ -144,4 +145,67 @@ export class QueueInspector {
       })),
     };
   }
+}
+
+/** Waiting for delivery: queued or deferred. */
+export const isPending = (r: RecipientView): boolean => r.status === "queued" || r.status === "deferred";
+
+/** A delivery attempt holds the recipient's lease at `now`. */
+export const isInFlight = (r: RecipientView, now: number): boolean => isPending(r) && r.leasedUntil !== null && r.leasedUntil > now;
+
+/** A message as JSON: GET /v1/messages/{id} (which adds each recipient's events) and `outpost queue show|list --json`. */
+export interface MessageJson {
+  id: string;
+  /** RFC 3339, UTC */
+  created_at: string;
+  envelope: string;
+  subject: string;
+  size: number;
+  source: MessageSource;
+  user_id: number | null;
+  /** under SPEC's /v1/send field names */
+  options: { inlinizecss: boolean; clicktracking: boolean; openstracking: boolean; bouncetracking: boolean };
+  recipients: RecipientJson[];
+}
+
+export interface RecipientJson {
+  id: string;
+  address: string;
+  status: RecipientStatus;
+  in_flight: boolean;
+  attempts: number;
+  /** RFC 3339 while pending, else null */
+  next_attempt_at: string | null;
+  last_reply: string | null;
+  last_status: string | null;
+  last_mx: string | null;
+}
+
+export function messageJson(m: MessageView, now: number): MessageJson {
+  return {
+    id: m.id,
+    created_at: new Date(m.createdAt).toISOString(),
+    envelope: m.envelopeFrom,
+    subject: m.subject,
+    size: m.size,
+    source: m.source,
+    user_id: m.userId,
+    options: {
+      inlinizecss: m.options.inlineCss,
+      clicktracking: m.options.trackClicks,
+      openstracking: m.options.trackOpens,
+      bouncetracking: m.options.trackBounces,
+    },
+    recipients: m.recipients.map((r) => ({
+      id: r.id,
+      address: r.address,
+      status: r.status,
+      in_flight: isInFlight(r, now),
+      attempts: r.attempts,
+      next_attempt_at: isPending(r) ? new Date(r.nextAttemptAt).toISOString() : null,
+      last_reply: r.lastReply,
+      last_status: r.lastStatus,
+      last_mx: r.lastMx,
+    })),
+  };
 }

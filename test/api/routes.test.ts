@@ -1,5 +1,7 @@
 /** The read routes through app.handle: messages, events, suppressions, health, metrics, OpenAPI; isolation and rate limits. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import type { MessageId, RecipientId } from "../../src/mail/ids.ts";
+import { messageJson } from "../../src/queue/inspect.ts";
 import { waitFor } from "../helpers/harness.ts";
 import { errorOf, MIME, startApi, type ApiFixture } from "./fixture.ts";
 
@@ -17,7 +19,19 @@ interface MessageJson {
   envelope: string;
   subject: string;
   size: number;
-  recipients: { address: string; id: string; status: string; attempts: number; last_reply: string | null; events: EventJson[] }[];
+  source: string;
+  options: Record<string, boolean>;
+  recipients: {
+    address: string;
+    id: string;
+    status: string;
+    in_flight: boolean;
+    attempts: number;
+    next_attempt_at: string | null;
+    last_reply: string | null;
+    last_status: string | null;
+    events: EventJson[];
+  }[];
 }
 
 let f: ApiFixture;
@@ -43,17 +57,32 @@ describe("GET /v1/messages/{id}", () => {
       const j = (await (await f.call("GET", `/v1/messages/${id}`)).json()) as MessageJson;
       return j.recipients.every((r) => r.status === "delivered") ? j : null;
     }, 5000, "sandbox delivery");
-    expect(m).toMatchObject({ id, envelope: "ann@example.com", subject: "Hello" });
+    expect(m).toMatchObject({ id, envelope: "ann@example.com", subject: "Hello", source: "api" });
+    expect(m.options).toEqual({ inlinizecss: false, clicktracking: false, openstracking: false, bouncetracking: false });
     expect(m.created_at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
     expect(m.size).toBeGreaterThan(MIME.length);
     expect(m.recipients.map((r) => r.address)).toEqual(["bob@example.org", "carol@example.net"]);
     for (const r of m.recipients) {
       expect(r.attempts).toBe(1);
       expect(r.last_reply).toContain("250");
+      expect(r).toMatchObject({ in_flight: false, next_attempt_at: null, last_status: "2.0.0" });
       expect(r.events.map((e) => e.type)).toEqual(["queued", "delivered"]);
       expect(r.events[0]).toMatchObject({ message_id: id, recipient: r.address, details: {} });
       expect(r.events[1]!.details.reply).toContain("250");
     }
+  });
+
+  test("a pending recipient shows when it is due and whether an attempt holds it (messageJson)", () => {
+    const r = { id: "r1" as RecipientId, address: "a@x.org", status: "deferred" as const, attempts: 1, nextAttemptAt: 2_000, leasedUntil: 2_000,
+      lastReply: "451 later", lastStatus: "4.7.1", lastMx: "mx.x.org", updatedAt: 1_000 };
+    const m = { id: "m1" as MessageId, userId: null, createdAt: 0, envelopeFrom: "", subject: "", size: 1, source: "smtp" as const,
+      options: { inlineCss: true, trackClicks: false, trackOpens: false, trackBounces: false }, recipients: [r, { ...r, status: "delivered" as const }] };
+    const j = messageJson(m, 1_500);
+    expect(j.options.inlinizecss).toBe(true);
+    expect(j.recipients[0]).toEqual({ id: "r1", address: "a@x.org", status: "deferred", in_flight: true, attempts: 1,
+      next_attempt_at: "1970-01-01T00:00:02.000Z", last_reply: "451 later", last_status: "4.7.1", last_mx: "mx.x.org" });
+    expect(messageJson(m, 2_500).recipients[0]!.in_flight).toBe(false);
+    expect(j.recipients[1]).toMatchObject({ in_flight: false, next_attempt_at: null });
   });
 
   test("another user's message is a 404, not a 403", async () => {
