@@ -185,6 +185,8 @@ export class SmtpSession implements Connection {
   sent = 0;
   private busy = false;
   private broken = false;
+  /** the server offered SMTPUTF8 (its EHLO reply is final once the session is set up) */
+  private readonly smtpUtf8: boolean;
 
   constructor(
     private readonly conn: SMTPConnection,
@@ -193,7 +195,11 @@ export class SmtpSession implements Connection {
     readonly tls: boolean,
     private readonly t: Required<TransportTimeouts>,
     private readonly lastError: () => Error | undefined,
-  ) {}
+  ) {
+    // smtp-connection keeps the EHLO extensions in a private field; unknown → assume what we need is there
+    const ext = (conn as unknown as { _supportedExtensions?: string[] })._supportedExtensions;
+    this.smtpUtf8 = ext?.includes("SMTPUTF8") ?? true;
+  }
 
   get usable(): boolean {
     return !this.broken && !this.busy && !this.conn.destroyed;
@@ -233,7 +239,7 @@ export class SmtpSession implements Connection {
       sendable: { ...msg, recipients: [] },
       refused: resultsFor(msg, this.mx, () => localReply(why, enhanced)),
     });
-    const utf8 = this.extensions().has("SMTPUTF8");
+    const utf8 = this.smtpUtf8;
     if (msg.body.includes(0)) return all("5.6.0", "message contains NUL bytes");
     if (BAD_ADDRESS.test(msg.envelopeFrom)) return all("5.1.7", "invalid sender address syntax");
     if (nonAscii(msg.envelopeFrom) && !utf8) return all("5.6.7", `${this.mx} does not support SMTPUTF8, needed for the sender's address`);
@@ -249,12 +255,6 @@ export class SmtpSession implements Connection {
       else keep.push(r);
     }
     return { sendable: { ...msg, recipients: keep }, refused };
-  }
-
-  /** smtp-connection keeps the EHLO extensions in a private field; unknown → assume what we need is there. */
-  private extensions(): Set<string> {
-    const ext = (this.conn as unknown as { _supportedExtensions?: string[] })._supportedExtensions;
-    return new Set(ext ?? ["SMTPUTF8"]);
   }
 
   private reset(): Promise<void> {
