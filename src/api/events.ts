@@ -1,12 +1,13 @@
 /** @module api/events — GET /v1/events: the caller's events, oldest first, by cursor. */
 import { Elysia, t } from "elysia";
+import { EVENT_TYPES } from "../config/build.ts";
 import type { EventType } from "../config/schema.ts";
 import { MAX_PAGE } from "../events/query.ts";
 import { ApiError } from "../mail/errors.ts";
 import type { ApiContext } from "./context.ts";
 import { ErrorBody, Event } from "./model.ts";
 
-const TYPES = new Set<string>(["queued", "delivered", "deferred", "bounced", "opened", "clicked", "suppressed", "complained"]);
+const TYPES = new Set<string>(EVENT_TYPES);
 
 function typesOf(param: string | undefined): EventType[] {
   if (param === undefined || param.trim() === "") return [];

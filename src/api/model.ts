@@ -1,5 +1,6 @@
 /** @module api/model — schemas shared by every route: SPEC's error body and the EVENT shape. */
 import { t } from "elysia";
+import { EVENT_TYPES } from "../config/build.ts";
 
 export const ErrorBody = t.Object(
   {
@@ -18,14 +19,10 @@ export const ErrorBody = t.Object(
 );
 export type ErrorBody = typeof ErrorBody.static;
 
-export const EventType = t.Union(
-  ["queued", "delivered", "deferred", "bounced", "opened", "clicked", "suppressed", "complained"].map((v) => t.Literal(v)),
-);
-
 export const Event = t.Object(
   {
     id: t.String({ description: "event id; also a cursor value for GET /v1/events" }),
-    type: t.String({ description: "queued, delivered, deferred, bounced, opened, clicked, suppressed or complained" }),
+    type: t.String({ description: EVENT_TYPES.join(", ") }),
     time: t.String({ format: "date-time", description: "RFC 3339, UTC" }),
     message_id: t.String(),
     recipient: t.Union([t.String(), t.Null()], { description: "the recipient address" }),
@@ -36,8 +33,3 @@ export const Event = t.Object(
   { description: "EVENT" },
 );
 
-/** The error responses a protected route can give, for the OpenAPI document. */
-export const authErrors = {
-  401: ErrorBody,
-  429: ErrorBody,
-} as const;
