@@ -4,6 +4,10 @@
  * the queue, intact, before we look.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import tls from "node:tls";
 import nodemailer from "nodemailer";
 import { CredentialChecker } from "../../src/auth/users.ts";
 import { startSmtp } from "../../src/smtp/server.ts";
@@ -86,6 +90,8 @@ describe.skipIf(!hasCommand("swaks"))("swaks", () => {
       const row = messageRow(o, queueIdIn(r.stdout))!;
       expect(row.subject).toBe(`swaks ${mech}`);
       expect(Buffer.from(row.body).toString()).toContain("swaks body line");
+      // no X-Outpost-* headers: the [tracking] defaults (inline_css = true above, the rest false)
+      expect([row.inline_css, row.track_clicks, row.track_opens, row.track_bounces]).toEqual([1, 0, 0, 0]);
     });
   }
 
@@ -171,6 +177,30 @@ describe("limits and failures", () => {
       tls: expect.stringMatching(/^TLSv1\.[23]$/), result: `250 2.0.0 Ok: queued as ${id}`,
     });
     expect(lines[0]!.size).toBeGreaterThan(50);
+  });
+
+  test("STARTTLS and implicit TLS present the certificate generated into data_dir, not smtp-server's built-in one", async () => {
+    const ours = new X509Certificate(readFileSync(join(o.dir, "tls.crt")));
+    expect(ours.subject).toBe("CN=outpost.test");
+    const c = await RawSmtp.connect(o.port);
+    try {
+      expect(await c.reply()).toMatch(/^220 /);
+      c.write("EHLO me.test\r\nSTARTTLS\r\n");
+      expect(await c.reply()).toMatch(/^250/);
+      expect(await c.reply()).toMatch(/^220/);
+      expect(c.peerCertificate()).toBeNull();
+      await c.starttls();
+      expect(c.peerCertificate()?.fingerprint256).toBe(ours.fingerprint256);
+    } finally {
+      c.close();
+    }
+    const implicit = tls.connect({ host: "127.0.0.1", port: o.tlsPort!, rejectUnauthorized: false });
+    try {
+      await new Promise((resolve, reject) => implicit.once("secureConnect", resolve).once("error", reject));
+      expect(implicit.getPeerX509Certificate()?.fingerprint256).toBe(ours.fingerprint256);
+    } finally {
+      implicit.destroy();
+    }
   });
 
   test("the banner and EHLO name the configured hostname and list the SPEC's extensions", async () => {

@@ -1,4 +1,5 @@
 /** @module test/smtp/fixture — an outpost runtime for SMTP tests, a raw SMTP socket, and bounded child processes. */
+import type { X509Certificate } from "node:crypto";
 import net from "node:net";
 import tls from "node:tls";
 import { addUser } from "../../src/auth/users.ts";
@@ -202,6 +203,11 @@ export class RawSmtp {
       this.socket = secure;
       this.attach(secure);
     });
+  }
+
+  /** The server's certificate once the socket is TLS, else null. */
+  peerCertificate(): X509Certificate | null {
+    return this.socket instanceof tls.TLSSocket ? (this.socket.getPeerX509Certificate() ?? null) : null;
   }
 
   close(): void {
