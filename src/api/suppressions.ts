@@ -16,13 +16,12 @@ const render = (s: Suppression) => ({ address: s.address, reason: s.reason, crea
 
 function checkedAddress(address: string): string {
   const a = address.trim();
-  if (/[\r\n\0]/.test(a) || !isMailbox(a)) throw new ApiError(400, "invalid_request", `${JSON.stringify(address)} is not a valid email address`, "address");
+  if (!isMailbox(a)) throw new ApiError(400, "invalid_request", `${JSON.stringify(address)} is not a valid email address`, "address");
   return a;
 }
 
 export function suppressionRoutes(ctx: ApiContext) {
   const db = ctx.store.db;
-  const find = (address: string) => listSuppressions(db).find((s) => s.address === address.toLowerCase());
   return new Elysia()
     .get("/v1/suppressions", () => ({ suppressions: listSuppressions(db).map(render) }), {
       response: { 200: t.Object({ suppressions: t.Array(Entry) }), 401: ErrorBody, 429: ErrorBody },
@@ -31,10 +30,12 @@ export function suppressionRoutes(ctx: ApiContext) {
     .post(
       "/v1/suppressions",
       ({ body, status }) => {
-        const address = checkedAddress(body.address);
-        const added = addSuppression(db, address, "manual");
-        const entry = find(address);
-        return status(added ? 201 : 200, entry ? render(entry) : { address: address.toLowerCase(), reason: "manual", created_at: new Date().toISOString() });
+        const address = checkedAddress(body.address).toLowerCase();
+        const now = Date.now();
+        if (addSuppression(db, address, "manual", now)) return status(201, render({ address, reason: "manual", createdAt: now }));
+        // already listed: show the entry as stored (its reason may be a bounce or a complaint)
+        const entry = listSuppressions(db).find((s) => s.address === address);
+        return status(200, render(entry ?? { address, reason: "manual", createdAt: now }));
       },
       {
         body: t.Object({ address: t.String({ description: "the address to stop sending to" }) }),

@@ -156,8 +156,11 @@ describe("/v1/suppressions", () => {
   test("add, list and remove an address", async () => {
     const add = await f.call("POST", "/v1/suppressions", { address: "Blocked@Example.org" });
     expect(add.status).toBe(201);
-    expect(await add.json()).toMatchObject({ address: "blocked@example.org", reason: "manual" });
-    expect((await f.call("POST", "/v1/suppressions", { address: "blocked@example.org" })).status).toBe(200);
+    const entry = await add.json();
+    expect(entry).toMatchObject({ address: "blocked@example.org", reason: "manual" });
+    const again = await f.call("POST", "/v1/suppressions", { address: " blocked@EXAMPLE.org" });
+    expect(again.status).toBe(200);
+    expect(await again.json()).toEqual(entry);
     const list = (await (await f.call("GET", "/v1/suppressions")).json()) as { suppressions: { address: string }[] };
     expect(list.suppressions.map((s) => s.address)).toContain("blocked@example.org");
     expect((await f.call("DELETE", `/v1/suppressions/${encodeURIComponent("blocked@example.org")}`)).status).toBe(204);
@@ -167,6 +170,7 @@ describe("/v1/suppressions", () => {
   test("an invalid address is a 400 naming address", async () => {
     expect(await errorOf(await f.call("POST", "/v1/suppressions", { address: "nope" }))).toMatchObject({ status: 400, field: "address" });
     expect(await errorOf(await f.call("POST", "/v1/suppressions", {}))).toMatchObject({ status: 400, field: "address" });
+    expect(await errorOf(await f.call("POST", "/v1/suppressions", { address: "a\u0000b@example.org" }))).toMatchObject({ status: 400, field: "address" });
   });
 });
 

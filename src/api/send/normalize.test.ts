@@ -4,7 +4,7 @@ import { isMailbox, mailboxesOf, normalizeSend, optionsOf, recipientsFromMime } 
 
 describe("isMailbox", () => {
   const good = ["a@example.com", "first.last+tag@sub.example.co.uk", "x@localhost", "user@[192.0.2.1]", "ünï@bücher.de", "o'brien@example.ie"];
-  const bad = ["", "a", "@example.com", "a@", "a b@example.com", "a@exa mple.com", "<a@example.com>", "a@b@c", ".a@example.com", "a..b@example.com", "a@-example.com", "a@example.com\r\n"];
+  const bad = ["", "a", "@example.com", "a@", "a b@example.com", "a@exa mple.com", "<a@example.com>", "a@b@c", ".a@example.com", "a..b@example.com", "a@-example.com", "a@example.com\r\n", "a\u0000b@example.com", "a\tb@example.com", "a\u007fb@example.com"];
   for (const a of good) test(`${JSON.stringify(a)} is an address`, () => expect(isMailbox(a)).toBe(true));
   for (const a of bad) test(`${JSON.stringify(a)} is not`, () => expect(isMailbox(a)).toBe(false));
 });

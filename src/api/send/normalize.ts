@@ -26,8 +26,9 @@ function noControl(field: string, value: string): string {
   return value;
 }
 
-// local@domain: dot-atom local part (RFC 5321 without quoted strings), domain of LDH/UTF-8 labels or an address literal
-const LOCAL = /^[^\s@<>()[\]\\,;:"]+$/;
+// local@domain: dot-atom local part (RFC 5321 without quoted strings, no control characters), domain of
+// LDH/UTF-8 labels or an address literal
+const LOCAL = /^[^\s\x00-\x1f\x7f@<>()[\]\\,;:"]+$/;
 const DOMAIN = /^(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\u0080-\uffff](?:[A-Za-z0-9\u0080-\uffff-]{0,61}[A-Za-z0-9\u0080-\uffff])?\.)*[A-Za-z0-9\u0080-\uffff](?:[A-Za-z0-9\u0080-\uffff-]{0,61}[A-Za-z0-9\u0080-\uffff])?)$/;
 
 export function isMailbox(address: string): boolean {
