@@ -7,7 +7,7 @@
  * 'AlgorithmIdentifier'"). A certificate is a small, fixed DER structure (RFC 5280 §4.1), so we
  * write it here: key generation and signing are node:crypto's, only the framing is ours.
  */
-import { createPrivateKey, generateKeyPairSync, randomBytes, sign } from "node:crypto";
+import { generateKeyPairSync, randomBytes, sign } from "node:crypto";
 
 export interface SelfSignedPem {
   key: string;
@@ -37,7 +37,7 @@ export function selfSignedCertificate(hostname: string, now = new Date(), years 
       extension("2.5.29.17", seq(der(0x82, Buffer.from(hostname, "ascii")))), // subjectAltName dNSName
     )),
   );
-  const signature = sign("sha256", tbs, createPrivateKey(privateKey.export({ type: "pkcs8", format: "pem" })));
+  const signature = sign("sha256", tbs, privateKey); // ECDSA-Sig-Value in DER, as X.509 wants it
   const cert = seq(tbs, ecdsaSha256, der(0x03, Buffer.concat([Buffer.from([0]), signature])));
   return {
     key: privateKey.export({ type: "pkcs8", format: "pem" }).toString(),
