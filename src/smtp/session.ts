@@ -141,14 +141,15 @@ export class SessionHooks {
       const parts = checkAddress(sender, "5.1.7");
       if (parts instanceof SmtpError) return cb(this.reject(session, "MAIL", sender, parts));
     }
+    const ascii = withAsciiDomain(sender);
     const user = session.user as User | undefined;
     try {
-      if (user) checkSender(user.domains, withAsciiDomain(sender));
+      if (user) checkSender(user.domains, ascii);
     } catch (e) {
       if (e instanceof SmtpError) return cb(this.reject(session, "MAIL", sender, e));
       throw e;
     }
-    address.address = withAsciiDomain(sender);
+    address.address = ascii;
     cb();
   }
 
