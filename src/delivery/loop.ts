@@ -20,6 +20,7 @@ import type { MessageId, RecipientId } from "../mail/ids.ts";
 import type { Logger } from "../observe/log.ts";
 import type { ClaimedRecipient, StoredMessage } from "../queue/claim.ts";
 import { classifyReply, enhancedFor } from "./classify.ts";
+import { SettleBatcher } from "./settle-batch.ts";
 import { isWait, limitsFor, Throttle, type DestinationLimits, type Lease, type Signal, type ThrottleOptions, type Wait } from "./throttle.ts";
 import { ConnectFailure, type Connection, type Destination, type RecipientResult, type RouteResult, type Router, type Transport } from "./types.ts";
 
@@ -101,11 +102,9 @@ const SANDBOX_REPLY = "sandbox";
 /**
  * Every claim and every settle batch is a commit, an fsync that blocks the one thread intake shares: under a
  * stream of mail, claims are at least CLAIM_GAP_MS apart (new mail waits at most that much longer), and settles
- * gather for SETTLE_WINDOW_MS (or SETTLE_BATCH_MAX of them) per commit. Connections don't wait for settles.
+ * share commits (settle-batch.ts). Connections don't wait for settles.
  */
 const CLAIM_GAP_MS = 50;
-const SETTLE_WINDOW_MS = 10;
-const SETTLE_BATCH_MAX = 200;
 
 export class DeliveryLoop {
   readonly name = "delivery";
@@ -128,9 +127,8 @@ export class DeliveryLoop {
   private waitingGlobal = new Set<DestQueue>();
   /** the last claim wanted more room than the window had */
   private windowFull = false;
-  private settles: { run: () => unknown; done: (p: Promise<unknown>) => void }[] = [];
+  private readonly settles: SettleBatcher;
   private tasks = new Set<Promise<unknown>>();
-  private settleTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(private deps: LoopDeps) {
     this.now = deps.now ?? Date.now;
@@ -144,6 +142,7 @@ export class DeliveryLoop {
       shutdownMs: o.shutdownMs ?? 25_000,
     };
     this.throttle = new Throttle({ concurrency: deps.config.concurrency, ...o.throttle }, this.now);
+    this.settles = new SettleBatcher(deps.batch, deps.log);
   }
 
   start(): this {
@@ -183,7 +182,7 @@ export class DeliveryLoop {
       this.inFlight.clear();
       this.handBack(jobs);
     }
-    if (this.settles.length > 0 && this.deps.batch) this.commitSettles(this.deps.batch);
+    this.settles.flush();
   }
 
   /** `p`, or the deadline, whichever comes first. */
@@ -350,7 +349,7 @@ export class DeliveryLoop {
   private async withMessage(messageId: MessageId, rs: ClaimedRecipient[], fn: (m: StoredMessage) => unknown): Promise<void> {
     try {
       const msg = this.deps.claimer.loadMessage(messageId);
-      if (msg) await this.grouped(() => fn(msg));
+      if (msg) await this.settles.run(() => fn(msg));
     } catch (e) {
       this.deps.log.error("delivery_settle_failed", { message_id: messageId, error: e });
     } finally {
@@ -520,7 +519,7 @@ export class DeliveryLoop {
   /** Outcomes log one line per recipient and attempt. */
   private async settle(msg: StoredMessage, job: Job, results: RecipientResult[]): Promise<void> {
     try {
-      await this.grouped(() => this.deps.outcomes.settle(msg, results));
+      await this.settles.run(() => this.deps.outcomes.settle(msg, results));
     } catch (e) {
       // the lease runs out and the recipients are tried again: at least once, never lost
       this.deps.log.error("delivery_settle_failed", { message_id: msg.id, error: e });
@@ -544,41 +543,6 @@ export class DeliveryLoop {
       this.track(this.withMessage(job.messageId, job.recipients, (msg) => this.deps.outcomes.settle(msg, results)));
     }
     if (jobs.length > 0) this.deps.log.info("delivery_deferred_destination", { destination: dq.key, messages: jobs.length, reason });
-  }
-
-  /** Runs a settle in the next group commit (see LoopDeps.batch); resolves with its result. */
-  private grouped(run: () => unknown): Promise<unknown> {
-    const batch = this.deps.batch;
-    if (!batch) return Promise.resolve().then(run);
-    return new Promise((resolve) => {
-      this.settles.push({ run, done: resolve });
-      if (this.settles.length === 1) this.settleTimer = setTimeout(() => this.commitSettles(batch), SETTLE_WINDOW_MS);
-      else if (this.settles.length >= SETTLE_BATCH_MAX) this.commitSettles(batch);
-    });
-  }
-
-  private commitSettles(batch: (fn: () => void) => void): void {
-    clearTimeout(this.settleTimer);
-    const items = this.settles;
-    this.settles = [];
-    if (items.length === 0) return;
-    const results: Promise<unknown>[] = [];
-    try {
-      // OutcomeRecorder.settle makes its state change synchronously, in a savepoint of this transaction
-      batch(() => {
-        for (const it of items) {
-          try {
-            results.push(Promise.resolve(it.run()));
-          } catch (e) {
-            results.push(Promise.reject(e));
-          }
-        }
-      });
-    } catch (e) {
-      // the commit failed: these recipients stay leased until the lease runs out, then go again
-      this.deps.log.error("delivery_settle_commit_failed", { settles: items.length, error: e });
-    }
-    items.forEach((it, i) => it.done(results[i] ?? Promise.reject(new Error("settle not committed"))));
   }
 
   /** Leases go back without counting an attempt. */
