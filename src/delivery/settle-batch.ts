@@ -40,6 +40,7 @@ export class SettleBatcher {
     this.pending = [];
     if (items.length === 0) return;
     const results: Promise<unknown>[] = [];
+    let committed = false;
     try {
       // OutcomeRecorder.settle makes its state change synchronously, in a savepoint of this transaction
       batch(() => {
@@ -51,10 +52,13 @@ export class SettleBatcher {
           }
         }
       });
+      committed = true;
     } catch (e) {
       // the commit failed: these recipients stay leased until the lease runs out, then go again
       this.log.error("delivery_settle_commit_failed", { settles: items.length, error: e });
+      // what each settle returned was rolled back with the transaction: none of them may report success
+      for (const r of results) r.catch(() => {});
     }
-    items.forEach((it, i) => it.done(results[i] ?? Promise.reject(new Error("settle not committed"))));
+    items.forEach((it, i) => it.done(committed ? results[i]! : Promise.reject(new Error("settle not committed"))));
   }
 }
