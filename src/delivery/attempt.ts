@@ -56,18 +56,24 @@ export function resultsFor(msg: OutboundMessage, mx: string, replyOf: (address: 
   });
 }
 
-type SendError = Error & {
+/** The fields smtp-connection puts on its errors (its typings leave them out). */
+export type LibError = Error & {
   code?: string;
+  /** the system error (ECONNREFUSED …) behind a wrapped one */
+  originalCode?: string;
   response?: string;
   responseCode?: number;
   command?: string;
   recipient?: string;
-  rejectedErrors?: SendError[];
+  rejectedErrors?: LibError[];
 };
+
+/** What smtp-connection's send() called back with. */
+type SendEnd = { err: LibError | null; info?: { rejectedErrors?: LibError[]; response: string } };
 
 /** What smtp-connection keeps about the transaction in flight; read only to attribute RCPT replies after a later failure. */
 interface EnvelopeState {
-  rejectedErrors?: SendError[];
+  rejectedErrors?: LibError[];
 }
 
 export interface TransactionEnd {
@@ -91,29 +97,12 @@ export function nonAscii(s: string): boolean {
  * (its own socket timeout normally fires first).
  */
 export async function transact(conn: SMTPConnection, msg: OutboundMessage, mx: string, guardMs: number): Promise<TransactionEnd> {
-  const to = [...new Set(msg.recipients.map((r) => r.address.trim()))];
-  const envelope = { from: msg.envelopeFrom, to, size: msg.body.length, use8BitMime: has8bit(msg.body) };
-  const done = await new Promise<{ err: SendError | null; info?: { accepted: string[]; rejectedErrors?: SendError[]; response: string } }>(
-    (resolve) => {
-      const finish = (r: { err: SendError | null; info?: { accepted: string[]; rejectedErrors?: SendError[]; response: string } }) => {
-        clearTimeout(guard);
-        conn.removeListener("end", onEnd);
-        resolve(r);
-      };
-      const fail = (message: string, code: string) => finish({ err: Object.assign(new Error(message), { code }) });
-      const guard = setTimeout(() => fail("no reply to the transaction in time", "ETIMEDOUT"), guardMs);
-      // close() forgets a send in flight without calling back; the library calls back right after 'end' when it
-      // has an error to give, so 'end' decides only a tick later
-      const onEnd = () => setImmediate(() => fail("connection closed during the transaction", "ECONNECTION"));
-      conn.once("end", onEnd);
-      conn.send(envelope, msg.body, (err, info) => finish({ err: err as SendError | null, info: info ?? undefined }));
-    },
-  );
+  const done = await send(conn, msg, guardMs);
   const replies = new Map<string, Reply>();
   if (!done.err && done.info) {
     for (const e of done.info.rejectedErrors ?? []) if (e.recipient) replies.set(e.recipient, parseReply(e.response ?? ""));
+    // every recipient not refused at RCPT was accepted and shares the DATA reply
     const data = parseReply(done.info.response);
-    for (const a of done.info.accepted) replies.set(a, data);
     return { results: resultsFor(msg, mx, (a) => replies.get(a) ?? data), session: "ok" };
   }
   const err = done.err!;
@@ -129,8 +118,28 @@ export async function transact(conn: SMTPConnection, msg: OutboundMessage, mx: s
   return { results: resultsFor(msg, mx, (a) => replies.get(a) ?? fallback), session };
 }
 
+/** smtp-connection's send(), settled exactly once: by its callback, the connection ending, or `guardMs`. */
+function send(conn: SMTPConnection, msg: OutboundMessage, guardMs: number): Promise<SendEnd> {
+  const to = [...new Set(msg.recipients.map((r) => r.address.trim()))];
+  const envelope = { from: msg.envelopeFrom, to, size: msg.body.length, use8BitMime: has8bit(msg.body) };
+  return new Promise<SendEnd>((resolve) => {
+    const finish = (r: SendEnd) => {
+      clearTimeout(guard);
+      conn.removeListener("end", onEnd);
+      resolve(r);
+    };
+    const fail = (message: string, code: string) => finish({ err: Object.assign(new Error(message), { code }) });
+    const guard = setTimeout(() => fail("no reply to the transaction in time", "ETIMEDOUT"), guardMs);
+    // close() forgets a send in flight without calling back; the library calls back right after 'end' when it
+    // has an error to give, so 'end' decides only a tick later
+    const onEnd = () => setImmediate(() => fail("connection closed during the transaction", "ECONNECTION"));
+    conn.once("end", onEnd);
+    conn.send(envelope, msg.body, (err, info) => finish({ err: err as LibError | null, info: info ?? undefined }));
+  });
+}
+
 /** A failure without a server reply: refused before sending (permanent) or a broken session (temporary). */
-function localFailure(err: SendError): Reply {
+function localFailure(err: LibError): Reply {
   // smtp-connection refuses these before a byte is sent; sending again would fail the same way
   if (err.code === "EENVELOPE") return localReply(err.message, "5.1.3");
   if (err.code === "EMESSAGE" && /larger than allowed/.test(err.message)) return localReply(err.message, "5.3.4");

@@ -21,7 +21,7 @@ import { isIP } from "node:net";
 import SMTPConnection from "nodemailer/lib/smtp-connection";
 import type { TlsPolicy } from "../config/schema.ts";
 import type { Logger } from "../observe/log.ts";
-import { localReply, nonAscii, resultsFor, transact } from "./attempt.ts";
+import { localReply, nonAscii, resultsFor, transact, type LibError } from "./attempt.ts";
 import { systemLookup } from "./resolver.ts";
 import { ConnectFailure, type Connection, type Destination, type OutboundMessage, type RecipientResult, type Transport } from "./types.ts";
 
@@ -60,8 +60,6 @@ interface OpenFailure {
   /** the TLS handshake failed after STARTTLS: worth one try in clear when TLS is optional */
   tlsFailed: boolean;
 }
-
-type LibError = Error & { code?: string; originalCode?: string; responseCode?: number; response?: string; command?: string };
 
 export class SmtpTransport implements Transport {
   private readonly t: Required<TransportTimeouts>;
