@@ -181,6 +181,20 @@ describe("health, metrics and the OpenAPI document", () => {
     expect(await res.json()).toEqual({ status: "ok", queue_depth: expect.any(Number) });
   });
 
+  test("GET /healthz is a 503 while the store does not answer, and /metrics still answers", async () => {
+    const g = await startApi();
+    try {
+      g.rt.store.sqlite.run("ALTER TABLE recipients RENAME TO recipients_away");
+      expect(await errorOf(await g.call("GET", "/healthz", undefined, { key: null }))).toMatchObject({ status: 503, code: "unavailable" });
+      const metrics = await g.call("GET", "/metrics", undefined, { key: null });
+      expect(metrics.status).toBe(200);
+      expect(await metrics.text()).not.toContain("outpost_queue_depth");
+    } finally {
+      g.rt.store.sqlite.run("ALTER TABLE recipients_away RENAME TO recipients");
+      await g.stop();
+    }
+  });
+
   test("GET /metrics is Prometheus text without a key", async () => {
     const res = await f.call("GET", "/metrics", undefined, { key: null });
     expect(res.status).toBe(200);
