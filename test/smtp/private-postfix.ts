@@ -6,6 +6,7 @@
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from "node:fs";
 import { join } from "node:path";
+import { run } from "./fixture.ts";
 
 export const POSTFIX = "/usr/sbin/postfix";
 
@@ -92,7 +93,7 @@ export function privatePostfix(opts: PostfixOptions): PostfixInstance {
   writeFileSync(join(configDir, "master.cf"), master.join("\n") + "\n");
   for (const [name, text] of Object.entries(opts.files ?? {})) writeFileSync(join(configDir, name), text, { mode: 0o600 });
 
-  const pf = (...args: string[]) => cmd([POSTFIX, "-c", configDir, ...args]);
+  const pf = (...args: string[]) => run([POSTFIX, "-c", configDir, ...args], { timeoutMs: 30_000 });
   const pidFile = join(queueDir, "pid", "master.pid");
   const masterPid = (): number | null => {
     try {
@@ -124,7 +125,7 @@ export function privatePostfix(opts: PostfixOptions): PostfixInstance {
       if (left !== null) process.kill(left, "SIGKILL");
     },
     async sendmail(args, message) {
-      const r = await cmd(["/usr/sbin/sendmail", "-C", configDir, ...args], message);
+      const r = await run(["/usr/sbin/sendmail", "-C", configDir, ...args], { stdin: message, timeoutMs: 30_000 });
       return { code: r.code, stderr: r.stderr };
     },
     log() {
@@ -138,12 +139,4 @@ export function privatePostfix(opts: PostfixOptions): PostfixInstance {
       rmSync(dir, { recursive: true, force: true });
     },
   };
-}
-
-async function cmd(argv: string[], stdin?: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  const p = Bun.spawn(argv, { stdin: stdin === undefined ? "ignore" : new Blob([stdin]), stdout: "pipe", stderr: "pipe" });
-  const timer = setTimeout(() => p.kill("SIGKILL"), 30_000);
-  const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-  clearTimeout(timer);
-  return { code, stdout, stderr };
 }
