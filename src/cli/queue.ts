@@ -8,7 +8,7 @@ import type { Rate } from "../config/schema.ts";
 import { readThrottleSnapshot } from "../delivery/service.ts";
 import type { DestinationSnapshot } from "../delivery/throttle.ts";
 import { QueueAdmin } from "../queue/admin.ts";
-import type { MessageView, RecipientView } from "../queue/inspect.ts";
+import { QueueInspector, type MessageView, type RecipientView } from "../queue/inspect.ts";
 import { isoTime, parseArgs, table } from "./args.ts";
 import { openContext, print, printJson } from "./context.ts";
 
@@ -35,15 +35,16 @@ export async function queueCommand(argv: string[]): Promise<number> {
   const { store, config } = openContext(args);
   try {
     const admin = new QueueAdmin(store.sqlite);
+    const inspector = new QueueInspector(store.sqlite);
     const json = args.flags.has("json");
     switch (sub) {
       case "list": {
-        const code = list(admin.listPending(), json);
+        const code = list(inspector.listPending(), json);
         if (!json) printThrottle(config.data_dir);
         return code;
       }
       case "show": {
-        const m = admin.show(id!);
+        const m = inspector.getMessage(id!);
         if (!m) return unknown(id!);
         if (json) printJson(messageJson(m));
         else print(showText(m));

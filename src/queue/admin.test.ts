@@ -7,6 +7,7 @@ import { tempDir } from "../../test/helpers/harness.ts";
 import { QueueAdmin } from "./admin.ts";
 import { QueueClaimer } from "./claim.ts";
 import { Enqueuer } from "./enqueue.ts";
+import { QueueInspector } from "./inspect.ts";
 
 let dir: ReturnType<typeof tempDir>;
 let store: Store;
@@ -42,11 +43,11 @@ test("retry leaves a recipient that is in flight alone, so it cannot be claimed 
   expect(again).toHaveLength(1);
 });
 
-test("list shows only pending recipients and show shows them all", () => {
+test("the listing (queue list) shows only pending recipients and a message (queue show) shows them all", () => {
   store.sqlite.run("UPDATE recipients SET status = 'delivered' WHERE address = 'a@d.test'");
-  const admin = new QueueAdmin(store.sqlite, () => clock);
-  expect(admin.listPending()[0]!.recipients.map((r) => r.address)).toEqual(["b@d.test"]);
-  expect(admin.show(id)!.recipients.map((r) => r.status)).toEqual(["delivered", "queued"]);
+  const inspector = new QueueInspector(store.sqlite);
+  expect(inspector.listPending()[0]!.recipients.map((r) => r.address)).toEqual(["b@d.test"]);
+  expect(inspector.getMessage(id)!.recipients.map((r) => r.status)).toEqual(["delivered", "queued"]);
 });
 
 test("delete removes the message and every recipient row, and returns false the second time", () => {

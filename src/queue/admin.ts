@@ -1,6 +1,6 @@
 /**
- * @module queue/admin — the operator's view of the queue and the changes they may make by hand
- * (Postfix `mailq`, `postqueue -f`, `postsuper -d`). Used by `outpost queue …`.
+ * @module queue/admin — the changes an operator may make to the queue by hand (Postfix `postqueue -f`,
+ * `postsuper -d`), for `outpost queue …`. Reading the queue is queue/inspect.ts.
  *
  * `retry` only moves `next_attempt_at` of pending recipients that are not in flight; a running server picks the
  * change up the next time its scheduler looks at the queue. `delete` removes the message and its recipients and
@@ -8,10 +8,9 @@
  * that moment may still be delivered; its result then finds no row and is dropped.
  */
 import type { Database, Statement } from "bun:sqlite";
-import { QueueInspector, type MessageView } from "./inspect.ts";
 
 export class QueueAdmin {
-  private inspector: QueueInspector;
+  private exists: Statement;
   private retryMessage: Statement;
   private retryEverything: Statement;
   private remove: Statement;
@@ -20,7 +19,7 @@ export class QueueAdmin {
     private sqlite: Database,
     private now: () => number = Date.now,
   ) {
-    this.inspector = new QueueInspector(sqlite);
+    this.exists = sqlite.query("SELECT 1 FROM messages WHERE id = ?");
     const retryable = `status IN ('queued','deferred') AND next_attempt_at > ?1 AND (lease_until IS NULL OR lease_until <= ?1)`;
     this.retryMessage = sqlite.query(
       `UPDATE recipients SET next_attempt_at = ?1, updated_at = ?1 WHERE message_id = ?2 AND ${retryable}`,
@@ -31,19 +30,9 @@ export class QueueAdmin {
     this.remove = sqlite.query("DELETE FROM messages WHERE id = ?");
   }
 
-  /** Messages with at least one pending (queued/deferred) recipient, oldest first, with those recipients. */
-  listPending(): MessageView[] {
-    return this.inspector.listPending();
-  }
-
-  /** One message with all its recipients (any status), or null for an unknown id. */
-  show(id: string): MessageView | null {
-    return this.inspector.getMessage(id);
-  }
-
   /** Makes one message's waiting recipients due now. Returns how many, or null for an unknown id. */
   retry(id: string): number | null {
-    if (!this.show(id)) return null;
+    if (!this.exists.get(id)) return null;
     return this.retryMessage.run(this.now(), id).changes;
   }
 
