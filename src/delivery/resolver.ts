@@ -9,7 +9,7 @@
  * as NXDOMAIN (Node says ENODATA), so "notFound" here means "no such record, maybe no such name"; the router
  * copes by always trying A/AAAA after an MX notFound. Bun's resolver rounds `timeout` up to whole seconds.
  */
-import { Resolver as NodeResolver } from "node:dns/promises";
+import { lookup, Resolver as NodeResolver } from "node:dns/promises";
 import { isIP } from "node:net";
 import type { ListenAddress } from "../config/schema.ts";
 
@@ -81,7 +81,6 @@ export function lookupVia(resolver: Resolver): (host: string) => Promise<string[
 /** getaddrinfo, as a program on this machine would resolve the name. */
 export async function systemLookup(host: string): Promise<string[]> {
   if (isIP(host)) return [host];
-  const { lookup } = await import("node:dns/promises");
   try {
     const rows = await lookup(host, { all: true });
     return rows.map((r) => r.address);
