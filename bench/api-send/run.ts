@@ -4,7 +4,8 @@
  * (`bun src/main.ts serve`) on a temp data dir with delivery.sandbox = true; the load comes from wrk.
  *
  *   apt-get install wrk   # once
- *   bun bench/api-send/run.ts [--duration 10] [--clients 1,16,64] [--out bench/api-send/table.md]
+ *   bun bench/api-send/run.ts [--duration 10] [--clients 1,16,64] [--scenarios intake,delivery] [--out bench/api-send/table.md]
+ *   (WRK_THREADS sets wrk's threads, default 1; OUTPOST_BIN and BENCH_BUN_FLAGS below)
  *
  * Two scenarios on one server:
  *   delivery  — the recipient is delivered by the sandbox delivery loop in the same process (the whole pipeline);
@@ -110,7 +111,7 @@ interface Run {
   load: string;
 }
 
-function parseWrk(text: string, scenario: string, c: number, rssKb: number, cpu: number, load: string): Run {
+function parseWrk(text: string, scenario: string, c: number, rssKb: number, load: string): Run {
   const num = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
   const str = (re: RegExp) => re.exec(text)?.[1] ?? "?";
   const errors = num(/Non-2xx or 3xx responses: (\d+)/) || 0;
@@ -125,7 +126,7 @@ function parseWrk(text: string, scenario: string, c: number, rssKb: number, cpu:
     requests: num(/(\d+) requests in/),
     errors: errors + sockets,
     rssMb: Math.round(rssKb / 1024),
-    cpuUsPerMsg: 0,
+    cpuUsPerMsg: 0, // filled in by the caller, which measured the CPU around the run
     load,
   };
 }
@@ -154,7 +155,7 @@ try {
         { env: { ...process.env, OUTPOST_KEY: key, BODY_FILE: bodyFile } },
       );
       const cpu = cpuSeconds(server.pid) - cpu0;
-      const run = parseWrk(wrk.stdout.toString(), scenario, c, peakRssKb(server.pid), cpu, load);
+      const run = parseWrk(wrk.stdout.toString(), scenario, c, peakRssKb(server.pid), load);
       run.cpuUsPerMsg = run.requests > 0 ? Math.round((cpu * 1e6) / run.requests) : 0;
       results.push(run);
       console.log(
