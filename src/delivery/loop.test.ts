@@ -1,8 +1,8 @@
 /**
  * Scheduler tests against a recording fake transport (no sockets) and a real SQLite queue: grouping, throttle
- * limits, deferral, sandbox, isolation of a throttled destination, and stop().
+ * limits, deferral, sandbox, isolation of a throttled destination, hand-back of jobs held too long, and stop().
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, spyOn, test } from "bun:test";
 import { parseConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { openStore, type Store } from "../db/client.ts";
@@ -311,6 +311,24 @@ describe("delivery loop", () => {
     expect(delivered).toBeGreaterThanOrEqual(1);
     expect(delivered).toBeLessThan(20);
   });
+
+  test("jobs that wait in memory for half a lease go back to the queue and are claimed afresh, each sent once", async () => {
+    const release = spyOn(QueueClaimer.prototype, "release");
+    try {
+      const e = setup(`[delivery]\nper_destination_connections = 1\n`, { leaseMs: 4_000 });
+      e.transport.sendDelayMs = 400; // one connection, 12 messages: the last ones wait past half the lease
+      for (let i = 0; i < 12; i++) await enqueue(e, [`x${i}@a.test`]);
+      e.loop.start();
+      await waitFor(() => pendingCount(e) === 0, 15_000, "delivery");
+      const handedBack = release.mock.calls.flatMap(([ids]) => ids);
+      expect(handedBack.length).toBeGreaterThan(0);
+      expect(e.transport.sent.length).toBe(12);
+      const attempts = e.store.sqlite.query("SELECT DISTINCT attempts FROM recipients").all();
+      expect(attempts).toEqual([{ attempts: 1 }]);
+    } finally {
+      release.mockRestore();
+    }
+  }, 20_000);
 
   test("keeps at most `window` recipients leased at once", async () => {
     const e = setup(`[delivery]\nper_destination_connections = 1\n`, { window: 5 });
