@@ -174,18 +174,38 @@ test("a failed AUTH is logged in a line the fail2ban filter in docs/smtp.md matc
   const conn = await RawSmtp.connect(port, { localAddress: "127.0.0.6" });
   const linesBefore = outpost.lines.length;
   try {
-    for (const [send, want] of [[null, /^220/], ["EHLO f2b.test", /^250/], ["STARTTLS", /^220/]] as const) {
-      if (send) conn.write(`${send}\r\n`);
-      expect(await conn.reply()).toMatch(want);
-    }
+    await talk(conn, [[null, /^220/], ["EHLO f2b.test", /^250/], ["STARTTLS", /^220/]]);
     await conn.starttls();
-    conn.write("EHLO f2b.test\r\n");
-    expect(await conn.reply()).toMatch(/^250/);
-    conn.write(`AUTH PLAIN ${Buffer.from("\0alice\0wrong").toString("base64")}\r\n`);
-    expect(await conn.reply()).toMatch(/^535 5\.7\.8/);
+    await talk(conn, [["EHLO f2b.test", /^250/], [`AUTH PLAIN ${Buffer.from("\0alice\0wrong").toString("base64")}`, /^535 5\.7\.8/]]);
   } finally {
     conn.close();
   }
   const hosts = outpost.lines.slice(linesBefore).flatMap((l) => l.match(filter)?.groups?.host ?? []);
   expect(hosts).toEqual(["127.0.0.6"]);
 });
+
+test("a refused message gets its transaction log line too: no queue id, the reply, and the size actually received", async () => {
+  const conn = await RawSmtp.connect(port, { localAddress: "127.0.0.9" });
+  const logsBefore = outpost.logs.length;
+  const body = "x".repeat(70);
+  try {
+    await talk(conn, [[null, /^220/], ["EHLO app.local", /^250/], ["MAIL FROM:<logged-big@trusted.example>", /^250/], ["RCPT TO:<a@example.com>", /^250/], ["DATA", /^354/]]);
+    conn.write(`Subject: big\r\n\r\n${`${body}\r\n`.repeat(100)}`);
+    await talk(conn, [[".", /^552 5\.3\.4 /]]);
+  } finally {
+    conn.close();
+  }
+  const lines = outpost.logs.slice(logsBefore).filter((l) => l.event === "smtp_message");
+  expect(lines).toEqual([expect.objectContaining({
+    queue_id: null, client_ip: "127.0.0.9", user: null, sender: "logged-big@trusted.example", recipients: ["a@example.com"], tls: false,
+    size: "Subject: big\r\n\r\n".length + 72 * 100, result: expect.stringMatching(/^552 5\.3\.4 message exceeds/),
+  })]);
+});
+
+/** Sends each command (null: none, just read the greeting) and expects its reply to match. */
+async function talk(conn: RawSmtp, steps: Array<readonly [string | null, RegExp]>): Promise<void> {
+  for (const [send, want] of steps) {
+    if (send !== null) conn.write(`${send}\r\n`);
+    expect(await conn.reply(), send ?? "greeting").toMatch(want);
+  }
+}
