@@ -32,7 +32,6 @@ beforeAll(async () => {
     "empty.test": {},
     "null.test": { mx: [{ preference: 0, exchange: "." }] },
     "broken.test": { servfail: true },
-    "brokenmx.test": { mx: [{ preference: 10, exchange: "mx.brokenmx.test" }] },
     "mx1.provider.test": { a: ["127.0.0.2"], aaaa: ["::1"] },
     "silent.test": { silent: true },
     "xn--bcher-kva.test": { mx: [{ preference: 10, exchange: "mx.xn--bcher-kva.test" }] },
@@ -165,6 +164,24 @@ describe("MX routing", () => {
     expect(a.hosts[0]!.host).toBe("mx2.provider.test");
   });
 
+  test("a host listed at two preferences is tried at the better one only", async () => {
+    dns.zones["dup.test"] = {
+      mx: [
+        { preference: 20, exchange: "a.dup.test" },
+        { preference: 10, exchange: "a.dup.test" },
+        { preference: 20, exchange: "b.dup.test" },
+      ],
+    };
+    const d = ok(await router().route("dup.test"));
+    expect(d.hosts.map((h) => [h.host, h.preference])).toEqual([["a.dup.test", 10], ["b.dup.test", 20]]);
+    expect(d.key).toBe("a.dup.test,b.dup.test");
+  });
+
+  test("a null MX next to real MX records (RFC 7505 forbids it) is ignored and the real ones are used", async () => {
+    dns.zones["mixednull.test"] = { mx: [{ preference: 0, exchange: "." }, { preference: 10, exchange: "mx.mixednull.test" }] };
+    expect(ok(await router().route("mixednull.test")).hosts).toEqual([{ host: "mx.mixednull.test", port: 25, preference: 10 }]);
+  });
+
   test("a domain without MX uses its A record as an implicit MX (RFC 5321 §5.1)", async () => {
     const d = ok(await router().route("aonly.test"));
     expect(d.hosts).toEqual([{ host: "aonly.test", port: 25, preference: 0 }]);
@@ -246,7 +263,7 @@ describe("unusual domains", () => {
   });
 
   test("a bracketed non-address is treated as a name and not found", async () => {
-    expect((await router().route("[not-an-ip]")).kind).not.toBe("ok");
+    expect(await router().route("[not-an-ip]")).toMatchObject({ kind: "permanent", enhanced: "5.1.2" });
   });
 });
 
