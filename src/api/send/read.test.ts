@@ -33,6 +33,12 @@ describe("fromJson", () => {
     });
   });
 
+  test("names an attachment by its place in the joined list when both aliases are given", () => {
+    expect(() => fromJson(JSON.stringify({ attachment: { content: "eA==" }, attachments: [{ content: "eA==", bogus: 1 }] }))).toThrow(
+      expect.objectContaining({ field: "attachments[1].bogus" }),
+    );
+  });
+
   for (const [what, text] of [
     ["an array", "[]"],
     ["a string", '"x"'],

@@ -107,7 +107,8 @@ export function fromJson(text: string): Fields {
     const field = canonicalName(name);
     if (field === "attachments") {
       const items = Array.isArray(value) ? value : [value];
-      append(out, field, items.map((a, i) => attachmentObject(a, i)));
+      const before = (out[field] as unknown[] | undefined)?.length ?? 0; // `attachment` and `attachments` make one list
+      append(out, field, items.map((a, i) => attachmentObject(a, before + i)));
     } else if (LIST_FIELDS.has(field)) {
       merge(out, field, value);
     } else {
