@@ -239,6 +239,24 @@ describe("delivery loop", () => {
     expect(a.limit).toBeLessThan(5);
   });
 
+  test("mail for a destination in a long back-off goes back to the queue for the end of it, unattempted", async () => {
+    const e = setup("", { throttle: { backoffMs: 5_000 } });
+    e.transport.throttleGreeting.add("mx-a");
+    e.loop.start();
+    await enqueue(e, ["x@a.test"]);
+    await waitFor(() => statuses(e)["x@a.test"] === "deferred", 5000, "the 421 greeting");
+    const connects = e.transport.connects;
+    const t0 = Date.now();
+    await enqueue(e, ["y@a.test"]);
+    const row = () => e.store.sqlite.query("SELECT status, attempts, lease_until, next_attempt_at FROM recipients WHERE address = 'y@a.test'")
+      .get() as { status: string; attempts: number; lease_until: number | null; next_attempt_at: number };
+    await waitFor(() => row().lease_until === null && row().next_attempt_at > t0 + 2_000, 5000, "the hand-back");
+    expect(row()).toMatchObject({ status: "queued", attempts: 0 });
+    await enqueue(e, ["z@b.test"]);
+    await waitFor(() => statuses(e)["z@b.test"] === "delivered", 5000, "delivery to b meanwhile");
+    expect(e.transport.connects).toBe(connects + 1); // only the one to b
+  });
+
   test("a 421 reply lowers the destination's window, and successes raise it again", async () => {
     const e = setup(`[delivery]\nper_destination_connections = 4\nretry = ["1s"]\n`);
     let throttling = true;
