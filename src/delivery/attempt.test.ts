@@ -34,6 +34,7 @@ describe("what a message needs from the server", () => {
   test("has8bit finds bytes ≥ 0x80 only", () => {
     expect(has8bit(Buffer.from("plain ascii\r\n"))).toBe(false);
     expect(has8bit(Buffer.from("caf\u00e9"))).toBe(true);
+    expect([has8bit(Buffer.alloc(0)), has8bit(Buffer.from([0x7f])), has8bit(Buffer.from([0x41, 0x80]))]).toEqual([false, false, true]);
   });
 
   test("nonAscii spots internationalised addresses", () => {

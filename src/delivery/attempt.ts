@@ -10,6 +10,7 @@
  *   code 0, 4.4.2, and the session is not reused.
  * Outcome per reply: delivery/classify.ts (2xx delivered, 4xx/none deferred, 5xx bounced).
  */
+import { isAscii } from "node:buffer";
 import type SMTPConnection from "nodemailer/lib/smtp-connection";
 import { classifyReply, enhancedFor } from "./classify.ts";
 import type { OutboundMessage, Outcome, RecipientResult } from "./types.ts";
@@ -82,10 +83,9 @@ export interface TransactionEnd {
   session: "ok" | "reset" | "close";
 }
 
-/** Bytes ≥ 0x80 somewhere in the message: declare BODY=8BITMIME. */
+/** Bytes ≥ 0x80 somewhere in the message: declare BODY=8BITMIME. (Native scan: this runs on every message sent.) */
 export function has8bit(body: Buffer): boolean {
-  for (let i = 0; i < body.length; i++) if (body[i]! >= 0x80) return true;
-  return false;
+  return !isAscii(body);
 }
 
 export function nonAscii(s: string): boolean {
