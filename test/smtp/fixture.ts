@@ -5,7 +5,7 @@ import tls from "node:tls";
 import { addUser } from "../../src/auth/users.ts";
 import { createLogger } from "../../src/observe/log.ts";
 import type { Runtime } from "../../src/runtime/start.ts";
-import { startRuntime, tempDir, testConfig } from "../helpers/harness.ts";
+import { startRuntime, tempDir, testConfig, waitFor } from "../helpers/harness.ts";
 
 export interface Outpost {
   rt: Runtime;
@@ -183,10 +183,8 @@ export class RawSmtp {
   }
 
   /** Resolves true once the server has closed the connection (false after `ms`). */
-  async waitClosed(ms = 3000): Promise<boolean> {
-    const until = Date.now() + ms;
-    while (!this.closed && Date.now() < until) await Bun.sleep(10);
-    return this.closed;
+  waitClosed(ms = 3000): Promise<boolean> {
+    return waitFor(() => this.closed, ms, "the server to close the connection").then(() => true, () => false);
   }
 
   /** Whatever arrived that is not part of a reply read so far. */
