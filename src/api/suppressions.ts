@@ -43,16 +43,22 @@ export function suppressionRoutes(ctx: ApiContext) {
         detail: { tags: ["suppressions"], summary: "Suppress an address (201 when added, 200 when it already was)" },
       },
     )
-    .delete(
-      "/v1/suppressions/:address",
-      ({ params, status }) => {
-        if (!removeSuppression(db, params.address)) throw new ApiError(404, "not_found", `${params.address} is not suppressed`, "address");
-        return status(204, undefined);
-      },
-      {
-        params: t.Object({ address: t.String({ description: "the suppressed address (URL-encoded)" }) }),
-        response: { 204: t.Void(), 401: ErrorBody, 404: ErrorBody, 429: ErrorBody },
-        detail: { tags: ["suppressions"], summary: "Remove an address from the suppression list" },
-      },
-    );
+    .delete("/v1/suppressions/:address", ({ params, status }) => status(204, remove(params.address)), {
+      params: t.Object({ address: t.String({ description: "the suppressed address (URL-encoded)" }) }),
+      response: { 204: t.Void(), 401: ErrorBody, 404: ErrorBody, 429: ErrorBody },
+      detail: { tags: ["suppressions"], summary: "Remove an address from the suppression list" },
+    })
+    // SPEC names DELETE /v1/suppressions itself: the address then comes as ?address= or in a JSON body
+    .delete("/v1/suppressions", ({ query, body, status }) => status(204, remove(query.address ?? body?.address)), {
+      query: t.Object({ address: t.Optional(t.String({ description: "the suppressed address" })) }),
+      body: t.Optional(t.Object({ address: t.String({ description: "the suppressed address" }) })),
+      response: { 204: t.Void(), 400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 429: ErrorBody },
+      detail: { tags: ["suppressions"], summary: "Remove an address from the suppression list (address in the query or body)" },
+    });
+
+  function remove(address: string | undefined): undefined {
+    if (address === undefined || address.trim() === "") throw new ApiError(400, "invalid_request", "address is required", "address");
+    if (!removeSuppression(db, address)) throw new ApiError(404, "not_found", `${address} is not suppressed`, "address");
+    return undefined;
+  }
 }

@@ -167,6 +167,17 @@ describe("/v1/suppressions", () => {
     expect((await f.call("DELETE", `/v1/suppressions/${encodeURIComponent("blocked@example.org")}`)).status).toBe(404);
   });
 
+  test("DELETE /v1/suppressions takes the address in the query or a JSON body", async () => {
+    for (const a of ["q@example.org", "b@example.org"]) expect((await f.call("POST", "/v1/suppressions", { address: a })).status).toBe(201);
+    expect((await f.call("DELETE", `/v1/suppressions?address=${encodeURIComponent("Q@example.org")}`)).status).toBe(204);
+    expect((await f.call("DELETE", "/v1/suppressions", { address: "b@example.org" })).status).toBe(204);
+    const list = (await (await f.call("GET", "/v1/suppressions")).json()) as { suppressions: { address: string }[] };
+    expect(list.suppressions.map((s) => s.address)).not.toContain("q@example.org");
+    expect(list.suppressions.map((s) => s.address)).not.toContain("b@example.org");
+    expect(await errorOf(await f.call("DELETE", "/v1/suppressions", { address: "b@example.org" }))).toMatchObject({ status: 404, field: "address" });
+    expect(await errorOf(await f.call("DELETE", "/v1/suppressions"))).toMatchObject({ status: 400, field: "address" });
+  });
+
   test("an invalid address is a 400 naming address", async () => {
     expect(await errorOf(await f.call("POST", "/v1/suppressions", { address: "nope" }))).toMatchObject({ status: 400, field: "address" });
     expect(await errorOf(await f.call("POST", "/v1/suppressions", {}))).toMatchObject({ status: 400, field: "address" });
