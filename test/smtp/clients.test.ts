@@ -11,6 +11,7 @@ import tls from "node:tls";
 import nodemailer from "nodemailer";
 import { CredentialChecker } from "../../src/auth/users.ts";
 import { startSmtp } from "../../src/smtp/server.ts";
+import { waitFor } from "../helpers/harness.ts";
 import { addTestUser, hasCommand, messageRow, queueIdIn, RawSmtp, recipientsOf, run, startOutpost, type Outpost } from "./fixture.ts";
 
 let o: Outpost;
@@ -234,6 +235,30 @@ test("with auth_requires_tls = false a remote client may authenticate before STA
     expect(await c.reply()).toMatch(/^235 2\.7\.0/);
   } finally {
     c.close();
+    await smtp.stop();
+  }
+});
+
+test("a remote client on tls_listen (implicit TLS) is offered AUTH and may use it at once", async () => {
+  const config = { ...o.rt.config, smtp: { ...o.rt.config.smtp, listen: [], tls_listen: [{ host: "127.0.0.1", port: 0 }] } };
+  expect(config.smtp.auth_requires_tls).toBe(true);
+  const smtp = await startSmtp({
+    config, intake: o.rt.intake, credentials: new CredentialChecker(o.rt.store.db), log: o.rt.log,
+    isLoopback: () => false, closeTimeoutMs: 200,
+  });
+  const c = tls.connect({ host: "127.0.0.1", port: smtp.addresses()[0]!.port, rejectUnauthorized: false });
+  let got = "";
+  c.on("data", (d: Buffer) => (got += d.toString("latin1")));
+  const replyMatching = (re: RegExp) => waitFor(() => re.test(got), 5000, `a reply matching ${re}; got ${JSON.stringify(got)}`);
+  try {
+    await replyMatching(/^220 /m);
+    c.write("EHLO remote.test\r\n");
+    await replyMatching(/^250 /m);
+    expect(got).toMatch(/^250-AUTH PLAIN LOGIN$/m);
+    c.write(`AUTH PLAIN ${Buffer.from("\0carol\0carol-pass-9").toString("base64")}\r\n`);
+    await replyMatching(/^235 2\.7\.0/m);
+  } finally {
+    c.destroy();
     await smtp.stop();
   }
 });
