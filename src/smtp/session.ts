@@ -117,6 +117,7 @@ export class SessionHooks {
   private async authenticate(auth: SMTPServerAuthentication, session: SMTPServerSession): Promise<User> {
     const ip = session.remoteAddress;
     if (this.guard.blockedFor(ip) > 0) throw blockedError(this.deps.hostname);
+    // not reached while onConnect disables AUTH (530 comes first); kept so credentials never cross in clear if that changes
     if (!this.authAllowed(session)) throw new SmtpError(538, "5.7.11", "encryption required for requested authentication mechanism");
     const name = auth.username ?? "";
     // RFC 4616 authzid: we do not let one user act for another
