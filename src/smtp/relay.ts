@@ -75,8 +75,7 @@ export function isDomainSyntax(domain: string): boolean {
     if (/^ipv6:/i.test(inner)) return isIP(inner.slice(5)) === 6;
     return isIP(inner) === 4;
   }
-  const labels = domain.split(".");
-  return labels.length >= 1 && labels.every((l) => LABEL.test(l));
+  return domain.split(".").every((l) => LABEL.test(l));
 }
 
 const octets = (s: string) => Buffer.byteLength(s, "utf8");
