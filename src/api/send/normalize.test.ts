@@ -41,6 +41,18 @@ describe("recipientsFromMime", () => {
     expect(recipientsFromMime(Buffer.from("To: a@example.org\nSubject: x\n\nbody\n"))).toEqual(["a@example.org"]);
   });
 
+  test("reads mixed CRLF, LF and CR line ends as intake will", () => {
+    expect(recipientsFromMime(Buffer.from("To: a@example.org\r\nCc: b@example.org\nBcc: c@example.org\rSubject: x\r\n\r\nbody"))).toEqual([
+      "a@example.org",
+      "b@example.org",
+      "c@example.org",
+    ]);
+  });
+
+  test("a NUL byte is a 400 naming body", () => {
+    expect(() => recipientsFromMime(Buffer.from("To: a@example.org\r\n\r\na\u0000b"))).toThrow(expect.objectContaining({ status: 400, field: "body" }));
+  });
+
   test("a body without a header block is a 400 naming body", () => {
     expect(() => recipientsFromMime(Buffer.from("hello world"))).toThrow(ApiError);
   });

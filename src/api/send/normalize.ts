@@ -5,7 +5,7 @@
 import addressparser from "nodemailer/lib/addressparser";
 import { ApiError } from "../../mail/errors.ts";
 import { composeMessage, RESERVED_HEADERS, type ComposeAttachment, type ComposeInput, type Mailbox } from "../../message/compose.ts";
-import { splitMessage } from "../../message/headers.ts";
+import { BadLineEndingError, normalizeLineEndings, splitMessage } from "../../message/headers.ts";
 import type { MessageOptions } from "../../queue/enqueue.ts";
 import type { SendBody } from "./model.ts";
 
@@ -118,7 +118,14 @@ export function idempotencyKeyOf(key: string | undefined): string | undefined {
 
 /** To, Cc and Bcc of a MIME message (every occurrence); Bcc is removed by intake before storing. */
 export function recipientsFromMime(raw: Buffer): string[] {
-  const { headers } = splitMessage(raw.includes("\r\n") ? raw : Buffer.from(raw.toString("latin1").replace(/\r?\n/g, "\r\n"), "latin1"));
+  let crlf: Buffer;
+  try {
+    crlf = normalizeLineEndings(raw); // as intake will: any mix of CRLF, LF and CR line ends
+  } catch (e) {
+    if (e instanceof BadLineEndingError) throw bad("body", e.message);
+    throw e;
+  }
+  const { headers } = splitMessage(crlf);
   if (headers.length === 0 || headers.some((h) => h.name === "" || /\s/.test(h.name))) {
     throw bad("body", "body is not a MIME message: no valid header block");
   }
