@@ -12,7 +12,7 @@ import type { Logger } from "../observe/log.ts";
 import { receiveMessage } from "./data.ts";
 import type { RelayPolicy } from "./relay.ts";
 import { SessionHooks, type CredentialCheck } from "./session.ts";
-import { loadTlsMaterial } from "./tls.ts";
+import { loadTlsMaterial, type TlsMaterial } from "./tls.ts";
 
 export interface SmtpDeps {
   config: Config;
@@ -89,9 +89,38 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpService> {
     log,
     isLoopback: deps.isLoopback,
   });
-  const dataDeps = { intake: deps.intake, hostname: config.hostname, maxMessageSize: smtp.max_message_size, log };
+  const servers: Array<{ server: OutpostSmtpServer; bound: BoundAddress }> = [];
+  try {
+    for (const [list, secure] of [[smtp.listen, false], [smtp.tls_listen, true]] as const) {
+      for (const addr of list) {
+        const server = new OutpostSmtpServer(serverOptions(deps, hooks, material, secure));
+        server.on("error", (err: Error & { code?: string }) => log.debug("smtp_connection_error", { code: err.code, error: err }));
+        const bound: BoundAddress = { host: addr.host, port: await listen(server, addr), tls: secure ? "implicit" : "starttls" };
+        servers.push({ server, bound });
+        log.info("smtp_listening", { ...bound });
+      }
+    }
+  } catch (e) {
+    await Promise.all(servers.map(({ server }) => closeServer(server)));
+    throw e;
+  }
 
-  const options = (secure: boolean): SMTPServerOptions => ({
+  return {
+    name: "smtp",
+    hooks,
+    addresses: () => servers.map((s) => s.bound),
+    async stop() {
+      await Promise.all(servers.map(({ server }) => closeServer(server)));
+    },
+  };
+}
+
+/** smtp-server's options for one listener; every listener shares `hooks`, so per-IP limits span them all. */
+function serverOptions(deps: SmtpDeps, hooks: SessionHooks, material: TlsMaterial, secure: boolean): SMTPServerOptions {
+  const { config, log } = deps;
+  const smtp = config.smtp;
+  const dataDeps = { intake: deps.intake, hostname: config.hostname, maxMessageSize: smtp.max_message_size, log };
+  return {
     name: config.hostname,
     banner: "outpost",
     key: material.key,
@@ -117,31 +146,6 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpService> {
     onRcptTo: (address, session, cb) => hooks.onRcptTo(address, session, cb),
     onData: (stream, session, cb) => receiveMessage(dataDeps, stream, session, cb),
     onClose: (session) => hooks.onClose(session),
-  });
-
-  const servers: Array<{ server: OutpostSmtpServer; bound: BoundAddress }> = [];
-  try {
-    for (const [list, secure] of [[smtp.listen, false], [smtp.tls_listen, true]] as const) {
-      for (const addr of list) {
-        const server = new OutpostSmtpServer(options(secure));
-        server.on("error", (err: Error & { code?: string }) => log.debug("smtp_connection_error", { code: err.code, error: err }));
-        const port = await listen(server, addr);
-        servers.push({ server, bound: { host: addr.host, port, tls: secure ? "implicit" : "starttls" } });
-        log.info("smtp_listening", { host: addr.host, port, tls: secure ? "implicit" : "starttls" });
-      }
-    }
-  } catch (e) {
-    await Promise.all(servers.map(({ server }) => closeServer(server)));
-    throw e;
-  }
-
-  return {
-    name: "smtp",
-    hooks,
-    addresses: () => servers.map((s) => s.bound),
-    async stop() {
-      await Promise.all(servers.map(({ server }) => closeServer(server)));
-    },
   };
 }
 
