@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test as bunTest } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { requestLimits } from "../../src/api/context.ts";
 import { tempDir, waitFor } from "../helpers/harness.ts";
 import { MIME, startApi, storedBody, type ApiFixture } from "./fixture.ts";
 
@@ -77,10 +78,15 @@ describe(hasCurl ? "curl" : "curl (skipped: curl is not installed)", () => {
     expect(JSON.parse(r.body)).toEqual({ error: { code: "invalid_request", message: expect.any(String), field: "envelope" } });
   });
 
-  test("an announced body too large is refused with 413 before it is read", async () => {
-    const r = await curl(["-H", `Authorization: Bearer ${f.key}`, "-H", "Content-Type: application/json", "-H", "Content-Length: 999999999",
+  test("an announced body too large is refused with a JSON 413 before it is read", async () => {
+    // above what a JSON request may carry, below the listener's own cap (which answers a bare 413 itself)
+    const limits = requestLimits(f.rt.config.smtp.max_message_size);
+    const announced = limits.json + 1;
+    expect(announced).toBeLessThan(Math.max(limits.json, limits.urlencoded, limits.multipart));
+    const r = await curl(["-H", `Authorization: Bearer ${f.key}`, "-H", "Content-Type: application/json", "-H", `Content-Length: ${announced}`,
       "--data-binary", "{}", `${f.base}/v1/send`]);
     expect(r.status).toBe(413);
+    expect(JSON.parse(r.body)).toMatchObject({ error: { code: "too_large", field: "body" } });
   });
 });
 
