@@ -22,6 +22,8 @@ export interface Submission {
   /** options given explicitly (API fields); they win over X-Outpost-* headers and the defaults */
   options?: Partial<MessageOptions>;
   idempotencyKey?: string;
+  /** a key still held by this user's message created before this moment (ms) passes to the new one */
+  idempotencyExpiredBefore?: number;
 }
 
 export interface IntakeDeps {
@@ -64,6 +66,7 @@ export class Intake {
         source: sub.source,
         options,
         idempotencyKey: sub.idempotencyKey,
+        idempotencyExpiredBefore: sub.idempotencyExpiredBefore,
       });
     } catch (e) {
       // nothing was stored: the client must try again later, never believe it was accepted

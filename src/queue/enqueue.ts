@@ -28,6 +28,11 @@ export interface NewMessage {
   source: MessageSource;
   options: MessageOptions;
   idempotencyKey?: string;
+  /**
+   * With `idempotencyKey`: the user's older message holding the same key, if created before this moment (ms),
+   * gives it up, so the key then names the new message and later repeats are answered from it.
+   */
+  idempotencyExpiredBefore?: number;
 }
 
 export type RecipientStatus = "queued" | "deferred" | "delivered" | "bounced" | "suppressed";
@@ -59,6 +64,7 @@ export class Enqueuer {
   private scheduled = false;
   private insertMessage: Statement;
   private insertRecipient: Statement;
+  private releaseKey: Statement;
   /** called after each commit that stored mail (the delivery loop's wake-up, so new mail needn't wait for a poll) */
   onCommitted?: () => void;
 
@@ -71,6 +77,9 @@ export class Enqueuer {
       `INSERT INTO messages (id, user_id, created_at, envelope_from, subject, size, body, source,
          inline_css, track_clicks, track_opens, track_bounces, idempotency_key)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.releaseKey = sqlite.prepare(
+      "UPDATE messages SET idempotency_key = NULL WHERE user_id IS ? AND idempotency_key = ? AND created_at < ?",
     );
     this.insertRecipient = sqlite.prepare(
       `INSERT INTO recipients (id, message_id, address, domain, status, attempts, next_attempt_at, updated_at)
@@ -128,6 +137,9 @@ export class Enqueuer {
     const now = this.now();
     const id = newMessageId(now);
     const o = m.options;
+    if (m.idempotencyKey !== undefined && m.idempotencyExpiredBefore !== undefined) {
+      this.releaseKey.run(m.userId, m.idempotencyKey, m.idempotencyExpiredBefore);
+    }
     this.insertMessage.run(id, m.userId, now, m.envelopeFrom, m.subject, m.body.length, m.body, m.source,
       o.inlineCss, o.trackClicks, o.trackOpens, o.trackBounces, m.idempotencyKey ?? null);
     const recipients = m.recipients.map((address): EnqueuedRecipient => {

@@ -254,6 +254,18 @@ describe("idempotency", () => {
     expect(out.result.id).not.toBe(first.id);
   });
 
+  test("a key past its window passes to the new message, so later repeats are not sent again", async () => {
+    const first = await sent(await f.call("POST", "/v1/send", req("aged-key")));
+    const dayAgo = Date.now() - IDEMPOTENCY_WINDOW_MS - 60_000;
+    f.rt.store.sqlite.run("UPDATE messages SET created_at = ? WHERE id = ?", [dayAgo, first.id]);
+    const before = messageCount();
+    const second = await sent(await f.call("POST", "/v1/send", req("aged-key")));
+    expect(second.id).not.toBe(first.id);
+    const third = await sent(await f.call("POST", "/v1/send", req("aged-key")));
+    expect(third.id).toBe(second.id);
+    expect(messageCount()).toBe(before + 1);
+  });
+
   test("the same key used by another user is another message", async () => {
     const other = await f.addUser("idem-other");
     const mine = await sent(await f.call("POST", "/v1/send", req("shared-key")));

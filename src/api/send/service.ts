@@ -30,12 +30,9 @@ export class SendService {
   /** `clientIp` goes into the Received line, as SMTP intake writes one for its clients. */
   async send(who: Principal, fields: SendBody, idempotencyHeader: string | null, clientIp: string | null = null): Promise<SendOutcome> {
     const key = idempotencyKeyOf(fields.idempotency_key ?? idempotencyHeader ?? undefined);
-    let storeKey = key;
     if (key !== undefined) {
       const earlier = this.inspector.findByIdempotencyKey(who.userId, key);
       if (earlier && this.now() - earlier.createdAt < IDEMPOTENCY_WINDOW_MS) return { result: answerOf(earlier), replayed: true };
-      // the key is taken by a message older than the window (unique index): this one is new and goes without it
-      if (earlier) storeKey = undefined;
     }
     const req = await normalizeSend(fields, this.hostname);
     try {
@@ -47,13 +44,15 @@ export class SendService {
         raw: Buffer.concat([receivedHeader(clientIp, this.hostname, new Date(this.now())), req.raw]),
         source: "api",
         options: req.options,
-        idempotencyKey: storeKey,
+        idempotencyKey: key,
+        // a key older than the window moves to this message, so the next repeat is answered from it
+        idempotencyExpiredBefore: this.now() - IDEMPOTENCY_WINDOW_MS,
       });
       return { result, replayed: false };
     } catch (e) {
       // two requests with one key raced past the look-up: the unique index let only the first in
-      if (storeKey !== undefined && isIdempotencyConflict(e)) {
-        const first = this.inspector.findByIdempotencyKey(who.userId, storeKey);
+      if (key !== undefined && isIdempotencyConflict(e)) {
+        const first = this.inspector.findByIdempotencyKey(who.userId, key);
         if (first) return { result: answerOf(first), replayed: true };
       }
       throw e;
