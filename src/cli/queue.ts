@@ -8,7 +8,7 @@ import type { Rate } from "../config/schema.ts";
 import { readThrottleSnapshot } from "../delivery/service.ts";
 import type { DestinationSnapshot } from "../delivery/throttle.ts";
 import { QueueAdmin } from "../queue/admin.ts";
-import { QueueInspector, type MessageView, type RecipientView } from "../queue/inspect.ts";
+import { isInFlight, isPending, messageJson, QueueInspector, type MessageView, type RecipientView } from "../queue/inspect.ts";
 import { isoTime, parseArgs, table } from "./args.ts";
 import { openContext, print, printJson } from "./context.ts";
 
@@ -46,7 +46,7 @@ export async function queueCommand(argv: string[]): Promise<number> {
       case "show": {
         const m = inspector.getMessage(id!);
         if (!m) return unknown(id!);
-        if (json) printJson(messageJson(m));
+        if (json) printJson(messageJson(m, Date.now()));
         else print(showText(m));
         return 0;
       }
@@ -81,7 +81,7 @@ function flushed(n: number): number {
 
 function list(messages: MessageView[], json: boolean): number {
   if (json) {
-    printJson(messages.map(messageJson));
+    printJson(messages.map((m) => messageJson(m, Date.now())));
     return 0;
   }
   if (messages.length === 0) {
@@ -156,40 +156,13 @@ function showText(m: MessageView): string {
   return `${head}\n\n${rcpts}`;
 }
 
-function messageJson(m: MessageView) {
-  return {
-    id: m.id,
-    created_at: new Date(m.createdAt).toISOString(),
-    envelope: m.envelopeFrom,
-    subject: m.subject,
-    size: m.size,
-    source: m.source,
-    user_id: m.userId,
-    options: m.options,
-    recipients: m.recipients.map((r) => ({
-      id: r.id,
-      address: r.address,
-      status: r.status,
-      in_flight: inFlight(r, Date.now()),
-      attempts: r.attempts,
-      next_attempt_at: pending(r) ? new Date(r.nextAttemptAt).toISOString() : null,
-      last_reply: r.lastReply,
-      last_status: r.lastStatus,
-      last_mx: r.lastMx,
-    })),
-  };
-}
-
-const pending = (r: RecipientView) => r.status === "queued" || r.status === "deferred";
-const inFlight = (r: RecipientView, now: number) => pending(r) && r.leasedUntil !== null && r.leasedUntil > now;
-
 /** "sending" while a delivery attempt holds the recipient's lease. */
 function state(r: RecipientView, now: number): string {
-  return inFlight(r, now) ? "sending" : r.status;
+  return isInFlight(r, now) ? "sending" : r.status;
 }
 
 function next(r: RecipientView, now: number): string {
-  if (!pending(r) || inFlight(r, now)) return "-";
+  if (!isPending(r) || isInFlight(r, now)) return "-";
   return r.nextAttemptAt <= now ? "now" : isoTime(r.nextAttemptAt);
 }
 
