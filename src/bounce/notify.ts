@@ -8,7 +8,7 @@
  */
 import type { Intake } from "../intake/accept.ts";
 import type { EnqueuedMessage } from "../queue/enqueue.ts";
-import { countHeaders, headerValue, joinMessage, splitMessage, type SplitMessage } from "../message/headers.ts";
+import { countHeaders, headerValue, joinMessage, rfc5322Date, splitMessage, type SplitMessage } from "../message/headers.ts";
 
 /** The part of intake a DSN needs (type only: delivery/ hands its Intake through here). */
 export type DsnIntake = Pick<Intake, "accept">;
@@ -203,8 +203,4 @@ function fold(field: string): string {
 
 function wrap76(s: string): string {
   return s.match(/.{1,76}/g)?.join("\r\n") ?? "";
-}
-
-function rfc5322Date(ms: number): string {
-  return new Date(ms).toUTCString().replace("GMT", "+0000");
 }

@@ -9,6 +9,7 @@ import {
   headerValue,
   joinMessage,
   normalizeLineEndings,
+  rfc5322Date,
   removeHeaders,
   splitMessage,
   type SplitMessage,
@@ -44,7 +45,7 @@ export function prepareMessage(raw: Buffer, hostname: string, now = new Date()):
   const headerOptions = readOptionHeaders(m);
   m = removeHeaders(m, [...Object.values(OPTION_HEADERS), "Bcc"]);
   if (headerValue(m, "Message-ID") === null) m = addHeader(m, "Message-ID", `<${crypto.randomUUID()}@${hostname}>`);
-  if (headerValue(m, "Date") === null) m = addHeader(m, "Date", now.toUTCString().replace("GMT", "+0000"));
+  if (headerValue(m, "Date") === null) m = addHeader(m, "Date", rfc5322Date(now));
   return { body: joinMessage(m), subject: decodeSubject(headerValue(m, "Subject") ?? ""), headerOptions };
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { addHeader, headerValue, joinMessage, normalizeLineEndings, removeHeaders, splitMessage } from "./headers.ts";
+import { addHeader, headerValue, joinMessage, normalizeLineEndings, receivedField, removeHeaders, rfc5322Date, splitMessage } from "./headers.ts";
 
 const MSG = Buffer.from("From: a@x.test\r\nSubject: hello\r\n  world\r\nX-Keep: 1\r\n\r\nbody line\r\n.dot\r\n");
 
@@ -38,5 +38,22 @@ describe("line endings", () => {
 
   test("NUL is refused", () => {
     expect(() => normalizeLineEndings(Buffer.from("a\0b"))).toThrow("NUL");
+  });
+});
+
+describe("trace and date fields", () => {
+  test("dates are RFC 5322 in UTC", () => {
+    expect(rfc5322Date(Date.UTC(2026, 10, 25, 13, 45, 54, 999))).toBe("Wed, 25 Nov 2026 13:45:54 +0000");
+    expect(rfc5322Date(new Date(Date.UTC(2026, 10, 25, 13, 45, 55)))).toBe("Wed, 25 Nov 2026 13:45:55 +0000");
+  });
+
+  test("our Received field folds before `by` and the date, with or without a `from` part", () => {
+    const at = Date.UTC(2026, 10, 25, 12, 0, 0);
+    expect(receivedField({ from: "[192.0.2.7]", by: "mx.test", with: "HTTP", at }).toString()).toBe(
+      "Received: from [192.0.2.7]\r\n\tby mx.test (outpost) with HTTP;\r\n\tWed, 25 Nov 2026 12:00:00 +0000\r\n",
+    );
+    expect(receivedField({ from: null, by: "mx.test", with: "HTTP", at }).toString()).toBe(
+      "Received: by mx.test (outpost) with HTTP;\r\n\tWed, 25 Nov 2026 12:00:00 +0000\r\n",
+    );
   });
 });

@@ -87,3 +87,29 @@ export function normalizeLineEndings(raw: Buffer): Buffer {
   if (clean) return raw;
   return Buffer.from(raw.toString("latin1").replace(/\r\n|\r|\n/g, "\r\n"), "latin1");
 }
+
+let dateCache = { second: Number.NaN, text: "" };
+
+/** "Wed, 25 Nov 2026 13:45:54 +0000": an RFC 5322 date-time in UTC, formatted once per second (every message needs one). */
+export function rfc5322Date(at: Date | number = Date.now()): string {
+  const ms = typeof at === "number" ? at : at.getTime();
+  const second = Math.floor(ms / 1000);
+  if (second !== dateCache.second) dateCache = { second, text: new Date(second * 1000).toUTCString().replace("GMT", "+0000") };
+  return dateCache.text;
+}
+
+export interface Trace {
+  /** who handed the message over, already header-safe ("client.example ([192.0.2.7])"), or null */
+  from: string | null;
+  /** our host name */
+  by: string;
+  /** "ESMTPSA (TLSv1.3 …)", "HTTP" */
+  with: string;
+  at?: Date | number;
+}
+
+/** Our RFC 5321 §4.4 trace field, the same shape whichever door the message came in by. */
+export function receivedField(t: Trace): Buffer {
+  const from = t.from ? `from ${t.from}\r\n\t` : "";
+  return Buffer.from(`Received: ${from}by ${t.by} (outpost) with ${t.with};\r\n\t${rfc5322Date(t.at)}\r\n`, "utf8");
+}

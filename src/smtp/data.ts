@@ -6,6 +6,7 @@
  * a bare LF or CR inside the message stays inside it and intake/prepare turns it into CRLF, so no
  * line end of ours can later be read as a second message; NUL is refused there with 554 5.6.0.
  */
+import { receivedField } from "../message/headers.ts";
 import type { SMTPServerDataStream, SMTPServerSession } from "smtp-server";
 import type { User } from "../auth/users.ts";
 import type { Intake } from "../intake/accept.ts";
@@ -95,9 +96,7 @@ export function receivedHeader(session: SMTPServerSession, hostname: string, now
   const helo = safe(session.hostNameAppearsAs || "unknown");
   const proto = session.transmissionType || "ESMTP";
   const tls = session.secure && session.tlsOptions ? ` (${safe(session.tlsOptions.version)} ${safe(session.tlsOptions.name)})` : "";
-  const date = now.toUTCString().replace("GMT", "+0000");
-  const line = `Received: from ${helo} ([${session.remoteAddress}])\r\n\tby ${hostname} (outpost) with ${proto}${tls};\r\n\t${date}\r\n`;
-  return Buffer.from(line, "utf8");
+  return receivedField({ from: `${helo} ([${session.remoteAddress}])`, by: hostname, with: proto + tls, at: now });
 }
 
 /** Keeps client-supplied words inside a header: no line breaks, no parentheses that would unbalance the comment. */

@@ -121,7 +121,7 @@ describe("fetch", () => {
     const res = await fetch(`${f.base}/v1/send`, { method: "POST", headers: { ...auth(), "content-type": "application/json" },
       body: JSON.stringify({ envelope: "ann@example.com", recipient: "bob@example.org", body: MIME }) });
     const { id } = (await res.json()) as { id: string };
-    expect(storedBody(f.rt, id)).toMatch(/^Received: from \[(::ffff:)?127\.0\.0\.1\] by outpost\.test \(outpost\) with HTTP;/);
+    expect(storedBody(f.rt, id)).toMatch(/^Received: from \[(::ffff:)?127\.0\.0\.1\]\r\n\tby outpost\.test \(outpost\) with HTTP;/);
   });
 });
 

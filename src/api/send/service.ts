@@ -2,6 +2,7 @@
  * @module api/send/service — one send: replay an idempotent repeat, else normalize the fields and hand the
  * message to intake (which answers after the commit). Knows nothing of HTTP.
  */
+import { receivedField } from "../../message/headers.ts";
 import type { Intake } from "../../intake/accept.ts";
 import { IntakeError } from "../../intake/policy.ts";
 import type { EnqueuedMessage } from "../../queue/enqueue.ts";
@@ -73,17 +74,8 @@ function isIdempotencyConflict(e: unknown): boolean {
   return /UNIQUE constraint failed: messages\.user_id, messages\.idempotency_key/.test(e.cause.message);
 }
 
-/** RFC 5321 §4.4-style trace line for an HTTP submission; it also lets the DSN rules count hops. */
+/** The trace field for an HTTP submission: it names the client's address, and lets the DSN rules count hops. */
 export function receivedHeader(clientIp: string | null, hostname: string, now: Date): Buffer {
-  const from = clientIp && /^[0-9A-Fa-f:.]+$/.test(clientIp) ? `from [${clientIp}] ` : "";
-  return Buffer.from(`Received: ${from}by ${hostname} (outpost) with HTTP;\r\n\t${rfc5322Date(now)}\r\n`, "latin1");
-}
-
-let dateCache = { second: -1, text: "" };
-
-/** "Wed, 25 Nov 2026 13:45:54 +0000", formatted once per second (every request needs it). */
-function rfc5322Date(now: Date): string {
-  const second = Math.floor(now.getTime() / 1000);
-  if (second !== dateCache.second) dateCache = { second, text: now.toUTCString().replace("GMT", "+0000") };
-  return dateCache.text;
+  const from = clientIp && /^[0-9A-Fa-f:.]+$/.test(clientIp) ? `[${clientIp}]` : null;
+  return receivedField({ from, by: hostname, with: "HTTP", at: now });
 }
