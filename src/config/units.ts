@@ -225,3 +225,10 @@ function compressIpv6(groups: string[]): string {
   const tail = groups.slice(best.start + best.length).join(":");
   return `${head}::${tail}`;
 }
+
+const LOOPBACK: Cidr[] = [parseCidr("127.0.0.0/8"), parseCidr("::1/128")];
+
+/** 127.0.0.0/8 (also IPv4-mapped, "::ffff:127.0.0.1") and ::1: the same matching as trusted_networks. */
+export function isLoopback(ip: string): boolean {
+  return LOOPBACK.some((c) => cidrContains(c, ip));
+}

@@ -17,6 +17,7 @@
  *    policy applies.
  *  - AUTH credentials go only over TLS or to a loopback address.
  */
+import { isLoopback } from "../config/units.ts";
 import { isIP } from "node:net";
 import SMTPConnection from "nodemailer/lib/smtp-connection";
 import type { TlsPolicy } from "../config/schema.ts";
@@ -310,10 +311,6 @@ function inOrder(msg: OutboundMessage, results: RecipientResult[]): RecipientRes
 function orderAddresses(list: string[]): string[] {
   const unique = [...new Set(list)];
   return [...unique.filter((a) => isIP(a) === 4), ...unique.filter((a) => isIP(a) !== 4)];
-}
-
-function isLoopback(ip: string): boolean {
-  return ip.startsWith("127.") || ip === "::1";
 }
 
 /** `p`, or a rejection with `what` after `ms`. */

@@ -5,7 +5,7 @@
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerAuthenticationResponse, SMTPServerSession } from "smtp-server";
 import type { User } from "../auth/users.ts";
 import type { Cidr, SmtpConfig } from "../config/schema.ts";
-import { cidrContains, parseCidr } from "../config/units.ts";
+import { cidrContains, isLoopback } from "../config/units.ts";
 import { checkRecipientCount, checkSender, type PolicyLimits } from "../intake/policy.ts";
 import { SmtpError } from "../mail/errors.ts";
 import type { Logger } from "../observe/log.ts";
@@ -40,12 +40,8 @@ interface State {
   authFailures: number;
 }
 
-const LOOPBACK: Cidr[] = [parseCidr("127.0.0.0/8"), parseCidr("::1/128")];
-
-/** 127.0.0.0/8 (also IPv4-mapped, "::ffff:127.0.0.1") and ::1: the same matching as trusted_networks. */
-export function defaultIsLoopback(ip: string): boolean {
-  return LOOPBACK.some((c) => cidrContains(c, ip));
-}
+/** Loopback clients may AUTH before STARTTLS: their traffic never leaves the machine. */
+export const defaultIsLoopback = isLoopback;
 
 /** smtp-server reports a handler error with `responseCode`; the text carries our enhanced code. */
 export function toServerError(e: SmtpError): Error & { responseCode: number } {
