@@ -48,3 +48,20 @@ test("ConnectionCounter refuses the connection over the limit and frees a slot o
   expect(n.count("a")).toBe(1);
   expect(n.tryOpen("a")).toBe(true);
 });
+
+test("a spray of IPs is swept once stale, and live ones are kept (memory bounded by the window, not by history)", () => {
+  const c = clock();
+  const g = new AuthGuard({ failuresBeforeBlock: 5, blockMs: 1000, now: c.now });
+  const ip = (i: number) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+  for (let i = 0; i < 10_000; i++) g.recordFailure(ip(i));
+  expect(g.size).toBe(10_000);
+  // all of those are live: the next failure cannot free them, and a blocked IP must stay blocked
+  for (let i = 0; i < 5; i++) g.recordFailure("192.0.2.9");
+  expect(g.blockedFor("192.0.2.9")).toBe(1000);
+  expect(g.size).toBe(10_001);
+  c.advance(1001);
+  // past the window everything above is stale; growing to the next threshold sweeps them
+  for (let i = 10_000; i < 30_010; i++) g.recordFailure(ip(i));
+  expect(g.size).toBeLessThan(20_020);
+  expect(g.blockedFor("192.0.2.9")).toBe(0);
+});

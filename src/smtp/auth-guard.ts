@@ -23,6 +23,8 @@ const SWEEP_AT = 10_000;
 export class AuthGuard {
   private entries = new Map<string, Entry>();
   private now: () => number;
+  /** size that triggers the next sweep; doubles when a sweep frees little, so a spray of live IPs costs O(1) amortised */
+  private sweepAt = SWEEP_AT;
 
   constructor(private opts: AuthGuardOptions) {
     this.now = opts.now ?? Date.now;
@@ -37,7 +39,7 @@ export class AuthGuard {
   /** Records one failed AUTH; returns the failures counted in the window and whether the IP is now blocked. */
   recordFailure(ip: string): { failures: number; blocked: boolean } {
     const now = this.now();
-    if (this.entries.size >= SWEEP_AT) this.sweep(now);
+    if (this.entries.size >= this.sweepAt) this.sweep(now);
     const e = this.entries.get(ip) ?? { failures: [], blockedUntil: 0 };
     this.entries.set(ip, e);
     e.failures = e.failures.filter((t) => t > now - this.opts.blockMs);
@@ -54,6 +56,12 @@ export class AuthGuard {
     for (const [ip, e] of this.entries) {
       if (e.blockedUntil <= now && e.failures.every((t) => t <= now - this.opts.blockMs)) this.entries.delete(ip);
     }
+    this.sweepAt = Math.max(SWEEP_AT, this.entries.size * 2);
+  }
+
+  /** IPs remembered now (for tests and metrics). */
+  get size(): number {
+    return this.entries.size;
   }
 }
 
