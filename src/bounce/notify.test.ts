@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { simpleParser } from "mailparser";
 import type { Submission } from "../intake/accept.ts";
 import type { EnqueuedMessage } from "../queue/enqueue.ts";
-import { buildDsn, dsnSuppressedReason, sendDsn, type DsnInput, type DsnIntake } from "./notify.ts";
+import { buildDsn, dsnSuppressedReason, queueDsn, type DsnInput, type DsnIntake } from "./notify.ts";
 
 const ORIGINAL = [
   "Received: from client.example.org by outpost.test",
@@ -135,11 +135,11 @@ describe("when no DSN is sent", () => {
   });
 });
 
-describe("sending the DSN through intake", () => {
+describe("queueing the DSN through intake", () => {
   function recordingIntake() {
     const got: Submission[] = [];
     const intake: DsnIntake = {
-      accept: async (sub) => {
+      acceptNow: (sub) => {
         got.push(sub);
         return { id: "dsn1", recipients: [] } as unknown as EnqueuedMessage;
       },
@@ -147,9 +147,9 @@ describe("sending the DSN through intake", () => {
     return { got, intake };
   }
 
-  test("goes from <> to the envelope sender, without an owner and with all tracking off", async () => {
+  test("goes from <> to the envelope sender, without an owner and with all tracking off", () => {
     const { got, intake } = recordingIntake();
-    const r = await sendDsn(intake, input());
+    const r = queueDsn(intake, input());
     expect("queued" in r).toBe(true);
     expect(got).toHaveLength(1);
     const sub = got[0]!;
@@ -161,9 +161,9 @@ describe("sending the DSN through intake", () => {
     expect(sub.options).toEqual({ inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false });
   });
 
-  test("is skipped, without calling intake, when a rule forbids it", async () => {
+  test("is skipped, without calling intake, when a rule forbids it", () => {
     const { got, intake } = recordingIntake();
-    const r = await sendDsn(intake, input({ envelopeFrom: "" }));
+    const r = queueDsn(intake, input({ envelopeFrom: "" }));
     expect(r).toEqual({ skipped: "null sender" });
     expect(got).toHaveLength(0);
   });

@@ -11,7 +11,7 @@ import type { EnqueuedMessage } from "../queue/enqueue.ts";
 import { countHeaders, headerValue, joinMessage, rfc5322Date, splitMessage, type SplitMessage } from "../message/headers.ts";
 
 /** The part of intake a DSN needs (type only: delivery/ hands its Intake through here). */
-export type DsnIntake = Pick<Intake, "accept">;
+export type DsnIntake = Pick<Intake, "acceptNow">;
 
 export const MAX_RECEIVED = 25;
 
@@ -103,15 +103,16 @@ export function buildDsn(d: DsnInput, original: SplitMessage = splitMessage(d.or
 }
 
 /**
- * Sends the DSN through intake unless the rules forbid it. Returns the queued DSN, or null with the reason.
- * Throws what intake throws (the caller logs it: a DSN failure must never undo the bounce).
+ * Queues the DSN through intake unless the rules forbid it, inside the caller's open transaction (the one
+ * that records the bounce), so the bounce and its notice commit together. Returns the queued DSN, or the
+ * reason none is sent. Throws what intake throws (the caller logs it: a DSN failure must never undo the bounce).
  */
-export async function sendDsn(intake: DsnIntake, d: DsnInput): Promise<{ queued: EnqueuedMessage } | { skipped: string }> {
+export function queueDsn(intake: DsnIntake, d: DsnInput): { queued: EnqueuedMessage } | { skipped: string } {
   const original = splitMessage(d.original); // read once for the rules and for the attached headers
   const reason = dsnSuppressedReason(d.envelopeFrom, original);
   if (reason) return { skipped: reason };
   if (d.recipients.length === 0) return { skipped: "no failed recipients" };
-  const queued = await intake.accept({
+  const queued = intake.acceptNow({
     userId: null,
     allowedDomains: null,
     envelopeFrom: "",

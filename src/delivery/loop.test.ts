@@ -111,7 +111,7 @@ function setup(toml = "", loopOpts: ConstructorParameters<typeof DeliveryLoop>[0
   const dsns: unknown[] = [];
   const outcomes = new OutcomeRecorder({
     sqlite: store.sqlite, events, delivery: config.delivery, hostname: config.hostname, log: silentLogger,
-    intake: { accept: async (s) => (dsns.push(s), { id: "dsn" as never, recipients: [] }) },
+    intake: { acceptNow: (s) => (dsns.push(s), { id: "dsn" as never, recipients: [] }) },
   });
   const transport = new FakeTransport();
   const loop = new DeliveryLoop({

@@ -22,7 +22,7 @@ import type { ClaimedRecipient, StoredMessage } from "../queue/claim.ts";
 import { classifyReply, enhancedFor } from "./classify.ts";
 import { SettleBatcher } from "./settle-batch.ts";
 import { isWait, limitsFor, Throttle, type DestinationLimits, type Lease, type Signal, type ThrottleOptions, type Wait } from "./throttle.ts";
-import { ConnectFailure, type Connection, type Destination, type RecipientResult, type RouteResult, type Router, type Transport } from "./types.ts";
+import { ConnectFailure, type AfterCommit, type Connection, type Destination, type RecipientResult, type RouteResult, type Router, type Transport } from "./types.ts";
 
 /** The queue as the scheduler uses it (queue/claim.ts QueueClaimer). */
 export interface ClaimSource {
@@ -34,10 +34,10 @@ export interface ClaimSource {
 
 type RouteFailure = Exclude<RouteResult, { kind: "ok" }>;
 
-/** Where results go (delivery/outcome.ts OutcomeRecorder). */
+/** Where results go (delivery/outcome.ts OutcomeRecorder): synchronous, inside the settle batch's transaction. */
 export interface OutcomeSink {
-  settle(message: StoredMessage, results: RecipientResult[]): unknown;
-  settleRouteFailure(message: StoredMessage, recipients: ClaimedRecipient[], route: RouteFailure): unknown;
+  settle(message: StoredMessage, results: RecipientResult[]): AfterCommit;
+  settleRouteFailure(message: StoredMessage, recipients: ClaimedRecipient[], route: RouteFailure): AfterCommit;
 }
 
 export interface LoopOptions {
@@ -346,7 +346,7 @@ export class DeliveryLoop {
   }
 
   /** Runs `fn` with the stored message; a message deleted meanwhile (`queue delete`) is simply dropped. */
-  private async withMessage(messageId: MessageId, rs: ClaimedRecipient[], fn: (m: StoredMessage) => unknown): Promise<void> {
+  private async withMessage(messageId: MessageId, rs: ClaimedRecipient[], fn: (m: StoredMessage) => AfterCommit): Promise<void> {
     try {
       const msg = this.deps.claimer.loadMessage(messageId);
       if (msg) await this.settles.run(() => fn(msg));

@@ -46,7 +46,7 @@ afterEach(() => {
   dir.cleanup();
 });
 
-function makeRecorder(dsnIntake: Pick<Intake, "accept">, delivery = config.delivery): OutcomeRecorder {
+function makeRecorder(dsnIntake: Pick<Intake, "acceptNow">, delivery = config.delivery): OutcomeRecorder {
   return new OutcomeRecorder({
     sqlite: store.sqlite, events: new EventRecorder(store.sqlite), intake: dsnIntake, delivery,
     hostname: "outpost.test", log: createLogger("debug", (l) => logLines.push(JSON.parse(l))),
@@ -80,7 +80,7 @@ const hard = (id: RecipientId): RecipientResult => ({ recipientId: id, outcome: 
 describe("a delivered recipient", () => {
   test("is marked delivered, its lease cleared, one attempt counted, and a delivered event records mx, reply and status", async () => {
     const { message, ids } = await queued(["a@dest.test"]);
-    await recorder.settle(message, [ok(ids[0]!)]);
+    recorder.settle(message, [ok(ids[0]!)])();
     const r = row(ids[0]!);
     expect(r).toMatchObject({ status: "delivered", attempts: 1, lease_until: null, last_reply: "250 2.0.0 Ok: queued as ABC", last_status: "2.0.0", last_mx: "mx1.dest.test" });
     expect(eventsOf(ids[0]!)).toEqual([
@@ -92,8 +92,8 @@ describe("a delivered recipient", () => {
 
   test("settled twice (a duplicate after its lease ran out) records the second result nowhere", async () => {
     const { message, ids } = await queued(["a@dest.test"]);
-    await recorder.settle(message, [ok(ids[0]!)]);
-    await recorder.settle(message, [hard(ids[0]!)]);
+    recorder.settle(message, [ok(ids[0]!)])();
+    recorder.settle(message, [hard(ids[0]!)])();
     expect(row(ids[0]!).status).toBe("delivered");
     expect(eventsOf(ids[0]!).map((e) => e.type)).toEqual(["queued", "delivered"]);
     expect(dsns()).toHaveLength(0);
@@ -103,7 +103,7 @@ describe("a delivered recipient", () => {
 describe("a deferred recipient", () => {
   test("goes back to the queue at the first retry delay, with attempts + 1 and a deferred event", async () => {
     const { message, ids } = await queued(["a@dest.test"]);
-    await recorder.settle(message, [soft(ids[0]!)]);
+    recorder.settle(message, [soft(ids[0]!)])();
     const r = row(ids[0]!);
     expect(r).toMatchObject({ status: "deferred", attempts: 1, lease_until: null, next_attempt_at: clock + 1 * MIN, last_reply: "451 4.3.0 Local error in processing" });
     const ev = eventsOf(ids[0]!)[1]!;
@@ -114,24 +114,24 @@ describe("a deferred recipient", () => {
   test("follows the schedule on later failures and is claimable again when due", async () => {
     const { message, ids } = await queued(["a@dest.test"]);
     const id = ids[0]!;
-    await recorder.settle(message, [soft(id)]);
+    recorder.settle(message, [soft(id)])();
     clock += MIN;
     expect(claimer.claim(10, MIN).map((c) => c.attempts)).toEqual([1]);
-    await recorder.settle(message, [soft(id)]);
+    recorder.settle(message, [soft(id)])();
     expect(row(id).next_attempt_at).toBe(clock + 5 * MIN);
     clock += 5 * MIN;
     claimer.claim(10, MIN);
-    await recorder.settle(message, [soft(id)]);
+    recorder.settle(message, [soft(id)])();
     clock += 15 * MIN;
     claimer.claim(10, MIN);
-    await recorder.settle(message, [soft(id)]);
+    recorder.settle(message, [soft(id)])();
     expect(row(id)).toMatchObject({ attempts: 4, next_attempt_at: clock + 15 * MIN });
   });
 
   test("older than max_queue_time is bounced with 4.4.7, an expiry reply, and a DSN", async () => {
     const { message, ids } = await queued(["a@dest.test"]);
     clock += 5 * DAY;
-    await recorder.settle(message, [soft(ids[0]!)]);
+    recorder.settle(message, [soft(ids[0]!)])();
     const r = row(ids[0]!);
     expect(r.status).toBe("bounced");
     expect(r.last_status).toBe("4.4.7");
@@ -146,7 +146,7 @@ describe("a deferred recipient", () => {
     recorder = makeRecorder(intake, { ...config.delivery, retry: [8 * 60 * MIN] });
     const { message, ids } = await queued(["a@dest.test"]);
     clock += 5 * DAY - 60 * MIN;
-    await recorder.settle(message, [soft(ids[0]!)]);
+    recorder.settle(message, [soft(ids[0]!)])();
     expect(row(ids[0]!).next_attempt_at).toBe(message.createdAt + 5 * DAY);
   });
 });
@@ -154,7 +154,7 @@ describe("a deferred recipient", () => {
 describe("a bounced recipient", () => {
   test("is marked bounced with a bounced event and never claimed again", async () => {
     const { message, ids } = await queued(["a@dest.test"]);
-    await recorder.settle(message, [hard(ids[0]!)]);
+    recorder.settle(message, [hard(ids[0]!)])();
     expect(row(ids[0]!)).toMatchObject({ status: "bounced", attempts: 1, last_status: "5.1.1" });
     expect(eventsOf(ids[0]!)[1]).toEqual({ type: "bounced", mx: "mx1.dest.test", reply: "550 5.1.1 <x>: user unknown", status: "5.1.1", attempts: 1 });
     clock += DAY;
@@ -163,7 +163,7 @@ describe("a bounced recipient", () => {
 
   test("sends one DSN to the envelope sender, from <>, listing every recipient bounced in the attempt", async () => {
     const { message, ids } = await queued(["a@dest.test", "b@dest.test", "c@dest.test"]);
-    await recorder.settle(message, [hard(ids[0]!), hard(ids[1]!), ok(ids[2]!)]);
+    recorder.settle(message, [hard(ids[0]!), hard(ids[1]!), ok(ids[2]!)])();
     const all = dsns();
     expect(all).toHaveLength(1);
     const dsnRecipients = store.sqlite.query("SELECT address FROM recipients WHERE message_id = ?").all(all[0]!.id) as { address: string }[];
@@ -181,7 +181,7 @@ describe("a bounced recipient", () => {
 
   test("of a message sent with bounce tracking sends no DSN", async () => {
     const { message, ids } = await queued(["a@dest.test"], { options: { trackBounces: true } });
-    await recorder.settle(message, [hard(ids[0]!)]);
+    recorder.settle(message, [hard(ids[0]!)])();
     expect(row(ids[0]!).status).toBe("bounced");
     expect(dsns()).toHaveLength(0);
   });
@@ -195,7 +195,7 @@ describe("a bounced recipient", () => {
   for (const [what, opts] of never) {
     test(`of ${what} sends no DSN`, async () => {
       const { message, ids } = await queued(["a@dest.test"], opts);
-      await recorder.settle(message, [hard(ids[0]!)]);
+      recorder.settle(message, [hard(ids[0]!)])();
       expect(row(ids[0]!).status).toBe("bounced");
       expect(dsns()).toHaveLength(0);
       expect(logLines.find((l) => l.event === "dsn_skipped")).toBeDefined();
@@ -204,10 +204,43 @@ describe("a bounced recipient", () => {
 
   test("still settles, and logs, when the DSN cannot be queued", async () => {
     const { message, ids } = await queued(["a@dest.test"]);
-    const failing = makeRecorder({ accept: async () => { throw new Error("disk full"); } });
-    await failing.settle(message, [hard(ids[0]!)]);
+    const failing = makeRecorder({ acceptNow: () => { throw new Error("disk full"); } });
+    failing.settle(message, [hard(ids[0]!)])();
     expect(row(ids[0]!).status).toBe("bounced");
     expect(logLines.find((l) => l.event === "dsn_failed")).toMatchObject({ level: "warn", queue_id: message.id });
+  });
+});
+
+describe("the DSN and its bounce", () => {
+  test("commit together: when the transaction around them fails, neither is stored, and the next attempt sends the DSN", async () => {
+    const { message, ids } = await queued(["a@dest.test"]);
+    // the settle batch's transaction, failing after the settle (as a failed commit would)
+    expect(() => store.sqlite.transaction(() => {
+      recorder.settle(message, [hard(ids[0]!)]);
+      throw new Error("commit failed");
+    })()).toThrow("commit failed");
+    expect(row(ids[0]!).status).toBe("queued");
+    expect(dsns()).toHaveLength(0);
+    recorder.settle(message, [hard(ids[0]!)])();
+    expect(row(ids[0]!).status).toBe("bounced");
+    expect(dsns()).toHaveLength(1);
+  });
+
+  test("a DSN the store refuses rolls back alone: the bounce commits and the failure is logged", async () => {
+    const { message, ids } = await queued(["a@dest.test"]);
+    store.sqlite.run("CREATE TRIGGER no_dsn BEFORE INSERT ON messages WHEN NEW.source = 'dsn' BEGIN SELECT RAISE(ABORT, 'disk full'); END");
+    recorder.settle(message, [hard(ids[0]!)])();
+    expect(row(ids[0]!).status).toBe("bounced");
+    expect(dsns()).toHaveLength(0);
+    expect(logLines.find((l) => l.event === "dsn_failed")).toMatchObject({ level: "warn", queue_id: message.id });
+  });
+
+  test("nothing is logged until the caller says the transaction committed", async () => {
+    const { message, ids } = await queued(["a@dest.test"]);
+    const afterCommit = recorder.settle(message, [hard(ids[0]!)]);
+    expect(logLines.filter((l) => l.event === "delivery" || l.event === "dsn_queued")).toEqual([]);
+    afterCommit();
+    expect(logLines.map((l) => l.event)).toEqual(["delivery", "dsn_queued"]);
   });
 });
 
@@ -215,7 +248,7 @@ describe("settling several recipients at once", () => {
   test("applies each result and skips a recipient that was deleted meanwhile", async () => {
     const { message, ids } = await queued(["a@dest.test", "b@dest.test", "c@dest.test"]);
     store.sqlite.run("DELETE FROM recipients WHERE id = ?", [ids[2]!]);
-    await recorder.settle(message, [ok(ids[0]!), soft(ids[1]!), ok(ids[2]!)]);
+    recorder.settle(message, [ok(ids[0]!), soft(ids[1]!), ok(ids[2]!)])();
     expect(row(ids[0]!).status).toBe("delivered");
     expect(row(ids[1]!).status).toBe("deferred");
     expect(eventsOf(ids[2]!).map((e) => e.type)).toEqual(["queued"]);
@@ -226,7 +259,7 @@ describe("settling several recipients at once", () => {
     store.sqlite.run(
       `CREATE TRIGGER fail_second BEFORE UPDATE ON recipients WHEN NEW.id = '${ids[1]}' BEGIN SELECT RAISE(ABORT, 'boom'); END`,
     );
-    await expect(recorder.settle(message, [ok(ids[0]!), ok(ids[1]!)])).rejects.toThrow("boom");
+    expect(() => recorder.settle(message, [ok(ids[0]!), ok(ids[1]!)])).toThrow("boom");
     expect(row(ids[0]!).status).toBe("queued");
     expect(eventsOf(ids[0]!).map((e) => e.type)).toEqual(["queued"]);
   });
@@ -234,7 +267,7 @@ describe("settling several recipients at once", () => {
   test("writes one JSON log line per recipient with queue id, recipient, mx, reply, delay and status", async () => {
     const { message, ids } = await queued(["a@dest.test", "b@dest.test"]);
     clock += 90_000;
-    await recorder.settle(message, [ok(ids[0]!), soft(ids[1]!)]);
+    recorder.settle(message, [ok(ids[0]!), soft(ids[1]!)])();
     const lines = logLines.filter((l) => l.event === "delivery");
     expect(lines).toHaveLength(2);
     expect(lines[0]).toMatchObject({ queue_id: message.id, recipient: "a@dest.test", mx: "mx1.dest.test", reply: "250 2.0.0 Ok: queued as ABC", delay_ms: 90_000, status: "delivered" });
@@ -245,7 +278,7 @@ describe("settling several recipients at once", () => {
 describe("route failures", () => {
   test("a null MX bounces the recipients at once with 5.1.10 and a DSN", async () => {
     const { message, claimed } = await queued(["a@nullmx.test", "b@nullmx.test"]);
-    await recorder.settleRouteFailure(message, claimed, { kind: "permanent", enhanced: "5.1.10", reason: "domain nullmx.test accepts no mail (null MX)" });
+    recorder.settleRouteFailure(message, claimed, { kind: "permanent", enhanced: "5.1.10", reason: "domain nullmx.test accepts no mail (null MX)" })();
     for (const c of claimed) expect(row(c.id)).toMatchObject({ status: "bounced", last_status: "5.1.10", last_reply: "domain nullmx.test accepts no mail (null MX)" });
     const body = Buffer.from(dsns()[0]!.body).toString();
     expect(body).toContain("Status: 5.1.10");
@@ -254,7 +287,7 @@ describe("route failures", () => {
 
   test("a DNS failure defers with 4.4.3 and never bounces before expiry", async () => {
     const { message, claimed } = await queued(["a@servfail.test"]);
-    await recorder.settleRouteFailure(message, claimed, { kind: "temporary", reason: "SERVFAIL looking up MX for servfail.test" });
+    recorder.settleRouteFailure(message, claimed, { kind: "temporary", reason: "SERVFAIL looking up MX for servfail.test" })();
     expect(row(claimed[0]!.id)).toMatchObject({ status: "deferred", attempts: 1, last_status: "4.4.3" });
     expect(dsns()).toHaveLength(0);
   });

@@ -1,11 +1,12 @@
 /**
  * @module delivery/outcome — turns one attempt's results into queue state, events, log lines and DSNs.
  *
- * All state changes of one settle() call commit in ONE transaction (queue/settle.ts does the SQL); the DSN for
- * the final bounces is sent afterwards, through intake, and a failure there is logged, never thrown: the bounce
- * itself is already recorded. One settle() call is one message at one destination, so a message whose
+ * All state changes of one settle() call, and the DSN for its final bounces, commit in ONE transaction
+ * (queue/settle.ts does the SQL, intake queues the DSN in a savepoint), so a crash loses neither: the bounce and
+ * its notice are stored together or the attempt is made again. A DSN that intake refuses is logged, never
+ * thrown: the bounce still commits. One settle() call is one message at one destination, so a message whose
  * recipients bounce at two destinations gets two DSNs (as with Postfix, one notice per delivery pass).
- * The DSN is sent after the commit, so a crash between the two loses that DSN (at most once), never the bounce.
+ * settle() returns the log lines as an AfterCommit: nothing is said of a change before it is durable.
  */
 import type { DeliveryConfig } from "../config/schema.ts";
 import type { EventRecorder } from "../events/record.ts";
@@ -13,9 +14,9 @@ import type { Logger } from "../observe/log.ts";
 import type { ClaimedRecipient, StoredMessage } from "../queue/claim.ts";
 import { isExpired, nextAttemptAt } from "../queue/retry.ts";
 import { QueueSettler, type AttemptInfo, type PendingRecipient } from "../queue/settle.ts";
-import { sendDsn, type DsnIntake, type FailedRecipient } from "../bounce/notify.ts";
+import { queueDsn, type DsnIntake, type FailedRecipient } from "../bounce/notify.ts";
 import type { Database } from "bun:sqlite";
-import type { RecipientResult, RouteResult } from "./types.ts";
+import type { AfterCommit, RecipientResult, RouteResult } from "./types.ts";
 import { enhancedFor } from "./classify.ts";
 
 export interface OutcomeDeps {
@@ -50,34 +51,41 @@ export class OutcomeRecorder {
     this.random = deps.random ?? Math.random;
   }
 
-  async settle(message: StoredMessage, results: RecipientResult[]): Promise<void> {
-    if (results.length === 0) return;
+  /**
+   * Records the results (and the DSN they call for) in one transaction, a savepoint when the caller has one
+   * open (the settle batch). Returns the log lines to write once that outer transaction has committed.
+   */
+  settle(message: StoredMessage, results: RecipientResult[]): AfterCommit {
+    if (results.length === 0) return () => {};
     const now = this.now();
-    const settled = this.settler.transaction(() => {
+    const { settled, dsn } = this.settler.transaction(() => {
       const done: Settled[] = [];
       for (const result of results) {
         const s = this.settleOne(message, result, now);
         if (s) done.push(s);
       }
-      return done;
+      const bounced = done.filter((s) => s.status === "bounced");
+      const notice = bounced.length > 0 && !message.options.trackBounces ? this.notify(message, bounced, now) : null;
+      return { settled: done, dsn: notice };
     });
-    for (const s of settled) this.logAttempt(message, s, now);
-    const bounced = settled.filter((s) => s.status === "bounced");
-    if (bounced.length > 0 && !message.options.trackBounces) await this.notify(message, bounced, now);
+    return () => {
+      for (const s of settled) this.logAttempt(message, s, now);
+      if (dsn) this.logDsn(message, dsn);
+    };
   }
 
-  async settleRouteFailure(
+  settleRouteFailure(
     message: StoredMessage,
     recipients: ClaimedRecipient[],
     result: Exclude<RouteResult, { kind: "ok" }>,
-  ): Promise<void> {
+  ): AfterCommit {
     const results: RecipientResult[] = recipients.map((r) =>
       result.kind === "permanent"
         ? { recipientId: r.id, outcome: "bounced", code: 0, enhanced: enhancedFor(550, result.enhanced), reply: result.reason }
         : // 4.4.3: directory server (DNS) failure, RFC 3463
           { recipientId: r.id, outcome: "deferred", code: 0, enhanced: "4.4.3", reply: result.reason },
     );
-    await this.settle(message, results);
+    return this.settle(message, results);
   }
 
   /** One recipient's transition; null when it is no longer pending (settled by a duplicate, or deleted). */
@@ -124,7 +132,8 @@ export class OutcomeRecorder {
     });
   }
 
-  private async notify(message: StoredMessage, bounced: Settled[], now: number): Promise<void> {
+  /** Queues the DSN in this transaction; what happened, for the log line after the commit. */
+  private notify(message: StoredMessage, bounced: Settled[], now: number): DsnOutcome {
     const recipients: FailedRecipient[] = bounced.map((s) => ({
       address: s.rec.address,
       status: s.info.status,
@@ -134,7 +143,7 @@ export class OutcomeRecorder {
       lastAttemptAt: now,
     }));
     try {
-      const r = await sendDsn(this.deps.intake, {
+      return queueDsn(this.deps.intake, {
         hostname: this.deps.hostname,
         queueId: message.id,
         envelopeFrom: message.envelopeFrom,
@@ -143,13 +152,20 @@ export class OutcomeRecorder {
         recipients,
         now,
       });
-      if ("queued" in r) this.deps.log.info("dsn_queued", { queue_id: message.id, dsn_id: r.queued.id, to: message.envelopeFrom });
-      else this.deps.log.info("dsn_skipped", { queue_id: message.id, reason: r.skipped });
     } catch (error) {
-      this.deps.log.warn("dsn_failed", { queue_id: message.id, to: message.envelopeFrom, error });
+      return { error };
     }
   }
+
+  private logDsn(message: StoredMessage, dsn: DsnOutcome): void {
+    const log = this.deps.log;
+    if ("queued" in dsn) log.info("dsn_queued", { queue_id: message.id, dsn_id: dsn.queued.id, to: message.envelopeFrom });
+    else if ("skipped" in dsn) log.info("dsn_skipped", { queue_id: message.id, reason: dsn.skipped });
+    else log.warn("dsn_failed", { queue_id: message.id, to: message.envelopeFrom, error: dsn.error });
+  }
 }
+
+type DsnOutcome = ReturnType<typeof queueDsn> | { error: unknown };
 
 /** The reply as recorded: "550 5.1.1 text", keeping a reply that already starts with its code as it is. */
 export function fullReply(r: RecipientResult): string {

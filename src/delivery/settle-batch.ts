@@ -2,14 +2,16 @@
  * @module delivery/settle-batch — group commit for the scheduler's settles. Every commit is an fsync that blocks
  * the one thread intake shares, so settles that finish within SETTLE_WINDOW_MS (or SETTLE_BATCH_MAX of them) run
  * inside one transaction, each in its own savepoint, and share one commit instead of paying one each.
+ * What each settle leaves for after the commit (its log lines) runs only once the commit has succeeded.
  */
 import type { Logger } from "../observe/log.ts";
+import type { AfterCommit } from "./types.ts";
 
 const SETTLE_WINDOW_MS = 10;
 const SETTLE_BATCH_MAX = 200;
 
 export class SettleBatcher {
-  private pending: { run: () => unknown; done: (p: Promise<unknown>) => void }[] = [];
+  private pending: { run: () => AfterCommit; done: (p: Promise<void>) => void }[] = [];
   private timer: ReturnType<typeof setTimeout> | undefined;
 
   /** `batch` runs a function in one database transaction; without it every settle commits alone. */
@@ -18,10 +20,10 @@ export class SettleBatcher {
     private log: Logger,
   ) {}
 
-  /** Runs `run` in the next group commit; resolves (or rejects) with its result. */
-  run(run: () => unknown): Promise<unknown> {
+  /** Runs `run` in the next group commit, then what it returned; resolves after both, rejects if either failed. */
+  run(run: () => AfterCommit): Promise<void> {
     const batch = this.batch;
-    if (!batch) return Promise.resolve().then(run);
+    if (!batch) return Promise.resolve().then(() => run()());
     return new Promise((resolve) => {
       this.pending.push({ run, done: resolve });
       if (this.pending.length === 1) this.timer = setTimeout(() => this.commit(batch), SETTLE_WINDOW_MS);
@@ -39,26 +41,35 @@ export class SettleBatcher {
     const items = this.pending;
     this.pending = [];
     if (items.length === 0) return;
-    const results: Promise<unknown>[] = [];
-    let committed = false;
+    const results: Array<{ after: AfterCommit } | { error: unknown }> = [];
     try {
       // OutcomeRecorder.settle makes its state change synchronously, in a savepoint of this transaction
       batch(() => {
         for (const it of items) {
           try {
-            results.push(Promise.resolve(it.run()));
-          } catch (e) {
-            results.push(Promise.reject(e));
+            results.push({ after: it.run() });
+          } catch (error) {
+            results.push({ error });
           }
         }
       });
-      committed = true;
     } catch (e) {
-      // the commit failed: these recipients stay leased until the lease runs out, then go again
+      // the commit failed: these recipients stay leased until the lease runs out, then go again; what each
+      // settle returned was rolled back with the transaction, so none of them may report success
       this.log.error("delivery_settle_commit_failed", { settles: items.length, error: e });
-      // what each settle returned was rolled back with the transaction: none of them may report success
-      for (const r of results) r.catch(() => {});
+      for (const it of items) it.done(Promise.reject(new Error("settle not committed")));
+      return;
     }
-    items.forEach((it, i) => it.done(committed ? results[i]! : Promise.reject(new Error("settle not committed"))));
+    items.forEach((it, i) => it.done(afterCommit(results[i]!)));
+  }
+}
+
+function afterCommit(r: { after: AfterCommit } | { error: unknown }): Promise<void> {
+  if ("error" in r) return Promise.reject(r.error);
+  try {
+    r.after();
+    return Promise.resolve();
+  } catch (e) {
+    return Promise.reject(e);
   }
 }

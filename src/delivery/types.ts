@@ -58,6 +58,9 @@ export interface OutboundMessage {
 
 export type Outcome = "delivered" | "deferred" | "bounced";
 
+/** What a settle leaves to do once its transaction has committed (log lines): nothing is said before it is durable. */
+export type AfterCommit = () => void;
+
 /** What happened to one recipient in one attempt. */
 export interface RecipientResult {
   recipientId: RecipientId;

@@ -6,7 +6,7 @@ import type { Store } from "../db/client.ts";
 import type { TrackingConfig } from "../config/schema.ts";
 import type { UserId } from "../mail/ids.ts";
 import { suppressedAmong } from "../suppression/list.ts";
-import type { Enqueuer, EnqueuedMessage, MessageOptions, MessageSource } from "../queue/enqueue.ts";
+import type { Enqueuer, EnqueuedMessage, MessageOptions, MessageSource, NewMessage } from "../queue/enqueue.ts";
 import { checkRecipientCount, checkSender, checkSize, IntakeError, type PolicyLimits } from "./policy.ts";
 import { prepareMessage } from "./prepare.ts";
 
@@ -41,7 +41,31 @@ export class Intake {
     return this.deps.limits;
   }
 
+  /** Stores the submission through the group commit; resolves after the commit. */
   async accept(sub: Submission): Promise<EnqueuedMessage> {
+    const msg = this.toNewMessage(sub);
+    try {
+      return await this.deps.enqueuer.enqueue(msg);
+    } catch (e) {
+      throw storeFailure(e);
+    }
+  }
+
+  /**
+   * Stores the submission inside the caller's open transaction (mail we generate while settling: DSNs), so
+   * it commits, or rolls back, with what caused it. Same rules as accept().
+   */
+  acceptNow(sub: Submission): EnqueuedMessage {
+    const msg = this.toNewMessage(sub);
+    try {
+      return this.deps.enqueuer.enqueueNow(msg);
+    } catch (e) {
+      throw storeFailure(e);
+    }
+  }
+
+  /** Policy, suppression and preparation: everything before the write. Throws IntakeError. */
+  private toNewMessage(sub: Submission): NewMessage {
     const { limits, tracking, store, hostname } = this.deps;
     checkSender(sub.allowedDomains, sub.envelopeFrom);
     const recipients = dedupe(sub.recipients);
@@ -54,25 +78,24 @@ export class Intake {
       trackOpens: tracking.opens,
       trackBounces: tracking.bounces,
     };
-    const options = { ...defaults, ...prepared.headerOptions, ...sub.options };
-    try {
-      return await this.deps.enqueuer.enqueue({
-        userId: sub.userId,
-        envelopeFrom: sub.envelopeFrom,
-        recipients,
-        suppressed: suppressedAmong(store.db, recipients),
-        body: prepared.body,
-        subject: prepared.subject,
-        source: sub.source,
-        options,
-        idempotencyKey: sub.idempotencyKey,
-        idempotencyExpiredBefore: sub.idempotencyExpiredBefore,
-      });
-    } catch (e) {
-      // nothing was stored: the client must try again later, never believe it was accepted
-      throw new IntakeError(451, "4.3.0", "temporary failure storing the message, try again", 503, undefined, e);
-    }
+    return {
+      userId: sub.userId,
+      envelopeFrom: sub.envelopeFrom,
+      recipients,
+      suppressed: suppressedAmong(store.db, recipients),
+      body: prepared.body,
+      subject: prepared.subject,
+      source: sub.source,
+      options: { ...defaults, ...prepared.headerOptions, ...sub.options },
+      idempotencyKey: sub.idempotencyKey,
+      idempotencyExpiredBefore: sub.idempotencyExpiredBefore,
+    };
   }
+}
+
+/** Nothing was stored: the client must try again later, never believe it was accepted. */
+function storeFailure(e: unknown): IntakeError {
+  return new IntakeError(451, "4.3.0", "temporary failure storing the message, try again", 503, undefined, e);
 }
 
 /** Same address twice (case-insensitive) is delivered once. */

@@ -99,6 +99,18 @@ export class Enqueuer {
     });
   }
 
+  /**
+   * Stores the message now, in a savepoint of the caller's transaction (its own when there is none), and
+   * returns it: durable only once that transaction commits. For mail made while settling (DSNs), so the
+   * notice commits with the bounce that caused it, or neither does.
+   */
+  enqueueNow(msg: NewMessage): EnqueuedMessage {
+    const stored = this.sqlite.transaction(() => this.write(msg))();
+    // the caller's transaction is synchronous, so it has ended by the time this runs
+    setImmediate(() => this.onCommitted?.());
+    return stored;
+  }
+
   private flush(): void {
     this.scheduled = false;
     const batch = this.pending;
