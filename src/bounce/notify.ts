@@ -1,5 +1,6 @@
 /**
- * @module bounce/notify — RFC 3464 delivery status notifications to the envelope sender of a bounced message.
+ * @module bounce/notify — RFC 3464 delivery status notifications to the envelope sender of a bounced message,
+ * or of a delayed one (`delivery.delay_warning`, Postfix's delay_warning_time: action "delayed", still retried).
  *
  * The DSN re-enters through intake (like a Postfix notice through cleanup): envelope sender `<>`, no owner, no
  * tracking, so it is queued, delivered and retried like any mail, and can never itself cause another DSN.
@@ -41,6 +42,10 @@ export interface DsnInput {
   recipients: FailedRecipient[];
   /** ms since epoch */
   now: number;
+  /** what happened to the recipients: "failed" (bounced, the default) or "delayed" (still being retried) */
+  action?: "failed" | "delayed";
+  /** with "delayed": when the message expires (ms since epoch), for Will-Retry-Until */
+  willRetryUntil?: number;
 }
 
 /** Why no DSN is sent for this message, or null when one may be. */
@@ -64,7 +69,7 @@ export function buildDsn(d: DsnInput, original: SplitMessage = splitMessage(d.or
     `From: Mail Delivery System <MAILER-DAEMON@${d.hostname}>`,
     // RFC 6532: a UTF-8 sender stays readable here; the envelope, not this field, decides where the DSN goes
     `To: <${d.envelopeFrom.replace(/[\r\n<>]/g, "")}>`,
-    `Subject: Undelivered Mail Returned to Sender`,
+    `Subject: ${d.action === "delayed" ? "Delayed Mail (still being retried)" : "Undelivered Mail Returned to Sender"}`,
     `Date: ${date}`,
     `Message-ID: <${crypto.randomUUID()}@${d.hostname}>`,
     ...(origId && /^<[^<>\r\n]+>$/.test(origId) ? [`In-Reply-To: ${origId}`, `References: ${origId}`] : []),
@@ -111,7 +116,7 @@ export function queueDsn(intake: DsnIntake, d: DsnInput): { queued: EnqueuedMess
   const original = splitMessage(d.original); // read once for the rules and for the attached headers
   const reason = dsnSuppressedReason(d.envelopeFrom, original);
   if (reason) return { skipped: reason };
-  if (d.recipients.length === 0) return { skipped: "no failed recipients" };
+  if (d.recipients.length === 0) return { skipped: "no recipients to report" };
   const queued = intake.acceptNow({
     userId: null,
     allowedDomains: null,
@@ -140,18 +145,30 @@ function humanBody(text: string): string[] {
 }
 
 function humanPart(d: DsnInput): string {
-  const lines = [
-    `This is the mail system at host ${d.hostname}.`,
-    "",
-    "I'm sorry to have to inform you that your message could not",
-    "be delivered to one or more recipients. Its headers are attached below.",
+  const lines = [`This is the mail system at host ${d.hostname}.`, ""];
+  if (d.action === "delayed") {
+    lines.push(
+      "####################################################################",
+      "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #",
+      "####################################################################",
+      "",
+      "Your message could not be delivered yet to one or more recipients.",
+      `It will be retried until ${rfc5322Date(d.willRetryUntil ?? d.now)}. Its headers are attached below.`,
+    );
+  } else {
+    lines.push(
+      "I'm sorry to have to inform you that your message could not",
+      "be delivered to one or more recipients. Its headers are attached below.",
+    );
+  }
+  lines.push(
     "",
     "For further assistance, please send mail to postmaster and",
     "include this problem report.",
     "",
     "                   The mail system",
     "",
-  ];
+  );
   for (const r of d.recipients) {
     lines.push(`<${r.address}>: ${r.mx ? `host ${r.mx} said: ` : ""}${r.diagnostic}`, "");
   }
@@ -168,11 +185,12 @@ function statusPart(d: DsnInput): string {
   for (const r of d.recipients) {
     fields.push(
       `Final-Recipient: rfc822; ${ascii(r.address)}`,
-      "Action: failed",
+      `Action: ${d.action ?? "failed"}`,
       `Status: ${r.status}`,
       ...(r.mx ? [`Remote-MTA: dns; ${ascii(r.mx)}`] : []),
       fold(`Diagnostic-Code: ${r.code > 0 ? "smtp" : "X-Outpost"}; ${ascii(r.diagnostic)}`),
       `Last-Attempt-Date: ${rfc5322Date(r.lastAttemptAt)}`,
+      ...(d.action === "delayed" && d.willRetryUntil !== undefined ? [`Will-Retry-Until: ${rfc5322Date(d.willRetryUntil)}`] : []),
       "",
     );
   }

@@ -118,6 +118,7 @@ function readDelivery(s: Section): DeliveryConfig {
     messages_per_connection: s.integer("messages_per_connection", 100),
     retry,
     max_queue_time: s.parsed("max_queue_time", positiveDuration, "5d"),
+    delay_warning: s.parsed("delay_warning", parseDuration, "0s"),
     tls,
     sandbox: s.boolean("sandbox", false),
     route: s.each("route", (r) => readRoute(r, tls)),

@@ -133,6 +133,7 @@ describe("defaults", () => {
     expect(config.http).toEqual({ listen: { host: "127.0.0.1", port: 8025 }, public_url: "http://127.0.0.1:8025", rate: null });
     expect(config.delivery.retry).toEqual([1, 5, 15, 30, 60, 120, 240, 480].map((m) => m * MINUTE));
     expect(config.delivery.max_queue_time).toBe(120 * HOUR);
+    expect(config.delivery.delay_warning).toBe(0);
     expect(config.delivery.concurrency).toBe(200);
     expect(config.tracking).toEqual({ bounce_domain: "", inline_css: false, clicks: false, opens: false, bounces: false });
     expect(config.database).toEqual({ url: `sqlite:${join(dir, "data", "outpost.db")}`, path: join(dir, "data", "outpost.db") });
@@ -194,6 +195,8 @@ public_url = "https://mail.example.com/"
 rate = "100/s"
 [dns]
 servers = ["127.0.0.1:5353", "192.0.2.53"]
+[delivery]
+delay_warning = "4h"
 [[delivery.route]]
 domain = "*.Example.org"
 host = "relay.example.org"
@@ -214,6 +217,7 @@ url = "sqlite::memory:"`,
     expect(config.http.public_url).toBe("https://mail.example.com");
     expect(config.http.rate).toEqual({ count: 100, perMs: 1000 });
     expect(config.dns.servers).toEqual([{ host: "127.0.0.1", port: 5353 }, { host: "192.0.2.53", port: 53 }]);
+    expect(config.delivery.delay_warning).toBe(4 * 3_600_000);
     expect(config.delivery.route[0]).toEqual({
       domain: "*.example.org", host: "relay.example.org", port: 25, tls: "opportunistic", username: "", password: "",
     });
@@ -248,6 +252,7 @@ describe("errors name the file and the key", () => {
   test("integer out of range", () =>
     expectFailure(`[[delivery.route]]\ndomain = "*"\nhost = "h.example"\nport = 70000`, "delivery.route[0].port", /from 1 to 65535/));
   test("bad duration", () => expectFailure(`[smtp]\nauth_block_time = "15 minutes"`, "smtp.auth_block_time", /expected a duration/));
+  test("bad delay warning", () => expectFailure(`[delivery]\ndelay_warning = "4 hours"`, "delivery.delay_warning", /expected a duration/));
   test("bad duration in a list", () => expectFailure(`[delivery]\nretry = ["1m", "soon"]`, "delivery.retry[1]", /expected a duration/));
   test("bad size", () => expectFailure(`[smtp]\nmax_message_size = "25XB"`, "smtp.max_message_size", /expected a size/));
   test("bad rate", () => expectFailure(`[http]\nrate = "fast"`, "http.rate", /expected a rate/));

@@ -72,6 +72,8 @@ export interface DeliveryConfig {
   retry: number[];
   /** ms */
   max_queue_time: number;
+  /** ms a message may wait before its sender is told it is delayed (one DSN, action "delayed"); 0 is off */
+  delay_warning: number;
   tls: TlsPolicy;
   sandbox: boolean;
   route: RouteConfig[];

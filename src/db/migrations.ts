@@ -5,6 +5,7 @@
 import journal from "../../migrations/meta/_journal.json";
 import m0000 from "../../migrations/0000_init.sql" with { type: "text" };
 import m0001 from "../../migrations/0001_claim_fairness.sql" with { type: "text" };
+import m0002 from "../../migrations/0002_delay_warning.sql" with { type: "text" };
 
 export interface Migration {
   tag: string;
@@ -14,6 +15,7 @@ export interface Migration {
 const FILES: Record<string, string> = {
   "0000_init": m0000,
   "0001_claim_fairness": m0001,
+  "0002_delay_warning": m0002,
 };
 
 export const JOURNAL_TAGS: string[] = journal.entries.map((e) => e.tag);

@@ -211,6 +211,52 @@ describe("a bounced recipient", () => {
   });
 });
 
+describe("the delay warning (delivery.delay_warning)", () => {
+  const HOUR = 60 * MIN;
+  const warned = () => recorder = makeRecorder(intake, { ...config.delivery, delay_warning: 4 * HOUR });
+
+  test("is sent once, when a deferral finds the message queued for the configured time, and the mail is still retried", async () => {
+    warned();
+    const { message, ids } = await queued(["a@dest.test", "b@dest.test"]);
+    clock += 3 * HOUR;
+    recorder.settle(message, [soft(ids[0]!), soft(ids[1]!)])();
+    expect(dsns()).toHaveLength(0);
+    clock += HOUR;
+    recorder.settle(message, [soft(ids[0]!), soft(ids[1]!)])();
+    expect(dsns()).toHaveLength(1);
+    expect(row(ids[0]!).status).toBe("deferred");
+    const parsed = await simpleParser(Buffer.from(dsns()[0]!.body));
+    expect(parsed.subject).toBe("Delayed Mail (still being retried)");
+    expect(parsed.text).toContain("THIS IS A WARNING ONLY");
+    expect(parsed.text).toContain("Action: delayed");
+    expect(parsed.text).toContain("Status: 4.3.0");
+    expect(parsed.text).toContain("Final-Recipient: rfc822; b@dest.test");
+    expect(parsed.text).toContain(`Will-Retry-Until: ${new Date(message.createdAt + 5 * DAY).toUTCString().slice(0, 16)}`);
+    expect(logLines.find((l) => l.event === "dsn_queued")).toMatchObject({ action: "delayed", queue_id: message.id });
+    clock += HOUR;
+    recorder.settle(message, [soft(ids[0]!)])();
+    expect(dsns()).toHaveLength(1);
+  });
+
+  test("is off by default: a deferral days later sends none", async () => {
+    const { message, ids } = await queued(["a@dest.test"]);
+    clock += 4 * DAY;
+    recorder.settle(message, [soft(ids[0]!)])();
+    expect(row(ids[0]!).status).toBe("deferred");
+    expect(dsns()).toHaveLength(0);
+  });
+
+  test("is not sent for a message with bounce tracking, nor for the null sender", async () => {
+    warned();
+    const tracked = await queued(["a@dest.test"], { options: { trackBounces: true } });
+    const nullSender = await queued(["b@dest.test"], { from: "" });
+    clock += 5 * HOUR;
+    recorder.settle(tracked.message, [soft(tracked.ids[0]!)])();
+    recorder.settle(nullSender.message, [soft(nullSender.ids[0]!)])();
+    expect(dsns()).toHaveLength(0);
+  });
+});
+
 describe("the DSN and its bounce", () => {
   test("commit together: when the transaction around them fails, neither is stored, and the next attempt sends the DSN", async () => {
     const { message, ids } = await queued(["a@dest.test"]);

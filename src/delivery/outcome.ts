@@ -64,14 +64,30 @@ export class OutcomeRecorder {
         const s = this.settleOne(message, result, now);
         if (s) done.push(s);
       }
-      const bounced = done.filter((s) => s.status === "bounced");
-      const notice = bounced.length > 0 && !message.options.trackBounces ? this.notify(message, bounced, now) : null;
-      return { settled: done, dsn: notice };
+      return { settled: done, dsn: this.notices(message, done, now) };
     });
     return () => {
       for (const s of settled) this.logAttempt(message, s, now);
-      if (dsn) this.logDsn(message, dsn);
+      for (const notice of dsn) this.logDsn(message, notice);
     };
+  }
+
+  /**
+   * The DSNs this settle calls for, queued in its transaction: one for the final bounces, and one warning when
+   * the message has now waited `delay_warning` (once per message). With bounce tracking the sender's own
+   * system hears of bounces through events instead, so no DSN of either kind is sent.
+   */
+  private notices(message: StoredMessage, done: Settled[], now: number): DsnOutcome[] {
+    if (message.options.trackBounces) return [];
+    const out: DsnOutcome[] = [];
+    const bounced = done.filter((s) => s.status === "bounced");
+    if (bounced.length > 0) out.push(this.notify(message, bounced, now, "failed"));
+    const deferred = done.filter((s) => s.status === "deferred");
+    const warnAfter = this.deps.delivery.delay_warning;
+    if (deferred.length > 0 && warnAfter > 0 && now - message.createdAt >= warnAfter && this.settler.claimDelayWarning(message.id)) {
+      out.push(this.notify(message, deferred, now, "delayed"));
+    }
+    return out;
   }
 
   settleRouteFailure(
@@ -133,8 +149,8 @@ export class OutcomeRecorder {
   }
 
   /** Queues the DSN in this transaction; what happened, for the log line after the commit. */
-  private notify(message: StoredMessage, bounced: Settled[], now: number): DsnOutcome {
-    const recipients: FailedRecipient[] = bounced.map((s) => ({
+  private notify(message: StoredMessage, reported: Settled[], now: number, action: "failed" | "delayed"): DsnOutcome {
+    const recipients: FailedRecipient[] = reported.map((s) => ({
       address: s.rec.address,
       status: s.info.status,
       code: s.result.code,
@@ -143,7 +159,7 @@ export class OutcomeRecorder {
       lastAttemptAt: now,
     }));
     try {
-      return queueDsn(this.deps.intake, {
+      return { ...queueDsn(this.deps.intake, {
         hostname: this.deps.hostname,
         queueId: message.id,
         envelopeFrom: message.envelopeFrom,
@@ -151,21 +167,24 @@ export class OutcomeRecorder {
         original: message.body,
         recipients,
         now,
-      });
+        action,
+        willRetryUntil: message.createdAt + this.deps.delivery.max_queue_time,
+      }), action };
     } catch (error) {
-      return { error };
+      return { error, action };
     }
   }
 
   private logDsn(message: StoredMessage, dsn: DsnOutcome): void {
     const log = this.deps.log;
-    if ("queued" in dsn) log.info("dsn_queued", { queue_id: message.id, dsn_id: dsn.queued.id, to: message.envelopeFrom });
-    else if ("skipped" in dsn) log.info("dsn_skipped", { queue_id: message.id, reason: dsn.skipped });
-    else log.warn("dsn_failed", { queue_id: message.id, to: message.envelopeFrom, error: dsn.error });
+    const base = { queue_id: message.id, action: dsn.action };
+    if ("queued" in dsn) log.info("dsn_queued", { ...base, dsn_id: dsn.queued.id, to: message.envelopeFrom });
+    else if ("skipped" in dsn) log.info("dsn_skipped", { ...base, reason: dsn.skipped });
+    else log.warn("dsn_failed", { ...base, to: message.envelopeFrom, error: dsn.error });
   }
 }
 
-type DsnOutcome = ReturnType<typeof queueDsn> | { error: unknown };
+type DsnOutcome = (ReturnType<typeof queueDsn> | { error: unknown }) & { action: "failed" | "delayed" };
 
 /** The reply as recorded: "550 5.1.1 text", keeping a reply that already starts with its code as it is. */
 export function fullReply(r: RecipientResult): string {

@@ -22,6 +22,8 @@ export const messages = sqliteTable(
     trackOpens: integer("track_opens", { mode: "boolean" }).notNull().default(false),
     trackBounces: integer("track_bounces", { mode: "boolean" }).notNull().default(false),
     idempotencyKey: text("idempotency_key"),
+    /** set once the sender was told the message is delayed (delivery.delay_warning): one warning per message */
+    delayWarned: integer("delay_warned", { mode: "boolean" }).notNull().default(false),
   },
   (t) => [
     index("messages_created").on(t.createdAt),

@@ -41,6 +41,7 @@ export class QueueSettler {
   private pending: Statement<PendingRow, [string]>;
   private finish: Statement;
   private defer: Statement;
+  private warn: Statement;
 
   constructor(
     private sqlite: Database,
@@ -61,6 +62,15 @@ export class QueueSettler {
          last_reply = ?2, last_status = ?3, last_mx = ?4, updated_at = ?5
        WHERE id = ?6 AND status IN ('queued','deferred')`,
     );
+    this.warn = sqlite.query("UPDATE messages SET delay_warned = 1 WHERE id = ? AND delay_warned = 0");
+  }
+
+  /**
+   * Marks the message as warned about its delay; true only the first time, so its sender gets one warning
+   * however many destinations and attempts defer it.
+   */
+  claimDelayWarning(messageId: MessageId): boolean {
+    return this.warn.run(messageId).changes > 0;
   }
 
   /** Runs `fn` in one IMMEDIATE transaction (commit = fsync with synchronous=FULL). */

@@ -1,0 +1,1 @@
+ALTER TABLE `messages` ADD `delay_warned` integer DEFAULT false NOT NULL;
