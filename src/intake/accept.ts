@@ -17,7 +17,10 @@ export interface Submission {
   allowedDomains: readonly string[] | null;
   envelopeFrom: string;
   recipients: string[];
+  /** the message as the client sent it: what the size limit counts */
   raw: Buffer;
+  /** our Received field, put on top after the size check (a message at the limit must not fail on our own line) */
+  trace?: Buffer;
   source: MessageSource;
   /** options given explicitly (API fields); they win over X-Outpost-* headers and the defaults */
   options?: Partial<MessageOptions>;
@@ -71,7 +74,7 @@ export class Intake {
     const recipients = dedupe(sub.recipients);
     checkRecipientCount(recipients.length, limits);
     checkSize(sub.raw.length, limits);
-    const prepared = prepareMessage(sub.raw, hostname);
+    const prepared = prepareMessage(sub.trace ? Buffer.concat([sub.trace, sub.raw]) : sub.raw, hostname);
     const defaults: MessageOptions = {
       inlineCss: tracking.inline_css,
       trackClicks: tracking.clicks,

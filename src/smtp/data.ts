@@ -43,8 +43,7 @@ export function receiveMessage(deps: DataDeps, stream: SMTPServerDataStream, ses
       logTransaction(deps.log, session, { size: stream.byteLength, result: e.toString() });
       return cb(toServerError(e));
     }
-    const raw = Buffer.concat([receivedHeader(session, deps.hostname), ...chunks]);
-    store(deps, session, raw, stream.byteLength).then(
+    store(deps, session, Buffer.concat(chunks), stream.byteLength).then(
       (reply) => cb(null, reply),
       (e: SmtpError) => cb(toServerError(e)),
     );
@@ -61,6 +60,7 @@ async function store(deps: DataDeps, session: SMTPServerSession, raw: Buffer, si
       envelopeFrom: mailFrom ? mailFrom.address : "",
       recipients: session.envelope.rcptTo.map((r) => r.address),
       raw,
+      trace: receivedHeader(session, deps.hostname),
       source: "smtp",
     });
     const reply = `2.0.0 Ok: queued as ${queued.id}`;

@@ -184,6 +184,27 @@ test("a failed AUTH is logged in a line the fail2ban filter in docs/smtp.md matc
   expect(hosts).toEqual(["127.0.0.6"]);
 });
 
+test("a message of exactly max_message_size bytes is queued (our Received line is not counted); one byte more is 552", async () => {
+  // 4 KB limit: the header, then 70-byte lines, then one line that makes up the rest
+  const exactly = (n: number) => {
+    const head = "Subject: at the limit\r\n\r\n";
+    const lines = `${"y".repeat(68)}\r\n`.repeat(Math.floor((n - head.length) / 70) - 1);
+    const last = n - head.length - lines.length;
+    return head + lines + `${"z".repeat(last - 2)}\r\n`;
+  };
+  expect(Buffer.byteLength(exactly(4096))).toBe(4096);
+  for (const [size, reply] of [[4096, /^250 2\.0\.0 /], [4097, /^552 5\.3\.4 /]] as const) {
+    const conn = await RawSmtp.connect(port, { localAddress: "127.0.0.9" });
+    try {
+      await talk(conn, [[null, /^220/], ["EHLO app.local", /^250/], ["MAIL FROM:<edge@trusted.example>", /^250/], ["RCPT TO:<a@example.com>", /^250/], ["DATA", /^354/]]);
+      conn.write(exactly(size));
+      await talk(conn, [[".", reply]]);
+    } finally {
+      conn.close();
+    }
+  }
+});
+
 test("a refused message gets its transaction log line too: no queue id, the reply, and the size actually received", async () => {
   const conn = await RawSmtp.connect(port, { localAddress: "127.0.0.9" });
   const logsBefore = outpost.logs.length;
