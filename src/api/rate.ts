@@ -3,14 +3,13 @@
  * earns them back at count/per. An empty bucket answers how long until the next token (→ 429 Retry-After).
  */
 import type { Rate } from "../config/schema.ts";
+import { fullBucket, isRefilled, takeToken, type TokenBucket } from "../mail/token-bucket.ts";
 
-interface Bucket {
-  tokens: number;
-  at: number;
-}
+/** How many keys we remember before forgetting the full buckets (they behave like new ones anyway). */
+const REAP_AT = 10_000;
 
 export class RateLimiter {
-  private buckets = new Map<string, Bucket>();
+  private buckets = new Map<string, TokenBucket>();
   private perMsRate: number;
 
   constructor(
@@ -25,24 +24,16 @@ export class RateLimiter {
     const now = this.now();
     let b = this.buckets.get(key);
     if (!b) {
-      if (this.buckets.size >= 10_000) this.reap(now);
-      b = { tokens: this.rate.count, at: now };
+      if (this.buckets.size >= REAP_AT) this.reap(now);
+      b = fullBucket(this.rate.count, now);
       this.buckets.set(key, b);
-    } else {
-      b.tokens = Math.min(this.rate.count, b.tokens + (now - b.at) * this.perMsRate);
-      b.at = now;
     }
-    if (b.tokens >= 1) {
-      b.tokens -= 1;
-      return 0;
-    }
-    return Math.ceil((1 - b.tokens) / this.perMsRate);
+    return takeToken(b, this.rate.count, this.perMsRate, now);
   }
 
-  /** Forgets buckets that have refilled: they behave exactly like new ones. */
   private reap(now: number): void {
     for (const [k, b] of this.buckets) {
-      if (b.tokens + (now - b.at) * this.perMsRate >= this.rate.count) this.buckets.delete(k);
+      if (isRefilled(b, this.rate.count, this.perMsRate, now)) this.buckets.delete(k);
     }
   }
 }

@@ -7,6 +7,7 @@
  */
 import { metric, type Sample } from "../observe/metrics.ts";
 import type { DeliveryConfig, DestinationConfig, Rate } from "../config/schema.ts";
+import { fullBucket, takeToken, type TokenBucket } from "../mail/token-bucket.ts";
 
 /** What a finished message or connection attempt tells the throttle. */
 export type Signal =
@@ -83,8 +84,8 @@ interface State {
   rate: Rate | null;
   /** 1 = the configured rate; halved on throttle, recovering after a quiet period */
   rateFactor: number;
-  tokens: number;
-  refilledAt: number;
+  /** the rate's tokens (empty and unused without a rate) */
+  bucket: TokenBucket;
   backoffUntil: number;
   lastThrottleAt: number;
   consecutiveFailures: number;
@@ -142,14 +143,8 @@ export class Throttle {
     if (!s) return true;
     if (now < s.backoffUntil) return { waitUntil: s.backoffUntil, reason: "backoff" };
     if (!s.rate) return true;
-    const perMs = (s.rate.count * s.rateFactor) / s.rate.perMs;
-    s.tokens = Math.min(bucketSize(s.rate), s.tokens + (now - s.refilledAt) * perMs);
-    s.refilledAt = now;
-    if (s.tokens >= 1) {
-      s.tokens -= 1;
-      return true;
-    }
-    return { waitUntil: now + Math.ceil((1 - s.tokens) / perMs), reason: "rate" };
+    const wait = takeToken(s.bucket, bucketSize(s.rate), (s.rate.count * s.rateFactor) / s.rate.perMs, now);
+    return wait === 0 ? true : { waitUntil: now + wait, reason: "rate" };
   }
 
   /** What one message (or the connection attempt) on `lease` showed. */
@@ -218,7 +213,7 @@ export class Throttle {
     if (!s) {
       s = {
         key, max, limit: max, inUse: 0, successes: 0, rate: limits.rate, rateFactor: 1,
-        tokens: limits.rate ? bucketSize(limits.rate) : 0, refilledAt: now,
+        bucket: fullBucket(limits.rate ? bucketSize(limits.rate) : 0, now),
         backoffUntil: 0, lastThrottleAt: 0, consecutiveFailures: 0, deadUntil: 0, deadMs: this.o.deadMs, probing: false,
         lastFailure: null,
       };
@@ -238,7 +233,7 @@ export class Throttle {
     if (now < s.backoffUntil) return;
     s.limit = Math.max(1, Math.floor(s.limit / 2));
     s.rateFactor = Math.max(MIN_RATE_FACTOR, s.rateFactor / 2);
-    s.tokens = Math.min(s.tokens, 1);
+    s.bucket.tokens = Math.min(s.bucket.tokens, 1);
     s.successes = 0;
     s.backoffUntil = now + this.o.backoffMs;
   }
