@@ -1,6 +1,7 @@
 /** `outpost serve` as a process: first start creates admin + key once, SIGTERM exits 0. */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { tempDir, waitFor } from "../helpers/harness.ts";
 
@@ -45,15 +46,18 @@ test("first serve creates admin and an API key, prints them once, and exits 0 on
 }, 40_000);
 
 test("serve exits 1 naming the address when a listener cannot bind", async () => {
-  const busy = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  // held by a plain node:net listener, as another daemon on the port would hold it
+  const busy = createServer();
+  await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", resolve));
+  const port = (busy.address() as AddressInfo).port;
   try {
     const file = join(dir.path, "busy.toml");
-    writeFileSync(file, `data_dir = "busy-data"\n[delivery]\nsandbox = true\n[smtp]\nlisten = ["127.0.0.1:${busy.port}"]\n[http]\nlisten = "127.0.0.1:0"\n`);
+    writeFileSync(file, `data_dir = "busy-data"\n[delivery]\nsandbox = true\n[smtp]\nlisten = ["127.0.0.1:${port}"]\n[http]\nlisten = "127.0.0.1:0"\n`);
     const p = Bun.spawn(["bun", MAIN, "serve", "--config", file], { cwd: dir.path, stdout: "pipe", stderr: "pipe" });
     const [code, stderr, stdout] = await Promise.all([p.exited, new Response(p.stderr).text(), new Response(p.stdout).text()]);
     // both streams in the failure message: a CI run once failed here with nothing else to go on
-    expect({ code, stderr, stdout }).toMatchObject({ code: 1, stderr: expect.stringContaining(`127.0.0.1:${busy.port}`) });
+    expect({ code, stderr, stdout }).toMatchObject({ code: 1, stderr: expect.stringContaining(`127.0.0.1:${port}`) });
   } finally {
-    busy.stop(true);
+    busy.close();
   }
 }, 20_000);
