@@ -324,6 +324,17 @@ describe("validation errors name the field", () => {
     expect(e.message).toContain("malformed JSON");
   });
 
+  test("a malformed multipart body is a 400", async () => {
+    for (const [ct, body] of [
+      ["multipart/form-data", "--x\r\n"], // no boundary parameter
+      ["multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"envelope\"\r\n\r\na@example.com"], // never closed
+    ]) {
+      const e = await errorOf(await f.call("POST", "/v1/send", body, { headers: { "content-type": ct! } }));
+      expect(e).toMatchObject({ status: 400, code: "invalid_request" });
+      expect(e.message).toContain("malformed multipart body");
+    }
+  });
+
   test("an unsupported content type is a 400", async () => {
     const e = await errorOf(await f.call("POST", "/v1/send", MIME, { headers: { "content-type": "message/rfc822" } }));
     expect(e).toMatchObject({ status: 400, code: "invalid_request" });

@@ -64,11 +64,14 @@ describe(hasCurl ? "curl" : "curl (skipped: curl is not installed)", () => {
       "-F", `body=@${eml};type=message/rfc822`, `${f.base}/v1/send`]);
     expect(r1.status).toBe(202);
     const r2 = await curl(["-H", `Authorization: Bearer ${f.key}`, "-F", "Envelope=ann@example.com", "-F", "to=bob@example.org",
-      "-F", "subject=report", "-F", "text=see attached", "-F", `attachment=@${pdf};type=application/pdf`, "-F", "trackclicks=true", `${f.base}/v1/send`]);
+      "-F", "subject=report", "-F", "text=see attached", "-F", `attachment=@${pdf};type=application/pdf`,
+      // a type no file name would give: it must come from the part itself
+      "-F", `attachment=@${pdf};type=text/csv;filename=figures.dat`, "-F", "trackclicks=true", `${f.base}/v1/send`]);
     expect(r2.status).toBe(202);
     const id = (JSON.parse(r2.body) as { id: string }).id;
     const stored = storedBody(f.rt, id);
     expect(stored).toContain("Content-Type: application/pdf; name=report.pdf");
+    expect(stored).toContain("Content-Type: text/csv; name=figures.dat");
     expect(stored).toContain(Buffer.from("%PDF-1.4 fake").toString("base64"));
   });
 

@@ -4,6 +4,7 @@
  * fields decoded. Types are checked afterwards by the route schema, meaning by send/normalize.
  */
 import { ApiError } from "../../mail/errors.ts";
+import { multipartEntries, type FormEntry } from "./multipart.ts";
 
 /** Every accepted name (lower case) → its canonical field. */
 const ALIASES: Record<string, string> = {
@@ -81,13 +82,13 @@ export async function readSendFields(request: Request): Promise<Fields> {
     case "urlencoded":
       return fromForm(new URLSearchParams(await request.text()).entries());
     case "multipart": {
-      let form: Awaited<ReturnType<Request["formData"]>>;
+      let entries: FormEntry[];
       try {
-        form = await request.formData();
+        entries = await multipartEntries(request.headers.get("content-type")!, Buffer.from(await request.arrayBuffer()));
       } catch (e) {
         throw bad(`malformed multipart body: ${e instanceof Error ? e.message : String(e)}`);
       }
-      return fromForm(form.entries());
+      return fromForm(entries);
     }
     default:
       throw bad("Content-Type must be application/json, application/x-www-form-urlencoded or multipart/form-data");
