@@ -75,6 +75,13 @@ describe("normalizeSend", () => {
     await expect(normalizeSend({ envelope: "a@example.com", recipient: "b@example.org" }, "h.test")).rejects.toThrow(/body/);
   });
 
+  test("a body without a header block is a 400 naming body even when the recipients are given", async () => {
+    for (const body of ["\r\njust text", "just text, no header"]) {
+      const e = await normalizeSend({ envelope: "a@example.com", recipient: "b@example.org", body }, "h.test").catch((x: unknown) => x);
+      expect(e).toMatchObject({ status: 400, field: "body" });
+    }
+  });
+
   test("an empty recipient list is refused rather than falling back to the headers", async () => {
     await expect(normalizeSend({ envelope: "a@example.com", recipient: [], body: "To: b@example.org\r\n\r\nx" }, "h.test")).rejects.toThrow(/recipient/);
   });

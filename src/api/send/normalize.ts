@@ -5,7 +5,7 @@
 import addressparser from "nodemailer/lib/addressparser";
 import { ApiError } from "../../mail/errors.ts";
 import { composeMessage, RESERVED_HEADERS, type ComposeAttachment, type ComposeInput, type Mailbox } from "../../message/compose.ts";
-import { BadLineEndingError, normalizeLineEndings, splitMessage } from "../../message/headers.ts";
+import { BadLineEndingError, normalizeLineEndings, splitMessage, type SplitMessage } from "../../message/headers.ts";
 import type { MessageOptions } from "../../queue/enqueue.ts";
 import type { SendBody } from "./model.ts";
 
@@ -94,7 +94,9 @@ export async function normalizeSend(b: SendBody, hostname: string): Promise<Send
     if (extra) throw bad(extra, `give either body (a MIME message) or structured fields, not both (${extra})`);
     raw = typeof b.body === "string" ? Buffer.from(b.body, "utf8") : Buffer.from(await b.body.arrayBuffer());
     if (raw.length === 0) throw bad("body", "body is empty");
-    recipients = explicit.length ? explicit : recipientsFromMime(raw);
+    // checked even when the recipients are given: a body without headers is not a message
+    const headers = mimeHeaders(raw);
+    recipients = explicit.length ? explicit : recipientsOf(headers);
   } else {
     const s = await structured(b, envelopeFrom);
     if (!s.hasContent) throw bad("body", "give body (a MIME message) or structured fields (from, to, subject, text, html, attachments)");
@@ -118,6 +120,11 @@ export function idempotencyKeyOf(key: string | undefined): string | undefined {
 
 /** To, Cc and Bcc of a MIME message (every occurrence); Bcc is removed by intake before storing. */
 export function recipientsFromMime(raw: Buffer): string[] {
+  return recipientsOf(mimeHeaders(raw));
+}
+
+/** The header block of a MIME message, read as intake will; a 400 naming body when there is none. */
+function mimeHeaders(raw: Buffer): SplitMessage["headers"] {
   let crlf: Buffer;
   try {
     crlf = normalizeLineEndings(raw); // as intake will: any mix of CRLF, LF and CR line ends
@@ -129,6 +136,10 @@ export function recipientsFromMime(raw: Buffer): string[] {
   if (headers.length === 0 || headers.some((h) => h.name === "" || /\s/.test(h.name))) {
     throw bad("body", "body is not a MIME message: no valid header block");
   }
+  return headers;
+}
+
+function recipientsOf(headers: SplitMessage["headers"]): string[] {
   const out: string[] = [];
   for (const h of headers) {
     const name = h.name.toLowerCase();
