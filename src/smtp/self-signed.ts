@@ -14,10 +14,17 @@ export interface SelfSignedPem {
   cert: string;
 }
 
-export function selfSignedCertificate(hostname: string, now = new Date(), years = 10): SelfSignedPem {
+export function selfSignedCertificate(
+  hostname: string,
+  now = new Date(),
+  years = 10,
+  random: (n: number) => Buffer = randomBytes,
+): SelfSignedPem {
   const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
-  const serial = randomBytes(16);
-  serial[0] = serial[0]! & 0x7f; // a positive INTEGER
+  const serial = random(16);
+  // DER INTEGER: the top bit clear keeps it positive, and 0x40 set keeps the first byte non-zero,
+  // since a leading 0x00 before a clear bit is non-minimal and OpenSSL refuses the certificate
+  serial[0] = (serial[0]! & 0x7f) | 0x40;
   const name = seq(set(seq(oid("2.5.4.3"), der(0x0c, Buffer.from(hostname, "utf8")))));
   const notAfter = new Date(now);
   notAfter.setUTCFullYear(notAfter.getUTCFullYear() + years);

@@ -19,6 +19,15 @@ test("a self-signed certificate names the host, matches its key and verifies wit
   expect(new Date(x.validTo).getUTCFullYear()).toBe(2040);
 });
 
+test("a serial drawn with a leading zero byte (or its top bit set) still makes a valid, positive DER INTEGER", () => {
+  for (const first of [0x00, 0x01, 0x7f, 0x80, 0xff]) {
+    const pem = selfSignedCertificate("mail.example.com", new Date(), 10, (n) => Buffer.alloc(n, first));
+    const x = new X509Certificate(pem.cert); // OpenSSL: ERR_OSSL_ASN1_INVALID_INTEGER on a non-minimal one
+    expect(x.serialNumber.length).toBe(32); // 16 bytes, no padding byte in front, no bytes lost
+    expect(parseInt(x.serialNumber[0]!, 16)).toBeLessThan(8); // positive
+  }
+});
+
 test("generates tls.crt and tls.key (0600) in data_dir once, then reuses them", () => {
   const d = tempDir();
   dirs.push(d);
