@@ -72,33 +72,50 @@ export async function setPassword(db: Db, name: string, password: string): Promi
 
 /**
  * Checks a name/password pair. A smart host opens many connections with the same credentials,
- * and argon2id costs tens of ms each, so successes are cached briefly, keyed by a hash of both.
+ * and argon2id costs tens of ms each, so successes are cached briefly. `user remove`/`passwd`
+ * run in another process and cannot clear this cache, so every check still reads the user row
+ * (an indexed read) and trusts a cached success only for the stored hash it was verified against:
+ * a removed user or a changed password takes effect at once, and domains always come from the row.
  */
 export class CredentialChecker {
-  private cache = new Map<string, { user: User; until: number }>();
+  /** key: sha256(name, password, stored hash) → when the success expires */
+  private cache = new Map<string, number>();
   constructor(
     private db: Db,
     private ttlMs = 5 * 60_000,
     private now = () => Date.now(),
+    private maxEntries = 10_000,
   ) {}
 
   async check(name: string, password: string): Promise<User | null> {
-    const key = new Bun.CryptoHasher("sha256").update(name).update("\0").update(password).digest("hex");
-    const hit = this.cache.get(key);
-    if (hit && hit.until > this.now()) return hit.user;
     const row = this.db.select().from(users).where(eq(users.name, name)).get();
+    const key = row ? cacheKey(name, password, row.passwordHash) : null;
+    if (row && key && (this.cache.get(key) ?? 0) > this.now()) return toUser(row);
     // verify against a dummy hash when the user is unknown, so timing does not reveal which names exist
     const ok = await Bun.password.verify(password, row?.passwordHash ?? (await dummyHash()));
-    if (!row || !ok) return null;
-    const user = toUser(row);
-    this.cache.set(key, { user, until: this.now() + this.ttlMs });
-    return user;
+    if (!row || !key || !ok) return null;
+    this.remember(key);
+    return toUser(row);
   }
 
-  /** Drop cached successes (after a password change or removal). */
+  /** Drop cached successes. */
   clear(): void {
     this.cache.clear();
   }
+
+  private remember(key: string): void {
+    // entries for old hashes are never hit again; sweep expired ones so the map stays bounded
+    if (this.cache.size >= this.maxEntries) {
+      const now = this.now();
+      for (const [k, until] of this.cache) if (until <= now) this.cache.delete(k);
+      if (this.cache.size >= this.maxEntries) this.cache.clear();
+    }
+    this.cache.set(key, this.now() + this.ttlMs);
+  }
+}
+
+function cacheKey(name: string, password: string, storedHash: string): string {
+  return new Bun.CryptoHasher("sha256").update(name).update("\0").update(password).update("\0").update(storedHash).digest("hex");
 }
 
 let dummy: Promise<string> | undefined;
