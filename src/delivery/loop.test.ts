@@ -190,6 +190,16 @@ describe("delivery loop", () => {
     expect([...perConn.values()]).toEqual([4, 4, 2]);
   });
 
+  test("a destination's rate holds across connections: one message per connection does not reset it", async () => {
+    const e = setup(`[delivery]\nmessages_per_connection = 1\nper_destination_connections = 1\n[delivery.destination."a.test"]\nrate = "10/min"\n`);
+    for (let i = 0; i < 40; i++) await enqueue(e, [`x${i}@a.test`]);
+    e.loop.start();
+    await waitFor(() => e.transport.sent.length >= 1, 5000, "first send");
+    // 10/min allows the first message at once and the next 6 s later: 1.5 s may see one, never more than two
+    await Bun.sleep(1_500);
+    expect(e.transport.sent.length).toBeLessThanOrEqual(2);
+  });
+
   test("a message sent on a kept connection that the server closed goes again at once on a fresh one", async () => {
     const e = setup(`[delivery]\nper_destination_connections = 1\n`, { idleMs: 2_000 });
     e.loop.start();

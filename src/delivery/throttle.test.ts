@@ -164,12 +164,37 @@ describe("throttle", () => {
     expect(th.snapshot().destinations.find((d) => d.key === "mx.a")?.dead ?? false).toBe(false);
   });
 
-  test("forgets idle destinations that are back to their configured budget", () => {
-    const { th } = setup();
+  test("forgets idle destinations that are back to their configured budget, rate tokens included", () => {
+    const { c, th } = setup();
     const l = th.tryAcquire("mx.a", five) as Lease;
     expect(th.snapshot().destinations.length).toBe(1);
     th.release(l, "ok");
     expect(th.snapshot().destinations.length).toBe(0);
+    // with a rate, an idle destination is kept until its spent tokens have come back
+    const limited = { maxConnections: 1, rate: { count: 10, perMs: 60_000 } };
+    const r = th.tryAcquire("mx.b", limited) as Lease;
+    expect(th.admit(r)).toBe(true);
+    th.release(r, "ok");
+    expect(th.snapshot().destinations.map((d) => d.key)).toEqual(["mx.b"]);
+    c.advance(6_000);
+    expect(th.snapshot().destinations.length).toBe(0);
+  });
+
+  test("an idle moment between connections does not reset the rate", () => {
+    const { c, th } = setup();
+    const limited = { maxConnections: 1, rate: { count: 10, perMs: 60_000 } };
+    // one message per connection, a connection after another, for a minute: at most the rate (+1, the first token)
+    let admitted = 0;
+    for (let t = 0; t < 60_000; t += 100) {
+      const l = th.tryAcquire("mx.a", limited);
+      if (!isWait(l)) {
+        if (th.admit(l) === true) admitted++;
+        th.release(l, "ok");
+      }
+      c.advance(100);
+    }
+    expect(admitted).toBeLessThanOrEqual(11);
+    expect(admitted).toBeGreaterThanOrEqual(10);
   });
 
   test("exports its state as Prometheus text", () => {

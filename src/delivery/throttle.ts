@@ -7,7 +7,7 @@
  */
 import { metric, type Sample } from "../observe/metrics.ts";
 import type { DeliveryConfig, DestinationConfig, Rate } from "../config/schema.ts";
-import { fullBucket, takeToken, type TokenBucket } from "../mail/token-bucket.ts";
+import { fullBucket, isRefilled, takeToken, type TokenBucket } from "../mail/token-bucket.ts";
 
 /** What a finished message or connection attempt tells the throttle. */
 export type Signal =
@@ -189,6 +189,8 @@ export class Throttle {
 
   snapshot(): ThrottleSnapshot {
     const now = this.now();
+    // destinations whose tokens have come back since their last release are forgotten now
+    for (const s of [...this.states.values()]) this.reap(s);
     return {
       concurrency: this.o.concurrency,
       inUse: this.inUseTotal,
@@ -266,10 +268,13 @@ export class Throttle {
     }
   }
 
-  /** Forget destinations that are idle and back to their configured budget. */
+  /** Forget destinations that are idle and back to their configured budget, tokens included: a state made
+   *  afresh must not give a destination more than the one it replaces would (else every release resets the rate). */
   private reap(s: State): void {
+    const now = this.now();
     const pristine = s.inUse === 0 && s.limit === s.max && s.rateFactor === 1 && s.deadUntil === 0
-      && s.consecutiveFailures === 0 && s.backoffUntil <= this.now();
+      && s.consecutiveFailures === 0 && s.backoffUntil <= now
+      && (!s.rate || isRefilled(s.bucket, bucketSize(s.rate), s.rate.count / s.rate.perMs, now));
     if (pristine) this.states.delete(s.key);
   }
 }
