@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { has8bit, localReply, nonAscii, outcomeOf, parseReply } from "./attempt.ts";
+import { has8bit, headerHas8bit, localReply, nonAscii, outcomeOf, parseReply } from "./attempt.ts";
 
 describe("parseReply and outcomeOf", () => {
   test.each([
@@ -35,6 +35,14 @@ describe("what a message needs from the server", () => {
     expect(has8bit(Buffer.from("plain ascii\r\n"))).toBe(false);
     expect(has8bit(Buffer.from("caf\u00e9"))).toBe(true);
     expect([has8bit(Buffer.alloc(0)), has8bit(Buffer.from([0x7f])), has8bit(Buffer.from([0x41, 0x80]))]).toEqual([false, false, true]);
+  });
+
+  test("headerHas8bit looks only before the blank line that ends the header block", () => {
+    expect(headerHas8bit(Buffer.from("Subject: caf\u00e9\r\n\r\nascii\r\n"))).toBe(true);
+    expect(headerHas8bit(Buffer.from("Subject: plain\r\n\r\ncaf\u00e9\r\n"))).toBe(false);
+    expect(headerHas8bit(Buffer.from("Subject: plain\n\ncaf\u00e9\n"))).toBe(false);
+    // a header block with no body at all
+    expect(headerHas8bit(Buffer.from("Subject: caf\u00e9\r\n"))).toBe(true);
   });
 
   test("nonAscii spots internationalised addresses", () => {

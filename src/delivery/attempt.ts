@@ -4,7 +4,9 @@
  *
  * smtp-connection pipelines the envelope when the server offers PIPELINING, dot-stuffs the body and turns any bare
  * CR or LF into CRLF (its DataStream), adds SMTPUTF8 to MAIL FROM when an address is not ASCII and BODY=8BITMIME
- * when we say the body has 8-bit bytes. This module maps its callback to per-recipient results:
+ * when we say the body has 8-bit bytes. It has no way to ask for SMTPUTF8 for raw UTF-8 header fields (RFC 6532)
+ * with ASCII addresses, so this module adds it to the MAIL FROM line itself (requestSmtpUtf8). It maps the
+ * library's callback to per-recipient results:
  *   RCPT refused → that recipient gets its RCPT reply; the others get the DATA reply (one reply for all of them);
  *   MAIL refused → every recipient gets the MAIL reply; a reply-less failure (socket error, timeout) → deferred,
  *   code 0, 4.4.2, and the session is not reused.
@@ -88,6 +90,16 @@ export function has8bit(body: Buffer): boolean {
   return !isAscii(body);
 }
 
+/** Bytes ≥ 0x80 before the blank line ending the header block: raw UTF-8 header fields (RFC 6532). */
+export function headerHas8bit(body: Buffer): boolean {
+  const crlf = body.indexOf("\r\n\r\n");
+  const lf = body.indexOf("\n\n");
+  const ends = [crlf, lf].filter((i) => i >= 0);
+  // no blank line: the whole message is header
+  const end = ends.length ? Math.min(...ends) : body.length;
+  return !isAscii(body.subarray(0, end));
+}
+
 export function nonAscii(s: string): boolean {
   return /[^\x00-\x7f]/.test(s);
 }
@@ -134,8 +146,45 @@ function send(conn: SMTPConnection, msg: OutboundMessage, guardMs: number): Prom
     // has an error to give, so 'end' decides only a tick later
     const onEnd = () => setImmediate(() => fail("connection closed during the transaction", "ECONNECTION"));
     conn.once("end", onEnd);
-    conn.send(envelope, msg.body, (err, info) => finish({ err: err as LibError | null, info: info ?? undefined }));
+    const start = () => conn.send(envelope, msg.body, (err, info) => finish({ err: err as LibError | null, info: info ?? undefined }));
+    // without SMTPUTF8 offered the message goes as it is (Postfix's default for mail not flagged SMTPUTF8):
+    // docs/delivery-routing.md
+    if (headerHas8bit(msg.body) && offers(conn, "SMTPUTF8")) requestSmtpUtf8(conn, start);
+    else start();
   });
+}
+
+/** The parts of smtp-connection used to add SMTPUTF8 to MAIL FROM; private, so typed here. */
+interface CommandWriter {
+  _supportedExtensions?: string[];
+  _sendCommand: (this: CommandWriter, str: string | Buffer, logStr?: string) => void;
+}
+
+/** The server's EHLO reply listed `ext` (as smtp-connection recorded it). */
+function offers(conn: SMTPConnection, ext: string): boolean {
+  return (conn as unknown as CommandWriter)._supportedExtensions?.includes(ext) ?? false;
+}
+
+/**
+ * Runs `start` (which must call conn.send) with MAIL FROM getting the SMTPUTF8 parameter. smtp-connection writes
+ * MAIL FROM synchronously inside send() (PIPELINING or not), so the command writer is wrapped only for that call.
+ */
+function requestSmtpUtf8(conn: SMTPConnection, start: () => void): void {
+  const c = conn as unknown as CommandWriter;
+  const own = Object.hasOwn(c, "_sendCommand");
+  const write = c._sendCommand;
+  c._sendCommand = function (str, logStr) {
+    if (typeof str === "string" && str.startsWith("MAIL FROM:") && !/ SMTPUTF8\b/.test(str)) {
+      return write.call(this, `${str} SMTPUTF8`, logStr);
+    }
+    return write.call(this, str, logStr);
+  };
+  try {
+    start();
+  } finally {
+    if (own) c._sendCommand = write;
+    else delete (c as Partial<CommandWriter>)._sendCommand;
+  }
 }
 
 /** A failure without a server reply: refused before sending (permanent) or a broken session (temporary). */

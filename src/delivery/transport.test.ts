@@ -388,19 +388,45 @@ describe("SmtpTransport", () => {
     await conn.close();
   });
 
-  test("declares BODY=8BITMIME for 8-bit bodies and SMTPUTF8 for non-ASCII addresses", async () => {
+  test("declares BODY=8BITMIME for 8-bit bodies and SMTPUTF8 for non-ASCII addresses or UTF-8 header fields", async () => {
     const s = await mx("127.0.0.2");
     const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
     await conn.send(message(["a@x.test"], "Subject: plain\r\n\r\nascii\r\n"));
-    await conn.send(message(["a@x.test"], "Subject: caf\u00e9\r\n\r\nd\u00e9j\u00e0 vu\r\n"));
+    await conn.send(message(["a@x.test"], "Subject: plain\r\n\r\nd\u00e9j\u00e0 vu\r\n"));
+    await conn.send(message(["a@x.test"], "Subject: caf\u00e9\r\n\r\nascii\r\n"));
     await conn.send(message(["j\u00f6rg@x.test"]));
     await conn.close();
     expect(s.messages.map((m) => [m.bodyType, m.smtpUtf8])).toEqual([
       ["7bit", false],
       ["8bitmime", false],
+      ["8bitmime", true],
       ["7bit", true],
     ]);
     expect(s.messages[1]!.raw.toString("utf8")).toContain("d\u00e9j\u00e0 vu");
+    expect(s.messages[2]!.raw.toString("utf8")).toContain("Subject: caf\u00e9\r\n");
+  });
+
+  test("UTF-8 header fields ask for SMTPUTF8 without PIPELINING too, and only for that transaction", async () => {
+    const s = await mx("127.0.0.2", { pipelining: false });
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const [r] = await conn.send(message(["a@x.test", "b@x.test"], "From: J\u00f6rg <sender@outpost.test>\r\nSubject: x\r\n\r\nhi\r\n"));
+    await conn.send(message(["a@x.test"], "Subject: plain\r\n\r\nascii\r\n"));
+    await conn.close();
+    expect(r!.outcome).toBe("delivered");
+    expect(s.messages.map((m) => [m.to, m.smtpUtf8])).toEqual([
+      [["a@x.test", "b@x.test"], true],
+      [["a@x.test"], false],
+    ]);
+  });
+
+  test("UTF-8 header fields to a server without SMTPUTF8 go as they are (Postfix's default), not bounced", async () => {
+    const s = await mx("127.0.0.2", { smtputf8: false });
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const [r] = await conn.send(message(["a@x.test"], "Subject: caf\u00e9\r\n\r\nascii\r\n"));
+    await conn.close();
+    expect(r!.outcome).toBe("delivered");
+    expect(s.messages.map((m) => [m.bodyType, m.smtpUtf8])).toEqual([["8bitmime", false]]);
+    expect(s.messages[0]!.raw.toString("utf8")).toContain("Subject: caf\u00e9\r\n");
   });
 
   test("a non-ASCII address to a server without SMTPUTF8 bounces with 5.6.7 and sends nothing", async () => {
