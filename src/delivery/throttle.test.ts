@@ -100,7 +100,6 @@ describe("throttle", () => {
     const limits = { maxConnections: 5, rate: { count: 2, perMs: 1_000 } };
     const l = th.tryAcquire("mx.a", limits) as Lease;
     expect(th.admit(l)).toBe(true);
-    expect(th.admit(l)).toBe(true);
     const w = th.admit(l);
     expect(isWait(w) && w.reason).toBe("rate");
     expect(isWait(w) && w.waitUntil).toBe(c.now() + 500);
@@ -115,6 +114,30 @@ describe("throttle", () => {
     }
     expect(admitted).toBeGreaterThanOrEqual(199);
     expect(admitted).toBeLessThanOrEqual(202);
+  });
+
+  test("no span of the rate's period admits more than count + 1: not at the start, not after a pause", () => {
+    for (const rate of [{ count: 10, perMs: 1_000 }, { count: 600, perMs: 60_000 }]) {
+      const { c, th } = setup();
+      const limits = { maxConnections: 1, rate };
+      const l = th.tryAcquire("mx.a", limits) as Lease;
+      const admittedAt: number[] = [];
+      const t0 = c.now();
+      // eager for 3 periods, idle (connection kept) for 2, eager again for 3
+      for (let t = 0; t < 8 * rate.perMs; t += 5) {
+        const idle = t >= 3 * rate.perMs && t < 5 * rate.perMs;
+        if (!idle) while (th.admit(l) === true) admittedAt.push(c.now() - t0);
+        c.advance(5);
+      }
+      let most = 0;
+      for (let i = 0, j = 0; i < admittedAt.length; i++) {
+        while (admittedAt[i]! - admittedAt[j]! >= rate.perMs) j++;
+        most = Math.max(most, i - j + 1);
+      }
+      expect(most).toBeLessThanOrEqual(rate.count + 1);
+      expect(most).toBeGreaterThanOrEqual(rate.count); // it does send at the rate
+      expect(admittedAt.filter((t) => t < rate.perMs).length).toBeLessThanOrEqual(rate.count + 1);
+    }
   });
 
   test("a throttle signal halves the rate, which recovers only after a quiet period", () => {
