@@ -6,6 +6,9 @@ export interface FlagSpec {
   values?: string[];
   repeatable?: string[];
   booleans?: string[];
+  /** for commands without subcommands: how many positionals they take (more are usage errors), and their usage */
+  positionals?: number;
+  usage?: string;
 }
 
 export interface ParsedArgs {
@@ -45,7 +48,31 @@ export function parseArgs(argv: string[], spec: FlagSpec = {}): ParsedArgs {
       throw new UsageError(`unknown option --${name}`);
     }
   }
+  if (spec.positionals !== undefined) expectPositionals(out, spec.positionals, spec.usage ?? "");
   return out;
+}
+
+/**
+ * A word the command does not use is a usage error, not something to ignore: `migrate extra` may be a typo
+ * for a command that does something else. --help wins, so `CMD stray --help` still shows the usage.
+ */
+export function expectPositionals(args: ParsedArgs, max: number, usage: string): void {
+  const extra = args.positionals[max];
+  if (extra === undefined || args.flags.has("help")) return;
+  throw new UsageError(`unexpected argument ${extra}${usage ? `\n\n${usage}` : ""}`);
+}
+
+/**
+ * Prints a usage text: asked for with --help it is output (stdout, exit 0); shown because the command line
+ * was incomplete it is an error (stderr, exit 2), so `outpost user > file` does not put it in the file.
+ */
+export function showUsage(usage: string, asked: boolean): number {
+  if (asked) {
+    process.stdout.write(usage + "\n");
+    return 0;
+  }
+  process.stderr.write(usage + "\n");
+  return 2;
 }
 
 /** Prints rows as aligned columns, for people. */

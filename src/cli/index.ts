@@ -3,6 +3,7 @@ import { ConfigError } from "../config/errors.ts";
 import { UsageError } from "../mail/errors.ts";
 import { UserExistsError, UserNotFoundError } from "../auth/users.ts";
 import { KeyNotFoundError } from "../auth/keys.ts";
+import { parseArgs, showUsage, type FlagSpec } from "./args.ts";
 import pkg from "../../package.json";
 
 export const VERSION: string = pkg.version;
@@ -19,9 +20,12 @@ commands:
   suppression list|add|remove    addresses never sent to
   migrate                        apply database migrations and exit
   version                        print the version
+  (spf record|check and dkim generate are planned, not in this version)
 
 Run 'outpost COMMAND --help' for a command's options.
 --config defaults to ./outpost.toml, else /etc/outpost/outpost.toml, else built-in defaults.`;
+
+const VERSION_USAGE = "usage: outpost version\n  print the version";
 
 type Command = (argv: string[]) => Promise<number>;
 
@@ -30,10 +34,17 @@ const COMMANDS: Record<string, Command> = {
   serve: async (a) => (await import("./serve.ts")).serveCommand(a),
   user: async (a) => (await import("./user.ts")).userCommand(a),
   key: async (a) => (await import("./key.ts")).keyCommand(a),
-  queue: async (a) => (await import("./queue.ts")).queueCommand(a),
+  queue: async (a) => {
+    const queue = await import("./queue.ts");
+    // queue.ts prints this usage to stdout itself; an incomplete command line is an error, so stderr
+    if (lacksSubcommand(a, { booleans: ["all"] })) return showUsage(queue.QUEUE_USAGE, false);
+    return queue.queueCommand(a);
+  },
   suppression: async (a) => (await import("./suppression.ts")).suppressionCommand(a),
   migrate: async (a) => (await import("./migrate.ts")).migrateCommand(a),
-  version: async () => {
+  version: async (a) => {
+    const args = parseArgs(a, { positionals: 0, usage: VERSION_USAGE });
+    if (args.flags.has("help")) return showUsage(VERSION_USAGE, true);
     process.stdout.write(`outpost ${VERSION}\n`);
     return 0;
   },
@@ -41,10 +52,7 @@ const COMMANDS: Record<string, Command> = {
 
 export async function run(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (!name || name === "--help" || name === "-h" || name === "help") {
-    process.stdout.write(USAGE + "\n");
-    return name ? 0 : 2;
-  }
+  if (!name || name === "--help" || name === "-h" || name === "help") return showUsage(USAGE, Boolean(name));
   const command = COMMANDS[name];
   if (!command) {
     process.stderr.write(`outpost: unknown command ${name}\n\n${USAGE}\n`);
@@ -54,6 +62,16 @@ export async function run(argv: string[]): Promise<number> {
     return await command(rest);
   } catch (e) {
     return reportError(e);
+  }
+}
+
+/** True when a command group got neither a subcommand nor --help; a command line the parser rejects is left to the command. */
+function lacksSubcommand(argv: string[], spec: FlagSpec): boolean {
+  try {
+    const args = parseArgs(argv, spec);
+    return args.positionals.length === 0 && !args.flags.has("help");
+  } catch {
+    return false;
   }
 }
 

@@ -1,8 +1,8 @@
 /** @module cli/key — `outpost key create|list|revoke`. */
 import { createKey, listKeys, revokeKey } from "../auth/keys.ts";
-import { findUser, listUsers } from "../auth/users.ts";
+import { findUser, listUsers, UserNotFoundError } from "../auth/users.ts";
 import { UsageError } from "../mail/errors.ts";
-import { isoTime, parseArgs, table } from "./args.ts";
+import { expectPositionals, isoTime, parseArgs, showUsage, table } from "./args.ts";
 import { openContext, print, printJson } from "./context.ts";
 
 export const KEY_USAGE = `usage:
@@ -11,14 +11,14 @@ export const KEY_USAGE = `usage:
   outpost key revoke ID
 common: --config FILE`;
 
+// words each subcommand takes, its own name included; an unknown one is reported by name below
+const ARITY: Record<string, number> = { create: 2, list: 1, revoke: 2 };
+
 export async function keyCommand(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { values: ["user"] });
-  const [sub, arg, ...rest] = args.positionals;
-  if (args.flags.has("help") || !sub) {
-    print(KEY_USAGE);
-    return args.flags.has("help") ? 0 : 2;
-  }
-  if (rest.length > 0) throw new UsageError(`unexpected argument ${rest[0]}`);
+  const [sub, arg] = args.positionals;
+  if (args.flags.has("help") || !sub) return showUsage(KEY_USAGE, args.flags.has("help"));
+  expectPositionals(args, ARITY[sub] ?? Infinity, KEY_USAGE);
   const { store } = openContext(args);
   try {
     switch (sub) {
@@ -26,7 +26,8 @@ export async function keyCommand(argv: string[]): Promise<number> {
         if (!arg) throw new UsageError("key create needs NAME");
         const userName = args.values.user ?? "admin";
         const user = findUser(store.db, userName);
-        if (!user) throw new UsageError(`no user ${userName} (create one with: outpost user add ${userName})`);
+        // exit 1 as `user remove nobody`: the command is well formed, the user just does not exist
+        if (!user) throw new UserNotFoundError(`no user ${userName} (create one with: outpost user add ${userName})`);
         const { key, info } = createKey(store.db, user.id, arg);
         print(`key ${info.id} created for user ${user.name}`);
         print(`api key: ${key}`);

@@ -5,10 +5,12 @@ import { embeddedMigrations } from "../db/migrations.ts";
 import { parseArgs } from "./args.ts";
 import { print } from "./context.ts";
 
+const MIGRATE_USAGE = "usage: outpost migrate [--config FILE]\n  apply database migrations and exit";
+
 export async function migrateCommand(argv: string[]): Promise<number> {
-  const args = parseArgs(argv);
+  const args = parseArgs(argv, { positionals: 0, usage: MIGRATE_USAGE });
   if (args.flags.has("help")) {
-    print("usage: outpost migrate [--config FILE]\n  apply database migrations and exit");
+    print(MIGRATE_USAGE);
     return 0;
   }
   const config = loadConfig(args.values.config);

@@ -11,7 +11,7 @@ export const SERVE_USAGE = `usage: outpost serve [--config FILE]
 const SHUTDOWN_LIMIT_MS = 30_000;
 
 export async function serveCommand(argv: string[]): Promise<number> {
-  const args = parseArgs(argv);
+  const args = parseArgs(argv, { positionals: 0, usage: SERVE_USAGE });
   if (args.flags.has("help")) {
     print(SERVE_USAGE);
     return 0;

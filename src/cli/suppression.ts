@@ -1,7 +1,7 @@
 /** @module cli/suppression — `outpost suppression list|add|remove`. */
 import { addSuppression, listSuppressions, removeSuppression } from "../suppression/list.ts";
 import { UsageError } from "../mail/errors.ts";
-import { isoTime, parseArgs, table } from "./args.ts";
+import { expectPositionals, isoTime, parseArgs, showUsage, table } from "./args.ts";
 import { openContext, print, printJson } from "./context.ts";
 
 export const SUPPRESSION_USAGE = `usage:
@@ -12,14 +12,14 @@ common: --config FILE`;
 
 const ADDR_RE = /^[^\s@<>]+@[^\s@<>]+$/;
 
+// words each subcommand takes, its own name included; an unknown one is reported by name below
+const ARITY: Record<string, number> = { list: 1, add: 2, remove: 2 };
+
 export async function suppressionCommand(argv: string[]): Promise<number> {
   const args = parseArgs(argv);
-  const [sub, addr, ...rest] = args.positionals;
-  if (args.flags.has("help") || !sub) {
-    print(SUPPRESSION_USAGE);
-    return args.flags.has("help") ? 0 : 2;
-  }
-  if (rest.length > 0) throw new UsageError(`unexpected argument ${rest[0]}`);
+  const [sub, addr] = args.positionals;
+  if (args.flags.has("help") || !sub) return showUsage(SUPPRESSION_USAGE, args.flags.has("help"));
+  expectPositionals(args, ARITY[sub] ?? Infinity, SUPPRESSION_USAGE);
   const needAddr = () => {
     if (!addr || !ADDR_RE.test(addr)) throw new UsageError(`suppression ${sub} needs an address like user@example.com`);
     return addr;

@@ -1,7 +1,7 @@
 /** @module cli/user — `outpost user add|list|remove|passwd`. */
 import { addUser, generatePassword, isValidUserName, listUsers, removeUser, setPassword } from "../auth/users.ts";
 import { UsageError } from "../mail/errors.ts";
-import { isoTime, parseArgs, table } from "./args.ts";
+import { expectPositionals, isoTime, parseArgs, showUsage, table } from "./args.ts";
 import { openContext, print, printJson } from "./context.ts";
 
 export const USER_USAGE = `usage:
@@ -11,14 +11,14 @@ export const USER_USAGE = `usage:
   outpost user passwd NAME [--password P]                set a new password (prints it if generated)
 common: --config FILE`;
 
+// words each subcommand takes, its own name included; an unknown one is reported by name below
+const ARITY: Record<string, number> = { add: 2, list: 1, remove: 2, passwd: 2 };
+
 export async function userCommand(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { values: ["password"], repeatable: ["domain"] });
-  const [sub, name, ...rest] = args.positionals;
-  if (args.flags.has("help") || !sub) {
-    print(USER_USAGE);
-    return args.flags.has("help") ? 0 : 2;
-  }
-  if (rest.length > 0) throw new UsageError(`unexpected argument ${rest[0]}`);
+  const [sub, name] = args.positionals;
+  if (args.flags.has("help") || !sub) return showUsage(USER_USAGE, args.flags.has("help"));
+  expectPositionals(args, ARITY[sub] ?? Infinity, USER_USAGE);
   const needName = () => {
     if (!name) throw new UsageError(`user ${sub} needs NAME`);
     if (!isValidUserName(name)) throw new UsageError(`invalid user name ${JSON.stringify(name)} (letters, digits, . _ @ + -)`);

@@ -94,9 +94,9 @@ describe("outpost CLI", () => {
     expect(outpost("key", "revoke", key.id).code).toBe(1);
   });
 
-  test("key create for a missing user exits 2 and says how to create one", () => {
+  test("key create for a missing user exits 1, as user remove does, and says how to create one", () => {
     const r = outpost("key", "create", "x", "--user", "nobody");
-    expect(r.code).toBe(2);
+    expect(r.code).toBe(1);
     expect(r.err).toContain("outpost user add nobody");
   });
 

@@ -1,0 +1,44 @@
+/** contrib/outpost.service carries what the foundation issue asks of the systemd unit. */
+import { expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+
+const UNIT = join(import.meta.dir, "../../contrib/outpost.service");
+
+/** directive name → values, for the [Service] section only (comments and other sections skipped) */
+function serviceDirectives(text: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  let section = "";
+  for (const raw of text.split("\n")) {
+    const line = raw.trim();
+    if (!line || line.startsWith("#") || line.startsWith(";")) continue;
+    if (line.startsWith("[")) {
+      section = line;
+      continue;
+    }
+    const eq = line.indexOf("=");
+    if (section !== "[Service]" || eq < 0) continue;
+    const key = line.slice(0, eq).trim();
+    out.set(key, [...(out.get(key) ?? []), line.slice(eq + 1).trim()]);
+  }
+  return out;
+}
+
+test("the unit runs outpost serve as a dedicated user, restarts on failure, and is hardened", () => {
+  const d = serviceDirectives(readFileSync(UNIT, "utf8"));
+  const one = (key: string) => {
+    const v = d.get(key);
+    expect(v, key).toBeDefined();
+    return v!.at(-1)!;
+  };
+  expect(one("Type")).toBe("simple");
+  expect(one("ExecStart")).toMatch(/^\S*\/outpost serve --config \/etc\/outpost\/outpost\.toml$/);
+  expect(one("User")).toMatch(/^[a-z_][a-z0-9_-]*$/);
+  expect(one("User")).not.toBe("root");
+  expect(one("Restart")).toBe("on-failure");
+  expect(one("NoNewPrivileges")).toMatch(/^(yes|true)$/);
+  expect(one("ProtectSystem")).toBe("strict");
+  expect(one("AmbientCapabilities").split(/\s+/)).toContain("CAP_NET_BIND_SERVICE");
+  // the data dir must stay writable under ProtectSystem=strict
+  expect(one("ReadWritePaths").split(/\s+/)).toContain("/var/lib/outpost");
+});
