@@ -1,6 +1,7 @@
 /**
  * @module intake/prepare — the recipient-independent message steps, applied once at intake:
- * line ends to CRLF, X-Outpost-* option headers read and removed, Bcc removed, Message-ID/Date added when missing.
+ * line ends to CRLF, the header block ended where its first non-header line is (Postfix's rule),
+ * X-Outpost-* option headers read and removed, Bcc removed, Message-ID/Date added when missing.
  */
 import type { MessageOptions } from "../queue/enqueue.ts";
 import {
@@ -11,7 +12,7 @@ import {
   normalizeLineEndings,
   rfc5322Date,
   removeHeaders,
-  splitMessage,
+  splitAtHeaderEnd,
   type SplitMessage,
 } from "../message/headers.ts";
 import { IntakeError } from "./policy.ts";
@@ -38,10 +39,9 @@ export function prepareMessage(raw: Buffer, hostname: string, now = new Date()):
     if (e instanceof BadLineEndingError) throw new IntakeError(554, "5.6.0", e.message, 400, "body");
     throw e;
   }
-  let m = splitMessage(crlf);
-  if (m.headers.length === 0 || m.headers.some((h) => h.name === "" || /[\s]/.test(h.name))) {
-    throw new IntakeError(554, "5.6.0", "message has no valid header block", 400, "body");
-  }
+  // like Postfix, a line that is not a header ends the header block instead of refusing the message
+  // (the API refuses a body without headers itself, before this: api/send/normalize.ts)
+  let m = splitAtHeaderEnd(crlf);
   const headerOptions = readOptionHeaders(m);
   m = removeHeaders(m, [...Object.values(OPTION_HEADERS), "Bcc"]);
   if (headerValue(m, "Message-ID") === null) m = addHeader(m, "Message-ID", `<${crypto.randomUUID()}@${hostname}>`);

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { addHeader, headerValue, joinMessage, normalizeLineEndings, receivedField, removeHeaders, rfc5322Date, splitMessage } from "./headers.ts";
+import { addHeader, headerValue, joinMessage, normalizeLineEndings, receivedField, removeHeaders, rfc5322Date, splitAtHeaderEnd, splitMessage } from "./headers.ts";
 
 const MSG = Buffer.from("From: a@x.test\r\nSubject: hello\r\n  world\r\nX-Keep: 1\r\n\r\nbody line\r\n.dot\r\n");
 
@@ -22,6 +22,39 @@ describe("header block editing", () => {
     const m = splitMessage(Buffer.from("Subject: x\r\n"));
     expect(m.headers.length).toBe(1);
     expect(m.body.length).toBe(0);
+  });
+});
+
+describe("header block end, as Postfix reads it", () => {
+  const split = (s: string) => {
+    const m = splitAtHeaderEnd(Buffer.from(s, "latin1"));
+    return { names: m.headers.map((h) => h.name), body: m.body.toString("latin1"), joined: joinMessage(m).toString("latin1") };
+  };
+
+  test("a well-formed message splits as splitMessage does", () => {
+    expect(joinMessage(splitAtHeaderEnd(MSG)).equals(MSG)).toBe(true);
+  });
+
+  test("the first line that is no header field and no continuation starts the body", () => {
+    expect(split("From: a@b.example\r\n folded\r\nhello there\r\nX: y\r\n\r\nbody\r\n")).toEqual({
+      names: ["From"],
+      body: "hello there\r\nX: y\r\n\r\nbody\r\n",
+      joined: "From: a@b.example\r\n folded\r\n\r\nhello there\r\nX: y\r\n\r\nbody\r\n",
+    });
+  });
+
+  test("no header at all: all body, including a leading space line and a leading blank line", () => {
+    expect(split("hello world\r\n")).toEqual({ names: [], body: "hello world\r\n", joined: "\r\nhello world\r\n" });
+    expect(split(" indented\r\n").names).toEqual([]);
+    expect(split("\r\nSubject: not a header\r\n").body).toBe("Subject: not a header\r\n");
+    expect(split("").joined).toBe("\r\n");
+  });
+
+  test("obsolete space before the colon is a header; a space in the name or 8-bit bytes are not", () => {
+    expect(split("Subject : x\r\n\r\n").names).toEqual(["Subject"]);
+    expect(split("Foo Bar: x\r\n").names).toEqual([]);
+    expect(split("F\xf6o: x\r\n").names).toEqual([]);
+    expect(split(": x\r\n").names).toEqual([]);
   });
 });
 

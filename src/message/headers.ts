@@ -37,6 +37,33 @@ export function splitMessage(raw: Buffer): SplitMessage {
   return { headers, body };
 }
 
+/** A header field's first line: RFC 5322 ftext name (printable ASCII but colon), optional WSP (obsolete syntax), colon. */
+const FIELD_START = /^([\x21-\x39\x3b-\x7e]+)[ \t]*:/;
+
+/**
+ * Splits a CRLF message as Postfix's cleanup does: the header block ends at the blank line, or at
+ * the first line that is neither a header field nor a continuation of one; that line starts the
+ * body (joinMessage then puts the blank line before it). A message with no header at all is all body.
+ */
+export function splitAtHeaderEnd(raw: Buffer): SplitMessage {
+  const headers: HeaderField[] = [];
+  for (let pos = 0; pos < raw.length; ) {
+    const eol = raw.indexOf("\r\n", pos);
+    const next = eol < 0 ? raw.length : eol + 2;
+    const line = raw.subarray(pos, next).toString("latin1");
+    const last = headers[headers.length - 1];
+    if (line === "\r\n") return { headers, body: raw.subarray(next) };
+    if (last && (line.startsWith(" ") || line.startsWith("\t"))) last.raw += line;
+    else {
+      const name = FIELD_START.exec(line)?.[1];
+      if (name === undefined) return { headers, body: raw.subarray(pos) };
+      headers.push({ name, key: name.toLowerCase(), raw: line });
+    }
+    pos = next;
+  }
+  return { headers, body: Buffer.alloc(0) };
+}
+
 export function joinMessage(m: SplitMessage): Buffer {
   const head = m.headers.map((h) => (h.raw.endsWith("\r\n") ? h.raw : h.raw + "\r\n")).join("");
   return Buffer.concat([Buffer.from(head, "latin1"), Buffer.from("\r\n"), m.body]);
