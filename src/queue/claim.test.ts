@@ -243,6 +243,38 @@ describe("loading a message", () => {
   });
 });
 
+describe("a backlog of excluded rows larger than the scan window", () => {
+  async function backlog(n: number) {
+    for (let i = 0; i < n; i += 50) await enqueue(Array.from({ length: Math.min(50, n - i) }, (_, j) => `u${i + j}@big.test`));
+  }
+
+  test("does not hold up other domains: the claim goes on past it, domain by domain", async () => {
+    const c = new QueueClaimer(store.sqlite, () => clock, { scanWindow: 100 });
+    await backlog(150);
+    clock += 1;
+    await enqueue(["reset@small.test", "x@other.test"]);
+    const got = c.claim(10, 60_000, new Set(["big.test"]));
+    expect(got.map((r) => r.address).sort()).toEqual(["reset@small.test", "x@other.test"]);
+    // without the exclusion the oldest rows come first, as always
+    expect(c.claim(3, 60_000).map((r) => r.domain)).toEqual(["big.test", "big.test", "big.test"]);
+  });
+
+  test("serves the other domains round-robin from where the last such claim stopped", async () => {
+    const c = new QueueClaimer(store.sqlite, () => clock, { scanWindow: 100 });
+    await backlog(150);
+    clock += 1;
+    for (const d of ["a", "b", "c", "d"]) await enqueue([`1@${d}.test`, `2@${d}.test`, `3@${d}.test`]);
+    const first = c.claim(2, 60_000, new Set(["big.test"])).map((r) => r.domain);
+    expect(first).toEqual(["a.test", "a.test"]);
+    // the cursor stands at a.test: the next claim starts after it
+    const second = c.claim(4, 60_000, new Set(["big.test"])).map((r) => r.domain);
+    expect(second).toEqual(["b.test", "b.test", "b.test", "c.test"]);
+    // from after c.test, round to the start, and back up to c.test: every due row is taken once
+    const rest = c.claim(100, 60_000, new Set(["big.test"])).map((r) => r.address);
+    expect(rest).toEqual(["1@d.test", "2@d.test", "3@d.test", "3@a.test", "2@c.test", "3@c.test"]);
+  });
+});
+
 describe("query plans", () => {
   const plan = (sql: string, params: Record<string, unknown>) =>
     (store.sqlite.query(`EXPLAIN QUERY PLAN ${sql}`).all(params as never) as { detail: string }[]).map((r) => r.detail);
@@ -257,6 +289,13 @@ describe("query plans", () => {
         expect(p.filter((d) => d.startsWith("SCAN recipients"))).toEqual([]);
       }
     }
+  });
+
+  test("stepping past a backlog seeks recipients_domain, one domain at a time", () => {
+    expect(plan(sqlOf("nextDomain"), { after: "" })).toEqual(["SEARCH recipients USING INDEX recipients_domain (domain>?)"]);
+    expect(plan(sqlOf("dueInDomain"), { domain: "x", now: 1, limit: 1 })).toEqual([
+      "SEARCH recipients USING INDEX recipients_domain (domain=? AND next_attempt_at<?)",
+    ]);
   });
 
   test("the next due time is read from the first entry of recipients_due", () => {

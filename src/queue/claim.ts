@@ -12,6 +12,12 @@
  * claim from each side and the rest from the other when one side has fewer. A backlog of retries all due at once
  * therefore never stands in front of new mail, and new mail never starves retries. Every query is a range over a
  * partial index of pending rows only, so a queue of a million recipients costs an index seek, never a table scan.
+ *
+ * Backlogs: the scheduler excludes domains that already have plenty of work in memory, and a claim looks at a
+ * bounded window of the oldest due rows. When that window is all excluded rows (a campaign to one busy domain),
+ * the claim steps from domain to domain through `recipients_domain` instead, round-robin from where the last such
+ * claim stopped, so mail for every other domain still goes out at once (Postfix qmgr: one destination's backlog
+ * must not hold up the others).
  */
 import type { Database, Statement } from "bun:sqlite";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
@@ -38,9 +44,8 @@ export interface StoredMessage {
 export interface ClaimOptions {
   /**
    * How many of the oldest due rows of each side (new, retry) one claim looks at when `excludeDomains` is given
-   * (default 20,000). It bounds the cost of a claim when a busy, excluded domain owns most of the due work; the
-   * price is that other domains' rows lying behind that many excluded rows wait until the excluded ones move (the
-   * scheduler should release work it cannot start with a later `at` rather than exclude the same domain forever).
+   * (default 20,000). It bounds the cost of a claim when a busy, excluded domain owns most of the due work; when
+   * the window is full of excluded rows, the claim goes on domain by domain (see the module comment).
    */
   scanWindow?: number;
 }
@@ -67,6 +72,10 @@ interface MessageRow {
 
 type Pending = "queued" | "deferred";
 
+/** Past a backlog: at most this many domains looked at per claim, and this many rows taken from each. */
+const DOMAINS_PER_CLAIM = 200;
+const ROWS_PER_DOMAIN = 50;
+
 /** Due rows of one status; the matching partial index covers exactly that status. */
 const due = (status: Pending) =>
   `status = '${status}' AND next_attempt_at <= $now AND (lease_until IS NULL OR lease_until <= $now)`;
@@ -90,6 +99,11 @@ export class QueueClaimer {
   private nextDue: Statement<{ at: number }, []>;
   private message: Statement<MessageRow, [string]>;
   private scanWindow: number;
+  private windowCount: { fresh: Statement<{ n: number }, [DueParams]>; retry: Statement<{ n: number }, [DueParams]> };
+  private nextDomain: Statement<{ domain: string }, [{ after: string }]>;
+  private dueInDomain: Statement<ClaimRow, [DueParams & { domain: string }]>;
+  /** the last domain a claim past a backlog looked at: the next one starts after it */
+  private domainCursor = "";
   /** which side gets the odd row of an odd-sized claim; it alternates, so a claim of 1 at a time serves both */
   private oddToRetry = false;
 
@@ -101,6 +115,22 @@ export class QueueClaimer {
     this.scanWindow = opts.scanWindow ?? 20_000;
     this.fresh = this.dueReads("recipients_new", "queued");
     this.retry = this.dueReads("recipients_retry", "deferred");
+    const count = (index: string, status: Pending) =>
+      sqlite.query<{ n: number }, [DueParams]>(
+        `SELECT count(*) AS n FROM (SELECT 1 FROM recipients INDEXED BY ${index} WHERE ${due(status)} LIMIT $limit)`,
+      );
+    this.windowCount = { fresh: count("recipients_new", "queued"), retry: count("recipients_retry", "deferred") };
+    // the first pending row after a domain is the next domain: one index seek per domain, whatever its size
+    this.nextDomain = sqlite.query(
+      `SELECT domain FROM recipients INDEXED BY recipients_domain
+       WHERE status IN ('queued','deferred') AND domain > $after ORDER BY domain LIMIT 1`,
+    );
+    this.dueInDomain = sqlite.query(
+      `SELECT ${COLUMNS} FROM recipients INDEXED BY recipients_domain
+       WHERE domain = $domain AND status IN ('queued','deferred') AND next_attempt_at <= $now
+         AND (lease_until IS NULL OR lease_until <= $now)
+       ORDER BY next_attempt_at LIMIT $limit`,
+    );
     this.lease = sqlite.query(
       "UPDATE recipients SET lease_until = ?1, next_attempt_at = ?1, updated_at = ?2 WHERE id = ?3",
     );
@@ -156,6 +186,9 @@ export class QueueClaimer {
       const fresh = this.readDue(this.fresh, now, limit, exclude);
       const retries = this.readDue(this.retry, now, limit - Math.min(fresh.length, limit - retryShare), exclude);
       const rows = [...fresh.slice(0, limit - retries.length), ...retries];
+      if (exclude !== null && rows.length < limit && this.windowFull(now)) {
+        rows.push(...this.readPastBacklog(now, limit - rows.length, excludeDomains!, new Set(rows.map((r) => r.id))));
+      }
       const until = now + leaseMs;
       for (const r of rows) this.lease.run(until, now, r.id);
       return rows.map((r) => ({
@@ -173,6 +206,34 @@ export class QueueClaimer {
     if (limit <= 0) return [];
     if (exclude === null) return side.plain.all({ now, limit });
     return side.excluding.all({ now, limit, scan: Math.max(this.scanWindow, limit), exclude });
+  }
+
+  /** True when a side's scan window holds nothing but due rows: there may be more behind the excluded ones. */
+  private windowFull(now: number): boolean {
+    const limit = this.scanWindow;
+    return this.windowCount.fresh.get({ now, limit })!.n >= limit || this.windowCount.retry.get({ now, limit })!.n >= limit;
+  }
+
+  /** Due rows of domains not excluded, a few per domain, round-robin over domains from the cursor. */
+  private readPastBacklog(now: number, limit: number, excluded: ReadonlySet<string>, taken: Set<string>): ClaimRow[] {
+    const out: ClaimRow[] = [];
+    let after = this.domainCursor;
+    let wrapped = after === "";
+    for (let visited = 0; out.length < limit && visited < DOMAINS_PER_CLAIM; visited++) {
+      const domain = this.nextDomain.get({ after })?.domain;
+      if (domain === undefined || (wrapped && this.domainCursor !== "" && domain > this.domainCursor)) {
+        if (wrapped) break;
+        wrapped = true;
+        after = "";
+        continue;
+      }
+      after = domain;
+      if (excluded.has(domain)) continue;
+      const rows = this.dueInDomain.all({ domain, now, limit: Math.min(ROWS_PER_DOMAIN, limit - out.length) });
+      out.push(...rows.filter((r) => !taken.has(r.id)));
+    }
+    this.domainCursor = after;
+    return out;
   }
 
   /**

@@ -1,0 +1,1 @@
+CREATE INDEX `recipients_domain` ON `recipients` (`domain`,`next_attempt_at`) WHERE status IN ('queued','deferred');
