@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { simpleParser } from "mailparser";
 import type { Submission } from "../intake/accept.ts";
 import type { EnqueuedMessage } from "../queue/enqueue.ts";
-import { buildDsn, dsnSuppressedReason, queueDsn, type DsnInput, type DsnIntake } from "./notify.ts";
+import { addressField, buildDsn, dsnSuppressedReason, queueDsn, type DsnInput, type DsnIntake } from "./notify.ts";
 
 const ORIGINAL = [
   "Received: from client.example.org by outpost.test",
@@ -95,6 +95,35 @@ describe("the DSN's structure", () => {
     for (const line of rcpt!.split("\r\n")) expect(line.length).toBeLessThanOrEqual(78);
     expect(rcpt).not.toMatch(/^injected:/m);
     expect(rcpt).toContain("caf?");
+  });
+
+  test("a UTF-8 recipient is named with RFC 6533's utf-8 type in its 7-bit xtext form, not garbled to \"?\"", async () => {
+    const utf8 = "\u7528\u6237+1@\u4f8b\u5b50.\u5e7f\u544a";
+    const raw = buildDsn(input({
+      recipients: [
+        { address: utf8, status: "5.1.1", code: 550, diagnostic: "550 5.1.1 unknown", mx: "mx1.dest.test", lastAttemptAt: NOW },
+        { address: "b@dest.test", status: "5.1.1", code: 550, diagnostic: "550 5.1.1 unknown", mx: "mx1.dest.test", lastAttemptAt: NOW },
+      ],
+    })).toString("utf8");
+    const [, first, second] = statusBlocks(raw);
+    // "+" is an xtext special, so it is escaped too (RFC 6533 QCHAR)
+    expect(first).toContain("Final-Recipient: utf-8; \\x{7528}\\x{6237}\\x{2B}1@\\x{4F8B}\\x{5B50}.\\x{5E7F}\\x{544A}\r\n");
+    expect(second).toContain("Final-Recipient: rfc822; b@dest.test\r\n");
+    // the delivery-status part stays 7-bit
+    expect(/^[\x00-\x7f]*$/.test(statusBlocks(raw).join(""))).toBe(true);
+    // the field decodes back to the exact address, and mailparser shows it as sent
+    const field = /Final-Recipient: utf-8; (\S+)/.exec(raw)![1]!;
+    expect(field.replace(/\\x\{([0-9A-F]+)\}/g, (_, h: string) => String.fromCodePoint(parseInt(h, 16)))).toBe(utf8);
+    const parsed = await simpleParser(Buffer.from(raw));
+    expect(parsed.text).toContain(`Final-Recipient: utf-8; ${field}`);
+  });
+
+  test("addressField: rfc822 for ASCII, utf-8 xtext with upper-case hex and no leading zeros otherwise", () => {
+    expect(addressField("user+tag@dest.test")).toBe("rfc822; user+tag@dest.test");
+    expect(addressField("j\u00f6rg@x.test")).toBe("utf-8; j\\x{F6}rg@x.test");
+    expect(addressField("a=b\\c@\u00e9.test")).toBe("utf-8; a\\x{3D}b\\x{5C}c@\\x{E9}.test");
+    // outside the BMP: one code point, not two surrogates
+    expect(addressField("\u{1F600}@x.test")).toBe("utf-8; \\x{1F600}@x.test");
   });
 
   test("every line ends in CRLF", () => {

@@ -6,6 +6,7 @@
  * tracking, so it is queued, delivered and retried like any mail, and can never itself cause another DSN.
  * Never sent for: the null sender, a message with `Auto-Submitted` other than "no" (RFC 3834), a
  * `multipart/report` (a report about a report), or a message with more than 25 `Received` headers (a loop).
+ * A non-ASCII recipient is named `Final-Recipient: utf-8; …` in RFC 6533's 7-bit xtext form (addressField).
  */
 import type { Intake } from "../intake/accept.ts";
 import type { EnqueuedMessage } from "../queue/enqueue.ts";
@@ -184,7 +185,7 @@ function statusPart(d: DsnInput): string {
   ];
   for (const r of d.recipients) {
     fields.push(
-      `Final-Recipient: rfc822; ${ascii(r.address)}`,
+      `Final-Recipient: ${addressField(r.address)}`,
       `Action: ${d.action ?? "failed"}`,
       `Status: ${r.status}`,
       ...(r.mx ? [`Remote-MTA: dns; ${ascii(r.mx)}`] : []),
@@ -195,6 +196,32 @@ function statusPart(d: DsnInput): string {
     );
   }
   return fields.join("\r\n");
+}
+
+/**
+ * The value of an RFC 3464 address field: `rfc822; a@b` for an ASCII address, else RFC 6533's `utf-8;` type in
+ * its utf-8-addr-xtext form (`utf-8; \x{7528}\x{6237}@…`). That form, not raw UTF-8, because this part is a
+ * message/delivery-status, whose fields are 7-bit (raw UTF-8 is only for message/global-delivery-status); readers
+ * that don't know the type still see ASCII, and the address can be decoded exactly instead of lost to "?".
+ */
+export function addressField(address: string): string {
+  const a = address.replace(/[\r\n]+/g, " ").trim();
+  return /^[\x00-\x7f]*$/.test(a) ? `rfc822; ${ascii(a)}` : `utf-8; ${utf8AddrXtext(a)}`;
+}
+
+/** RFC 6533 utf-8-addr-xtext: QCHARs as they are, every other code point as \x{HEX} (upper case, no leading zeros, ≥ 2 digits). */
+function utf8AddrXtext(address: string): string {
+  let out = "";
+  for (const ch of address) {
+    const cp = ch.codePointAt(0)!;
+    out += isQchar(cp) ? ch : `\\x{${cp.toString(16).toUpperCase().padStart(2, "0")}}`;
+  }
+  return out;
+}
+
+/** RFC 6533 QCHAR: printable ASCII except "+" and "=" (xtext's specials) and "\" (the escape itself). */
+function isQchar(cp: number): boolean {
+  return cp >= 0x21 && cp <= 0x7e && cp !== 0x2b && cp !== 0x3d && cp !== 0x5c;
 }
 
 /** Header fields must be one line of 7-bit text: drop line breaks, replace anything else with "?". */
