@@ -11,7 +11,7 @@ import { eventRoutes } from "./events.ts";
 import { healthRoutes } from "./health.ts";
 import { messageRoutes } from "./messages.ts";
 import { openapiPlugin } from "./openapi.ts";
-import { bodyKind } from "./send/read.ts";
+import { bodyKind, writtenNamesOf } from "./send/read.ts";
 import { sendRoutes } from "./send/index.ts";
 import { suppressionRoutes } from "./suppressions.ts";
 
@@ -49,8 +49,9 @@ function guard(ctx: ApiContext, request: Request): void {
 export function createApp(deps: ApiDeps) {
   const ctx = apiContext(deps);
   return new Elysia()
-    .onError(({ error, code }) => {
-      const view = viewOf(error, code, ctx.log);
+    .onError(({ error, code, request }) => {
+      const written = writtenNamesOf(request);
+      const view = viewOf(error, code, ctx.log, written ? (field) => written.rename(field) : undefined);
       ctx.metrics.error(view.status);
       return errorResponse(view);
     })

@@ -32,12 +32,15 @@ export interface ApiContext extends ApiDeps {
 }
 
 /**
- * How big a request can be and still carry a message of `maxMessage` bytes: JSON escaping and base64 stay
- * well under 2×; percent-encoding can triple a form field.
+ * How big a request can be and still carry a message of `maxMessage` bytes. JSON written with \uXXXX escapes
+ * (Python's json.dumps default) takes 6 bytes for a 2-byte UTF-8 character and 12 (a surrogate pair) for a
+ * 4-byte one: 3×. Only control characters escape worse (\u00XX, 6×), and a MIME message has next to none.
+ * Percent-encoding can triple a form field too. A multipart body carries its text and files as they are,
+ * and base64 attachments in a JSON field grow by 4/3, so 2× holds there.
  */
 export function requestLimits(maxMessage: number): ApiContext["maxRequestBytes"] {
   const slack = 64 * 1024;
-  return { json: maxMessage * 2 + slack, multipart: maxMessage * 2 + slack, urlencoded: maxMessage * 3 + slack };
+  return { json: maxMessage * 3 + slack, multipart: maxMessage * 2 + slack, urlencoded: maxMessage * 3 + slack };
 }
 
 export function apiContext(deps: ApiDeps): ApiContext {

@@ -46,8 +46,19 @@ export function fieldFromPath(path: string): string | null {
   return out;
 }
 
-/** Elysia error codes are strings; our own classes are checked first so a wrapped cause is found too. */
-export function viewOf(error: unknown, elysiaCode: string | number, log: Logger): ErrorView {
+/** How an error's canonical field is shown: POST /v1/send gives back the name the client wrote. */
+export type FieldNamer = (field: string) => string;
+
+/**
+ * Elysia error codes are strings; our own classes are checked first so a wrapped cause is found too.
+ * `nameField` translates the field (and the field in a validation message) for the client.
+ */
+export function viewOf(error: unknown, elysiaCode: string | number, log: Logger, nameField: FieldNamer = (f) => f): ErrorView {
+  const view = canonicalView(error, elysiaCode, log, nameField);
+  return view.field === null ? view : { ...view, field: nameField(view.field) };
+}
+
+function canonicalView(error: unknown, elysiaCode: string | number, log: Logger, nameField: FieldNamer): ErrorView {
   // errors thrown by a parse hook reach us wrapped in Elysia's ParseError
   const inner = elysiaCode === "PARSE" && error instanceof Error && error.cause ? error.cause : error;
   if (inner instanceof RetryLaterError) {
@@ -62,7 +73,7 @@ export function viewOf(error: unknown, elysiaCode: string | number, log: Logger)
     }
     return v;
   }
-  if (inner instanceof ValidationError) return validationView(inner);
+  if (inner instanceof ValidationError) return validationView(inner, nameField);
   switch (elysiaCode) {
     case "NOT_FOUND":
       return { status: 404, code: "not_found", message: "no such endpoint", field: null };
@@ -75,14 +86,15 @@ export function viewOf(error: unknown, elysiaCode: string | number, log: Logger)
   return { status: 500, code: "internal_error", message: "internal error", field: null };
 }
 
-function validationView(e: ValidationError): ErrorView {
+function validationView(e: ValidationError, nameField: FieldNamer): ErrorView {
   const first = e.valueError;
   const field = first ? fieldFromPath(first.path) : null;
+  const shown = field === null ? null : nameField(field);
   const where = e.type === "query" ? "query parameter" : e.type === "params" ? "path parameter" : "field";
   // for a union TypeBox only says "Expected union value"; the field's description says what is accepted
   const isUnion = first !== undefined && Array.isArray((first.schema as { anyOf?: unknown }).anyOf);
   const expected = isUnion && typeof first.schema.description === "string" ? first.schema.description : first?.message;
-  const message = field ? `invalid ${where} ${field}: ${expected ?? "invalid value"}` : `invalid ${e.type}: ${first?.message ?? "invalid value"}`;
+  const message = shown ? `invalid ${where} ${shown}: ${expected ?? "invalid value"}` : `invalid ${e.type}: ${first?.message ?? "invalid value"}`;
   return { status: 400, code: "invalid_request", message, field };
 }
 

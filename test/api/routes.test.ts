@@ -230,10 +230,32 @@ describe("health, metrics and the OpenAPI document", () => {
     for (const name of fields) expect(props[name]!.description ?? "").not.toBe("");
   });
 
-  test("GET /docs serves the docs page", async () => {
+  test("GET /openapi.json documents the Idempotency-Key request header and the response headers of /v1/send", async () => {
+    const doc = (await (await f.call("GET", "/openapi.json", undefined, { key: null })).json()) as {
+      paths: Record<string, Record<string, { parameters?: { name: string; in: string }[]; responses: Record<string, { headers?: Record<string, { schema: unknown }> }> }>>;
+    };
+    const send = doc.paths["/v1/send"]!.post!;
+    expect(send.parameters).toContainEqual(expect.objectContaining({ name: "Idempotency-Key", in: "header" }));
+    expect(Object.keys(send.responses["202"]!.headers ?? {})).toEqual(["Idempotent-Replayed"]);
+    expect(Object.keys(send.responses["429"]!.headers ?? {})).toEqual(["Retry-After"]);
+    expect(Object.keys(send.responses["503"]!.headers ?? {})).toEqual(["Retry-After"]);
+    // the body schemas lose the `headers` key the document reads them from
+    expect(JSON.stringify(send.responses["202"])).toContain('"recipients"');
+  });
+
+  test("GET /docs serves the docs page with a pinned Scalar and well-formed meta tags", async () => {
     const res = await f.call("GET", "/docs", undefined, { key: null });
     expect(res.status).toBe(200);
-    expect(await res.text()).toContain("openapi.json");
+    const html = await res.text();
+    expect(html).toContain("openapi.json");
+    const scripts = [...html.matchAll(/<script src="([^"]*)"/g)].map((m) => m[1]!);
+    expect(scripts).toEqual([expect.stringMatching(/^https:\/\/cdn\.jsdelivr\.net\/npm\/@scalar\/api-reference@\d+\.\d+\.\d+\//)]);
+    expect(html).not.toContain("@latest");
+    // each <meta ...> is attribute="value" pairs only: a stray quote from the description would break this
+    const metas = [...html.matchAll(/<meta\b([^>]*)>/g)].map((m) => m[1]!.replace(/\/\s*$/, "").trim());
+    expect(metas.length).toBeGreaterThanOrEqual(3);
+    for (const attrs of metas) expect(attrs).toMatch(/^(?:[a-z:-]+="[^"<&]*"\s*)+$/);
+    expect(html).toMatch(/<meta\s+name="description"\s+content="Self-hosted email relay[^"]*field at fault\."/);
   });
 
   test("an unknown path is a JSON 404", async () => {

@@ -97,6 +97,125 @@ describe("POST /v1/send with a MIME body", () => {
   });
 });
 
+describe("bare CR in a MIME body sent as a form field", () => {
+  // as over SMTP (docs/api.md): a lone CR is a line end, stored as CRLF
+  const crBody = "Subject: cr\rFrom: a@example.com\r\rline1\rline2\r";
+  const expectCrlf = (stored: string) => {
+    expect(stored).toContain("Subject: cr\r\nFrom: a@example.com\r\n");
+    expect(stored).toContain("line1\r\nline2\r\n");
+    expect(stored.replace(/\r\n/g, "")).not.toMatch(/[\r\n]/);
+  };
+
+  test("urlencoded: stored with CRLF line ends", async () => {
+    const form = new URLSearchParams([["envelope", "ann@example.com"], ["recipient", "b@example.org"], ["body", crBody]]);
+    expectCrlf(storedBody(f.rt, (await sent(await f.call("POST", "/v1/send", form))).id));
+  });
+
+  test("multipart text field: stored with CRLF line ends", async () => {
+    const form = new FormData();
+    form.append("envelope", "ann@example.com");
+    form.append("recipient", "b@example.org");
+    form.append("body", crBody);
+    expectCrlf(storedBody(f.rt, (await sent(await f.call("POST", "/v1/send", form))).id));
+  });
+});
+
+describe("JSON null is an omitted field", () => {
+  test("null in optional fields is accepted as if they were left out", async () => {
+    const s = await sent(
+      await f.call("POST", "/v1/send", { envelope: "a@example.com", to: "b@example.org", text: "hi", cc: null, html: null, Bcc: null, subject: null, TrackOpens: null, recipient: null }),
+    );
+    expect(addresses(s)).toEqual(["b@example.org"]);
+    const stored = storedBody(f.rt, s.id);
+    expect(stored).not.toContain("Cc:");
+    expect(stored).not.toContain("text/html");
+  });
+
+  test("null attachment keys (Postmark's ContentID) and a null attachments list are omitted too", async () => {
+    const s = await sent(
+      await f.call("POST", "/v1/send", {
+        envelope: "a@example.com",
+        to: "b@example.org",
+        text: "x",
+        attachments: [{ Name: "a.txt", Content: "eA==", ContentType: "text/plain", ContentID: null }],
+        attachment: null,
+      }),
+    );
+    expect(storedBody(f.rt, s.id)).toMatch(/filename="?a\.txt/);
+  });
+
+  test("null in a required field is still its error", async () => {
+    expect(await errorOf(await f.call("POST", "/v1/send", { envelope: null, to: "b@example.org", text: "x" }))).toMatchObject({ status: 400, field: "envelope" });
+  });
+});
+
+describe("errors name the field as the client wrote it", () => {
+  const ok = { envelope: "ann@example.com", recipient: "bob@example.org", body: MIME };
+  const cases: [string, unknown, string][] = [
+    ["an alias of a flag in a form (trackbounces=2)", new URLSearchParams([...Object.entries(ok), ["trackbounces", "2"]]), "trackbounces"],
+    ["a flag alias in JSON", { ...ok, TrackOpens: "maybe" }, "TrackOpens"],
+    ["a case variant of a flag", { ...ok, ClickTracking: 7 }, "ClickTracking"],
+    ["a case variant of a top-level field", { ...ok, Envelope: "not an address", envelope: undefined }, "Envelope"],
+    ["an alias of a list field, with its index", { ...ok, recipient: undefined, Recipients: ["ok@example.org", "bad@@example.org"] }, "Recipients[1]"],
+    ["an alias of body", { envelope: "ann@example.com", recipient: "bob@example.org", MIME: "no header block" }, "MIME"],
+    ["a form field written as name[]", new URLSearchParams([["envelope", "a@example.com"], ["To[]", "nope"], ["text", "x"]]), "To"],
+  ];
+  for (const [what, body, field] of cases) {
+    test(`${what} is named ${field}`, async () => {
+      const e = await errorOf(await f.call("POST", "/v1/send", body));
+      expect(e).toMatchObject({ status: 400, code: "invalid_request", field });
+    });
+  }
+
+  test("a field written under two names keeps its canonical name", async () => {
+    const e = await errorOf(await f.call("POST", "/v1/send", { ...ok, recipient: "ok@example.org", Recipients: ["bad@@example.org"] }));
+    expect(e).toMatchObject({ status: 400, field: "recipient[1]" });
+  });
+
+  test("a validation message uses the written name too", async () => {
+    const e = await errorOf(await f.call("POST", "/v1/send", { ...ok, trackbounces: "sometimes" }));
+    expect(e.message).toContain("trackbounces");
+    expect(e.message).not.toContain("bouncetracking:");
+  });
+});
+
+describe("the JSON size guard allows \\u-escaped non-ASCII text (3× the message)", () => {
+  let g: ApiFixture;
+  beforeAll(async () => {
+    g = await startApi(`[smtp]\nlisten = []\nmax_message_size = "512KB"\n`);
+  });
+  afterAll(async () => {
+    await g.stop();
+  });
+
+  /** JSON as Python's json.dumps writes it: every non-ASCII character as \\uXXXX. */
+  const asciiJson = (v: unknown) => JSON.stringify(v).replace(/[\u0080-\uffff]/g, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
+  /** a MIME message of about `bytes` UTF-8 bytes, nearly all 2-byte characters */
+  const message = (bytes: number) => {
+    const head = "From: a@example.com\r\nTo: b@example.org\r\nSubject: gross\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n";
+    const lines = Math.floor((bytes - head.length) / 80);
+    return head + ("é".repeat(39) + "\r\n").repeat(lines);
+  };
+  const post = (mime: string) => {
+    const json = asciiJson({ envelope: "a@example.com", body: mime });
+    return g.call("POST", "/v1/send", json, { headers: { "content-type": "application/json", "content-length": String(Buffer.byteLength(json)) } });
+  };
+
+  test("a message just under max_message_size is accepted", async () => {
+    const limit = g.rt.config.smtp.max_message_size;
+    const mime = message(limit - 4096);
+    expect(Buffer.byteLength(mime)).toBeLessThan(limit);
+    expect(Buffer.byteLength(asciiJson({ body: mime }))).toBeGreaterThan(2 * limit + 64 * 1024); // what the old 2× guard refused
+    expect((await post(mime)).status).toBe(202);
+  });
+
+  test("a message over max_message_size is a 413 naming body", async () => {
+    const limit = g.rt.config.smtp.max_message_size;
+    const e = await errorOf(await post(message(limit + 4096)));
+    expect(e).toMatchObject({ status: 413, code: "too_large", field: "body" });
+  });
+});
+
 describe("POST /v1/send with structured fields", () => {
   test("JSON fields are composed into MIME with headers and base64 attachments", async () => {
     const s = await sent(
@@ -302,7 +421,7 @@ describe("validation errors name the field", () => {
     ["CR LF in an attachment filename", { envelope: "a@example.com", to: "b@example.org", attachments: [{ content: "eA==", filename: "a\r\nb" }] }, "attachments[0].filename"],
     ["an unknown field", { ...ok, recipent: "typo@example.org" }, "recipent"],
     ["an alias and its field both scalar", { ...ok, mime: MIME }, "body"],
-    ["an option that is not a boolean", { ...ok, trackopens: "maybe" }, "openstracking"],
+    ["an option that is not a boolean", { ...ok, openstracking: "maybe" }, "openstracking"],
     ["an empty idempotency key", { ...ok, idempotency_key: "" }, "idempotency_key"],
   ];
   for (const [what, body, field] of cases) {
@@ -316,6 +435,26 @@ describe("validation errors name the field", () => {
   test("a field given twice in a form is a 400 naming it", async () => {
     const e = await errorOf(await f.call("POST", "/v1/send", new URLSearchParams([["envelope", "a@example.com"], ["subject", "1"], ["Subject", "2"]])));
     expect(e).toMatchObject({ status: 400, field: "subject" });
+  });
+
+  test("CR or LF in an urlencoded field is a 400 naming it", async () => {
+    const form = new URLSearchParams([["envelope", "a@example.com"], ["to", "b@example.org"], ["text", "x"], ["subject", "hi\r\nBcc: x@y.org"]]);
+    expect(await errorOf(await f.call("POST", "/v1/send", form))).toMatchObject({ status: 400, code: "invalid_request", field: "subject" });
+    const lf = new URLSearchParams([["envelope", "a@example.com\nRCPT TO:<x@y.org>"], ["to", "b@example.org"], ["text", "x"]]);
+    expect(await errorOf(await f.call("POST", "/v1/send", lf))).toMatchObject({ status: 400, field: "envelope" });
+  });
+
+  test("CR or LF in a multipart field is a 400 naming it", async () => {
+    const form = new FormData();
+    form.append("envelope", "a@example.com");
+    form.append("to", "b@example.org\r\nBcc: x@y.org");
+    form.append("text", "x");
+    expect(await errorOf(await f.call("POST", "/v1/send", form))).toMatchObject({ status: 400, code: "invalid_request", field: "to" });
+    const header = new FormData();
+    header.append("envelope", "a@example.com");
+    header.append("to", "b@example.org");
+    header.append("headers", "X-A: 1\rBcc: x@y.org");
+    expect(await errorOf(await f.call("POST", "/v1/send", header))).toMatchObject({ status: 400, field: "headers[0]" });
   });
 
   test("malformed JSON is a 400", async () => {

@@ -1,9 +1,20 @@
 /** @module api/send — POST /v1/send: read the body (any of three forms), validate, send, answer 202 after the commit. */
-import { Elysia } from "elysia";
+import { Elysia, t, type TSchema } from "elysia";
 import { ErrorBody } from "../model.ts";
 import type { ApiContext } from "../context.ts";
 import { SendBody, SendResult } from "./model.ts";
 import { readSendFields } from "./read.ts";
+
+const REPLAYED = t.Literal("true", { description: "present when this is the stored answer to an earlier request with the same idempotency key" });
+const RETRY_AFTER = t.String({ description: "seconds to wait before trying again" });
+
+/**
+ * A response schema that also documents response headers: @elysiajs/openapi reads a `headers` key on the
+ * schema into the OpenAPI response (and strips it from the body schema). Validation ignores the key.
+ */
+function withHeaders<S extends TSchema>(schema: S, headers: Record<string, TSchema>): S {
+  return { ...schema, headers };
+}
 
 export function sendRoutes(ctx: ApiContext) {
   return new Elysia().post(
@@ -20,9 +31,27 @@ export function sendRoutes(ctx: ApiContext) {
       // named parsers after it never run — they are listed so the OpenAPI document shows the three content types.
       parse: [({ request }) => readSendFields(request), "json", "urlencoded", "formdata"],
       body: SendBody,
-      response: { 202: SendResult, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 413: ErrorBody, 429: ErrorBody, 503: ErrorBody },
+      response: {
+        202: withHeaders(SendResult, { "Idempotent-Replayed": REPLAYED }),
+        400: ErrorBody,
+        401: ErrorBody,
+        403: ErrorBody,
+        413: ErrorBody,
+        429: withHeaders(ErrorBody, { "Retry-After": RETRY_AFTER }),
+        503: withHeaders(ErrorBody, { "Retry-After": RETRY_AFTER }),
+      },
       detail: {
         tags: ["send"],
+        // read from the request by hand (not a `headers` schema), so it is declared for the document here
+        parameters: [
+          {
+            name: "Idempotency-Key",
+            in: "header",
+            required: false,
+            description: "like the idempotency_key field: a repeat with the same key within 24 h returns the first answer and queues nothing",
+            schema: { type: "string", minLength: 1, maxLength: 255 },
+          },
+        ],
         summary: "Send a message",
         description:
           "Queues a message and answers 202 once it is durably stored. Give `body` (a complete MIME message) or structured fields " +

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { ApiError } from "../../mail/errors.ts";
-import { bodyKind, fromForm, fromJson } from "./read.ts";
+import { bodyKind, fromForm, fromJson, WrittenNames } from "./read.ts";
 
 describe("bodyKind", () => {
   test("knows the three body types, with parameters and +json", () => {
@@ -79,5 +79,23 @@ describe("fromForm", () => {
     } catch (e) {
       expect((e as ApiError).field).toBe("attachments");
     }
+  });
+});
+
+describe("null and written names", () => {
+  test("a JSON null is an omitted field, at the top and in an attachment", () => {
+    expect(fromJson(JSON.stringify({ cc: null, Html: null, to: "a@x.org", attachments: [{ content: "eA==", ContentID: null }] }))).toEqual({
+      to: "a@x.org",
+      attachments: [{ content: "eA==" }],
+    });
+  });
+
+  test("errors are renamed to the one name the client wrote for a field", () => {
+    const written = new WrittenNames();
+    fromJson(JSON.stringify({ Envelope: "a", TrackBounces: "x", recipient: "b", Recipients: "c", cc: null }), written);
+    expect(written.rename("envelope")).toBe("Envelope");
+    expect(written.rename("bouncetracking")).toBe("TrackBounces");
+    expect(written.rename("recipient[1]")).toBe("recipient[1]"); // two names: canonical
+    expect(written.rename("cc")).toBe("cc"); // null: not written
   });
 });

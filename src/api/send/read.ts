@@ -1,7 +1,8 @@
 /**
  * @module api/send/read — reads a POST /v1/send body (JSON, urlencoded or multipart) into one object with
  * canonical field names: case-insensitive, aliases resolved, repeated form fields collected, JSON in form
- * fields decoded. Types are checked afterwards by the route schema, meaning by send/normalize.
+ * fields decoded. Types are checked afterwards by the route schema, meaning by send/normalize. It also remembers
+ * the names the client wrote, so an error about a canonical field can name it as the client did.
  */
 import { ApiError } from "../../mail/errors.ts";
 import { multipartEntries, type FormEntry } from "./multipart.ts";
@@ -57,9 +58,43 @@ export type Fields = Record<string, unknown>;
 
 const bad = (message: string, field: string | null = null) => new ApiError(400, "invalid_request", message, field ?? undefined);
 
-function canonicalName(name: string): string {
+/**
+ * The names a request used for each canonical field. Processing stays canonical; only error `field`s are
+ * translated back, so `trackbounces=2` is reported under `trackbounces`, `Envelope` under `Envelope`.
+ */
+export class WrittenNames {
+  private byField = new Map<string, Set<string>>();
+
+  note(field: string, written: string): void {
+    let names = this.byField.get(field);
+    if (!names) this.byField.set(field, (names = new Set()));
+    names.add(written);
+  }
+
+  /**
+   * A canonical error field ("openstracking", "recipient[1]", "attachments[0].content") with its top-level
+   * name as written. A field given under two names (recipient and recipients) keeps its canonical name:
+   * no single written name is the one at fault.
+   */
+  rename(field: string): string {
+    const head = /^[^.[]+/.exec(field)?.[0] ?? field;
+    const names = this.byField.get(head);
+    if (!names || names.size !== 1) return field;
+    return names.values().next().value + field.slice(head.length);
+  }
+}
+
+// per request, so the error handler (which sees the request, not the reader) can translate field names
+const writtenByRequest = new WeakMap<Request, WrittenNames>();
+
+export function writtenNamesOf(request: Request): WrittenNames | undefined {
+  return writtenByRequest.get(request);
+}
+
+function canonicalName(name: string, written?: WrittenNames): string {
   const canon = ALIASES[name.toLowerCase()];
   if (!canon) throw bad(`unknown field ${JSON.stringify(name)}`, name);
+  written?.note(canon, name);
   return canon;
 }
 
@@ -76,11 +111,13 @@ export function bodyKind(contentType: string | null): BodyKind | null {
 
 export async function readSendFields(request: Request): Promise<Fields> {
   const kind = bodyKind(request.headers.get("content-type"));
+  const written = new WrittenNames();
+  writtenByRequest.set(request, written);
   switch (kind) {
     case "json":
-      return fromJson(await request.text());
+      return fromJson(await request.text(), written);
     case "urlencoded":
-      return fromForm(new URLSearchParams(await request.text()).entries());
+      return fromForm(new URLSearchParams(await request.text()).entries(), written);
     case "multipart": {
       let entries: FormEntry[];
       try {
@@ -88,14 +125,15 @@ export async function readSendFields(request: Request): Promise<Fields> {
       } catch (e) {
         throw bad(`malformed multipart body: ${e instanceof Error ? e.message : String(e)}`);
       }
-      return fromForm(entries);
+      return fromForm(entries, written);
     }
     default:
       throw bad("Content-Type must be application/json, application/x-www-form-urlencoded or multipart/form-data");
   }
 }
 
-export function fromJson(text: string): Fields {
+/** `written` collects the names the body used. A null value is an omitted field (clients such as Postmark's send `"Cc": null`). */
+export function fromJson(text: string, written?: WrittenNames): Fields {
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -106,6 +144,8 @@ export function fromJson(text: string): Fields {
   const out: Fields = {};
   for (const [name, value] of Object.entries(parsed)) {
     const field = canonicalName(name);
+    if (value === null) continue;
+    written?.note(field, name);
     if (field === "attachments") {
       const items = Array.isArray(value) ? value : [value];
       const before = (out[field] as unknown[] | undefined)?.length ?? 0; // `attachment` and `attachments` make one list
@@ -120,12 +160,12 @@ export function fromJson(text: string): Fields {
   return out;
 }
 
-export function fromForm(entries: Iterable<[string, string | File]>): Fields {
+export function fromForm(entries: Iterable<[string, string | File]>, written?: WrittenNames): Fields {
   const out: Fields = {};
   let attachmentIndex = 0;
   for (const [rawName, value] of entries) {
     // PHP-style "recipient[]" is the same field as "recipient"
-    const field = canonicalName(rawName.endsWith("[]") ? rawName.slice(0, -2) : rawName);
+    const field = canonicalName(rawName.endsWith("[]") ? rawName.slice(0, -2) : rawName, written);
     if (typeof value !== "string") {
       if (field === "attachments") append(out, field, [value]);
       else if (field === "body") setOnce(out, field, value);
@@ -197,6 +237,7 @@ function attachmentObject(a: unknown, index: number): unknown {
   for (const [k, v] of Object.entries(a)) {
     const key = ATTACHMENT_KEYS[k.toLowerCase()];
     if (!key) throw bad(`unknown attachment field ${JSON.stringify(k)}`, `attachments[${index}].${k}`);
+    if (v === null) continue; // as for top-level fields: Postmark sends "ContentID": null
     if (key in out) throw bad(`attachment field ${key} is given more than once`, `attachments[${index}].${key}`);
     out[key] = v;
   }
