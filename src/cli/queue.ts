@@ -3,25 +3,30 @@
  * Works on the database directly, so it also works while `serve` is stopped; a running server sees a retry the
  * next time its scheduler looks at the queue.
  */
+import { writeSync } from "node:fs";
 import { UsageError } from "../mail/errors.ts";
 import type { Rate } from "../config/schema.ts";
 import { readThrottleSnapshot } from "../delivery/service.ts";
 import type { DestinationSnapshot } from "../delivery/throttle.ts";
 import { QueueAdmin } from "../queue/admin.ts";
-import { isInFlight, isPending, messageJson, QueueInspector, type MessageView, type RecipientView } from "../queue/inspect.ts";
+import { isInFlight, isPending, messageJson, QueueInspector, type MessageView, type PendingCounts, type RecipientView } from "../queue/inspect.ts";
 import { isoTime, parseArgs, table } from "./args.ts";
 import { openContext, print, printJson } from "./context.ts";
 
+/** Text is for reading, so it stops at a readable default; a script asking for JSON gets everything. */
+const DEFAULT_TEXT_LIMIT = 1000;
+
 export const QUEUE_USAGE = `usage:
-  outpost queue list [--json]        pending recipients, grouped by message (like mailq)
+  outpost queue list [--limit N] [--json]   pending recipients, grouped by message, oldest first (like mailq);
+                                     at most N messages: text defaults to ${DEFAULT_TEXT_LIMIT}, --json to all; 0 means all
   outpost queue show ID [--json]     one message and all its recipients
-  outpost queue retry ID|--all       make waiting recipients due now (like postqueue -i / -f)
-  outpost queue delete ID            remove a message and its recipients (like postsuper -d)
-  outpost queue flush                same as retry --all
+  outpost queue retry ID|--all [--json]   make waiting recipients due now (like postqueue -i / -f)
+  outpost queue delete ID [--json]   remove a message and its recipients (like postsuper -d)
+  outpost queue flush [--json]       same as retry --all
 common: --config FILE`;
 
 export async function queueCommand(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { booleans: ["all"] });
+  const args = parseArgs(argv, { booleans: ["all"], values: ["limit"] });
   const [sub, id, ...rest] = args.positionals;
   if (args.flags.has("help") || !sub) {
     print(QUEUE_USAGE);
@@ -32,17 +37,17 @@ export async function queueCommand(argv: string[]): Promise<number> {
   if (wantsId && !id) throw new UsageError(`queue ${sub} needs a message id${sub === "retry" ? " or --all" : ""}`);
   if (!wantsId && id) throw new UsageError(`unexpected argument ${id}`);
   if (!["list", "show", "retry", "delete", "flush"].includes(sub)) throw new UsageError(`unknown command queue ${sub}\n${QUEUE_USAGE}`);
+  if (sub !== "list" && args.values.limit !== undefined) throw new UsageError("--limit applies to queue list only");
+  const json = args.flags.has("json");
+  const limit = parseLimit(args.values.limit, json);
   const { store, config } = openContext(args);
   try {
     const admin = new QueueAdmin(store.sqlite);
     const inspector = new QueueInspector(store.sqlite);
-    const json = args.flags.has("json");
     switch (sub) {
-      case "list": {
-        const code = list(inspector.listPending(), json);
-        if (!json) printThrottle(config.data_dir);
-        return code;
-      }
+      case "list":
+        // one read transaction: the totals and the listing describe the same queue while serve keeps working on it
+        return store.sqlite.transaction(() => list(inspector, limit, json, config.data_dir))();
       case "show": {
         const m = inspector.getMessage(id!);
         if (!m) return unknown(id!);
@@ -51,22 +56,31 @@ export async function queueCommand(argv: string[]): Promise<number> {
         return 0;
       }
       case "retry": {
-        if (args.flags.has("all")) return flushed(admin.retryAll());
+        if (args.flags.has("all")) return flushed(admin.retryAll(), json);
         const n = admin.retry(id!);
         if (n === null) return unknown(id!);
-        print(`${id}: ${plural(n, "recipient")} scheduled for immediate delivery`);
+        if (json) printJson({ id, rescheduled: n });
+        else print(`${id}: ${plural(n, "recipient")} scheduled for immediate delivery`);
         return 0;
       }
       case "delete":
         if (!admin.delete(id!)) return unknown(id!);
-        print(`${id}: deleted`);
+        if (json) printJson({ id, deleted: true });
+        else print(`${id}: deleted`);
         return 0;
       default: // flush
-        return flushed(admin.retryAll());
+        return flushed(admin.retryAll(), json);
     }
   } finally {
     store.close();
   }
+}
+
+/** The most messages `queue list` prints; 0 means no limit. */
+function parseLimit(value: string | undefined, json: boolean): number {
+  if (value === undefined) return json ? 0 : DEFAULT_TEXT_LIMIT;
+  if (!/^\d+$/.test(value)) throw new UsageError(`--limit must be a whole number (0 for all), not ${JSON.stringify(value)}`);
+  return Number(value);
 }
 
 function unknown(id: string): number {
@@ -74,60 +88,163 @@ function unknown(id: string): number {
   return 1;
 }
 
-function flushed(n: number): number {
-  print(`${plural(n, "recipient")} scheduled for immediate delivery`);
+function flushed(n: number, json: boolean): number {
+  if (json) printJson({ rescheduled: n });
+  else print(`${plural(n, "recipient")} scheduled for immediate delivery`);
   return 0;
 }
 
-function list(messages: MessageView[], json: boolean): number {
-  if (json) {
-    printJson(messages.map((m) => messageJson(m, Date.now())));
-    return 0;
+function list(inspector: QueueInspector, limit: number, json: boolean, dataDir: string): number {
+  const out = new StdoutWriter();
+  try {
+    const totals = inspector.pendingCounts();
+    const messages = firstN(inspector.pending(), limit);
+    if (json) listJson(out, messages, totals, throttleJson(dataDir, Date.now()));
+    else {
+      listText(out, messages, totals);
+      printThrottle(out, dataDir);
+    }
+  } finally {
+    out.flush();
   }
-  if (messages.length === 0) {
-    print("queue is empty");
-    return 0;
+  return 0;
+}
+
+/** At most `limit` items (0: all); stopping early closes the source, which resets its statement. */
+function* firstN<T>(items: Iterable<T>, limit: number): Generator<T, void, undefined> {
+  if (limit === 0) return yield* items;
+  let n = 0;
+  for (const item of items) {
+    yield item;
+    if (++n >= limit) return;
+  }
+}
+
+const LIST_HEADER = ["MESSAGE", "AGE", "SIZE", "SENDER", "RECIPIENT", "STATUS", "TRIES", "NEXT ATTEMPT", "LAST REPLY"];
+
+function listText(out: StdoutWriter, messages: Iterable<MessageView>, totals: PendingCounts): void {
+  if (totals.messages === 0) {
+    out.line("queue is empty");
+    return;
   }
   const now = Date.now();
-  const rows = [["MESSAGE", "AGE", "SIZE", "SENDER", "RECIPIENT", "STATUS", "TRIES", "NEXT ATTEMPT", "LAST REPLY"]];
-  let count = 0;
+  const rows = new StreamedTable(LIST_HEADER, out);
+  let shown = { messages: 0, recipients: 0 };
   for (const m of messages) {
     m.recipients.forEach((r, i) => {
       const head = i === 0 ? [m.id, age(now - m.createdAt), size(m.size), sender(m.envelopeFrom)] : ["", "", "", ""];
       rows.push([...head, r.address, state(r, now), String(r.attempts), next(r, now), clip(r.lastReply ?? "-", 70)]);
-      count++;
     });
+    shown = { messages: shown.messages + 1, recipients: shown.recipients + m.recipients.length };
   }
-  print(table(rows));
-  print(`-- ${plural(messages.length, "message")}, ${plural(count, "recipient")} pending`);
-  return 0;
+  rows.end();
+  const more = { messages: totals.messages - shown.messages, recipients: totals.recipients - shown.recipients };
+  if (more.messages > 0) {
+    out.line(`… and ${plural(more.messages, "more message")} (${plural(more.recipients, "recipient")}) not shown; --limit 0 lists all`);
+  }
+  out.line(`-- ${plural(totals.messages, "message")}, ${plural(totals.recipients, "recipient")} pending`);
+}
+
+/**
+ * One JSON document, written as it is read: `{"messages": [...], "more": N, "total": {...}, "throttle": ...}`,
+ * one message per line. A single document rather than JSON lines so `jq .messages[]` and JSON.parse work.
+ */
+function listJson(out: StdoutWriter, messages: Iterable<MessageView>, totals: PendingCounts, throttle: ThrottleJson | null): void {
+  const now = Date.now();
+  out.write(`{\n  "messages": [`);
+  let shown = 0;
+  for (const m of messages) {
+    out.write(`${shown === 0 ? "\n" : ",\n"}    ${JSON.stringify(messageJson(m, now))}`);
+    shown++;
+  }
+  out.line(`${shown === 0 ? "" : "\n  "}],`);
+  out.line(`  "more": ${totals.messages - shown},`);
+  out.line(`  "total": ${JSON.stringify(totals)},`);
+  out.line(`  "throttle": ${JSON.stringify(throttle)}\n}`);
 }
 
 /** How long a published throttle snapshot stays believable (`serve` writes one every 5 s). */
 const THROTTLE_FRESH_MS = 30_000;
 
-/**
- * The running server's throttle state (data_dir/throttle.json, published by delivery/service.ts), for the
- * destinations that are not at full speed or have connections open. Printed only when it is fresh.
- */
-function printThrottle(dataDir: string): void {
+type PublishedThrottle = NonNullable<ReturnType<typeof readThrottleSnapshot>>;
+
+/** The running server's throttle state (data_dir/throttle.json, published by delivery/service.ts), if fresh. */
+function freshThrottle(dataDir: string, now: number): PublishedThrottle | null {
   const snap = readThrottleSnapshot(dataDir);
+  return snap && now - snap.time <= THROTTLE_FRESH_MS ? snap : null;
+}
+
+/** The destinations worth showing: not at full speed, or with connections open. */
+const notable = (snap: PublishedThrottle) =>
+  snap.destinations.filter((d) => d.inUse > 0 || d.limit < d.max || d.backoffUntil || d.dead);
+
+/** The throttle state below the text listing. Printed only when it is fresh. */
+function printThrottle(out: StdoutWriter, dataDir: string): void {
   const now = Date.now();
-  if (!snap || now - snap.time > THROTTLE_FRESH_MS) return;
-  const shown = snap.destinations.filter((d) => d.inUse > 0 || d.limit < d.max || d.backoffUntil || d.dead);
-  print("");
-  print(`delivery: ${snap.inUse} of ${snap.concurrency} connections in use (published by serve ${age(now - snap.time)} ago)`);
+  const snap = freshThrottle(dataDir, now);
+  if (!snap) return;
+  const shown = notable(snap);
+  out.line("");
+  out.line(`delivery: ${snap.inUse} of ${snap.concurrency} connections in use (published by serve ${age(now - snap.time)} ago)`);
   if (shown.length === 0) return;
-  print(table([
+  out.line(table([
     ["DESTINATION", "CONNECTIONS", "WINDOW", "RATE", "STATE"],
     ...shown.map((d) => [d.key, String(d.inUse), `${d.limit}/${d.max}`, rate(d.rate), destState(d, now)]),
   ]));
 }
 
-function destState(d: DestinationSnapshot, now: number): string {
-  if (d.dead) return `dead until ${isoTime(d.deadUntil)} (${d.consecutiveFailures} failed connections)`;
-  if (d.backoffUntil && d.backoffUntil > now) return `backing off until ${isoTime(d.backoffUntil)}`;
+/** The same throttle state as the text listing shows, under snake_case names; null when serve published none lately. */
+interface ThrottleJson {
+  /** RFC 3339, when serve wrote it */
+  published_at: string;
+  concurrency: number;
+  in_use: number;
+  destinations: {
+    destination: string;
+    connections: number;
+    window: number;
+    max_window: number;
+    rate: { count: number; per_ms: number } | null;
+    state: "dead" | "backing_off" | "recovering" | "ok";
+    backoff_until: string | null;
+    dead_until: string | null;
+    consecutive_failures: number;
+  }[];
+}
+
+function throttleJson(dataDir: string, now: number): ThrottleJson | null {
+  const snap = freshThrottle(dataDir, now);
+  if (!snap) return null;
+  const iso = (ms: number | null) => (ms ? new Date(ms).toISOString() : null);
+  return {
+    published_at: new Date(snap.time).toISOString(),
+    concurrency: snap.concurrency,
+    in_use: snap.inUse,
+    destinations: notable(snap).map((d) => ({
+      destination: d.key,
+      connections: d.inUse,
+      window: d.limit,
+      max_window: d.max,
+      rate: d.rate && { count: d.rate.count, per_ms: d.rate.perMs },
+      state: destStateName(d, now),
+      backoff_until: iso(d.backoffUntil),
+      dead_until: iso(d.deadUntil),
+      consecutive_failures: d.consecutiveFailures,
+    })),
+  };
+}
+
+function destStateName(d: DestinationSnapshot, now: number): ThrottleJson["destinations"][number]["state"] {
+  if (d.dead) return "dead";
+  if (d.backoffUntil && d.backoffUntil > now) return "backing_off";
   return d.limit < d.max ? "recovering" : "ok";
+}
+
+function destState(d: DestinationSnapshot, now: number): string {
+  const name = destStateName(d, now);
+  if (name === "dead") return `dead until ${isoTime(d.deadUntil)} (${d.consecutiveFailures} failed connections)`;
+  if (name === "backing_off") return `backing off until ${isoTime(d.backoffUntil)}`;
+  return name;
 }
 
 function rate(r: Rate | null): string {
@@ -184,3 +301,64 @@ function size(bytes: number): string {
 
 const clip = (s: string, n: number) => (s.length > n ? s.slice(0, n - 1) + "…" : s);
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+/**
+ * Buffered, blocking stdout. process.stdout.write queues in memory whatever a slow reader (`| less`) has not
+ * taken yet, so a million-line listing would sit in RAM; writeSync waits for the pipe instead.
+ */
+class StdoutWriter {
+  private chunks: string[] = [];
+  private pending = 0;
+
+  write(text: string): void {
+    this.chunks.push(text);
+    this.pending += text.length;
+    if (this.pending >= 64 * 1024) this.flush();
+  }
+
+  line(text: string): void {
+    this.write(text + "\n");
+  }
+
+  flush(): void {
+    const buf = Buffer.from(this.chunks.join(""));
+    this.chunks = [];
+    this.pending = 0;
+    for (let off = 0; off < buf.length; ) off += writeSync(1, buf, off);
+  }
+}
+
+/**
+ * Aligned columns without holding every row: widths come from the first SAMPLE rows, later rows reuse them
+ * (a longer cell only pushes the rest of its own row to the right).
+ */
+class StreamedTable {
+  private static readonly SAMPLE = 1000;
+  private sample: string[][];
+  private widths: number[] | null = null;
+
+  constructor(header: string[], private out: StdoutWriter) {
+    this.sample = [header];
+  }
+
+  push(row: string[]): void {
+    if (this.widths) this.write(row);
+    else if (this.sample.push(row) > StreamedTable.SAMPLE) this.fixWidths();
+  }
+
+  end(): void {
+    if (!this.widths) this.fixWidths();
+  }
+
+  private fixWidths(): void {
+    const widths: number[] = [];
+    for (const r of this.sample) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
+    this.widths = widths;
+    for (const r of this.sample) this.write(r);
+    this.sample = [];
+  }
+
+  private write(row: string[]): void {
+    this.out.line(row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(this.widths![i]!))).join("  "));
+  }
+}

@@ -46,7 +46,7 @@ test("retry leaves a recipient that is in flight alone, so it cannot be claimed 
 test("the listing (queue list) shows only pending recipients and a message (queue show) shows them all", () => {
   store.sqlite.run("UPDATE recipients SET status = 'delivered' WHERE address = 'a@d.test'");
   const inspector = new QueueInspector(store.sqlite);
-  expect(inspector.listPending()[0]!.recipients.map((r) => r.address)).toEqual(["b@d.test"]);
+  expect([...inspector.pending()][0]!.recipients.map((r) => r.address)).toEqual(["b@d.test"]);
   expect(inspector.getMessage(id)!.recipients.map((r) => r.status)).toEqual(["delivered", "queued"]);
 });
 

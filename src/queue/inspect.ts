@@ -1,7 +1,7 @@
 /**
  * @module queue/inspect — read-only views of the queue: one message with its recipients, the message an
- * idempotency key names, and the queue depth; and the one JSON rendering of a message. Never writes; the API and
- * `outpost queue list|show` read through here.
+ * idempotency key names, the pending messages (streamed) and the queue depth; and the one JSON rendering of a
+ * message. Never writes; the API and `outpost queue list|show` read through here.
  */
 import type { Database, Statement } from "bun:sqlite";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
@@ -49,6 +49,26 @@ interface MessageRow {
   track_bounces: number;
 }
 
+/** One pending recipient joined with its message, for the streamed listing; recipient columns carry an r_ prefix. */
+interface PendingRow extends MessageRow {
+  r_id: string;
+  r_address: string;
+  r_status: string;
+  r_attempts: number;
+  r_next_attempt_at: number;
+  r_lease_until: number | null;
+  r_last_reply: string | null;
+  r_last_status: string | null;
+  r_last_mx: string | null;
+  r_updated_at: number;
+}
+
+/** How much is waiting: messages with a pending recipient, and pending recipients. */
+export interface PendingCounts {
+  messages: number;
+  recipients: number;
+}
+
 interface RecipientRow {
   id: string;
   address: string;
@@ -71,7 +91,8 @@ export class QueueInspector {
   private byKey: Statement<MessageRow, [number, string]>;
   private recipientsOf: Statement<RecipientRow, [string]>;
   private depth: Statement<{ n: number }, []>;
-  private pendingIds: Statement<{ message_id: string }, []>;
+  private pendingRows: Statement<PendingRow, []>;
+  private pendingTotals: Statement<PendingCounts, []>;
 
   constructor(sqlite: Database) {
     // the body blob is left out on purpose: a status read must not drag megabytes of MIME along
@@ -85,9 +106,19 @@ export class QueueInspector {
     );
     // same predicate as the partial index recipients_due, so SQLite counts from the index
     this.depth = sqlite.prepare(`SELECT count(*) AS n FROM recipients WHERE status IN ('queued','deferred')`);
-    this.pendingIds = sqlite.prepare(
-      `SELECT DISTINCT r.message_id FROM recipients r JOIN messages m ON m.id = r.message_id
-       WHERE r.status IN ('queued','deferred') ORDER BY m.created_at, m.id`,
+    // one query for the whole listing, read row by row: a query per message made `queue list` on 300,000
+    // messages take seconds and hold the whole queue in memory
+    this.pendingRows = sqlite.prepare(
+      `SELECT ${MESSAGE_COLUMNS.split(",").map((c) => `m.${c.trim()}`).join(", ")},
+         r.id AS r_id, r.address AS r_address, r.status AS r_status, r.attempts AS r_attempts,
+         r.next_attempt_at AS r_next_attempt_at, r.lease_until AS r_lease_until, r.last_reply AS r_last_reply,
+         r.last_status AS r_last_status, r.last_mx AS r_last_mx, r.updated_at AS r_updated_at
+       FROM recipients r JOIN messages m ON m.id = r.message_id
+       WHERE r.status IN ('queued','deferred') ORDER BY m.created_at, m.id, r.rowid`,
+    );
+    this.pendingTotals = sqlite.prepare(
+      `SELECT count(DISTINCT message_id) AS messages, count(*) AS recipients
+       FROM recipients WHERE status IN ('queued','deferred')`,
     );
   }
 
@@ -103,12 +134,26 @@ export class QueueInspector {
     return row ? this.view(row) : null;
   }
 
-  /** Messages with at least one pending (queued/deferred) recipient, oldest first, with only those recipients. */
-  listPending(): MessageView[] {
-    return this.pendingIds.all().flatMap(({ message_id }) => {
-      const m = this.getMessage(message_id);
-      return m ? [{ ...m, recipients: m.recipients.filter(isPending) }] : [];
-    });
+  /**
+   * Messages with at least one pending (queued/deferred) recipient, oldest first, each with only those
+   * recipients. Streamed: only the message being assembled is in memory, however long the queue is. Stopping
+   * early (break) resets the statement.
+   */
+  *pending(): Generator<MessageView, void, undefined> {
+    let current: MessageView | null = null;
+    for (const row of this.pendingRows.iterate()) {
+      if (current?.id !== row.id) {
+        if (current) yield current;
+        current = { ...messageOf(row), recipients: [] };
+      }
+      current.recipients.push(recipientOf(recipientHalf(row)));
+    }
+    if (current) yield current;
+  }
+
+  /** What `pending()` would yield in total, counted without reading it. */
+  pendingCounts(): PendingCounts {
+    return this.pendingTotals.get() ?? { messages: 0, recipients: 0 };
   }
 
   /** Recipients still waiting for delivery (queued or deferred). */
@@ -117,34 +162,57 @@ export class QueueInspector {
   }
 
   private view(row: MessageRow): MessageView {
-    return {
-      id: row.id as MessageId,
-      userId: row.user_id as UserId | null,
-      createdAt: row.created_at,
-      envelopeFrom: row.envelope_from,
-      subject: row.subject,
-      size: row.size,
-      source: row.source as MessageSource,
-      options: {
-        inlineCss: row.inline_css === 1,
-        trackClicks: row.track_clicks === 1,
-        trackOpens: row.track_opens === 1,
-        trackBounces: row.track_bounces === 1,
-      },
-      recipients: this.recipientsOf.all(row.id).map((r) => ({
-        id: r.id as RecipientId,
-        address: r.address,
-        status: r.status as RecipientStatus,
-        attempts: r.attempts,
-        nextAttemptAt: r.next_attempt_at,
-        leasedUntil: r.lease_until,
-        lastReply: r.last_reply,
-        lastStatus: r.last_status,
-        lastMx: r.last_mx,
-        updatedAt: r.updated_at,
-      })),
-    };
+    return { ...messageOf(row), recipients: this.recipientsOf.all(row.id).map(recipientOf) };
   }
+}
+
+function messageOf(row: MessageRow): Omit<MessageView, "recipients"> {
+  return {
+    id: row.id as MessageId,
+    userId: row.user_id as UserId | null,
+    createdAt: row.created_at,
+    envelopeFrom: row.envelope_from,
+    subject: row.subject,
+    size: row.size,
+    source: row.source as MessageSource,
+    options: {
+      inlineCss: row.inline_css === 1,
+      trackClicks: row.track_clicks === 1,
+      trackOpens: row.track_opens === 1,
+      trackBounces: row.track_bounces === 1,
+    },
+  };
+}
+
+function recipientOf(r: RecipientRow): RecipientView {
+  return {
+    id: r.id as RecipientId,
+    address: r.address,
+    status: r.status as RecipientStatus,
+    attempts: r.attempts,
+    nextAttemptAt: r.next_attempt_at,
+    leasedUntil: r.lease_until,
+    lastReply: r.last_reply,
+    lastStatus: r.last_status,
+    lastMx: r.last_mx,
+    updatedAt: r.updated_at,
+  };
+}
+
+/** The recipient half of a joined row, under the plain column names. */
+function recipientHalf(row: PendingRow): RecipientRow {
+  return {
+    id: row.r_id,
+    address: row.r_address,
+    status: row.r_status,
+    attempts: row.r_attempts,
+    next_attempt_at: row.r_next_attempt_at,
+    lease_until: row.r_lease_until,
+    last_reply: row.r_last_reply,
+    last_status: row.r_last_status,
+    last_mx: row.r_last_mx,
+    updated_at: row.r_updated_at,
+  };
 }
 
 /** Waiting for delivery: queued or deferred. */

@@ -64,6 +64,13 @@ async function populate(): Promise<Fixture> {
   }
 }
 
+interface ListJson {
+  messages: { id: string; envelope: string; recipients: { address: string; status: string; attempts: number; next_attempt_at: string }[] }[];
+  more: number;
+  total: { messages: number; recipients: number };
+  throttle: { concurrency: number; in_use: number; destinations: Record<string, unknown>[] } | null;
+}
+
 const rcpt = (id: RecipientId) =>
   withStore((s) => s.sqlite.query("SELECT status, next_attempt_at FROM recipients WHERE id = ?").get(id) as { status: string; next_attempt_at: number } | null);
 
@@ -106,10 +113,12 @@ describe("outpost queue list", () => {
     }
   });
 
-  test("--json prints the same messages as JSON", () => {
+  test("--json prints the same messages as JSON, with the totals and (no) throttle state", () => {
     const r = outpost("queue", "list", "--json");
     expect(r.code).toBe(0);
-    const list = JSON.parse(r.out) as { id: string; envelope: string; recipients: { address: string; status: string; attempts: number; next_attempt_at: string }[] }[];
+    const doc = JSON.parse(r.out) as ListJson;
+    expect(doc).toMatchObject({ more: 0, total: { messages: 2, recipients: 2 }, throttle: null });
+    const list = doc.messages;
     expect(list.map((m) => m.id)).toEqual([fx.deferredMsg, fx.freshMsg]);
     expect(list[0]!.recipients).toHaveLength(1);
     expect(list[0]!.recipients[0]).toMatchObject({ address: "slow@dest.test", status: "deferred", attempts: 1 });
@@ -121,7 +130,7 @@ describe("outpost queue list", () => {
     const r = outpost("queue", "list");
     expect(r.code).toBe(0);
     expect(r.out.trim()).toBe("queue is empty");
-    expect(JSON.parse(outpost("queue", "list", "--json").out)).toEqual([]);
+    expect(JSON.parse(outpost("queue", "list", "--json").out)).toEqual({ messages: [], more: 0, total: { messages: 0, recipients: 0 }, throttle: null });
   });
 });
 
@@ -144,10 +153,94 @@ describe("outpost queue list with a running server", () => {
     expect(r.out).not.toContain("mx.idle.test");
   });
 
+  test("--json carries the same throttle state under a throttle key", () => {
+    const time = Date.now();
+    writeFileSync(throttleFile(), JSON.stringify(snapshot(time)));
+    const r = outpost("queue", "list", "--json");
+    rmSync(throttleFile());
+    expect(r.code).toBe(0);
+    const { throttle, messages } = JSON.parse(r.out) as ListJson;
+    expect(messages).toHaveLength(2);
+    expect(throttle).toMatchObject({ concurrency: 200, in_use: 3, published_at: new Date(time).toISOString() });
+    expect(throttle!.destinations).toEqual([{
+      destination: "mx1.dest.test", connections: 2, window: 2, max_window: 5, rate: { count: 150, per_ms: 60_000 },
+      state: "backing_off", backoff_until: new Date(time + 60_000).toISOString(), dead_until: null, consecutive_failures: 0,
+    }]);
+  });
+
   test("ignores a stale snapshot left by a server that is no longer running", () => {
     writeFileSync(throttleFile(), JSON.stringify(snapshot(Date.now() - 10 * MIN)));
     expect(outpost("queue", "list").out).not.toContain("connections in use");
+    expect((JSON.parse(outpost("queue", "list", "--json").out) as ListJson).throttle).toBeNull();
     rmSync(throttleFile());
+  });
+});
+
+describe("outpost queue list --limit", () => {
+  test("stops after N messages and says how many more there are; the totals stay whole", () => {
+    const r = outpost("queue", "list", "--limit", "1");
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("slow@dest.test");
+    expect(r.out).not.toContain("bob@other.test");
+    const lines = r.out.trimEnd().split("\n");
+    expect(lines.at(-2)).toBe("… and 1 more message (1 recipient) not shown; --limit 0 lists all");
+    expect(lines.at(-1)).toBe("-- 2 messages, 2 recipients pending");
+    const doc = JSON.parse(outpost("queue", "list", "--json", "--limit=1").out) as ListJson;
+    expect(doc.messages.map((m) => m.id)).toEqual([fx.deferredMsg]);
+    expect(doc).toMatchObject({ more: 1, total: { messages: 2, recipients: 2 } });
+  });
+
+  test("a limit that is not a whole number, or on another subcommand, is a usage error", () => {
+    for (const bad of [["list", "--limit", "ten"], ["list", "--limit", "-1"], ["flush", "--limit", "5"]]) {
+      expect(outpost("queue", ...bad).code).toBe(2);
+    }
+  });
+});
+
+describe("outpost queue list on a long queue", () => {
+  const MESSAGES = 25_000; // two pending recipients each: 50,000 rows
+
+  /** Bulk rows straight into the tables: going through Enqueuer would take minutes for this many. */
+  function fillQueue(): void {
+    withStore((s) => s.sqlite.transaction(() => {
+      const now = Date.now();
+      s.sqlite.run(
+        `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+         INSERT INTO messages (id, created_at, envelope_from, size, body, source) SELECT printf('bulk%06d', i), ?2 + i, 'bulk@example.org', 100, x'00', 'api' FROM n`,
+        [MESSAGES, now - 60 * MIN],
+      );
+      s.sqlite.run(
+        `INSERT INTO recipients (id, message_id, address, domain, status, next_attempt_at, updated_at)
+         SELECT 'r' || id || '-' || k, id, 'user' || k || '@bulk.test', 'bulk.test', 'queued', ?1, ?1
+         FROM messages, (SELECT 1 AS k UNION ALL SELECT 2) WHERE id LIKE 'bulk%'`,
+        [now],
+      );
+    })());
+  }
+
+  test("prints a bounded page by default, all with --limit 0, and the right totals either way", () => {
+    fillQueue();
+    const total = `-- ${MESSAGES + 2} messages, ${2 * MESSAGES + 2} recipients pending`;
+    const page = outpost("queue", "list");
+    expect(page.code).toBe(0);
+    const pageLines = page.out.trimEnd().split("\n");
+    expect(pageLines.filter((l) => l.includes("@bulk.test"))).toHaveLength(2 * 998); // 1000 messages; 2 are the fixture's
+    expect(pageLines.at(-2)).toBe(`… and ${MESSAGES - 998} more messages (${2 * (MESSAGES - 998)} recipients) not shown; --limit 0 lists all`);
+    expect(pageLines.at(-1)).toBe(total);
+
+    const all = outpost("queue", "list", "--limit", "0");
+    expect(all.code).toBe(0);
+    const lines = all.out.trimEnd().split("\n");
+    expect(lines.filter((l) => l.includes("@bulk.test"))).toHaveLength(2 * MESSAGES);
+    expect(lines.at(-1)).toBe(total);
+    // widths come from the first rows, so rows far down still line up under the header
+    const col = lines[0]!.indexOf("RECIPIENT");
+    expect(lines.at(-2)!.slice(col)).toStartWith("user2@bulk.test");
+
+    const doc = JSON.parse(outpost("queue", "list", "--json").out) as ListJson;
+    expect(doc.messages).toHaveLength(MESSAGES + 2);
+    expect(doc.messages.at(-1)!.recipients.map((r) => r.address)).toEqual(["user1@bulk.test", "user2@bulk.test"]);
+    expect(doc.total).toEqual({ messages: MESSAGES + 2, recipients: 2 * MESSAGES + 2 });
   });
 });
 
@@ -191,6 +284,16 @@ describe("outpost queue retry and flush", () => {
     expect(outpost("queue", "retry", "--all").out).toContain("1 recipient scheduled");
     expect(rcpt(fx.deferredRcpt)!.next_attempt_at).toBeLessThanOrEqual(Date.now());
     expect(outpost("queue", "flush").out).toContain("0 recipients scheduled");
+  });
+
+  test("--json prints each result as JSON", () => {
+    expect(JSON.parse(outpost("queue", "retry", fx.deferredMsg, "--json").out)).toEqual({ id: fx.deferredMsg, rescheduled: 1 });
+    expect(JSON.parse(outpost("queue", "retry", "--all", "--json").out)).toEqual({ rescheduled: 0 });
+    expect(JSON.parse(outpost("queue", "flush", "--json").out)).toEqual({ rescheduled: 0 });
+    expect(JSON.parse(outpost("queue", "delete", fx.freshMsg, "--json").out)).toEqual({ id: fx.freshMsg, deleted: true });
+    const r = outpost("queue", "delete", fx.freshMsg, "--json");
+    expect(r.code).toBe(1);
+    expect(r.out).toBe("");
   });
 
   test("retry of an unknown id exits 1; retry without an id is a usage error", () => {
