@@ -340,6 +340,19 @@ describe("delivery loop", () => {
     expect(delivered).toBeLessThan(20);
   });
 
+  test("stop keeps to the deadline it is given: a stuck transaction is handed back then, leaving none leased", async () => {
+    const e = setup();
+    e.transport.sendDelayMs = 20_000;
+    await enqueue(e, ["stuck@a.test"]);
+    e.loop.start();
+    await waitFor(() => e.transport.sent.length >= 1, 5000, "first send");
+    const t0 = Date.now();
+    await e.loop.stop(t0 + 300);
+    expect(Date.now() - t0).toBeLessThan(5_000); // its own 25 s default would have been waited out
+    const rows = e.store.sqlite.query("SELECT status, lease_until FROM recipients").all();
+    expect(rows).toEqual([{ status: "queued", lease_until: null }]);
+  });
+
   test("jobs that wait in memory for half a lease go back to the queue and are claimed afresh, each sent once", async () => {
     const release = spyOn(QueueClaimer.prototype, "release");
     try {

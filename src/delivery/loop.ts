@@ -159,10 +159,13 @@ export class DeliveryLoop {
     else this.wakePending = true; // the loop is busy claiming: it must look again before sleeping
   }
 
-  async stop(): Promise<void> {
+  /**
+   * `deadline` (ms, this loop's clock): when in-flight transactions must be done, shared with the rest of the
+   * process's shutdown; by default `shutdownMs` from now.
+   */
+  async stop(deadline = this.now() + this.o.shutdownMs): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    const deadline = this.now() + this.o.shutdownMs;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.wake();
     for (const p of [...this.pauses]) p();

@@ -66,10 +66,11 @@ export class DeliveryService {
     return throttleMetrics(this.loop.throttle.snapshot());
   }
 
-  async stop(): Promise<void> {
+  /** Stops claiming at once; in-flight transactions get until `deadline` (ms since epoch), then are handed back. */
+  async stop(deadline?: number): Promise<void> {
     clearInterval(this.publisher);
     this.deps.enqueuer.onCommitted = undefined;
-    await this.loop.stop();
+    await this.loop.stop(deadline);
     this.publish();
   }
 

@@ -1,4 +1,4 @@
-/** @module runtime/start — `serve` wiring: config → store → intake → listeners and workers; stops them in reverse. */
+/** @module runtime/start — `serve` wiring: config → store → intake → listeners and workers; stops them together. */
 import type { Config } from "../config/schema.ts";
 import { ensurePrivateDir, openStore, type Store } from "../db/client.ts";
 import { EventRecorder } from "../events/record.ts";
@@ -14,9 +14,16 @@ import { firstRunAdmin, instanceSecret } from "./bootstrap.ts";
 /** Something `serve` runs that must be stopped on shutdown. */
 export interface Service {
   name: string;
-  /** stop accepting new work; finish or hand back in-flight work */
-  stop(): Promise<void>;
+  /** stop accepting new work at once; finish in-flight work by `deadline` (ms since epoch) or hand it back */
+  stop(deadline?: number): Promise<void>;
 }
+
+/**
+ * The whole of a shutdown, from the first stop() call to the store's close: every service stops at once and
+ * shares this one deadline, so the sum fits in `serve`'s 30 s limit (cli/serve.ts) with time left to close.
+ * SMTP's own 10 s close timeout (smtp/server.ts) runs inside it.
+ */
+export const SHUTDOWN_BUDGET_MS = 25_000;
 
 export interface Runtime {
   config: Config;
@@ -55,19 +62,22 @@ export async function start(config: Config, log: Logger, opts: StartOptions = {}
     tracking: config.tracking,
   });
   const services: Service[] = [];
+  // in parallel, not one after another: delivery must stop claiming at once, and its in-flight transactions must
+  // not wait for SMTP sessions to close before their own window starts (10 s + 25 s overran serve's 30 s)
   const stopAll = async () => {
-    for (const s of [...services].reverse()) {
+    const deadline = Date.now() + SHUTDOWN_BUDGET_MS;
+    await Promise.all(services.map(async (s) => {
       try {
-        await s.stop();
+        await s.stop(deadline);
       } catch (e) {
         log.error("service_stop_failed", { service: s.name, error: e });
       }
-    }
+    }));
+    // last: listeners' sessions may commit mail, and delivery settles, until their stop() returns
     store.close();
   };
   let rt: Runtime;
   try {
-    // delivery first, so it stops last: listeners stop taking mail before in-flight delivery is wound down
     const delivery = new DeliveryService({ config, sqlite: store.sqlite, events, enqueuer, intake, log });
     services.push(delivery);
     const smtp = await startSmtp({ config, intake, credentials: new CredentialChecker(store.db), log });
