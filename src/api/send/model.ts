@@ -79,7 +79,7 @@ export const SendBody = t.Object(
   },
   {
     description:
-      "Give either `body` (a complete MIME message) or structured fields. Field names are case-insensitive. JSON, application/x-www-form-urlencoded or multipart/form-data.",
+      "Give either `body` (a complete MIME message) or structured fields. Field names are case-insensitive; in JSON, null is the same as leaving a field out. JSON, application/x-www-form-urlencoded or multipart/form-data.",
   },
 );
 export type SendBody = typeof SendBody.static;
