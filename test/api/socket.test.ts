@@ -82,12 +82,13 @@ describe(hasCurl ? "curl" : "curl (skipped: curl is not installed)", () => {
   });
 
   test("an announced body too large is refused with a JSON 413 before it is read", async () => {
-    // above what a JSON request may carry, below the listener's own cap (which answers a bare 413 itself)
+    // above what a multipart request may carry, below the listener's own cap (which answers a bare 413 itself);
+    // JSON and urlencoded may use the whole cap, so only multipart leaves room between the two
     const limits = requestLimits(f.rt.config.smtp.max_message_size);
-    const announced = limits.json + 1;
+    const announced = limits.multipart + 1;
     expect(announced).toBeLessThan(Math.max(limits.json, limits.urlencoded, limits.multipart));
-    const r = await curl(["-H", `Authorization: Bearer ${f.key}`, "-H", "Content-Type: application/json", "-H", `Content-Length: ${announced}`,
-      "--data-binary", "{}", `${f.base}/v1/send`]);
+    const r = await curl(["-H", `Authorization: Bearer ${f.key}`, "-H", "Content-Type: multipart/form-data; boundary=x", "-H", `Content-Length: ${announced}`,
+      "--data-binary", "--x--", `${f.base}/v1/send`]);
     expect(r.status).toBe(413);
     expect(JSON.parse(r.body)).toMatchObject({ error: { code: "too_large", field: "body" } });
   });
