@@ -94,6 +94,7 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpService> {
     for (const [list, secure] of [[smtp.listen, false], [smtp.tls_listen, true]] as const) {
       for (const addr of list) {
         const server = new OutpostSmtpServer(serverOptions(deps, hooks, material, secure));
+        gateConnections(server, hooks, secure);
         server.on("error", (err: Error & { code?: string }) => log.debug("smtp_connection_error", { code: err.code, error: err }));
         const bound: BoundAddress = { host: addr.host, port: await listen(server, addr), tls: secure ? "implicit" : "starttls" };
         servers.push({ server, bound });
@@ -147,6 +148,16 @@ function serverOptions(deps: SmtpDeps, hooks: SessionHooks, material: TlsMateria
     onData: (stream, session, cb) => receiveMessage(dataDeps, stream, session, cb),
     onClose: (session) => hooks.onClose(session),
   };
+}
+
+/** Puts SessionHooks.admitSocket in front of smtp-server's own accept handler, so the per-IP limit applies before any TLS handshake. */
+function gateConnections(server: SMTPServer, hooks: SessionHooks, implicitTls: boolean): void {
+  const tcp = server.server;
+  const accept = tcp.listeners("connection") as Array<(socket: net.Socket) => void>;
+  tcp.removeAllListeners("connection");
+  tcp.on("connection", (socket: net.Socket) => {
+    if (hooks.admitSocket(socket, implicitTls)) for (const handler of accept) handler.call(tcp, socket);
+  });
 }
 
 function listen(server: SMTPServer, addr: ListenAddress): Promise<number> {

@@ -2,6 +2,7 @@
  * @module smtp/session — smtp-server's connection, AUTH and envelope hooks, each answering with an
  * SmtpError (code + enhanced code) or accepting. Holds the per-IP limits shared by all listeners.
  */
+import type net from "node:net";
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerAuthenticationResponse, SMTPServerSession } from "smtp-server";
 import type { User } from "../auth/users.ts";
 import type { Cidr, SmtpConfig } from "../config/schema.ts";
@@ -35,9 +36,12 @@ export const AUTH_FAILURES_PER_CONNECTION = 3;
 
 interface State {
   trusted: boolean;
-  /** counted in ConnectionCounter (so onClose must uncount it) */
-  counted: boolean;
   authFailures: number;
+}
+
+/** An IPv4 client of a dual-stack listener as the plain IPv4 address, as smtp-server names it in sessions. */
+function plainIp(ip: string): string {
+  return ip.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, "");
 }
 
 /** Loopback clients may AUTH before STARTTLS: their traffic never leaves the machine. */
@@ -52,6 +56,8 @@ export class SessionHooks {
   readonly guard: AuthGuard;
   readonly connections: ConnectionCounter;
   private states = new Map<string, State>();
+  /** "ip:port" of each admitted TCP connection → releases its place in `connections` (once) */
+  private openSockets = new Map<string, () => void>();
   private isLoopback: (ip: string) => boolean;
   private limits: PolicyLimits;
 
@@ -78,11 +84,7 @@ export class SessionHooks {
       this.deps.log.info("smtp_refused", { client_ip: ip, reason: "auth_blocked", seconds_left: Math.ceil(blocked / 1000) });
       return cb(toServerError(blockedError(this.deps.hostname)));
     }
-    if (!this.connections.tryOpen(ip)) {
-      this.deps.log.info("smtp_refused", { client_ip: ip, reason: "max_connections_per_ip" });
-      return cb(toServerError(new SmtpError(421, "4.7.0", `${this.deps.hostname} too many connections from your address, try again later`)));
-    }
-    this.states.set(session.id, { trusted: this.isTrusted(ip), counted: true, authFailures: 0 });
+    this.states.set(session.id, { trusted: this.isTrusted(ip), authFailures: 0 });
     // not advertised and not accepted until STARTTLS: the EHLO list comes from the session's disabled commands
     if (!this.authAllowed(session)) session.disabledCommands = ["AUTH"];
     cb();
@@ -94,9 +96,35 @@ export class SessionHooks {
   }
 
   onClose(session: SMTPServerSession): void {
-    const s = this.states.get(session.id);
-    if (s?.counted) this.connections.close(session.remoteAddress);
+    this.openSockets.get(`${session.remoteAddress}:${session.remotePort}`)?.();
     this.states.delete(session.id);
+  }
+
+  /**
+   * max_connections_per_ip, counted when the TCP connection is accepted: on an implicit-TLS
+   * listener onConnect runs only after the handshake, so sockets that never send a TLS hello
+   * would otherwise pile up uncounted. Over the limit the socket is closed at once, with a 421
+   * on a plain listener; before a TLS handshake nothing can be said, so it is just closed (and logged).
+   * Returns whether smtp-server may take the socket.
+   */
+  admitSocket(socket: net.Socket, implicitTls: boolean): boolean {
+    const ip = plainIp(socket.remoteAddress ?? "");
+    if (!this.connections.tryOpen(ip)) {
+      socket.on("error", () => {}); // a reset while we close it is no error of ours, and must not crash us
+      this.deps.log.info("smtp_refused", { client_ip: ip, reason: "max_connections_per_ip", tls: implicitTls });
+      if (implicitTls) socket.destroy();
+      else socket.end(`421 4.7.0 ${this.deps.hostname} too many connections from your address, try again later\r\n`);
+      return false;
+    }
+    // Bun does not always report 'close' on the TCP socket once TLS wraps it, so the session's
+    // onClose releases the place too (whichever comes first; the connection's ip:port names it)
+    const key = `${ip}:${socket.remotePort}`;
+    const release = () => {
+      if (this.openSockets.delete(key)) this.connections.close(ip);
+    };
+    this.openSockets.set(key, release);
+    socket.once("close", release);
+    return true;
   }
 
   onAuth(

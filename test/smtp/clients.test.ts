@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import net from "node:net";
 import tls from "node:tls";
 import nodemailer from "nodemailer";
 import { CredentialChecker } from "../../src/auth/users.ts";
@@ -154,6 +155,23 @@ describe("limits and failures", () => {
     }
   });
 
+  test("max_connections_per_ip on tls_listen counts TCP connections before the TLS handshake; over it, the socket is closed at once", async () => {
+    const ip = "127.0.0.12";
+    const silent = await Promise.all([1, 2, 3].map(() => openTcp(o.tlsPort!, ip))); // never send a TLS hello
+    try {
+      await Bun.sleep(100); // let the server accept all three
+      const logsBefore = o.logs.length;
+      expect(await tlsGreeting(o.tlsPort!, ip)).toBe("closed");
+      expect(o.logs.slice(logsBefore)).toContainEqual(expect.objectContaining({ event: "smtp_refused", client_ip: ip, reason: "max_connections_per_ip", tls: true }));
+      expect(await tlsGreeting(o.tlsPort!, "127.0.0.13")).toMatch(/^220 /); // another address is not affected
+      silent[0]!.destroy();
+      await Bun.sleep(100);
+      expect(await tlsGreeting(o.tlsPort!, ip)).toMatch(/^220 /); // a closed socket frees its place
+    } finally {
+      silent.forEach((s) => s.destroy());
+    }
+  });
+
   test("a failure before the commit is answered 451 4.3.0 and nothing is stored", async () => {
     o.rt.store.sqlite.exec(`CREATE TRIGGER fail_insert BEFORE INSERT ON messages BEGIN SELECT RAISE(FAIL, 'disk on fire'); END`);
     try {
@@ -262,3 +280,28 @@ test("a remote client on tls_listen (implicit TLS) is offered AUTH and may use i
     await smtp.stop();
   }
 });
+
+function openTcp(port: number, localAddress: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: "127.0.0.1", port, localAddress }, () => resolve(s));
+    s.once("error", reject);
+  });
+}
+
+/** The first line a real TLS client gets on tls_listen, or "closed" when the server closes the connection first (bounded: 5 s). */
+function tlsGreeting(port: number, localAddress: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    // Node's tls.connect passes localAddress on to net.connect; its type just does not list it
+    const options: tls.ConnectionOptions & net.TcpNetConnectOpts = { host: "127.0.0.1", port, localAddress, rejectUnauthorized: false };
+    const s = tls.connect(options);
+    const timer = setTimeout(() => (s.destroy(), reject(new Error("no greeting and no close within 5 s"))), 5000);
+    const done = (v: string) => (clearTimeout(timer), s.destroy(), resolve(v));
+    let buf = "";
+    s.on("data", (d: Buffer) => {
+      buf += d.toString("latin1");
+      if (buf.includes("\r\n")) done(buf.split("\r\n")[0]!);
+    });
+    s.once("error", () => done("closed"));
+    s.once("close", () => done("closed"));
+  });
+}
