@@ -87,8 +87,23 @@ describe("intake.accept", () => {
     }
   });
 
-  test("many submissions at once are all committed, each with its own id", async () => {
-    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => submit({ recipients: [`r${i}@dest.test`] })));
+  test("many submissions at once are all committed, each with its own id, sharing commits (group commit)", async () => {
+    // count top-level transactions: each one is a commit (and an fsync), which group commit exists to share
+    const sqlite = rt.store.sqlite;
+    const realTransaction = sqlite.transaction.bind(sqlite);
+    let commits = 0;
+    sqlite.transaction = ((fn: Parameters<typeof realTransaction>[0]) => {
+      const tx = realTransaction(fn);
+      return Object.assign((...args: unknown[]) => (sqlite.inTransaction ? tx(...args) : (commits++, tx(...args))), tx);
+    }) as typeof sqlite.transaction;
+    let results: Awaited<ReturnType<typeof submit>>[];
+    try {
+      results = await Promise.all(Array.from({ length: 200 }, (_, i) => submit({ recipients: [`r${i}@dest.test`] })));
+    } finally {
+      sqlite.transaction = realTransaction;
+    }
+    expect(commits).toBeGreaterThanOrEqual(1);
+    expect(commits).toBeLessThanOrEqual(20); // one commit per message would be 200
     expect(new Set(results.map((r) => r.id)).size).toBe(200);
     const db = readOnly();
     expect(db.query("SELECT count(*) AS n FROM messages").get()).toEqual({ n: 200 });
