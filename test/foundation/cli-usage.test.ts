@@ -1,15 +1,11 @@
 /** Usage errors as an operator meets them: stray words, missing subcommands, where usage is printed. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { tempDir } from "../helpers/harness.ts";
+import { runCli, tempDir } from "../helpers/harness.ts";
 
-const MAIN = join(import.meta.dir, "../../src/main.ts");
 let dir: { path: string; cleanup: () => void };
 
-function outpost(...args: string[]) {
-  const p = Bun.spawnSync(["bun", MAIN, ...args], { cwd: dir.path, env: { ...process.env, OUTPOST_LOG: "error" } });
-  return { code: p.exitCode, out: p.stdout.toString(), err: p.stderr.toString() };
-}
+const outpost = (...args: string[]) => runCli(dir.path, args);
 
 beforeAll(() => {
   dir = tempDir();
@@ -32,12 +28,11 @@ describe("stray arguments exit 2 with the message and the usage on stderr", () =
   ];
   for (const argv of cases) {
     test(argv.join(" "), () => {
-      const r = Bun.spawnSync(["bun", MAIN, ...argv], { cwd: dir.path, env: { ...process.env, OUTPOST_LOG: "error" }, timeout: 10_000 });
-      expect(r.exitCode).toBe(2);
-      const err = r.stderr.toString();
-      expect(err).toContain(`outpost: unexpected argument ${argv.at(-1)}`);
-      expect(err).toContain("usage");
-      expect(r.stdout.toString()).toBe("");
+      const r = outpost(...argv);
+      expect(r.code).toBe(2);
+      expect(r.err).toContain(`outpost: unexpected argument ${argv.at(-1)}`);
+      expect(r.err).toContain("usage");
+      expect(r.out).toBe("");
     });
   }
 });

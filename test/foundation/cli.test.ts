@@ -2,15 +2,11 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { tempDir } from "../helpers/harness.ts";
+import { runCli, tempDir } from "../helpers/harness.ts";
 
-const MAIN = join(import.meta.dir, "../../src/main.ts");
 let dir: { path: string; cleanup: () => void };
 
-function outpost(...args: string[]) {
-  const p = Bun.spawnSync(["bun", MAIN, ...args], { cwd: dir.path, env: { ...process.env, OUTPOST_LOG: "error" } });
-  return { code: p.exitCode, out: p.stdout.toString(), err: p.stderr.toString() };
-}
+const outpost = (...args: string[]) => runCli(dir.path, args);
 
 beforeAll(() => {
   dir = tempDir();

@@ -62,3 +62,17 @@ export function secretFrom(lines: string[], label: "password" | "api key"): stri
   if (!line) throw new Error(`no "${label}:" line in ${JSON.stringify(lines)}`);
   return line.slice(label.length + 2);
 }
+
+const MAIN = join(import.meta.dir, "../../src/main.ts");
+
+export interface CliResult {
+  code: number | null;
+  out: string;
+  err: string;
+}
+
+/** Runs `outpost ARGS…` from source as a process in `cwd` (10 s at most), as an operator would. */
+export function runCli(cwd: string, args: string[]): CliResult {
+  const p = Bun.spawnSync(["bun", MAIN, ...args], { cwd, env: { ...process.env, OUTPOST_LOG: "error" }, timeout: 10_000 });
+  return { code: p.exitCode, out: p.stdout.toString(), err: p.stderr.toString() };
+}

@@ -8,17 +8,13 @@ import { loadConfig } from "../../src/config/load.ts";
 import type { MessageId, RecipientId } from "../../src/mail/ids.ts";
 import { Enqueuer } from "../../src/queue/enqueue.ts";
 import { QueueSettler } from "../../src/queue/settle.ts";
-import { tempDir } from "../helpers/harness.ts";
+import { runCli, tempDir } from "../helpers/harness.ts";
 
-const MAIN = join(import.meta.dir, "../../src/main.ts");
 const MIN = 60_000;
 let dir: { path: string; cleanup: () => void };
 let configFile: string;
 
-function outpost(...args: string[]) {
-  const p = Bun.spawnSync(["bun", MAIN, ...args, "--config", configFile], { cwd: dir.path, env: { ...process.env, OUTPOST_LOG: "error" } });
-  return { code: p.exitCode, out: p.stdout.toString(), err: p.stderr.toString() };
-}
+const outpost = (...args: string[]) => runCli(dir.path, [...args, "--config", configFile]);
 
 function withStore<T>(fn: (s: Store) => T): T {
   const store = openStore(loadConfig(configFile).database.path);
