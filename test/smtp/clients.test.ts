@@ -172,6 +172,29 @@ describe("limits and failures", () => {
     }
   });
 
+  test("connections that end in every way give their place back: failed TLS handshakes, TLS sessions, STARTTLS sessions", async () => {
+    const ip = "127.0.0.14"; // max_connections_per_ip = 3: a leak of one place per connection shows within four
+    for (let i = 0; i < 5; i++) {
+      const junk = await openTcp(o.tlsPort!, ip);
+      junk.write("EHLO not-tls\r\n"); // no TLS hello: the handshake fails (the server may keep the socket: we close it)
+      await new Promise((resolve) => (junk.once("close", resolve), setTimeout(resolve, 300)));
+      junk.destroy();
+      expect(await tlsGreeting(o.tlsPort!, ip)).toMatch(/^220 /); // a full TLS session, closed by the client
+      const plain = await RawSmtp.connect(o.port, { localAddress: ip });
+      expect(await plain.reply()).toMatch(/^220 /);
+      plain.write("EHLO x\r\n");
+      await plain.reply();
+      plain.write("STARTTLS\r\n");
+      expect(await plain.reply()).toMatch(/^220 /);
+      plain.close(); // gone in the middle of the upgrade
+    }
+    await Bun.sleep(200);
+    expect(await tlsGreeting(o.tlsPort!, ip)).toMatch(/^220 /);
+    const last = await RawSmtp.connect(o.port, { localAddress: ip });
+    expect(await last.reply()).toMatch(/^220 /);
+    last.close();
+  }, 30_000);
+
   test("a failure before the commit is answered 451 4.3.0 and nothing is stored", async () => {
     o.rt.store.sqlite.exec(`CREATE TRIGGER fail_insert BEFORE INSERT ON messages BEGIN SELECT RAISE(FAIL, 'disk on fire'); END`);
     try {
