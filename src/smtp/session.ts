@@ -79,12 +79,15 @@ export class SessionHooks {
 
   onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const ip = session.remoteAddress;
+    const trusted = this.isTrusted(ip);
     const blocked = this.guard.blockedFor(ip);
-    if (blocked > 0) {
+    // a trusted client relays without AUTH, so refusing its connection protects nothing and would stop every
+    // local app because one of them has a wrong password; its AUTH attempts are still refused while blocked
+    if (blocked > 0 && !trusted) {
       this.deps.log.info("smtp_refused", { client_ip: ip, reason: "auth_blocked", seconds_left: Math.ceil(blocked / 1000) });
       return cb(toServerError(blockedError(this.deps.hostname)));
     }
-    this.states.set(session.id, { trusted: this.isTrusted(ip), authFailures: 0 });
+    this.states.set(session.id, { trusted, authFailures: 0 });
     // not advertised and not accepted until STARTTLS: the EHLO list comes from the session's disabled commands
     if (!this.authAllowed(session)) session.disabledCommands = ["AUTH"];
     cb();

@@ -41,7 +41,7 @@ max_recipients = 3
 max_connections_per_ip = 5
 auth_failures_before_block = 5
 auth_block_time = "10m"
-trusted_networks = ["127.0.0.9"]
+trusted_networks = ["127.0.0.9", "127.0.0.30"]
 
 [tracking]
 bounce_domain = "bounces.outpost.test"
