@@ -502,6 +502,9 @@ export class DeliveryLoop {
       // Connection.send promises never to throw; if it does, the outcome is unknown: defer
       results = job.recipients.map((r) => localFailure(r.id, `delivery failed: ${String(e)}`, conn.mx));
     }
+    // stop() gave this job up at its deadline and handed it back: the late answer is not recorded (the store
+    // may be closed by now), and the next start sends it again — at least once, never lost
+    if (!this.inFlight.has(job)) return "ok";
     const signal = signalOf(results);
     if (signal === "failure" && reused && !job.retried) {
       // a kept connection the server had closed meanwhile (idle timeout, restart): no reply at all, so try the

@@ -246,6 +246,21 @@ describe("the delay warning (delivery.delay_warning)", () => {
     expect(dsns()).toHaveLength(0);
   });
 
+  test("that the store refuses is tried again at the next deferral (the message is not marked warned)", async () => {
+    warned();
+    const { message, ids } = await queued(["a@dest.test"]);
+    clock += 5 * HOUR;
+    store.sqlite.run("CREATE TRIGGER no_dsn BEFORE INSERT ON messages WHEN NEW.source = 'dsn' BEGIN SELECT RAISE(ABORT, 'disk full'); END");
+    recorder.settle(message, [soft(ids[0]!)])();
+    expect(dsns()).toHaveLength(0);
+    expect(logLines.find((l) => l.event === "dsn_failed")).toMatchObject({ action: "delayed" });
+    store.sqlite.run("DROP TRIGGER no_dsn");
+    clock += HOUR;
+    recorder.settle(message, [soft(ids[0]!)])();
+    expect(dsns()).toHaveLength(1);
+    expect(row(ids[0]!).status).toBe("deferred");
+  });
+
   test("is not sent for a message with bounce tracking, nor for the null sender", async () => {
     warned();
     const tracked = await queued(["a@dest.test"], { options: { trackBounces: true } });

@@ -84,10 +84,23 @@ export class OutcomeRecorder {
     if (bounced.length > 0) out.push(this.notify(message, bounced, now, "failed"));
     const deferred = done.filter((s) => s.status === "deferred");
     const warnAfter = this.deps.delivery.delay_warning;
-    if (deferred.length > 0 && warnAfter > 0 && now - message.createdAt >= warnAfter && this.settler.claimDelayWarning(message.id)) {
-      out.push(this.notify(message, deferred, now, "delayed"));
+    if (deferred.length > 0 && warnAfter > 0 && now - message.createdAt >= warnAfter) {
+      const warning = this.warnDelay(message, deferred, now);
+      if (warning) out.push(warning);
     }
     return out;
+  }
+
+  /** The delay warning, once per message: the flag and the DSN share a savepoint, so a DSN that cannot be
+   *  queued leaves the message unwarned, and a later deferral tries again. */
+  private warnDelay(message: StoredMessage, deferred: Settled[], now: number): DsnOutcome | null {
+    try {
+      return this.deps.sqlite.transaction(() =>
+        this.settler.claimDelayWarning(message.id) ? this.queueNotice(message, deferred, now, "delayed") : null,
+      )();
+    } catch (error) {
+      return { error, action: "delayed" };
+    }
   }
 
   settleRouteFailure(
@@ -148,8 +161,17 @@ export class OutcomeRecorder {
     });
   }
 
-  /** Queues the DSN in this transaction; what happened, for the log line after the commit. */
+  /** Queues the DSN in this transaction; what happened, for the log line after the commit. Never throws. */
   private notify(message: StoredMessage, reported: Settled[], now: number, action: "failed" | "delayed"): DsnOutcome {
+    try {
+      return this.queueNotice(message, reported, now, action);
+    } catch (error) {
+      return { error, action };
+    }
+  }
+
+  /** Throws what intake throws. */
+  private queueNotice(message: StoredMessage, reported: Settled[], now: number, action: "failed" | "delayed"): DsnOutcome {
     const recipients: FailedRecipient[] = reported.map((s) => ({
       address: s.rec.address,
       status: s.info.status,
@@ -158,21 +180,18 @@ export class OutcomeRecorder {
       mx: s.info.mx,
       lastAttemptAt: now,
     }));
-    try {
-      return { ...queueDsn(this.deps.intake, {
-        hostname: this.deps.hostname,
-        queueId: message.id,
-        envelopeFrom: message.envelopeFrom,
-        arrivalDate: message.createdAt,
-        original: message.body,
-        recipients,
-        now,
-        action,
-        willRetryUntil: message.createdAt + this.deps.delivery.max_queue_time,
-      }), action };
-    } catch (error) {
-      return { error, action };
-    }
+    const queued = queueDsn(this.deps.intake, {
+      hostname: this.deps.hostname,
+      queueId: message.id,
+      envelopeFrom: message.envelopeFrom,
+      arrivalDate: message.createdAt,
+      original: message.body,
+      recipients,
+      now,
+      action,
+      willRetryUntil: message.createdAt + this.deps.delivery.max_queue_time,
+    });
+    return { ...queued, action };
   }
 
   private logDsn(message: StoredMessage, dsn: DsnOutcome): void {
