@@ -27,6 +27,8 @@ import { ConnectFailure, type AfterCommit, type Connection, type Destination, ty
 /** The queue as the scheduler uses it (queue/claim.ts QueueClaimer). */
 export interface ClaimSource {
   claim(limit: number, leaseMs: number, excludeDomains?: ReadonlySet<string>): ClaimedRecipient[];
+  /** the last claim's walk past an excluded backlog ran out of budget: due mail may wait behind it */
+  readonly walkUnfinished?: boolean;
   release(ids: RecipientId[], at?: number): void;
   nextDueAt(): number | null;
   loadMessage(id: MessageId): StoredMessage | null;
@@ -231,6 +233,7 @@ export class DeliveryLoop {
   /** Until the next due row, bounded; a wake() cuts it short. */
   private sleepMs(hasRoom: boolean): number {
     if (!hasRoom) return 1_000;
+    if (this.deps.claimer.walkUnfinished) return 10;
     let next: number | null = null;
     try {
       next = this.deps.claimer.nextDueAt();

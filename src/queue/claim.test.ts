@@ -275,6 +275,35 @@ describe("a backlog of excluded rows larger than the scan window", () => {
   });
 });
 
+describe("a backlog of excluded rows larger than the scan window, with retries due too", () => {
+  test("new mail for other domains still gets its half of the claim: retries do not fill it", async () => {
+    const c = new QueueClaimer(store.sqlite, () => clock, { scanWindow: 100 });
+    for (let i = 0; i < 150; i += 50) await enqueue(Array.from({ length: 50 }, (_, j) => `u${i + j}@big.test`));
+    const retries = await enqueue(Array.from({ length: 40 }, (_, i) => `r${i}@retry${i}.test`));
+    store.sqlite.run(`UPDATE recipients SET status = 'deferred' WHERE message_id = ?`, [retries.id]);
+    clock += 1;
+    await enqueue(["new@small.test"]);
+    const got = c.claim(10, 60_000, new Set(["big.test"])).map((r) => r.address);
+    expect(got).toContain("new@small.test");
+    expect(got.filter((a) => a.startsWith("r"))).toHaveLength(9);
+  });
+
+  test("domains with nothing due cost a seek each, within a budget; an unfinished walk says so", async () => {
+    const c = new QueueClaimer(store.sqlite, () => clock, { scanWindow: 100 });
+    for (let i = 0; i < 150; i += 50) await enqueue(Array.from({ length: 50 }, (_, j) => `u${i + j}@big.test`));
+    // 2,500 domains with a recipient that is not due for an hour, sorting before the one with due mail
+    const later = await enqueue(Array.from({ length: 2_500 }, (_, i) => `x@d${String(i).padStart(4, "0")}.test`));
+    store.sqlite.run(`UPDATE recipients SET next_attempt_at = ? WHERE message_id = ?`, [clock + 3_600_000, later.id]);
+    await enqueue(["new@zz.test"]);
+    const first = c.claim(10, 60_000, new Set(["big.test"]));
+    expect(first).toEqual([]);
+    expect(c.walkUnfinished).toBe(true);
+    const second = c.claim(10, 60_000, new Set(["big.test"]));
+    expect(second.map((r) => r.address)).toEqual(["new@zz.test"]);
+    expect(c.walkUnfinished).toBe(false);
+  });
+});
+
 describe("query plans", () => {
   const plan = (sql: string, params: Record<string, unknown>) =>
     (store.sqlite.query(`EXPLAIN QUERY PLAN ${sql}`).all(params as never) as { detail: string }[]).map((r) => r.detail);
@@ -291,11 +320,13 @@ describe("query plans", () => {
     }
   });
 
-  test("stepping past a backlog seeks recipients_domain, one domain at a time", () => {
-    expect(plan(sqlOf("nextDomain"), { after: "" })).toEqual(["SEARCH recipients USING INDEX recipients_domain (domain>?)"]);
-    expect(plan(sqlOf("dueInDomain"), { domain: "x", now: 1, limit: 1 })).toEqual([
-      "SEARCH recipients USING INDEX recipients_domain (domain=? AND next_attempt_at<?)",
-    ]);
+  test("stepping past a backlog seeks recipients_domain, one domain at a time, on each side", () => {
+    for (const side of ["fresh", "retry"]) {
+      expect(plan(sqlOf(side, "nextDomain"), { after: "" })).toEqual(["SEARCH recipients USING INDEX recipients_domain (domain>?)"]);
+      expect(plan(sqlOf(side, "dueInDomain"), { domain: "x", now: 1, limit: 1 })).toEqual([
+        "SEARCH recipients USING INDEX recipients_domain (domain=? AND next_attempt_at<?)",
+      ]);
+    }
   });
 
   test("the next due time is read from the first entry of recipients_due", () => {

@@ -72,9 +72,13 @@ interface MessageRow {
 
 type Pending = "queued" | "deferred";
 
-/** Past a backlog: at most this many domains looked at per claim, and this many rows taken from each. */
+/**
+ * Past a backlog, per side and claim: rows from at most this many domains, this many rows from each, and at most
+ * this many domains looked at (one index seek each; domains with nothing due cost a seek and give nothing).
+ */
 const DOMAINS_PER_CLAIM = 200;
 const ROWS_PER_DOMAIN = 50;
+const VISITS_PER_CLAIM = 2_000;
 
 /** Due rows of one status; the matching partial index covers exactly that status. */
 const due = (status: Pending) =>
@@ -84,26 +88,34 @@ const COLUMNS = "id, message_id, address, domain, attempts";
 type DueParams = { now: number; limit: number };
 type DueExcludingParams = DueParams & { scan: number; exclude: string };
 
-/** The two reads of one side of the queue (first attempts or retries), both bound to that side's index. */
-interface DueReads {
+/**
+ * One side of the queue (first attempts or retries): its reads, each bound to an index that holds only pending
+ * rows, and its walk past an excluded backlog.
+ */
+interface Side {
   plain: Statement<ClaimRow, [DueParams]>;
   excluding: Statement<ClaimRow, [DueExcludingParams]>;
+  /** how many of the side's first `limit` index entries are due (the scan window is full when all are) */
+  window: Statement<{ n: number }, [DueParams]>;
+  nextDomain: Statement<{ domain: string }, [{ after: string }]>;
+  dueInDomain: Statement<ClaimRow, [DueParams & { domain: string }]>;
+  /** the last domain a walk looked at: the next walk starts after it */
+  cursor: string;
+  /** where the current round over the domains began ("" = the first domain) */
+  roundStart: string;
+  /** the last walk ran out of budget before coming round: due rows may be waiting behind it */
+  unfinished: boolean;
 }
 
 export class QueueClaimer {
-  private fresh: DueReads;
-  private retry: DueReads;
+  private fresh: Side;
+  private retry: Side;
   private lease: Statement;
   private releaseOne: Statement;
   private recover: Statement;
   private nextDue: Statement<{ at: number }, []>;
   private message: Statement<MessageRow, [string]>;
   private scanWindow: number;
-  private windowCount: { fresh: Statement<{ n: number }, [DueParams]>; retry: Statement<{ n: number }, [DueParams]> };
-  private nextDomain: Statement<{ domain: string }, [{ after: string }]>;
-  private dueInDomain: Statement<ClaimRow, [DueParams & { domain: string }]>;
-  /** the last domain a claim past a backlog looked at: the next one starts after it */
-  private domainCursor = "";
   /** which side gets the odd row of an odd-sized claim; it alternates, so a claim of 1 at a time serves both */
   private oddToRetry = false;
 
@@ -113,24 +125,8 @@ export class QueueClaimer {
     opts: ClaimOptions = {},
   ) {
     this.scanWindow = opts.scanWindow ?? 20_000;
-    this.fresh = this.dueReads("recipients_new", "queued");
-    this.retry = this.dueReads("recipients_retry", "deferred");
-    const count = (index: string, status: Pending) =>
-      sqlite.query<{ n: number }, [DueParams]>(
-        `SELECT count(*) AS n FROM (SELECT 1 FROM recipients INDEXED BY ${index} WHERE ${due(status)} LIMIT $limit)`,
-      );
-    this.windowCount = { fresh: count("recipients_new", "queued"), retry: count("recipients_retry", "deferred") };
-    // the first pending row after a domain is the next domain: one index seek per domain, whatever its size
-    this.nextDomain = sqlite.query(
-      `SELECT domain FROM recipients INDEXED BY recipients_domain
-       WHERE status IN ('queued','deferred') AND domain > $after ORDER BY domain LIMIT 1`,
-    );
-    this.dueInDomain = sqlite.query(
-      `SELECT ${COLUMNS} FROM recipients INDEXED BY recipients_domain
-       WHERE domain = $domain AND status IN ('queued','deferred') AND next_attempt_at <= $now
-         AND (lease_until IS NULL OR lease_until <= $now)
-       ORDER BY next_attempt_at LIMIT $limit`,
-    );
+    this.fresh = this.side("recipients_new", "queued");
+    this.retry = this.side("recipients_retry", "deferred");
     this.lease = sqlite.query(
       "UPDATE recipients SET lease_until = ?1, next_attempt_at = ?1, updated_at = ?2 WHERE id = ?3",
     );
@@ -155,7 +151,9 @@ export class QueueClaimer {
     );
   }
 
-  private dueReads(index: string, status: Pending): DueReads {
+  private side(index: string, status: Pending): Side {
+    // recipients_domain is partial on both pending states: its own predicate must be in the WHERE to be usable
+    const byDomain = `status IN ('queued','deferred') AND status = '${status}'`;
     return {
       plain: this.sqlite.query(
         `SELECT ${COLUMNS} FROM recipients INDEXED BY ${index} WHERE ${due(status)} ORDER BY next_attempt_at LIMIT $limit`,
@@ -167,6 +165,22 @@ export class QueueClaimer {
            WHERE ${due(status)} ORDER BY next_attempt_at LIMIT $scan
          ) WHERE domain NOT IN (SELECT value FROM json_each($exclude)) ORDER BY next_attempt_at LIMIT $limit`,
       ),
+      window: this.sqlite.query(
+        `SELECT count(*) AS n FROM (SELECT 1 FROM recipients INDEXED BY ${index} WHERE ${due(status)} LIMIT $limit)`,
+      ),
+      // the first pending row after a domain names the next domain: one index seek per domain, whatever its size
+      nextDomain: this.sqlite.query(
+        `SELECT domain FROM recipients INDEXED BY recipients_domain
+         WHERE ${byDomain} AND domain > $after ORDER BY domain LIMIT 1`,
+      ),
+      dueInDomain: this.sqlite.query(
+        `SELECT ${COLUMNS} FROM recipients INDEXED BY recipients_domain
+         WHERE domain = $domain AND ${byDomain} AND next_attempt_at <= $now AND (lease_until IS NULL OR lease_until <= $now)
+         ORDER BY next_attempt_at LIMIT $limit`,
+      ),
+      cursor: "",
+      roundStart: "",
+      unfinished: false,
     };
   }
 
@@ -178,17 +192,14 @@ export class QueueClaimer {
    */
   claim(limit: number, leaseMs: number, excludeDomains?: ReadonlySet<string>): ClaimedRecipient[] {
     if (limit <= 0) return [];
-    const exclude = excludeDomains && excludeDomains.size > 0 ? JSON.stringify([...excludeDomains]) : null;
+    const excluded = excludeDomains && excludeDomains.size > 0 ? { set: excludeDomains, json: JSON.stringify([...excludeDomains]) } : null;
     const retryShare = limit % 2 === 1 && this.oddToRetry ? Math.ceil(limit / 2) : Math.floor(limit / 2);
     if (limit % 2 === 1) this.oddToRetry = !this.oddToRetry;
     const run = this.sqlite.transaction((): ClaimedRecipient[] => {
       const now = this.now();
-      const fresh = this.readDue(this.fresh, now, limit, exclude);
-      const retries = this.readDue(this.retry, now, limit - Math.min(fresh.length, limit - retryShare), exclude);
+      const fresh = this.readSide(this.fresh, now, limit, excluded);
+      const retries = this.readSide(this.retry, now, limit - Math.min(fresh.length, limit - retryShare), excluded);
       const rows = [...fresh.slice(0, limit - retries.length), ...retries];
-      if (exclude !== null && rows.length < limit && this.windowFull(now)) {
-        rows.push(...this.readPastBacklog(now, limit - rows.length, excludeDomains!, new Set(rows.map((r) => r.id))));
-      }
       const until = now + leaseMs;
       for (const r of rows) this.lease.run(until, now, r.id);
       return rows.map((r) => ({
@@ -202,37 +213,62 @@ export class QueueClaimer {
     return run.immediate();
   }
 
-  private readDue(side: DueReads, now: number, limit: number, exclude: string | null): ClaimRow[] {
+  /** True while a walk past an excluded backlog stopped at its budget: claim again soon rather than sleep. */
+  get walkUnfinished(): boolean {
+    return this.fresh.unfinished || this.retry.unfinished;
+  }
+
+  /** Up to `limit` due rows of one side, oldest first, then, when excluded rows fill its window, past them. */
+  private readSide(side: Side, now: number, limit: number, excluded: { set: ReadonlySet<string>; json: string } | null): ClaimRow[] {
+    side.unfinished = false;
     if (limit <= 0) return [];
-    if (exclude === null) return side.plain.all({ now, limit });
-    return side.excluding.all({ now, limit, scan: Math.max(this.scanWindow, limit), exclude });
+    if (excluded === null) return side.plain.all({ now, limit });
+    const rows = side.excluding.all({ now, limit, scan: Math.max(this.scanWindow, limit), exclude: excluded.json });
+    if (rows.length >= limit || side.window.get({ now, limit: this.scanWindow })!.n < this.scanWindow) return rows;
+    const taken = new Set(rows.map((r) => r.id));
+    return [...rows, ...this.walkPastBacklog(side, now, limit - rows.length, excluded.set, taken)];
   }
 
-  /** True when a side's scan window holds nothing but due rows: there may be more behind the excluded ones. */
-  private windowFull(now: number): boolean {
-    const limit = this.scanWindow;
-    return this.windowCount.fresh.get({ now, limit })!.n >= limit || this.windowCount.retry.get({ now, limit })!.n >= limit;
-  }
-
-  /** Due rows of domains not excluded, a few per domain, round-robin over domains from the cursor. */
-  private readPastBacklog(now: number, limit: number, excluded: ReadonlySet<string>, taken: Set<string>): ClaimRow[] {
+  /**
+   * Due rows of domains not excluded, a few per domain, round-robin over the domains: each walk goes on from
+   * where the last one stopped, and a round ends when the walk comes back to where the round began. A walk out
+   * of budget before that leaves the side `unfinished`, so the scheduler claims again soon instead of sleeping.
+   */
+  private walkPastBacklog(side: Side, now: number, limit: number, excluded: ReadonlySet<string>, taken: Set<string>): ClaimRow[] {
     const out: ClaimRow[] = [];
-    let after = this.domainCursor;
-    let wrapped = after === "";
-    for (let visited = 0; out.length < limit && visited < DOMAINS_PER_CLAIM; visited++) {
-      const domain = this.nextDomain.get({ after })?.domain;
-      if (domain === undefined || (wrapped && this.domainCursor !== "" && domain > this.domainCursor)) {
-        if (wrapped) break;
+    let after = side.cursor;
+    let wrapped = false;
+    let newRound = false; // a walk may finish one round and go on into the next, never further
+    let served = 0;
+    for (let visited = 0; out.length < limit; visited++) {
+      if (served >= DOMAINS_PER_CLAIM || visited >= VISITS_PER_CLAIM) {
+        // once a round is complete, the next may wait for the scheduler's usual pause
+        side.unfinished = !newRound;
+        break;
+      }
+      const domain = side.nextDomain.get({ after })?.domain;
+      if (domain === undefined && !wrapped && side.roundStart !== "") {
         wrapped = true;
         after = "";
         continue;
       }
+      if (domain === undefined || (wrapped && domain > side.roundStart)) {
+        // round complete: the next one begins here
+        after = domain === undefined ? "" : after;
+        side.roundStart = after;
+        if (newRound) break;
+        newRound = true;
+        wrapped = false;
+        continue;
+      }
       after = domain;
       if (excluded.has(domain)) continue;
-      const rows = this.dueInDomain.all({ domain, now, limit: Math.min(ROWS_PER_DOMAIN, limit - out.length) });
-      out.push(...rows.filter((r) => !taken.has(r.id)));
+      const rows = side.dueInDomain.all({ domain, now, limit: Math.min(ROWS_PER_DOMAIN, limit - out.length) }).filter((r) => !taken.has(r.id));
+      if (rows.length > 0) served++;
+      for (const r of rows) taken.add(r.id);
+      out.push(...rows);
     }
-    this.domainCursor = after;
+    side.cursor = after;
     return out;
   }
 
