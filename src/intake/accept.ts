@@ -74,7 +74,7 @@ export class Intake {
     const recipients = dedupe(sub.recipients);
     checkRecipientCount(recipients.length, limits);
     checkSize(sub.raw.length, limits);
-    const prepared = prepareMessage(sub.trace ? Buffer.concat([sub.trace, sub.raw]) : sub.raw, hostname);
+    const prepared = prepareMessage(sub.raw, hostname, { trace: sub.trace });
     const defaults: MessageOptions = {
       inlineCss: tracking.inline_css,
       trackClicks: tracking.clicks,

@@ -31,7 +31,13 @@ export interface Prepared {
   headerOptions: Partial<MessageOptions>;
 }
 
-export function prepareMessage(raw: Buffer, hostname: string, now = new Date()): Prepared {
+export interface PrepareOptions {
+  /** our Received field, put on top of what the client sent (which alone decides where its headers end) */
+  trace?: Buffer;
+  now?: Date;
+}
+
+export function prepareMessage(raw: Buffer, hostname: string, opts: PrepareOptions = {}): Prepared {
   let crlf: Buffer;
   try {
     crlf = normalizeLineEndings(raw);
@@ -40,13 +46,25 @@ export function prepareMessage(raw: Buffer, hostname: string, now = new Date()):
     throw e;
   }
   // like Postfix, a line that is not a header ends the header block instead of refusing the message
-  // (the API refuses a body without headers itself, before this: api/send/normalize.ts)
-  let m = splitAtHeaderEnd(crlf);
+  // (the API refuses such a body itself, before this: api/send/normalize.ts)
+  const split = splitAtHeaderEnd(mailboxLineAsHeader(crlf));
+  let m: SplitMessage = { headers: split.headers, body: split.body };
   const headerOptions = readOptionHeaders(m);
   m = removeHeaders(m, [...Object.values(OPTION_HEADERS), "Bcc"]);
   if (headerValue(m, "Message-ID") === null) m = addHeader(m, "Message-ID", `<${crypto.randomUUID()}@${hostname}>`);
-  if (headerValue(m, "Date") === null) m = addHeader(m, "Date", rfc5322Date(now));
+  if (headerValue(m, "Date") === null) m = addHeader(m, "Date", rfc5322Date(opts.now ?? new Date()));
+  if (opts.trace) m = { headers: [{ name: "Received", key: "received", raw: opts.trace.toString("latin1") }, ...m.headers], body: m.body };
   return { body: joinMessage(m), subject: decodeSubject(headerValue(m, "Subject") ?? ""), headerOptions };
+}
+
+/**
+ * An mbox separator line ("From alice@x.test Mon Jan  1 …", perhaps ">"-quoted) at the very top, as some
+ * clients and scripts send, becomes an X-Mailbox-Line field: it is no header, and left as it is it would end
+ * the header block at once and turn every real header (Bcc included) into body text.
+ */
+function mailboxLineAsHeader(crlf: Buffer): Buffer {
+  if (!/^>*From /.test(crlf.subarray(0, 64).toString("latin1"))) return crlf;
+  return Buffer.concat([Buffer.from("X-Mailbox-Line: ", "latin1"), crlf]);
 }
 
 function readOptionHeaders(m: SplitMessage): Partial<MessageOptions> {

@@ -28,7 +28,7 @@ describe("header block editing", () => {
 describe("header block end, as Postfix reads it", () => {
   const split = (s: string) => {
     const m = splitAtHeaderEnd(Buffer.from(s, "latin1"));
-    return { names: m.headers.map((h) => h.name), body: m.body.toString("latin1"), joined: joinMessage(m).toString("latin1") };
+    return { names: m.headers.map((h) => h.name), body: m.body.toString("latin1"), joined: joinMessage({ headers: m.headers, body: m.body }).toString("latin1") };
   };
 
   test("a well-formed message splits as splitMessage does", () => {
@@ -50,11 +50,18 @@ describe("header block end, as Postfix reads it", () => {
     expect(split("").joined).toBe("\r\n");
   });
 
-  test("obsolete space before the colon is a header; a space in the name or 8-bit bytes are not", () => {
+  test("obsolete space before the colon is a header, and so is a name with 8-bit bytes; a space in the name is not", () => {
     expect(split("Subject : x\r\n\r\n").names).toEqual(["Subject"]);
     expect(split("Foo Bar: x\r\n").names).toEqual([]);
-    expect(split("F\xf6o: x\r\n").names).toEqual([]);
+    // an odd name must not end the block: a Bcc after it would be delivered as body text
+    expect(split("To: a@x.test\r\nX-Caf\xc3\xa9: 1\r\nBcc: secret@z.test\r\n\r\nhi\r\n").names).toEqual(["To", "X-Caf\xc3\xa9", "Bcc"]);
     expect(split(": x\r\n").names).toEqual([]);
+  });
+
+  test("says how the block ended", () => {
+    expect(splitAtHeaderEnd(Buffer.from("A: 1\r\n\r\nb\r\n")).endedBy).toBe("blank");
+    expect(splitAtHeaderEnd(Buffer.from("A: 1\r\nb\r\n")).endedBy).toBe("line");
+    expect(splitAtHeaderEnd(Buffer.from("A: 1\r\n")).endedBy).toBe("end");
   });
 });
 

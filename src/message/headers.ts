@@ -37,31 +37,40 @@ export function splitMessage(raw: Buffer): SplitMessage {
   return { headers, body };
 }
 
-/** A header field's first line: RFC 5322 ftext name (printable ASCII but colon), optional WSP (obsolete syntax), colon. */
-const FIELD_START = /^([\x21-\x39\x3b-\x7e]+)[ \t]*:/;
+/**
+ * A header field's first line: a name, optional WSP (obsolete syntax), colon. RFC 5322 names are printable
+ * ASCII; 8-bit bytes are let in too, since a client's odd "X-Café:" line must not end the header block early
+ * and push a Bcc after it into the body that every recipient reads.
+ */
+const FIELD_START = /^([^\x00-\x20\x7f:]+)[ \t]*:/;
+
+export interface HeaderEnd extends SplitMessage {
+  /** "blank": the block ended at its blank line; "line": at a line that is no header field; "end": at the end */
+  endedBy: "blank" | "line" | "end";
+}
 
 /**
  * Splits a CRLF message as Postfix's cleanup does: the header block ends at the blank line, or at
  * the first line that is neither a header field nor a continuation of one; that line starts the
  * body (joinMessage then puts the blank line before it). A message with no header at all is all body.
  */
-export function splitAtHeaderEnd(raw: Buffer): SplitMessage {
+export function splitAtHeaderEnd(raw: Buffer): HeaderEnd {
   const headers: HeaderField[] = [];
   for (let pos = 0; pos < raw.length; ) {
     const eol = raw.indexOf("\r\n", pos);
     const next = eol < 0 ? raw.length : eol + 2;
     const line = raw.subarray(pos, next).toString("latin1");
     const last = headers[headers.length - 1];
-    if (line === "\r\n") return { headers, body: raw.subarray(next) };
+    if (line === "\r\n") return { headers, body: raw.subarray(next), endedBy: "blank" };
     if (last && (line.startsWith(" ") || line.startsWith("\t"))) last.raw += line;
     else {
       const name = FIELD_START.exec(line)?.[1];
-      if (name === undefined) return { headers, body: raw.subarray(pos) };
+      if (name === undefined) return { headers, body: raw.subarray(pos), endedBy: "line" };
       headers.push({ name, key: name.toLowerCase(), raw: line });
     }
     pos = next;
   }
-  return { headers, body: Buffer.alloc(0) };
+  return { headers, body: Buffer.alloc(0), endedBy: "end" };
 }
 
 export function joinMessage(m: SplitMessage): Buffer {

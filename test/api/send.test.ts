@@ -54,6 +54,24 @@ describe("POST /v1/send with a MIME body", () => {
     expect(storedBody(f.rt, s.id)).not.toContain("eve@example.com");
   });
 
+  test("a header with an 8-bit name does not end the header block: the Bcc after it is a recipient and removed", async () => {
+    const body = "From: a@x.test\r\nTo: b@example.org\r\nX-Café: 1\r\nBcc: secret@example.com\r\nSubject: hi\r\n\r\nhello\r\n";
+    const s = await sent(await f.call("POST", "/v1/send", { envelope: "ann@example.com", body }));
+    expect(addresses(s)).toEqual(["b@example.org", "secret@example.com"]);
+    const stored = storedBody(f.rt, s.id);
+    expect(stored).not.toContain("secret@example.com");
+    expect(stored).toMatch(/\r\nSubject: hi\r\n/);
+  });
+
+  test("a line that is no header field before the blank line is a 400 naming body (intake would make it body)", async () => {
+    const body = "From: a@x.test\r\nTo: b@example.org\r\nhello there\r\nBcc: secret@example.com\r\n\r\nhello\r\n";
+    for (const fields of [{ envelope: "ann@example.com", body }, { envelope: "ann@example.com", recipient: "b@example.org", body }]) {
+      const e = await errorOf(await f.call("POST", "/v1/send", fields));
+      expect(e).toMatchObject({ status: 400, field: "body" });
+      expect(e.message).toContain('"hello there" is not a header field');
+    }
+  });
+
   test("a comma-separated recipient string is several recipients", async () => {
     const s = await sent(await f.call("POST", "/v1/send", { envelope: "ann@example.com", recipient: "a@example.org, B <b@example.org>", body: MIME }));
     expect(addresses(s)).toEqual(["a@example.org", "b@example.org"]);

@@ -184,6 +184,52 @@ test("a failed AUTH is logged in a line the fail2ban filter in docs/smtp.md matc
   expect(hosts).toEqual(["127.0.0.6"]);
 });
 
+describe("where the client's header block ends", () => {
+  async function submit(sender: string, message: string): Promise<{ reply: string; body: string; subject: string; opens: number }> {
+    const conn = await RawSmtp.connect(port, { localAddress: "127.0.0.9" });
+    let reply: string;
+    try {
+      await talk(conn, [[null, /^220/], ["EHLO app.local", /^250/], [`MAIL FROM:<${sender}>`, /^250/], ["RCPT TO:<a@example.com>", /^250/], ["DATA", /^354/]]);
+      conn.write(message);
+      conn.write(".\r\n");
+      reply = await conn.reply();
+    } finally {
+      conn.close();
+    }
+    const row = messagesFrom(outpost, sender).at(-1)!;
+    return { reply, body: Buffer.from(row.body).toString("latin1"), subject: row.subject, opens: row.track_opens };
+  }
+  const headBlock = (body: string) => body.slice(0, body.indexOf("\r\n\r\n") + 2);
+
+  test("an mbox 'From ' first line becomes X-Mailbox-Line: the client's headers stay headers (Bcc removed, options read)", async () => {
+    const r = await submit("mbox@trusted.example",
+      "From alice@x.test Mon Jan  1 00:00:00 2026\r\nFrom: alice@x.test\r\nTo: a@example.com\r\nBcc: secret@z.test\r\n" +
+      "X-Outpost-Track-Opens: yes\r\nSubject: from mbox\r\n\r\nhello\r\n");
+    expect(r.reply).toMatch(/^250 2\.0\.0 /);
+    const head = headBlock(r.body);
+    expect(head).toMatch(/^Received: /);
+    expect(head).toContain("\r\nX-Mailbox-Line: From alice@x.test Mon Jan  1 00:00:00 2026\r\n");
+    expect(head).toContain("\r\nSubject: from mbox\r\n");
+    expect(r.body).not.toContain("secret@z.test");
+    expect(r.subject).toBe("from mbox");
+    expect(r.opens).toBe(1);
+  });
+
+  test("a first line that starts with a space is body, not a continuation of our Received line", async () => {
+    const r = await submit("indented@trusted.example", " indented first line\r\nmore\r\n");
+    expect(r.reply).toMatch(/^250 2\.0\.0 /);
+    expect(r.body).toMatch(/\r\n\r\n indented first line\r\nmore\r\n$/);
+    expect(headBlock(r.body)).not.toContain("indented");
+  });
+
+  test("a header name with 8-bit bytes does not end the block: a Bcc after it is still removed", async () => {
+    const r = await submit("eightbit@trusted.example", "To: a@example.com\r\nX-Caf\xc3\xa9: 1\r\nBcc: secret@z.test\r\nSubject: hi\r\n\r\nbody\r\n");
+    expect(r.reply).toMatch(/^250 2\.0\.0 /);
+    expect(r.body).not.toContain("secret@z.test");
+    expect(r.subject).toBe("hi");
+  });
+});
+
 test("a message of exactly max_message_size bytes is queued (our Received line is not counted); one byte more is 552", async () => {
   // 4 KB limit: the header, then 70-byte lines, then one line that makes up the rest
   const exactly = (n: number) => {

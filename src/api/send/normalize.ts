@@ -5,7 +5,7 @@
 import addressparser from "nodemailer/lib/addressparser";
 import { ApiError } from "../../mail/errors.ts";
 import { composeMessage, RESERVED_HEADERS, type ComposeAttachment, type ComposeInput, type Mailbox } from "../../message/compose.ts";
-import { BadLineEndingError, normalizeLineEndings, splitMessage, type SplitMessage } from "../../message/headers.ts";
+import { BadLineEndingError, normalizeLineEndings, splitAtHeaderEnd, type SplitMessage } from "../../message/headers.ts";
 import type { MessageOptions } from "../../queue/enqueue.ts";
 import type { SendBody } from "./model.ts";
 
@@ -123,7 +123,11 @@ export function recipientsFromMime(raw: Buffer): string[] {
   return recipientsOf(mimeHeaders(raw));
 }
 
-/** The header block of a MIME message, read as intake will; a 400 naming body when there is none. */
+/**
+ * The header block of a MIME message, read exactly as intake will; a 400 naming body when there is none, or
+ * when a line that is no header field comes before the blank line (intake would make it and all after it body,
+ * where a client sending a whole message through the API surely meant headers).
+ */
 function mimeHeaders(raw: Buffer): SplitMessage["headers"] {
   let crlf: Buffer;
   try {
@@ -132,9 +136,11 @@ function mimeHeaders(raw: Buffer): SplitMessage["headers"] {
     if (e instanceof BadLineEndingError) throw bad("body", e.message);
     throw e;
   }
-  const { headers } = splitMessage(crlf);
-  if (headers.length === 0 || headers.some((h) => h.name === "" || /\s/.test(h.name))) {
-    throw bad("body", "body is not a MIME message: no valid header block");
+  const { headers, body, endedBy } = splitAtHeaderEnd(crlf);
+  if (headers.length === 0) throw bad("body", "body is not a MIME message: no valid header block");
+  if (endedBy === "line") {
+    const line = body.subarray(0, Math.max(0, body.indexOf("\r\n"))).toString("utf8").slice(0, 60);
+    throw bad("body", `body is not a MIME message: ${JSON.stringify(line)} is not a header field, and no blank line comes before it`);
   }
   return headers;
 }
