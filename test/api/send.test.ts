@@ -481,6 +481,42 @@ describe("validation errors name the field", () => {
     expect(e.message).toContain("malformed JSON");
   });
 
+  /** A multipart/form-data body written by hand, as clients other than browsers and curl write them. */
+  function rawForm(parts: { name: string; filename?: string; type?: string; value: string }[]) {
+    const b = "b0undary";
+    const body = parts.map((p) => [
+      `--${b}`,
+      `Content-Disposition: form-data; name="${p.name}"${p.filename ? `; filename="${p.filename}"` : ""}`,
+      ...(p.type ? [`Content-Type: ${p.type}`] : []),
+      "",
+      p.value,
+    ].join("\r\n")).join("\r\n") + `\r\n--${b}--\r\n`;
+    return { body, headers: { "content-type": `multipart/form-data; boundary=${b}` } };
+  }
+
+  test("a file part that names no type gets one from its file name; a part without file name is a field", async () => {
+    const { body, headers } = rawForm([
+      { name: "envelope", value: "ann@example.com" },
+      { name: "to", type: "application/octet-stream", value: "bob@example.org" },
+      { name: "subject", value: "typed by name" },
+      { name: "text", value: "see attached" },
+      { name: "attachment", filename: "report.pdf", value: "%PDF-1.4 fake" },
+    ]);
+    const s = await sent(await f.call("POST", "/v1/send", body, { headers }));
+    expect(addresses(s)).toEqual(["bob@example.org"]);
+    expect(storedBody(f.rt, s.id)).toContain("Content-Type: application/pdf; name=report.pdf");
+  });
+
+  test("a body cut off inside a file part is a 400", async () => {
+    const { body, headers } = rawForm([
+      { name: "envelope", value: "ann@example.com" },
+      { name: "attachment", filename: "a.bin", type: "application/x-thing", value: "half" },
+    ]);
+    const e = await errorOf(await f.call("POST", "/v1/send", body.slice(0, body.indexOf("half") + 4), { headers }));
+    expect(e).toMatchObject({ status: 400, code: "invalid_request" });
+    expect(e.message).toContain("malformed multipart body");
+  });
+
   test("a malformed multipart body is a 400", async () => {
     for (const [ct, body] of [
       ["multipart/form-data", "--x\r\n"], // no boundary parameter

@@ -6,8 +6,12 @@ import busboy from "busboy";
 
 export type FormEntry = [string, string | File];
 
-/** busboy's type for a file part that named none, and what a client sends when it does not know. */
-const UNKNOWN_TYPES = new Set(["application/octet-stream"]);
+/**
+ * Types that say nothing: busboy reports "text/plain" for a part that names no type (Python's requests sends
+ * file parts so), and "application/octet-stream" is what clients send when they do not know. For these the
+ * composer guesses from the file name (a .txt file still comes out text/plain).
+ */
+const UNKNOWN_TYPES = new Set(["text/plain", "application/octet-stream"]);
 
 /**
  * The entries of `body`. A file part becomes a File with its name and type (no type when the part gave
@@ -20,7 +24,11 @@ export function multipartEntries(contentType: string, body: Buffer): Promise<For
     let parser: busboy.Busboy;
     try {
       // the request size is already bounded by the listener; busboy's 1 MB default would cut a `body` field
-      parser = busboy({ headers: { "content-type": contentType }, defParamCharset: "utf8", limits: { fieldSize: body.length } });
+      parser = busboy({
+        headers: { "content-type": contentType },
+        defParamCharset: "utf8",
+        limits: { fieldSize: body.length },
+      });
     } catch (e) {
       return reject(e);
     }
@@ -29,16 +37,31 @@ export function multipartEntries(contentType: string, body: Buffer): Promise<For
       const slot = entries.push([name, ""]) - 1; // keeps the part's place among the others
       const chunks: Buffer[] = [];
       stream.on("data", (c: Buffer) => chunks.push(c));
-      files.push(new Promise((done) => stream.on("end", () => {
-        const type = partType(info.mimeType);
-        entries[slot] = [name, new File(chunks, info.filename ?? "", type ? { type } : {})];
-        done();
-      })));
+      const read = new Promise<void>((done, fail) => {
+        // a body cut off inside a file part errors this stream: without a listener that would be uncaught
+        stream.once("error", fail);
+        stream.on("end", () => {
+          entries[slot] = [name, partValue(chunks, info)];
+          done();
+        });
+      });
+      read.catch(() => {}); // the parser's own error rejects the request; this one must not go unhandled
+      files.push(read);
     });
     parser.on("error", reject);
     parser.on("close", () => Promise.all(files).then(() => resolve(entries), reject));
     parser.end(body);
   });
+}
+
+/**
+ * A part with a file name is a File; busboy also hands over a part without one as a file when its type is
+ * application/octet-stream, but that is a plain field (a `to` so labelled must not be "a file").
+ */
+function partValue(chunks: Buffer[], info: busboy.FileInfo): string | File {
+  if (info.filename === undefined) return Buffer.concat(chunks).toString("utf8");
+  const type = partType(info.mimeType);
+  return new File(chunks, info.filename, type ? { type } : {});
 }
 
 function partType(mimeType: string): string | undefined {
