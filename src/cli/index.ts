@@ -3,7 +3,7 @@ import { ConfigError } from "../config/errors.ts";
 import { UsageError } from "../mail/errors.ts";
 import { UserExistsError, UserNotFoundError } from "../auth/users.ts";
 import { KeyNotFoundError } from "../auth/keys.ts";
-import { parseArgs, showUsage, type FlagSpec } from "./args.ts";
+import { parseArgs, showUsage } from "./args.ts";
 import pkg from "../../package.json";
 
 export const VERSION: string = pkg.version;
@@ -34,12 +34,7 @@ const COMMANDS: Record<string, Command> = {
   serve: async (a) => (await import("./serve.ts")).serveCommand(a),
   user: async (a) => (await import("./user.ts")).userCommand(a),
   key: async (a) => (await import("./key.ts")).keyCommand(a),
-  queue: async (a) => {
-    const queue = await import("./queue.ts");
-    // queue.ts prints this usage to stdout itself; an incomplete command line is an error, so stderr
-    if (lacksSubcommand(a, { booleans: ["all"] })) return showUsage(queue.QUEUE_USAGE, false);
-    return queue.queueCommand(a);
-  },
+  queue: async (a) => (await import("./queue.ts")).queueCommand(a),
   suppression: async (a) => (await import("./suppression.ts")).suppressionCommand(a),
   migrate: async (a) => (await import("./migrate.ts")).migrateCommand(a),
   version: async (a) => {
@@ -62,16 +57,6 @@ export async function run(argv: string[]): Promise<number> {
     return await command(rest);
   } catch (e) {
     return reportError(e);
-  }
-}
-
-/** True when a command group got neither a subcommand nor --help; a command line the parser rejects is left to the command. */
-function lacksSubcommand(argv: string[], spec: FlagSpec): boolean {
-  try {
-    const args = parseArgs(argv, spec);
-    return args.positionals.length === 0 && !args.flags.has("help");
-  } catch {
-    return false;
   }
 }
 

@@ -10,7 +10,7 @@ import { readThrottleSnapshot } from "../delivery/service.ts";
 import type { DestinationSnapshot } from "../delivery/throttle.ts";
 import { QueueAdmin } from "../queue/admin.ts";
 import { isInFlight, isPending, messageJson, QueueInspector, type MessageView, type PendingCounts, type RecipientView } from "../queue/inspect.ts";
-import { isoTime, parseArgs, table } from "./args.ts";
+import { isoTime, parseArgs, showUsage, table } from "./args.ts";
 import { openContext, print, printJson } from "./context.ts";
 
 /** Text is for reading, so it stops at a readable default; a script asking for JSON gets everything. */
@@ -28,10 +28,7 @@ common: --config FILE`;
 export async function queueCommand(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { booleans: ["all"], values: ["limit"] });
   const [sub, id, ...rest] = args.positionals;
-  if (args.flags.has("help") || !sub) {
-    print(QUEUE_USAGE);
-    return args.flags.has("help") ? 0 : 2;
-  }
+  if (args.flags.has("help") || !sub) return showUsage(QUEUE_USAGE, args.flags.has("help"));
   if (rest.length > 0) throw new UsageError(`unexpected argument ${rest[0]}`);
   const wantsId = sub === "show" || sub === "delete" || (sub === "retry" && !args.flags.has("all"));
   if (wantsId && !id) throw new UsageError(`queue ${sub} needs a message id${sub === "retry" ? " or --all" : ""}`);

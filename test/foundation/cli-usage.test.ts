@@ -46,7 +46,7 @@ describe("version", () => {
 });
 
 describe("a missing command or subcommand is a usage error: usage on stderr, exit 2", () => {
-  for (const argv of [[], ["user"], ["key"], ["queue"], ["suppression"], ["queue", "--config", "outpost.toml"]]) {
+  for (const argv of [[], ["user"], ["key"], ["queue"], ["suppression"], ["queue", "--config", "outpost.toml"], ["queue", "--limit", "5"]]) {
     test(`outpost ${argv.join(" ")}`.trim(), () => {
       const r = outpost(...argv);
       expect(r.code).toBe(2);
