@@ -57,13 +57,17 @@ export function prepareMessage(raw: Buffer, hostname: string, opts: PrepareOptio
   return { body: joinMessage(m), subject: decodeSubject(headerValue(m, "Subject") ?? ""), headerOptions };
 }
 
+/** "From SENDER Www Mmm dd hh:mm" — the shape of an mbox separator, so prose ("From the desk of …") and an
+ *  obsolete "From : alice@x" field are left alone. */
+const MBOX_FROM_LINE = /^>*From \S+ +(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +\d{1,2} \d\d:\d\d/;
+
 /**
  * An mbox separator line ("From alice@x.test Mon Jan  1 …", perhaps ">"-quoted) at the very top, as some
  * clients and scripts send, becomes an X-Mailbox-Line field: it is no header, and left as it is it would end
  * the header block at once and turn every real header (Bcc included) into body text.
  */
 function mailboxLineAsHeader(crlf: Buffer): Buffer {
-  if (!/^>*From /.test(crlf.subarray(0, 64).toString("latin1"))) return crlf;
+  if (!MBOX_FROM_LINE.test(crlf.subarray(0, 200).toString("latin1"))) return crlf;
   return Buffer.concat([Buffer.from("X-Mailbox-Line: ", "latin1"), crlf]);
 }
 

@@ -288,18 +288,36 @@ describe("a backlog of excluded rows larger than the scan window, with retries d
     expect(got.filter((a) => a.startsWith("r"))).toHaveLength(9);
   });
 
-  test("domains with nothing due cost a seek each, within a budget; an unfinished walk says so", async () => {
+  test("domains with nothing due cost a seek each, within a budget, and an empty walk asks for no haste", async () => {
     const c = new QueueClaimer(store.sqlite, () => clock, { scanWindow: 100 });
     for (let i = 0; i < 150; i += 50) await enqueue(Array.from({ length: 50 }, (_, j) => `u${i + j}@big.test`));
     // 2,500 domains with a recipient that is not due for an hour, sorting before the one with due mail
     const later = await enqueue(Array.from({ length: 2_500 }, (_, i) => `x@d${String(i).padStart(4, "0")}.test`));
     store.sqlite.run(`UPDATE recipients SET next_attempt_at = ? WHERE message_id = ?`, [clock + 3_600_000, later.id]);
     await enqueue(["new@zz.test"]);
-    const first = c.claim(10, 60_000, new Set(["big.test"]));
-    expect(first).toEqual([]);
+    const walks: { got: string[]; unfinished: boolean }[] = [];
+    for (let i = 0; i < 5 && !walks.some((w) => w.got.length > 0); i++) {
+      walks.push({ got: c.claim(10, 60_000, new Set(["big.test"])).map((r) => r.address), unfinished: c.walkUnfinished });
+    }
+    // each walk looks at 1,000 domains and goes on from there: the third reaches zz.test
+    expect(walks).toEqual([
+      { got: [], unfinished: false },
+      { got: [], unfinished: false },
+      { got: ["new@zz.test"], unfinished: false },
+    ]);
+  });
+
+  test("a walk that finds rows and runs out of budget mid-round asks to be claimed again soon", async () => {
+    const c = new QueueClaimer(store.sqlite, () => clock, { scanWindow: 100 });
+    // more backlog than a claim of 500 looks at
+    for (let i = 0; i < 600; i += 50) await enqueue(Array.from({ length: 50 }, (_, j) => `u${i + j}@big.test`));
+    clock += 1;
+    for (let i = 0; i < 250; i += 50) await enqueue(Array.from({ length: 50 }, (_, j) => `x@d${String(i + j).padStart(3, "0")}.test`));
+    const first = c.claim(500, 60_000, new Set(["big.test"]));
+    expect(first).toHaveLength(200); // 200 domains at most per walk
     expect(c.walkUnfinished).toBe(true);
-    const second = c.claim(10, 60_000, new Set(["big.test"]));
-    expect(second.map((r) => r.address)).toEqual(["new@zz.test"]);
+    const second = c.claim(500, 60_000, new Set(["big.test"]));
+    expect(second.map((r) => r.domain)).toEqual(Array.from({ length: 50 }, (_, i) => `d${String(200 + i).padStart(3, "0")}.test`));
     expect(c.walkUnfinished).toBe(false);
   });
 });

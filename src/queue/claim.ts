@@ -78,7 +78,7 @@ type Pending = "queued" | "deferred";
  */
 const DOMAINS_PER_CLAIM = 200;
 const ROWS_PER_DOMAIN = 50;
-const VISITS_PER_CLAIM = 2_000;
+const VISITS_PER_CLAIM = 1_000;
 
 /** Due rows of one status; the matching partial index covers exactly that status. */
 const due = (status: Pending) =>
@@ -101,8 +101,6 @@ interface Side {
   dueInDomain: Statement<ClaimRow, [DueParams & { domain: string }]>;
   /** the last domain a walk looked at: the next walk starts after it */
   cursor: string;
-  /** where the current round over the domains began ("" = the first domain) */
-  roundStart: string;
   /** the last walk ran out of budget before coming round: due rows may be waiting behind it */
   unfinished: boolean;
 }
@@ -179,7 +177,6 @@ export class QueueClaimer {
          ORDER BY next_attempt_at LIMIT $limit`,
       ),
       cursor: "",
-      roundStart: "",
       unfinished: false,
     };
   }
@@ -230,35 +227,27 @@ export class QueueClaimer {
   }
 
   /**
-   * Due rows of domains not excluded, a few per domain, round-robin over the domains: each walk goes on from
-   * where the last one stopped, and a round ends when the walk comes back to where the round began. A walk out
-   * of budget before that leaves the side `unfinished`, so the scheduler claims again soon instead of sleeping.
+   * Due rows of domains not excluded, a few per domain, round-robin over the domains in name order: each walk
+   * goes on from where the last one stopped, and may finish a round and begin the next, never more. A walk
+   * that found rows and ran out of budget mid-round leaves the side `unfinished`, so the scheduler claims again
+   * soon; a walk that found nothing leaves it to the scheduler's usual pause (no spinning over idle domains).
    */
   private walkPastBacklog(side: Side, now: number, limit: number, excluded: ReadonlySet<string>, taken: Set<string>): ClaimRow[] {
     const out: ClaimRow[] = [];
     let after = side.cursor;
-    let wrapped = false;
-    let newRound = false; // a walk may finish one round and go on into the next, never further
+    let restarted = false;
     let served = 0;
     for (let visited = 0; out.length < limit; visited++) {
       if (served >= DOMAINS_PER_CLAIM || visited >= VISITS_PER_CLAIM) {
-        // once a round is complete, the next may wait for the scheduler's usual pause
-        side.unfinished = !newRound;
+        side.unfinished = out.length > 0 && !restarted;
         break;
       }
       const domain = side.nextDomain.get({ after })?.domain;
-      if (domain === undefined && !wrapped && side.roundStart !== "") {
-        wrapped = true;
+      if (domain === undefined) {
+        // the end of a round: the next begins at the first domain
         after = "";
-        continue;
-      }
-      if (domain === undefined || (wrapped && domain > side.roundStart)) {
-        // round complete: the next one begins here
-        after = domain === undefined ? "" : after;
-        side.roundStart = after;
-        if (newRound) break;
-        newRound = true;
-        wrapped = false;
+        if (restarted) break;
+        restarted = true;
         continue;
       }
       after = domain;

@@ -501,10 +501,13 @@ describe("validation errors name the field", () => {
       { name: "subject", value: "typed by name" },
       { name: "text", value: "see attached" },
       { name: "attachment", filename: "report.pdf", value: "%PDF-1.4 fake" },
+      { name: "attachment", filename: "notes", type: "text/plain; charset=utf-8", value: "plain words" },
     ]);
     const s = await sent(await f.call("POST", "/v1/send", body, { headers }));
     expect(addresses(s)).toEqual(["bob@example.org"]);
-    expect(storedBody(f.rt, s.id)).toContain("Content-Type: application/pdf; name=report.pdf");
+    const stored = storedBody(f.rt, s.id);
+    expect(stored).toContain("Content-Type: application/pdf; name=report.pdf");
+    expect(stored).toMatch(/Content-Type: text\/plain; name=notes/);
   });
 
   test("a body cut off inside a file part is a 400", async () => {

@@ -215,6 +215,15 @@ describe("where the client's header block ends", () => {
     expect(r.opens).toBe(1);
   });
 
+  test("prose that starts with 'From ' and the obsolete 'From :' field are not taken for an mbox line", async () => {
+    const prose = await submit("prose@trusted.example", "From the desk of the CEO\r\nNote: the office is closed Friday.\r\nThanks\r\n");
+    expect(prose.body).toMatch(/\r\n\r\nFrom the desk of the CEO\r\nNote: the office is closed Friday\.\r\nThanks\r\n$/);
+    expect(prose.body).not.toContain("X-Mailbox-Line");
+    const obsolete = await submit("obsolete@trusted.example", "From : alice@x.test\r\nSubject: old syntax\r\n\r\nhi\r\n");
+    expect(headBlock(obsolete.body)).toContain("\r\nFrom : alice@x.test\r\n");
+    expect(obsolete.subject).toBe("old syntax");
+  });
+
   test("a first line that starts with a space is body, not a continuation of our Received line", async () => {
     const r = await submit("indented@trusted.example", " indented first line\r\nmore\r\n");
     expect(r.reply).toMatch(/^250 2\.0\.0 /);

@@ -7,11 +7,15 @@ import busboy from "busboy";
 export type FormEntry = [string, string | File];
 
 /**
- * Types that say nothing: busboy reports "text/plain" for a part that names no type (Python's requests sends
- * file parts so), and "application/octet-stream" is what clients send when they do not know. For these the
- * composer guesses from the file name (a .txt file still comes out text/plain).
+ * "application/octet-stream" is what clients send when they do not know the type, and busboy reports
+ * "text/plain" for a part that names none (Python's requests sends file parts so) as well as for one that says
+ * text/plain. For octet-stream, and for text/plain on a file whose extension says otherwise ("report.pdf"),
+ * the composer guesses from the file name; "notes" or "a.txt" stay text/plain.
  */
-const UNKNOWN_TYPES = new Set(["text/plain", "application/octet-stream"]);
+function saysNothing(type: string, filename: string): boolean {
+  if (type === "" || type === "application/octet-stream") return true;
+  return type === "text/plain" && /\.[A-Za-z0-9]+$/.test(filename) && !/\.(?:txt|text)$/i.test(filename);
+}
 
 /**
  * The entries of `body`. A file part becomes a File with its name and type (no type when the part gave
@@ -60,11 +64,6 @@ export function multipartEntries(contentType: string, body: Buffer): Promise<For
  */
 function partValue(chunks: Buffer[], info: busboy.FileInfo): string | File {
   if (info.filename === undefined) return Buffer.concat(chunks).toString("utf8");
-  const type = partType(info.mimeType);
-  return new File(chunks, info.filename, type ? { type } : {});
-}
-
-function partType(mimeType: string): string | undefined {
-  const t = mimeType.trim().toLowerCase();
-  return t === "" || UNKNOWN_TYPES.has(t) ? undefined : mimeType;
+  const type = info.mimeType.trim();
+  return new File(chunks, info.filename, saysNothing(type.toLowerCase(), info.filename) ? {} : { type });
 }
