@@ -165,6 +165,14 @@ describe("SmtpTransport", () => {
     expect(s.messages).toHaveLength(1);
   });
 
+  test("two MX names at one address are tried once: a dead server is not connected to twice", async () => {
+    const s = await mx("127.0.0.2");
+    const sameIp = { lookup: async () => ["127.0.0.3"] }; // both names, nothing listening there
+    const err = await transport(s.port, sameIp).connect(dest(["mx1.x.test", "mx2.x.test"])).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectFailure);
+    expect((err as ConnectFailure).message.match(/127\.0\.0\.3/g)).toHaveLength(1);
+  });
+
   test("an MX host whose address cannot be found is skipped", async () => {
     const s = await mx("127.0.0.2");
     const conn = await transport(s.port).connect(dest(["nowhere.x.test", "mx1.x.test"]));

@@ -79,6 +79,8 @@ export class SmtpTransport implements Transport {
     let code = 0;
     let lastMx: string | undefined;
     let budget = MAX_ADDRESSES;
+    // two MX names for one server (mx1 and mx2 both at 192.0.2.7) are one attempt, not two (Postfix too)
+    const tried = new Set<string>();
     for (const h of dest.hosts) {
       if (budget <= 0) break;
       const port = dest.static ? h.port : (this.opts.connectPort ?? h.port);
@@ -91,7 +93,8 @@ export class SmtpTransport implements Transport {
         continue;
       }
       if (addresses.length === 0) failures.push(`${h.host}: no address`);
-      for (const ip of addresses.slice(0, budget)) {
+      for (const ip of addresses.filter((a) => !tried.has(`${a}:${port}`)).slice(0, budget)) {
+        tried.add(`${ip}:${port}`);
         budget--;
         const r = await this.open(dest, h.host, ip, port, required ? "require" : "try");
         if (r instanceof SmtpSession) return r;
