@@ -58,7 +58,7 @@ async function store(deps: DataDeps, session: SMTPServerSession, raw: Buffer, si
       userId: user?.id ?? null,
       allowedDomains: user ? user.domains : null,
       envelopeFrom: mailFrom ? mailFrom.address : "",
-      recipients: session.envelope.rcptTo.map((r) => r.address),
+      recipients: envelopeRecipients(session),
       raw,
       trace: receivedHeader(session, deps.hostname),
       source: "smtp",
@@ -74,6 +74,15 @@ async function store(deps: DataDeps, session: SMTPServerSession, raw: Buffer, si
   }
 }
 
+/**
+ * The envelope's recipients, each once. smtp-server drops an exact repeat itself, but a repeat spelt with the
+ * U-label of an IDN domain arrives before onRcptTo turns it into the A-label, so it is stored twice.
+ */
+function envelopeRecipients(session: SMTPServerSession): string[] {
+  const seen = new Set<string>();
+  return session.envelope.rcptTo.map((r) => r.address).filter((a) => !seen.has(a.toLowerCase()) && seen.add(a.toLowerCase()));
+}
+
 /** One JSON line per transaction (SPEC "Logs"). */
 function logTransaction(log: Logger, session: SMTPServerSession, fields: Record<string, unknown>): void {
   const mailFrom = session.envelope.mailFrom;
@@ -82,7 +91,7 @@ function logTransaction(log: Logger, session: SMTPServerSession, fields: Record<
     client_ip: session.remoteAddress,
     user: (session.user as User | undefined)?.name ?? null,
     sender: mailFrom ? mailFrom.address : null,
-    recipients: session.envelope.rcptTo.map((r) => r.address),
+    recipients: envelopeRecipients(session),
     tls: session.secure ? (session.tlsOptions ? session.tlsOptions.version || session.tlsOptions.name : true) : false,
     ...fields,
   });

@@ -260,6 +260,24 @@ test("a message of exactly max_message_size bytes is queued (our Received line i
   }
 });
 
+test("a recipient repeated in U-label and A-label form is logged once, as it is stored once", async () => {
+  const conn = await RawSmtp.connect(port, { localAddress: "127.0.0.9" });
+  const logsBefore = outpost.logs.length;
+  try {
+    await talk(conn, [[null, /^220/], ["EHLO app.local", /^250/], ["MAIL FROM:<idn-log@trusted.example> SMTPUTF8", /^250/],
+      // RawSmtp writes latin1: the UTF-8 bytes of the U-label form, as a client sends them
+      [`RCPT TO:<${Buffer.from("jörg@bücher.example").toString("latin1")}>`, /^250/],
+      [`RCPT TO:<${Buffer.from("jörg@xn--bcher-kva.example").toString("latin1")}>`, /^250/], ["DATA", /^354/]]);
+    conn.write("Subject: idn\r\n\r\nhi\r\n");
+    await talk(conn, [[".", /^250 2\.0\.0 /]]);
+  } finally {
+    conn.close();
+  }
+  const line = outpost.logs.slice(logsBefore).find((l) => l.event === "smtp_message");
+  expect(line?.recipients).toEqual(["jörg@xn--bcher-kva.example"]);
+  expect(recipientsOf(outpost, messagesFrom(outpost, "idn-log@trusted.example")[0]!.id)).toEqual(["jörg@xn--bcher-kva.example"]);
+});
+
 test("a refused message gets its transaction log line too: no queue id, the reply, and the size actually received", async () => {
   const conn = await RawSmtp.connect(port, { localAddress: "127.0.0.9" });
   const logsBefore = outpost.logs.length;
