@@ -306,6 +306,8 @@ const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
 class StdoutWriter {
   private chunks: string[] = [];
   private pending = 0;
+  /** the reader went away (`| head`): the rest is dropped quietly, as mailq does */
+  private gone = false;
 
   write(text: string): void {
     this.chunks.push(text);
@@ -321,7 +323,16 @@ class StdoutWriter {
     const buf = Buffer.from(this.chunks.join(""));
     this.chunks = [];
     this.pending = 0;
-    for (let off = 0; off < buf.length; ) off += writeSync(1, buf, off);
+    for (let off = 0; off < buf.length && !this.gone; ) {
+      try {
+        off += writeSync(1, buf, off);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === "EPIPE") this.gone = true;
+        else if (code === "EAGAIN") Bun.sleepSync(1); // a non-blocking pipe that is full: wait for the reader
+        else throw e;
+      }
+    }
   }
 }
 

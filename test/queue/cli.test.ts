@@ -238,6 +238,17 @@ describe("outpost queue list on a long queue", () => {
     expect(doc.messages.at(-1)!.recipients.map((r) => r.address)).toEqual(["user1@bulk.test", "user2@bulk.test"]);
     expect(doc.total).toEqual({ messages: MESSAGES + 2, recipients: 2 * MESSAGES + 2 });
   });
+
+  test("a reader that stops early (| head) ends the listing quietly with exit 0, as mailq does", () => {
+    fillQueue(); // far more than a pipe holds
+    const main = join(import.meta.dir, "../../src/main.ts");
+    for (const args of ["queue list --limit 0", "queue list --json"]) {
+      const p = Bun.spawnSync(["bash", "-c", `bun ${main} ${args} --config ${configFile} | head -1 >/dev/null; echo "\${PIPESTATUS[0]}"`], {
+        cwd: dir.path, env: { ...process.env, OUTPOST_LOG: "error" }, timeout: 20_000,
+      });
+      expect({ args, status: p.stdout.toString().trim(), err: p.stderr.toString() }).toEqual({ args, status: "0", err: "" });
+    }
+  });
 });
 
 describe("outpost queue show", () => {
