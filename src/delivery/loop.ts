@@ -107,6 +107,8 @@ const SANDBOX_REPLY = "sandbox";
  * share commits (settle-batch.ts). Connections don't wait for settles.
  */
 const CLAIM_GAP_MS = 50;
+/** The longest the scheduler sleeps with nothing in flight (it re-reads when the next row is due). */
+const IDLE_LOOK_MS = 5_000;
 
 export class DeliveryLoop {
   readonly name = "delivery";
@@ -241,7 +243,8 @@ export class DeliveryLoop {
       // the next loop turn logs a failing store
     }
     // while work is out, its settles and hand-backs move due times earlier than this sleep knew: look every second
-    const cap = this.active.size > 0 ? 1_000 : 30_000;
+    // idle: `outpost queue retry/flush` (another process) makes rows due without waking us, so look every 5 s
+    const cap = this.active.size > 0 ? 1_000 : IDLE_LOOK_MS;
     if (next === null) return cap;
     const ms = next - this.now();
     // rows due now that the claim left belong to excluded (busy or held) destinations: look again soon, not at once

@@ -3,6 +3,7 @@
  * STARTTLS) and per `smtp.tls_listen` address (implicit TLS), all sharing one set of session hooks.
  */
 import type net from "node:net";
+import { isIPv6 } from "node:net";
 import type tls from "node:tls";
 import { SMTPServer, type SMTPServerOptions } from "smtp-server";
 import { SMTPConnection, type SMTPConnectionOptions } from "smtp-server/lib/smtp-connection.js";
@@ -164,7 +165,9 @@ function listen(server: SMTPServer, addr: ListenAddress): Promise<number> {
   return new Promise((resolve, reject) => {
     const onError = (e: Error) => reject(new Error(`cannot listen on ${addr.host}:${addr.port}: ${e.message}`));
     server.server.once("error", onError);
-    server.listen(addr.port, addr.host, () => {
+    // an IPv6 address is IPv6 only, so "0.0.0.0:587" and "[::]:587" can both be listed, as in any MTA config
+    // (Linux lets "[::]" take IPv4 too unless told not to, and the second bind would fail)
+    server.listen({ port: addr.port, host: addr.host, ipv6Only: isIPv6(addr.host) }, () => {
       server.server.off("error", onError);
       const a = server.server.address();
       resolve(typeof a === "object" && a ? a.port : addr.port);

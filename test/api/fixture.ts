@@ -2,6 +2,7 @@
 import { createKey } from "../../src/auth/keys.ts";
 import { addUser } from "../../src/auth/users.ts";
 import { createApp, type App } from "../../src/api/app.ts";
+import { createLogger } from "../../src/observe/log.ts";
 import type { Runtime } from "../../src/runtime/start.ts";
 import { secretFrom, startRuntime, tempDir, testConfig } from "../helpers/harness.ts";
 
@@ -13,6 +14,8 @@ export interface ApiFixture {
   password: string;
   /** base URL of the real listener */
   base: string;
+  /** every JSON log line the runtime wrote, parsed */
+  logs: Record<string, unknown>[];
   /** another user with their own key; `domains` are their allowed sender domains */
   addUser(name: string, domains?: string[]): Promise<string>;
   /** app.handle on a path with the admin key (or `key`), JSON body when `body` is an object */
@@ -27,7 +30,8 @@ export async function startApi(toml = ""): Promise<ApiFixture> {
   if (!/^\s*\[delivery\]/m.test(snippet)) snippet += `\n[delivery]\nsandbox = true\n`;
   if (!/^\s*\[http\]/m.test(snippet)) snippet += `\n[http]\nlisten = "127.0.0.1:0"\n`;
   if (!/^\s*\[smtp\]/m.test(snippet)) snippet += `\n[smtp]\nlisten = ["127.0.0.1:0"]\n`;
-  const { rt, firstRun } = await startRuntime(testConfig(d.path, snippet));
+  const logs: Record<string, unknown>[] = [];
+  const { rt, firstRun } = await startRuntime(testConfig(d.path, snippet), createLogger("info", (line) => logs.push(JSON.parse(line))));
   const app = createApp(rt);
   const key = secretFrom(firstRun, "api key");
   return {
@@ -36,6 +40,7 @@ export async function startApi(toml = ""): Promise<ApiFixture> {
     key,
     password: secretFrom(firstRun, "password"),
     base: `http://127.0.0.1:${rt.http!.port}`,
+    logs,
     async addUser(name, domains = []) {
       const user = await addUser(rt.store.db, name, "pw-" + name, domains);
       return createKey(rt.store.db, user.id, "test").key;

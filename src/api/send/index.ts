@@ -21,8 +21,19 @@ export function sendRoutes(ctx: ApiContext) {
     "/v1/send",
     async ({ body, request, server, status, set }) => {
       const ip = server?.requestIP(request)?.address ?? null;
-      const out = await ctx.sender.send(ctx.auth.principalOf(request), body, request.headers.get("idempotency-key"), ip);
+      const who = ctx.auth.principalOf(request);
+      const out = await ctx.sender.send(who, body, request.headers.get("idempotency-key"), ip);
       ctx.metrics.sent(out.result.recipients.length, out.replayed);
+      // the API's counterpart of SMTP's smtp_message line: who submitted what, from where
+      ctx.log.info("api_message", {
+        queue_id: out.result.id,
+        client_ip: ip,
+        user_id: who.userId,
+        key: who.keyId.slice(0, 12),
+        sender: body.envelope,
+        recipients: out.result.recipients.map((r) => r.address),
+        replayed: out.replayed,
+      });
       if (out.replayed) set.headers["idempotent-replayed"] = "true";
       return status(202, out.result);
     },
