@@ -211,6 +211,44 @@ describe("a bounced recipient", () => {
   });
 });
 
+describe("a hard bounce", () => {
+  const suppressed = () => store.sqlite.query("SELECT address, reason FROM suppressions ORDER BY address").all();
+  const bounce = (id: RecipientId, code: number, enhanced: string): RecipientResult =>
+    ({ recipientId: id, outcome: "bounced", code, enhanced, reply: `${code} ${enhanced} refused`, mx: "mx1.dest.test" });
+
+  test("of a bad address (5.1.x) puts it on the suppression list, so later mail to it is not sent", async () => {
+    const { message, ids } = await queued(["Gone@Dest.test"]);
+    recorder.settle(message, [bounce(ids[0]!, 550, "5.1.1")])();
+    expect(suppressed()).toEqual([{ address: "gone@dest.test", reason: "hard_bounce" }]);
+    expect(logLines.find((l) => l.event === "suppression_added")).toMatchObject({ address: "gone@dest.test", reason: "hard_bounce", dsn: "5.1.1" });
+    const again = await intake.accept({
+      userId: null, allowedDomains: null, envelopeFrom: "sender@example.org", recipients: ["gone@dest.test"],
+      raw: Buffer.from(ORIGINAL), source: "smtp", options: OFF,
+    });
+    expect(again.recipients[0]!.status).toBe("suppressed");
+  });
+
+  test("of a domain with a null MX suppresses too; a full mailbox, a policy refusal or an expiry do not", async () => {
+    const nullMx = await queued(["a@nullmx.test"]);
+    recorder.settleRouteFailure(nullMx.message, nullMx.claimed, { kind: "permanent", enhanced: "5.1.10", reason: "null MX" })();
+    const others = await queued(["full@dest.test", "policy@dest.test", "late@dest.test"]);
+    recorder.settle(others.message, [bounce(others.ids[0]!, 552, "5.2.2"), bounce(others.ids[1]!, 554, "5.7.1")])();
+    clock += 5 * DAY;
+    recorder.settle(others.message, [soft(others.ids[2]!)])();
+    expect(row(others.ids[2]!).status).toBe("bounced");
+    expect(suppressed()).toEqual([{ address: "a@nullmx.test", reason: "hard_bounce" }]);
+  });
+
+  test("is listed in the same transaction as the bounce: a rollback leaves the address off the list", async () => {
+    const { message, ids } = await queued(["gone@dest.test"]);
+    expect(() => store.sqlite.transaction(() => {
+      recorder.settle(message, [bounce(ids[0]!, 550, "5.1.1")]);
+      throw new Error("commit failed");
+    })()).toThrow("commit failed");
+    expect(suppressed()).toEqual([]);
+  });
+});
+
 describe("the delay warning (delivery.delay_warning)", () => {
   const HOUR = 60 * MIN;
   const warned = () => recorder = makeRecorder(intake, { ...config.delivery, delay_warning: 4 * HOUR });
@@ -299,9 +337,9 @@ describe("the DSN and its bounce", () => {
   test("nothing is logged until the caller says the transaction committed", async () => {
     const { message, ids } = await queued(["a@dest.test"]);
     const afterCommit = recorder.settle(message, [hard(ids[0]!)]);
-    expect(logLines.filter((l) => l.event === "delivery" || l.event === "dsn_queued")).toEqual([]);
+    expect(logLines).toEqual([]);
     afterCommit();
-    expect(logLines.map((l) => l.event)).toEqual(["delivery", "dsn_queued"]);
+    expect(logLines.map((l) => l.event)).toEqual(["delivery", "suppression_added", "dsn_queued"]);
   });
 });
 

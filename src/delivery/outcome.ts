@@ -15,6 +15,7 @@ import type { ClaimedRecipient, StoredMessage } from "../queue/claim.ts";
 import { isExpired, nextAttemptAt } from "../queue/retry.ts";
 import { QueueSettler, type AttemptInfo, type PendingRecipient } from "../queue/settle.ts";
 import { queueDsn, type DsnIntake, type FailedRecipient } from "../bounce/notify.ts";
+import { SuppressionWriter } from "../suppression/list.ts";
 import type { Database } from "bun:sqlite";
 import type { AfterCommit, RecipientResult, RouteResult } from "./types.ts";
 import { enhancedFor } from "./classify.ts";
@@ -38,15 +39,28 @@ interface Settled {
   info: AttemptInfo;
   status: "delivered" | "deferred" | "bounced";
   nextAttemptAt?: number;
+  /** a hard bounce put the address on the suppression list (it was not there yet) */
+  suppressed?: boolean;
+}
+
+/**
+ * The address itself is bad (RFC 3463 5.1.x: no such mailbox, no such domain, a null MX): sending to it again
+ * can only bounce again and hurt the sender's reputation, so it goes on the suppression list (Postmark's
+ * "hard bounce"). A full mailbox (5.2.x), a policy refusal (5.7.x) or an expiry (4.4.7) say nothing of the address.
+ */
+export function isHardBounce(status: string): boolean {
+  return /^5\.1\.\d{1,3}$/.test(status);
 }
 
 export class OutcomeRecorder {
   private settler: QueueSettler;
+  private suppressions: SuppressionWriter;
   private now: () => number;
   private random: () => number;
 
   constructor(private deps: OutcomeDeps) {
     this.settler = new QueueSettler(deps.sqlite, deps.events);
+    this.suppressions = new SuppressionWriter(deps.sqlite);
     this.now = deps.now ?? Date.now;
     this.random = deps.random ?? Math.random;
   }
@@ -68,6 +82,7 @@ export class OutcomeRecorder {
     });
     return () => {
       for (const s of settled) this.logAttempt(message, s, now);
+      for (const s of settled) if (s.suppressed) this.deps.log.info("suppression_added", { address: s.rec.address.toLowerCase(), reason: "hard_bounce", queue_id: message.id, dsn: s.info.status });
       for (const notice of dsn) this.logDsn(message, notice);
     };
   }
@@ -126,8 +141,11 @@ export class OutcomeRecorder {
     switch (result.outcome) {
       case "delivered":
         return this.settler.markDelivered(rec, info, now) ? { rec, result, info, status: "delivered" } : null;
-      case "bounced":
-        return this.settler.markBounced(rec, info, now) ? { rec, result, info, status: "bounced" } : null;
+      case "bounced": {
+        if (!this.settler.markBounced(rec, info, now)) return null;
+        const suppressed = isHardBounce(info.status) && this.suppressions.add(rec.address, "hard_bounce", now);
+        return { rec, result, info, status: "bounced", suppressed };
+      }
       case "deferred": {
         if (isExpired(message.createdAt, now, delivery.max_queue_time)) {
           const expired: AttemptInfo = {

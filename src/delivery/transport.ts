@@ -133,6 +133,9 @@ export class SmtpTransport implements Transport {
       connectionTimeout: this.t.connectMs,
       greetingTimeout: this.t.greetingMs,
       socketTimeout: this.t.socketMs,
+      // after our side is closed, wait for the server's at most as long as for its QUIT reply (the library's 5 s
+      // would keep a stopping process alive past serve's 30 s when a receiver hangs)
+      socketCloseTimeout: this.t.quitMs,
       logger: false,
     });
     let lateError: LibError | undefined;

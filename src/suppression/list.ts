@@ -1,5 +1,5 @@
 /** @module suppression/list — addresses we never send to: check, add, remove, list. */
-import type { Statement } from "bun:sqlite";
+import type { Database, Statement } from "bun:sqlite";
 import { eq } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
 import { suppressions } from "./schema.ts";
@@ -52,4 +52,21 @@ export function suppressedAmong(db: Db, addresses: string[]): Set<string> {
   }
   const rows = addresses.length === 1 ? stmt.one.all(norm(addresses[0]!)) : stmt.many.all(JSON.stringify(addresses.map(norm)));
   return new Set(rows.map((r) => r.a));
+}
+
+/**
+ * Adds addresses on a raw connection, inside the caller's transaction: delivery's settle, so the hard bounce
+ * that proved an address bad and its place on the list commit together.
+ */
+export class SuppressionWriter {
+  private insert: Statement;
+
+  constructor(sqlite: Database) {
+    this.insert = sqlite.query("INSERT INTO suppressions (address, reason, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING");
+  }
+
+  /** True when the address was new to the list. */
+  add(address: string, reason: SuppressionReason, now: number): boolean {
+    return this.insert.run(norm(address), reason, now).changes > 0;
+  }
 }
