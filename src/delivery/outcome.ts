@@ -53,6 +53,8 @@ export function isHardBounce(status: string): boolean {
 }
 
 export class OutcomeRecorder {
+  /** committed outcomes since start, per recipient, and DSNs queued, for /metrics */
+  readonly counts = { delivered: 0, deferred: 0, bounced: 0, dsns: 0 };
   private settler: QueueSettler;
   private suppressions: SuppressionWriter;
   private now: () => number;
@@ -81,6 +83,8 @@ export class OutcomeRecorder {
       return { settled: done, dsn: this.notices(message, done, now) };
     });
     return () => {
+      for (const s of settled) this.counts[s.status]++;
+      this.counts.dsns += dsn.filter((d) => "queued" in d).length;
       for (const s of settled) this.logAttempt(message, s, now);
       for (const s of settled) if (s.suppressed) this.deps.log.info("suppression_added", { address: s.rec.address.toLowerCase(), reason: "hard_bounce", queue_id: message.id, dsn: s.info.status });
       for (const notice of dsn) this.logDsn(message, notice);

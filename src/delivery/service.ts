@@ -14,6 +14,7 @@ import type { DsnIntake } from "../bounce/notify.ts";
 import { DeliveryLoop, type LoopOptions } from "./loop.ts";
 import { OutcomeRecorder } from "./outcome.ts";
 import { createResolver, lookupVia } from "./resolver.ts";
+import { metric } from "../observe/metrics.ts";
 import { MxRouter } from "./route.ts";
 import { throttleMetrics, type ThrottleSnapshot } from "./throttle.ts";
 import { SmtpTransport } from "./transport.ts";
@@ -34,6 +35,7 @@ const PUBLISH_MS = 5_000;
 export class DeliveryService {
   readonly name = "delivery";
   readonly loop: DeliveryLoop;
+  private readonly outcomes: OutcomeRecorder;
   private publisher: ReturnType<typeof setInterval>;
 
   constructor(private deps: DeliveryServiceDeps) {
@@ -43,10 +45,11 @@ export class DeliveryService {
     // one serve per database: leases still in it belong to a process that died, so their mail goes out now
     const recovered = claimer.recoverLeases();
     if (recovered > 0) log.info("leases_recovered", { count: recovered });
+    this.outcomes = new OutcomeRecorder({ sqlite, events, intake, delivery: config.delivery, hostname: config.hostname, log });
     this.loop = new DeliveryLoop({
       config: config.delivery,
       claimer,
-      outcomes: new OutcomeRecorder({ sqlite, events, intake, delivery: config.delivery, hostname: config.hostname, log }),
+      outcomes: this.outcomes,
       router: new MxRouter({ resolver, routes: config.delivery.route, tls: config.delivery.tls }),
       transport: new SmtpTransport({ hostname: config.hostname, tls: config.delivery.tls, log, lookup: lookupVia(resolver) }),
       log,
@@ -61,9 +64,18 @@ export class DeliveryService {
     log.info("delivery_started", { sandbox: config.delivery.sandbox, concurrency: config.delivery.concurrency });
   }
 
-  /** Prometheus text of the throttle state (for /metrics). */
+  /** Prometheus text of the outcomes since start and the throttle state (for /metrics). */
   metrics(): string {
-    return throttleMetrics(this.loop.throttle.snapshot());
+    const c = this.outcomes.counts;
+    return [
+      ...metric("outpost_delivery_recipients_total", "counter", "Delivery attempts' outcomes per recipient since start.", [
+        [{ status: "delivered" }, c.delivered],
+        [{ status: "deferred" }, c.deferred],
+        [{ status: "bounced" }, c.bounced],
+      ]),
+      ...metric("outpost_dsn_queued_total", "counter", "Delivery status notifications queued since start.", c.dsns),
+      throttleMetrics(this.loop.throttle.snapshot()),
+    ].join("\n");
   }
 
   /** Stops claiming at once; in-flight transactions get until `deadline` (ms since epoch), then are handed back. */

@@ -82,7 +82,7 @@ export async function start(config: Config, log: Logger, opts: StartOptions = {}
     services.push(delivery);
     const smtp = await startSmtp({ config, intake, credentials: new CredentialChecker(store.db), log });
     services.push(smtp);
-    const http = startHttp({ config, store, intake, log, extraMetrics: () => delivery.metrics() });
+    const http = startHttp({ config, store, intake, log, extraMetrics: () => `${smtp.metrics()}\n${delivery.metrics()}` });
     services.push(http.service);
     rt = { config, store, log, secret, events, intake, services, smtp, delivery, http: { port: http.port }, stop: stopAll };
   } catch (e) {

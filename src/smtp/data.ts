@@ -14,11 +14,18 @@ import { SmtpError } from "../mail/errors.ts";
 import type { Logger } from "../observe/log.ts";
 import { toServerError } from "./session.ts";
 
+/** Messages answered at the end of DATA since start, for /metrics (shared by every listener). */
+export interface DataCounters {
+  accepted: number;
+  refused: number;
+}
+
 export interface DataDeps {
   intake: Intake;
   hostname: string;
   maxMessageSize: number;
   log: Logger;
+  counters: DataCounters;
 }
 
 type DataCallback = (err?: Error | null, message?: string) => void;
@@ -40,6 +47,7 @@ export function receiveMessage(deps: DataDeps, stream: SMTPServerDataStream, ses
   stream.once("end", () => {
     if (stream.sizeExceeded) {
       const e = new SmtpError(552, "5.3.4", `message exceeds fixed maximum message size (${deps.maxMessageSize} bytes)`);
+      deps.counters.refused++;
       logTransaction(deps.log, session, { size: stream.byteLength, result: e.toString() });
       return cb(toServerError(e));
     }
@@ -64,11 +72,13 @@ async function store(deps: DataDeps, session: SMTPServerSession, raw: Buffer, si
       source: "smtp",
     });
     const reply = `2.0.0 Ok: queued as ${queued.id}`;
+    deps.counters.accepted++;
     logTransaction(deps.log, session, { queue_id: queued.id, size, result: `250 ${reply}` });
     return reply;
   } catch (e) {
     // anything unexpected is temporary: the client keeps the message and retries, nothing is lost
     const err = e instanceof SmtpError ? e : new SmtpError(451, "4.3.0", "temporary failure storing the message, try again", e);
+    deps.counters.refused++;
     logTransaction(deps.log, session, { size, result: err.toString(), error: e instanceof SmtpError ? undefined : e });
     throw err;
   }

@@ -10,7 +10,8 @@ import { SMTPConnection, type SMTPConnectionOptions } from "smtp-server/lib/smtp
 import type { Config, ListenAddress } from "../config/schema.ts";
 import type { Intake } from "../intake/accept.ts";
 import type { Logger } from "../observe/log.ts";
-import { receiveMessage } from "./data.ts";
+import { receiveMessage, type DataCounters } from "./data.ts";
+import { metric } from "../observe/metrics.ts";
 import type { RelayPolicy } from "./relay.ts";
 import { SessionHooks, type CredentialCheck } from "./session.ts";
 import { loadTlsMaterial, type TlsMaterial } from "./tls.ts";
@@ -41,6 +42,8 @@ export interface SmtpService {
   /** the addresses actually bound (port 0 in the config becomes the OS-chosen port) */
   addresses(): BoundAddress[];
   hooks: SessionHooks;
+  /** Prometheus text: messages accepted and refused at the end of DATA since start */
+  metrics(): string;
 }
 
 /** A reply text that already starts with an enhanced code ("5.7.1 …") is sent as is. */
@@ -90,11 +93,12 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpService> {
     log,
     isLoopback: deps.isLoopback,
   });
+  const counters: DataCounters = { accepted: 0, refused: 0 };
   const servers: Array<{ server: OutpostSmtpServer; bound: BoundAddress }> = [];
   try {
     for (const [list, secure] of [[smtp.listen, false], [smtp.tls_listen, true]] as const) {
       for (const addr of list) {
-        const server = new OutpostSmtpServer(serverOptions(deps, hooks, material, secure));
+        const server = new OutpostSmtpServer(serverOptions(deps, hooks, material, secure, counters));
         gateConnections(server, hooks, secure);
         server.on("error", (err: Error & { code?: string }) => log.debug("smtp_connection_error", { code: err.code, error: err }));
         const bound: BoundAddress = { host: addr.host, port: await listen(server, addr), tls: secure ? "implicit" : "starttls" };
@@ -111,6 +115,11 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpService> {
     name: "smtp",
     hooks,
     addresses: () => servers.map((s) => s.bound),
+    metrics: () =>
+      metric("outpost_smtp_messages_total", "counter", "Messages answered at the end of DATA, by result.", [
+        [{ result: "accepted" }, counters.accepted],
+        [{ result: "refused" }, counters.refused],
+      ]).join("\n"),
     async stop() {
       await Promise.all(servers.map(({ server }) => closeServer(server)));
     },
@@ -118,10 +127,10 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpService> {
 }
 
 /** smtp-server's options for one listener; every listener shares `hooks`, so per-IP limits span them all. */
-function serverOptions(deps: SmtpDeps, hooks: SessionHooks, material: TlsMaterial, secure: boolean): SMTPServerOptions {
+function serverOptions(deps: SmtpDeps, hooks: SessionHooks, material: TlsMaterial, secure: boolean, counters: DataCounters): SMTPServerOptions {
   const { config, log } = deps;
   const smtp = config.smtp;
-  const dataDeps = { intake: deps.intake, hostname: config.hostname, maxMessageSize: smtp.max_message_size, log };
+  const dataDeps = { intake: deps.intake, hostname: config.hostname, maxMessageSize: smtp.max_message_size, log, counters };
   return {
     name: config.hostname,
     banner: "outpost",

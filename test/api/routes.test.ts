@@ -215,6 +215,25 @@ describe("health, metrics and the OpenAPI document", () => {
     expect(text).toMatch(/^outpost_queue_depth \d+$/m);
   });
 
+  test("the running server's /metrics adds SMTP, delivery and throttle figures", async () => {
+    const text = await (await fetch(`${f.base}/metrics`)).text();
+    expect(text).toMatch(/^outpost_smtp_messages_total\{result="accepted"\} \d+$/m);
+    expect(text).toMatch(/^outpost_dsn_queued_total \d+$/m);
+    expect(text).toMatch(/^outpost_delivery_concurrency \d+$/m);
+  });
+
+  test("GET /metrics counts delivery outcomes: a message sent (sandbox) shows up as delivered", async () => {
+    const delivered = async () => {
+      const text = await (await fetch(`${f.base}/metrics`)).text();
+      return Number(/^outpost_delivery_recipients_total\{status="delivered"\} (\d+)$/m.exec(text)?.[1] ?? NaN);
+    };
+    const before = await delivered();
+    expect(before).toBeGreaterThanOrEqual(0);
+    const res = await f.call("POST", "/v1/send", { envelope: "ann@example.com", recipient: "counted@example.org", body: MIME });
+    expect(res.status).toBe(202);
+    await waitFor(async () => (await delivered()) > before, 5000, "the delivered counter to move");
+  });
+
   test("GET /openapi.json documents every send field and all three body types", async () => {
     const doc = (await (await f.call("GET", "/openapi.json", undefined, { key: null })).json()) as {
       paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: { properties: Record<string, { description?: string; anyOf?: unknown }> } }> } }>>;

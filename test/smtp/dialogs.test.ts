@@ -248,6 +248,8 @@ test("a message of exactly max_message_size bytes is queued (our Received line i
     return head + lines + `${"z".repeat(last - 2)}\r\n`;
   };
   expect(Buffer.byteLength(exactly(4096))).toBe(4096);
+  const counted = () => /result="accepted"\} (\d+)\n.*result="refused"\} (\d+)/s.exec(smtp.metrics())!.slice(1).map(Number);
+  const [accepted, refused] = counted();
   for (const [size, reply] of [[4096, /^250 2\.0\.0 /], [4097, /^552 5\.3\.4 /]] as const) {
     const conn = await RawSmtp.connect(port, { localAddress: "127.0.0.9" });
     try {
@@ -258,6 +260,8 @@ test("a message of exactly max_message_size bytes is queued (our Received line i
       conn.close();
     }
   }
+  // /metrics: one more accepted, one more refused
+  expect(counted()).toEqual([accepted! + 1, refused! + 1]);
 });
 
 test("a recipient repeated in U-label and A-label form is logged once, as it is stored once", async () => {
