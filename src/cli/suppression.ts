@@ -20,9 +20,10 @@ export async function suppressionCommand(argv: string[]): Promise<number> {
   const [sub, addr] = args.positionals;
   if (args.flags.has("help") || !sub) return showUsage(SUPPRESSION_USAGE, args.flags.has("help"));
   expectPositionals(args, ARITY[sub] ?? Infinity, SUPPRESSION_USAGE);
+  // the list holds addresses lower-cased (suppression/list.ts): say what is stored, not what was typed
   const needAddr = () => {
     if (!addr || !ADDR_RE.test(addr)) throw new UsageError(`suppression ${sub} needs an address like user@example.com`);
-    return addr;
+    return addr.trim().toLowerCase();
   };
   const { store } = openContext(args);
   try {
@@ -33,16 +34,20 @@ export async function suppressionCommand(argv: string[]): Promise<number> {
         else print(table([["ADDRESS", "REASON", "SINCE"], ...list.map((s) => [s.address, s.reason, isoTime(s.createdAt)])]));
         return 0;
       }
-      case "add":
-        print(addSuppression(store.db, needAddr()) ? `${addr} suppressed` : `${addr} was already suppressed`);
+      case "add": {
+        const a = needAddr();
+        print(addSuppression(store.db, a) ? `${a} suppressed` : `${a} was already suppressed`);
         return 0;
-      case "remove":
-        if (!removeSuppression(store.db, needAddr())) {
-          print(`${addr} is not on the suppression list`);
+      }
+      case "remove": {
+        const a = needAddr();
+        if (!removeSuppression(store.db, a)) {
+          print(`${a} is not on the suppression list`);
           return 1;
         }
-        print(`${addr} removed from the suppression list`);
+        print(`${a} removed from the suppression list`);
         return 0;
+      }
       default:
         throw new UsageError(`unknown command suppression ${sub}\n${SUPPRESSION_USAGE}`);
     }

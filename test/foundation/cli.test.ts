@@ -97,7 +97,7 @@ describe("outpost CLI", () => {
   });
 
   test("suppression add, list and remove", () => {
-    expect(outpost("suppression", "add", "Bounce@Example.com").code).toBe(0);
+    expect(outpost("suppression", "add", "Bounce@Example.com")).toMatchObject({ code: 0, out: "bounce@example.com suppressed\n" });
     expect(outpost("suppression", "list").out).toContain("bounce@example.com");
     expect(outpost("suppression", "remove", "bounce@example.com").code).toBe(0);
     expect(outpost("suppression", "remove", "bounce@example.com").code).toBe(1);
