@@ -51,7 +51,6 @@ export async function start(config: Config, log: Logger, opts: StartOptions = {}
   ensurePrivateDir(config.data_dir);
   const store = openStore(config.database.path);
   const secret = instanceSecret(config.data_dir);
-  for (const line of await firstRunAdmin(store.db)) (opts.announce ?? console.log)(line);
   const events = new EventRecorder(store.sqlite, config.webhook);
   const enqueuer = new Enqueuer(store.sqlite, events);
   const intake = new Intake({
@@ -90,6 +89,9 @@ export async function start(config: Config, log: Logger, opts: StartOptions = {}
     await stopAll();
     throw e;
   }
+  // only once every listener is up: a first start that fails (port in use) creates nothing, so the next one
+  // still creates the admin and shows the secrets (shown once, they would otherwise be lost in an error)
+  for (const line of await firstRunAdmin(store.db)) (opts.announce ?? console.log)(line);
   log.info("started", { hostname: config.hostname, data_dir: config.data_dir });
   return rt;
 }
