@@ -84,14 +84,14 @@ export async function start(config: Config, log: Logger, opts: StartOptions = {}
     const http = startHttp({ config, store, intake, log, extraMetrics: () => `${smtp.metrics()}\n${delivery.metrics()}` });
     services.push(http.service);
     rt = { config, store, log, secret, events, intake, services, smtp, delivery, http: { port: http.port }, stop: stopAll };
+    // only once every listener is up: a first start that fails (port in use) creates nothing, so the next one
+    // still creates the admin and shows the secrets (shown once, they would otherwise be lost in an error)
+    for (const line of await firstRunAdmin(store.db)) (opts.announce ?? console.log)(line);
   } catch (e) {
-    // a listener that cannot bind (port in use, no permission) must not leave delivery running
+    // a listener that cannot bind (port in use, no permission), or a first-run failure, must not leave the rest running
     await stopAll();
     throw e;
   }
-  // only once every listener is up: a first start that fails (port in use) creates nothing, so the next one
-  // still creates the admin and shows the secrets (shown once, they would otherwise be lost in an error)
-  for (const line of await firstRunAdmin(store.db)) (opts.announce ?? console.log)(line);
   log.info("started", { hostname: config.hostname, data_dir: config.data_dir });
   return rt;
 }
