@@ -23,6 +23,8 @@ export interface Reply {
   text: string;
   /** set for local failures whose outcome the code (0) cannot tell */
   outcome?: Outcome;
+  /** the reply is about this one recipient's address (its RCPT reply, or a check of that address) */
+  own?: boolean;
 }
 
 /** "550 5.1.1 <x>: no such user" → {550, "5.1.1", whole reply}; multi-line replies keep their lines. */
@@ -55,6 +57,7 @@ export function resultsFor(msg: OutboundMessage, mx: string, replyOf: (address: 
       enhanced: reply.enhanced,
       reply: reply.text,
       mx,
+      ...(reply.own ? { aboutRecipient: true } : {}),
     };
   });
 }
@@ -112,7 +115,7 @@ export async function transact(conn: SMTPConnection, msg: OutboundMessage, mx: s
   const done = await send(conn, msg, guardMs);
   const replies = new Map<string, Reply>();
   if (!done.err && done.info) {
-    for (const e of done.info.rejectedErrors ?? []) if (e.recipient) replies.set(e.recipient, parseReply(e.response ?? ""));
+    for (const e of done.info.rejectedErrors ?? []) if (e.recipient) replies.set(e.recipient, { ...parseReply(e.response ?? ""), own: true });
     // every recipient not refused at RCPT was accepted and shares the DATA reply
     const data = parseReply(done.info.response);
     return { results: resultsFor(msg, mx, (a) => replies.get(a) ?? data), session: "ok" };
@@ -123,7 +126,7 @@ export async function transact(conn: SMTPConnection, msg: OutboundMessage, mx: s
     // RCPT refusals stand even when DATA or the connection failed afterwards
     const env = (conn as unknown as { _envelope?: EnvelopeState | false })._envelope;
     const rejected = err.rejectedErrors ?? (env ? env.rejectedErrors : undefined) ?? [];
-    for (const e of rejected) if (e.recipient && e.response) replies.set(e.recipient, parseReply(e.response));
+    for (const e of rejected) if (e.recipient && e.response) replies.set(e.recipient, { ...parseReply(e.response), own: true });
   }
   const refusedOnly = (err.code === "EENVELOPE" || err.code === "EMESSAGE") && err.responseCode !== 421;
   const session = refusedOnly && !conn.destroyed ? "reset" : "close";

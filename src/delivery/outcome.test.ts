@@ -213,8 +213,8 @@ describe("a bounced recipient", () => {
 
 describe("a hard bounce", () => {
   const suppressed = () => store.sqlite.query("SELECT address, reason FROM suppressions ORDER BY address").all();
-  const bounce = (id: RecipientId, code: number, enhanced: string): RecipientResult =>
-    ({ recipientId: id, outcome: "bounced", code, enhanced, reply: `${code} ${enhanced} refused`, mx: "mx1.dest.test" });
+  const bounce = (id: RecipientId, code: number, enhanced: string, aboutRecipient = true): RecipientResult =>
+    ({ recipientId: id, outcome: "bounced", code, enhanced, reply: `${code} ${enhanced} refused`, mx: "mx1.dest.test", aboutRecipient });
 
   test("of a bad address (5.1.x) puts it on the suppression list, so later mail to it is not sent", async () => {
     const { message, ids } = await queued(["Gone@Dest.test"]);
@@ -237,6 +237,16 @@ describe("a hard bounce", () => {
     recorder.settle(others.message, [soft(others.ids[2]!)])();
     expect(row(others.ids[2]!).status).toBe("bounced");
     expect(suppressed()).toEqual([{ address: "a@nullmx.test", reason: "hard_bounce" }]);
+  });
+
+  test("said of the sender or of all recipients at once suppresses nobody", async () => {
+    const { message, ids } = await queued(["a@dest.test", "b@dest.test", "c@dest.test"]);
+    recorder.settle(message, [
+      bounce(ids[0]!, 550, "5.1.8"), // "sender address rejected", even as an RCPT-level reply
+      bounce(ids[1]!, 550, "5.1.1", false), // a MAIL FROM or DATA reply that every recipient shares
+      bounce(ids[2]!, 550, "5.1.0"),
+    ])();
+    expect(suppressed()).toEqual([]);
   });
 
   test("is listed in the same transaction as the bounce: a rollback leaves the address off the list", async () => {
@@ -339,7 +349,7 @@ describe("the DSN and its bounce", () => {
     const afterCommit = recorder.settle(message, [hard(ids[0]!)]);
     expect(logLines).toEqual([]);
     afterCommit();
-    expect(logLines.map((l) => l.event)).toEqual(["delivery", "suppression_added", "dsn_queued"]);
+    expect(logLines.map((l) => l.event)).toEqual(["delivery", "dsn_queued"]);
   });
 });
 

@@ -44,13 +44,17 @@ interface Settled {
 }
 
 /**
- * The address itself is bad (RFC 3463 5.1.x: no such mailbox, no such domain, a null MX): sending to it again
- * can only bounce again and hurt the sender's reputation, so it goes on the suppression list (Postmark's
- * "hard bounce"). A full mailbox (5.2.x), a policy refusal (5.7.x) or an expiry (4.4.7) say nothing of the address.
+ * The recipient's address itself is bad (RFC 3463 5.1.1 no such mailbox, 5.1.2 no such domain, 5.1.3 bad
+ * syntax, 5.1.6 moved, 5.1.10 null MX), said of that recipient alone (its RCPT reply or its domain's routing):
+ * sending to it again can only bounce again and hurt the sender's reputation, so it goes on the suppression list
+ * (Postmark's "hard bounce"). Not 5.1.0/5.1.7/5.1.8, which servers use for a bad *sender*, nor a MAIL FROM or
+ * DATA reply shared by all recipients, nor a full mailbox (5.2.x), a policy refusal (5.7.x) or an expiry (4.4.7).
  */
-export function isHardBounce(status: string): boolean {
-  return /^5\.1\.\d{1,3}$/.test(status);
+export function isHardBounce(result: RecipientResult, status: string): boolean {
+  return result.aboutRecipient === true && HARD_STATUSES.has(status);
 }
+
+const HARD_STATUSES = new Set(["5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"]);
 
 export class OutcomeRecorder {
   /** committed outcomes since start, per recipient, and DSNs queued, for /metrics */
@@ -129,7 +133,7 @@ export class OutcomeRecorder {
   ): AfterCommit {
     const results: RecipientResult[] = recipients.map((r) =>
       result.kind === "permanent"
-        ? { recipientId: r.id, outcome: "bounced", code: 0, enhanced: enhancedFor(550, result.enhanced), reply: result.reason }
+        ? { recipientId: r.id, outcome: "bounced", code: 0, enhanced: enhancedFor(550, result.enhanced), reply: result.reason, aboutRecipient: true }
         : // 4.4.3: directory server (DNS) failure, RFC 3463
           { recipientId: r.id, outcome: "deferred", code: 0, enhanced: "4.4.3", reply: result.reason },
     );
@@ -147,7 +151,7 @@ export class OutcomeRecorder {
         return this.settler.markDelivered(rec, info, now) ? { rec, result, info, status: "delivered" } : null;
       case "bounced": {
         if (!this.settler.markBounced(rec, info, now)) return null;
-        const suppressed = isHardBounce(info.status) && this.suppressions.add(rec.address, "hard_bounce", now);
+        const suppressed = isHardBounce(result, info.status) && this.suppressions.add(rec.address, "hard_bounce", now);
         return { rec, result, info, status: "bounced", suppressed };
       }
       case "deferred": {

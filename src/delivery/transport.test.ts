@@ -112,6 +112,16 @@ describe("SmtpTransport", () => {
     expect(conn.usable).toBe(true);
     await conn.close();
     expect(s.messages).toHaveLength(0);
+    // only the RCPT refusal is about that recipient's own address (what may suppress it); the DATA reply is shared
+    expect(results.map((r) => r.aboutRecipient === true)).toEqual([false, true, false]);
+  });
+
+  test("a refused MAIL FROM (a bad sender) is no recipient's own reply, even with a 5.1.x code", async () => {
+    const results = await sendOnce({ mail: "550 5.1.8 Sender address rejected: Domain not found" }, ["a@x.test", "b@x.test"]);
+    expect(results.map((r) => [r.outcome, r.enhanced, r.aboutRecipient === true])).toEqual([
+      ["bounced", "5.1.8", false],
+      ["bounced", "5.1.8", false],
+    ]);
   });
 
   test.each([

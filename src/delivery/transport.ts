@@ -252,7 +252,7 @@ export class SmtpSession implements Connection {
     const refused: RecipientResult[] = [];
     for (const r of msg.recipients) {
       const why = BAD_ADDRESS.test(r.address) || r.address.trim() === ""
-        ? localReply("invalid recipient address syntax", "5.1.3")
+        ? { ...localReply("invalid recipient address syntax", "5.1.3"), own: true }
         : nonAscii(r.address) && !utf8
           ? localReply(`${this.mx} does not support SMTPUTF8, needed for this address`, "5.6.7")
           : null;

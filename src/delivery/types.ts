@@ -73,6 +73,11 @@ export interface RecipientResult {
   reply: string;
   /** the MX host that answered, if any */
   mx?: string;
+  /**
+   * The reply was about this recipient's own address: its RCPT reply, a local check of the address, or its
+   * domain's routing (null MX). Not set for a MAIL FROM or DATA reply that all recipients share.
+   */
+  aboutRecipient?: boolean;
 }
 
 /** Why a connection could not be had (all hosts failed). Always temporary. */

@@ -3,7 +3,7 @@
  * STARTTLS) and per `smtp.tls_listen` address (implicit TLS), all sharing one set of session hooks.
  */
 import type net from "node:net";
-import { isIPv6 } from "node:net";
+import { isIPv4, isIPv6 } from "node:net";
 import type tls from "node:tls";
 import { SMTPServer, type SMTPServerOptions } from "smtp-server";
 import { SMTPConnection, type SMTPConnectionOptions } from "smtp-server/lib/smtp-connection.js";
@@ -101,7 +101,7 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpService> {
         const server = new OutpostSmtpServer(serverOptions(deps, hooks, material, secure, counters));
         gateConnections(server, hooks, secure);
         server.on("error", (err: Error & { code?: string }) => log.debug("smtp_connection_error", { code: err.code, error: err }));
-        const bound: BoundAddress = { host: addr.host, port: await listen(server, addr), tls: secure ? "implicit" : "starttls" };
+        const bound: BoundAddress = { host: addr.host, port: await listen(server, addr, ipv6Only(addr, [...smtp.listen, ...smtp.tls_listen])), tls: secure ? "implicit" : "starttls" };
         servers.push({ server, bound });
         log.info("smtp_listening", { ...bound });
       }
@@ -170,13 +170,22 @@ function gateConnections(server: SMTPServer, hooks: SessionHooks, implicitTls: b
   });
 }
 
-function listen(server: SMTPServer, addr: ListenAddress): Promise<number> {
+/**
+ * An IPv6 address is bound IPv6-only when an IPv4 address is listed on the same port: "0.0.0.0:587" with
+ * "[::]:587" is the usual MTA config, and Linux would otherwise let "[::]" take IPv4 too and the second bind
+ * fail. Alone, "[::]:25" stays dual-stack (IPv4 clients keep reaching it); an IPv4-mapped "::ffff:…" address
+ * cannot be IPv6-only at all.
+ */
+export function ipv6Only(addr: ListenAddress, all: readonly ListenAddress[]): boolean {
+  if (!isIPv6(addr.host) || addr.host.toLowerCase().startsWith("::ffff:")) return false;
+  return all.some((a) => isIPv4(a.host) && a.port === addr.port && addr.port !== 0);
+}
+
+function listen(server: SMTPServer, addr: ListenAddress, v6Only: boolean): Promise<number> {
   return new Promise((resolve, reject) => {
     const onError = (e: Error) => reject(new Error(`cannot listen on ${addr.host}:${addr.port}: ${e.message}`));
     server.server.once("error", onError);
-    // an IPv6 address is IPv6 only, so "0.0.0.0:587" and "[::]:587" can both be listed, as in any MTA config
-    // (Linux lets "[::]" take IPv4 too unless told not to, and the second bind would fail)
-    server.listen({ port: addr.port, host: addr.host, ipv6Only: isIPv6(addr.host) }, () => {
+    server.listen({ port: addr.port, host: addr.host, ipv6Only: v6Only }, () => {
       server.server.off("error", onError);
       const a = server.server.address();
       resolve(typeof a === "object" && a ? a.port : addr.port);
