@@ -5,21 +5,13 @@
  */
 import { afterEach, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
-import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { Subprocess } from "bun";
 import { startFakeMx, type FakeMx } from "../helpers/fake-mx.ts";
 import { tempDir, waitFor } from "../helpers/harness.ts";
+import { relayConfig, startServe, type ServeProcess } from "../helpers/serve.ts";
 
-const MAIN = join(import.meta.dir, "../../src/main.ts");
 
-interface Serve {
-  proc: Subprocess<"ignore", "pipe", "pipe">;
-  out: () => string;
-  smtpPort: number;
-}
-
-let children: Serve[] = [];
+let children: ServeProcess[] = [];
 let mx: FakeMx | null = null;
 let dir: ReturnType<typeof tempDir> | null = null;
 
@@ -34,39 +26,9 @@ afterEach(async () => {
   mx = dir = null;
 });
 
-function writeConfig(path: string, mxPort: number): string {
-  const file = join(path, "outpost.toml");
-  writeFileSync(
-    file,
-    `data_dir = ${JSON.stringify(join(path, "data"))}
-hostname = "outpost.test"
-[smtp]
-listen = ["127.0.0.1:0"]
-trusted_networks = ["127.0.0.0/8"]
-[http]
-listen = "127.0.0.1:0"
-[delivery]
-per_destination_connections = 2
-retry = ["1s"]
-[[delivery.route]]
-domain = "*"
-host = "127.0.0.3"
-port = ${mxPort}
-`,
-  );
-  return file;
-}
-
-async function serve(config: string): Promise<Serve> {
-  const proc = Bun.spawn(["bun", MAIN, "serve", "--config", config], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
-  let out = "";
-  void (async () => {
-    for await (const chunk of proc.stdout) out += new TextDecoder().decode(chunk);
-  })();
-  const child: Serve = { proc, out: () => out, smtpPort: 0 };
+async function serve(config: string): Promise<ServeProcess> {
+  const child = await startServe(config);
   children.push(child);
-  const line = await waitFor(() => out.split("\n").find((l) => l.includes('"event":"smtp_listening"')), 20_000, "smtp to listen");
-  child.smtpPort = (JSON.parse(line) as { port: number }).port;
   return child;
 }
 
@@ -97,7 +59,7 @@ function arrived(m: FakeMx): Set<string> {
 async function deliveringServe(count: number, prefix: string, delayMs: number, started: number) {
   mx = await startFakeMx({ host: "127.0.0.3", delayMs });
   dir = tempDir();
-  const config = writeConfig(dir.path, mx.port);
+  const config = relayConfig(dir.path, "127.0.0.3", mx.port, `per_destination_connections = 2\nretry = ["1s"]`);
   const child = await serve(config);
   const accepted = await submit(child.smtpPort, count, prefix);
   expect(accepted.length).toBe(count);

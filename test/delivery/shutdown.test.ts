@@ -6,14 +6,13 @@
  */
 import { afterEach, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
-import { writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { startFakeMx, type FakeMx } from "../helpers/fake-mx.ts";
 import { tempDir, waitFor } from "../helpers/harness.ts";
+import { relayConfig, startServe } from "../helpers/serve.ts";
 
-const MAIN = join(import.meta.dir, "../../src/main.ts");
 const RECEIVER_DELAY_MS = 60_000;
 
 let proc: Subprocess<"ignore", "pipe", "pipe"> | null = null;
@@ -66,30 +65,10 @@ async function smtpClient(port: number): Promise<{ say: (line?: string) => Promi
 test("SIGTERM with an idle SMTP client and a transaction stuck on a slow receiver exits 0 in time, nothing leased", async () => {
   mx = await startFakeMx({ host: "127.0.0.5", delayMs: RECEIVER_DELAY_MS });
   dir = tempDir();
-  const config = join(dir.path, "outpost.toml");
-  writeFileSync(
-    config,
-    `data_dir = ${JSON.stringify(join(dir.path, "data"))}
-hostname = "outpost.test"
-[smtp]
-listen = ["127.0.0.1:0"]
-trusted_networks = ["127.0.0.0/8"]
-[http]
-listen = "127.0.0.1:0"
-[[delivery.route]]
-domain = "*"
-host = "127.0.0.5"
-port = ${mx.port}
-`,
-  );
-  const p = Bun.spawn(["bun", MAIN, "serve", "--config", config], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+  const serve = await startServe(relayConfig(dir.path, "127.0.0.5", mx.port));
+  const p = serve.proc;
   proc = p;
-  let out = "";
-  void (async () => {
-    for await (const chunk of p.stdout) out += new TextDecoder().decode(chunk);
-  })();
-  const line = await waitFor(() => out.split("\n").find((l) => l.includes('"event":"smtp_listening"')), 20_000, "smtp to listen");
-  const port = (JSON.parse(line) as { port: number }).port;
+  const port = serve.smtpPort;
 
   // one message in, and its delivery stuck waiting for the receiver's reply to MAIL
   const sender = await smtpClient(port);
@@ -114,9 +93,9 @@ port = ${mx.port}
   const code = await p.exited;
   const took = Date.now() - t0;
   proc = null;
-  expect({ code, took: took < 30_000, timeout: out.includes('"event":"shutdown_timeout"') }).toEqual({ code: 0, took: true, timeout: false });
+  expect({ code, took: took < 30_000, timeout: serve.out().includes('"event":"shutdown_timeout"') }).toEqual({ code: 0, took: true, timeout: false });
   // the stuck transaction was given up at the shared deadline, not waited out
-  expect(out).toContain('"event":"delivery_shutdown_timeout"');
+  expect(serve.out()).toContain('"event":"delivery_shutdown_timeout"');
 
   const db = new Database(join(dir.path, "data", "outpost.db"), { readonly: true });
   try {
