@@ -101,8 +101,8 @@ function storeFailure(e: unknown): IntakeError {
   return new IntakeError(451, "4.3.0", "temporary failure storing the message, try again", 503, undefined, e);
 }
 
-/** Same address twice (case-insensitive) is delivered once. */
-function dedupe(addresses: string[]): string[] {
+/** Same address twice (case-insensitive) is delivered once; SMTP's transaction log lists them the same way. */
+export function dedupe(addresses: string[]): string[] {
   const seen = new Set<string>();
   return addresses.filter((a) => {
     const k = a.toLowerCase();

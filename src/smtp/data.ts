@@ -9,7 +9,7 @@
 import { receivedField } from "../message/headers.ts";
 import type { SMTPServerDataStream, SMTPServerSession } from "smtp-server";
 import type { User } from "../auth/users.ts";
-import type { Intake } from "../intake/accept.ts";
+import { dedupe, type Intake } from "../intake/accept.ts";
 import { SmtpError } from "../mail/errors.ts";
 import type { Logger } from "../observe/log.ts";
 import { toServerError } from "./session.ts";
@@ -89,8 +89,7 @@ async function store(deps: DataDeps, session: SMTPServerSession, raw: Buffer, si
  * U-label of an IDN domain arrives before onRcptTo turns it into the A-label, so it is stored twice.
  */
 function envelopeRecipients(session: SMTPServerSession): string[] {
-  const seen = new Set<string>();
-  return session.envelope.rcptTo.map((r) => r.address).filter((a) => !seen.has(a.toLowerCase()) && seen.add(a.toLowerCase()));
+  return dedupe(session.envelope.rcptTo.map((r) => r.address));
 }
 
 /** One JSON line per transaction (SPEC "Logs"). */
