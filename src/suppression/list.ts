@@ -20,13 +20,7 @@ export function listSuppressions(db: Db): Suppression[] {
 
 /** Adds (or keeps) an address; returns true when it was new. */
 export function addSuppression(db: Db, address: string, reason: SuppressionReason = "manual", now = Date.now()): boolean {
-  const res = db
-    .insert(suppressions)
-    .values({ address: norm(address), reason, createdAt: now })
-    .onConflictDoNothing()
-    .returning({ a: suppressions.address })
-    .all();
-  return res.length > 0;
+  return new SuppressionWriter(db.$client).add(address, reason, now);
 }
 
 /** Returns true when the address was on the list. */
