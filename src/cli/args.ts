@@ -75,13 +75,3 @@ export function showUsage(usage: string, asked: boolean): number {
   return 2;
 }
 
-/** Prints rows as aligned columns, for people. */
-export function table(rows: string[][]): string {
-  const widths: number[] = [];
-  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ")).join("\n");
-}
-
-export function isoTime(ms: number | null | undefined): string {
-  return ms ? new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z") : "-";
-}

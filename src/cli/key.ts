@@ -2,7 +2,8 @@
 import { createKey, listKeys, revokeKey } from "../auth/keys.ts";
 import { findUser, listUsers, UserNotFoundError } from "../auth/users.ts";
 import { UsageError } from "../mail/errors.ts";
-import { expectPositionals, isoTime, parseArgs, showUsage, table } from "./args.ts";
+import { expectPositionals, parseArgs, showUsage } from "./args.ts";
+import { isoTime, table } from "./output.ts";
 import { openContext, print, printJson } from "./context.ts";
 
 export const KEY_USAGE = `usage:

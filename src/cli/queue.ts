@@ -3,14 +3,14 @@
  * Works on the database directly, so it also works while `serve` is stopped; a running server sees a retry the
  * next time its scheduler looks at the queue.
  */
-import { writeSync } from "node:fs";
 import { UsageError } from "../mail/errors.ts";
 import type { Rate } from "../config/schema.ts";
 import { readThrottleSnapshot } from "../delivery/service.ts";
 import type { DestinationSnapshot } from "../delivery/throttle.ts";
 import { QueueAdmin } from "../queue/admin.ts";
 import { isInFlight, isPending, messageJson, QueueInspector, type MessageView, type PendingCounts, type RecipientView } from "../queue/inspect.ts";
-import { isoTime, parseArgs, showUsage, table } from "./args.ts";
+import { parseArgs, showUsage } from "./args.ts";
+import { isoTime, StdoutWriter, StreamedTable, table } from "./output.ts";
 import { openContext, print, printJson } from "./context.ts";
 
 /** Text is for reading, so it stops at a readable default; a script asking for JSON gets everything. */
@@ -298,75 +298,3 @@ function size(bytes: number): string {
 
 const clip = (s: string, n: number) => (s.length > n ? s.slice(0, n - 1) + "…" : s);
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
-
-/**
- * Buffered, blocking stdout. process.stdout.write queues in memory whatever a slow reader (`| less`) has not
- * taken yet, so a million-line listing would sit in RAM; writeSync waits for the pipe instead.
- */
-class StdoutWriter {
-  private chunks: string[] = [];
-  private pending = 0;
-  /** the reader went away (`| head`): the rest is dropped quietly, as mailq does */
-  private gone = false;
-
-  write(text: string): void {
-    this.chunks.push(text);
-    this.pending += text.length;
-    if (this.pending >= 64 * 1024) this.flush();
-  }
-
-  line(text: string): void {
-    this.write(text + "\n");
-  }
-
-  flush(): void {
-    const buf = Buffer.from(this.chunks.join(""));
-    this.chunks = [];
-    this.pending = 0;
-    for (let off = 0; off < buf.length && !this.gone; ) {
-      try {
-        off += writeSync(1, buf, off);
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === "EPIPE") this.gone = true;
-        else if (code === "EAGAIN") Bun.sleepSync(1); // a non-blocking pipe that is full: wait for the reader
-        else throw e;
-      }
-    }
-  }
-}
-
-/**
- * Aligned columns without holding every row: widths come from the first SAMPLE rows, later rows reuse them
- * (a longer cell only pushes the rest of its own row to the right).
- */
-class StreamedTable {
-  private static readonly SAMPLE = 1000;
-  private sample: string[][];
-  private widths: number[] | null = null;
-
-  constructor(header: string[], private out: StdoutWriter) {
-    this.sample = [header];
-  }
-
-  push(row: string[]): void {
-    if (this.widths) this.write(row);
-    else if (this.sample.push(row) > StreamedTable.SAMPLE) this.fixWidths();
-  }
-
-  end(): void {
-    if (!this.widths) this.fixWidths();
-  }
-
-  private fixWidths(): void {
-    const widths: number[] = [];
-    for (const r of this.sample) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
-    this.widths = widths;
-    for (const r of this.sample) this.write(r);
-    this.sample = [];
-  }
-
-  private write(row: string[]): void {
-    this.out.line(row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(this.widths![i]!))).join("  "));
-  }
-}

@@ -1,7 +1,8 @@
 /** @module cli/suppression — `outpost suppression list|add|remove`. */
 import { addSuppression, listSuppressions, removeSuppression } from "../suppression/list.ts";
 import { UsageError } from "../mail/errors.ts";
-import { expectPositionals, isoTime, parseArgs, showUsage, table } from "./args.ts";
+import { expectPositionals, parseArgs, showUsage } from "./args.ts";
+import { isoTime, table } from "./output.ts";
 import { openContext, print, printJson } from "./context.ts";
 
 export const SUPPRESSION_USAGE = `usage:

@@ -1,7 +1,8 @@
 /** @module cli/user — `outpost user add|list|remove|passwd`. */
 import { addUser, generatePassword, isValidUserName, listUsers, removeUser, setPassword } from "../auth/users.ts";
 import { UsageError } from "../mail/errors.ts";
-import { expectPositionals, isoTime, parseArgs, showUsage, table } from "./args.ts";
+import { expectPositionals, parseArgs, showUsage } from "./args.ts";
+import { isoTime, table } from "./output.ts";
 import { openContext, print, printJson } from "./context.ts";
 
 export const USER_USAGE = `usage:
