@@ -1,8 +1,10 @@
 /**
- * @module delivery/outcome — turns one attempt's results into queue state, events, log lines and DSNs.
+ * @module delivery/outcome — turns one attempt's results into queue state, events, log lines and DSNs (and a
+ * hard bounce into a suppression).
  *
- * All state changes of one settle() call, and the DSN for its final bounces, commit in ONE transaction
- * (queue/settle.ts does the SQL, intake queues the DSN in a savepoint), so a crash loses neither: the bounce and
+ * All state changes of one settle() call, the DSN for its final bounces and the suppression of hard-bounced
+ * addresses commit in ONE transaction (queue/settle.ts does the SQL, intake queues the DSN in a savepoint,
+ * suppression/list.ts lists the address), so a crash loses none of them: the bounce and
  * its notice are stored together or the attempt is made again. A DSN that intake refuses is logged, never
  * thrown: the bounce still commits. One settle() call is one message at one destination, so a message whose
  * recipients bounce at two destinations gets two DSNs (as with Postfix, one notice per delivery pass).
