@@ -1,5 +1,6 @@
 /** @module cli/user — `outpost user add|list|remove|passwd`. */
-import { addUser, generatePassword, isValidUserName, listUsers, removeUser, setPassword } from "../auth/users.ts";
+import { addUser, findUser, generatePassword, isValidUserName, listUsers, removeUser, setPassword } from "../auth/users.ts";
+import { removeListOf } from "../suppression/list.ts";
 import { UsageError } from "../mail/errors.ts";
 import { expectPositionals, parseArgs, showUsage } from "./args.ts";
 import { isoTime, table } from "./output.ts";
@@ -8,7 +9,7 @@ import { openContext, print, printJson } from "./context.ts";
 export const USER_USAGE = `usage:
   outpost user add NAME [--password P] [--domain D]...   create a user (prints the password if generated)
   outpost user list [--json]
-  outpost user remove NAME
+  outpost user remove NAME                               remove the user, their API keys and suppression list
   outpost user passwd NAME [--password P]                set a new password (prints it if generated)
 common: --config FILE`;
 
@@ -43,10 +44,16 @@ export async function userCommand(argv: string[]): Promise<number> {
         else print(table([["NAME", "DOMAINS", "CREATED"], ...users.map((u) => [u.name, u.domains.join(",") || "*", isoTime(u.createdAt)])]));
         return 0;
       }
-      case "remove":
-        removeUser(store.db, needName());
-        print(`user ${name} removed`);
+      case "remove": {
+        // the user's suppression list goes with them: no one could see or change it any more
+        const dropped = store.sqlite.transaction(() => {
+          const user = findUser(store.db, needName());
+          removeUser(store.db, needName());
+          return user ? removeListOf(store.db, user.id) : 0;
+        })();
+        print(`user ${name} removed${dropped ? `, with the ${dropped} ${dropped === 1 ? "entry" : "entries"} of their suppression list` : ""}`);
         return 0;
+      }
       case "passwd": {
         const password = args.values.password ?? generatePassword();
         await setPassword(store.db, needName(), password);

@@ -7,6 +7,7 @@ import m0000 from "../../migrations/0000_init.sql" with { type: "text" };
 import m0001 from "../../migrations/0001_claim_fairness.sql" with { type: "text" };
 import m0002 from "../../migrations/0002_delay_warning.sql" with { type: "text" };
 import m0003 from "../../migrations/0003_claim_past_backlog.sql" with { type: "text" };
+import m0004 from "../../migrations/0004_suppression_owner.sql" with { type: "text" };
 
 export interface Migration {
   tag: string;
@@ -18,6 +19,7 @@ const FILES: Record<string, string> = {
   "0001_claim_fairness": m0001,
   "0002_delay_warning": m0002,
   "0003_claim_past_backlog": m0003,
+  "0004_suppression_owner": m0004,
 };
 
 export const JOURNAL_TAGS: string[] = journal.entries.map((e) => e.tag);

@@ -4,7 +4,7 @@ import type { Config } from "../config/schema.ts";
 import { openStore, type Store } from "../db/client.ts";
 import { EventRecorder } from "../events/record.ts";
 import { Intake } from "../intake/accept.ts";
-import type { MessageId, RecipientId } from "../mail/ids.ts";
+import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
 import { createLogger } from "../observe/log.ts";
 import { QueueClaimer, type StoredMessage } from "../queue/claim.ts";
 import { Enqueuer, type MessageOptions } from "../queue/enqueue.ts";
@@ -56,9 +56,9 @@ function makeRecorder(dsnIntake: Pick<Intake, "acceptNow">, delivery = config.de
 
 const ORIGINAL = "From: sender@example.org\r\nTo: a@dest.test\r\nSubject: Hello\r\nMessage-ID: <m1@example.org>\r\n\r\nhi\r\n";
 
-async function queued(recipients: string[], opts: { from?: string; raw?: string; options?: Partial<MessageOptions> } = {}) {
+async function queued(recipients: string[], opts: { from?: string; raw?: string; options?: Partial<MessageOptions>; userId?: UserId } = {}) {
   const m = await intake.accept({
-    userId: null, allowedDomains: null, envelopeFrom: opts.from ?? "sender@example.org", recipients,
+    userId: opts.userId ?? null, allowedDomains: null, envelopeFrom: opts.from ?? "sender@example.org", recipients,
     raw: Buffer.from(opts.raw ?? ORIGINAL), source: "smtp", options: { ...OFF, ...opts.options },
   });
   const claimed = claimer.claim(100, 10 * MIN).filter((c) => c.messageId === m.id);
@@ -213,6 +213,7 @@ describe("a bounced recipient", () => {
 
 describe("a hard bounce", () => {
   const suppressed = () => store.sqlite.query("SELECT address, reason FROM suppressions ORDER BY address").all();
+  const lists = () => store.sqlite.query("SELECT user_id, address FROM suppressions ORDER BY user_id, address").all();
   const bounce = (id: RecipientId, code: number, enhanced: string, aboutRecipient = true): RecipientResult =>
     ({ recipientId: id, outcome: "bounced", code, enhanced, reply: `${code} ${enhanced} refused`, mx: "mx1.dest.test", aboutRecipient });
 
@@ -226,6 +227,29 @@ describe("a hard bounce", () => {
       raw: Buffer.from(ORIGINAL), source: "smtp", options: OFF,
     });
     expect(again.recipients[0]!.status).toBe("suppressed");
+  });
+
+  test("suppresses for the message's owner only: their later mail is suppressed, another user's and ownerless mail are not", async () => {
+    const ann = 1 as UserId;
+    const bob = 2 as UserId;
+    const { message, ids } = await queued(["gone@dest.test"], { userId: ann });
+    recorder.settle(message, [bounce(ids[0]!, 550, "5.1.1")])();
+    expect(lists()).toEqual([{ user_id: 1, address: "gone@dest.test" }]);
+    expect(logLines.find((l) => l.event === "suppression_added")).toMatchObject({ address: "gone@dest.test", user_id: 1 });
+    const again = async (userId: UserId | null) =>
+      (await intake.accept({
+        userId, allowedDomains: null, envelopeFrom: "sender@example.org", recipients: ["GONE@dest.test"],
+        raw: Buffer.from(ORIGINAL), source: "smtp", options: OFF,
+      })).recipients[0]!.status;
+    expect(await again(ann)).toBe("suppressed");
+    expect(await again(bob)).toBe("queued");
+    expect(await again(null)).toBe("queued");
+  });
+
+  test("of ownerless mail (trusted networks) goes to the ownerless list", async () => {
+    const { message, ids } = await queued(["gone@dest.test"]);
+    recorder.settle(message, [bounce(ids[0]!, 550, "5.1.1")])();
+    expect(lists()).toEqual([{ user_id: 0, address: "gone@dest.test" }]);
   });
 
   test("of a domain with a null MX suppresses too; a full mailbox, a policy refusal or an expiry do not", async () => {

@@ -4,7 +4,7 @@
  *
  * All state changes of one settle() call, the DSN for its final bounces and the suppression of hard-bounced
  * addresses commit in ONE transaction (queue/settle.ts does the SQL, intake queues the DSN in a savepoint,
- * suppression/list.ts lists the address), so a crash loses none of them: the bounce and
+ * suppression/list.ts lists the address on the message's owner's list), so a crash loses none of them: the bounce and
  * its notice are stored together or the attempt is made again. A DSN that intake refuses is logged, never
  * thrown: the bounce still commits. One settle() call is one message at one destination, so a message whose
  * recipients bounce at two destinations gets two DSNs (as with Postfix, one notice per delivery pass).
@@ -17,6 +17,7 @@ import type { ClaimedRecipient, StoredMessage } from "../queue/claim.ts";
 import { isExpired, nextAttemptAt } from "../queue/retry.ts";
 import { QueueSettler, type AttemptInfo, type PendingRecipient } from "../queue/settle.ts";
 import { queueDsn, type DsnIntake, type FailedRecipient } from "../bounce/notify.ts";
+import { addressKey } from "../mail/address.ts";
 import { SuppressionWriter } from "../suppression/list.ts";
 import type { Database } from "bun:sqlite";
 import type { AfterCommit, RecipientResult, RouteResult } from "./types.ts";
@@ -41,7 +42,7 @@ interface Settled {
   info: AttemptInfo;
   status: "delivered" | "deferred" | "bounced";
   nextAttemptAt?: number;
-  /** a hard bounce put the address on the suppression list (it was not there yet) */
+  /** a hard bounce put the address on the message owner's suppression list (it was not there yet) */
   suppressed?: boolean;
 }
 
@@ -92,7 +93,7 @@ export class OutcomeRecorder {
       for (const s of settled) this.counts[s.status]++;
       this.counts.dsns += dsn.filter((d) => "queued" in d).length;
       for (const s of settled) this.logAttempt(message, s, now);
-      for (const s of settled) if (s.suppressed) this.deps.log.info("suppression_added", { address: s.rec.address.toLowerCase(), reason: "hard_bounce", queue_id: message.id, dsn: s.info.status });
+      for (const s of settled) if (s.suppressed) this.logSuppression(message, s);
       for (const notice of dsn) this.logDsn(message, notice);
     };
   }
@@ -153,7 +154,7 @@ export class OutcomeRecorder {
         return this.settler.markDelivered(rec, info, now) ? { rec, result, info, status: "delivered" } : null;
       case "bounced": {
         if (!this.settler.markBounced(rec, info, now)) return null;
-        const suppressed = isHardBounce(result, info.status) && this.suppressions.add(rec.address, "hard_bounce", now);
+        const suppressed = isHardBounce(result, info.status) && this.suppressions.add(message.userId, rec.address, "hard_bounce", now);
         return { rec, result, info, status: "bounced", suppressed };
       }
       case "deferred": {
@@ -171,6 +172,11 @@ export class OutcomeRecorder {
           : null;
       }
     }
+  }
+
+  private logSuppression(message: StoredMessage, s: Settled): void {
+    const fields = { address: addressKey(s.rec.address), user_id: message.userId, reason: "hard_bounce", queue_id: message.id, dsn: s.info.status };
+    this.deps.log.info("suppression_added", fields);
   }
 
   /** One JSON line per recipient per attempt (Postfix's `status=` line). */

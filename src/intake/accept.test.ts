@@ -51,7 +51,7 @@ describe("intake.accept", () => {
   });
 
   test("a suppressed address is recorded as suppressed, not queued", async () => {
-    addSuppression(rt.store.db, "a@dest.test");
+    addSuppression(rt.store.db, null, "a@dest.test");
     const res = await submit({ recipients: ["A@dest.test", "c@dest.test"] });
     expect(res.recipients.map((r) => [r.address, r.status])).toEqual([
       ["A@dest.test", "suppressed"],

@@ -85,7 +85,7 @@ export class Intake {
       userId: sub.userId,
       envelopeFrom: sub.envelopeFrom,
       recipients,
-      suppressed: suppressedAmong(store.db, recipients),
+      suppressed: suppressedAmong(store.db, sub.userId, recipients),
       body: prepared.body,
       subject: prepared.subject,
       source: sub.source,

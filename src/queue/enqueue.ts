@@ -4,6 +4,7 @@
  */
 import type { Database, Statement } from "bun:sqlite";
 import type { EventRecorder } from "../events/record.ts";
+import { addressKey, domainOf } from "../mail/address.ts";
 import { newMessageId, newRecipientId, type MessageId, type RecipientId, type UserId } from "../mail/ids.ts";
 
 export type MessageSource = "smtp" | "api" | "dsn";
@@ -20,7 +21,7 @@ export interface NewMessage {
   /** "" for the null sender */
   envelopeFrom: string;
   recipients: string[];
-  /** lower-cased addresses among `recipients` that are on the suppression list */
+  /** keys (mail/address.ts addressKey) of the `recipients` on the sender's suppression list */
   suppressed: ReadonlySet<string>;
   /** the prepared MIME message, CRLF line ends */
   body: Buffer;
@@ -52,11 +53,6 @@ interface Pending {
   msg: NewMessage;
   resolve: (m: EnqueuedMessage) => void;
   reject: (e: unknown) => void;
-}
-
-export function domainOf(address: string): string {
-  const at = address.lastIndexOf("@");
-  return at < 0 ? "" : address.slice(at + 1).toLowerCase();
 }
 
 export class Enqueuer {
@@ -156,7 +152,7 @@ export class Enqueuer {
       o.inlineCss, o.trackClicks, o.trackOpens, o.trackBounces, m.idempotencyKey ?? null);
     const recipients = m.recipients.map((address): EnqueuedRecipient => {
       const rid = newRecipientId(now);
-      const status = m.suppressed.has(address.toLowerCase()) ? "suppressed" : "queued";
+      const status = m.suppressed.has(addressKey(address)) ? "suppressed" : "queued";
       this.insertRecipient.run(rid, id, address, domainOf(address), status, now, now);
       this.events.record({ type: status, messageId: id, recipientId: rid, recipient: address, userId: m.userId, time: now });
       return { address, id: rid, status };

@@ -1,66 +1,129 @@
-/** @module suppression/list — addresses we never send to: check, add, remove, list. */
+/**
+ * @module suppression/list — addresses we never send to, one list per user: check, add, remove, list.
+ *
+ * An entry belongs to the user whose mail caused it (a hard bounce, a complaint, an unsubscribe) or who added
+ * it, and stops only that user's mail. Mail without a user (trusted networks, our own DSNs) has its own
+ * ownerless list, `owner` null here and user_id 0 in the table. Addresses are kept as their comparison key
+ * (mail/address.ts), so `Foo@Bücher.example` and `"foo"@xn--bcher-kva.example` are one entry.
+ */
 import type { Database, Statement } from "bun:sqlite";
-import { eq } from "drizzle-orm";
+import { and, asc, eq, ne, sql } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
+import { addressKey } from "../mail/address.ts";
+import type { UserId } from "../mail/ids.ts";
 import { suppressions } from "./schema.ts";
 
-export type SuppressionReason = "manual" | "hard_bounce" | "complaint";
+export const SUPPRESSION_REASONS = ["manual", "hard_bounce", "complaint", "unsubscribe"] as const;
+export type SuppressionReason = (typeof SUPPRESSION_REASONS)[number];
+
+export function isSuppressionReason(s: string): s is SuppressionReason {
+  return (SUPPRESSION_REASONS as readonly string[]).includes(s);
+}
+
+/** A user's list, or null for the ownerless one. */
+export type SuppressionOwner = UserId | null;
 
 export interface Suppression {
+  owner: SuppressionOwner;
+  /** the comparison key */
   address: string;
   reason: SuppressionReason;
   createdAt: number;
 }
 
-const norm = (a: string) => a.trim().toLowerCase();
+const ownerColumn = (owner: SuppressionOwner): number => owner ?? 0;
 
-export function listSuppressions(db: Db): Suppression[] {
-  return db.select().from(suppressions).orderBy(suppressions.address).all() as Suppression[];
+function toSuppression(row: typeof suppressions.$inferSelect): Suppression {
+  return { owner: row.userId === 0 ? null : (row.userId as UserId), address: row.address, reason: row.reason as SuppressionReason, createdAt: row.createdAt };
 }
 
-/** Adds (or keeps) an address; returns true when it was new. */
-export function addSuppression(db: Db, address: string, reason: SuppressionReason = "manual", now = Date.now()): boolean {
-  return new SuppressionWriter(db.$client).add(address, reason, now);
+/** One list, by address. */
+export function listSuppressions(db: Db, owner: SuppressionOwner): Suppression[] {
+  return db.select().from(suppressions).where(eq(suppressions.userId, ownerColumn(owner))).orderBy(suppressions.address).all().map(toSuppression);
 }
 
-/** Returns true when the address was on the list. */
-export function removeSuppression(db: Db, address: string): boolean {
-  return db.delete(suppressions).where(eq(suppressions.address, norm(address))).returning().all().length > 0;
+/** Every list (the operator's view), by owner (ownerless first), then address. */
+export function listAllSuppressions(db: Db): Suppression[] {
+  return db.select().from(suppressions).orderBy(asc(suppressions.userId), asc(suppressions.address)).all().map(toSuppression);
 }
 
-const amongStatements = new WeakMap<Db, { one: Statement<{ a: string }, [string]>; many: Statement<{ a: string }, [string]> }>();
+export function getSuppression(db: Db, owner: SuppressionOwner, address: string): Suppression | null {
+  const row = db.select().from(suppressions).where(and(eq(suppressions.userId, ownerColumn(owner)), eq(suppressions.address, addressKey(address)))).get();
+  return row ? toSuppression(row) : null;
+}
+
+/** Adds (or keeps) an address on `owner`'s list; returns true when it was new. */
+export function addSuppression(db: Db, owner: SuppressionOwner, address: string, reason: SuppressionReason = "manual", now = Date.now()): boolean {
+  return new SuppressionWriter(db.$client).add(owner, address, reason, now);
+}
 
 /**
- * The subset of `addresses` that is suppressed (lower-cased). Runs for every submission, so it is one
- * statement prepared once per store (the list travels as JSON) rather than a query built per call.
+ * Removes an address from `owner`'s list. A `complaint` entry stays unless `complaints` is "remove" (the
+ * operator may; a user may not take back what their recipient reported): then the answer is "complaint".
  */
-export function suppressedAmong(db: Db, addresses: string[]): Set<string> {
+export function removeSuppression(
+  db: Db,
+  owner: SuppressionOwner,
+  address: string,
+  complaints: "keep" | "remove",
+): "removed" | "absent" | "complaint" {
+  const entry = and(eq(suppressions.userId, ownerColumn(owner)), eq(suppressions.address, addressKey(address)));
+  const removable = complaints === "remove" ? entry : and(entry, ne(suppressions.reason, "complaint"));
+  if (db.delete(suppressions).where(removable).returning().all().length > 0) return "removed";
+  return getSuppression(db, owner, address) ? "complaint" : "absent";
+}
+
+/** Drops a user's whole list (the user is being removed); returns how many entries it held. */
+export function removeListOf(db: Db, owner: UserId): number {
+  return db.delete(suppressions).where(eq(suppressions.userId, owner)).returning({ n: sql`1` }).all().length;
+}
+
+interface AmongStatements {
+  one: Statement<{ a: string }, [number, string]>;
+  many: Statement<{ a: string }, [number, string]>;
+}
+const amongStatements = new WeakMap<Db, AmongStatements>();
+
+/**
+ * The keys (mail/address.ts addressKey) of those `addresses` on `owner`'s list. Runs for every submission, so it
+ * is one statement prepared once per store (the addresses travel as JSON), using the (user_id, address) key.
+ */
+export function suppressedAmong(db: Db, owner: SuppressionOwner, addresses: readonly string[]): Set<string> {
   if (addresses.length === 0) return new Set();
   let stmt = amongStatements.get(db);
   if (!stmt) {
     stmt = {
-      one: db.$client.prepare("SELECT address AS a FROM suppressions WHERE address = ?"),
-      many: db.$client.prepare("SELECT address AS a FROM suppressions WHERE address IN (SELECT value FROM json_each(?))"),
+      one: db.$client.prepare("SELECT address AS a FROM suppressions WHERE user_id = ? AND address = ?"),
+      many: db.$client.prepare("SELECT address AS a FROM suppressions WHERE user_id = ? AND address IN (SELECT value FROM json_each(?))"),
     };
     amongStatements.set(db, stmt);
   }
-  const rows = addresses.length === 1 ? stmt.one.all(norm(addresses[0]!)) : stmt.many.all(JSON.stringify(addresses.map(norm)));
+  const user = ownerColumn(owner);
+  const rows = addresses.length === 1 ? stmt.one.all(user, addressKey(addresses[0]!)) : stmt.many.all(user, JSON.stringify(addresses.map(addressKey)));
   return new Set(rows.map((r) => r.a));
 }
 
 /**
- * Adds addresses on a raw connection, inside the caller's transaction: delivery's settle, so the hard bounce
- * that proved an address bad and its place on the list commit together.
+ * Adds addresses on a raw connection, inside the caller's transaction: delivery's settle and bounce intake, so
+ * the bounce or complaint that proved an address bad and its place on the list commit together.
  */
 export class SuppressionWriter {
   private insert: Statement;
 
   constructor(sqlite: Database) {
-    this.insert = sqlite.query("INSERT INTO suppressions (address, reason, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING");
+    // a complaint outranks whatever listed the address before, as it may not be removed by the user
+    this.insert = sqlite.query(
+      `INSERT INTO suppressions (user_id, address, reason, created_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (user_id, address) DO UPDATE SET reason = excluded.reason
+       WHERE excluded.reason = 'complaint' AND reason <> 'complaint'`,
+    );
   }
 
-  /** True when the address was new to the list. */
-  add(address: string, reason: SuppressionReason, now: number): boolean {
-    return this.insert.run(norm(address), reason, now).changes > 0;
+  /**
+   * Lists `address` on `owner`'s list (null: the ownerless one). True when the list changed: the address was
+   * new to it, or a complaint took the place of a weaker reason.
+   */
+  add(owner: SuppressionOwner, address: string, reason: SuppressionReason, now: number): boolean {
+    return this.insert.run(ownerColumn(owner), addressKey(address), reason, now).changes > 0;
   }
 }

@@ -178,6 +178,58 @@ describe("/v1/suppressions", () => {
     expect(await errorOf(await f.call("DELETE", "/v1/suppressions"))).toMatchObject({ status: 400, field: "address" });
   });
 
+  test("each user sees and changes only their own list", async () => {
+    expect((await f.call("POST", "/v1/suppressions", { address: "mine@example.org" })).status).toBe(201);
+    expect((await f.call("POST", "/v1/suppressions", { address: "theirs@example.org" }, { key: otherKey })).status).toBe(201);
+    const listOf = async (key: string) =>
+      ((await (await f.call("GET", "/v1/suppressions", undefined, { key })).json()) as { suppressions: { address: string }[] }).suppressions.map((s) => s.address);
+    expect(await listOf(f.key)).toContain("mine@example.org");
+    expect(await listOf(f.key)).not.toContain("theirs@example.org");
+    expect(await listOf(otherKey)).toEqual(["theirs@example.org"]);
+    // another user's entry is not on the caller's list: 404, and it stays
+    expect(await errorOf(await f.call("DELETE", "/v1/suppressions", { address: "theirs@example.org" }))).toMatchObject({ status: 404, field: "address" });
+    expect(await listOf(otherKey)).toEqual(["theirs@example.org"]);
+    // the same address on both lists: removing it from one leaves the other
+    expect((await f.call("POST", "/v1/suppressions", { address: "theirs@example.org" })).status).toBe(201);
+    expect((await f.call("DELETE", "/v1/suppressions", { address: "theirs@example.org" })).status).toBe(204);
+    expect(await listOf(otherKey)).toEqual(["theirs@example.org"]);
+  });
+
+  test("a complaint entry cannot be removed by the user (403 naming reason)", async () => {
+    const add = await f.call("POST", "/v1/suppressions", { address: "angry@example.org", reason: "complaint" });
+    expect(await add.json()).toMatchObject({ address: "angry@example.org", reason: "complaint" });
+    expect(await errorOf(await f.call("DELETE", `/v1/suppressions/${encodeURIComponent("angry@example.org")}`))).toMatchObject({
+      status: 403,
+      code: "forbidden",
+      field: "reason",
+    });
+    const list = (await (await f.call("GET", "/v1/suppressions")).json()) as { suppressions: { address: string; reason: string }[] };
+    expect(list.suppressions).toContainEqual(expect.objectContaining({ address: "angry@example.org", reason: "complaint" }));
+  });
+
+  test("a complaint outranks an earlier manual entry; the other reasons keep what is there", async () => {
+    expect((await f.call("POST", "/v1/suppressions", { address: "later@example.org" })).status).toBe(201);
+    const upgraded = await f.call("POST", "/v1/suppressions", { address: "later@example.org", reason: "complaint" });
+    expect(upgraded.status).toBe(201);
+    expect(await upgraded.json()).toMatchObject({ reason: "complaint" });
+    const kept = await f.call("POST", "/v1/suppressions", { address: "later@example.org", reason: "unsubscribe" });
+    expect(kept.status).toBe(200);
+    expect(await kept.json()).toMatchObject({ reason: "complaint" });
+  });
+
+  test("an unknown reason is a 400 naming reason", async () => {
+    expect(await errorOf(await f.call("POST", "/v1/suppressions", { address: "x@example.org", reason: "spite" }))).toMatchObject({ status: 400, field: "reason" });
+    const list = (await (await f.call("GET", "/v1/suppressions")).json()) as { suppressions: { address: string }[] };
+    expect(list.suppressions.map((s) => s.address)).not.toContain("x@example.org");
+  });
+
+  test("one mailbox is one entry, however it is spelt", async () => {
+    const add = await f.call("POST", "/v1/suppressions", { address: "Foo@Bücher.Example" });
+    expect(await add.json()).toMatchObject({ address: "foo@xn--bcher-kva.example" });
+    expect((await f.call("POST", "/v1/suppressions", { address: '"FOO"@XN--BCHER-KVA.EXAMPLE' })).status).toBe(200);
+    expect((await f.call("DELETE", "/v1/suppressions", { address: '"foo"@bücher.example' })).status).toBe(204);
+  });
+
   test("an invalid address is a 400 naming address", async () => {
     expect(await errorOf(await f.call("POST", "/v1/suppressions", { address: "nope" }))).toMatchObject({ status: 400, field: "address" });
     expect(await errorOf(await f.call("POST", "/v1/suppressions", {}))).toMatchObject({ status: 400, field: "address" });

@@ -96,12 +96,35 @@ describe("outpost CLI", () => {
     expect(r.err).toContain("outpost user add nobody");
   });
 
-  test("suppression add, list and remove", () => {
-    expect(outpost("suppression", "add", "Bounce@Example.com")).toMatchObject({ code: 0, out: "bounce@example.com suppressed\n" });
-    expect(outpost("suppression", "list").out).toContain("bounce@example.com");
+  test("suppression add, list and remove work on the ownerless list without --user", () => {
+    expect(outpost("suppression", "add", "Bounce@Example.com")).toMatchObject({ code: 0, out: "bounce@example.com added to the ownerless list\n" });
+    expect(outpost("suppression", "list").out).toMatch(/\(no user\)\s+bounce@example\.com\s+manual/);
     expect(outpost("suppression", "remove", "bounce@example.com").code).toBe(0);
     expect(outpost("suppression", "remove", "bounce@example.com").code).toBe(1);
     expect(outpost("suppression", "add", "not-an-address").code).toBe(2);
+  });
+
+  test("suppression --user works on that user's list, and list shows users by name", () => {
+    expect(outpost("user", "add", "sue", "--password", "pw-sue").code).toBe(0);
+    expect(outpost("user", "add", "tim", "--password", "pw-tim").code).toBe(0);
+    expect(outpost("suppression", "add", '"Gone"@Bücher.example', "--user", "sue")).toMatchObject({
+      code: 0,
+      out: "gone@xn--bcher-kva.example added to the list of user sue\n",
+    });
+    expect(outpost("suppression", "add", "other@example.com", "--user", "tim").code).toBe(0);
+    const all = outpost("suppression", "list").out;
+    expect(all).toMatch(/^sue\s+gone@xn--bcher-kva\.example\s+manual/m);
+    expect(all).toMatch(/^tim\s+other@example\.com\s+manual/m);
+    const sues = JSON.parse(outpost("suppression", "list", "--user", "sue", "--json").out) as { user: string; address: string }[];
+    expect(sues.map((e) => [e.user, e.address])).toEqual([["sue", "gone@xn--bcher-kva.example"]]);
+    // the entry is on sue's list, not tim's, nor the ownerless one
+    expect(outpost("suppression", "remove", "gone@bücher.example", "--user", "tim").code).toBe(1);
+    expect(outpost("suppression", "remove", "gone@bücher.example").code).toBe(1);
+    expect(outpost("suppression", "remove", "GONE@bücher.example", "--user", "sue").code).toBe(0);
+    expect(outpost("suppression", "list", "--user", "nobody").code).toBe(1);
+    // removing a user removes their list
+    expect(outpost("user", "remove", "tim").out).toContain("with the 1 entry of their suppression list");
+    expect(outpost("suppression", "list").out).not.toContain("other@example.com");
   });
 
   test("a bad config exits 2 naming the file and the key", () => {
