@@ -1,14 +1,12 @@
 /**
- * @module delivery/classify — what an SMTP reply means for scheduling (pure, table-driven like ZoneMTA's
- * config/bounces.txt).
+ * @module delivery/classify — what an SMTP reply means for scheduling: ok, temporary, permanent or throttle.
  *
  * The basic code decides the outcome, as SPEC says: 2xx ok, 4xx (or no reply) temporary, 5xx permanent.
- * Among temporary replies, the table picks out the ones that say "this server wants less from you", which the
- * scheduler answers by cutting the destination's concurrency and rate (AIMD). Rules are tried in order and the
- * first match wins, so the narrower "not a throttle" rules (greylisting, one full mailbox, one recipient
- * receiving too fast) come before the broad "try again later" ones.
+ * Among temporary replies, the one rule table (bounce/rules.ts, shared with hard-bounce suppression and DSN
+ * parsing) picks out the ones that say "this server wants less from you", which the scheduler answers by cutting
+ * the destination's concurrency and rate (AIMD).
  *
- * Decisions worth knowing:
+ * Decisions worth knowing (the table's 4xx rows, first match wins):
  * - 421 is always a throttle: the server is closing the channel on us, whatever the text says.
  * - 452 4.5.3 "too many recipients" is NOT a throttle: it limits one transaction, not the server's appetite;
  *   the recipients it refused are deferred and go out in a later transaction. Lowering the destination's
@@ -18,66 +16,21 @@
  * - Greylisting ("greylisted, try again later") is temporary, not a throttle.
  * - 5xx replies are permanent even when their text mentions rates (SPEC: 5xx → bounced).
  */
+import { matchBounceRule, type BounceRule } from "../bounce/rules.ts";
 
 export type ReplyClass = "ok" | "temporary" | "permanent" | "throttle";
-
-interface Rule {
-  /** plain-English name, also used in tests */
-  name: string;
-  /** applies only to these basic codes (exact), or to any 4xx when omitted */
-  codes?: number[];
-  /** matches the enhanced code */
-  enhanced?: RegExp;
-  /** matches the reply text */
-  text?: RegExp;
-  action: "temporary" | "throttle";
-}
-
-/** Temporary-reply rules, first match wins. */
-export const TEMPORARY_RULES: readonly Rule[] = [
-  { name: "421 closes the channel", codes: [421], action: "throttle" },
-  { name: "greylisting", text: /grey ?list|gray ?list|greylisted|graylisted/i, action: "temporary" },
-  { name: "too many recipients in one transaction", enhanced: /^4\.5\.3$/, action: "temporary" },
-  { name: "too many recipients in one transaction", text: /too many recipients/i, action: "temporary" },
-  { name: "one mailbox over quota", enhanced: /^4\.2\.2$/, action: "temporary" },
-  { name: "one mailbox receiving too fast", enhanced: /^4\.2\.1$/, action: "temporary" },
-  {
-    name: "policy rate limit",
-    enhanced: /^4\.7\.\d+$/,
-    text: /too many|rate|try (again )?later|slow down|throttl|limit|busy|unusual|volume|deferred due to/i,
-    action: "throttle",
-  },
-  {
-    name: "server busy or out of resources",
-    enhanced: /^4\.3\.[12]$/,
-    action: "throttle",
-  },
-  {
-    name: "connection or rate limit in the text",
-    // not "try again later" on its own: outside 4.7.x, servers say it about any local trouble of theirs
-    text: /too many (connections|concurrent|sessions|messages)|rate limit|ratelimit|rate-limit|throttl|slow down|exceeded .*(rate|limit)|server busy/i,
-    action: "throttle",
-  },
-];
 
 /** Classifies one reply. `code` 0 means no reply was had (network error, timeout): temporary. */
 export function classifyReply(code: number, enhanced: string, text: string): ReplyClass {
   if (code >= 200 && code < 300) return "ok";
   if (code >= 500 && code < 600) return "permanent";
   if (code === 0) return "temporary";
-  const rule = matchRule(code, enhancedFor(code, enhanced), text);
-  return rule ? rule.action : "temporary";
+  return matchRule(code, enhancedFor(code, enhanced), text)?.verdict === "throttle" ? "throttle" : "temporary";
 }
 
-/** The rule that decided a temporary reply, for logs and tests; null when none matched. */
-export function matchRule(code: number, enhanced: string, text: string): Rule | null {
-  for (const rule of TEMPORARY_RULES) {
-    if (rule.codes && !rule.codes.includes(code)) continue;
-    if (rule.enhanced && !rule.enhanced.test(enhanced)) continue;
-    if (rule.text && !rule.text.test(text)) continue;
-    return rule;
-  }
-  return null;
+/** The table's rule that decided a temporary reply, for logs and tests; null when none matched. */
+export function matchRule(code: number, enhanced: string, text: string): BounceRule | null {
+  return matchBounceRule({ code, status: enhanced, text });
 }
 
 const ENHANCED_RE = /^([245])\.\d{1,3}\.\d{1,3}$/;

@@ -17,6 +17,7 @@ import type { ClaimedRecipient, StoredMessage } from "../queue/claim.ts";
 import { isExpired, nextAttemptAt } from "../queue/retry.ts";
 import { QueueSettler, type AttemptInfo, type PendingRecipient } from "../queue/settle.ts";
 import { queueDsn, type DsnIntake, type FailedRecipient } from "../bounce/notify.ts";
+import { classifyFailure } from "../bounce/rules.ts";
 import { addressKey } from "../mail/address.ts";
 import { SuppressionWriter } from "../suppression/list.ts";
 import type { Database } from "bun:sqlite";
@@ -47,17 +48,16 @@ interface Settled {
 }
 
 /**
- * The recipient's address itself is bad (RFC 3463 5.1.1 no such mailbox, 5.1.2 no such domain, 5.1.3 bad
- * syntax, 5.1.6 moved, 5.1.10 null MX), said of that recipient alone (its RCPT reply or its domain's routing):
- * sending to it again can only bounce again and hurt the sender's reputation, so it goes on the suppression list
- * (Postmark's "hard bounce"). Not 5.1.0/5.1.7/5.1.8, which servers use for a bad *sender*, nor a MAIL FROM or
- * DATA reply shared by all recipients, nor a full mailbox (5.2.x), a policy refusal (5.7.x) or an expiry (4.4.7).
+ * The recipient's address itself is bad (bounce/rules.ts says "hard": 5.1.1 no such mailbox, 5.1.2 no such
+ * domain, 5.1.3 bad syntax, 5.1.6 moved, 5.1.10 null MX, 5.4.4 no mail server, or a permanent reply whose text
+ * says the user does not exist), said of that recipient alone (its RCPT reply or its domain's routing): sending
+ * to it again can only bounce again and hurt the sender's reputation, so it goes on the suppression list
+ * (Postmark's "hard bounce"). Never a MAIL FROM or DATA reply shared by all recipients (a 5.1.8 "bad sender"
+ * is about us), nor a reply about the sender, a full mailbox, a policy refusal or an expiry (4.4.7).
  */
 export function isHardBounce(result: RecipientResult, status: string): boolean {
-  return result.aboutRecipient === true && HARD_STATUSES.has(status);
+  return result.aboutRecipient === true && classifyFailure({ code: result.code, status, text: result.reply }) === "hard";
 }
-
-const HARD_STATUSES = new Set(["5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"]);
 
 export class OutcomeRecorder {
   /** committed outcomes since start, per recipient, and DSNs queued, for /metrics */
