@@ -79,6 +79,7 @@ function readSmtp(s: Section): SmtpConfig {
     max_connections_per_ip: s.integer("max_connections_per_ip", 20),
     auth_failures_before_block: s.integer("auth_failures_before_block", 5),
     auth_block_time: s.parsed("auth_block_time", parseDuration, "15m"),
+    max_hops: s.integer("max_hops", 50),
   };
 }
 

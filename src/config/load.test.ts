@@ -62,6 +62,7 @@ max_recipients = 100
 max_connections_per_ip = 20
 auth_failures_before_block = 5
 auth_block_time = "15m"
+max_hops = 50
 
 [http]
 listen = "127.0.0.1:8025"
@@ -130,6 +131,7 @@ describe("defaults", () => {
     expect(config.smtp.listen).toEqual([{ host: "127.0.0.1", port: 2525 }]);
     expect(config.smtp.max_message_size).toBe(25 * 1024 * 1024);
     expect(config.smtp.auth_block_time).toBe(15 * MINUTE);
+    expect(config.smtp.max_hops).toBe(50);
     expect(config.http).toEqual({ listen: { host: "127.0.0.1", port: 8025 }, public_url: "http://127.0.0.1:8025", rate: null });
     expect(config.delivery.retry).toEqual([1, 5, 15, 30, 60, 120, 240, 480].map((m) => m * MINUTE));
     expect(config.delivery.max_queue_time).toBe(120 * HOUR);
@@ -248,6 +250,8 @@ describe("errors name the file and the key", () => {
   test("unknown key in a destination", () =>
     expectFailure(`[delivery.destination."gmail.com"]\nconcurrency = 3`, 'delivery.destination."gmail.com".concurrency', /^unknown key$/));
   test("wrong type", () => expectFailure(`[smtp]\nmax_recipients = "100"`, "smtp.max_recipients", /expected an integer ≥ 1/));
+  test("hop limit below one", () => expectFailure(`[smtp]\nmax_hops = 0`, "smtp.max_hops", /expected an integer ≥ 1/));
+  test("hop limit not an integer", () => expectFailure(`[smtp]\nmax_hops = 2.5`, "smtp.max_hops", /expected an integer ≥ 1/));
   test("wrong type for a string", () => expectFailure(`hostname = 5`, "hostname", /expected a string/));
   test("integer out of range", () =>
     expectFailure(`[[delivery.route]]\ndomain = "*"\nhost = "h.example"\nport = 70000`, "delivery.route[0].port", /from 1 to 65535/));

@@ -37,6 +37,8 @@ export interface SmtpConfig {
   auth_failures_before_block: number;
   /** ms */
   auth_block_time: number;
+  /** a message with more `Received` fields than this (ours included) is refused: a mail loop (RFC 5321 §6.3) */
+  max_hops: number;
 }
 
 export interface HttpConfig {

@@ -34,7 +34,7 @@ beforeEach(() => {
   const enqueuer = new Enqueuer(store.sqlite, events, () => clock);
   intake = new Intake({
     store, enqueuer, hostname: "outpost.test",
-    limits: { maxMessageSize: 1 << 20, maxRecipients: 100 }, tracking: config.tracking,
+    limits: { maxMessageSize: 1 << 20, maxRecipients: 100, maxHops: 50 }, tracking: config.tracking,
   });
   claimer = new QueueClaimer(store.sqlite, () => clock);
   logLines = [];

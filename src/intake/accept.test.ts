@@ -16,7 +16,7 @@ beforeEach(async () => {
   dir = tempDir();
   const config = testConfig(
     dir.path,
-    `[smtp]\nlisten = []\nmax_recipients = 3\nmax_message_size = 2000\n[http]\nlisten = "127.0.0.1:0"\n[delivery]\nsandbox = true\nconcurrency = 1\n[tracking]\nopens = true\n`,
+    `[smtp]\nlisten = []\nmax_recipients = 3\nmax_message_size = 2000\nmax_hops = 3\n[http]\nlisten = "127.0.0.1:0"\n[delivery]\nsandbox = true\nconcurrency = 1\n[tracking]\nopens = true\n`,
   );
   rt = (await startRuntime(config)).rt;
   // these tests look at rows as intake left them: keep delivery from picking them up
@@ -85,6 +85,29 @@ describe("intake.accept", () => {
       expect(err).toBeInstanceOf(IntakeError);
       expect([(err as IntakeError).code, (err as IntakeError).enhanced, (err as IntakeError).httpStatus]).toEqual([code, enhanced, http]);
     }
+  });
+
+  test("more than max_hops Received fields, our trace line included, is refused with 554 5.4.6 (400 naming body)", async () => {
+    const received = (n: number) => Array.from({ length: n }, (_, i) => `Received: from hop${i}.test by relay${i}.test; Mon, 1 Jan 2024 00:00:0${i} +0000\r\n`).join("");
+    const trace = Buffer.from("Received: from client.test ([127.0.0.1]) by outpost.test with ESMTP; Mon, 1 Jan 2024 00:00:09 +0000\r\n");
+    const raw = (n: number) => Buffer.concat([Buffer.from(received(n)), MIME()]);
+    // two hops before us plus our own line is three: at the limit, accepted
+    expect((await submit({ raw: raw(2), trace })).recipients[0]!.status).toBe("queued");
+    const err = (await submit({ raw: raw(3), trace }).catch((e: unknown) => e)) as IntakeError;
+    expect(err).toBeInstanceOf(IntakeError);
+    expect(err.toString()).toBe("554 5.4.6 Too many hops (4 Received header fields, at most 3)");
+    expect([err.httpStatus, err.field]).toEqual([400, "body"]);
+    // mail we generate ourselves (a DSN, inside a settle's transaction) meets the same limit
+    const dsn = { userId: null, allowedDomains: null, envelopeFrom: "", recipients: ["a@dest.test"], source: "dsn" as const };
+    const tx = (raw: Buffer) => rt.store.sqlite.transaction(() => rt.intake.acceptNow({ ...dsn, raw }))();
+    expect(tx(raw(3)).recipients[0]!.status).toBe("queued");
+    expect(() => tx(raw(4))).toThrow("Too many hops");
+  });
+
+  test("Received lines in the body or in an attached message are no hops of this one", async () => {
+    const many = "Received: from a.test by b.test; Mon, 1 Jan 2024 00:00:00 +0000\r\n".repeat(10);
+    const res = await submit({ raw: Buffer.concat([MIME(), Buffer.from(`\r\n--- forwarded ---\r\n${many}`)]) });
+    expect(res.recipients[0]!.status).toBe("queued");
   });
 
   test("many submissions at once are all committed, each with its own id, sharing commits (group commit)", async () => {

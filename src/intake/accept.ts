@@ -1,13 +1,13 @@
 /**
  * @module intake/accept — the one door into the queue (SMTP, REST API, and DSNs we generate):
- * policy → suppression → prepare → durable enqueue. Resolves only after the commit.
+ * policy → suppression → prepare → hop limit → durable enqueue. Resolves only after the commit.
  */
 import type { Store } from "../db/client.ts";
 import type { TrackingConfig } from "../config/schema.ts";
 import type { UserId } from "../mail/ids.ts";
 import { suppressedAmong } from "../suppression/list.ts";
 import type { Enqueuer, EnqueuedMessage, MessageOptions, MessageSource, NewMessage } from "../queue/enqueue.ts";
-import { checkRecipientCount, checkSender, checkSize, IntakeError, type PolicyLimits } from "./policy.ts";
+import { checkHops, checkRecipientCount, checkSender, checkSize, IntakeError, type PolicyLimits } from "./policy.ts";
 import { prepareMessage } from "./prepare.ts";
 
 export interface Submission {
@@ -75,6 +75,7 @@ export class Intake {
     checkRecipientCount(recipients.length, limits);
     checkSize(sub.raw.length, limits);
     const prepared = prepareMessage(sub.raw, hostname, { trace: sub.trace });
+    checkHops(prepared.received, limits);
     const defaults: MessageOptions = {
       inlineCss: tracking.inline_css,
       trackClicks: tracking.clicks,

@@ -18,6 +18,8 @@ export class IntakeError extends SmtpError {
 export interface PolicyLimits {
   maxMessageSize: number;
   maxRecipients: number;
+  /** most `Received` fields a stored message may have, ours included (`smtp.max_hops`) */
+  maxHops: number;
 }
 
 /** May a user whose allowed domains are `domains` (empty = any) use this envelope sender? */
@@ -43,5 +45,16 @@ export function checkRecipientCount(n: number, limits: PolicyLimits): void {
 export function checkSize(size: number, limits: PolicyLimits): void {
   if (size > limits.maxMessageSize) {
     throw new IntakeError(552, "5.3.4", `message exceeds fixed maximum message size (${limits.maxMessageSize} bytes)`, 413, "body");
+  }
+}
+
+/**
+ * Every relay adds a `Received` field (RFC 5321 §4.4), so a message that has passed more relays than any real
+ * path has is going round in a loop (RFC 5321 §6.3): refused, like Postfix's hopcount_limit. `received` counts
+ * the fields of the message as it would be stored, our own trace line included.
+ */
+export function checkHops(received: number, limits: PolicyLimits): void {
+  if (received > limits.maxHops) {
+    throw new IntakeError(554, "5.4.6", `Too many hops (${received} Received header fields, at most ${limits.maxHops})`, 400, "body");
   }
 }

@@ -7,6 +7,7 @@ import type { MessageOptions } from "../queue/enqueue.ts";
 import {
   addHeader,
   BadLineEndingError,
+  countHeaders,
   headerValue,
   joinMessage,
   normalizeLineEndings,
@@ -29,6 +30,8 @@ export interface Prepared {
   subject: string;
   /** options named by X-Outpost-* headers (yes/no); absent ones are not set */
   headerOptions: Partial<MessageOptions>;
+  /** `Received` fields in the stored header block, our trace line included: the hops so far */
+  received: number;
 }
 
 export interface PrepareOptions {
@@ -54,7 +57,7 @@ export function prepareMessage(raw: Buffer, hostname: string, opts: PrepareOptio
   if (headerValue(m, "Message-ID") === null) m = addHeader(m, "Message-ID", `<${crypto.randomUUID()}@${hostname}>`);
   if (headerValue(m, "Date") === null) m = addHeader(m, "Date", rfc5322Date(opts.now ?? new Date()));
   if (opts.trace) m = { headers: [{ name: "Received", key: "received", raw: opts.trace.toString("latin1") }, ...m.headers], body: m.body };
-  return { body: joinMessage(m), subject: decodeSubject(headerValue(m, "Subject") ?? ""), headerOptions };
+  return { body: joinMessage(m), subject: decodeSubject(headerValue(m, "Subject") ?? ""), headerOptions, received: countHeaders(m, "Received") };
 }
 
 /** "From SENDER Www Mmm dd hh:mm" — the shape of an mbox separator, so prose ("From the desk of …") and an

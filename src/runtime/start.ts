@@ -57,7 +57,7 @@ export async function start(config: Config, log: Logger, opts: StartOptions = {}
     store,
     enqueuer,
     hostname: config.hostname,
-    limits: { maxMessageSize: config.smtp.max_message_size, maxRecipients: config.smtp.max_recipients },
+    limits: { maxMessageSize: config.smtp.max_message_size, maxRecipients: config.smtp.max_recipients, maxHops: config.smtp.max_hops },
     tracking: config.tracking,
   });
   const services: Service[] = [];

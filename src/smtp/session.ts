@@ -62,7 +62,7 @@ export class SessionHooks {
   private limits: PolicyLimits;
 
   constructor(private deps: SessionDeps) {
-    this.limits = { maxMessageSize: deps.smtp.max_message_size, maxRecipients: deps.smtp.max_recipients };
+    this.limits = { maxMessageSize: deps.smtp.max_message_size, maxRecipients: deps.smtp.max_recipients, maxHops: deps.smtp.max_hops };
     this.guard = new AuthGuard({ failuresBeforeBlock: deps.smtp.auth_failures_before_block, blockMs: deps.smtp.auth_block_time });
     this.connections = new ConnectionCounter(deps.smtp.max_connections_per_ip);
     this.isLoopback = deps.isLoopback ?? defaultIsLoopback;

@@ -82,6 +82,17 @@ describe("POST /v1/send with a MIME body", () => {
     }
   });
 
+  test("a body that has been relayed more than max_hops times (ours counting) is a 400 naming body, and nothing is stored", async () => {
+    const hops = (n: number) => "Received: from a.test by b.test; Mon, 1 Jan 2024 00:00:00 +0000\r\n".repeat(n) + MIME;
+    const before = messageCount();
+    // the default smtp.max_hops is 50: 50 Received fields and our own trace line are one too many
+    const e = await errorOf(await f.call("POST", "/v1/send", { envelope: "ann@example.com", recipient: "b@example.org", body: hops(50) }));
+    expect(e).toMatchObject({ status: 400, code: "invalid_request", field: "body" });
+    expect(e.message).toBe("Too many hops (51 Received header fields, at most 50)");
+    expect(messageCount()).toBe(before);
+    await sent(await f.call("POST", "/v1/send", { envelope: "ann@example.com", recipient: "b@example.org", body: hops(49) }));
+  });
+
   test("a comma-separated recipient string is several recipients", async () => {
     const s = await sent(await f.call("POST", "/v1/send", { envelope: "ann@example.com", recipient: "a@example.org, B <b@example.org>", body: MIME }));
     expect(addresses(s)).toEqual(["a@example.org", "b@example.org"]);
