@@ -14,7 +14,7 @@ import { tempDir, waitFor } from "../../test/helpers/harness.ts";
 import { DeliveryLoop, signalOf } from "./loop.ts";
 import { OutcomeRecorder } from "./outcome.ts";
 import {
-  ConnectFailure, type Connection, type Destination, type OutboundMessage, type RecipientResult, type RouteResult, type Router, type Transport,
+  ConnectFailure, LoopsBackToMyself, type Connection, type Destination, type OutboundMessage, type RecipientResult, type RouteResult, type Router, type Transport,
 } from "./types.ts";
 
 type Behaviour = (msg: OutboundMessage) => RecipientResult[] | Promise<RecipientResult[]>;
@@ -27,6 +27,8 @@ class FakeTransport implements Transport {
   sent: { key: string; msg: OutboundMessage; conn: number }[] = [];
   refuse = new Set<string>();
   throttleGreeting = new Set<string>();
+  /** destinations whose every address is one of our own listeners */
+  loops = new Set<string>();
   sendDelayMs = 0;
   /** the server has silently closed every connection open now (a kept connection turns out dead) */
   killOpen = false;
@@ -38,6 +40,7 @@ class FakeTransport implements Transport {
     this.connects++;
     await Bun.sleep(1);
     if (this.refuse.has(dest.key)) throw new ConnectFailure("connect ECONNREFUSED", false, 0, dest.hosts[0]?.host);
+    if (this.loops.has(dest.key)) throw new LoopsBackToMyself(dest.key, dest.hosts[0]?.host);
     if (this.throttleGreeting.has(dest.key)) throw new ConnectFailure("421 4.7.0 too many connections", true, 421, dest.hosts[0]?.host);
     const n = (this.open.get(dest.key) ?? 0) + 1;
     this.open.set(dest.key, n);
@@ -305,6 +308,24 @@ describe("delivery loop", () => {
     await waitFor(() => statuses(e)["revived@a.test"] === "delivered", 5000, "delivery after the dead time");
     expect(e.loop.throttle.snapshot().destinations.find((d) => d.key === "mx-a")?.dead ?? false).toBe(false);
   }, 15_000);
+
+  test("mail for a destination that loops back to ourselves bounces with 5.4.6, each recipient naming its domain", async () => {
+    const e = setup("", { throttle: { backoffMs: 100, deadAfter: 2, deadMs: 60_000 } });
+    e.transport.loops.add("mx-a");
+    e.loop.start();
+    for (let i = 0; i < 4; i++) await enqueue(e, [`x@a${i}.test`]);
+    await enqueue(e, ["y@b.test"]);
+    await waitFor(() => pendingCount(e) === 0, 5000, "every recipient settled");
+    const rows = e.store.sqlite.query("SELECT address, status, last_reply, attempts FROM recipients WHERE address LIKE 'x@%' ORDER BY address").all();
+    expect(rows).toEqual([0, 1, 2, 3].map((i) => ({ address: `x@a${i}.test`, status: "bounced", last_reply: `mail for a${i}.test loops back to myself`, attempts: 1 })));
+    expect(statuses(e)["y@b.test"]).toBe("delivered");
+    // not a dead destination: more mail for it bounces the same way, at once, instead of waiting out a dead time
+    expect(e.loop.throttle.snapshot().destinations.find((d) => d.key === "mx-a")?.dead ?? false).toBe(false);
+    await enqueue(e, ["z@a9.test"]);
+    await waitFor(() => statuses(e)["z@a9.test"] === "bounced", 5000, "the next bounce");
+    const bounced = e.store.sqlite.query("SELECT details FROM events WHERE recipient = 'z@a9.test' AND type = 'bounced'").get() as { details: string } | null;
+    expect(JSON.parse(bounced?.details ?? "{}")).toMatchObject({ status: "5.4.6", reply: "mail for a9.test loops back to myself" });
+  });
 
   test("a null MX bounces at once without connecting", async () => {
     const e = setup();

@@ -22,7 +22,7 @@ import type { ClaimedRecipient, StoredMessage } from "../queue/claim.ts";
 import { classifyReply, enhancedFor } from "./classify.ts";
 import { SettleBatcher } from "./settle-batch.ts";
 import { isWait, limitsFor, Throttle, type DestinationLimits, type Lease, type Signal, type ThrottleOptions, type Wait } from "./throttle.ts";
-import { ConnectFailure, type AfterCommit, type Connection, type Destination, type RecipientResult, type RouteResult, type Router, type Transport } from "./types.ts";
+import { ConnectFailure, LoopsBackToMyself, type AfterCommit, type Connection, type Destination, type RecipientResult, type RouteResult, type Router, type Transport } from "./types.ts";
 
 /** The queue as the scheduler uses it (queue/claim.ts QueueClaimer). */
 export interface ClaimSource {
@@ -541,7 +541,14 @@ export class DeliveryLoop {
     this.forget(job.recipients);
   }
 
-  private connectFailed(dq: DestQueue, e: unknown): [Signal, string] {
+  /** The signal and reason for the throttle: none for a mail loop (the destination is neither busy nor dead). */
+  private connectFailed(dq: DestQueue, e: unknown): [Signal | undefined, string | undefined] {
+    if (e instanceof LoopsBackToMyself) {
+      this.deps.log.warn("delivery_loops_back", { destination: dq.key, mx: e.mx, error: e.message, status: e.status });
+      // every connection to this destination would end the same way: all its waiting mail bounces now
+      this.bounceJobs(dq.jobs.splice(0), e);
+      return [undefined, undefined];
+    }
     const cf = e instanceof ConnectFailure ? e : new ConnectFailure(e instanceof Error ? e.message : String(e), false);
     this.deps.log.warn("delivery_connect_failed", { destination: dq.key, mx: cf.mx, error: cf.message, code: cf.code });
     // with other connections alive, they take the work; with none, the waiting mail is deferred now
@@ -555,6 +562,15 @@ export class DeliveryLoop {
       this.track(this.withMessage(job.messageId, job.recipients, (msg) => this.deps.outcomes.settle(msg, results)));
     }
     if (jobs.length > 0) this.deps.log.info("delivery_deferred_destination", { destination: dq.key, messages: jobs.length, reason });
+  }
+
+  private bounceJobs(jobs: Job[], loop: LoopsBackToMyself): void {
+    for (const job of jobs) {
+      const results = job.recipients.map((r): RecipientResult => ({
+        recipientId: r.id, outcome: "bounced", code: 0, enhanced: loop.status, reply: loop.replyFor(r.domain), mx: loop.mx,
+      }));
+      this.track(this.withMessage(job.messageId, job.recipients, (msg) => this.deps.outcomes.settle(msg, results)));
+    }
   }
 
   /** Leases go back without counting an attempt. */

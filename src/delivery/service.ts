@@ -18,6 +18,7 @@ import { metric } from "../observe/metrics.ts";
 import { MxRouter } from "./route.ts";
 import { throttleMetrics, type ThrottleSnapshot } from "./throttle.ts";
 import { SmtpTransport } from "./transport.ts";
+import type { OwnAddress } from "./own-addresses.ts";
 
 export interface DeliveryServiceDeps {
   config: Config;
@@ -27,6 +28,10 @@ export interface DeliveryServiceDeps {
   intake: DsnIntake;
   log: Logger;
   options?: LoopOptions;
+  /** outpost's own SMTP listeners, never dialled for an MX host (runtime/start.ts, once they are bound) */
+  isOwnAddress?: OwnAddress;
+  /** port for MX hosts instead of 25 (tests: receivers on loopback high ports) */
+  connectPort?: number;
 }
 
 export const THROTTLE_FILE = "throttle.json";
@@ -51,7 +56,10 @@ export class DeliveryService {
       claimer,
       outcomes: this.outcomes,
       router: new MxRouter({ resolver, routes: config.delivery.route, tls: config.delivery.tls }),
-      transport: new SmtpTransport({ hostname: config.hostname, tls: config.delivery.tls, log, lookup: lookupVia(resolver) }),
+      transport: new SmtpTransport({
+        hostname: config.hostname, tls: config.delivery.tls, log, lookup: lookupVia(resolver),
+        isOwnAddress: deps.isOwnAddress, connectPort: deps.connectPort,
+      }),
       log,
       options: deps.options,
       // settles finishing together share one commit (fsync): one per message would cap throughput at fsyncs/s

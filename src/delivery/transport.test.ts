@@ -10,7 +10,8 @@ import { startDnsServer } from "../../test/helpers/dns-server.ts";
 import { createResolver, lookupVia } from "./resolver.ts";
 import { MxRouter } from "./route.ts";
 import { SmtpTransport, type SmtpTransportOptions } from "./transport.ts";
-import { ConnectFailure, type Destination, type OutboundMessage } from "./types.ts";
+import { ownAddresses } from "./own-addresses.ts";
+import { ConnectFailure, LoopsBackToMyself, type Destination, type OutboundMessage } from "./types.ts";
 
 const servers: FakeMx[] = [];
 const silentServers: Server[] = [];
@@ -598,6 +599,58 @@ describe("SmtpTransport", () => {
     await conn.close();
     await conn.close();
     expect(conn.usable).toBe(false);
+  });
+});
+
+describe("SmtpTransport never dials our own listeners for an MX host", () => {
+  /** "ourselves": a receiver on 127.0.0.2, named as one of our listeners, that must never see a connection */
+  async function self() {
+    const me = await mx("127.0.0.2");
+    return { me, isOwnAddress: ownAddresses([{ ip: "127.0.0.2", port: me.port }]) };
+  }
+
+  test("an MX whose every address is one of ours is not dialled: LoopsBackToMyself, permanent, 5.4.6", async () => {
+    const { me, isOwnAddress } = await self();
+    const err = await transport(me.port, { isOwnAddress }).connect(dest(["mx1.x.test"])).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LoopsBackToMyself);
+    const loop = err as LoopsBackToMyself;
+    expect([loop.status, loop.mx, loop.throttleSignal]).toEqual(["5.4.6", "mx1.x.test", false]);
+    expect(loop.replyFor("x.test")).toBe("mail for x.test loops back to myself");
+    expect(me.connections).toBe(0);
+  });
+
+  test("our own address is skipped and the next MX gets the message", async () => {
+    const { me, isOwnAddress } = await self();
+    const other = await mx("127.0.0.3", { port: me.port });
+    const conn = await transport(me.port, { isOwnAddress }).connect(dest(["mx1.x.test", "mx2.x.test"]));
+    expect(conn.mx).toBe("mx2.x.test");
+    await conn.close();
+    expect([me.connections, other.connections]).toEqual([0, 1]);
+  });
+
+  test("our own address beside an MX that cannot be looked up now is a temporary failure, not a loop", async () => {
+    const { me, isOwnAddress } = await self();
+    const err = await transport(me.port, { isOwnAddress }).connect(dest(["mx1.x.test", "nowhere.x.test"])).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectFailure);
+    expect(err).not.toBeInstanceOf(LoopsBackToMyself);
+    expect((err as ConnectFailure).message).toContain("mx1.x.test[127.0.0.2]:" + me.port + ": our own address, skipped");
+    expect(me.connections).toBe(0);
+  });
+
+  test("the same address on another port is not ours", async () => {
+    const { me } = await self();
+    const elsewhere = ownAddresses([{ ip: "127.0.0.2", port: me.port + 1 }]);
+    const conn = await transport(me.port, { isOwnAddress: elsewhere }).connect(dest(["mx1.x.test"]));
+    await conn.close();
+    expect(me.connections).toBe(1);
+  });
+
+  test("a static route to our own listener is dialled: that loop is on purpose, and the hop limit ends it", async () => {
+    const { me, isOwnAddress } = await self();
+    const route: Destination = { key: "route", hosts: [{ host: "127.0.0.2", port: me.port, preference: 0 }], tls: "opportunistic", static: true };
+    const conn = await transport(1, { isOwnAddress, lookup: async (h) => [h] }).connect(route);
+    await conn.close();
+    expect(me.connections).toBe(1);
   });
 });
 

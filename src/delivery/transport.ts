@@ -4,8 +4,14 @@
  *
  * connect(dest): tries dest.hosts in order (each host's addresses, IPv4 first, at most MAX_ADDRESSES in all, as
  * Postfix's smtp_mx_address_limit), and returns the first session that greets, says EHLO, gets through STARTTLS
- * per policy and AUTH when the route has it. Every host failing → ConnectFailure (always temporary), with
+ * per policy and AUTH when the route has it. Every host failing → ConnectFailure (temporary), with
  * throttleSignal set when a host refused the connection or greeted 421 (the destination wants fewer of us).
+ *
+ * Mail loops: an MX host's address that is one of outpost's own listeners on the port dialled (isOwnAddress) is
+ * skipped, never dialled: connecting would hand the mail to ourselves, and we would relay it to ourselves again
+ * until the hop limit. When every host of the destination resolved to our own addresses only, the failure is
+ * LoopsBackToMyself (permanent, 5.4.6). Static routes are exempt: one pointing at ourselves is on purpose (a
+ * test set-up, or another outpost instance on this machine), and the hop limit at intake ends any loop it makes.
  *
  * TLS (see docs/delivery-routing.md):
  *  - "opportunistic": STARTTLS whenever offered, certificate NOT verified (Postfix `may`: encryption against
@@ -24,7 +30,8 @@ import type { TlsPolicy } from "../config/schema.ts";
 import type { Logger } from "../observe/log.ts";
 import { localReply, nonAscii, resultsFor, transact, type LibError } from "./attempt.ts";
 import { systemLookup } from "./resolver.ts";
-import { ConnectFailure, type Connection, type Destination, type OutboundMessage, type RecipientResult, type Transport } from "./types.ts";
+import type { OwnAddress } from "./own-addresses.ts";
+import { ConnectFailure, LoopsBackToMyself, type Connection, type Destination, type OutboundMessage, type RecipientResult, type Transport } from "./types.ts";
 
 export interface TransportTimeouts {
   /** TCP connect, ms (default 30 s, Postfix smtp_connect_timeout) */
@@ -48,6 +55,8 @@ export interface SmtpTransportOptions {
   lookup?: (host: string) => Promise<string[]>;
   /** port for MX hosts (default: the host's, 25); static routes keep their own */
   connectPort?: number;
+  /** is ip:port one of outpost's own SMTP listeners (delivery/own-addresses.ts)? Such addresses are never dialled for MX hosts */
+  isOwnAddress?: OwnAddress;
 }
 
 const MAX_ADDRESSES = 5;
@@ -81,6 +90,8 @@ export class SmtpTransport implements Transport {
     let budget = MAX_ADDRESSES;
     // two MX names for one server (mx1 and mx2 both at 192.0.2.7) are one attempt, not two (Postfix too)
     const tried = new Set<string>();
+    // hosts whose every address is one of our own listeners (skipped: see the module comment)
+    let selfHosts = 0;
     for (const h of dest.hosts) {
       if (budget <= 0) break;
       const port = dest.static ? h.port : (this.opts.connectPort ?? h.port);
@@ -93,7 +104,12 @@ export class SmtpTransport implements Transport {
         continue;
       }
       if (addresses.length === 0) failures.push(`${h.host}: no address`);
-      for (const ip of addresses.filter((a) => !tried.has(`${a}:${port}`)).slice(0, budget)) {
+      const own = dest.static ? [] : addresses.filter((a) => this.isOwn(a, port));
+      if (own.length > 0) {
+        failures.push(`${h.host}[${own.join(", ")}]:${port}: our own address, skipped`);
+        if (own.length === addresses.length) selfHosts++;
+      }
+      for (const ip of addresses.filter((a) => !own.includes(a) && !tried.has(`${a}:${port}`)).slice(0, budget)) {
         tried.add(`${ip}:${port}`);
         budget--;
         const r = await this.open(dest, h.host, ip, port, required ? "require" : "try");
@@ -103,9 +119,15 @@ export class SmtpTransport implements Transport {
         if (r.code) code = r.code;
       }
     }
+    // every host answered its lookup, and with our own addresses only: no retry can do better
+    if (selfHosts > 0 && selfHosts === dest.hosts.length) throw new LoopsBackToMyself(dest.key, lastMx);
     const why = failures.length > 0 ? failures.join("; ") : "no hosts to try";
     this.opts.log.debug("delivery.connect_failed", { destination: dest.key, reason: why, throttle });
     throw new ConnectFailure(`could not connect to ${dest.key}: ${why}`, throttle, code, lastMx);
+  }
+
+  private isOwn(ip: string, port: number): boolean {
+    return this.opts.isOwnAddress?.(ip, port) ?? false;
   }
 
   /** One address; an opportunistic session whose TLS handshake failed gets one more try in clear. */

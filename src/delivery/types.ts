@@ -80,7 +80,7 @@ export interface RecipientResult {
   aboutRecipient?: boolean;
 }
 
-/** Why a connection could not be had (all hosts failed). Always temporary. */
+/** Why a connection could not be had (all hosts failed). Temporary, except for LoopsBackToMyself. */
 export class ConnectFailure extends Error {
   constructor(
     message: string,
@@ -91,6 +91,24 @@ export class ConnectFailure extends Error {
     readonly mx?: string,
   ) {
     super(message);
+  }
+}
+
+/**
+ * Every address of every host of a destination that is not a static route is one of outpost's own SMTP
+ * listeners: sending would hand the mail back to ourselves, and so would every retry. Permanent: the
+ * recipients bounce with RFC 3463 5.4.6 (routing loop detected), in Postfix's words.
+ */
+export class LoopsBackToMyself extends ConnectFailure {
+  readonly status = "5.4.6";
+
+  constructor(destination: string, mx?: string) {
+    super(`every address of ${destination} is one of our own SMTP listeners`, false, 0, mx);
+  }
+
+  /** The reply recorded for a recipient in `domain`. */
+  replyFor(domain: string): string {
+    return `mail for ${domain} loops back to myself`;
   }
 }
 

@@ -6,6 +6,7 @@ import { Intake } from "../intake/accept.ts";
 import type { Logger } from "../observe/log.ts";
 import { Enqueuer } from "../queue/enqueue.ts";
 import { DeliveryService } from "../delivery/service.ts";
+import { ownAddresses, type OwnAddress } from "../delivery/own-addresses.ts";
 import { CredentialChecker } from "../auth/users.ts";
 import { startSmtp, type SmtpService } from "../smtp/server.ts";
 import { startHttp } from "../api/server.ts";
@@ -45,6 +46,8 @@ export interface Runtime {
 export interface StartOptions {
   /** where first-run secrets are printed (stdout for the CLI) */
   announce?: (line: string) => void;
+  /** port delivery dials for MX hosts instead of 25 (tests: receivers, or ourselves, on loopback high ports) */
+  mxPort?: number;
 }
 
 export async function start(config: Config, log: Logger, opts: StartOptions = {}): Promise<Runtime> {
@@ -77,10 +80,16 @@ export async function start(config: Config, log: Logger, opts: StartOptions = {}
   };
   let rt: Runtime;
   try {
-    const delivery = new DeliveryService({ config, sqlite: store.sqlite, events, enqueuer, intake, log });
+    // our own listeners are known once bound (port 0 → the real port); before that nothing of ours listens, so
+    // nothing can be handed to ourselves
+    let isOwnAddress: OwnAddress = () => false;
+    const delivery = new DeliveryService({
+      config, sqlite: store.sqlite, events, enqueuer, intake, log, isOwnAddress: (ip, port) => isOwnAddress(ip, port), connectPort: opts.mxPort,
+    });
     services.push(delivery);
     const smtp = await startSmtp({ config, intake, credentials: new CredentialChecker(store.db), log });
     services.push(smtp);
+    isOwnAddress = ownAddresses(smtp.addresses());
     const http = startHttp({ config, store, intake, log, extraMetrics: () => `${smtp.metrics()}\n${delivery.metrics()}` });
     services.push(http.service);
     rt = { config, store, log, secret, events, intake, services, smtp, delivery, http: { port: http.port }, stop: stopAll };

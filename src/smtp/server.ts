@@ -32,6 +32,8 @@ export interface SmtpDeps {
 export interface BoundAddress {
   host: string;
   port: number;
+  /** the address the socket is bound to: a listen host name resolved, "0.0.0.0" or "::" for a wildcard */
+  ip: string;
   /** "starttls" for smtp.listen, "implicit" for smtp.tls_listen */
   tls: "starttls" | "implicit";
 }
@@ -101,7 +103,8 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpService> {
         const server = new OutpostSmtpServer(serverOptions(deps, hooks, material, secure, counters));
         gateConnections(server, hooks, secure);
         server.on("error", (err: Error & { code?: string }) => log.debug("smtp_connection_error", { code: err.code, error: err }));
-        const bound: BoundAddress = { host: addr.host, port: await listen(server, addr, ipv6Only(addr, [...smtp.listen, ...smtp.tls_listen])), tls: secure ? "implicit" : "starttls" };
+        const socket = await listen(server, addr, ipv6Only(addr, [...smtp.listen, ...smtp.tls_listen]));
+        const bound: BoundAddress = { host: addr.host, ...socket, tls: secure ? "implicit" : "starttls" };
         servers.push({ server, bound });
         log.info("smtp_listening", { ...bound });
       }
@@ -181,14 +184,14 @@ export function ipv6Only(addr: ListenAddress, all: readonly ListenAddress[]): bo
   return all.some((a) => isIPv4(a.host) && a.port === addr.port && addr.port !== 0);
 }
 
-function listen(server: SMTPServer, addr: ListenAddress, v6Only: boolean): Promise<number> {
+function listen(server: SMTPServer, addr: ListenAddress, v6Only: boolean): Promise<{ ip: string; port: number }> {
   return new Promise((resolve, reject) => {
     const onError = (e: Error) => reject(new Error(`cannot listen on ${addr.host}:${addr.port}: ${e.message}`));
     server.server.once("error", onError);
     server.listen({ port: addr.port, host: addr.host, ipv6Only: v6Only }, () => {
       server.server.off("error", onError);
       const a = server.server.address();
-      resolve(typeof a === "object" && a ? a.port : addr.port);
+      resolve(typeof a === "object" && a ? { ip: a.address, port: a.port } : { ip: addr.host, port: addr.port });
     });
   });
 }
