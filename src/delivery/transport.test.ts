@@ -7,6 +7,7 @@ import { newMessageId, newRecipientId } from "../mail/ids.ts";
 import { silentLogger } from "../observe/log.ts";
 import { startFakeMx, type FakeMx, type FakeMxScript } from "../../test/helpers/fake-mx.ts";
 import { startDnsServer } from "../../test/helpers/dns-server.ts";
+import { freePort } from "../../test/helpers/harness.ts";
 import { createResolver, lookupVia } from "./resolver.ts";
 import { MxRouter } from "./route.ts";
 import { SmtpTransport, type SmtpTransportOptions } from "./transport.ts";
@@ -655,15 +656,6 @@ describe("SmtpTransport never dials our own listeners for an MX host", () => {
 });
 
 const SMTP_SINK = "/usr/sbin/smtp-sink";
-
-/** A port that was free a moment ago on `host` (smtp-sink cannot listen on port 0 and report it). */
-async function freePort(host: string): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, host, () => r()));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 describe.skipIf(!existsSync(SMTP_SINK))("SmtpTransport against Postfix's smtp-sink", () => {
   test("delivers several messages over one connection to a real SMTP server, dot-stuffed correctly", async () => {

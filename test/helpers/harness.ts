@@ -1,11 +1,12 @@
 /** @module test/helpers/harness — temp data dirs, configs from TOML snippets, in-process runtimes, bounded waits. */
 import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseConfig } from "../../src/config/load.ts";
 import type { Config } from "../../src/config/schema.ts";
 import { silentLogger, type Logger } from "../../src/observe/log.ts";
-import { start, type Runtime } from "../../src/runtime/start.ts";
+import { start, type Runtime, type StartOptions } from "../../src/runtime/start.ts";
 
 export function tempDir(prefix = "outpost-test-"): { path: string; cleanup: () => void } {
   const path = mkdtempSync(join(tmpdir(), prefix));
@@ -34,10 +35,26 @@ function withPortZeroSmtp(toml: string): string {
 }
 
 /** Starts the whole runtime in this process; remember to `await rt.stop()`. */
-export async function startRuntime(config: Config, log: Logger = silentLogger): Promise<{ rt: Runtime; firstRun: string[] }> {
+export async function startRuntime(
+  config: Config,
+  log: Logger = silentLogger,
+  opts: Omit<StartOptions, "announce"> = {},
+): Promise<{ rt: Runtime; firstRun: string[] }> {
   const firstRun: string[] = [];
-  const rt = await start(config, log, { announce: (l) => firstRun.push(l) });
+  const rt = await start(config, log, { ...opts, announce: (l) => firstRun.push(l) });
   return { rt, firstRun };
+}
+
+/**
+ * A port that was free a moment ago on `host`: for a set-up that must name its port before it listens (a static
+ * route back to outpost's own SMTP listener, smtp-sink, which cannot report a port 0 choice).
+ */
+export async function freePort(host = "127.0.0.1"): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, host, () => r()));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
 }
 
 /** Polls `fn` until it returns a truthy value or `ms` pass; throws with `what` on timeout. */
