@@ -22,7 +22,7 @@ export interface DsnRecipientFields {
 export interface DsnFields {
   reportingMta?: string;
   recipients: DsnRecipientFields[];
-  /** where reading stopped: the returned message, if any, starts here */
+  /** where reading stopped: the returned message (or its header), if any, starts here */
   end: number;
 }
 
@@ -66,7 +66,11 @@ export function readFieldGroups(text: string): { groups: Map<string, string>[]; 
     pos += line.length + 1;
     if (RETURNED_PART_RE.test(line)) {
       flush();
-      return { groups, end: start };
+      // the returned message starts after this part's MIME header
+      const blank = /\n[ \t]*\n/g;
+      blank.lastIndex = start;
+      const after = blank.exec(text);
+      return { groups, end: after ? after.index + after[0].length : text.length };
     }
     if (line.trim() === "") {
       if (!flush()) return { groups, end: groupStart };

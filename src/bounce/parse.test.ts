@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { buildDsn } from "./notify.ts";
 import { MAX_INPUT_BYTES, parseReport, type ParsedReport } from "./parse.ts";
 
 const FIXTURES = join(import.meta.dir, "../../test/fixtures/bounces");
@@ -86,7 +87,7 @@ describe("what kind of message it is", () => {
     expect((await reportOf(file)).kind).toBe(kind as ParsedReport["kind"]);
   });
 
-  test("an ARF report is a complaint with its feedback type and the returned message's Message-ID", async () => {
+  test("an ARF report is a complaint with its feedback type and no recipients", async () => {
     const report = await reportOf("arf-01.eml");
     expect(report.complaint?.feedbackType).toBe("abuse");
     expect(report.recipients).toEqual([]);
@@ -137,6 +138,32 @@ describe("the fields of each recipient", () => {
   });
 });
 
+describe("the DSNs outpost itself sends", () => {
+  const original = Buffer.from("From: a@example.org\r\nTo: b@example.net\r\nSubject: hi\r\nMessage-ID: <m1@example.org>\r\n\r\nhi\r\n");
+  const dsn = (action: "failed" | "delayed") => buildDsn({
+    hostname: "outpost.test", queueId: "q1", envelopeFrom: "a@example.org", arrivalDate: 0, original, now: 1000, action,
+    recipients: [
+      { address: "gone@example.net", status: "5.1.1", code: 550, diagnostic: "550 5.1.1 <gone@example.net>: user unknown", mx: "mx.example.net", lastAttemptAt: 1000 },
+      { address: "full@example.net", status: "5.2.2", code: 552, diagnostic: "552 5.2.2 mailbox full", lastAttemptAt: 1000 },
+      { address: "late@example.net", status: "4.4.7", code: 0, diagnostic: "message expired after 5d in the queue", lastAttemptAt: 1000 },
+    ],
+  });
+
+  test("read back as a bounce with each recipient's status, code and class, and the original's Message-ID", async () => {
+    const report = await parseReport(dsn("failed"));
+    expect(report).toMatchObject({ kind: "bounce", originalMessageId: "<m1@example.org>", reportingMta: "outpost.test" });
+    expect(report.recipients.map((r) => [r.address, r.status, r.code, r.class])).toEqual([
+      ["gone@example.net", "5.1.1", 550, "hard"],
+      ["full@example.net", "5.2.2", 552, "soft"],
+      ["late@example.net", "4.4.7", undefined, "soft"],
+    ]);
+  });
+
+  test("a delay warning reads back as a delay, not a bounce", async () => {
+    expect((await parseReport(dsn("delayed"))).kind).toBe("delay");
+  });
+});
+
 describe("the returned message's Message-ID", () => {
   test.each([
     ["rfc3464-26.eml", "<ALSMTP02OCIIZS2TRqf0001e76b@example.net>"], // message/rfc822 (itself a bounce)
@@ -144,6 +171,7 @@ describe("the returned message's Message-ID", () => {
     ["lhost-qmail-17.eml", "<20240624090401.44656.qmail@nq.example.jp>"], // quoted after qmail's marker line
     ["lhost-office365-01.eml", "<FFFFFFFF.EEEEEEEE@example.ed.jp>"], // "Original message headers:"
     ["rfc3464-06.eml", "<0000000000.0000000@mail.example.com>"], // after inline DSN fields, no MIME parts
+    ["rhost-google-02.eml", "<2018042233445.A95F8E533589@mail.example.co.jp>"], // a boundary mailparser cannot match
     ["mac-rhost-cox-01.eml", "<5119e0e9531a692224d1bd44ef560e62@pixel1.example.com>"], // bare-CR file
   ])("of %s is %s", async (file, id) => {
     expect((await reportOf(file)).originalMessageId).toBe(id);

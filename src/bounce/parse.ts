@@ -258,13 +258,13 @@ function textBounceIn(m: Message): ParsedReport | null {
   // Exim names the failed addresses in a header too; use it when the text gave none
   if (found.length === 0) for (const address of addressesIn(m.header("x-failed-recipients"))) found.push({ address, text: report });
   const action: Action = isDelayWarning(`${m.header("subject")}\n${report}`) ? "delayed" : "failed";
-  const recipients = found.map(({ address, text: block }) => fromText(address, block, action));
+  const recipients = found.map(({ address, text: block }) => recipientFromText(address, block, action));
   const originalMessageId = messageIdOf(m.returnedPart ?? returned);
   if (recipients.length === 0) return { kind: "unparsed", recipients: [], ...originalMessageId };
   return { kind: action === "failed" ? "bounce" : "delay", recipients, ...originalMessageId };
 }
 
-function fromText(address: string, block: string, action: Action): BouncedRecipient {
+function recipientFromText(address: string, block: string, action: Action): BouncedRecipient {
   const { code, status } = replyCodes(block);
   return {
     address: lowerDomain(address),

@@ -107,9 +107,14 @@ export function replyCodes(text: string): { code?: number; status: string } {
   return { ...(code ? { code: Number(code) } : {}), status };
 }
 
-/** The first Message-ID header in a header block of `text` ("<id@host>"), folded or not. */
+/** The Message-ID ("<id@host>") of the header block that `text` starts with (after blank lines), folded or not. */
 export function messageIdIn(text: string): string | undefined {
-  return /^message-id:[ \t]*(?:\n[ \t]+)?(<[^<>\s]{1,500}>)/im.exec(text.slice(0, 200_000))?.[1];
+  const start = text.search(/\S/);
+  if (start < 0) return undefined;
+  const rest = text.slice(start, start + 200_000);
+  const end = rest.search(/\n[ \t]*\n/);
+  const header = end < 0 ? rest : rest.slice(0, end);
+  return /^message-id:[ \t]*(?:\n[ \t]+)?(<[^<>\s]{1,500}>)/im.exec(header)?.[1];
 }
 
 /** A notice that says the message is only delayed and will be retried (Gmail, Exchange, Sendmail warnings). */

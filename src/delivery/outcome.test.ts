@@ -263,6 +263,17 @@ describe("a hard bounce", () => {
     expect(suppressed()).toEqual([{ address: "a@nullmx.test", reason: "hard_bounce" }]);
   });
 
+  test("said in words (a 550 'user unknown' without a 5.1.x code) suppresses too; a full mailbox under 5.1.1 does not", async () => {
+    const { message, ids } = await queued(["gone@dest.test", "full@dest.test"]);
+    const words = (id: RecipientId, reply: string): RecipientResult =>
+      ({ recipientId: id, outcome: "bounced", code: 550, enhanced: "5.0.0", reply, mx: "mx1.dest.test", aboutRecipient: true });
+    recorder.settle(message, [
+      words(ids[0]!, "550 Requested action not taken: user unknown"),
+      { ...words(ids[1]!, "552 5.1.1 <full@dest.test>: Recipient overquota"), code: 552, enhanced: "5.1.1" },
+    ])();
+    expect(suppressed()).toEqual([{ address: "gone@dest.test", reason: "hard_bounce" }]);
+  });
+
   test("said of the sender or of all recipients at once suppresses nobody", async () => {
     const { message, ids } = await queued(["a@dest.test", "b@dest.test", "c@dest.test"]);
     recorder.settle(message, [
