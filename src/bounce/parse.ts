@@ -150,6 +150,7 @@ function complaintIn(m: Message): ParsedReport | null {
   const fields = readFieldGroups(m.feedbackPart ?? m.text).groups.find((g) => g.has("feedback-type"));
   const address = (v: string | undefined) => v?.replace(/^<(.*)>$/, "$1").trim() || undefined;
   const complaint = {
+    // RFC 5965 requires the field; a report that lacks it is still someone's complaint
     feedbackType: fields?.get("feedback-type")?.toLowerCase() ?? "abuse",
     ...(address(fields?.get("original-rcpt-to")) ? { originalRecipient: address(fields?.get("original-rcpt-to")) } : {}),
     ...(address(fields?.get("original-mail-from")) ? { originalMailFrom: address(fields?.get("original-mail-from")) } : {}),

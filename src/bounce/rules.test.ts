@@ -34,6 +34,8 @@ describe("the text says the user does not exist: hard, even with a vague or miss
     [550, "", "Host unknown (Authoritative answer from name server)", "hard"],
     [0, "", "User some.name (a@example.jp) not listed in Domino Directory", "hard"],
     [0, "", "The recipient name is not recognized", "hard"],
+    [554, "", "delivery error: dd This user doesn't have a yahoo.com account (a@yahoo.com) [0]", "hard"],
+    [550, "", "sorry, no mailbox here by that name. (#5.7.17)", "hard"],
   ]);
 });
 

@@ -50,7 +50,7 @@ const FINAL: readonly Severity[] = ["permanent", "unknown"];
 
 /** "the user does not exist", in the words servers use */
 const NO_SUCH_USER =
-  /user(name)? unknown|unknown (user|recipient|mailbox|local.?part|e-?mail address)|no such (user|mailbox|recipient|account|address|person)|user (not found|does ?n[o']t exist)|recipient (not found|unknown|does ?n[o']t exist)|mailbox (not found|does ?n[o']t exist)|account (does ?n[o']t exist|not found)|does ?n[o']t exist|not a (registered|valid|known) (gateway )?(user|recipient|mailbox)|recip(ient)?notfound|recipient name is not recognized|not listed in (the )?(domino )?directory/i;
+  /user(name)? unknown|unknown (user|recipient|mailbox|local.?part|e-?mail address)|no such (user|mailbox|recipient|account|address|person)|user (not found|does ?n[o']t exist)|recipient (not found|unknown|does ?n[o']t exist)|mailbox (not found|does ?n[o']t exist)|account (does ?n[o']t exist|not found)|does ?n[o']t exist|not a (registered|valid|known) (gateway )?(user|recipient|mailbox)|recip(ient)?notfound|recipient name is not recognized|not listed in (the )?(domino )?directory|no mailbox here by that name|this user doesn'?t have an? .{0,30}account/i;
 
 export const BOUNCE_RULES: readonly BounceRule[] = [
   { name: "a success reply", on: ["success"], verdict: "not_bounce" },
