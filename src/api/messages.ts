@@ -21,10 +21,11 @@ const MessageBody = t.Object({
     t.Object({
       id: t.String(),
       address: t.String(),
-      status: t.String({ description: "queued, deferred, delivered, bounced or suppressed" }),
+      status: t.String({ description: "queued, deferred, delivered, bounced or suppressed (a held recipient is deferred)" }),
+      held: t.Boolean({ description: "an operator holds it (outpost queue hold): no attempt until it is released" }),
       in_flight: t.Boolean({ description: "a delivery attempt is under way" }),
       attempts: t.Integer({ description: "delivery attempts so far" }),
-      next_attempt_at: t.Union([t.String({ format: "date-time" }), t.Null()], { description: "when the next attempt is due (queued or deferred), else null" }),
+      next_attempt_at: t.Union([t.String({ format: "date-time" }), t.Null()], { description: "when the next attempt is due (queued or deferred, not held), else null" }),
       last_reply: t.Union([t.String(), t.Null()], { description: "the last SMTP reply from the receiving server" }),
       last_status: t.Union([t.String(), t.Null()], { description: "its enhanced status code, such as 4.7.1" }),
       last_mx: t.Union([t.String(), t.Null()], { description: "the host that gave it" }),

@@ -24,16 +24,19 @@ function tableRow(row: readonly string[], widths: readonly number[]): string {
 }
 
 /**
- * Buffered, blocking stdout. process.stdout.write queues in memory whatever a slow reader (`| less`) has not
- * taken yet, so a million-line listing would sit in RAM; writeSync waits for the pipe instead.
+ * Buffered, blocking stdout (or another descriptor: stderr for the CLI's log lines). process.stdout.write queues in
+ * memory whatever a slow reader (`| less`) has not taken yet, so a million-line listing would sit in RAM;
+ * writeSync waits for the pipe instead. Bytes are written as they are (a stored message, `queue show --body`).
  */
 export class StdoutWriter {
-  private chunks: string[] = [];
+  private chunks: (string | Uint8Array)[] = [];
   private pending = 0;
   /** the reader went away (`| head`): the rest is dropped quietly, as mailq does */
   private gone = false;
 
-  write(text: string): void {
+  constructor(private fd = 1) {}
+
+  write(text: string | Uint8Array): void {
     this.chunks.push(text);
     this.pending += text.length;
     if (this.pending >= 64 * 1024) this.flush();
@@ -44,12 +47,12 @@ export class StdoutWriter {
   }
 
   flush(): void {
-    const buf = Buffer.from(this.chunks.join(""));
+    const buf = Buffer.concat(this.chunks.map((c) => (typeof c === "string" ? Buffer.from(c) : c)));
     this.chunks = [];
     this.pending = 0;
     for (let off = 0; off < buf.length && !this.gone; ) {
       try {
-        off += writeSync(1, buf, off);
+        off += writeSync(this.fd, buf, off);
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code === "EPIPE") this.gone = true;

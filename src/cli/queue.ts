@@ -1,76 +1,109 @@
 /**
- * @module cli/queue — `outpost queue list|show|retry|delete|flush` (Postfix mailq, postqueue -f, postsuper -d).
- * Works on the database directly, so it also works while `serve` is stopped; a running server sees a retry the
- * next time its scheduler looks at the queue.
+ * @module cli/queue — `outpost queue list|show` (Postfix mailq, postcat -q) and the dispatch of
+ * `retry|hold|release|delete|flush` to cli/queue-admin.ts. Works on the database directly, so it also works while
+ * `serve` is stopped; a running server sees a change the next time its scheduler looks at the queue.
  */
 import { UsageError } from "../mail/errors.ts";
 import type { Rate } from "../config/schema.ts";
 import { readThrottleSnapshot } from "../delivery/service.ts";
 import type { DestinationSnapshot } from "../delivery/throttle.ts";
-import { QueueAdmin } from "../queue/admin.ts";
-import { isInFlight, isPending, messageJson, QueueInspector, type MessageView, type PendingCounts, type RecipientView } from "../queue/inspect.ts";
-import { parseArgs, showUsage } from "./args.ts";
+import type { UserId } from "../mail/ids.ts";
+import { splitMessage } from "../message/headers.ts";
+import type { AdminAction } from "../queue/admin.ts";
+import { isHeld, isInFlight, isPending, messageJson, QueueInspector, type MessageView, type PendingCounts, type RecipientView } from "../queue/inspect.ts";
+import { parseArgs, showUsage, type ParsedArgs } from "./args.ts";
 import { isoTime, StdoutWriter, StreamedTable, table } from "./output.ts";
 import { openContext, print, printJson } from "./context.ts";
+import { ADMIN_ACTIONS, FILTER_FLAGS, parseTarget, plural, runAdmin, userNames } from "./queue-admin.ts";
 
 /** Text is for reading, so it stops at a readable default; a script asking for JSON gets everything. */
 const DEFAULT_TEXT_LIMIT = 1000;
 
 export const QUEUE_USAGE = `usage:
-  outpost queue list [--limit N] [--json]   pending recipients, grouped by message, oldest first (like mailq);
-                                     at most N messages: text defaults to ${DEFAULT_TEXT_LIMIT}, --json to all; 0 means all
-  outpost queue show ID [--json]     one message and all its recipients
-  outpost queue retry ID|--all [--json]   make waiting recipients due now (like postqueue -i / -f)
-  outpost queue delete ID [--json]   remove a message and its recipients (like postsuper -d)
+  outpost queue list [--limit N] [--json]   pending and held recipients, grouped by message, oldest first (like
+                                     mailq); at most N messages: text defaults to ${DEFAULT_TEXT_LIMIT}, --json to all; 0 means all
+  outpost queue show ID [--json]     one message, its owner and all its recipients
+  outpost queue show ID --headers|--body   the stored message's header block or body, raw (like postcat -hq/-bq)
+  outpost queue retry TARGET [--json]      make waiting recipients due now (like postqueue -i / -f)
+  outpost queue hold TARGET [--json]       never deliver them until released (like postsuper -h)
+  outpost queue release TARGET [--json]    deliver held recipients again, due now (like postsuper -H)
+  outpost queue delete TARGET [--json]     remove them; a message id removes the whole message (like postsuper -d)
   outpost queue flush [--json]       same as retry --all
+TARGET is a message id (its recipients), a recipient id (that one), or --all (every pending or held recipient),
+narrowed by any of:
+  --sender ADDR|@DOMAIN|'<>'   envelope sender     --domain D        recipient domain
+  --status queued|deferred|held                    --older-than T    queued at least T ago (30m, 2h, 5d)
 common: --config FILE`;
 
+const VIEWS = ["list", "show"];
+
 export async function queueCommand(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { booleans: ["all"], values: ["limit"] });
+  const args = parseArgs(argv, { booleans: ["all", "headers", "body"], values: ["limit", ...FILTER_FLAGS] });
   const [sub, id, ...rest] = args.positionals;
   if (args.flags.has("help") || !sub) return showUsage(QUEUE_USAGE, args.flags.has("help"));
+  if (![...VIEWS, ...ADMIN_ACTIONS, "flush"].includes(sub)) throw new UsageError(`unknown command queue ${sub}\n${QUEUE_USAGE}`);
   if (rest.length > 0) throw new UsageError(`unexpected argument ${rest[0]}`);
-  const wantsId = sub === "show" || sub === "delete" || (sub === "retry" && !args.flags.has("all"));
-  if (wantsId && !id) throw new UsageError(`queue ${sub} needs a message id${sub === "retry" ? " or --all" : ""}`);
-  if (!wantsId && id) throw new UsageError(`unexpected argument ${id}`);
-  if (!["list", "show", "retry", "delete", "flush"].includes(sub)) throw new UsageError(`unknown command queue ${sub}\n${QUEUE_USAGE}`);
-  if (sub !== "list" && args.values.limit !== undefined) throw new UsageError("--limit applies to queue list only");
+  checkOptions(sub, args);
   const json = args.flags.has("json");
+  if (sub === "show" && !id) throw new UsageError("queue show needs a message id");
+  if (sub === "list" && id) throw new UsageError(`unexpected argument ${id}`);
+  const target = VIEWS.includes(sub) ? null : parseTarget(sub as AdminAction | "flush", id, args);
   const limit = parseLimit(args.values.limit, json);
   const { store, config } = openContext(args);
   try {
-    const admin = new QueueAdmin(store.sqlite);
-    const inspector = new QueueInspector(store.sqlite);
-    switch (sub) {
-      case "list":
-        // one read transaction: the totals and the listing describe the same queue while serve keeps working on it
-        return store.sqlite.transaction(() => list(inspector, limit, json, config.data_dir))();
-      case "show": {
-        const m = inspector.getMessage(id!);
-        if (!m) return unknown(id!);
-        if (json) printJson(messageJson(m, Date.now()));
-        else print(showText(m));
-        return 0;
-      }
-      case "retry": {
-        if (args.flags.has("all")) return flushed(admin.retryAll(), json);
-        const n = admin.retry(id!);
-        if (n === null) return unknown(id!);
-        if (json) printJson({ id, rescheduled: n });
-        else print(`${id}: ${plural(n, "recipient")} scheduled for immediate delivery`);
-        return 0;
-      }
-      case "delete":
-        if (!admin.delete(id!)) return unknown(id!);
-        if (json) printJson({ id, deleted: true });
-        else print(`${id}: deleted`);
-        return 0;
-      default: // flush
-        return flushed(admin.retryAll(), json);
+    if (target) {
+      const action = sub === "flush" ? "retry" : (sub as AdminAction);
+      return runAdmin({ action, command: sub as AdminAction | "flush", target, json, argv: ["queue", ...argv] }, store, config);
     }
+    const inspector = new QueueInspector(store.sqlite);
+    const owner = userNames(store.db);
+    if (sub === "list") {
+      // one read transaction: the totals and the listing describe the same queue while serve keeps working on it
+      return store.sqlite.transaction(() => list(inspector, owner, limit, json, config.data_dir))();
+    }
+    const part = args.flags.has("headers") || args.flags.has("body") ? { headers: args.flags.has("headers"), body: args.flags.has("body") } : null;
+    if (part) return showStored(inspector, id!, part);
+    const m = inspector.getMessage(id!);
+    if (!m) return unknown(id!);
+    if (json) printJson({ ...messageJson(m, Date.now()), user: owner(m.userId) });
+    else print(showText(m, owner(m.userId)));
+    return 0;
   } finally {
     store.close();
   }
+}
+
+/** Options that belong to another subcommand are usage errors, not silently ignored. */
+function checkOptions(sub: string, args: ParsedArgs): void {
+  if (sub !== "list" && args.values.limit !== undefined) throw new UsageError("--limit applies to queue list only");
+  for (const flag of ["headers", "body"]) {
+    if (!args.flags.has(flag)) continue;
+    if (sub !== "show") throw new UsageError(`--${flag} applies to queue show only`);
+    if (args.flags.has("json")) throw new UsageError(`--${flag} prints the stored message as it is; it does not go with --json`);
+  }
+  if (VIEWS.includes(sub)) {
+    const stray = args.flags.has("all") ? "all" : FILTER_FLAGS.find((f) => args.values[f] !== undefined);
+    if (stray) throw new UsageError(`--${stray} applies to queue ${ADMIN_ACTIONS.join("|")} only`);
+  }
+}
+
+/**
+ * `show --headers` / `--body` (postcat -hq / -bq): the stored bytes as they are, the header block up to and
+ * including its last line's CRLF, the body after the blank line; both flags print the whole message. So
+ * `--headers`, a CRLF, and `--body` put together are the stored message, byte for byte.
+ */
+function showStored(inspector: QueueInspector, id: string, part: { headers: boolean; body: boolean }): number {
+  const raw = inspector.storedMessage(id);
+  if (!raw) return unknown(id);
+  const out = new StdoutWriter();
+  if (part.headers && part.body) out.write(raw);
+  else {
+    const { body } = splitMessage(raw);
+    const blank = raw.indexOf("\r\n\r\n");
+    out.write(part.body ? body : blank < 0 ? raw : raw.subarray(0, blank + 2));
+  }
+  out.flush();
+  return 0;
 }
 
 /** The most messages `queue list` prints; 0 means no limit. */
@@ -85,20 +118,16 @@ function unknown(id: string): number {
   return 1;
 }
 
-function flushed(n: number, json: boolean): number {
-  if (json) printJson({ rescheduled: n });
-  else print(`${plural(n, "recipient")} scheduled for immediate delivery`);
-  return 0;
-}
+type OwnerName = (id: UserId | null) => string | null;
 
-function list(inspector: QueueInspector, limit: number, json: boolean, dataDir: string): number {
+function list(inspector: QueueInspector, owner: OwnerName, limit: number, json: boolean, dataDir: string): number {
   const out = new StdoutWriter();
   try {
     const totals = inspector.pendingCounts();
     const messages = firstN(inspector.pending(), limit);
-    if (json) listJson(out, messages, totals, throttleJson(dataDir, Date.now()));
+    if (json) listJson(out, messages, owner, totals, throttleJson(dataDir, Date.now()));
     else {
-      listText(out, messages, totals);
+      listText(out, messages, owner, totals);
       printThrottle(out, dataDir);
     }
   } finally {
@@ -117,9 +146,9 @@ function* firstN<T>(items: Iterable<T>, limit: number): Generator<T, void, undef
   }
 }
 
-const LIST_HEADER = ["MESSAGE", "AGE", "SIZE", "SENDER", "RECIPIENT", "STATUS", "TRIES", "NEXT ATTEMPT", "LAST REPLY"];
+const LIST_HEADER = ["MESSAGE", "AGE", "SIZE", "USER", "SENDER", "RECIPIENT", "STATUS", "TRIES", "NEXT ATTEMPT", "LAST REPLY"];
 
-function listText(out: StdoutWriter, messages: Iterable<MessageView>, totals: PendingCounts): void {
+function listText(out: StdoutWriter, messages: Iterable<MessageView>, owner: OwnerName, totals: PendingCounts): void {
   if (totals.messages === 0) {
     out.line("queue is empty");
     return;
@@ -129,7 +158,7 @@ function listText(out: StdoutWriter, messages: Iterable<MessageView>, totals: Pe
   let shown = { messages: 0, recipients: 0 };
   for (const m of messages) {
     m.recipients.forEach((r, i) => {
-      const head = i === 0 ? [m.id, age(now - m.createdAt), size(m.size), sender(m.envelopeFrom)] : ["", "", "", ""];
+      const head = i === 0 ? [m.id, age(now - m.createdAt), size(m.size), owner(m.userId) ?? "-", sender(m.envelopeFrom)] : ["", "", "", "", ""];
       rows.push([...head, r.address, state(r, now), String(r.attempts), next(r, now), clip(r.lastReply ?? "-", 70)]);
     });
     shown = { messages: shown.messages + 1, recipients: shown.recipients + m.recipients.length };
@@ -139,19 +168,20 @@ function listText(out: StdoutWriter, messages: Iterable<MessageView>, totals: Pe
   if (more.messages > 0) {
     out.line(`… and ${plural(more.messages, "more message")} (${plural(more.recipients, "recipient")}) not shown; --limit 0 lists all`);
   }
-  out.line(`-- ${plural(totals.messages, "message")}, ${plural(totals.recipients, "recipient")} pending`);
+  const held = totals.held > 0 ? ` (${totals.held} held)` : "";
+  out.line(`-- ${plural(totals.messages, "message")}, ${plural(totals.recipients, "recipient")} pending${held}`);
 }
 
 /**
  * One JSON document, written as it is read: `{"messages": [...], "more": N, "total": {...}, "throttle": ...}`,
  * one message per line. A single document rather than JSON lines so `jq .messages[]` and JSON.parse work.
  */
-function listJson(out: StdoutWriter, messages: Iterable<MessageView>, totals: PendingCounts, throttle: ThrottleJson | null): void {
+function listJson(out: StdoutWriter, messages: Iterable<MessageView>, owner: OwnerName, totals: PendingCounts, throttle: ThrottleJson | null): void {
   const now = Date.now();
   out.write(`{\n  "messages": [`);
   let shown = 0;
   for (const m of messages) {
-    out.write(`${shown === 0 ? "\n" : ",\n"}    ${JSON.stringify(messageJson(m, now))}`);
+    out.write(`${shown === 0 ? "\n" : ",\n"}    ${JSON.stringify({ ...messageJson(m, now), user: owner(m.userId) })}`);
     shown++;
   }
   out.line(`${shown === 0 ? "" : "\n  "}],`);
@@ -250,7 +280,7 @@ function rate(r: Rate | null): string {
   return `${Math.round(r.count * 10) / 10}/${unit}`;
 }
 
-function showText(m: MessageView): string {
+function showText(m: MessageView, owner: string | null): string {
   const now = Date.now();
   const options = Object.entries(m.options).filter(([, on]) => on).map(([k]) => k);
   const head = table([
@@ -260,7 +290,7 @@ function showText(m: MessageView): string {
     ["subject:", m.subject || "-"],
     ["size:", `${m.size} bytes`],
     ["source:", m.source],
-    ["user id:", m.userId === null ? "-" : String(m.userId)],
+    ["user:", owner ?? "-"],
     ["options:", options.length ? options.join(", ") : "-"],
   ]);
   const rcpts = table([
@@ -270,12 +300,14 @@ function showText(m: MessageView): string {
   return `${head}\n\n${rcpts}`;
 }
 
-/** "sending" while a delivery attempt holds the recipient's lease. */
+/** "sending" while a delivery attempt holds the recipient's lease; "held" as it is (the API says deferred). */
 function state(r: RecipientView, now: number): string {
   return isInFlight(r, now) ? "sending" : r.status;
 }
 
+/** A held recipient has no next attempt until it is released. */
 function next(r: RecipientView, now: number): string {
+  if (isHeld(r)) return "on hold";
   if (!isPending(r) || isInFlight(r, now)) return "-";
   return r.nextAttemptAt <= now ? "now" : isoTime(r.nextAttemptAt);
 }
@@ -297,4 +329,3 @@ function size(bytes: number): string {
 }
 
 const clip = (s: string, n: number) => (s.length > n ? s.slice(0, n - 1) + "…" : s);
-const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;

@@ -8,6 +8,7 @@ import m0001 from "../../migrations/0001_claim_fairness.sql" with { type: "text"
 import m0002 from "../../migrations/0002_delay_warning.sql" with { type: "text" };
 import m0003 from "../../migrations/0003_claim_past_backlog.sql" with { type: "text" };
 import m0004 from "../../migrations/0004_suppression_owner.sql" with { type: "text" };
+import m0005 from "../../migrations/0005_queue_hold.sql" with { type: "text" };
 
 export interface Migration {
   tag: string;
@@ -20,6 +21,7 @@ const FILES: Record<string, string> = {
   "0002_delay_warning": m0002,
   "0003_claim_past_backlog": m0003,
   "0004_suppression_owner": m0004,
+  "0005_queue_hold": m0005,
 };
 
 export const JOURNAL_TAGS: string[] = journal.entries.map((e) => e.tag);

@@ -1,52 +1,273 @@
 /**
- * @module queue/admin — the changes an operator may make to the queue by hand (Postfix `postqueue -f`,
- * `postsuper -d`), for `outpost queue …`. Reading the queue is queue/inspect.ts.
+ * @module queue/admin — the changes an operator makes to the queue by hand (Postfix `postqueue -f/-i`,
+ * `postsuper -d/-h/-H`), for `outpost queue retry|hold|release|delete|flush`. Reading the queue is queue/inspect.ts.
  *
- * `retry` only moves `next_attempt_at` of pending recipients that are not in flight; a running server picks the
- * change up the next time its scheduler looks at the queue. `delete` removes the message and its recipients and
- * records no event (SPEC has no event type for it; the earlier events stay as history). A recipient in flight at
- * that moment may still be delivered; its result then finds no row and is dropped.
+ * A command names one message, one recipient, or every pending recipient matching a filter. It runs in two steps:
+ * the matching rows are read first (a read transaction: `serve` goes on working meanwhile), then changed in
+ * write transactions of about BATCH recipients, whole messages at a time, each statement re-checking the row (a
+ * row `serve` settled or leased in between is left alone). So a command over a million recipients never holds the
+ * write lock for long, and the caller hears of each batch after its commit (to log what really changed).
+ *
+ * - retry: a waiting recipient (queued/deferred, not in flight, not yet due) becomes due now.
+ * - hold: a queued/deferred recipient that is not in flight becomes `held`. No claim sees a held row (it is in
+ *   none of the claim's partial indexes), however long ago it came due. One in flight is left alone: its
+ *   attempt's result could not be recorded on a held row.
+ * - release: a held recipient goes back to `deferred` (`queued` if never attempted), due now.
+ * - delete: the recipients are removed; so is a message left with none. Deleting a message by its id removes it
+ *   with all its recipients, finished ones included. A recipient in flight at that moment may still be
+ *   delivered; its result then finds no row and is dropped. No event is recorded (there is no event type for it;
+ *   the earlier events stay as history).
  */
 import type { Database, Statement } from "bun:sqlite";
+import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
+
+export type AdminAction = "retry" | "hold" | "release" | "delete";
+
+/** The states `--status` can select: not finished. */
+export type OpenStatus = "queued" | "deferred" | "held";
+export const OPEN_STATUSES: readonly OpenStatus[] = ["queued", "deferred", "held"];
+
+/** The states each action changes; any other row it is pointed at stays as it is. */
+export const ACTS_ON: Record<AdminAction, readonly OpenStatus[]> = {
+  retry: ["queued", "deferred"],
+  hold: ["queued", "deferred"],
+  release: ["held"],
+  delete: ["queued", "deferred", "held"],
+};
+
+/** Narrows "every open recipient"; all given criteria must match. */
+export interface QueueFilter {
+  /** envelope sender: an address (case-insensitive), "@domain" for any sender at that domain, or "" for <> */
+  sender?: string;
+  /** the recipient's domain, lower case */
+  domain?: string;
+  status?: OpenStatus;
+  /** only messages queued at least this long ago (ms) */
+  olderThanMs?: number;
+}
+
+export type Target =
+  | { kind: "message"; id: MessageId }
+  | { kind: "recipient"; id: RecipientId }
+  | { kind: "all"; filter: QueueFilter };
+
+/** One message's recipients changed by one action, committed. */
+export interface AffectedMessage {
+  id: MessageId;
+  userId: UserId | null;
+  recipients: { id: RecipientId; address: string }[];
+  /** delete only: the message itself is gone (no recipient of it is left) */
+  messageDeleted: boolean;
+}
+
+export interface AdminResult {
+  /** how many messages had at least one recipient changed */
+  messages: number;
+  recipients: number;
+  /** retry/hold: recipients left alone because a delivery attempt held them */
+  inFlight: number;
+  /** delete: messages removed along with their last recipients */
+  messagesDeleted: number;
+}
+
+/** Recipients changed per write transaction (whole messages, so a message may make one a little bigger). */
+const BATCH = 500;
+
+interface Candidate {
+  id: RecipientId;
+  messageId: MessageId;
+  address: string;
+  userId: UserId | null;
+  status: string;
+  nextAttemptAt: number;
+  leaseUntil: number | null;
+}
+
+interface CandidateRow {
+  id: string;
+  message_id: string;
+  address: string;
+  user_id: number | null;
+  status: string;
+  next_attempt_at: number;
+  lease_until: number | null;
+}
+
+const CANDIDATE_COLUMNS = `r.id, r.message_id, r.address, m.user_id, r.status, r.next_attempt_at, r.lease_until`;
+const NOT_LEASED = `(lease_until IS NULL OR lease_until <= $now)`;
 
 export class QueueAdmin {
-  private exists: Statement;
-  private retryMessage: Statement;
-  private retryEverything: Statement;
-  private remove: Statement;
+  private messageExists: Statement<{ id: string }, [string]>;
+  private owner: Statement<{ user_id: number | null }, [string]>;
+  private recipientExists: Statement<{ id: string }, [string]>;
+  private ofMessage: Statement<CandidateRow, [string]>;
+  private ofRecipient: Statement<CandidateRow, [string]>;
+  private change: Record<AdminAction, Statement>;
+  private dropEmptyMessage: Statement;
+  private dropMessage: Statement;
 
   constructor(
     private sqlite: Database,
     private now: () => number = Date.now,
   ) {
-    this.exists = sqlite.query("SELECT 1 FROM messages WHERE id = ?");
-    const retryable = `status IN ('queued','deferred') AND next_attempt_at > ?1 AND (lease_until IS NULL OR lease_until <= ?1)`;
-    this.retryMessage = sqlite.query(
-      `UPDATE recipients SET next_attempt_at = ?1, updated_at = ?1 WHERE message_id = ?2 AND ${retryable}`,
+    this.messageExists = sqlite.query("SELECT id FROM messages WHERE id = ?");
+    this.recipientExists = sqlite.query("SELECT id FROM recipients WHERE id = ?");
+    this.owner = sqlite.query("SELECT user_id FROM messages WHERE id = ?");
+    const from = `FROM recipients r JOIN messages m ON m.id = r.message_id`;
+    this.ofMessage = sqlite.query(`SELECT ${CANDIDATE_COLUMNS} ${from} WHERE r.message_id = ? ORDER BY r.rowid`);
+    this.ofRecipient = sqlite.query(`SELECT ${CANDIDATE_COLUMNS} ${from} WHERE r.id = ?`);
+    // each re-checks the row: between the read and the write, serve may have settled or leased it
+    this.change = {
+      retry: sqlite.query(
+        `UPDATE recipients SET next_attempt_at = $now, updated_at = $now
+         WHERE id = $id AND status IN ('queued','deferred') AND next_attempt_at > $now AND ${NOT_LEASED}`,
+      ),
+      hold: sqlite.query(
+        `UPDATE recipients SET status = 'held', lease_until = NULL, updated_at = $now
+         WHERE id = $id AND status IN ('queued','deferred') AND ${NOT_LEASED}`,
+      ),
+      release: sqlite.query(
+        `UPDATE recipients SET status = CASE WHEN attempts = 0 THEN 'queued' ELSE 'deferred' END,
+           next_attempt_at = $now, lease_until = NULL, updated_at = $now
+         WHERE id = $id AND status = 'held'`,
+      ),
+      delete: sqlite.query(`DELETE FROM recipients WHERE id = $id AND status IN ('queued','deferred','held')`),
+    };
+    this.dropEmptyMessage = sqlite.query(
+      "DELETE FROM messages WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM recipients WHERE message_id = ?1)",
     );
-    this.retryEverything = sqlite.query(
-      `UPDATE recipients INDEXED BY recipients_due SET next_attempt_at = ?1, updated_at = ?1 WHERE ${retryable}`,
+    this.dropMessage = sqlite.query("DELETE FROM messages WHERE id = ?");
+  }
+
+  /** What an id names: a message, else a recipient, else null. */
+  resolve(id: string): Target | null {
+    if (this.messageExists.get(id)) return { kind: "message", id: id as MessageId };
+    if (this.recipientExists.get(id)) return { kind: "recipient", id: id as RecipientId };
+    return null;
+  }
+
+  /**
+   * Applies `action` to the target's recipients in the states it acts on. `committed` hears of each batch after
+   * its commit, one entry per message, in message id order.
+   */
+  apply(action: AdminAction, target: Target, committed: (batch: AffectedMessage[]) => void = () => {}): AdminResult {
+    const now = this.now();
+    if (action === "delete" && target.kind === "message") return this.deleteMessage(target.id, committed);
+    const result: AdminResult = { messages: 0, recipients: 0, inFlight: 0, messagesDeleted: 0 };
+    const todo: Candidate[] = [];
+    for (const c of this.candidates(action, target, now)) {
+      if ((action === "retry" || action === "hold") && c.leaseUntil !== null && c.leaseUntil > now) result.inFlight++;
+      else if (action !== "retry" || c.nextAttemptAt > now) todo.push(c);
+    }
+    for (const batch of batches(todo)) {
+      const affected = this.sqlite.transaction(() => this.applyBatch(action, batch, now)).immediate();
+      if (affected.length === 0) continue;
+      result.messages += affected.length;
+      for (const m of affected) {
+        result.recipients += m.recipients.length;
+        if (m.messageDeleted) result.messagesDeleted++;
+      }
+      committed(affected);
+    }
+    return result;
+  }
+
+  /** The rows the action may change, read in one read transaction, sorted by message (then as stored). */
+  private candidates(action: AdminAction, target: Target, now: number): Candidate[] {
+    const statuses = new Set<string>(ACTS_ON[action]);
+    const rows =
+      target.kind === "message" ? this.ofMessage.all(target.id)
+      : target.kind === "recipient" ? this.ofRecipient.all(target.id)
+      : this.sqlite.transaction(() => this.matching(action, target.filter, now))();
+    const open = rows.filter((r) => statuses.has(r.status)).map(candidateOf);
+    // a stable sort: within a message the rows keep their order
+    return open.sort((a, b) => (a.messageId < b.messageId ? -1 : a.messageId > b.messageId ? 1 : 0));
+  }
+
+  /** Every open row matching the filter, in the states the action changes. */
+  private matching(action: AdminAction, filter: QueueFilter, now: number): CandidateRow[] {
+    return selections(action, filter, now).flatMap(({ sql, params }) =>
+      this.sqlite.query<CandidateRow, [Record<string, string | number>]>(sql).all(params),
     );
-    this.remove = sqlite.query("DELETE FROM messages WHERE id = ?");
   }
 
-  /** Makes one message's waiting recipients due now. Returns how many, or null for an unknown id. */
-  retry(id: string): number | null {
-    if (!this.exists.get(id)) return null;
-    return this.retryMessage.run(this.now(), id).changes;
+  private applyBatch(action: AdminAction, batch: Candidate[], now: number): AffectedMessage[] {
+    const out = new Map<MessageId, AffectedMessage>();
+    for (const c of batch) {
+      if (this.change[action].run({ id: c.id, now }).changes === 0) continue;
+      let m = out.get(c.messageId);
+      if (!m) out.set(c.messageId, (m = { id: c.messageId, userId: c.userId, recipients: [], messageDeleted: false }));
+      m.recipients.push({ id: c.id, address: c.address });
+    }
+    if (action === "delete") {
+      for (const m of out.values()) m.messageDeleted = this.dropEmptyMessage.run(m.id).changes > 0;
+    }
+    return [...out.values()];
   }
 
-  /** Makes every waiting recipient due now (`queue flush`). Returns how many. */
-  retryAll(): number {
-    return this.retryEverything.run(this.now()).changes;
-  }
-
-  /** Removes a message and its recipients. Returns false for an unknown id. */
-  delete(id: string): boolean {
-    // explicit rather than relying on ON DELETE CASCADE, which needs foreign_keys on in this connection
-    return this.sqlite.transaction(() => {
+  /** `delete MESSAGE-ID` (postsuper -d): the message and every recipient row it has, finished ones included. */
+  private deleteMessage(id: MessageId, committed: (batch: AffectedMessage[]) => void): AdminResult {
+    const affected = this.sqlite.transaction((): AffectedMessage | null => {
+      const owner = this.owner.get(id);
+      if (!owner) return null;
+      const recipients = this.ofMessage.all(id).map((r) => ({ id: r.id as RecipientId, address: r.address }));
+      // explicit rather than relying on ON DELETE CASCADE, which needs foreign_keys on in this connection
       this.sqlite.run("DELETE FROM recipients WHERE message_id = ?", [id]);
-      return this.remove.run(id).changes > 0;
+      this.dropMessage.run(id);
+      return { id, userId: owner.user_id as UserId | null, recipients, messageDeleted: true };
     }).immediate();
+    if (!affected) return { messages: 0, recipients: 0, inFlight: 0, messagesDeleted: 0 };
+    committed([affected]);
+    return { messages: 1, recipients: affected.recipients.length, inFlight: 0, messagesDeleted: 1 };
+  }
+}
+
+/**
+ * The reads of `--all` with a filter: one per state, each through the partial index of that state (or
+ * `recipients_domain` for a domain), so finished rows are never read.
+ */
+export function selections(action: AdminAction, filter: QueueFilter, now: number): { sql: string; params: Record<string, string | number> }[] {
+  const where: string[] = ["m.created_at <= $before"];
+  const params: Record<string, string | number> = { before: now - (filter.olderThanMs ?? 0) };
+  if (filter.domain !== undefined) {
+    where.push("r.domain = $domain");
+    params.domain = filter.domain;
+  }
+  if (filter.sender?.startsWith("@")) {
+    where.push("lower(m.envelope_from) LIKE $sender ESCAPE '\\'");
+    params.sender = `%${filter.sender.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)}`;
+  } else if (filter.sender !== undefined) {
+    where.push("lower(m.envelope_from) = $sender");
+    params.sender = filter.sender.toLowerCase();
+  }
+  const states = ACTS_ON[action].filter((s) => filter.status === undefined || s === filter.status);
+  return states.map((state) => {
+    // the pending states' indexes need their own predicate spelt out to be usable
+    const index = state === "held" ? "r.status = 'held'" : `r.status IN ('queued','deferred') AND r.status = '${state}'`;
+    const sql = `SELECT ${CANDIDATE_COLUMNS} FROM recipients r JOIN messages m ON m.id = r.message_id WHERE ${index} AND ${where.join(" AND ")}`;
+    return { sql, params };
+  });
+}
+
+function candidateOf(r: CandidateRow): Candidate {
+  return {
+    id: r.id as RecipientId,
+    messageId: r.message_id as MessageId,
+    address: r.address,
+    userId: r.user_id as UserId | null,
+    status: r.status,
+    nextAttemptAt: r.next_attempt_at,
+    leaseUntil: r.lease_until,
+  };
+}
+
+/** Consecutive runs of about BATCH rows that never split a message. */
+function* batches(rows: Candidate[]): Generator<Candidate[]> {
+  let start = 0;
+  while (start < rows.length) {
+    let end = Math.min(start + BATCH, rows.length);
+    while (end < rows.length && rows[end]!.messageId === rows[end - 1]!.messageId) end++;
+    yield rows.slice(start, end);
+    start = end;
   }
 }

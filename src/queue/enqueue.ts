@@ -36,7 +36,8 @@ export interface NewMessage {
   idempotencyExpiredBefore?: number;
 }
 
-export type RecipientStatus = "queued" | "deferred" | "delivered" | "bounced" | "suppressed";
+/** `held`: an operator stopped it (`outpost queue hold`); no claim takes it until `queue release`. */
+export type RecipientStatus = "queued" | "deferred" | "held" | "delivered" | "bounced" | "suppressed";
 
 export interface EnqueuedRecipient {
   address: string;

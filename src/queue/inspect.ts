@@ -1,7 +1,7 @@
 /**
- * @module queue/inspect — read-only views of the queue: one message with its recipients, the message an
- * idempotency key names, the pending messages (streamed) and the queue depth; and the one JSON rendering of a
- * message. Never writes; the API and `outpost queue list|show` read through here.
+ * @module queue/inspect — read-only views of the queue: one message with its recipients, its stored MIME, the
+ * message an idempotency key names, the pending messages (streamed, held ones included) and the queue depth;
+ * and the one JSON rendering of a message. Never writes; the API and `outpost queue list|show` read through here.
  */
 import type { Database, Statement } from "bun:sqlite";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
@@ -12,7 +12,7 @@ export interface RecipientView {
   address: string;
   status: RecipientStatus;
   attempts: number;
-  /** ms since epoch; meaningful for queued/deferred */
+  /** ms since epoch; meaningful for queued/deferred (a held row keeps the time it had when it was held) */
   nextAttemptAt: number;
   /** ms since epoch while a delivery attempt holds it, else null */
   leasedUntil: number | null;
@@ -63,10 +63,12 @@ interface PendingRow extends MessageRow {
   r_updated_at: number;
 }
 
-/** How much is waiting: messages with a pending recipient, and pending recipients. */
+/** How much is waiting: messages with a pending recipient, and pending recipients (held ones included). */
 export interface PendingCounts {
   messages: number;
   recipients: number;
+  /** of `recipients`, how many are held */
+  held: number;
 }
 
 interface RecipientRow {
@@ -85,12 +87,21 @@ interface RecipientRow {
 const MESSAGE_COLUMNS = `id, user_id, created_at, envelope_from, subject, size, source,
   inline_css, track_clicks, track_opens, track_bounces`;
 
+/**
+ * The pending and the held rows of `recipients` as one relation. Two halves, each through its partial index: one
+ * `status IN (…, 'held')` matches no partial index and would read every finished row too.
+ */
+const PENDING_AND_HELD = (columns: string) =>
+  `SELECT ${columns} FROM recipients INDEXED BY recipients_due WHERE status IN ('queued','deferred')
+   UNION ALL SELECT ${columns} FROM recipients INDEXED BY recipients_held WHERE status = 'held'`;
+
 /** Prepared once per store: these run on hot paths (every idempotent send, every status poll). */
 export class QueueInspector {
   private byId: Statement<MessageRow, [string]>;
   private byKey: Statement<MessageRow, [number, string]>;
   private recipientsOf: Statement<RecipientRow, [string]>;
   private depth: Statement<{ n: number }, []>;
+  private body: Statement<{ body: Uint8Array }, [string]>;
   private pendingRows: Statement<PendingRow, []>;
   private pendingTotals: Statement<PendingCounts, []>;
 
@@ -106,6 +117,7 @@ export class QueueInspector {
     );
     // same predicate as the partial index recipients_due, so SQLite counts from the index
     this.depth = sqlite.prepare(`SELECT count(*) AS n FROM recipients WHERE status IN ('queued','deferred')`);
+    this.body = sqlite.prepare("SELECT body FROM messages WHERE id = ?");
     // one query for the whole listing, read row by row: a query per message made `queue list` on 300,000
     // messages take seconds and hold the whole queue in memory
     this.pendingRows = sqlite.prepare(
@@ -113,12 +125,13 @@ export class QueueInspector {
          r.id AS r_id, r.address AS r_address, r.status AS r_status, r.attempts AS r_attempts,
          r.next_attempt_at AS r_next_attempt_at, r.lease_until AS r_lease_until, r.last_reply AS r_last_reply,
          r.last_status AS r_last_status, r.last_mx AS r_last_mx, r.updated_at AS r_updated_at
-       FROM recipients r JOIN messages m ON m.id = r.message_id
-       WHERE r.status IN ('queued','deferred') ORDER BY m.created_at, m.id, r.rowid`,
+       FROM (${PENDING_AND_HELD("id, message_id, address, status, attempts, next_attempt_at, lease_until, last_reply, last_status, last_mx, updated_at, rowid AS seq")}) r
+       JOIN messages m ON m.id = r.message_id
+       ORDER BY m.created_at, m.id, r.seq`,
     );
     this.pendingTotals = sqlite.prepare(
-      `SELECT count(DISTINCT message_id) AS messages, count(*) AS recipients
-       FROM recipients WHERE status IN ('queued','deferred')`,
+      `SELECT count(DISTINCT message_id) AS messages, count(*) AS recipients, coalesce(sum(status = 'held'), 0) AS held
+       FROM (${PENDING_AND_HELD("message_id, status")})`,
     );
   }
 
@@ -135,7 +148,7 @@ export class QueueInspector {
   }
 
   /**
-   * Messages with at least one pending (queued/deferred) recipient, oldest first, each with only those
+   * Messages with at least one pending (queued/deferred) or held recipient, oldest first, each with only those
    * recipients. Streamed: only the message being assembled is in memory, however long the queue is. Stopping
    * early (break) resets the statement.
    */
@@ -151,12 +164,18 @@ export class QueueInspector {
     if (current) yield current;
   }
 
-  /** What `pending()` would yield in total, counted without reading it. */
-  pendingCounts(): PendingCounts {
-    return this.pendingTotals.get() ?? { messages: 0, recipients: 0 };
+  /** The message as stored (CRLF MIME, as prepared at intake), or null. */
+  storedMessage(id: string): Buffer | null {
+    const row = this.body.get(id);
+    return row ? Buffer.from(row.body.buffer, row.body.byteOffset, row.body.byteLength) : null;
   }
 
-  /** Recipients still waiting for delivery (queued or deferred). */
+  /** What `pending()` would yield in total, counted without reading it. */
+  pendingCounts(): PendingCounts {
+    return this.pendingTotals.get() ?? { messages: 0, recipients: 0, held: 0 };
+  }
+
+  /** Recipients still waiting for delivery (queued or deferred; held ones are not waiting for it). */
   queueDepth(): number {
     return this.depth.get()?.n ?? 0;
   }
@@ -218,6 +237,9 @@ function recipientHalf(row: PendingRow): RecipientRow {
 /** Waiting for delivery: queued or deferred. */
 export const isPending = (r: RecipientView): boolean => r.status === "queued" || r.status === "deferred";
 
+/** An operator holds it (`outpost queue hold`): not attempted until released. */
+export const isHeld = (r: RecipientView): boolean => r.status === "held";
+
 /** A delivery attempt holds the recipient's lease at `now`. */
 export const isInFlight = (r: RecipientView, now: number): boolean => isPending(r) && r.leasedUntil !== null && r.leasedUntil > now;
 
@@ -239,7 +261,9 @@ export interface MessageJson {
 export interface RecipientJson {
   id: string;
   address: string;
-  status: RecipientStatus;
+  /** a held recipient shows as `deferred` (with `held: true`): the statuses API clients know stay the five */
+  status: Exclude<RecipientStatus, "held">;
+  held: boolean;
   in_flight: boolean;
   attempts: number;
   /** RFC 3339 while pending, else null */
@@ -267,7 +291,8 @@ export function messageJson(m: MessageView, now: number): MessageJson {
     recipients: m.recipients.map((r) => ({
       id: r.id,
       address: r.address,
-      status: r.status,
+      status: r.status === "held" ? "deferred" : r.status,
+      held: isHeld(r),
       in_flight: isInFlight(r, now),
       attempts: r.attempts,
       next_attempt_at: isPending(r) ? new Date(r.nextAttemptAt).toISOString() : null,

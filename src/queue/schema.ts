@@ -41,7 +41,7 @@ export const recipients = sqliteTable(
     address: text("address").notNull(),
     /** lower-cased domain part: what routing and throttling key on */
     domain: text("domain").notNull(),
-    /** queued | deferred | delivered | bounced | suppressed */
+    /** queued | deferred | held | delivered | bounced | suppressed (held: an operator stopped it, `outpost queue hold`) */
     status: text("status").notNull(),
     attempts: integer("attempts").notNull().default(0),
     /** ms since epoch; due when <= now and status is queued/deferred */
@@ -72,5 +72,10 @@ export const recipients = sqliteTable(
     index("recipients_domain")
       .on(t.domain, t.nextAttemptAt)
       .where(sql`status IN ('queued','deferred')`),
+    // held rows are in none of the indexes above, so no claim ever sees them; this one lets `queue list` and
+    // `queue release --all` find them without reading the finished rows
+    index("recipients_held")
+      .on(t.nextAttemptAt)
+      .where(sql`status = 'held'`),
   ],
 );

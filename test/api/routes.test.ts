@@ -25,6 +25,7 @@ interface MessageJson {
     address: string;
     id: string;
     status: string;
+    held: boolean;
     in_flight: boolean;
     attempts: number;
     next_attempt_at: string | null;
@@ -65,7 +66,7 @@ describe("GET /v1/messages/{id}", () => {
     for (const r of m.recipients) {
       expect(r.attempts).toBe(1);
       expect(r.last_reply).toContain("250");
-      expect(r).toMatchObject({ in_flight: false, next_attempt_at: null, last_status: "2.0.0" });
+      expect(r).toMatchObject({ held: false, in_flight: false, next_attempt_at: null, last_status: "2.0.0" });
       expect(r.events.map((e) => e.type)).toEqual(["queued", "delivered"]);
       expect(r.events[0]).toMatchObject({ message_id: id, recipient: r.address, details: {} });
       expect(r.events[1]!.details.reply).toContain("250");
@@ -79,10 +80,18 @@ describe("GET /v1/messages/{id}", () => {
       options: { inlineCss: true, trackClicks: false, trackOpens: false, trackBounces: false }, recipients: [r, { ...r, status: "delivered" as const }] };
     const j = messageJson(m, 1_500);
     expect(j.options.inlinizecss).toBe(true);
-    expect(j.recipients[0]).toEqual({ id: "r1", address: "a@x.org", status: "deferred", in_flight: true, attempts: 1,
+    expect(j.recipients[0]).toEqual({ id: "r1", address: "a@x.org", status: "deferred", held: false, in_flight: true, attempts: 1,
       next_attempt_at: "1970-01-01T00:00:02.000Z", last_reply: "451 later", last_status: "4.7.1", last_mx: "mx.x.org" });
     expect(messageJson(m, 2_500).recipients[0]!.in_flight).toBe(false);
     expect(j.recipients[1]).toMatchObject({ in_flight: false, next_attempt_at: null });
+  });
+
+  test("a held recipient shows as deferred with held set and no next attempt (messageJson)", () => {
+    const r = { id: "r1" as RecipientId, address: "a@x.org", status: "held" as const, attempts: 0, nextAttemptAt: 2_000, leasedUntil: null,
+      lastReply: null, lastStatus: null, lastMx: null, updatedAt: 1_000 };
+    const m = { id: "m1" as MessageId, userId: null, createdAt: 0, envelopeFrom: "", subject: "", size: 1, source: "smtp" as const,
+      options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false }, recipients: [r] };
+    expect(messageJson(m, 5_000).recipients[0]).toMatchObject({ status: "deferred", held: true, in_flight: false, next_attempt_at: null });
   });
 
   test("another user's message is a 404, not a 403", async () => {

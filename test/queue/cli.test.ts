@@ -2,6 +2,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { addUser, findUser } from "../../src/auth/users.ts";
 import { openStore, type Store } from "../../src/db/client.ts";
 import { EventRecorder } from "../../src/events/record.ts";
 import { loadConfig } from "../../src/config/load.ts";
@@ -33,7 +34,7 @@ interface Fixture {
 }
 let fx: Fixture;
 
-/** Three messages: one with a deferred recipient (retry in 1 h), one fresh, one fully delivered. */
+/** Three messages: one of user alice with a deferred recipient (retry in 1 h), one fresh, one fully delivered. */
 async function populate(): Promise<Fixture> {
   const store = openStore(loadConfig(configFile).database.path);
   try {
@@ -44,7 +45,8 @@ async function populate(): Promise<Fixture> {
     const body = (subject: string) => Buffer.from(`From: a@example.org\r\nSubject: ${subject}\r\n\r\nhello\r\n`);
     const opts = { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false };
     const common = { userId: null, suppressed: new Set<string>(), source: "smtp" as const, options: opts };
-    const deferred = await enqueuer.enqueue({ ...common, envelopeFrom: "alice@example.org", recipients: ["slow@dest.test", "fast@dest.test"], body: body("one"), subject: "one" });
+    const alice = findUser(store.db, "alice")?.id ?? (await addUser(store.db, "alice", "pw")).id;
+    const deferred = await enqueuer.enqueue({ ...common, userId: alice, envelopeFrom: "alice@example.org", recipients: ["slow@dest.test", "fast@dest.test"], body: body("one"), subject: "one" });
     const fresh = await enqueuer.enqueue({ ...common, envelopeFrom: "", recipients: ["bob@other.test"], body: body("two"), subject: "two" });
     const done = await enqueuer.enqueue({ ...common, envelopeFrom: "carol@example.org", recipients: ["x@dest.test"], body: body("three"), subject: "three" });
     const now = Date.now();
@@ -61,7 +63,7 @@ async function populate(): Promise<Fixture> {
 }
 
 interface ListJson {
-  messages: { id: string; envelope: string; recipients: { address: string; status: string; attempts: number; next_attempt_at: string }[] }[];
+  messages: { id: string; envelope: string; user: string | null; recipients: { address: string; status: string; attempts: number; next_attempt_at: string }[] }[];
   more: number;
   total: { messages: number; recipients: number };
   throttle: { concurrency: number; in_use: number; destinations: Record<string, unknown>[] } | null;
@@ -85,11 +87,12 @@ describe("outpost queue list", () => {
     const r = outpost("queue", "list");
     expect(r.code).toBe(0);
     const lines = r.out.trimEnd().split("\n");
-    expect(lines[0]).toMatch(/^MESSAGE\s+AGE\s+SIZE\s+SENDER\s+RECIPIENT\s+STATUS\s+TRIES\s+NEXT ATTEMPT\s+LAST REPLY$/);
+    expect(lines[0]).toMatch(/^MESSAGE\s+AGE\s+SIZE\s+USER\s+SENDER\s+RECIPIENT\s+STATUS\s+TRIES\s+NEXT ATTEMPT\s+LAST REPLY$/);
     const slow = lines.find((l) => l.includes("slow@dest.test"))!;
     expect(slow).toContain(fx.deferredMsg);
     expect(slow).toMatch(/\b2h\b/);
-    expect(slow).toContain("alice@example.org");
+    expect(slow).toMatch(/\balice\s+alice@example.org/); // the owner, by name
+    expect(lines.find((l) => l.includes("bob@other.test"))).toMatch(/B\s+-\s+<>/); // no owner
     expect(slow).toMatch(/deferred\s+1\s+\d{4}-\d\d-\d\dT/);
     expect(slow).toContain("451 4.7.1 Greylisted");
     const bob = lines.find((l) => l.includes("bob@other.test"))!;
@@ -113,12 +116,13 @@ describe("outpost queue list", () => {
     const r = outpost("queue", "list", "--json");
     expect(r.code).toBe(0);
     const doc = JSON.parse(r.out) as ListJson;
-    expect(doc).toMatchObject({ more: 0, total: { messages: 2, recipients: 2 }, throttle: null });
+    expect(doc).toMatchObject({ more: 0, total: { messages: 2, recipients: 2, held: 0 }, throttle: null });
     const list = doc.messages;
     expect(list.map((m) => m.id)).toEqual([fx.deferredMsg, fx.freshMsg]);
     expect(list[0]!.recipients).toHaveLength(1);
     expect(list[0]!.recipients[0]).toMatchObject({ address: "slow@dest.test", status: "deferred", attempts: 1 });
     expect(list[1]!.envelope).toBe("");
+    expect([list[0]!.user, list[1]!.user]).toEqual(["alice", null]);
   });
 
   test("says so when the queue is empty", () => {
@@ -126,7 +130,7 @@ describe("outpost queue list", () => {
     const r = outpost("queue", "list");
     expect(r.code).toBe(0);
     expect(r.out.trim()).toBe("queue is empty");
-    expect(JSON.parse(outpost("queue", "list", "--json").out)).toEqual({ messages: [], more: 0, total: { messages: 0, recipients: 0 }, throttle: null });
+    expect(JSON.parse(outpost("queue", "list", "--json").out)).toEqual({ messages: [], more: 0, total: { messages: 0, recipients: 0, held: 0 }, throttle: null });
   });
 });
 
@@ -236,7 +240,7 @@ describe("outpost queue list on a long queue", () => {
     const doc = JSON.parse(outpost("queue", "list", "--json").out) as ListJson;
     expect(doc.messages).toHaveLength(MESSAGES + 2);
     expect(doc.messages.at(-1)!.recipients.map((r) => r.address)).toEqual(["user1@bulk.test", "user2@bulk.test"]);
-    expect(doc.total).toEqual({ messages: MESSAGES + 2, recipients: 2 * MESSAGES + 2 });
+    expect(doc.total).toEqual({ messages: MESSAGES + 2, recipients: 2 * MESSAGES + 2, held: 0 });
   });
 
   test("a reader that stops early (| head) ends the listing quietly with exit 0, as mailq does", () => {
@@ -257,6 +261,7 @@ describe("outpost queue show", () => {
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/^id:\s+\S+/m);
     expect(r.out).toMatch(/sender:\s+alice@example.org/);
+    expect(r.out).toMatch(/^user:\s+alice$/m);
     expect(r.out).toMatch(/subject:\s+one/);
     expect(r.out).toMatch(/slow@dest.test\s+r\S+\s+deferred\s+1/);
     expect(r.out).toMatch(/fast@dest.test\s+r\S+\s+delivered\s+1\s+-\s+mx1.dest.test\s+250 ok/);
@@ -264,7 +269,7 @@ describe("outpost queue show", () => {
 
   test("--json prints the message as JSON", () => {
     const m = JSON.parse(outpost("queue", "show", fx.doneMsg, "--json").out);
-    expect(m).toMatchObject({ id: fx.doneMsg, envelope: "carol@example.org", subject: "three" });
+    expect(m).toMatchObject({ id: fx.doneMsg, envelope: "carol@example.org", subject: "three", user: null });
     expect(m.recipients[0]).toMatchObject({ address: "x@dest.test", status: "delivered", next_attempt_at: null });
   });
 
@@ -280,7 +285,7 @@ describe("outpost queue retry and flush", () => {
     const before = Date.now();
     const r = outpost("queue", "retry", fx.deferredMsg);
     expect(r.code).toBe(0);
-    expect(r.out).toContain("1 recipient scheduled for immediate delivery");
+    expect(r.out).toBe(`${fx.deferredMsg}: 1 recipient of 1 message scheduled for immediate delivery\n`);
     const row = rcpt(fx.deferredRcpt)!;
     expect(row.status).toBe("deferred");
     expect(row.next_attempt_at).toBeGreaterThanOrEqual(before);
@@ -288,16 +293,16 @@ describe("outpost queue retry and flush", () => {
   });
 
   test("retry --all and flush make every waiting recipient due now", () => {
-    expect(outpost("queue", "retry", "--all").out).toContain("1 recipient scheduled");
+    expect(outpost("queue", "retry", "--all").out).toBe("1 recipient of 1 message scheduled for immediate delivery\n");
     expect(rcpt(fx.deferredRcpt)!.next_attempt_at).toBeLessThanOrEqual(Date.now());
-    expect(outpost("queue", "flush").out).toContain("0 recipients scheduled");
+    expect(outpost("queue", "flush").out).toBe("0 recipients of 0 messages scheduled for immediate delivery\n");
   });
 
   test("--json prints each result as JSON", () => {
-    expect(JSON.parse(outpost("queue", "retry", fx.deferredMsg, "--json").out)).toEqual({ id: fx.deferredMsg, rescheduled: 1 });
-    expect(JSON.parse(outpost("queue", "retry", "--all", "--json").out)).toEqual({ rescheduled: 0 });
-    expect(JSON.parse(outpost("queue", "flush", "--json").out)).toEqual({ rescheduled: 0 });
-    expect(JSON.parse(outpost("queue", "delete", fx.freshMsg, "--json").out)).toEqual({ id: fx.freshMsg, deleted: true });
+    expect(JSON.parse(outpost("queue", "retry", fx.deferredMsg, "--json").out)).toEqual({ id: fx.deferredMsg, action: "retry", messages: 1, recipients: 1, in_flight: 0 });
+    expect(JSON.parse(outpost("queue", "retry", "--all", "--json").out)).toEqual({ action: "retry", messages: 0, recipients: 0, in_flight: 0 });
+    expect(JSON.parse(outpost("queue", "flush", "--json").out)).toEqual({ action: "flush", messages: 0, recipients: 0, in_flight: 0 });
+    expect(JSON.parse(outpost("queue", "delete", fx.freshMsg, "--json").out)).toEqual({ id: fx.freshMsg, action: "delete", messages: 1, recipients: 1, messages_deleted: 1 });
     const r = outpost("queue", "delete", fx.freshMsg, "--json");
     expect(r.code).toBe(1);
     expect(r.out).toBe("");
@@ -307,7 +312,7 @@ describe("outpost queue retry and flush", () => {
     expect(outpost("queue", "retry", "nosuchmessage").code).toBe(1);
     const r = outpost("queue", "retry");
     expect(r.code).toBe(2);
-    expect(r.err).toContain("needs a message id or --all");
+    expect(r.err).toContain("queue retry needs a message id, a recipient id, or --all");
   });
 });
 
@@ -315,7 +320,7 @@ describe("outpost queue delete", () => {
   test("removes the message and its recipients and keeps earlier events", () => {
     const r = outpost("queue", "delete", fx.deferredMsg);
     expect(r.code).toBe(0);
-    expect(r.out).toContain("deleted");
+    expect(r.out).toBe(`${fx.deferredMsg}: deleted with its 2 recipients\n`);
     expect(rcpt(fx.deferredRcpt)).toBeNull();
     expect(outpost("queue", "show", fx.deferredMsg).code).toBe(1);
     const events = withStore((s) => s.sqlite.query("SELECT count(*) AS n FROM events WHERE message_id = ?").get(fx.deferredMsg) as { n: number });
@@ -325,7 +330,7 @@ describe("outpost queue delete", () => {
   test("exits 1 with a message for an unknown id", () => {
     const r = outpost("queue", "delete", "nosuchmessage");
     expect(r.code).toBe(1);
-    expect(r.err).toContain("no message nosuchmessage");
+    expect(r.err).toBe("outpost: no message or recipient nosuchmessage in the queue\n");
   });
 });
 

@@ -1,0 +1,1 @@
+CREATE INDEX `recipients_held` ON `recipients` (`next_attempt_at`) WHERE status = 'held';
