@@ -16,7 +16,7 @@ commands:
   serve                          run SMTP listeners, HTTP API and delivery
   user add|list|remove|passwd    manage users who may send (SMTP AUTH, API keys)
   key create|list|revoke         manage API keys
-  queue list|show|retry|delete   the delivery queue (mailq); queue flush retries all now
+  queue list|show|retry|delete|hold|release   the delivery queue (mailq, postsuper); queue flush retries all now
   suppression list|add|remove    addresses never sent to
   migrate                        apply database migrations and exit
   version                        print the version

@@ -1,6 +1,7 @@
 /** `outpost queue …` as an operator runs it: a real process against a temp data dir with a populated queue. */
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import { rmSync, writeFileSync } from "node:fs";
+import { userInfo } from "node:os";
 import { join } from "node:path";
 import { addUser, findUser } from "../../src/auth/users.ts";
 import { openStore, type Store } from "../../src/db/client.ts";
@@ -63,9 +64,9 @@ async function populate(): Promise<Fixture> {
 }
 
 interface ListJson {
-  messages: { id: string; envelope: string; user: string | null; recipients: { address: string; status: string; attempts: number; next_attempt_at: string }[] }[];
+  messages: { id: string; envelope: string; user: string | null; recipients: { address: string; status: string; held: boolean; attempts: number; next_attempt_at: string | null }[] }[];
   more: number;
-  total: { messages: number; recipients: number };
+  total: { messages: number; recipients: number; held: number };
   throttle: { concurrency: number; in_use: number; destinations: Record<string, unknown>[] } | null;
 }
 
@@ -344,5 +345,179 @@ describe("outpost queue usage", () => {
 
   test("the top-level usage lists the queue command", () => {
     expect(outpost("--help").out).toContain("queue list|show|retry|delete");
+  });
+});
+
+const statuses = () =>
+  withStore((s) => Object.fromEntries(
+    (s.sqlite.query("SELECT address, status FROM recipients ORDER BY address").all() as { address: string; status: string }[]).map((r) => [r.address, r.status]),
+  ));
+
+describe("outpost queue hold and release", () => {
+  test("hold ID holds the message's waiting recipients; list and show say held, with no next attempt", () => {
+    const r = outpost("queue", "hold", fx.deferredMsg);
+    expect({ code: r.code, out: r.out }).toEqual({ code: 0, out: `${fx.deferredMsg}: 1 recipient of 1 message held\n` });
+    expect(statuses()).toMatchObject({ "slow@dest.test": "held", "fast@dest.test": "delivered", "bob@other.test": "queued" });
+    const list = outpost("queue", "list").out.trimEnd().split("\n");
+    expect(list.find((l) => l.includes("slow@dest.test"))).toMatch(/held\s+1\s+on hold\s+451 4\.7\.1/);
+    expect(list.at(-1)).toBe("-- 2 messages, 2 recipients pending (1 held)");
+    expect(outpost("queue", "show", fx.deferredMsg).out).toMatch(/slow@dest.test\s+r\S+\s+held\s+1\s+on hold/);
+    const doc = JSON.parse(outpost("queue", "list", "--json").out) as ListJson;
+    expect(doc.total).toEqual({ messages: 2, recipients: 2, held: 1 });
+    // JSON speaks the API's statuses: held is deferred with held set
+    expect(doc.messages[0]!.recipients[0]).toMatchObject({ status: "deferred", held: true, next_attempt_at: null });
+  });
+
+  test("release ID puts held recipients back, due now: deferred if tried before, queued if not", () => {
+    outpost("queue", "hold", "--all");
+    const before = Date.now();
+    const r = outpost("queue", "release", fx.deferredMsg);
+    expect(r.out).toBe(`${fx.deferredMsg}: 1 recipient of 1 message released for immediate delivery\n`);
+    expect(rcpt(fx.deferredRcpt)!.status).toBe("deferred");
+    expect(rcpt(fx.deferredRcpt)!.next_attempt_at).toBeGreaterThanOrEqual(before);
+    expect(rcpt(fx.deferredRcpt)!.next_attempt_at).toBeLessThanOrEqual(Date.now());
+    expect(outpost("queue", "release", "--all").out).toBe("1 recipient of 1 message released for immediate delivery\n");
+    expect(statuses()["bob@other.test"]).toBe("queued");
+  });
+
+  test("a recipient id acts on that recipient only", () => {
+    const bob = withStore((s) => (s.sqlite.query("SELECT id FROM recipients WHERE address = 'bob@other.test'").get() as { id: string }).id);
+    expect(outpost("queue", "hold", bob).out).toBe(`${bob}: 1 recipient of 1 message held\n`);
+    expect(statuses()).toMatchObject({ "bob@other.test": "held", "slow@dest.test": "deferred" });
+    expect(outpost("queue", "delete", bob).out).toBe(`${bob}: 1 recipient of 1 message deleted; 1 message removed with its last recipient\n`);
+    expect(outpost("queue", "show", fx.freshMsg).code).toBe(1);
+  });
+
+  test("hold, release, retry and delete --all: each filter narrows the recipients it acts on", () => {
+    const n = (...args: string[]) => (JSON.parse(outpost("queue", ...args, "--json").out) as { recipients: number }).recipients;
+    // --sender: an address, @domain, or <> for the null sender
+    expect(n("hold", "--all", "--sender", "ALICE@example.org")).toBe(1);
+    expect(n("release", "--all", "--sender", "@example.org")).toBe(1);
+    expect(n("hold", "--all", "--sender", "<>")).toBe(1);
+    expect(statuses()).toMatchObject({ "bob@other.test": "held", "slow@dest.test": "deferred" });
+    // --domain (the recipient's)
+    expect(n("release", "--all", "--domain", "dest.test")).toBe(0);
+    expect(n("release", "--all", "--domain", "OTHER.test")).toBe(1);
+    // --status
+    expect(n("hold", "--all", "--status", "queued")).toBe(1);
+    expect(statuses()).toMatchObject({ "bob@other.test": "held", "slow@dest.test": "deferred" });
+    expect(n("delete", "--all", "--status", "deferred")).toBe(1);
+    expect(statuses()).toEqual({ "bob@other.test": "held", "fast@dest.test": "delivered", "x@dest.test": "delivered" });
+    // --older-than: the fixture's messages were queued 2 h ago
+    expect(n("release", "--all", "--older-than", "3h")).toBe(0);
+    expect(n("release", "--all", "--older-than", "1h30m")).toBe(1);
+    // retry --all with filters
+    withStore((s) => s.sqlite.run("UPDATE recipients SET next_attempt_at = ? WHERE address = 'bob@other.test'", [Date.now() + 3_600_000]));
+    expect(n("retry", "--all", "--domain", "dest.test")).toBe(0);
+    expect(n("retry", "--all", "--sender", "<>", "--status", "queued", "--older-than", "1h")).toBe(1);
+    // delete --all with no filter: every open recipient; messages left with none go too
+    const del = JSON.parse(outpost("queue", "delete", "--all", "--json").out);
+    expect(del).toEqual({ action: "delete", messages: 1, recipients: 1, messages_deleted: 1 });
+    expect(statuses()).toEqual({ "fast@dest.test": "delivered", "x@dest.test": "delivered" });
+    expect(outpost("queue", "list").out.trim()).toBe("queue is empty");
+  });
+
+  test("mistakes are usage errors (exit 2) that name the flag, and change nothing", () => {
+    const cases: [string[], string][] = [
+      [["hold", fx.deferredMsg, "--domain", "dest.test"], "--domain narrows --all"],
+      [["delete", "--sender", "a@b.test"], "--sender narrows --all"],
+      [["release", fx.deferredMsg, "--all"], "not both"],
+      [["hold"], "needs a message id, a recipient id, or --all"],
+      [["hold", "--all", "--status", "bounced"], '--status must be one of queued, deferred, held, not "bounced"'],
+      [["hold", "--all", "--status", "held"], "--status held: queue hold acts on queued and deferred recipients only"],
+      [["release", "--all", "--status", "deferred"], "--status deferred: queue release acts on held recipients only"],
+      [["retry", "--all", "--status", "held"], "--status held: queue retry acts on queued and deferred"],
+      [["delete", "--all", "--older-than", "5 days"], "--older-than: expected a duration"],
+      [["delete", "--all", "--domain", "not a domain"], "--domain: expected a domain name"],
+      [["delete", "--all", "--sender", "nobody"], "--sender: expected an address, @domain or <>"],
+      [["flush", "--all"], "queue flush takes no --all"],
+      [["list", "--all"], "--all applies to queue retry|hold|release|delete only"],
+      [["list", "--domain", "x.test"], "--domain applies to queue retry|hold|release|delete only"],
+      [["show", fx.deferredMsg, "--headers", "--json"], "--headers prints the stored message as it is"],
+      [["list", "--body"], "--body applies to queue show only"],
+    ];
+    for (const [args, message] of cases) {
+      const r = outpost("queue", ...args);
+      expect({ args, code: r.code, out: r.out, err: r.err }).toMatchObject({ args, code: 2, out: "" });
+      expect(r.err).toContain(message);
+    }
+    expect(statuses()).toMatchObject({ "slow@dest.test": "deferred", "bob@other.test": "queued" });
+  });
+
+  test("an unknown id exits 1", () => {
+    for (const action of ["retry", "hold", "release", "delete"]) {
+      const r = outpost("queue", action, "nosuchid");
+      expect({ code: r.code, out: r.out, err: r.err }).toEqual({ code: 1, out: "", err: "outpost: no message or recipient nosuchid in the queue\n" });
+    }
+  });
+});
+
+describe("the log line of a queue change", () => {
+  /** Runs with info logs on, as a production config would. */
+  function logged(...args: string[]): { out: string; lines: Record<string, unknown>[] } {
+    const main = join(import.meta.dir, "../../src/main.ts");
+    const p = Bun.spawnSync(["bun", main, ...args, "--config", configFile], {
+      cwd: dir.path, env: { ...process.env, OUTPOST_LOG: "info", SUDO_USER: "" }, timeout: 10_000,
+    });
+    expect(p.exitCode).toBe(0);
+    return { out: p.stdout.toString(), lines: p.stderr.toString().trim().split("\n").filter(Boolean).map((l) => JSON.parse(l)) };
+  }
+
+  test("names the operator, the command line, the message, its owner by name and the recipients changed, on stderr", () => {
+    const { out, lines } = logged("queue", "hold", "--all", "--sender", "@example.org", "--json");
+    expect(JSON.parse(out)).toMatchObject({ action: "hold", recipients: 1 }); // stdout stays one JSON document
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toEqual({
+      time: expect.any(String), level: "info", event: "queue_hold",
+      queue_id: fx.deferredMsg, user: "alice",
+      recipients: [{ id: fx.deferredRcpt, address: "slow@dest.test" }],
+      argv: ["outpost", "queue", "hold", "--all", "--sender", "@example.org", "--json", "--config", configFile],
+      operator: userInfo().username,
+    });
+  });
+
+  test("one line per message for release, retry and delete; a message without owner logs user null", () => {
+    logged("queue", "hold", "--all");
+    const released = logged("queue", "release", "--all").lines;
+    expect(released.map((l) => [l.event, l.queue_id, l.user])).toEqual([
+      ["queue_release", fx.deferredMsg, "alice"],
+      ["queue_release", fx.freshMsg, null],
+    ]);
+    withStore((s) => s.sqlite.run("UPDATE recipients SET next_attempt_at = ? WHERE status IN ('queued','deferred')", [Date.now() + 3_600_000]));
+    expect(logged("queue", "retry", fx.freshMsg).lines).toMatchObject([{ event: "queue_retry", queue_id: fx.freshMsg, recipients: [{ address: "bob@other.test" }] }]);
+    const deleted = logged("queue", "delete", fx.deferredMsg).lines;
+    expect(deleted).toMatchObject([{ event: "queue_delete", queue_id: fx.deferredMsg, user: "alice", message_deleted: true }]);
+    expect((deleted[0]!.recipients as { address: string }[]).map((r) => r.address)).toEqual(["slow@dest.test", "fast@dest.test"]);
+  });
+
+  test("a command that changes nothing logs nothing", () => {
+    expect(logged("queue", "release", "--all").lines).toEqual([]);
+  });
+});
+
+describe("outpost queue show --headers / --body", () => {
+  /** stdout as bytes: the stored message is not necessarily UTF-8. */
+  function rawOut(...args: string[]): { code: number | null; out: Buffer } {
+    const main = join(import.meta.dir, "../../src/main.ts");
+    const p = Bun.spawnSync(["bun", main, "queue", "show", ...args, "--config", configFile], { cwd: dir.path, env: { ...process.env, OUTPOST_LOG: "error" }, timeout: 10_000 });
+    return { code: p.exitCode, out: p.stdout };
+  }
+
+  test("print the stored header block and body, byte for byte (like postcat -hq / -bq)", async () => {
+    const head = "From: a@example.org\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\nX-Folded: one\r\n two\r\n";
+    const body = Buffer.concat([Buffer.from("caf"), Buffer.from([0xe9]), Buffer.from(" latin-1\r\n\r\n.dot\r\nno final newline")]);
+    const stored = Buffer.concat([Buffer.from(head + "\r\n"), body]);
+    const store = openStore(loadConfig(configFile).database.path);
+    const { id } = await new Enqueuer(store.sqlite, new EventRecorder(store.sqlite)).enqueue({
+      userId: null, envelopeFrom: "a@example.org", recipients: ["r@dest.test"], suppressed: new Set(), body: stored, subject: "café", source: "smtp",
+      options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false },
+    });
+    store.close();
+    const headers = rawOut(id, "--headers");
+    expect(headers.code).toBe(0);
+    expect(headers.out.equals(Buffer.from(head))).toBe(true);
+    expect(rawOut(id, "--body").out.equals(body)).toBe(true);
+    expect(rawOut(id, "--headers", "--body").out.equals(stored)).toBe(true);
+    expect(rawOut("nosuchmessage", "--body")).toEqual({ code: 1, out: Buffer.alloc(0) });
   });
 });
