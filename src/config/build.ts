@@ -158,13 +158,31 @@ function readDestination(s: Section): DestinationConfig {
 }
 
 function readTracking(s: Section): TrackingConfig {
-  return {
+  const tracking: TrackingConfig = {
     bounce_domain: s.parsed("bounce_domain", optional(parseDomain), ""),
+    bounce_max_size: readSize(s, "bounce_max_size", "1MB"),
+    postmaster_forward: s.parsed("postmaster_forward", optional(parseMailbox), ""),
+    inbound_retention: s.parsed("inbound_retention", positiveDuration, "30d"),
     inline_css: s.boolean("inline_css", false),
     clicks: s.boolean("clicks", false),
     opens: s.boolean("opens", false),
     bounces: s.boolean("bounces", false),
   };
+  // a VERP return path needs a domain to live on; without one the default would be refused on every message
+  if (tracking.bounces && tracking.bounce_domain === "") s.fail("bounces", "needs tracking.bounce_domain (the VERP return-path domain)");
+  const forwardDomain = tracking.postmaster_forward.slice(tracking.postmaster_forward.lastIndexOf("@") + 1);
+  if (tracking.bounce_domain !== "" && forwardDomain === tracking.bounce_domain) {
+    s.fail("postmaster_forward", "must not be at tracking.bounce_domain (the mail would come straight back)");
+  }
+  return tracking;
+}
+
+/** A plain mailbox address "local@domain" (no display name, no angle brackets), domain lower-cased. */
+function parseMailbox(text: string): string {
+  const at = text.lastIndexOf("@");
+  const local = text.slice(0, at);
+  if (at <= 0 || !/^[^\s"@<>()[\]\\,;:]+$/.test(local)) throw new Error('expected an address like "postmaster@example.com"');
+  return `${local}@${parseDomain(text.slice(at + 1))}`;
 }
 
 function readSpf(s: Section): SpfConfig {

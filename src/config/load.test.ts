@@ -137,7 +137,10 @@ describe("defaults", () => {
     expect(config.delivery.max_queue_time).toBe(120 * HOUR);
     expect(config.delivery.delay_warning).toBe(0);
     expect(config.delivery.concurrency).toBe(200);
-    expect(config.tracking).toEqual({ bounce_domain: "", inline_css: false, clicks: false, opens: false, bounces: false });
+    expect(config.tracking).toEqual({
+      bounce_domain: "", bounce_max_size: 1024 * 1024, postmaster_forward: "", inbound_retention: 30 * 24 * HOUR,
+      inline_css: false, clicks: false, opens: false, bounces: false,
+    });
     expect(config.database).toEqual({ url: `sqlite:${join(dir, "data", "outpost.db")}`, path: join(dir, "data", "outpost.db") });
   });
 
@@ -276,6 +279,13 @@ describe("errors name the file and the key", () => {
   test("a destination named twice", () =>
     expectFailure(`[delivery.destination."gmail.com"]\nrate = "1/s"\n[delivery.destination."Gmail.com"]\nrate = "1/s"`, 'delivery.destination."Gmail.com"', /repeats/));
   test("a table where an array of tables belongs", () => expectFailure(`[dkim]\ndomain = "x"`, "dkim", /array of tables/));
+  test("bounce tracking by default without a bounce domain", () =>
+    expectFailure(`[tracking]\nbounces = true`, "tracking.bounces", /needs tracking\.bounce_domain/));
+  test("a postmaster forward that is no address", () =>
+    expectFailure(`[tracking]\npostmaster_forward = "ops"`, "tracking.postmaster_forward", /expected an address/));
+  test("a postmaster forward back to the bounce domain", () =>
+    expectFailure(`[tracking]\nbounce_domain = "b.example.com"\npostmaster_forward = "ops@B.example.com"`, "tracking.postmaster_forward", /come straight back/));
+  test("a zero inbound retention", () => expectFailure(`[tracking]\ninbound_retention = "0s"`, "tracking.inbound_retention", /greater than zero/));
 
   test("unreadable file", () => {
     const error = catchError(() => loadConfig(dir, {}));

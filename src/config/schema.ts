@@ -85,6 +85,12 @@ export interface DeliveryConfig {
 
 export interface TrackingConfig {
   bounce_domain: string;
+  /** bytes: the largest message accepted for the bounce domain (anyone may send there) */
+  bounce_max_size: number;
+  /** where mail to postmaster@/abuse@ the bounce domain is forwarded; "" keeps it only */
+  postmaster_forward: string;
+  /** ms: how long mail kept at the bounce domain (postmaster, abuse, unparsed) is kept */
+  inbound_retention: number;
   inline_css: boolean;
   clicks: boolean;
   opens: boolean;

@@ -3,3 +3,4 @@ export * from "../auth/schema.ts";
 export * from "../suppression/schema.ts";
 export * from "../queue/schema.ts";
 export * from "../events/schema.ts";
+export * from "../bounce/schema.ts";

@@ -113,7 +113,7 @@ function setup(toml = "", loopOpts: ConstructorParameters<typeof DeliveryLoop>[0
   const enqueuer = new Enqueuer(store.sqlite, events);
   const dsns: unknown[] = [];
   const outcomes = new OutcomeRecorder({
-    sqlite: store.sqlite, events, delivery: config.delivery, hostname: config.hostname, log: silentLogger,
+    sqlite: store.sqlite, events, delivery: config.delivery, bounceDomain: "", hostname: config.hostname, log: silentLogger,
     intake: { acceptNow: (s) => (dsns.push(s), { id: "dsn" as never, recipients: [] }) },
   });
   const transport = new FakeTransport();

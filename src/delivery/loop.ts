@@ -22,7 +22,10 @@ import type { ClaimedRecipient, StoredMessage } from "../queue/claim.ts";
 import { classifyReply, enhancedFor } from "./classify.ts";
 import { SettleBatcher } from "./settle-batch.ts";
 import { isWait, limitsFor, Throttle, type DestinationLimits, type Lease, type Signal, type ThrottleOptions, type Wait } from "./throttle.ts";
-import { ConnectFailure, LoopsBackToMyself, type AfterCommit, type Connection, type Destination, type RecipientResult, type RouteResult, type Router, type Transport } from "./types.ts";
+import {
+  ConnectFailure, LoopsBackToMyself, type AfterCommit, type Connection, type Destination, type OutboundMessage, type RecipientResult,
+  type RouteResult, type Router, type Transport,
+} from "./types.ts";
 
 /** The queue as the scheduler uses it (queue/claim.ts QueueClaimer). */
 export interface ClaimSource {
@@ -73,6 +76,11 @@ export interface LoopDeps {
    * group commit, as intake does. Without it every settle commits alone.
    */
   batch?: (fn: () => void) => void;
+  /**
+   * The transactions to make for one message's recipients at one destination (delivery/personalize.ts).
+   * Default: one transaction, the stored envelope and bytes.
+   */
+  personalize?: (message: StoredMessage, recipients: readonly ClaimedRecipient[]) => OutboundMessage[];
 }
 
 interface Job {
@@ -496,17 +504,14 @@ export class DeliveryLoop {
     }
     this.inFlight.set(job, conn);
     const reused = conn.sent > 0;
-    let results: RecipientResult[];
-    try {
-      results = await conn.send({
-        messageId: msg.id,
-        envelopeFrom: msg.envelopeFrom,
-        recipients: job.recipients.map((r) => ({ id: r.id, address: r.address })),
-        body: msg.body,
-      });
-    } catch (e) {
-      // Connection.send promises never to throw; if it does, the outcome is unknown: defer
-      results = job.recipients.map((r) => localFailure(r.id, `delivery failed: ${String(e)}`, conn.mx));
+    const results: RecipientResult[] = [];
+    for (const out of this.outbound(msg, job.recipients)) {
+      try {
+        results.push(...(await conn.send(out)));
+      } catch (e) {
+        // Connection.send promises never to throw; if it does, the outcome is unknown: defer
+        results.push(...out.recipients.map((r) => localFailure(r.id, `delivery failed: ${String(e)}`, conn.mx)));
+      }
     }
     // stop() gave this job up at its deadline and handed it back: the late answer is not recorded (the store
     // may be closed by now), and the next start sends it again — at least once, never lost
@@ -526,6 +531,12 @@ export class DeliveryLoop {
     // the connection goes on with the next message while this one's settle waits for its group commit
     this.track(this.settle(msg, job, results));
     return signal;
+  }
+
+  /** The transactions for one job: per recipient when personalize says so (VERP), else one. */
+  private outbound(msg: StoredMessage, recipients: ClaimedRecipient[]): OutboundMessage[] {
+    if (this.deps.personalize) return this.deps.personalize(msg, recipients);
+    return [{ messageId: msg.id, envelopeFrom: msg.envelopeFrom, recipients: recipients.map((r) => ({ id: r.id, address: r.address })), body: msg.body }];
   }
 
   /** Outcomes log one line per recipient and attempt. */

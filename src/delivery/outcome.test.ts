@@ -27,7 +27,7 @@ let recorder: OutcomeRecorder;
 
 beforeEach(() => {
   dir = tempDir();
-  config = testConfig(dir.path, `[delivery]\nretry = ["1m", "5m", "15m"]\nmax_queue_time = "5d"\n`);
+  config = testConfig(dir.path, `[delivery]\nretry = ["1m", "5m", "15m"]\nmax_queue_time = "5d"\n[tracking]\nbounce_domain = "bounces.outpost.test"\n`);
   store = openStore(config.database.path);
   clock = Date.UTC(2026, 10, 25, 12, 0, 0);
   const events = new EventRecorder(store.sqlite);
@@ -46,9 +46,9 @@ afterEach(() => {
   dir.cleanup();
 });
 
-function makeRecorder(dsnIntake: Pick<Intake, "acceptNow">, delivery = config.delivery): OutcomeRecorder {
+function makeRecorder(dsnIntake: Pick<Intake, "acceptNow">, delivery = config.delivery, bounceDomain = config.tracking.bounce_domain): OutcomeRecorder {
   return new OutcomeRecorder({
-    sqlite: store.sqlite, events: new EventRecorder(store.sqlite), intake: dsnIntake, delivery,
+    sqlite: store.sqlite, events: new EventRecorder(store.sqlite), intake: dsnIntake, delivery, bounceDomain,
     hostname: "outpost.test", log: createLogger("debug", (l) => logLines.push(JSON.parse(l))),
     now: () => clock, random: () => 0.5,
   });
@@ -184,6 +184,12 @@ describe("a bounced recipient", () => {
     recorder.settle(message, [hard(ids[0]!)])();
     expect(row(ids[0]!).status).toBe("bounced");
     expect(dsns()).toHaveLength(0);
+  });
+
+  test("of a message with bounce tracking sent without VERP (the bounce domain was removed since) goes to its sender", async () => {
+    const { message, ids } = await queued(["a@dest.test"], { options: { trackBounces: true } });
+    makeRecorder(intake, config.delivery, "").settle(message, [hard(ids[0]!)])();
+    expect(dsns()).toHaveLength(1);
   });
 
   const never: [string, { from?: string; raw?: string }][] = [

@@ -23,6 +23,7 @@ import { SuppressionWriter } from "../suppression/list.ts";
 import type { Database } from "bun:sqlite";
 import type { AfterCommit, RecipientResult, RouteResult } from "./types.ts";
 import { enhancedFor } from "./classify.ts";
+import { usesVerp } from "./personalize.ts";
 
 export interface OutcomeDeps {
   sqlite: Database;
@@ -30,6 +31,8 @@ export interface OutcomeDeps {
   /** where DSNs go in; the runtime's Intake */
   intake: DsnIntake;
   delivery: DeliveryConfig;
+  /** tracking.bounce_domain: messages sent with VERP return paths there get no DSN (their bounces come to us) */
+  bounceDomain: string;
   hostname: string;
   log: Logger;
   now?: () => number;
@@ -100,11 +103,12 @@ export class OutcomeRecorder {
 
   /**
    * The DSNs this settle calls for, queued in its transaction: one for the final bounces, and one warning when
-   * the message has now waited `delay_warning` (once per message). With bounce tracking the sender's own
-   * system hears of bounces through events instead, so no DSN of either kind is sent.
+   * the message has now waited `delay_warning` (once per message). A message sent with VERP return paths
+   * (bounce tracking) has its bounces come back to us and its sender hear of them through events, so no DSN of
+   * either kind is sent; without VERP (no bounce domain) the sender gets its DSNs as usual.
    */
   private notices(message: StoredMessage, done: Settled[], now: number): DsnOutcome[] {
-    if (message.options.trackBounces) return [];
+    if (usesVerp(message, this.deps.bounceDomain)) return [];
     const out: DsnOutcome[] = [];
     const bounced = done.filter((s) => s.status === "bounced");
     if (bounced.length > 0) out.push(this.notify(message, bounced, now, "failed"));

@@ -11,8 +11,10 @@ import type { Logger } from "../observe/log.ts";
 import { QueueClaimer } from "../queue/claim.ts";
 import type { Enqueuer } from "../queue/enqueue.ts";
 import type { DsnIntake } from "../bounce/notify.ts";
+import type { Verp } from "../bounce/verp.ts";
 import { DeliveryLoop, type LoopOptions } from "./loop.ts";
 import { OutcomeRecorder } from "./outcome.ts";
+import { personalize } from "./personalize.ts";
 import { createResolver, lookupVia } from "./resolver.ts";
 import { metric } from "../observe/metrics.ts";
 import { MxRouter } from "./route.ts";
@@ -26,6 +28,8 @@ export interface DeliveryServiceDeps {
   events: EventRecorder;
   enqueuer: Enqueuer;
   intake: DsnIntake;
+  /** signs the VERP return paths of messages with bounce tracking */
+  verp: Verp;
   log: Logger;
   options?: LoopOptions;
   /** outpost's own SMTP listeners, never dialled for an MX host (runtime/start.ts, once they are bound) */
@@ -44,13 +48,14 @@ export class DeliveryService {
   private publisher: ReturnType<typeof setInterval>;
 
   constructor(private deps: DeliveryServiceDeps) {
-    const { config, sqlite, events, enqueuer, intake, log } = deps;
+    const { config, sqlite, events, enqueuer, intake, verp, log } = deps;
+    const bounceDomain = config.tracking.bounce_domain;
     const resolver = createResolver(config.dns.servers);
     const claimer = new QueueClaimer(sqlite);
     // one serve per database: leases still in it belong to a process that died, so their mail goes out now
     const recovered = claimer.recoverLeases();
     if (recovered > 0) log.info("leases_recovered", { count: recovered });
-    this.outcomes = new OutcomeRecorder({ sqlite, events, intake, delivery: config.delivery, hostname: config.hostname, log });
+    this.outcomes = new OutcomeRecorder({ sqlite, events, intake, delivery: config.delivery, bounceDomain, hostname: config.hostname, log });
     this.loop = new DeliveryLoop({
       config: config.delivery,
       claimer,
@@ -64,6 +69,7 @@ export class DeliveryService {
       options: deps.options,
       // settles finishing together share one commit (fsync): one per message would cap throughput at fsyncs/s
       batch: (fn) => sqlite.transaction(fn).immediate(),
+      personalize: (message, recipients) => personalize(message, recipients, { verp, bounceDomain }),
     }).start();
     // new mail wakes the loop at once (no polling delay, no polling cost)
     enqueuer.onCommitted = () => this.loop.wake();

@@ -7,7 +7,7 @@ import type { TrackingConfig } from "../config/schema.ts";
 import type { UserId } from "../mail/ids.ts";
 import { suppressedAmong } from "../suppression/list.ts";
 import type { Enqueuer, EnqueuedMessage, MessageOptions, MessageSource, NewMessage } from "../queue/enqueue.ts";
-import { checkHops, checkRecipientCount, checkSender, checkSize, IntakeError, type PolicyLimits } from "./policy.ts";
+import { checkHops, checkOptions, checkRecipientCount, checkSender, checkSize, IntakeError, type PolicyLimits } from "./policy.ts";
 import { prepareMessage } from "./prepare.ts";
 
 export interface Submission {
@@ -82,6 +82,8 @@ export class Intake {
       trackOpens: tracking.opens,
       trackBounces: tracking.bounces,
     };
+    const options: MessageOptions = { ...defaults, ...prepared.headerOptions, ...sub.options };
+    checkOptions(options, tracking);
     return {
       userId: sub.userId,
       envelopeFrom: sub.envelopeFrom,
@@ -90,7 +92,7 @@ export class Intake {
       body: prepared.body,
       subject: prepared.subject,
       source: sub.source,
-      options: { ...defaults, ...prepared.headerOptions, ...sub.options },
+      options,
       idempotencyKey: sub.idempotencyKey,
       idempotencyExpiredBefore: sub.idempotencyExpiredBefore,
     };

@@ -1,5 +1,7 @@
 /** @module intake/policy — what any submission must satisfy, whichever door it came in by. */
+import type { TrackingConfig } from "../config/schema.ts";
 import { SmtpError } from "../mail/errors.ts";
+import type { MessageOptions } from "../queue/enqueue.ts";
 
 /** A refusal at intake, with its meaning for both SMTP and HTTP. */
 export class IntakeError extends SmtpError {
@@ -56,5 +58,15 @@ export function checkSize(size: number, limits: PolicyLimits): void {
 export function checkHops(received: number, limits: PolicyLimits): void {
   if (received > limits.maxHops) {
     throw new IntakeError(554, "5.4.6", `Too many hops (${received} Received header fields, at most ${limits.maxHops})`, 400, "body");
+  }
+}
+
+/**
+ * An option the instance cannot honour is refused, not ignored: bounce tracking needs a bounce domain for its
+ * VERP return path (RFC 3463 5.3.3, "system not capable of selected features").
+ */
+export function checkOptions(options: MessageOptions, tracking: Pick<TrackingConfig, "bounce_domain">): void {
+  if (options.trackBounces && tracking.bounce_domain === "") {
+    throw new IntakeError(554, "5.3.3", "bouncetracking needs tracking.bounce_domain, which this instance does not have", 400, "bouncetracking");
   }
 }

@@ -8,6 +8,8 @@ export type MessageId = Brand<string, "MessageId">;
 /** One recipient of one message: the unit of delivery state. */
 export type RecipientId = Brand<string, "RecipientId">;
 export type UserId = Brand<number, "UserId">;
+/** One SMTP transaction received at the bounce domain (its reply and log line name it; kept mail keeps it). */
+export type InboundId = Brand<string, "InboundId">;
 
 const ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"; // Crockford base32, lower case
 
@@ -47,3 +49,7 @@ function incrementRandom(): void {
 
 export const newMessageId = (now?: number) => ulid(now) as MessageId;
 export const newRecipientId = (now?: number) => ("r" + ulid(now)) as RecipientId;
+export const newInboundId = (now?: number) => ("i" + ulid(now)) as InboundId;
+
+/** The 20 lower-case Crockford base32 characters after a recipient id's "r": its compact form (VERP tokens). */
+export const RECIPIENT_ID_BODY = /^r([0-9abcdefghjkmnpqrstvwxyz]{20})$/;

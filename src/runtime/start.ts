@@ -11,6 +11,9 @@ import { CredentialChecker } from "../auth/users.ts";
 import { startSmtp, type SmtpService } from "../smtp/server.ts";
 import { startHttp } from "../api/server.ts";
 import { firstRunAdmin, instanceSecret } from "./bootstrap.ts";
+import { BounceIngest } from "../bounce/ingest.ts";
+import { startRetention } from "../bounce/retention.ts";
+import { verpCodec, type Verp } from "../bounce/verp.ts";
 
 /** Something `serve` runs that must be stopped on shutdown. */
 export interface Service {
@@ -33,6 +36,10 @@ export interface Runtime {
   secret: Buffer;
   events: EventRecorder;
   intake: Intake;
+  /** VERP return paths (signed with a key derived from `secret`) */
+  verp: Verp;
+  /** mail for the bounce domain */
+  bounces: BounceIngest;
   services: Service[];
   /** the SMTP listeners (bound addresses for tests that listen on port 0) */
   smtp?: SmtpService;
@@ -63,6 +70,8 @@ export async function start(config: Config, log: Logger, opts: StartOptions = {}
     limits: { maxMessageSize: config.smtp.max_message_size, maxRecipients: config.smtp.max_recipients, maxHops: config.smtp.max_hops },
     tracking: config.tracking,
   });
+  const verp = verpCodec(secret);
+  const bounces = new BounceIngest({ sqlite: store.sqlite, events, intake, verp, tracking: config.tracking, log });
   const services: Service[] = [];
   // in parallel, not one after another: delivery must stop claiming at once, and its in-flight transactions must
   // not wait for SMTP sessions to close before their own window starts (10 s + 25 s overran serve's 30 s)
@@ -84,15 +93,16 @@ export async function start(config: Config, log: Logger, opts: StartOptions = {}
     // nothing can be handed to ourselves
     let isOwnAddress: OwnAddress = () => false;
     const delivery = new DeliveryService({
-      config, sqlite: store.sqlite, events, enqueuer, intake, log, isOwnAddress: (ip, port) => isOwnAddress(ip, port), connectPort: opts.mxPort,
+      config, sqlite: store.sqlite, events, enqueuer, intake, verp, log, isOwnAddress: (ip, port) => isOwnAddress(ip, port), connectPort: opts.mxPort,
     });
     services.push(delivery);
-    const smtp = await startSmtp({ config, intake, credentials: new CredentialChecker(store.db), log });
+    services.push(startRetention({ sqlite: store.sqlite, retention: config.tracking.inbound_retention, log }));
+    const smtp = await startSmtp({ config, intake, bounces, credentials: new CredentialChecker(store.db), log });
     services.push(smtp);
     isOwnAddress = ownAddresses(smtp.addresses());
     const http = startHttp({ config, store, intake, log, extraMetrics: () => `${smtp.metrics()}\n${delivery.metrics()}` });
     services.push(http.service);
-    rt = { config, store, log, secret, events, intake, services, smtp, delivery, http: { port: http.port }, stop: stopAll };
+    rt = { config, store, log, secret, events, intake, verp, bounces, services, smtp, delivery, http: { port: http.port }, stop: stopAll };
     // only once every listener is up: a first start that fails (port in use) creates nothing, so the next one
     // still creates the admin and shows the secrets (shown once, they would otherwise be lost in an error)
     for (const line of await firstRunAdmin(store.db)) (opts.announce ?? console.log)(line);

@@ -1,6 +1,7 @@
 /**
  * @module smtp/data — the DATA phase: read the message (size counted on the real bytes), add our
- * Received line, hand it to intake.accept, and answer 250 only after the commit returned.
+ * Received line, hand it to intake.accept — or, for the bounce domain, to bounce/ingest (consumed there,
+ * never queued for relay) — and answer 250 only after the commit returned.
  *
  * Line ends: smtp-server ends DATA only on <CRLF>.<CRLF> (smtp-stream.js compares the five bytes);
  * a bare LF or CR inside the message stays inside it and intake/prepare turns it into CRLF, so no
@@ -9,10 +10,12 @@
 import { receivedField } from "../message/headers.ts";
 import type { SMTPServerDataStream, SMTPServerSession } from "smtp-server";
 import type { User } from "../auth/users.ts";
+import type { BounceIngest } from "../bounce/ingest.ts";
 import { dedupe, type Intake } from "../intake/accept.ts";
 import { SmtpError } from "../mail/errors.ts";
 import type { Logger } from "../observe/log.ts";
-import { toServerError } from "./session.ts";
+import { kindOf } from "./relay.ts";
+import { bounceTooBig, toServerError } from "./session.ts";
 
 /** Messages answered at the end of DATA since start, for /metrics (shared by every listener). */
 export interface DataCounters {
@@ -20,8 +23,14 @@ export interface DataCounters {
   refused: number;
 }
 
+/** The part of bounce/ingest the SMTP listener uses. */
+export type BounceSink = Pick<BounceIngest, "receive" | "isValidToken" | "maxSize">;
+
 export interface DataDeps {
   intake: Intake;
+  bounces: BounceSink;
+  /** tracking.bounce_domain ("" for none) */
+  bounceDomain: string;
   hostname: string;
   maxMessageSize: number;
   log: Logger;
@@ -32,11 +41,13 @@ type DataCallback = (err?: Error | null, message?: string) => void;
 
 /** smtp-server's onData: reply text "2.0.0 Ok: queued as ID" once the message is durably stored. */
 export function receiveMessage(deps: DataDeps, stream: SMTPServerDataStream, session: SMTPServerSession, cb: DataCallback): void {
+  const toBounceDomain = isBounceTransaction(session, deps.bounceDomain);
+  const limit = toBounceDomain ? Math.min(deps.maxMessageSize, deps.bounces.maxSize) : deps.maxMessageSize;
   const chunks: Buffer[] = [];
   let kept = 0;
   stream.on("data", (chunk: Buffer) => {
     // past the limit we only count (smtp-server does) and drop, so a huge message costs no memory
-    if (kept <= deps.maxMessageSize) {
+    if (kept <= limit) {
       chunks.push(chunk);
       kept += chunk.length;
     }
@@ -45,13 +56,17 @@ export function receiveMessage(deps: DataDeps, stream: SMTPServerDataStream, ses
     logTransaction(deps.log, session, { size: stream.byteLength, result: "aborted", error: e.message });
   });
   stream.once("end", () => {
-    if (stream.sizeExceeded) {
-      const e = new SmtpError(552, "5.3.4", `message exceeds fixed maximum message size (${deps.maxMessageSize} bytes)`);
+    const refuse = (e: SmtpError) => {
       deps.counters.refused++;
       logTransaction(deps.log, session, { size: stream.byteLength, result: e.toString() });
-      return cb(toServerError(e));
+      cb(toServerError(e));
+    };
+    if (stream.sizeExceeded) {
+      return refuse(new SmtpError(552, "5.3.4", `message exceeds fixed maximum message size (${deps.maxMessageSize} bytes)`));
     }
-    store(deps, session, Buffer.concat(chunks), stream.byteLength).then(
+    if (toBounceDomain && stream.byteLength > limit) return refuse(bounceTooBig(limit));
+    const save = toBounceDomain ? consume : store;
+    save(deps, session, Buffer.concat(chunks), stream.byteLength).then(
       (reply) => cb(null, reply),
       (e: SmtpError) => cb(toServerError(e)),
     );
@@ -77,6 +92,35 @@ async function store(deps: DataDeps, session: SMTPServerSession, raw: Buffer, si
     return reply;
   } catch (e) {
     // anything unexpected is temporary: the client keeps the message and retries, nothing is lost
+    const err = e instanceof SmtpError ? e : new SmtpError(451, "4.3.0", "temporary failure storing the message, try again", e);
+    deps.counters.refused++;
+    logTransaction(deps.log, session, { size, result: err.toString(), error: e instanceof SmtpError ? undefined : e });
+    throw err;
+  }
+}
+
+/** Every recipient of a transaction is of one kind (smtp/relay.ts), so the first one tells. */
+function isBounceTransaction(session: SMTPServerSession, bounceDomain: string): boolean {
+  const first = session.envelope.rcptTo[0];
+  return first !== undefined && kindOf(first.address, bounceDomain) === "bounce_domain";
+}
+
+/** Mail for the bounce domain: processed and kept by bounce/ingest, never queued. "250 2.0.0 Ok: received as ID". */
+async function consume(deps: DataDeps, session: SMTPServerSession, raw: Buffer, size: number): Promise<string> {
+  const mailFrom = session.envelope.mailFrom;
+  try {
+    const got = await deps.bounces.receive({
+      recipients: envelopeRecipients(session),
+      mailFrom: mailFrom ? mailFrom.address : "",
+      clientIp: session.remoteAddress,
+      raw,
+      trace: receivedHeader(session, deps.hostname),
+    });
+    const reply = `2.0.0 Ok: received as ${got.id}`;
+    deps.counters.accepted++;
+    logTransaction(deps.log, session, { inbound_id: got.id, size, result: `250 ${reply}`, outcome: got.outcome });
+    return reply;
+  } catch (e) {
     const err = e instanceof SmtpError ? e : new SmtpError(451, "4.3.0", "temporary failure storing the message, try again", e);
     deps.counters.refused++;
     logTransaction(deps.log, session, { size, result: err.toString(), error: e instanceof SmtpError ? undefined : e });

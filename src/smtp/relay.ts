@@ -3,7 +3,7 @@
  *
  * Relaying needs an authenticated session or a client in trusted_networks. The one exception is
  * tracking.bounce_domain, which anyone may mail (that is how bounces come back), and where only
- * `b+{token}`, `postmaster` and `abuse` exist. `%`, `!`, source routes and quoted local parts are
+ * `b+{token}` (with a token we signed), `postmaster` and `abuse` exist. `%`, `!`, source routes and quoted local parts are
  * plain characters here: the domain after the last unquoted `@` is the only routing information.
  */
 import { isIP } from "node:net";
@@ -20,16 +20,11 @@ export interface AddressParts {
   domain: string;
 }
 
-/** A `b+{token}` local part that looks like one we issue. Whether the token is genuine is not checked here. */
-export function isSyntacticBounceToken(localPart: string): boolean {
-  return /^b\+[A-Za-z0-9_.=-]{1,62}$/i.test(localPart);
-}
-
 export interface RelayPolicy {
   /** "" when no bounce domain is configured */
   bounceDomain: string;
-  /** does this `b+…` local part carry a valid token? (the VERP module supplies the real check) */
-  isValidBounceToken?: (localPart: string) => boolean;
+  /** is this `b+…` local part a token we signed? (bounce/verp.ts through bounce/ingest.ts) */
+  isValidBounceToken: (localPart: string) => boolean;
 }
 
 export interface RelayClient {
@@ -38,8 +33,11 @@ export interface RelayClient {
   trusted: boolean;
 }
 
+/** What a recipient is: mail to relay, or mail consumed at the bounce domain. One transaction holds one kind. */
+export type RecipientKind = "relay" | "bounce_domain";
+
 export type RcptVerdict =
-  | { ok: true; address: string; kind: "relay" | "bounce_domain" }
+  | { ok: true; address: string; kind: RecipientKind }
   | { ok: false; error: SmtpError };
 
 const UNQUOTED_LOCAL = /^[^\s"@<>()[\]\\,;:]+$/u;
@@ -105,8 +103,26 @@ export function withAsciiDomain(address: string): string {
 
 const BOUNCE_MAILBOXES = new Set(["postmaster", "abuse"]);
 
-/** The decision for one RCPT TO address. */
-export function decideRecipient(address: string, client: RelayClient, policy: RelayPolicy): RcptVerdict {
+/**
+ * The decision for one RCPT TO address. `transaction` is the kind of the recipients the transaction already has:
+ * mail for the bounce domain is consumed here and everything else relayed, so one message cannot be both. The
+ * first recipient fixes the kind; one of the other kind gets 452 4.5.3, which a client takes as "send this one in
+ * a later transaction" (RFC 5321 §4.5.3.1.10), as it does for "too many recipients".
+ */
+export function decideRecipient(address: string, client: RelayClient, policy: RelayPolicy, transaction?: RecipientKind): RcptVerdict {
+  const verdict = decideAlone(address, client, policy);
+  if (!verdict.ok || transaction === undefined || verdict.kind === transaction) return verdict;
+  const which = verdict.kind === "bounce_domain" ? "mail for the bounce domain" : "mail for other domains";
+  return refuse(452, "4.5.3", `<${address}>: ${which} must be sent in a separate transaction`);
+}
+
+/** Is this (accepted) recipient at the bounce domain? */
+export function kindOf(address: string, bounceDomain: string): RecipientKind {
+  const domain = address.slice(address.lastIndexOf("@") + 1).toLowerCase();
+  return bounceDomain !== "" && domain === bounceDomain.toLowerCase() ? "bounce_domain" : "relay";
+}
+
+function decideAlone(address: string, client: RelayClient, policy: RelayPolicy): RcptVerdict {
   const bounceDomain = policy.bounceDomain.toLowerCase();
   // RFC 5321 §4.1.1.3: the domainless <postmaster> must be accepted; ours lives at the bounce domain
   if (address.toLowerCase() === "postmaster") {
@@ -117,8 +133,7 @@ export function decideRecipient(address: string, client: RelayClient, policy: Re
   if (parts instanceof SmtpError) return { ok: false, error: parts };
   if (bounceDomain && parts.domain.toLowerCase() === bounceDomain) {
     const local = parts.local;
-    const validToken = policy.isValidBounceToken ?? isSyntacticBounceToken;
-    if (BOUNCE_MAILBOXES.has(local.toLowerCase()) || (/^b\+/i.test(local) && validToken(local))) {
+    if (BOUNCE_MAILBOXES.has(local.toLowerCase()) || (/^b\+/i.test(local) && policy.isValidBounceToken(local))) {
       return { ok: true, address, kind: "bounce_domain" };
     }
     return refuse(550, "5.1.1", `<${address}>: no such mailbox`);

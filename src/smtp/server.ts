@@ -10,9 +10,8 @@ import { SMTPConnection, type SMTPConnectionOptions } from "smtp-server/lib/smtp
 import type { Config, ListenAddress } from "../config/schema.ts";
 import type { Intake } from "../intake/accept.ts";
 import type { Logger } from "../observe/log.ts";
-import { receiveMessage, type DataCounters } from "./data.ts";
+import { receiveMessage, type BounceSink, type DataCounters } from "./data.ts";
 import { metric } from "../observe/metrics.ts";
-import type { RelayPolicy } from "./relay.ts";
 import { SessionHooks, type CredentialCheck } from "./session.ts";
 import { loadTlsMaterial, type TlsMaterial } from "./tls.ts";
 
@@ -23,8 +22,8 @@ export interface SmtpDeps {
   log: Logger;
   /** see SessionDeps.isLoopback */
   isLoopback?: (ip: string) => boolean;
-  /** see RelayPolicy.isValidBounceToken; default: a syntactic check */
-  isValidBounceToken?: RelayPolicy["isValidBounceToken"];
+  /** where mail for tracking.bounce_domain goes (bounce/ingest.ts); it also checks the `b+` tokens at RCPT */
+  bounces: BounceSink;
   /** how long stop() lets open sessions finish before answering them 421 (default 10 s) */
   closeTimeoutMs?: number;
 }
@@ -90,7 +89,8 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpService> {
   const hooks = new SessionHooks({
     smtp,
     hostname: config.hostname,
-    relay: { bounceDomain: config.tracking.bounce_domain, isValidBounceToken: deps.isValidBounceToken },
+    relay: { bounceDomain: config.tracking.bounce_domain, isValidBounceToken: (local) => deps.bounces.isValidToken(local) },
+    bounceMaxSize: deps.bounces.maxSize,
     credentials: deps.credentials,
     log,
     isLoopback: deps.isLoopback,
@@ -133,7 +133,10 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpService> {
 function serverOptions(deps: SmtpDeps, hooks: SessionHooks, material: TlsMaterial, secure: boolean, counters: DataCounters): SMTPServerOptions {
   const { config, log } = deps;
   const smtp = config.smtp;
-  const dataDeps = { intake: deps.intake, hostname: config.hostname, maxMessageSize: smtp.max_message_size, log, counters };
+  const dataDeps = {
+    intake: deps.intake, bounces: deps.bounces, bounceDomain: config.tracking.bounce_domain,
+    hostname: config.hostname, maxMessageSize: smtp.max_message_size, log, counters,
+  };
   return {
     name: config.hostname,
     banner: "outpost",

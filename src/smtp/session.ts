@@ -11,7 +11,7 @@ import { checkRecipientCount, checkSender, type PolicyLimits } from "../intake/p
 import { SmtpError } from "../mail/errors.ts";
 import type { Logger } from "../observe/log.ts";
 import { AuthGuard, ConnectionCounter } from "./auth-guard.ts";
-import { checkAddress, decideRecipient, withAsciiDomain, type RelayPolicy } from "./relay.ts";
+import { checkAddress, decideRecipient, kindOf, withAsciiDomain, type RelayPolicy } from "./relay.ts";
 
 /** Checks a user name and password; resolves to the user, or null when they do not match. */
 export interface CredentialCheck {
@@ -22,6 +22,8 @@ export interface SessionDeps {
   smtp: SmtpConfig;
   hostname: string;
   relay: RelayPolicy;
+  /** bytes: the limit for a transaction to the bounce domain (tracking.bounce_max_size) */
+  bounceMaxSize: number;
   credentials: CredentialCheck;
   log: Logger;
   /**
@@ -196,8 +198,13 @@ export class SessionHooks {
       }
     }
     const client = { authenticated: Boolean(session.user), trusted: this.states.get(session.id)?.trusted ?? false };
-    const verdict = decideRecipient(address.address, client, this.deps.relay);
+    const first = rcpts[0];
+    const kind = first ? kindOf(first.address, this.deps.relay.bounceDomain) : undefined;
+    const verdict = decideRecipient(address.address, client, this.deps.relay, kind);
     if (!verdict.ok) return cb(this.reject(session, "RCPT", address.address, verdict.error));
+    if (verdict.kind === "bounce_domain" && declaredSize(session) > this.deps.bounceMaxSize) {
+      return cb(this.reject(session, "RCPT", address.address, bounceTooBig(this.deps.bounceMaxSize)));
+    }
     // smtp-server stores this object after we return: the bare <postmaster> becomes a full address,
     // an IDN domain goes back to the A-label form the client most likely sent
     address.address = withAsciiDomain(verdict.address);
@@ -214,6 +221,18 @@ export class SessionHooks {
     });
     return toServerError(e);
   }
+}
+
+/** The SIZE= the client declared at MAIL FROM (RFC 1870), or 0. */
+function declaredSize(session: SMTPServerSession): number {
+  const args = session.envelope.mailFrom ? session.envelope.mailFrom.args : false;
+  const size = args ? Number(args.SIZE) : 0;
+  return Number.isFinite(size) ? size : 0;
+}
+
+/** Anyone may write to the bounce domain, so it takes small messages only (a report, not a mailbox). */
+export function bounceTooBig(limit: number): SmtpError {
+  return new SmtpError(552, "5.3.4", `message exceeds the bounce domain's maximum message size (${limit} bytes)`);
 }
 
 /** Is this RCPT address already in the envelope? Stored addresses have A-label domains (onRcptTo), so compare in that form. */

@@ -264,7 +264,7 @@ describe("limits and failures", () => {
 test("with auth_requires_tls = false a remote client may authenticate before STARTTLS", async () => {
   const config = { ...o.rt.config, smtp: { ...o.rt.config.smtp, auth_requires_tls: false, listen: [{ host: "127.0.0.1", port: 0 }], tls_listen: [] } };
   const smtp = await startSmtp({
-    config, intake: o.rt.intake, credentials: new CredentialChecker(o.rt.store.db), log: o.rt.log,
+    config, intake: o.rt.intake, bounces: o.rt.bounces, credentials: new CredentialChecker(o.rt.store.db), log: o.rt.log,
     isLoopback: () => false, closeTimeoutMs: 200,
   });
   const c = await RawSmtp.connect(smtp.addresses()[0]!.port);
@@ -284,7 +284,7 @@ test("a remote client on tls_listen (implicit TLS) is offered AUTH and may use i
   const config = { ...o.rt.config, smtp: { ...o.rt.config.smtp, listen: [], tls_listen: [{ host: "127.0.0.1", port: 0 }] } };
   expect(config.smtp.auth_requires_tls).toBe(true);
   const smtp = await startSmtp({
-    config, intake: o.rt.intake, credentials: new CredentialChecker(o.rt.store.db), log: o.rt.log,
+    config, intake: o.rt.intake, bounces: o.rt.bounces, credentials: new CredentialChecker(o.rt.store.db), log: o.rt.log,
     isLoopback: () => false, closeTimeoutMs: 200,
   });
   const c = tls.connect({ host: "127.0.0.1", port: smtp.addresses()[0]!.port, rejectUnauthorized: false });

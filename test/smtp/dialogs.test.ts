@@ -18,6 +18,7 @@
  *   = rcpts SENDER A,B    … and these recipient addresses (sorted, comma-separated)
  *   = body SENDER REGEX   the stored body of the one message from SENDER matches (latin1; escapes as above)
  *   = nobody SENDER REGEX ... does not match
+ *   = inbound KIND N      exactly N messages of this kind (postmaster, abuse, unparsed …) are kept at the bounce domain
  * After the last step nothing may be left unread: an extra reply means a command ran that should not have.
  *
  * Loopback: this listener treats only 127.0.0.1 as loopback, so a dialog with `@client 127.0.0.2`
@@ -28,6 +29,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { CredentialChecker } from "../../src/auth/users.ts";
+import { InboundStore } from "../../src/bounce/inbound.ts";
 import { startSmtp, type SmtpService } from "../../src/smtp/server.ts";
 import { addTestUser, messagesFrom, RawSmtp, recipientsOf, startOutpost, type Outpost } from "./fixture.ts";
 
@@ -45,6 +47,7 @@ trusted_networks = ["127.0.0.9", "127.0.0.30"]
 
 [tracking]
 bounce_domain = "bounces.outpost.test"
+bounce_max_size = "2KB"
 `;
 
 let outpost: Outpost;
@@ -58,6 +61,7 @@ beforeAll(async () => {
   smtp = await startSmtp({
     config: outpost.rt.config,
     intake: outpost.rt.intake,
+    bounces: outpost.rt.bounces,
     credentials: new CredentialChecker(outpost.rt.store.db),
     log: outpost.rt.log,
     isLoopback: (ip) => ip === "127.0.0.1",
@@ -128,6 +132,10 @@ async function runDialog(text: string, transcript: string[]): Promise<void> {
 function check(rest: string, where: string): void {
   const [, kind = "", sender = "", arg = ""] = rest.match(/^(\S+)(?: (\S+))?(?: (.*))?$/) ?? [];
   if (kind === "closed") return;
+  if (kind === "inbound") {
+    const kept = new InboundStore(outpost.rt.store.sqlite).list().filter((m) => m.kind === sender);
+    return void expect(kept.length, where).toBe(Number(arg));
+  }
   const rows = messagesFrom(outpost, sender === "<>" ? "" : sender);
   if (kind === "queued") expect(rows.length, where).toBe(Number(arg));
   else if (kind === "recipients") {

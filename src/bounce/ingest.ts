@@ -1,0 +1,240 @@
+/**
+ * @module bounce/ingest — mail that arrived at the bounce domain: consumed here, never queued for relay.
+ *
+ * - `b+{token}`: the report is parsed (bounce/parse.ts). The token names the recipient row (bounce/verp.ts). A
+ *   failed recipient → `bounced` event and row status (queue/late.ts), and for a hard bounce the address goes on
+ *   the suppression list of the message's owner; an ARF complaint → `complained` event and suppression. Delay
+ *   warnings, success reports, auto-replies and ordinary mail are logged and dropped. A report that cannot be
+ *   parsed, or names no recipient row we have, is kept (bounce/inbound.ts) for people to read.
+ * - `postmaster`/`abuse`: kept and logged, and forwarded to `tracking.postmaster_forward` when one is set, as new
+ *   mail from `<>` (so it can never cause a DSN), through intake (so the hop limit applies).
+ * Everything one transaction changes commits together, before the caller answers 250. Nothing that arrives here
+ * is ever answered with a DSN or a reply. A failure while processing is logged and the mail kept as it came; only
+ * when even that cannot be stored does receive() throw (451: the sender keeps it and tries again).
+ */
+import type { Database } from "bun:sqlite";
+import type { TrackingConfig } from "../config/schema.ts";
+import type { EventRecorder } from "../events/record.ts";
+import { SmtpError } from "../mail/errors.ts";
+import { newInboundId, type InboundId } from "../mail/ids.ts";
+import type { Logger } from "../observe/log.ts";
+import { LateReports, type ReportedRecipient } from "../queue/late.ts";
+import { SuppressionWriter, type SuppressionReason } from "../suppression/list.ts";
+import type { DsnIntake } from "./notify.ts";
+import { InboundStore, type InboundKind } from "./inbound.ts";
+import { parseReport, type BouncedRecipient, type ParsedReport } from "./parse.ts";
+import type { Verp } from "./verp.ts";
+
+/** One SMTP transaction to the bounce domain, as received. */
+export interface InboundMessage {
+  /** the RCPT addresses, all at the bounce domain (`postmaster@…`, `abuse@…`, `b+…@…`) */
+  recipients: string[];
+  /** MAIL FROM; "" is the null sender */
+  mailFrom: string;
+  clientIp: string;
+  raw: Buffer;
+  /** our Received field, put on a forwarded copy */
+  trace?: Buffer;
+}
+
+export interface IngestResult {
+  id: InboundId;
+  /** what became of it, for the transaction's log line */
+  outcome: string;
+}
+
+export interface BounceIngestDeps {
+  sqlite: Database;
+  events: EventRecorder;
+  /** where forwarded postmaster/abuse mail goes in (the runtime's Intake) */
+  intake: DsnIntake;
+  verp: Verp;
+  tracking: TrackingConfig;
+  log: Logger;
+  now?: () => number;
+}
+
+/** What one token's recipient row got, for the log line after the commit. */
+interface Handled {
+  recipient: ReportedRecipient | null;
+  outcome: "bounced" | "complained" | "duplicate" | "dropped" | "kept";
+  detail?: Record<string, unknown>;
+  suppressed?: SuppressionReason;
+}
+
+interface Keep {
+  kind: InboundKind;
+  reason: string;
+}
+
+const MAILBOXES = new Set(["postmaster", "abuse"]);
+
+export class BounceIngest {
+  private inbound: InboundStore;
+  private late: LateReports;
+  private suppressions: SuppressionWriter;
+  private now: () => number;
+
+  constructor(private deps: BounceIngestDeps) {
+    this.inbound = new InboundStore(deps.sqlite);
+    this.late = new LateReports(deps.sqlite, deps.events);
+    this.suppressions = new SuppressionWriter(deps.sqlite);
+    this.now = deps.now ?? Date.now;
+  }
+
+  /** The largest message taken for the bounce domain (anyone may send there, so it is small). */
+  get maxSize(): number {
+    return this.deps.tracking.bounce_max_size;
+  }
+
+  /** Is this `b+…` local part a token we signed? (smtp/relay.ts: anything else there is 550 5.1.1) */
+  isValidToken(localPart: string): boolean {
+    return this.deps.verp.recipientFromVerp(localPart) !== null;
+  }
+
+  /** Processes and commits; resolves once durable. Throws SmtpError 451 only when nothing could be stored. */
+  async receive(m: InboundMessage): Promise<IngestResult> {
+    const now = this.now();
+    const id = newInboundId(now);
+    try {
+      const tokens = m.recipients.flatMap((a) => this.deps.verp.recipientFromVerp(localOf(a)) ?? []);
+      const report = tokens.length > 0 ? await parseReport(m.raw) : null;
+      return this.commit(id, m, report, tokens, now);
+    } catch (e) {
+      this.deps.log.error("bounce_ingest_failed", { inbound_id: id, client_ip: m.clientIp, error: e });
+      try {
+        this.inbound.keep({ ...this.row(id, m, now), kind: "failed", reason: `processing failed: ${e instanceof Error ? e.message : String(e)}` });
+        return { id, outcome: "kept (processing failed)" };
+      } catch (e2) {
+        throw new SmtpError(451, "4.3.0", "temporary failure storing the message, try again", e2);
+      }
+    }
+  }
+
+  private commit(id: InboundId, m: InboundMessage, report: ParsedReport | null, tokens: ReturnType<Verp["recipientFromVerp"]>[], now: number): IngestResult {
+    const keeps: Keep[] = [];
+    const mailbox = m.recipients.map((a) => localOf(a).toLowerCase()).find((l) => MAILBOXES.has(l));
+    if (mailbox) keeps.push({ kind: mailbox as InboundKind, reason: `mail to ${mailbox}@` });
+    const { handled, forwarded } = this.deps.sqlite.transaction(() => {
+      const handled = tokens.map((t) => this.handle(t!, report!, now));
+      for (const h of handled) if (h.outcome === "kept") keeps.push({ kind: h.detail!.kind as InboundKind, reason: String(h.detail!.reason) });
+      if (keeps.length > 0) {
+        this.inbound.keep({ ...this.row(id, m, now), kind: keeps[0]!.kind, reason: [...new Set(keeps.map((k) => k.reason))].join("; ") });
+      }
+      return { handled, forwarded: mailbox ? this.forward(m) : null };
+    }).immediate();
+    this.logAfterCommit(id, m, report, handled, forwarded, keeps);
+    const outcome = keeps.length > 0 ? "kept" : handled.map((h) => h.outcome).join(",") || "dropped";
+    return { id, outcome };
+  }
+
+  /** One token's recipient row and what the report says of it. Runs inside the transaction. */
+  private handle(recipientId: NonNullable<ReturnType<Verp["recipientFromVerp"]>>, report: ParsedReport, now: number): Handled {
+    const rec = this.late.recipient(recipientId);
+    if (report.kind === "unparsed") return kept(rec, "unparsed", "no delivery report found in the message");
+    if (!rec) return kept(null, "unmatched", `recipient ${recipientId} is no longer in the queue`);
+    switch (report.kind) {
+      case "bounce": {
+        const failed = report.recipients.filter((r) => r.action === "failed");
+        // the token is the proof: we sent this return path to one recipient only, so when the report names
+        // another address (an alias the receiver expanded, a forward) the failure is still that recipient's
+        const r = failed.find((f) => sameAddress(f, rec.address)) ?? failed[0];
+        if (!r) return kept(rec, "unmatched", "a bounce report without a failed recipient");
+        return this.bounce(rec, r, report, now);
+      }
+      case "complaint": {
+        const detail = { feedback_type: report.complaint?.feedbackType ?? "abuse", matched_by: "verp" };
+        this.late.recordComplaint(rec, detail, now);
+        this.suppress(rec, "complaint", now);
+        return { recipient: rec, outcome: "complained", detail, suppressed: "complaint" };
+      }
+      default: // delay warnings, success reports, auto-replies, ordinary mail: nothing to record
+        return { recipient: rec, outcome: "dropped", detail: { report: report.kind } };
+    }
+  }
+
+  private bounce(rec: ReportedRecipient, r: BouncedRecipient, report: ParsedReport, now: number): Handled {
+    const status = r.status || (r.code && r.code >= 400 && r.code < 500 ? "4.0.0" : "5.0.0");
+    const bounceClass = r.class === "hard" ? "hard" : "soft";
+    const detail = { bounce_class: bounceClass, matched_by: "verp", async: true };
+    const mx = r.remoteMta ?? report.reportingMta;
+    const changed = this.late.recordLateBounce(rec, { reply: r.diagnostic || status, status, mx }, detail, now);
+    // a repeated report still suppresses: the first one may have come before the address was known to be bad
+    if (bounceClass === "hard") this.suppress(rec, "hard_bounce", now);
+    return {
+      recipient: rec,
+      outcome: changed ? "bounced" : "duplicate",
+      detail: { ...detail, status, mx },
+      suppressed: bounceClass === "hard" ? "hard_bounce" : undefined,
+    };
+  }
+
+  private suppress(rec: ReportedRecipient, reason: SuppressionReason, now: number): void {
+    this.suppressions.add(rec.userId, rec.address, reason, now);
+  }
+
+  /**
+   * A copy to the operator, in a savepoint: a refusal (a loop over the hop limit, a suppressed address) is
+   * logged and leaves the kept copy standing.
+   */
+  private forward(m: InboundMessage): { id: string } | { error: unknown } | null {
+    const to = this.deps.tracking.postmaster_forward;
+    if (to === "") return null;
+    try {
+      return this.deps.sqlite.transaction(() =>
+        this.deps.intake.acceptNow({
+          userId: null,
+          allowedDomains: null,
+          envelopeFrom: "",
+          recipients: [to],
+          raw: m.raw,
+          trace: m.trace,
+          source: "smtp",
+          options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false },
+        }),
+      )();
+    } catch (error) {
+      return { error };
+    }
+  }
+
+  private row(id: InboundId, m: InboundMessage, now: number) {
+    return { id, receivedAt: now, rcpt: m.recipients.join(", "), mailFrom: m.mailFrom, clientIp: m.clientIp, size: m.raw.length, raw: m.raw };
+  }
+
+  private logAfterCommit(
+    id: InboundId,
+    m: InboundMessage,
+    report: ParsedReport | null,
+    handled: Handled[],
+    forwarded: { id: string } | { error: unknown } | null,
+    keeps: Keep[],
+  ): void {
+    const log = this.deps.log;
+    const base = { inbound_id: id, client_ip: m.clientIp, mail_from: m.mailFrom };
+    for (const h of handled) {
+      log.info("bounce_report", {
+        ...base, report: report?.kind, outcome: h.outcome, recipient_id: h.recipient?.id ?? null,
+        recipient: h.recipient?.address ?? null, ...h.detail,
+      });
+      if (h.suppressed) log.info("suppression_added", { address: h.recipient!.address.toLowerCase(), reason: h.suppressed, inbound_id: id });
+    }
+    if (keeps.length > 0) log.info("inbound_kept", { ...base, kind: keeps[0]!.kind, rcpt: m.recipients, size: m.raw.length });
+    if (forwarded && "id" in forwarded) log.info("inbound_forwarded", { ...base, queue_id: forwarded.id, to: this.deps.tracking.postmaster_forward });
+    else if (forwarded) log.warn("inbound_forward_failed", { ...base, to: this.deps.tracking.postmaster_forward, error: forwarded.error });
+  }
+}
+
+function kept(recipient: ReportedRecipient | null, kind: InboundKind, reason: string): Handled {
+  return { recipient, outcome: "kept", detail: { kind, reason } };
+}
+
+function localOf(address: string): string {
+  const at = address.lastIndexOf("@");
+  return at < 0 ? address : address.slice(0, at);
+}
+
+function sameAddress(r: BouncedRecipient, address: string): boolean {
+  const a = address.toLowerCase();
+  return r.address.toLowerCase() === a || r.finalRecipient?.toLowerCase() === a;
+}
