@@ -13,7 +13,8 @@ interface Sent {
 
 let f: ApiFixture;
 beforeAll(async () => {
-  f = await startApi(`[smtp]\nlisten = []\nmax_recipients = 5\nmax_message_size = "64KB"\n`);
+  // a bounce domain, so bouncetracking can be asked for (it is refused without one)
+  f = await startApi(`[smtp]\nlisten = []\nmax_recipients = 5\nmax_message_size = "64KB"\n[tracking]\nbounce_domain = "bounces.example.net"\n`);
 });
 afterAll(async () => {
   await f.stop();
