@@ -43,10 +43,21 @@ describe("intake.accept", () => {
     expect(msg).toEqual({ subject: "Héllo", envelope_from: "app@example.com", track_opens: 1 });
     const rows = db.query("SELECT address, domain, status FROM recipients WHERE message_id = ? ORDER BY address").all(res.id);
     expect(rows).toEqual([
-      { address: "B@Other.test", domain: "other.test", status: "queued" },
+      { address: "B@other.test", domain: "other.test", status: "queued" },
       { address: "a@dest.test", domain: "dest.test", status: "queued" },
     ]);
     expect(db.query("SELECT count(*) AS n FROM events WHERE message_id = ? AND type = 'queued'").get(res.id)).toEqual({ n: 2 });
+    db.close();
+  });
+
+  test("stores addresses in canonical form, one recipient per mailbox however often it is spelt", async () => {
+    const res = await submit({
+      envelopeFrom: '"app"@Example.COM',
+      recipients: ["foo@bücher.example", '"FOO"@XN--BCHER-KVA.EXAMPLE', "Foo@xn--bcher-kva.example", "b@dest.test"],
+    });
+    expect(res.recipients.map((r) => r.address)).toEqual(["foo@xn--bcher-kva.example", "b@dest.test"]);
+    const db = readOnly();
+    expect(db.query("SELECT envelope_from FROM messages WHERE id = ?").get(res.id)).toEqual({ envelope_from: "app@example.com" });
     db.close();
   });
 

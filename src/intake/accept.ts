@@ -4,6 +4,7 @@
  */
 import type { Store } from "../db/client.ts";
 import type { TrackingConfig } from "../config/schema.ts";
+import { addressKey, canonicalAddress, parseAddress } from "../mail/address.ts";
 import type { UserId } from "../mail/ids.ts";
 import { suppressedAmong } from "../suppression/list.ts";
 import type { Enqueuer, EnqueuedMessage, MessageOptions, MessageSource, NewMessage } from "../queue/enqueue.ts";
@@ -70,7 +71,8 @@ export class Intake {
   /** Policy, suppression and preparation: everything before the write. Throws IntakeError. */
   private toNewMessage(sub: Submission): NewMessage {
     const { limits, tracking, store, hostname } = this.deps;
-    checkSender(sub.allowedDomains, sub.envelopeFrom);
+    const envelopeFrom = canonical(sub.envelopeFrom);
+    checkSender(sub.allowedDomains, envelopeFrom);
     const recipients = dedupe(sub.recipients);
     checkRecipientCount(recipients.length, limits);
     checkSize(sub.raw.length, limits);
@@ -86,7 +88,7 @@ export class Intake {
     checkOptions(options, tracking);
     return {
       userId: sub.userId,
-      envelopeFrom: sub.envelopeFrom,
+      envelopeFrom,
       recipients,
       suppressed: suppressedAmong(store.db, sub.userId, recipients),
       body: prepared.body,
@@ -104,13 +106,28 @@ function storeFailure(e: unknown): IntakeError {
   return new IntakeError(451, "4.3.0", "temporary failure storing the message, try again", 503, undefined, e);
 }
 
-/** Same address twice (case-insensitive) is delivered once; SMTP's transaction log lists them the same way. */
+/**
+ * The addresses in canonical form (mail/address.ts), one per mailbox: two spellings of one address (`Foo@X`,
+ * `"foo"@x`, a U-label and an A-label domain) are delivered once, to the first spelling's canonical form.
+ * SMTP's transaction log lists them the same way.
+ */
 export function dedupe(addresses: string[]): string[] {
   const seen = new Set<string>();
-  return addresses.filter((a) => {
-    const k = a.toLowerCase();
-    if (seen.has(k)) return false;
+  const out: string[] = [];
+  for (const a of addresses) {
+    const p = parseAddress(a);
+    const k = p.ok ? p.key : addressKey(a);
+    if (seen.has(k)) continue;
     seen.add(k);
-    return true;
-  });
+    out.push(p.ok ? p.canonical : a);
+  }
+  return out;
+}
+
+/**
+ * The canonical form of an address the adapters have checked. One that does not parse is kept as given: the null
+ * sender "", and mail we make ourselves (a DSN to an envelope sender stored by an older version).
+ */
+function canonical(address: string): string {
+  return canonicalAddress(address) ?? address;
 }

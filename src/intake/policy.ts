@@ -1,5 +1,6 @@
 /** @module intake/policy — what any submission must satisfy, whichever door it came in by. */
 import type { TrackingConfig } from "../config/schema.ts";
+import { domainOf } from "../mail/address.ts";
 import { SmtpError } from "../mail/errors.ts";
 import type { MessageOptions } from "../queue/enqueue.ts";
 
@@ -27,8 +28,7 @@ export interface PolicyLimits {
 /** May a user whose allowed domains are `domains` (empty = any) use this envelope sender? */
 export function senderAllowed(domains: readonly string[], envelopeFrom: string): boolean {
   if (domains.length === 0 || envelopeFrom === "") return domains.length === 0;
-  const d = envelopeFrom.slice(envelopeFrom.lastIndexOf("@") + 1).toLowerCase();
-  return domains.includes(d);
+  return domains.includes(domainOf(envelopeFrom));
 }
 
 export function checkSender(domains: readonly string[] | null, envelopeFrom: string): void {

@@ -129,8 +129,8 @@ async function consume(deps: DataDeps, session: SMTPServerSession, raw: Buffer, 
 }
 
 /**
- * The envelope's recipients, each once. smtp-server drops an exact repeat itself, but a repeat spelt with the
- * U-label of an IDN domain arrives before onRcptTo turns it into the A-label, so it is stored twice.
+ * The envelope's recipients, each once, as intake will store them (its dedupe: one canonical form per mailbox).
+ * onRcptTo already keeps one entry per mailbox; this keeps the log line true to what is stored whatever the envelope holds.
  */
 function envelopeRecipients(session: SMTPServerSession): string[] {
   return dedupe(session.envelope.rcptTo.map((r) => r.address));

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { checkAddress, decideRecipient, splitAddress, withAsciiDomain, type RelayClient } from "./relay.ts";
+import { decideRecipient, type RelayClient } from "./relay.ts";
 
 const anonymous: RelayClient = { authenticated: false, trusted: false };
 const authed: RelayClient = { authenticated: true, trusted: false };
@@ -38,9 +38,9 @@ const cases: Array<[string, RelayClient, string]> = [
   ["b+to/ken@bounces.example.com", anonymous, "550 5.1.1"],
   ["bx@bounces.example.com", anonymous, "550 5.1.1"],
   ["info@bounces.example.com", anonymous, "550 5.1.1"],
-  ['"postmaster"@bounces.example.com', anonymous, "550 5.1.1"],
+  ['"postmaster"@bounces.example.com', anonymous, "bounce"], // needless quotes: the same mailbox as postmaster@
   ["info@bounces.example.com", authed, "550 5.1.1"],
-  // authenticated users and trusted networks relay anywhere (the address is passed on as is)
+  // authenticated users and trusted networks relay anywhere (the address is passed on in canonical form)
   ["user@gmail.com", authed, "accept"],
   ["user@gmail.com", trusted, "accept"],
   ["user%other.example@gmail.com", authed, "accept"],
@@ -86,33 +86,16 @@ describe("decideRecipient", () => {
   });
 });
 
-describe("RFC 5321 lengths", () => {
-  const local64 = "a".repeat(64);
-  const label63 = "d".repeat(63);
+test("an accepted address comes back in canonical form: needless quotes dropped, domain in lower-case A-labels", () => {
+  const v = decideRecipient('"Jörg"@Bücher.Example', authed, policy);
+  expect(v.ok && v.address).toBe("Jörg@xn--bcher-kva.example");
+  const b = decideRecipient('"b+token"@BOUNCES.example.com', anonymous, policy);
+  expect(b.ok && b.address).toBe("b+token@bounces.example.com");
+});
 
-  test("accepts a 64-octet local part and refuses 65", () => {
-    expect(checkAddress(`${local64}@example.com`, "5.1.3")).toEqual({ local: local64, domain: "example.com" });
-    const e = checkAddress(`a${local64}@example.com`, "5.1.3");
-    expect(String(e)).toStartWith("501 5.1.3");
-  });
-
-  test("refuses a path over 256 octets, counting the angle brackets", () => {
-    const domain = [label63, label63, label63, "d".repeat(55)].join("."); // 247 octets
-    const ok = `abcdefg@${domain}`; // 255 + <> = 257
-    expect(String(checkAddress(ok, "5.1.3"))).toContain("path longer than 256");
-    expect(checkAddress(`abcdef@${domain}`, "5.1.3")).toHaveProperty("domain", domain);
-  });
-
-  test("counts octets, not characters (UTF-8 local parts under SMTPUTF8)", () => {
-    const e = checkAddress(`${"é".repeat(33)}@example.com`, "5.1.7"); // 66 octets
-    expect(String(e)).toStartWith("501 5.1.7");
-  });
-
-  test("a quoted local part may hold @ and spaces, an unquoted one may not", () => {
-    expect(splitAddress('"a@b c"@example.com')).toEqual({ local: '"a@b c"', domain: "example.com" });
-    expect(splitAddress("a@b@example.com")).toBeNull();
-    expect(splitAddress('"unterminated@example.com')).toBeNull();
-  });
+test("a malformed or over-long address is 501 5.1.3 saying why", () => {
+  const v = decideRecipient(`${"a".repeat(65)}@example.com`, authed, policy);
+  expect(!v.ok && v.error.toString()).toBe("501 5.1.3 bad address syntax: local part longer than 64 octets");
 });
 
 describe("one transaction, one kind of recipient", () => {
@@ -137,10 +120,4 @@ describe("one transaction, one kind of recipient", () => {
     expect(decideRecipient("abuse@bounces.example.com", anonymous, policy, "bounce_domain").ok).toBe(true);
     expect(decideRecipient("b@gmail.com", trusted, policy, "relay").ok).toBe(true);
   });
-});
-
-test("withAsciiDomain turns an IDN domain into A-labels and leaves the local part and ASCII domains alone", () => {
-  expect(withAsciiDomain("jörg@bücher.example")).toBe("jörg@xn--bcher-kva.example");
-  expect(withAsciiDomain("a@example.com")).toBe("a@example.com");
-  expect(withAsciiDomain("postmaster")).toBe("postmaster");
 });

@@ -8,10 +8,11 @@ import type { User } from "../auth/users.ts";
 import type { Cidr, SmtpConfig } from "../config/schema.ts";
 import { cidrContains, isLoopback } from "../config/units.ts";
 import { checkRecipientCount, checkSender, type PolicyLimits } from "../intake/policy.ts";
+import { addressKey, checkAddress } from "../mail/address.ts";
 import { SmtpError } from "../mail/errors.ts";
 import type { Logger } from "../observe/log.ts";
 import { AuthGuard, ConnectionCounter } from "./auth-guard.ts";
-import { checkAddress, decideRecipient, kindOf, withAsciiDomain, type RelayPolicy } from "./relay.ts";
+import { decideRecipient, kindOf, type RelayPolicy } from "./relay.ts";
 
 /** Checks a user name and password; resolves to the user, or null when they do not match. */
 export interface CredentialCheck {
@@ -58,6 +59,8 @@ export class SessionHooks {
   readonly guard: AuthGuard;
   readonly connections: ConnectionCounter;
   private states = new Map<string, State>();
+  /** each transaction's recipient keys, by its rcptTo array (gone with the transaction) */
+  private envelopeKeys = new WeakMap<SMTPServerAddress[], Set<string>>();
   /** "ip:port" of each admitted TCP connection → releases its place in `connections` (once) */
   private openSockets = new Map<string, () => void>();
   private isLoopback: (ip: string) => boolean;
@@ -170,26 +173,29 @@ export class SessionHooks {
 
   onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const sender = address.address;
+    let canonical = "";
     if (sender !== "") {
       const parts = checkAddress(sender, "5.1.7");
       if (parts instanceof SmtpError) return cb(this.reject(session, "MAIL", sender, parts));
+      canonical = parts.canonical;
     }
-    const ascii = withAsciiDomain(sender);
     const user = session.user as User | undefined;
     try {
-      if (user) checkSender(user.domains, ascii);
+      if (user) checkSender(user.domains, canonical);
     } catch (e) {
       if (e instanceof SmtpError) return cb(this.reject(session, "MAIL", sender, e));
       throw e;
     }
-    address.address = ascii;
+    // smtp-server stores this object after we return: what is queued is the canonical form (A-label domain)
+    address.address = canonical;
     cb();
   }
 
   onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const rcpts = session.envelope.rcptTo;
-    // a repeated recipient replaces its earlier entry, so only a new one can pass the limit; the scan runs at the limit only
-    if (rcpts.length >= this.deps.smtp.max_recipients && !isRepeat(rcpts, address.address)) {
+    const keys = this.mailboxesOf(rcpts);
+    // a repeated mailbox replaces its earlier entry (below), so only a new one can pass the limit
+    if (rcpts.length >= this.deps.smtp.max_recipients && !keys.has(addressKey(address.address))) {
       try {
         checkRecipientCount(rcpts.length + 1, this.limits); // the API's refusal, word for word
       } catch (e) {
@@ -205,10 +211,25 @@ export class SessionHooks {
     if (verdict.kind === "bounce_domain" && declaredSize(session) > this.deps.bounceMaxSize) {
       return cb(this.reject(session, "RCPT", address.address, bounceTooBig(this.deps.bounceMaxSize)));
     }
-    // smtp-server stores this object after we return: the bare <postmaster> becomes a full address,
-    // an IDN domain goes back to the A-label form the client most likely sent
-    address.address = withAsciiDomain(verdict.address);
+    // smtp-server stores this object after we return: the bare <postmaster> becomes a full address, the rest
+    // their canonical form (an IDN domain back in the A-labels the client most likely sent, needless quotes gone)
+    address.address = verdict.address;
+    // smtp-server replaces only an exact repeat; another spelling of a mailbox already in the envelope
+    // (`"FOO"@x`, `foo@X`) replaces it here, so the envelope, and max_recipients, count mailboxes as intake does
+    const key = verdict.address.toLowerCase(); // a canonical form's key
+    if (keys.has(key)) {
+      const earlier = rcpts.findIndex((r) => r.address.toLowerCase() === key);
+      if (earlier >= 0) rcpts.splice(earlier, 1);
+    }
+    keys.add(key);
     cb();
+  }
+
+  /** The keys (mail/address.ts) of an envelope's recipients. smtp-server starts a new array per transaction. */
+  private mailboxesOf(rcpts: SMTPServerAddress[]): Set<string> {
+    let keys = this.envelopeKeys.get(rcpts);
+    if (!keys) this.envelopeKeys.set(rcpts, (keys = new Set()));
+    return keys;
   }
 
   private reject(session: SMTPServerSession, command: "MAIL" | "RCPT", address: string, e: SmtpError): Error {
@@ -233,12 +254,6 @@ function declaredSize(session: SMTPServerSession): number {
 /** Anyone may write to the bounce domain, so it takes small messages only (a report, not a mailbox). */
 export function bounceTooBig(limit: number): SmtpError {
   return new SmtpError(552, "5.3.4", `message exceeds the bounce domain's maximum message size (${limit} bytes)`);
-}
-
-/** Is this RCPT address already in the envelope? Stored addresses have A-label domains (onRcptTo), so compare in that form. */
-function isRepeat(rcpts: readonly SMTPServerAddress[], address: string): boolean {
-  const key = withAsciiDomain(address).toLowerCase();
-  return rcpts.some((r) => r.address.toLowerCase() === key);
 }
 
 function blockedError(hostname: string): SmtpError {

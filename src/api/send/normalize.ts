@@ -3,6 +3,7 @@
  * takes: envelope, recipients, MIME bytes (given, or composed from structured fields) and message options.
  */
 import addressparser from "nodemailer/lib/addressparser";
+import { parseAddress } from "../../mail/address.ts";
 import { ApiError } from "../../mail/errors.ts";
 import { composeMessage, RESERVED_HEADERS, type ComposeAttachment, type ComposeInput, type Mailbox } from "../../message/compose.ts";
 import { BadLineEndingError, normalizeLineEndings, splitAtHeaderEnd, type SplitMessage } from "../../message/headers.ts";
@@ -26,17 +27,8 @@ function noControl(field: string, value: string): string {
   return value;
 }
 
-// local@domain: dot-atom local part (RFC 5321 without quoted strings, no control characters), domain of
-// LDH/UTF-8 labels or an address literal
-const LOCAL = /^[^\s\x00-\x1f\x7f@<>()[\]\\,;:"]+$/;
-const DOMAIN = /^(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\u0080-\uffff](?:[A-Za-z0-9\u0080-\uffff-]{0,61}[A-Za-z0-9\u0080-\uffff])?\.)*[A-Za-z0-9\u0080-\uffff](?:[A-Za-z0-9\u0080-\uffff-]{0,61}[A-Za-z0-9\u0080-\uffff])?)$/;
-
-export function isMailbox(address: string): boolean {
-  const at = address.lastIndexOf("@");
-  if (at <= 0 || at > 64 || address.length > 254) return false;
-  const local = address.slice(0, at);
-  return LOCAL.test(local) && !local.startsWith(".") && !local.endsWith(".") && !local.includes("..") && DOMAIN.test(address.slice(at + 1));
-}
+/** Syntax and lengths as over SMTP (mail/address.ts); intake stores the canonical form. */
+const isMailbox = (address: string): boolean => parseAddress(address).ok;
 
 /** Addresses in a list field: each item may itself be a comma-separated list, with or without display names. */
 export function mailboxesOf(field: string, value: string | string[] | undefined): Mailbox[] {
