@@ -8,6 +8,7 @@ import { getUser } from "../auth/users.ts";
 import type { Config } from "../config/schema.ts";
 import { parseDomain, parseDuration } from "../config/units.ts";
 import type { Db, Store } from "../db/client.ts";
+import { parseAddress } from "../mail/address.ts";
 import { UsageError } from "../mail/errors.ts";
 import type { UserId } from "../mail/ids.ts";
 import { createLogger } from "../observe/log.ts";
@@ -58,8 +59,10 @@ function parseOr<T>(flag: string, parse: () => T): T {
 function parseSender(text: string): string {
   if (text === "<>" || text === "") return "";
   if (text.startsWith("@")) return "@" + parseOr("--sender", () => parseDomain(text.slice(1)));
-  if (!/^[^\s@<>]+@[^\s@<>]+$/.test(text)) throw new UsageError(`--sender: expected an address, @domain or <>, not ${JSON.stringify(text)}`);
-  return text;
+  // the queue holds canonical forms; the filter compares lower-cased, i.e. by the address's key (mail/address.ts)
+  const p = parseAddress(text);
+  if (!p.ok) throw new UsageError(`--sender: expected an address, @domain or <>, not ${JSON.stringify(text)} (${p.reason})`);
+  return p.key;
 }
 
 function parseStatus(action: AdminAction, text: string): OpenStatus {

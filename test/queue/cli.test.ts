@@ -392,6 +392,8 @@ describe("outpost queue hold and release", () => {
     const n = (...args: string[]) => (JSON.parse(outpost("queue", ...args, "--json").out) as { recipients: number }).recipients;
     // --sender: an address, @domain, or <> for the null sender
     expect(n("hold", "--all", "--sender", "ALICE@example.org")).toBe(1);
+    expect(n("release", "--all", "--sender", '"alice"@Example.ORG')).toBe(1); // any spelling of the mailbox
+    expect(n("hold", "--all", "--sender", "ALICE@example.org")).toBe(1);
     expect(n("release", "--all", "--sender", "@example.org")).toBe(1);
     expect(n("hold", "--all", "--sender", "<>")).toBe(1);
     expect(statuses()).toMatchObject({ "bob@other.test": "held", "slow@dest.test": "deferred" });
