@@ -15,6 +15,7 @@
 import type { Database } from "bun:sqlite";
 import type { TrackingConfig } from "../config/schema.ts";
 import type { EventRecorder } from "../events/record.ts";
+import { addressKey } from "../mail/address.ts";
 import { SmtpError } from "../mail/errors.ts";
 import { newInboundId, type InboundId } from "../mail/ids.ts";
 import type { Logger } from "../observe/log.ts";
@@ -217,7 +218,7 @@ export class BounceIngest {
         ...base, report: report?.kind, outcome: h.outcome, recipient_id: h.recipient?.id ?? null,
         recipient: h.recipient?.address ?? null, ...h.detail,
       });
-      if (h.suppressed) log.info("suppression_added", { address: h.recipient!.address.toLowerCase(), reason: h.suppressed, inbound_id: id });
+      if (h.suppressed) log.info("suppression_added", { address: addressKey(h.recipient!.address), reason: h.suppressed, inbound_id: id });
     }
     if (keeps.length > 0) log.info("inbound_kept", { ...base, kind: keeps[0]!.kind, rcpt: m.recipients, size: m.raw.length });
     if (forwarded && "id" in forwarded) log.info("inbound_forwarded", { ...base, queue_id: forwarded.id, to: this.deps.tracking.postmaster_forward });
@@ -234,7 +235,8 @@ function localOf(address: string): string {
   return at < 0 ? address : address.slice(0, at);
 }
 
+/** One mailbox, however the report spells it (case, U-label or A-label domain, quotes): mail/address.ts keys. */
 function sameAddress(r: BouncedRecipient, address: string): boolean {
-  const a = address.toLowerCase();
-  return r.address.toLowerCase() === a || r.finalRecipient?.toLowerCase() === a;
+  const a = addressKey(address);
+  return addressKey(r.address) === a || (r.finalRecipient !== undefined && addressKey(r.finalRecipient) === a);
 }
