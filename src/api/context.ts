@@ -3,6 +3,7 @@ import type { Config } from "../config/schema.ts";
 import type { Store } from "../db/client.ts";
 import { EventQuery } from "../events/query.ts";
 import type { Intake } from "../intake/accept.ts";
+import type { HealthStatus } from "../observe/health.ts";
 import type { Logger } from "../observe/log.ts";
 import { QueueInspector } from "../queue/inspect.ts";
 import { ApiAuth } from "./auth.ts";
@@ -16,6 +17,8 @@ export interface ApiDeps {
   store: Store;
   intake: Intake;
   log: Logger;
+  /** whether the store is failing, as the work using it reports (observe/health.ts) */
+  health: { status(): HealthStatus };
   /** more Prometheus text for /metrics (the delivery throttle's) */
   extraMetrics?: () => string;
 }

@@ -1,4 +1,4 @@
-/** @module api/health — GET /healthz (store reachable, queue depth) and GET /metrics (Prometheus); no key needed. */
+/** @module api/health — GET /healthz (store reachable and not failing, queue depth) and GET /metrics (Prometheus); no key needed. */
 import { Elysia, t } from "elysia";
 import { ApiError } from "../mail/errors.ts";
 import type { ApiContext } from "./context.ts";
@@ -17,6 +17,9 @@ export function healthRoutes(ctx: ApiContext) {
     .get(
       "/healthz",
       () => {
+        // a store that still answers reads may be failing every write (disk full): what the work reported comes first
+        const health = ctx.health.status();
+        if (!health.ok) throw new ApiError(503, "unavailable", `${health.reason}, since ${new Date(health.since).toISOString()}`);
         const queueDepth = depth();
         if (queueDepth === null) throw new ApiError(503, "unavailable", "the store is not reachable");
         return { status: "ok" as const, queue_depth: queueDepth };
@@ -26,7 +29,7 @@ export function healthRoutes(ctx: ApiContext) {
           200: t.Object({ status: t.Literal("ok"), queue_depth: t.Integer({ description: "recipients queued or deferred" }) }),
           503: ErrorBody,
         },
-        detail: { tags: ["operations"], summary: "Liveness: the store answers; the queue depth", security: [] },
+        detail: { tags: ["operations"], summary: "Health: the store answers and its writes are not failing; the queue depth", security: [] },
       },
     )
     .get(

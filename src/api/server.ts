@@ -15,6 +15,9 @@ export function startHttp(deps: ApiDeps): HttpListener {
   const app = createApp(deps).listen({
     hostname: host,
     port,
+    // Elysia turns SO_REUSEPORT on by default: a second outpost on the same port would then share it (requests
+    // alternating between the two) instead of failing with EADDRINUSE
+    reusePort: false,
     // also bounds bodies sent without Content-Length (chunked), which the guard cannot see in advance
     maxRequestBodySize: Math.max(limits.json, limits.urlencoded, limits.multipart),
   });

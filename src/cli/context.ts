@@ -2,6 +2,7 @@
 import { loadConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { openStore, type Store } from "../db/client.ts";
+import { secretPath } from "../runtime/bootstrap.ts";
 import type { ParsedArgs } from "./args.ts";
 
 export interface CliContext {
@@ -11,7 +12,9 @@ export interface CliContext {
 
 export function openContext(args: ParsedArgs): CliContext {
   const config = loadConfig(args.values.config);
-  return { config, store: openStore(config.database.path) };
+  // a data dir whose database was lost is refused here too: a command would otherwise make an empty one, which
+  // `serve` could no longer tell from a new install
+  return { config, store: openStore(config.database.path, { usedBefore: secretPath(config.data_dir) }) };
 }
 
 export function print(line = ""): void {

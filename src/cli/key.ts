@@ -27,6 +27,7 @@ export async function keyCommand(argv: string[]): Promise<number> {
         if (!arg) throw new UsageError("key create needs NAME");
         const userName = args.values.user ?? "admin";
         const user = findUser(store.db, userName);
+        if (!user && args.values.user === undefined) throw new UsageError(noAdmin(listUsers(store.db).map((u) => u.name)));
         // exit 1 as `user remove nobody`: the command is well formed, the user just does not exist
         if (!user) throw new UserNotFoundError(`no user ${userName} (create one with: outpost user add ${userName})`);
         const { key, info } = createKey(store.db, user.id, arg);
@@ -55,4 +56,10 @@ export async function keyCommand(argv: string[]): Promise<number> {
   } finally {
     store.close();
   }
+}
+
+/** `key create` without --user when there is no `admin` (users made with `outpost user add` before the first start). */
+function noAdmin(users: string[]): string {
+  if (users.length === 0) return "key create: there are no users yet; create one with: outpost user add NAME";
+  return `key create needs --user: there is no user admin; the users are ${users.join(", ")} (outpost key create NAME --user ${users[0]})`;
 }

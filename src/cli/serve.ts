@@ -23,7 +23,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const stopRequested = new Promise<string>((resolve) => (signalled = resolve));
   process.once("SIGTERM", () => signalled("SIGTERM"));
   process.once("SIGINT", () => signalled("SIGINT"));
-  const rt = await start(config, log, { announce: print });
+  // first-run secrets go to stderr (start's default): stdout stays one JSON log line per line, for jq
+  const rt = await start(config, log);
   log.info("stopping", { signal: await stopRequested });
   const timer = setTimeout(() => {
     log.error("shutdown_timeout", { limit_ms: SHUTDOWN_LIMIT_MS });

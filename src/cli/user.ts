@@ -36,6 +36,8 @@ export async function userCommand(argv: string[]): Promise<number> {
         const user = await addUser(store.db, needName(), password, domains);
         print(`user ${user.name} created${user.domains.length ? ` (sender domains: ${user.domains.join(", ")})` : ""}`);
         if (!args.values.password) print(`password: ${password}`);
+        // `serve` makes a key only for the admin it creates when there are no users, so say how to get one
+        print(`API key (for the HTTP API): outpost key create NAME --user ${user.name}`);
         return 0;
       }
       case "list": {

@@ -1,8 +1,8 @@
 /** @module db/client — opens the SQLite store durably (WAL, synchronous=FULL) and applies migrations. */
 import { Database } from "bun:sqlite";
 import { drizzle, type BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
-import { chmodSync, existsSync, mkdirSync } from "node:fs";
-import { dirname } from "node:path";
+import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, statSync } from "node:fs";
+import { basename, dirname } from "node:path";
 import { embeddedMigrations, type Migration } from "./migrations.ts";
 
 export type Db = BunSQLiteDatabase<Record<string, never>> & { $client: Database };
@@ -14,25 +14,110 @@ export interface Store {
   close(): void;
 }
 
-/** Creates the directory 0700 if missing (SPEC: data dir is private). */
-export function ensurePrivateDir(dir: string): void {
-  if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
-  chmodSync(dir, 0o700);
+/**
+ * Creates DIR (and missing parents) 0700 when it is missing. An existing directory keeps its mode: the database
+ * may live in a directory other services share, and a chmod there would lock them out. Returns whether it was
+ * created and its permission bits, so `serve` can warn about a directory others can read.
+ */
+export function ensurePrivateDir(dir: string): { created: boolean; mode: number } {
+  const created = !existsSync(dir);
+  if (created) mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return { created, mode: statSync(dir).mode & 0o777 };
 }
 
-/** Opens (creating if needed) the database file with mode 0600 and applies pending migrations. */
-export function openStore(path: string): Store {
-  ensurePrivateDir(dirname(path));
-  const sqlite = new Database(path, { create: true, strict: true });
-  chmodSync(path, 0o600);
-  // WAL + FULL: a commit returns only after the WAL is fsync'd, which is what our 250/202 promise rests on.
-  sqlite.exec("PRAGMA journal_mode = WAL");
-  sqlite.exec("PRAGMA synchronous = FULL");
-  sqlite.exec("PRAGMA busy_timeout = 5000");
-  sqlite.exec("PRAGMA foreign_keys = ON");
-  applyMigrations(sqlite, embeddedMigrations());
+/** The database cannot be used as it is: exit 1 with this message, which says what to do. */
+export class StoreOpenError extends Error {}
+
+export interface OpenOptions {
+  /** run SQLite's quick_check first and refuse a damaged database (`serve` does; CLI commands skip the cost) */
+  verify?: boolean;
+  /**
+   * A file whose presence says the data dir was used before (the instance secret): a missing or empty database
+   * is then a lost one (its users, keys and queue with it), refused rather than silently made anew.
+   */
+  usedBefore?: string;
+}
+
+/** Opens (creating if needed, mode 0600) the database file and applies pending migrations. */
+export function openStore(path: string, opts: OpenOptions = {}): Store {
+  const usedBefore = opts.usedBefore !== undefined && existsSync(opts.usedBefore) ? opts.usedBefore : null;
+  if (path !== ":memory:") prepareFile(path, usedBefore);
+  let sqlite: Database | undefined;
+  try {
+    sqlite = new Database(path, { create: true, strict: true });
+    // WAL + FULL: a commit returns only after the WAL is fsync'd, which is what our 250/202 promise rests on.
+    sqlite.exec("PRAGMA journal_mode = WAL");
+    sqlite.exec("PRAGMA synchronous = FULL");
+    sqlite.exec("PRAGMA busy_timeout = 5000");
+    sqlite.exec("PRAGMA foreign_keys = ON");
+    if (opts.verify) verify(sqlite, path);
+    if (usedBefore && !hasSchema(sqlite)) throw new StoreOpenError(lostDatabase(path, usedBefore));
+    applyMigrations(sqlite, embeddedMigrations());
+  } catch (e) {
+    sqlite?.close();
+    if (e instanceof StoreOpenError) throw e;
+    const code = (e as { code?: unknown } | null)?.code;
+    if (code === "SQLITE_CORRUPT" || code === "SQLITE_NOTADB") throw new StoreOpenError(corrupt(path, String((e as Error).message)));
+    throw new StoreOpenError(`cannot open the database ${path}: ${e instanceof Error ? e.message : String(e)}`);
+  }
   const db = drizzle({ client: sqlite }) as Db;
   return { sqlite, db, close: () => sqlite.close() };
+}
+
+/** The checks that need no SQLite: a lost database, permissions; then creates a missing file 0600. */
+function prepareFile(path: string, usedBefore: string | null): void {
+  const dir = dirname(path);
+  ensurePrivateDir(dir);
+  const exists = existsSync(path);
+  if (usedBefore && (!exists || statSync(path).size === 0)) {
+    throw new StoreOpenError(lostDatabase(path, usedBefore));
+  }
+  // SQLite creates DB-wal and DB-shm beside the database, and serve its lock file
+  if (!accessible(dir, constants.W_OK | constants.X_OK)) throw new StoreOpenError(permissionDenied(dir, "directory"));
+  if (exists && !accessible(path, constants.R_OK | constants.W_OK)) throw new StoreOpenError(permissionDenied(path, "file"));
+  // only what outpost creates gets its mode set: an existing file keeps the one its owner chose
+  if (!exists) closeSync(openSync(path, "wx", 0o600));
+}
+
+function accessible(path: string, mode: number): boolean {
+  try {
+    accessSync(path, mode);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function permissionDenied(path: string, kind: "file" | "directory"): string {
+  const st = statSync(path);
+  const need = kind === "file" ? "read and write it" : "create the database's -wal, -shm and .lock files in it";
+  return `permission denied: ${path} is owned by uid ${st.uid}, mode ${(st.mode & 0o7777).toString(8).padStart(4, "0")}, ` +
+    `we run as uid ${process.getuid?.() ?? "?"} and need to ${need}`;
+}
+
+/**
+ * SQLite's quick_check: every page's structure, without matching indexes to their tables (integrity_check's
+ * slow part). It reads the whole file, about 1 s per GB on an SSD (docs/config.md), so only `serve` runs it.
+ */
+function verify(sqlite: Database, path: string): void {
+  const rows = sqlite.query<{ quick_check: string }, []>("PRAGMA quick_check(1)").all();
+  const first = rows[0]?.quick_check ?? "no answer";
+  if (first !== "ok") throw new StoreOpenError(corrupt(path, first));
+}
+
+function corrupt(path: string, finding: string): string {
+  return `the database ${path} is damaged (${finding}). Restore it from a backup (stop outpost, replace the file, ` +
+    `remove ${basename(path)}-wal and ${basename(path)}-shm beside it), or move it away to start with an empty one`;
+}
+
+function hasSchema(sqlite: Database): boolean {
+  return sqlite.query("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '_migrations'").get() !== null;
+}
+
+function lostDatabase(path: string, marker: string): string {
+  return `the database ${path} is missing or empty, but ${marker} shows this data dir was used before: starting ` +
+    `would make a new admin and API key and lose the users, keys and queue. Restore the database from a backup, ` +
+    `or remove ${marker} to start afresh`;
 }
 
 /** Applies each migration not yet recorded, each in its own transaction. Returns the tags applied. */

@@ -8,11 +8,13 @@ import { join } from "node:path";
 import type { Config } from "../config/schema.ts";
 import type { EventRecorder } from "../events/record.ts";
 import type { Logger } from "../observe/log.ts";
-import { QueueClaimer } from "../queue/claim.ts";
+import { QueueClaimer, type ClaimedRecipient, type StoredMessage } from "../queue/claim.ts";
+import { reported, type HealthReporter } from "../observe/health.ts";
+import type { MessageId, RecipientId } from "../mail/ids.ts";
 import type { Enqueuer } from "../queue/enqueue.ts";
 import type { DsnIntake } from "../bounce/notify.ts";
 import type { Verp } from "../bounce/verp.ts";
-import { DeliveryLoop, type LoopOptions } from "./loop.ts";
+import { DeliveryLoop, type ClaimSource, type LoopOptions } from "./loop.ts";
 import { OutcomeRecorder } from "./outcome.ts";
 import { personalize } from "./personalize.ts";
 import { createResolver, lookupVia } from "./resolver.ts";
@@ -31,6 +33,8 @@ export interface DeliveryServiceDeps {
   /** signs the VERP return paths of messages with bounce tracking */
   verp: Verp;
   log: Logger;
+  /** told whether each claim and each settle commit reached the store (`/healthz`) */
+  health?: { claim: HealthReporter; settle: HealthReporter };
   options?: LoopOptions;
   /** outpost's own SMTP listeners, never dialled for an MX host (runtime/start.ts, once they are bound) */
   isOwnAddress?: OwnAddress;
@@ -48,17 +52,18 @@ export class DeliveryService {
   private publisher: ReturnType<typeof setInterval>;
 
   constructor(private deps: DeliveryServiceDeps) {
-    const { config, sqlite, events, enqueuer, intake, verp, log } = deps;
+    const { config, sqlite, events, enqueuer, intake, verp, log, health } = deps;
     const bounceDomain = config.tracking.bounce_domain;
     const resolver = createResolver(config.dns.servers);
-    const claimer = new QueueClaimer(sqlite);
-    // one serve per database: leases still in it belong to a process that died, so their mail goes out now
-    const recovered = claimer.recoverLeases();
+    const queue = new QueueClaimer(sqlite);
+    // serve holds the database's lock (runtime/lock.ts), so leases still in it belong to a process that died:
+    // their mail goes out now, not when the leases run out
+    const recovered = queue.recoverLeases();
     if (recovered > 0) log.info("leases_recovered", { count: recovered });
     this.outcomes = new OutcomeRecorder({ sqlite, events, intake, delivery: config.delivery, bounceDomain, hostname: config.hostname, log });
     this.loop = new DeliveryLoop({
       config: config.delivery,
-      claimer,
+      claimer: health ? new ReportedClaims(queue, health.claim) : queue,
       outcomes: this.outcomes,
       router: new MxRouter({ resolver, routes: config.delivery.route, tls: config.delivery.tls }),
       transport: new SmtpTransport({
@@ -68,7 +73,7 @@ export class DeliveryService {
       log,
       options: deps.options,
       // settles finishing together share one commit (fsync): one per message would cap throughput at fsyncs/s
-      batch: (fn) => sqlite.transaction(fn).immediate(),
+      batch: (fn) => reported(health?.settle, () => sqlite.transaction(fn).immediate()),
       personalize: (message, recipients) => personalize(message, recipients, { verp, bounceDomain }),
     }).start();
     // new mail wakes the loop at once (no polling delay, no polling cost)
@@ -109,6 +114,34 @@ export class DeliveryService {
     } catch (e) {
       this.deps.log.warn("throttle_publish_failed", { error: e });
     }
+  }
+}
+
+/** The queue's claims, each one reported: the loop claims every few seconds even when idle, a heartbeat of the store. */
+class ReportedClaims implements ClaimSource {
+  constructor(
+    private queue: QueueClaimer,
+    private health: HealthReporter,
+  ) {}
+
+  get walkUnfinished(): boolean {
+    return this.queue.walkUnfinished;
+  }
+
+  claim(limit: number, leaseMs: number, excludeDomains?: ReadonlySet<string>): ClaimedRecipient[] {
+    return reported(this.health, () => this.queue.claim(limit, leaseMs, excludeDomains));
+  }
+
+  release(ids: RecipientId[], at?: number): void {
+    this.queue.release(ids, at);
+  }
+
+  nextDueAt(): number | null {
+    return this.queue.nextDueAt();
+  }
+
+  loadMessage(id: MessageId): StoredMessage | null {
+    return this.queue.loadMessage(id);
   }
 }
 

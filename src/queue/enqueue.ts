@@ -6,6 +6,7 @@ import type { Database, Statement } from "bun:sqlite";
 import type { EventRecorder } from "../events/record.ts";
 import { addressKey, domainOf } from "../mail/address.ts";
 import { newMessageId, newRecipientId, type MessageId, type RecipientId, type UserId } from "../mail/ids.ts";
+import type { HealthReporter } from "../observe/health.ts";
 
 export type MessageSource = "smtp" | "api" | "dsn";
 
@@ -69,6 +70,8 @@ export class Enqueuer {
     private sqlite: Database,
     private events: EventRecorder,
     private now: () => number = Date.now,
+    /** told whether each submission reached the store (`/healthz`); mail made while settling reports with the settle */
+    private health?: HealthReporter,
   ) {
     this.insertMessage = sqlite.prepare(
       `INSERT INTO messages (id, user_id, created_at, envelope_from, subject, size, body, source,
@@ -86,7 +89,7 @@ export class Enqueuer {
 
   /** Resolves after the message is committed (fsync'd); rejects if it is not stored. */
   enqueue(msg: NewMessage): Promise<EnqueuedMessage> {
-    return new Promise((resolve, reject) => {
+    const stored = new Promise<EnqueuedMessage>((resolve, reject) => {
       this.pending.push({ msg, resolve, reject });
       if (!this.scheduled) {
         this.scheduled = true;
@@ -94,6 +97,9 @@ export class Enqueuer {
         setImmediate(() => this.flush());
       }
     });
+    const health = this.health;
+    if (health) stored.then(() => health.succeeded(), (e: unknown) => health.failed(e));
+    return stored;
   }
 
   /**

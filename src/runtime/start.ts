@@ -1,4 +1,6 @@
-/** @module runtime/start — `serve` wiring: config → store → intake → listeners and workers; stops them together. */
+/** @module runtime/start — `serve` wiring: config → lock → store → intake → listeners → delivery; stops them together. */
+import { existsSync } from "node:fs";
+import { dirname } from "node:path";
 import type { Config } from "../config/schema.ts";
 import { ensurePrivateDir, openStore, type Store } from "../db/client.ts";
 import { EventRecorder } from "../events/record.ts";
@@ -6,14 +8,16 @@ import { Intake } from "../intake/accept.ts";
 import type { Logger } from "../observe/log.ts";
 import { Enqueuer } from "../queue/enqueue.ts";
 import { DeliveryService } from "../delivery/service.ts";
-import { ownAddresses, type OwnAddress } from "../delivery/own-addresses.ts";
+import { ownAddresses } from "../delivery/own-addresses.ts";
 import { CredentialChecker } from "../auth/users.ts";
 import { startSmtp, type SmtpService } from "../smtp/server.ts";
 import { startHttp } from "../api/server.ts";
-import { firstRunAdmin, instanceSecret } from "./bootstrap.ts";
 import { BounceIngest } from "../bounce/ingest.ts";
 import { startRetention } from "../bounce/retention.ts";
 import { verpCodec, type Verp } from "../bounce/verp.ts";
+import { StoreHealth } from "../observe/health.ts";
+import { firstRun, instanceSecret, secretPath } from "./bootstrap.ts";
+import { lockServe } from "./lock.ts";
 
 /** Something `serve` runs that must be stopped on shutdown. */
 export interface Service {
@@ -34,6 +38,8 @@ export interface Runtime {
   store: Store;
   log: Logger;
   secret: Buffer;
+  /** whether the store is failing, as the work using it reports (answers /healthz) */
+  health: StoreHealth;
   events: EventRecorder;
   intake: Intake;
   /** VERP return paths (signed with a key derived from `secret`) */
@@ -51,18 +57,37 @@ export interface Runtime {
 }
 
 export interface StartOptions {
-  /** where first-run secrets are printed (stdout for the CLI) */
+  /** where first-run secrets are printed (stderr by default: stdout carries only JSON log lines) */
   announce?: (line: string) => void;
   /** port delivery dials for MX hosts instead of 25 (tests: receivers, or ourselves, on loopback high ports) */
   mxPort?: number;
 }
 
+/**
+ * Order matters: the lock comes before anything touches the database, and leases are recovered (delivery) only
+ * once the lock and every listener are held, so a second `serve` that cannot start changes nothing.
+ */
 export async function start(config: Config, log: Logger, opts: StartOptions = {}): Promise<Runtime> {
-  ensurePrivateDir(config.data_dir);
-  const store = openStore(config.database.path);
+  const dbPath = config.database.path;
+  for (const dir of new Set([config.data_dir, ...(dbPath === ":memory:" ? [] : [dirname(dbPath)])])) {
+    const { created, mode } = ensurePrivateDir(dir);
+    if (!created && mode & 0o077) {
+      log.warn("directory_not_private", { path: dir, mode: mode.toString(8).padStart(4, "0"), hint: `chmod 700 ${dir}, unless other services need to read it` });
+    }
+  }
+  const lock = dbPath === ":memory:" ? null : lockServe(`${dbPath}.lock`);
+  let store: Store;
+  try {
+    store = openStore(dbPath, { verify: true, usedBefore: secretPath(config.data_dir) });
+  } catch (e) {
+    lock?.release();
+    throw e;
+  }
+  const freshDataDir = !existsSync(secretPath(config.data_dir));
   const secret = instanceSecret(config.data_dir);
+  const health = new StoreHealth();
   const events = new EventRecorder(store.sqlite, config.webhook);
-  const enqueuer = new Enqueuer(store.sqlite, events);
+  const enqueuer = new Enqueuer(store.sqlite, events, Date.now, health.reporter("intake"));
   const intake = new Intake({
     store,
     enqueuer,
@@ -86,31 +111,35 @@ export async function start(config: Config, log: Logger, opts: StartOptions = {}
     }));
     // last: listeners' sessions may commit mail, and delivery settles, until their stop() returns
     store.close();
+    lock?.release();
   };
   let rt: Runtime;
   try {
-    // our own listeners are known once bound (port 0 → the real port); before that nothing of ours listens, so
-    // nothing can be handed to ourselves
-    let isOwnAddress: OwnAddress = () => false;
-    const delivery = new DeliveryService({
-      config, sqlite: store.sqlite, events, enqueuer, intake, verp, log, isOwnAddress: (ip, port) => isOwnAddress(ip, port), connectPort: opts.mxPort,
+    const smtp = await startSmtp({ config, intake, bounces, credentials: new CredentialChecker(store.db), log });
+    services.push(smtp);
+    let delivery: DeliveryService | undefined;
+    const http = startHttp({ config, store, intake, log, health, extraMetrics: () => `${smtp.metrics()}\n${delivery?.metrics() ?? ""}` });
+    services.push(http.service);
+    // last: it recovers the leases a dead process left, which is only safe once every listener is ours; and our
+    // own listeners, bound by now (port 0 → the real port), are never dialled for an MX host
+    delivery = new DeliveryService({
+      config, sqlite: store.sqlite, events, enqueuer, intake, verp, log,
+      isOwnAddress: ownAddresses(smtp.addresses()), connectPort: opts.mxPort,
+      health: { claim: health.reporter("claim"), settle: health.reporter("settle") },
     });
     services.push(delivery);
     services.push(startRetention({ sqlite: store.sqlite, retention: config.tracking.inbound_retention, log }));
-    const smtp = await startSmtp({ config, intake, bounces, credentials: new CredentialChecker(store.db), log });
-    services.push(smtp);
-    isOwnAddress = ownAddresses(smtp.addresses());
-    const http = startHttp({ config, store, intake, log, extraMetrics: () => `${smtp.metrics()}\n${delivery.metrics()}` });
-    services.push(http.service);
-    rt = { config, store, log, secret, events, intake, verp, bounces, services, smtp, delivery, http: { port: http.port }, stop: stopAll };
+    rt = { config, store, log, secret, health, events, intake, verp, bounces, services, smtp, delivery, http: { port: http.port }, stop: stopAll };
     // only once every listener is up: a first start that fails (port in use) creates nothing, so the next one
     // still creates the admin and shows the secrets (shown once, they would otherwise be lost in an error)
-    for (const line of await firstRunAdmin(store.db)) (opts.announce ?? console.log)(line);
+    const lines = await firstRun(store.db, freshDataDir);
+    if (lines.length > 0) log.info("first_start", { message: lines[0], see: "stderr" });
+    for (const line of lines) (opts.announce ?? ((l) => process.stderr.write(`${l}\n`)))(line);
   } catch (e) {
     // a listener that cannot bind (port in use, no permission), or a first-run failure, must not leave the rest running
     await stopAll();
     throw e;
   }
-  log.info("started", { hostname: config.hostname, data_dir: config.data_dir });
+  log.info("started", { hostname: config.hostname, data_dir: config.data_dir, database: dbPath });
   return rt;
 }
