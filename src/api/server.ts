@@ -12,15 +12,20 @@ export interface HttpListener {
 export function startHttp(deps: ApiDeps): HttpListener {
   const { host, port } = deps.config.http.listen;
   const limits = requestLimits(deps.config.smtp.max_message_size);
-  const app = createApp(deps).listen({
-    hostname: host,
-    port,
-    // Elysia turns SO_REUSEPORT on by default: a second outpost on the same port would then share it (requests
-    // alternating between the two) instead of failing with EADDRINUSE
-    reusePort: false,
-    // also bounds bodies sent without Content-Length (chunked), which the guard cannot see in advance
-    maxRequestBodySize: Math.max(limits.json, limits.urlencoded, limits.multipart),
-  });
+  const app = createApp(deps);
+  try {
+    app.listen({
+      hostname: host,
+      port,
+      // Elysia turns SO_REUSEPORT on by default: a second outpost on the same port would then share it (requests
+      // alternating between the two) instead of failing with EADDRINUSE
+      reusePort: false,
+      // also bounds bodies sent without Content-Length (chunked), which the guard cannot see in advance
+      maxRequestBodySize: Math.max(limits.json, limits.urlencoded, limits.multipart),
+    });
+  } catch (e) {
+    throw new Error(`cannot listen on ${host}:${port} (http.listen): ${e instanceof Error ? e.message : String(e)}`);
+  }
   const server = app.server;
   if (!server) throw new Error(`HTTP listener on ${host}:${port} did not start`);
   deps.log.info("http_listening", { host, port: server.port });

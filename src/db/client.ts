@@ -29,8 +29,12 @@ export function ensurePrivateDir(dir: string): { created: boolean; mode: number 
 export class StoreOpenError extends Error {}
 
 export interface OpenOptions {
-  /** run SQLite's quick_check first and refuse a damaged database (`serve` does; CLI commands skip the cost) */
-  verify?: boolean;
+  /**
+   * Run SQLite's quick_check first and refuse a damaged database (`serve` does; CLI commands skip the cost), on
+   * every table but those named in `skip`: tables whose size grows with the mail (message bodies), which would
+   * make the check, and so the start, as slow as reading the whole file.
+   */
+  verify?: { skip: string[] };
   /**
    * A file whose presence says the data dir was used before (the instance secret): a missing or empty database
    * is then a lost one (its users, keys and queue with it), refused rather than silently made anew.
@@ -50,14 +54,14 @@ export function openStore(path: string, opts: OpenOptions = {}): Store {
     sqlite.exec("PRAGMA synchronous = FULL");
     sqlite.exec("PRAGMA busy_timeout = 5000");
     sqlite.exec("PRAGMA foreign_keys = ON");
-    if (opts.verify) verify(sqlite, path);
+    if (opts.verify) verify(sqlite, path, opts.verify.skip, usedBefore);
     if (usedBefore && !hasSchema(sqlite)) throw new StoreOpenError(lostDatabase(path, usedBefore));
     applyMigrations(sqlite, embeddedMigrations());
   } catch (e) {
     sqlite?.close();
     if (e instanceof StoreOpenError) throw e;
     const code = (e as { code?: unknown } | null)?.code;
-    if (code === "SQLITE_CORRUPT" || code === "SQLITE_NOTADB") throw new StoreOpenError(corrupt(path, String((e as Error).message)));
+    if (code === "SQLITE_CORRUPT" || code === "SQLITE_NOTADB") throw new StoreOpenError(corrupt(path, String((e as Error).message), usedBefore));
     throw new StoreOpenError(`cannot open the database ${path}: ${e instanceof Error ? e.message : String(e)}`);
   }
   const db = drizzle({ client: sqlite }) as Db;
@@ -96,18 +100,23 @@ function permissionDenied(path: string, kind: "file" | "directory"): string {
 }
 
 /**
- * SQLite's quick_check: every page's structure, without matching indexes to their tables (integrity_check's
- * slow part). It reads the whole file, about 1 s per GB on an SSD (docs/config.md), so only `serve` runs it.
+ * SQLite's quick_check, table by table: each table's and index's pages, without matching indexes to their tables
+ * (integrity_check's slow part). Its cost is the pages it reads: the queue's rows, not the message bodies (`skip`),
+ * a damaged page of which fails that one message's delivery later, with SQLITE_CORRUPT in the log.
  */
-function verify(sqlite: Database, path: string): void {
-  const rows = sqlite.query<{ quick_check: string }, []>("PRAGMA quick_check(1)").all();
-  const first = rows[0]?.quick_check ?? "no answer";
-  if (first !== "ok") throw new StoreOpenError(corrupt(path, first));
+function verify(sqlite: Database, path: string, skip: string[], usedBefore: string | null): void {
+  const tables = sqlite.query<{ name: string }, []>("SELECT name FROM sqlite_schema WHERE type = 'table'").all();
+  for (const { name } of tables) {
+    if (skip.includes(name)) continue;
+    const first = sqlite.query<{ quick_check: string }, []>(`PRAGMA quick_check("${name.replaceAll('"', '""')}")`).get()?.quick_check;
+    if (first !== "ok") throw new StoreOpenError(corrupt(path, first ?? "no answer", usedBefore));
+  }
 }
 
-function corrupt(path: string, finding: string): string {
-  return `the database ${path} is damaged (${finding}). Restore it from a backup (stop outpost, replace the file, ` +
-    `remove ${basename(path)}-wal and ${basename(path)}-shm beside it), or move it away to start with an empty one`;
+function corrupt(path: string, finding: string, usedBefore: string | null): string {
+  const afresh = usedBefore ? `move it away and remove ${usedBefore}` : "move it away";
+  return `the database ${path} is damaged (${finding.replace(/\s*\n\s*/g, " ")}). Restore it from a backup (replace the ` +
+    `file and remove ${basename(path)}-wal and ${basename(path)}-shm beside it), or, to start afresh, ${afresh}`;
 }
 
 function hasSchema(sqlite: Database): boolean {

@@ -57,6 +57,9 @@ interface Pending {
   reject: (e: unknown) => void;
 }
 
+/** The table holding message bodies, most of the database's size (serve's start-up check skips it: db/client.ts). */
+export const MESSAGE_BODIES_TABLE = "messages";
+
 export class Enqueuer {
   private pending: Pending[] = [];
   private scheduled = false;
@@ -144,6 +147,9 @@ export class Enqueuer {
     try {
       return this.sqlite.transaction(() => this.write(m))();
     } catch (error) {
+      // SQLite rolls the whole transaction back on some errors (disk full, I/O error): the batch is lost, and the
+      // commit would fail with "no transaction is active", hiding why; the real error is the batch's answer
+      if (!this.sqlite.inTransaction) throw error;
       return { error };
     }
   }

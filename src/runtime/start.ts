@@ -6,7 +6,7 @@ import { ensurePrivateDir, openStore, type Store } from "../db/client.ts";
 import { EventRecorder } from "../events/record.ts";
 import { Intake } from "../intake/accept.ts";
 import type { Logger } from "../observe/log.ts";
-import { Enqueuer } from "../queue/enqueue.ts";
+import { Enqueuer, MESSAGE_BODIES_TABLE } from "../queue/enqueue.ts";
 import { DeliveryService } from "../delivery/service.ts";
 import { ownAddresses } from "../delivery/own-addresses.ts";
 import { CredentialChecker } from "../auth/users.ts";
@@ -78,7 +78,7 @@ export async function start(config: Config, log: Logger, opts: StartOptions = {}
   const lock = dbPath === ":memory:" ? null : lockServe(`${dbPath}.lock`);
   let store: Store;
   try {
-    store = openStore(dbPath, { verify: true, usedBefore: secretPath(config.data_dir) });
+    store = openStore(dbPath, { verify: { skip: [MESSAGE_BODIES_TABLE] }, usedBefore: secretPath(config.data_dir) });
   } catch (e) {
     lock?.release();
     throw e;

@@ -1,8 +1,8 @@
-/** The compiled binary runs alone: copied to an empty directory, it migrates, adds a user and reports its version. */
+/** The compiled binary runs alone: copied to an empty directory, it migrates, adds a user, reports its version, and serves (one at a time). */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { copyFileSync, existsSync } from "node:fs";
+import { copyFileSync, existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { tempDir } from "../helpers/harness.ts";
+import { tempDir, waitFor } from "../helpers/harness.ts";
 
 const ROOT = join(import.meta.dir, "../..");
 let build: { path: string; cleanup: () => void };
@@ -44,3 +44,21 @@ test("the binary applies its embedded migrations and adds a user", () => {
   expect(u.code, u.err).toBe(0);
   expect(u.out).toMatch(/^password: /m);
 });
+
+test("the binary's serve holds the data dir: a second one exits 1 naming the first", async () => {
+  writeFileSync(join(empty.path, "outpost.toml"), `[smtp]\nlisten = ["127.0.0.1:0"]\n[http]\nlisten = "127.0.0.1:0"\n[delivery]\nsandbox = true\n`);
+  const env = { PATH: "/usr/bin:/bin", HOME: empty.path };
+  const first = Bun.spawn([join(empty.path, "outpost"), "serve"], { cwd: empty.path, env, stdout: "pipe", stderr: "pipe" });
+  try {
+    let out = "";
+    void (async () => {
+      for await (const chunk of first.stdout) out += new TextDecoder().decode(chunk);
+    })();
+    await waitFor(() => out.includes('"event":"started"'), 15_000, "the binary's serve to start");
+    const second = run("serve");
+    expect({ code: second.code, err: second.err }).toEqual({ code: 1, err: expect.stringContaining(`another outpost serve (pid ${first.pid})`) });
+  } finally {
+    first.kill("SIGTERM");
+  }
+  expect(await first.exited).toBe(0);
+}, 30_000);

@@ -96,6 +96,18 @@ describe("outpost CLI", () => {
     expect(r.err).toContain("outpost user add nobody");
   });
 
+  test("user add says how to make the user an API key (serve makes one only for the admin it creates)", () => {
+    const r = outpost("user", "add", "carol", "--password", "carol-pass");
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("outpost key create NAME --user carol");
+  });
+
+  test("key create without --user, when there is no admin, exits 2 naming the users there are", () => {
+    const r = outpost("key", "create", "ci");
+    expect(r.code).toBe(2);
+    expect(r.err).toContain("key create needs --user: there is no user admin; the users are alice, carol");
+  });
+
   test("suppression add, list and remove work on the ownerless list without --user", () => {
     expect(outpost("suppression", "add", "Bounce@Example.com")).toMatchObject({ code: 0, out: "bounce@example.com added to the ownerless list\n" });
     expect(outpost("suppression", "list").out).toMatch(/\(no user\)\s+bounce@example\.com\s+manual/);

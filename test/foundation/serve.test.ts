@@ -1,4 +1,4 @@
-/** `outpost serve` as a process: first start creates admin + key once, SIGTERM exits 0. */
+/** `outpost serve` as a process: first start creates admin + key once (on stderr), SIGTERM exits 0. */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
@@ -18,11 +18,15 @@ beforeAll(() => {
 });
 afterAll(() => dir.cleanup());
 
-async function runUntilStarted(args: string[] = []): Promise<{ out: string; code: number }> {
+async function runUntilStarted(args: string[] = []): Promise<{ out: string; err: string; code: number }> {
   const proc = Bun.spawn(["bun", MAIN, "serve", ...args], { cwd: dir.path, stdout: "pipe", stderr: "pipe" });
   let out = "";
+  let err = "";
   const reader = (async () => {
     for await (const chunk of proc.stdout) out += new TextDecoder().decode(chunk);
+  })();
+  const errReader = (async () => {
+    for await (const chunk of proc.stderr) err += new TextDecoder().decode(chunk);
   })();
   try {
     await waitFor(() => out.includes('"event":"started"'), 15_000, "serve to start");
@@ -30,19 +34,19 @@ async function runUntilStarted(args: string[] = []): Promise<{ out: string; code
     proc.kill("SIGTERM");
   }
   const code = await proc.exited;
-  await reader;
-  return { out, code };
+  await Promise.all([reader, errReader]);
+  return { out, err, code };
 }
 
-test("first serve creates admin and an API key, prints them once, and exits 0 on SIGTERM", async () => {
+test("first serve creates admin and an API key, prints them once on stderr, and exits 0 on SIGTERM", async () => {
   const first = await runUntilStarted();
   expect(first.code).toBe(0);
-  expect(first.out).toMatch(/^password: \S+$/m);
-  expect(first.out).toMatch(/^api key: op_[A-Za-z0-9_-]{40}$/m);
+  expect(first.err).toMatch(/^password: \S+$/m);
+  expect(first.err).toMatch(/^api key: op_[A-Za-z0-9_-]{40}$/m);
 
   const second = await runUntilStarted();
   expect(second.code).toBe(0);
-  expect(second.out).not.toContain("api key:");
+  expect(second.err).not.toContain("api key:");
 }, 40_000);
 
 test("serve exits 1 naming the address when a listener cannot bind", async () => {
@@ -58,7 +62,7 @@ test("serve exits 1 naming the address when a listener cannot bind", async () =>
     // both streams in the failure message: a CI run once failed here with nothing else to go on
     expect({ code, stderr, stdout }).toMatchObject({ code: 1, stderr: expect.stringContaining(`127.0.0.1:${port}`) });
     // nothing was created: the admin's secrets are shown by the first start that works, not lost in this error
-    expect(stdout).not.toContain("api key:");
+    expect(stderr).not.toContain("api key:");
     const fixed = join(dir.path, "fixed.toml");
     writeFileSync(fixed, `data_dir = "busy-data"
 [delivery]
@@ -69,7 +73,7 @@ listen = ["127.0.0.1:0"]
 listen = "127.0.0.1:0"
 `);
     const again = await runUntilStarted(["--config", fixed]);
-    expect(again.out).toMatch(/^api key: op_[A-Za-z0-9_-]{40}$/m);
+    expect(again.err).toMatch(/^api key: op_[A-Za-z0-9_-]{40}$/m);
   } finally {
     busy.close();
   }

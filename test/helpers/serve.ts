@@ -10,8 +10,12 @@ export interface ServeProcess {
   proc: Subprocess<"ignore", "pipe", "pipe">;
   /** everything it printed to stdout so far (JSON log lines) */
   out: () => string;
+  /** everything it printed to stderr so far (first-run secrets, a fatal error) */
+  err: () => string;
   /** the SMTP port it bound (config port 0) */
   smtpPort: number;
+  /** the HTTP port it bound (config port 0) */
+  httpPort: number;
 }
 
 /**
@@ -40,13 +44,29 @@ port = ${mxPort}
   return file;
 }
 
-/** Starts `serve --config FILE` and resolves once its SMTP listener is up (20 s at most). */
+/** Starts `serve --config FILE` and resolves once it has started (20 s at most). */
 export async function startServe(config: string): Promise<ServeProcess> {
   const proc = Bun.spawn(["bun", MAIN, "serve", "--config", config], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
   let out = "";
+  let err = "";
   void (async () => {
     for await (const chunk of proc.stdout) out += new TextDecoder().decode(chunk);
   })();
-  const line = await waitFor(() => out.split("\n").find((l) => l.includes('"event":"smtp_listening"')), 20_000, "smtp to listen");
-  return { proc, out: () => out, smtpPort: (JSON.parse(line) as { port: number }).port };
+  void (async () => {
+    for await (const chunk of proc.stderr) err += new TextDecoder().decode(chunk);
+  })();
+  const event = (name: string) => out.split("\n").find((l) => l.includes(`"event":"${name}"`));
+  // a serve that refuses to start fails the wait at once, with what it said
+  const exited = proc.exited.then((code) => Promise.reject(new Error(`serve exited ${code} before it started: ${err}`)));
+  exited.catch(() => {}); // once started, a later exit is the test's business
+  await Promise.race([waitFor(() => event("started"), 20_000, "serve to start"), exited]);
+  const port = (name: string) => (JSON.parse(event(name)!) as { port: number }).port;
+  return { proc, out: () => out, err: () => err, smtpPort: port("smtp_listening"), httpPort: port("http_listening") };
+}
+
+/** Runs `serve --config FILE` that is expected to stop by itself (refused start); 20 s at most. `as`: another user. */
+export async function serveUntilExit(config: string, as?: { uid: number; gid: number }): Promise<{ code: number; out: string; err: string }> {
+  const proc = Bun.spawn(["bun", MAIN, "serve", "--config", config], { stdout: "pipe", stderr: "pipe", stdin: "ignore", timeout: 20_000, ...as });
+  const [code, out, err] = await Promise.all([proc.exited, new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
+  return { code, out, err };
 }

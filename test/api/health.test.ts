@@ -1,0 +1,34 @@
+/**
+ * /healthz follows what the work using the store reports: a database that still answers reads but can store
+ * nothing (disk full) is a 503 naming why, and back to 200 once mail is stored again.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { errorOf, MIME, startApi, type ApiFixture } from "./fixture.ts";
+
+let f: ApiFixture;
+beforeAll(async () => {
+  f = await startApi();
+});
+afterAll(() => f.stop());
+
+const send = (body: string) => f.call("POST", "/v1/send", { envelope: "ann@example.com", recipient: "bob@example.org", body });
+
+test("/healthz is a 503 naming a full disk while mail cannot be stored, and ok once it can", async () => {
+  expect((await f.call("GET", "/healthz", undefined, { key: null })).status).toBe(200);
+  const sqlite = f.rt.store.sqlite;
+  const pages = (sqlite.query("PRAGMA page_count").get() as { page_count: number }).page_count;
+  // SQLite's own size cap on this connection, the runtime's: a new page now fails with SQLITE_FULL, as on a full disk
+  sqlite.exec(`PRAGMA max_page_count = ${pages}`);
+  try {
+    const big = MIME + "x".repeat(200_000) + "\r\n";
+    expect((await send(big)).status).toBe(503);
+    const health = await errorOf(await f.call("GET", "/healthz", undefined, { key: null }));
+    expect(health).toMatchObject({ status: 503, code: "unavailable" });
+    expect(health.message).toContain("the store is failing: intake failed (last: SQLITE_FULL: database or disk is full)");
+  } finally {
+    sqlite.exec("PRAGMA max_page_count = 4294967294");
+  }
+  expect((await send(MIME)).status).toBe(202);
+  const res = await f.call("GET", "/healthz", undefined, { key: null });
+  expect({ status: res.status, body: await res.json() }).toEqual({ status: 200, body: { status: "ok", queue_depth: expect.any(Number) } });
+});
