@@ -7,11 +7,11 @@ import { parseConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { openStore, type Store } from "../db/client.ts";
 import { EventRecorder } from "../events/record.ts";
-import { silentLogger } from "../observe/log.ts";
+import { createLogger, silentLogger, type Logger } from "../observe/log.ts";
 import { QueueClaimer } from "../queue/claim.ts";
 import { Enqueuer, type EnqueuedMessage } from "../queue/enqueue.ts";
 import { tempDir, waitFor } from "../../test/helpers/harness.ts";
-import { DeliveryLoop, signalOf } from "./loop.ts";
+import { DeliveryLoop, signalOf, type ClaimSource } from "./loop.ts";
 import { OutcomeRecorder } from "./outcome.ts";
 import {
   ConnectFailure, LoopsBackToMyself, type Connection, type Destination, type OutboundMessage, type RecipientResult, type RouteResult, type Router, type Transport,
@@ -87,6 +87,8 @@ const router: Router = {
 
 interface Env {
   store: Store;
+  /** every log line, parsed */
+  logged: Record<string, unknown>[];
   enqueuer: Enqueuer;
   loop: DeliveryLoop;
   transport: FakeTransport;
@@ -103,7 +105,19 @@ afterEach(async () => {
   env = null;
 });
 
-function setup(toml = "", loopOpts: ConstructorParameters<typeof DeliveryLoop>[0]["options"] = {}): Env {
+interface SetupExtras {
+  /** the queue as the loop sees it: wrap the real one to inject store failures */
+  claimer?: (real: QueueClaimer) => ClaimSource;
+  /** runs one settle batch's transaction: wrap to make commits fail */
+  batch?: (run: (fn: () => void) => void) => (fn: () => void) => void;
+}
+
+/** A logger that keeps every line, parsed. */
+function recordingLogger(lines: Record<string, unknown>[]): Logger {
+  return createLogger("debug", (l) => lines.push(JSON.parse(l) as Record<string, unknown>));
+}
+
+function setup(toml = "", loopOpts: ConstructorParameters<typeof DeliveryLoop>[0]["options"] = {}, extras: SetupExtras = {}): Env {
   const dir = tempDir();
   const config: Config = parseConfig(`data_dir = ${JSON.stringify(dir.path)}\nhostname = "outpost.test"\n${toml}`, {
     file: null, baseDir: dir.path, env: {},
@@ -117,13 +131,16 @@ function setup(toml = "", loopOpts: ConstructorParameters<typeof DeliveryLoop>[0
     intake: { acceptNow: (s) => (dsns.push(s), { id: "dsn" as never, recipients: [] }) },
   });
   const transport = new FakeTransport();
+  const logged: Record<string, unknown>[] = [];
+  const queue = new QueueClaimer(store.sqlite);
+  const batch = (fn: () => void) => store.sqlite.transaction(fn).immediate();
   const loop = new DeliveryLoop({
-    config: config.delivery, claimer: new QueueClaimer(store.sqlite), outcomes, router, transport, log: silentLogger,
-    batch: (fn) => store.sqlite.transaction(fn).immediate(),
+    config: config.delivery, claimer: extras.claimer?.(queue) ?? queue, outcomes, router, transport, log: recordingLogger(logged),
+    batch: extras.batch?.(batch) ?? batch,
     options: { idleMs: 200, throttle: { backoffMs: 300, deadMs: 500 }, ...loopOpts },
   });
   enqueuer.onCommitted = () => loop.wake();
-  env = { store, enqueuer, loop, transport, dsns, cleanup: dir.cleanup };
+  env = { store, logged, enqueuer, loop, transport, dsns, cleanup: dir.cleanup };
   return env;
 }
 
@@ -394,6 +411,27 @@ describe("delivery loop", () => {
       release.mockRestore();
     }
   }, 20_000);
+
+  test("a store error while loading a message to send hands the job back and logs it: the mail goes later, once", async () => {
+    const load = spyOn(QueueClaimer.prototype, "loadMessage");
+    load.mockImplementationOnce(() => {
+      throw Object.assign(new Error("disk I/O error"), { code: "SQLITE_IOERR" });
+    });
+    try {
+      const e = setup("", { storeRetryMs: 300 });
+      e.loop.start();
+      const m = await enqueue(e, ["x@a.test"]);
+      await waitFor(() => statuses(e)["x@a.test"] === "delivered", 5000, "delivery after the store error");
+      expect(e.transport.sent.length).toBe(1);
+      expect(e.logged.filter((l) => l.event === "delivery_load_failed")).toMatchObject([
+        { level: "error", message_id: m.id, recipients: 1, error: { message: "disk I/O error" } },
+      ]);
+      await e.loop.stop();
+      expect(pendingCount(e)).toBe(0);
+    } finally {
+      load.mockRestore();
+    }
+  });
 
   test("keeps at most `window` recipients leased at once", async () => {
     const e = setup(`[delivery]\nper_destination_connections = 1\n`, { window: 5 });

@@ -58,6 +58,8 @@ export interface LoopOptions {
   backlogPerDestination?: number;
   /** in-flight transactions get this long on stop() before their recipients are handed back */
   shutdownMs?: number;
+  /** work that a store error stopped goes back to the queue for this long, so a failing store is not hammered */
+  storeRetryMs?: number;
   throttle?: Omit<ThrottleOptions, "concurrency">;
 }
 
@@ -152,6 +154,7 @@ export class DeliveryLoop {
       routeTtlMs: o.routeTtlMs ?? 60_000,
       backlogPerDestination: o.backlogPerDestination ?? 500,
       shutdownMs: o.shutdownMs ?? 25_000,
+      storeRetryMs: o.storeRetryMs ?? 5_000,
     };
     this.throttle = new Throttle({ concurrency: deps.config.concurrency, ...o.throttle }, this.now);
     this.settles = new SettleBatcher(deps.batch, deps.log);
@@ -497,11 +500,8 @@ export class DeliveryLoop {
         return "ok";
       }
     }
-    const msg = this.deps.claimer.loadMessage(job.messageId);
-    if (!msg) {
-      this.forget(job.recipients);
-      return "ok";
-    }
+    const msg = this.load(job);
+    if (!msg) return "ok";
     this.inFlight.set(job, conn);
     const reused = conn.sent > 0;
     const results: RecipientResult[] = [];
@@ -537,6 +537,22 @@ export class DeliveryLoop {
   private outbound(msg: StoredMessage, recipients: ClaimedRecipient[]): OutboundMessage[] {
     if (this.deps.personalize) return this.deps.personalize(msg, recipients);
     return [{ messageId: msg.id, envelopeFrom: msg.envelopeFrom, recipients: recipients.map((r) => ({ id: r.id, address: r.address })), body: msg.body }];
+  }
+
+  /**
+   * The job's message, or null when it is gone (`queue delete`) or cannot be read now: then the job is done
+   * with here, handed back for later (no attempt counted) when the store failed.
+   */
+  private load(job: Job): StoredMessage | null {
+    try {
+      const msg = this.deps.claimer.loadMessage(job.messageId);
+      if (!msg) this.forget(job.recipients);
+      return msg;
+    } catch (e) {
+      this.deps.log.error("delivery_load_failed", { message_id: job.messageId, recipients: job.recipients.length, error: e });
+      this.handBack([job], this.now() + this.o.storeRetryMs);
+      return null;
+    }
   }
 
   /** Outcomes log one line per recipient and attempt. */
