@@ -433,6 +433,67 @@ describe("delivery loop", () => {
     }
   });
 
+  test("deliveries whose settles cannot be committed (disk full) are recorded once the store recovers, each sent once", async () => {
+    let full = true;
+    const diskFull = () => Object.assign(new Error("database or disk is full"), { code: "SQLITE_FULL" });
+    // the disk is full for the settles' commits and for lease extensions; claims (updates in place) still go through
+    const extend = spyOn(QueueClaimer.prototype, "extend").mockImplementation(() => {
+      throw diskFull();
+    });
+    const claim = spyOn(QueueClaimer.prototype, "claim");
+    try {
+      const e = setup(`[delivery]\nper_destination_connections = 2\n`, { leaseMs: 1_000, storeRetryMs: 200 }, {
+        batch: (run) => (fn) => run(() => {
+          fn();
+          if (full) throw diskFull(); // rolls the transaction back, as a failing commit does
+        }),
+      });
+      e.loop.start();
+      for (let i = 0; i < 10; i++) await enqueue(e, [`x${i}@a.test`, `y${i}@b.test`]);
+      await waitFor(() => e.transport.sent.length >= 20, 5000, "every message sent");
+      // the leases run out under the full disk and every row is claimed a second time
+      const claimedTwice = () => {
+        const times = new Map<string, number>();
+        for (const r of claim.mock.results) if (r.type === "return") for (const row of r.value) times.set(row.id, (times.get(row.id) ?? 0) + 1);
+        return [...times.values()].filter((n) => n >= 2).length;
+      };
+      await waitFor(() => claimedTwice() === 20, 10_000, "the expired leases claimed again");
+      expect(pendingCount(e)).toBe(20);
+      full = false;
+      await waitFor(() => pendingCount(e) === 0, 5000, "the deliveries recorded");
+      expect(Object.values(statuses(e))).toEqual(Array(20).fill("delivered"));
+      const sends = new Map<string, number>();
+      for (const s of e.transport.sent) for (const r of s.msg.recipients) sends.set(r.address, (sends.get(r.address) ?? 0) + 1);
+      expect(Object.fromEntries(sends)).toEqual(Object.fromEntries([...Array(10).keys()].flatMap((i) => [[`x${i}@a.test`, 1], [`y${i}@b.test`, 1]])));
+      expect(e.logged.filter((l) => l.event === "delivery_unrecorded").length).toBeGreaterThan(0);
+    } finally {
+      extend.mockRestore();
+      claim.mockRestore();
+    }
+  }, 20_000);
+
+  test("stop with deliveries still unrecorded keeps trying until the deadline, then logs each one, leases kept", async () => {
+    const e = setup("", { storeRetryMs: 100 }, {
+      batch: () => () => {
+        throw Object.assign(new Error("database or disk is full"), { code: "SQLITE_FULL" });
+      },
+    });
+    e.loop.start();
+    const m = await enqueue(e, ["x@a.test", "y@a.test"]);
+    await waitFor(() => e.logged.some((l) => l.event === "delivery_unrecorded"), 5000, "the failed settle");
+    const retriesBefore = e.logged.filter((l) => l.event === "delivery_unrecorded_retry_failed").length;
+    await e.loop.stop(Date.now() + 600);
+    expect(e.logged.filter((l) => l.event === "delivery_unrecorded_retry_failed").length).toBeGreaterThan(retriesBefore);
+    const lost = e.logged.filter((l) => l.event === "delivery_not_recorded");
+    expect(lost.map((l) => l.recipient).sort()).toEqual(["x@a.test", "y@a.test"]);
+    expect(lost[0]).toMatchObject({ level: "error", queue_id: m.id, reply: "ok" });
+    expect(String(lost[0]!.detail)).toContain("delivered but not recorded");
+    // handing them back would send them again at once; the next start does (at least once)
+    const leased = e.store.sqlite.query("SELECT count(*) AS n FROM recipients WHERE lease_until IS NOT NULL").get() as { n: number };
+    expect(leased.n).toBe(2);
+    expect(e.transport.sent.length).toBe(1);
+  });
+
   test("keeps at most `window` recipients leased at once", async () => {
     const e = setup(`[delivery]\nper_destination_connections = 1\n`, { window: 5 });
     e.transport.sendDelayMs = 30;

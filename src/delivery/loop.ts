@@ -21,6 +21,7 @@ import type { Logger } from "../observe/log.ts";
 import type { ClaimedRecipient, StoredMessage } from "../queue/claim.ts";
 import { classifyReply, enhancedFor } from "./classify.ts";
 import { SettleBatcher } from "./settle-batch.ts";
+import { UnrecordedOutcomes } from "./unrecorded.ts";
 import { isWait, limitsFor, Throttle, type DestinationLimits, type Lease, type Signal, type ThrottleOptions, type Wait } from "./throttle.ts";
 import {
   ConnectFailure, LoopsBackToMyself, type AfterCommit, type Connection, type Destination, type OutboundMessage, type RecipientResult,
@@ -33,6 +34,8 @@ export interface ClaimSource {
   /** the last claim's walk past an excluded backlog ran out of budget: due mail may wait behind it */
   readonly walkUnfinished?: boolean;
   release(ids: RecipientId[], at?: number): void;
+  /** moves the leases of rows still pending to now + leaseMs */
+  extend(ids: RecipientId[], leaseMs: number): void;
   nextDueAt(): number | null;
   loadMessage(id: MessageId): StoredMessage | null;
 }
@@ -142,6 +145,8 @@ export class DeliveryLoop {
   /** the last claim wanted more room than the window had */
   private windowFull = false;
   private readonly settles: SettleBatcher;
+  /** delivered, but the settle did not commit: tried again until it does, never sent again */
+  private readonly unrecorded: UnrecordedOutcomes;
   private tasks = new Set<Promise<unknown>>();
 
   constructor(private deps: LoopDeps) {
@@ -158,6 +163,16 @@ export class DeliveryLoop {
     };
     this.throttle = new Throttle({ concurrency: deps.config.concurrency, ...o.throttle }, this.now);
     this.settles = new SettleBatcher(deps.batch, deps.log);
+    this.unrecorded = new UnrecordedOutcomes({
+      record: async (u) => {
+        const msg = this.deps.claimer.loadMessage(u.messageId);
+        if (msg) await this.settles.run(() => this.deps.outcomes.settle(msg, u.results));
+      },
+      recorded: (u) => this.forget(u.recipients),
+      log: deps.log,
+      now: this.now,
+      maxRetryMs: this.o.storeRetryMs,
+    });
   }
 
   start(): this {
@@ -200,6 +215,8 @@ export class DeliveryLoop {
       this.inFlight.clear();
       this.handBack(jobs);
     }
+    // what was delivered but not recorded gets the rest of the time; then it is logged, one line per recipient
+    await this.unrecorded.close(deadline);
     this.settles.flush();
   }
 
@@ -555,17 +572,23 @@ export class DeliveryLoop {
     }
   }
 
-  /** Outcomes log one line per recipient and attempt. */
+  /**
+   * Outcomes log one line per recipient and attempt. A settle that does not commit: when the receiver took the
+   * message for any recipient, the results wait in `unrecorded` (recipients still active) until the store takes
+   * them; otherwise the lease runs out and the recipients are tried again (at least once, never lost).
+   */
   private async settle(msg: StoredMessage, job: Job, results: RecipientResult[]): Promise<void> {
+    let kept = false;
     try {
       await this.settles.run(() => this.deps.outcomes.settle(msg, results));
     } catch (e) {
-      // the lease runs out and the recipients are tried again: at least once, never lost
-      this.deps.log.error("delivery_settle_failed", { message_id: msg.id, error: e });
+      kept = results.some((r) => r.outcome === "delivered");
+      if (kept) this.unrecorded.add({ messageId: msg.id, recipients: job.recipients, results }, e);
+      else this.deps.log.error("delivery_settle_failed", { message_id: msg.id, error: e });
     }
     // in flight until the settle has committed, so stop() does not close the store under it
     if (this.inFlight.delete(job) && this.inFlight.size === 0) this.drained?.();
-    this.forget(job.recipients);
+    if (!kept) this.forget(job.recipients);
   }
 
   /** The signal and reason for the throttle: none for a mail loop (the destination is neither busy nor dead). */
@@ -612,8 +635,12 @@ export class DeliveryLoop {
     this.forget(jobs.flatMap((j) => j.recipients));
   }
 
-  /** Jobs that waited in memory for half a lease go back to the queue (and come back with a fresh lease). */
+  /**
+   * Jobs that waited in memory for half a lease go back to the queue (and come back with a fresh lease); results
+   * waiting to be recorded keep their leases.
+   */
   private sweep(): void {
+    this.extendUnrecorded();
     const old = this.now() - this.o.leaseMs / 2;
     for (const dq of [...this.dests.values()]) {
       this.gc(dq);
@@ -621,6 +648,17 @@ export class DeliveryLoop {
       if (stale.length === 0) continue;
       dq.jobs = dq.jobs.filter((j) => j.claimedAt >= old);
       this.handBack(stale);
+    }
+  }
+
+  /** If this fails too (the store refuses every write), the active set still keeps a re-claim from sending them. */
+  private extendUnrecorded(): void {
+    const ids = this.unrecorded.recipientIds();
+    if (ids.length === 0) return;
+    try {
+      this.deps.claimer.extend(ids, this.o.leaseMs);
+    } catch (e) {
+      this.deps.log.warn("delivery_lease_extend_failed", { recipients: ids.length, error: e });
     }
   }
 

@@ -62,6 +62,23 @@ describe("claiming due recipients", () => {
     expect(again?.id).toBe(first!.id);
   });
 
+  test("extend keeps a lease from running out, and leaves settled rows alone", async () => {
+    await enqueue(["a@one.test", "b@one.test"]);
+    const [a, b] = claimer.claim(2, 30_000);
+    store.sqlite.run("UPDATE recipients SET status = 'delivered', lease_until = NULL WHERE id = ?", [b!.id]);
+    clock += 29_000;
+    claimer.extend([a!.id, b!.id], 30_000);
+    clock += 29_000; // past the first lease, within the extended one
+    expect(claimer.claim(10, 30_000)).toEqual([]);
+    const rows = store.sqlite.query("SELECT address, status, lease_until FROM recipients ORDER BY address").all();
+    expect(rows).toEqual([
+      { address: "a@one.test", status: "queued", lease_until: clock - 29_000 + 30_000 },
+      { address: "b@one.test", status: "delivered", lease_until: null },
+    ]);
+    clock += 1_000;
+    expect(claimer.claim(10, 30_000).map((r) => r.id)).toEqual([a!.id]);
+  });
+
   test("recipients in excluded domains are left for later", async () => {
     await enqueue(["a@busy.test", "b@busy.test", "c@free.test"]);
     const got = claimer.claim(10, 60_000, new Set(["busy.test"]));

@@ -110,6 +110,7 @@ export class QueueClaimer {
   private retry: Side;
   private lease: Statement;
   private releaseOne: Statement;
+  private extendOne: Statement;
   private recover: Statement;
   private nextDue: Statement<{ at: number }, []>;
   private message: Statement<MessageRow, [string]>;
@@ -131,6 +132,10 @@ export class QueueClaimer {
     // status is left alone: a released first attempt stays 'queued' (and on the new-mail side)
     this.releaseOne = sqlite.query(
       `UPDATE recipients SET lease_until = NULL, next_attempt_at = ?1, updated_at = ?2
+       WHERE id = ?3 AND status IN ('queued','deferred')`,
+    );
+    this.extendOne = sqlite.query(
+      `UPDATE recipients SET lease_until = ?1, next_attempt_at = ?1, updated_at = ?2
        WHERE id = ?3 AND status IN ('queued','deferred')`,
     );
     // a live lease always has next_attempt_at = lease_until (claim sets both), so the range on recipients_due
@@ -277,6 +282,18 @@ export class QueueClaimer {
     const when = at ?? now;
     this.sqlite.transaction(() => {
       for (const id of ids) this.releaseOne.run(when, now, id);
+    }).immediate();
+  }
+
+  /**
+   * Moves the lease of rows still pending to now + `leaseMs` (work the scheduler keeps in memory past its lease:
+   * an attempt whose result is not recorded yet must not come due and go again).
+   */
+  extend(ids: RecipientId[], leaseMs: number): void {
+    if (ids.length === 0) return;
+    const now = this.now();
+    this.sqlite.transaction(() => {
+      for (const id of ids) this.extendOne.run(now + leaseMs, now, id);
     }).immediate();
   }
 
