@@ -117,7 +117,10 @@ export class DeliveryService {
   }
 }
 
-/** The queue's claims, each one reported: the loop claims every few seconds even when idle, a heartbeat of the store. */
+/**
+ * The queue's claims and lease extensions, each one reported, and failed message loads: the loop claims every few
+ * seconds even when idle, a heartbeat of the store.
+ */
 class ReportedClaims implements ClaimSource {
   constructor(
     private queue: QueueClaimer,
@@ -136,12 +139,22 @@ class ReportedClaims implements ClaimSource {
     this.queue.release(ids, at);
   }
 
+  extend(ids: RecipientId[], leaseMs: number): void {
+    reported(this.health, () => this.queue.extend(ids, leaseMs));
+  }
+
   nextDueAt(): number | null {
     return this.queue.nextDueAt();
   }
 
+  /** A read: its failure counts (a damaged file), its success does not clear a failing claim. */
   loadMessage(id: MessageId): StoredMessage | null {
-    return this.queue.loadMessage(id);
+    try {
+      return this.queue.loadMessage(id);
+    } catch (e) {
+      this.health.failed(e);
+      throw e;
+    }
   }
 }
 
