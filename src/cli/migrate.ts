@@ -2,6 +2,7 @@
 import { loadConfig } from "../config/load.ts";
 import { applyMigrations, openStore } from "../db/client.ts";
 import { embeddedMigrations } from "../db/migrations.ts";
+import { secretPath } from "../runtime/bootstrap.ts";
 import { parseArgs } from "./args.ts";
 import { print } from "./context.ts";
 
@@ -15,7 +16,8 @@ export async function migrateCommand(argv: string[]): Promise<number> {
   }
   const config = loadConfig(args.values.config);
   // openStore applies migrations itself; ask again afterwards to report the state
-  const store = openStore(config.database.path);
+  // a lost database is refused, not re-created empty (db/client.ts)
+  const store = openStore(config.database.path, { usedBefore: secretPath(config.data_dir) });
   const pending = applyMigrations(store.sqlite, embeddedMigrations());
   const total = embeddedMigrations().length;
   store.close();

@@ -69,12 +69,7 @@ export interface StartOptions {
  */
 export async function start(config: Config, log: Logger, opts: StartOptions = {}): Promise<Runtime> {
   const dbPath = config.database.path;
-  for (const dir of new Set([config.data_dir, ...(dbPath === ":memory:" ? [] : [dirname(dbPath)])])) {
-    const { created, mode } = ensurePrivateDir(dir);
-    if (!created && mode & 0o077) {
-      log.warn("directory_not_private", { path: dir, mode: mode.toString(8).padStart(4, "0"), hint: `chmod 700 ${dir}, unless other services need to read it` });
-    }
-  }
+  ensureDirs(config, log);
   const lock = dbPath === ":memory:" ? null : lockServe(`${dbPath}.lock`);
   let store: Store;
   try {
@@ -83,20 +78,6 @@ export async function start(config: Config, log: Logger, opts: StartOptions = {}
     lock?.release();
     throw e;
   }
-  const freshDataDir = !existsSync(secretPath(config.data_dir));
-  const secret = instanceSecret(config.data_dir);
-  const health = new StoreHealth();
-  const events = new EventRecorder(store.sqlite, config.webhook);
-  const enqueuer = new Enqueuer(store.sqlite, events, Date.now, health.reporter("intake"));
-  const intake = new Intake({
-    store,
-    enqueuer,
-    hostname: config.hostname,
-    limits: { maxMessageSize: config.smtp.max_message_size, maxRecipients: config.smtp.max_recipients, maxHops: config.smtp.max_hops },
-    tracking: config.tracking,
-  });
-  const verp = verpCodec(secret);
-  const bounces = new BounceIngest({ sqlite: store.sqlite, events, intake, verp, tracking: config.tracking, log });
   const services: Service[] = [];
   // in parallel, not one after another: delivery must stop claiming at once, and its in-flight transactions must
   // not wait for SMTP sessions to close before their own window starts (10 s + 25 s overran serve's 30 s)
@@ -113,33 +94,72 @@ export async function start(config: Config, log: Logger, opts: StartOptions = {}
     store.close();
     lock?.release();
   };
-  let rt: Runtime;
   try {
-    const smtp = await startSmtp({ config, intake, bounces, credentials: new CredentialChecker(store.db), log });
-    services.push(smtp);
-    let delivery: DeliveryService | undefined;
-    const http = startHttp({ config, store, intake, log, health, extraMetrics: () => `${smtp.metrics()}\n${delivery?.metrics() ?? ""}` });
-    services.push(http.service);
-    // last: it recovers the leases a dead process left, which is only safe once every listener is ours; and our
-    // own listeners, bound by now (port 0 → the real port), are never dialled for an MX host
-    delivery = new DeliveryService({
-      config, sqlite: store.sqlite, events, enqueuer, intake, verp, log,
-      isOwnAddress: ownAddresses(smtp.addresses()), connectPort: opts.mxPort,
-      health: { claim: health.reporter("claim"), settle: health.reporter("settle") },
-    });
-    services.push(delivery);
-    services.push(startRetention({ sqlite: store.sqlite, retention: config.tracking.inbound_retention, log }));
-    rt = { config, store, log, secret, health, events, intake, verp, bounces, services, smtp, delivery, http: { port: http.port }, stop: stopAll };
-    // only once every listener is up: a first start that fails (port in use) creates nothing, so the next one
-    // still creates the admin and shows the secrets (shown once, they would otherwise be lost in an error)
-    const lines = await firstRun(store.db, freshDataDir);
-    if (lines.length > 0) log.info("first_start", { message: lines[0], see: "stderr" });
-    for (const line of lines) (opts.announce ?? ((l) => process.stderr.write(`${l}\n`)))(line);
+    const rt = await wire({ config, log, opts, store, services, stop: stopAll });
+    log.info("started", { hostname: config.hostname, data_dir: config.data_dir, database: dbPath });
+    return rt;
   } catch (e) {
     // a listener that cannot bind (port in use, no permission), or a first-run failure, must not leave the rest running
     await stopAll();
     throw e;
   }
-  log.info("started", { hostname: config.hostname, data_dir: config.data_dir, database: dbPath });
-  return rt;
+}
+
+/** Creates the data dir and the database's directory 0700 when missing; warns when an existing one is open to others. */
+function ensureDirs(config: Config, log: Logger): void {
+  const dbPath = config.database.path;
+  for (const dir of new Set([config.data_dir, ...(dbPath === ":memory:" ? [] : [dirname(dbPath)])])) {
+    const { created, mode } = ensurePrivateDir(dir);
+    if (!created && mode & 0o077) {
+      log.warn("directory_not_private", { path: dir, mode: mode.toString(8).padStart(4, "0"), hint: `chmod 700 ${dir}, unless other services need to read it` });
+    }
+  }
+}
+
+interface Wiring {
+  config: Config;
+  log: Logger;
+  opts: StartOptions;
+  store: Store;
+  /** filled in as each service starts, for `stop` */
+  services: Service[];
+  stop: () => Promise<void>;
+}
+
+/** Everything after the store: the flows, the listeners, then delivery, then the first-run chores. */
+async function wire({ config, log, opts, store, services, stop }: Wiring): Promise<Runtime> {
+  const freshDataDir = !existsSync(secretPath(config.data_dir));
+  const secret = instanceSecret(config.data_dir);
+  const health = new StoreHealth();
+  const events = new EventRecorder(store.sqlite, config.webhook);
+  const enqueuer = new Enqueuer(store.sqlite, events, Date.now, health.reporter("intake"));
+  const intake = new Intake({
+    store,
+    enqueuer,
+    hostname: config.hostname,
+    limits: { maxMessageSize: config.smtp.max_message_size, maxRecipients: config.smtp.max_recipients, maxHops: config.smtp.max_hops },
+    tracking: config.tracking,
+  });
+  const verp = verpCodec(secret);
+  const bounces = new BounceIngest({ sqlite: store.sqlite, events, intake, verp, tracking: config.tracking, log });
+  const smtp = await startSmtp({ config, intake, bounces, credentials: new CredentialChecker(store.db), log });
+  services.push(smtp);
+  let delivery: DeliveryService | undefined;
+  const http = startHttp({ config, store, intake, log, health, extraMetrics: () => `${smtp.metrics()}\n${delivery?.metrics() ?? ""}` });
+  services.push(http.service);
+  // last: it recovers the leases a dead process left, which is only safe once every listener is ours; and our
+  // own listeners, bound by now (port 0 → the real port), are never dialled for an MX host
+  delivery = new DeliveryService({
+    config, sqlite: store.sqlite, events, enqueuer, intake, verp, log,
+    isOwnAddress: ownAddresses(smtp.addresses()), connectPort: opts.mxPort,
+    health: { claim: health.reporter("claim"), settle: health.reporter("settle") },
+  });
+  services.push(delivery);
+  services.push(startRetention({ sqlite: store.sqlite, retention: config.tracking.inbound_retention, log }));
+  // only once every listener is up: a first start that fails (port in use) creates nothing, so the next one
+  // still creates the admin and shows the secrets (shown once, they would otherwise be lost in an error)
+  const lines = await firstRun(store.db, freshDataDir);
+  if (lines.length > 0) log.info("first_start", { message: lines[0], see: "stderr" });
+  for (const line of lines) (opts.announce ?? ((l) => process.stderr.write(`${l}\n`)))(line);
+  return { config, store, log, secret, health, events, intake, verp, bounces, services, smtp, delivery, http: { port: http.port }, stop };
 }

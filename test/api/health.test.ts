@@ -3,6 +3,7 @@
  * nothing (disk full) is a 503 naming why, and back to 200 once mail is stored again.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { waitFor } from "../helpers/harness.ts";
 import { errorOf, MIME, startApi, type ApiFixture } from "./fixture.ts";
 
 let f: ApiFixture;
@@ -31,4 +32,25 @@ test("/healthz is a 503 naming a full disk while mail cannot be stored, and ok o
   expect((await send(MIME)).status).toBe(202);
   const res = await f.call("GET", "/healthz", undefined, { key: null });
   expect({ status: res.status, body: await res.json() }).toEqual({ status: 200, body: { status: "ok", queue_depth: expect.any(Number) } });
+});
+
+test("/healthz names delivery claims that keep failing, and is ok once a claim goes through", async () => {
+  const sqlite = f.rt.store.sqlite;
+  const loop = f.rt.delivery!.loop;
+  const healthz = () => f.call("GET", "/healthz", undefined, { key: null });
+  sqlite.run("ALTER TABLE recipients RENAME TO recipients_away");
+  try {
+    // each wake() makes the loop claim now instead of at its next idle look
+    await waitFor(() => {
+      loop.wake();
+      return !f.rt.health.status().ok;
+    }, 5_000, "claims to be reported failing");
+    expect((await errorOf(await healthz())).message).toMatch(/^the store is failing: claim failed 3 times in a row \(last: SQLITE_ERROR: no such table: recipients\)/);
+  } finally {
+    sqlite.run("ALTER TABLE recipients_away RENAME TO recipients");
+  }
+  await waitFor(async () => {
+    loop.wake();
+    return (await healthz()).status === 200;
+  }, 5_000, "/healthz to be ok again");
 });

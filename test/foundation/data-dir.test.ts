@@ -121,7 +121,7 @@ test("a damaged database stops serve with exit 1 naming the file and what to do"
 });
 
 test("an empty or missing database in a data dir whose secret exists stops serve with exit 1; nothing is re-created", async () => {
-  const { config, data } = setup();
+  const { path, config, data } = setup();
   await usedOnce(config);
   const file = join(data, "outpost.db");
   truncateSync(file, 0);
@@ -136,6 +136,8 @@ test("an empty or missing database in a data dir whose secret exists stops serve
   const missing = await serveUntilExit(config);
   expect(missing.code).toBe(1);
   expect(missing.err).toContain("is missing or empty");
+  // nor does a command make an empty one, which serve could no longer tell from a new install
+  for (const args of [["migrate"], ["user", "list"]]) expect(runCli(path, args)).toMatchObject({ code: 1, err: expect.stringContaining("is missing or empty") });
   expect(existsSync(file)).toBe(false);
 
   // what the message says works: without the secret, it is a first start again
