@@ -3,7 +3,6 @@
  * (Postfix postqueue -i/-f, postsuper -h/-H/-d): the target and filters from argv, the change (queue/admin.ts),
  * what to print, and one log line per message changed, naming the operator, the command line and the owner.
  */
-import { userInfo } from "node:os";
 import { getUser } from "../auth/users.ts";
 import type { Config } from "../config/schema.ts";
 import { parseDomain, parseDuration } from "../config/units.ts";
@@ -116,9 +115,10 @@ function auditLog(run: AdminRun, db: Db, config: Config): { committed: (batch: A
   const err = new StdoutWriter(2);
   const log = createLogger(config.log_level, (line) => err.line(line));
   const name = userNames(db);
-  const who = operator();
+  let who: ReturnType<typeof operator> | undefined;
   return {
     committed: (batch) => {
+      who ??= operator(); // a command that changes nothing logs nothing, and need not ask
       for (const m of batch) {
         log.info(`queue_${run.action}`, {
           queue_id: m.id,
@@ -135,15 +135,14 @@ function auditLog(run: AdminRun, db: Db, config: Config): { committed: (batch: A
   };
 }
 
-/** The operator as the system knows them, by name; with sudo, also who ran sudo. */
+/**
+ * The operator by the name the passwd database (NSS) gives the effective uid, asked of id(1): Bun's
+ * os.userInfo() reports $USER instead, or "unknown" (oven-sh/bun#39859), and $USER is whatever the caller set.
+ * A uid without a name shows as "uid N". With sudo, also who ran it.
+ */
 function operator(): { operator: string; sudo_user?: string } {
-  let name: string;
-  try {
-    name = userInfo().username;
-  } catch {
-    // a uid with no passwd entry (some containers): the environment is all there is
-    name = process.env.USER ?? process.env.LOGNAME ?? `uid ${process.getuid?.() ?? "?"}`;
-  }
+  const id = Bun.spawnSync(["id", "-un"], { stdout: "pipe", stderr: "ignore" });
+  const name = (id.exitCode === 0 && id.stdout.toString().trim()) || `uid ${process.geteuid?.() ?? "?"}`;
   const sudo = process.env.SUDO_USER;
   return sudo ? { operator: name, sudo_user: sudo } : { operator: name };
 }

@@ -8,7 +8,6 @@ import type { Rate } from "../config/schema.ts";
 import { readThrottleSnapshot } from "../delivery/service.ts";
 import type { DestinationSnapshot } from "../delivery/throttle.ts";
 import type { UserId } from "../mail/ids.ts";
-import { splitMessage } from "../message/headers.ts";
 import type { AdminAction } from "../queue/admin.ts";
 import { isHeld, isInFlight, isPending, messageJson, QueueInspector, type MessageView, type PendingCounts, type RecipientView } from "../queue/inspect.ts";
 import { parseArgs, showUsage, type ParsedArgs } from "./args.ts";
@@ -95,13 +94,12 @@ function checkOptions(sub: string, args: ParsedArgs): void {
 function showStored(inspector: QueueInspector, id: string, part: { headers: boolean; body: boolean }): number {
   const raw = inspector.storedMessage(id);
   if (!raw) return unknown(id);
+  // the empty line that ends the header block; none: the message is all header (as message/headers.ts splits it)
+  const blank = raw.indexOf("\r\n\r\n");
+  const header = blank < 0 ? raw : raw.subarray(0, blank + 2);
+  const body = blank < 0 ? Buffer.alloc(0) : raw.subarray(blank + 4);
   const out = new StdoutWriter();
-  if (part.headers && part.body) out.write(raw);
-  else {
-    const { body } = splitMessage(raw);
-    const blank = raw.indexOf("\r\n\r\n");
-    out.write(part.body ? body : blank < 0 ? raw : raw.subarray(0, blank + 2));
-  }
+  out.write(part.headers && part.body ? raw : part.headers ? header : body);
   out.flush();
   return 0;
 }

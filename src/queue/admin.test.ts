@@ -172,7 +172,7 @@ test("a large selection commits in batches, whole messages each, and reports eve
   const ids = [id];
   for (let i = 0; i < 400; i++) ids.push(await enqueue("bulk@example.org", ["x@d.test", "y@d.test", "z@d.test"]));
   const batches: AffectedMessage[][] = [];
-  const admin = new QueueAdmin(store.sqlite, () => clock);
+  const admin = new QueueAdmin(store.sqlite, () => clock, { batch: 100 });
   const r = admin.apply("hold", all(), (batch) => {
     // the batch is committed: a second connection sees it
     const other = openStore(join(dir.path, "outpost.db"));

@@ -4,7 +4,7 @@
  *
  * A command names one message, one recipient, or every pending recipient matching a filter. It runs in two steps:
  * the matching rows are read first (a read transaction: `serve` goes on working meanwhile), then changed in
- * write transactions of about BATCH recipients, whole messages at a time, each statement re-checking the row (a
+ * write transactions of about 2,000 recipients, whole messages at a time, each statement re-checking the row (a
  * row `serve` settled or leased in between is left alone). So a command over a million recipients never holds the
  * write lock for long, and the caller hears of each batch after its commit (to log what really changed).
  *
@@ -70,30 +70,32 @@ export interface AdminResult {
   messagesDeleted: number;
 }
 
-/** Recipients changed per write transaction (whole messages, so a message may make one a little bigger). */
-const BATCH = 500;
+export interface AdminOptions {
+  /**
+   * Recipients changed per write transaction (default 2,000; whole messages, so a message may make one a little
+   * bigger). Each holds the database's write lock for some tens of ms, so `serve` goes on between them.
+   */
+  batch?: number;
+}
 
+/**
+ * A row the action may change: only what finds it again, so a million of them fit in memory; what it is (its
+ * address) the write reads back, and its owner is read once per message.
+ */
 interface Candidate {
   id: RecipientId;
   messageId: MessageId;
-  address: string;
-  userId: UserId | null;
-  status: string;
-  nextAttemptAt: number;
-  leaseUntil: number | null;
 }
 
 interface CandidateRow {
   id: string;
   message_id: string;
-  address: string;
-  user_id: number | null;
   status: string;
   next_attempt_at: number;
   lease_until: number | null;
 }
 
-const CANDIDATE_COLUMNS = `r.id, r.message_id, r.address, m.user_id, r.status, r.next_attempt_at, r.lease_until`;
+const CANDIDATE_COLUMNS = `r.id, r.message_id, r.status, r.next_attempt_at, r.lease_until`;
 const NOT_LEASED = `(lease_until IS NULL OR lease_until <= $now)`;
 
 export class QueueAdmin {
@@ -102,37 +104,46 @@ export class QueueAdmin {
   private recipientExists: Statement<{ id: string }, [string]>;
   private ofMessage: Statement<CandidateRow, [string]>;
   private ofRecipient: Statement<CandidateRow, [string]>;
-  private change: Record<AdminAction, Statement>;
+  private addresses: Statement<{ id: string; address: string }, [string]>;
+  private change: Record<AdminAction, Statement<{ id: string; address: string }, [{ ids: string; now: number }]>>;
+  private owners: Statement<{ id: string; user_id: number | null }, [string]>;
   private dropEmptyMessage: Statement;
   private dropMessage: Statement;
+
+  private batch: number;
 
   constructor(
     private sqlite: Database,
     private now: () => number = Date.now,
+    opts: AdminOptions = {},
   ) {
+    this.batch = opts.batch ?? 2_000;
     this.messageExists = sqlite.query("SELECT id FROM messages WHERE id = ?");
     this.recipientExists = sqlite.query("SELECT id FROM recipients WHERE id = ?");
     this.owner = sqlite.query("SELECT user_id FROM messages WHERE id = ?");
-    const from = `FROM recipients r JOIN messages m ON m.id = r.message_id`;
-    this.ofMessage = sqlite.query(`SELECT ${CANDIDATE_COLUMNS} ${from} WHERE r.message_id = ? ORDER BY r.rowid`);
-    this.ofRecipient = sqlite.query(`SELECT ${CANDIDATE_COLUMNS} ${from} WHERE r.id = ?`);
-    // each re-checks the row: between the read and the write, serve may have settled or leased it
+    this.ofMessage = sqlite.query(`SELECT ${CANDIDATE_COLUMNS} FROM recipients r WHERE r.message_id = ? ORDER BY r.rowid`);
+    this.ofRecipient = sqlite.query(`SELECT ${CANDIDATE_COLUMNS} FROM recipients r WHERE r.id = ?`);
+    this.addresses = sqlite.query("SELECT id, address FROM recipients WHERE message_id = ? ORDER BY rowid");
+    // one statement per batch ($ids: a JSON array of recipient ids); each re-checks the row: between the read and
+    // the write, serve may have settled or leased it
+    const batch = `id IN (SELECT value FROM json_each($ids))`;
     this.change = {
       retry: sqlite.query(
         `UPDATE recipients SET next_attempt_at = $now, updated_at = $now
-         WHERE id = $id AND status IN ('queued','deferred') AND next_attempt_at > $now AND ${NOT_LEASED}`,
+         WHERE ${batch} AND status IN ('queued','deferred') AND next_attempt_at > $now AND ${NOT_LEASED} RETURNING id, address`,
       ),
       hold: sqlite.query(
         `UPDATE recipients SET status = 'held', lease_until = NULL, updated_at = $now
-         WHERE id = $id AND status IN ('queued','deferred') AND ${NOT_LEASED}`,
+         WHERE ${batch} AND status IN ('queued','deferred') AND ${NOT_LEASED} RETURNING id, address`,
       ),
       release: sqlite.query(
         `UPDATE recipients SET status = CASE WHEN attempts = 0 THEN 'queued' ELSE 'deferred' END,
            next_attempt_at = $now, lease_until = NULL, updated_at = $now
-         WHERE id = $id AND status = 'held'`,
+         WHERE ${batch} AND status = 'held' RETURNING id, address`,
       ),
-      delete: sqlite.query(`DELETE FROM recipients WHERE id = $id AND status IN ('queued','deferred','held')`),
+      delete: sqlite.query(`DELETE FROM recipients WHERE ${batch} AND status IN ('queued','deferred','held') RETURNING id, address`),
     };
+    this.owners = sqlite.query("SELECT id, user_id FROM messages WHERE id IN (SELECT value FROM json_each(?))");
     this.dropEmptyMessage = sqlite.query(
       "DELETE FROM messages WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM recipients WHERE message_id = ?1)",
     );
@@ -153,13 +164,9 @@ export class QueueAdmin {
   apply(action: AdminAction, target: Target, committed: (batch: AffectedMessage[]) => void = () => {}): AdminResult {
     const now = this.now();
     if (action === "delete" && target.kind === "message") return this.deleteMessage(target.id, committed);
-    const result: AdminResult = { messages: 0, recipients: 0, inFlight: 0, messagesDeleted: 0 };
-    const todo: Candidate[] = [];
-    for (const c of this.candidates(action, target, now)) {
-      if ((action === "retry" || action === "hold") && c.leaseUntil !== null && c.leaseUntil > now) result.inFlight++;
-      else if (action !== "retry" || c.nextAttemptAt > now) todo.push(c);
-    }
-    for (const batch of batches(todo)) {
+    const { todo, inFlight } = this.candidates(action, target, now);
+    const result: AdminResult = { messages: 0, recipients: 0, inFlight, messagesDeleted: 0 };
+    for (const batch of batches(todo, this.batch)) {
       const affected = this.sqlite.transaction(() => this.applyBatch(action, batch, now)).immediate();
       if (affected.length === 0) continue;
       result.messages += affected.length;
@@ -172,32 +179,45 @@ export class QueueAdmin {
     return result;
   }
 
-  /** The rows the action may change, read in one read transaction, sorted by message (then as stored). */
-  private candidates(action: AdminAction, target: Target, now: number): Candidate[] {
+  /**
+   * The rows the action may change, read in one read transaction and sorted by message (then as read), and how
+   * many it must leave alone because an attempt holds them (retry, hold).
+   */
+  private candidates(action: AdminAction, target: Target, now: number): { todo: Candidate[]; inFlight: number } {
     const statuses = new Set<string>(ACTS_ON[action]);
-    const rows =
-      target.kind === "message" ? this.ofMessage.all(target.id)
-      : target.kind === "recipient" ? this.ofRecipient.all(target.id)
-      : this.sqlite.transaction(() => this.matching(action, target.filter, now))();
-    const open = rows.filter((r) => statuses.has(r.status)).map(candidateOf);
+    const todo: Candidate[] = [];
+    let inFlight = 0;
+    const take = (r: CandidateRow) => {
+      if (!statuses.has(r.status)) return;
+      if ((action === "retry" || action === "hold") && r.lease_until !== null && r.lease_until > now) inFlight++;
+      else if (action !== "retry" || r.next_attempt_at > now) todo.push({ id: r.id as RecipientId, messageId: r.message_id as MessageId });
+    };
+    this.sqlite.transaction(() => {
+      if (target.kind === "message") for (const r of this.ofMessage.iterate(target.id)) take(r);
+      else if (target.kind === "recipient") for (const r of this.ofRecipient.iterate(target.id)) take(r);
+      else {
+        for (const { sql, params } of selections(action, target.filter, now)) {
+          for (const r of this.sqlite.query<CandidateRow, [Record<string, string | number>]>(sql).iterate(params)) take(r);
+        }
+      }
+    })();
     // a stable sort: within a message the rows keep their order
-    return open.sort((a, b) => (a.messageId < b.messageId ? -1 : a.messageId > b.messageId ? 1 : 0));
-  }
-
-  /** Every open row matching the filter, in the states the action changes. */
-  private matching(action: AdminAction, filter: QueueFilter, now: number): CandidateRow[] {
-    return selections(action, filter, now).flatMap(({ sql, params }) =>
-      this.sqlite.query<CandidateRow, [Record<string, string | number>]>(sql).all(params),
-    );
+    todo.sort((a, b) => (a.messageId < b.messageId ? -1 : a.messageId > b.messageId ? 1 : 0));
+    return { todo, inFlight };
   }
 
   private applyBatch(action: AdminAction, batch: Candidate[], now: number): AffectedMessage[] {
+    const changed = new Map(this.change[action].all({ ids: JSON.stringify(batch.map((c) => c.id)), now }).map((r) => [r.id, r.address]));
+    if (changed.size === 0) return [];
+    const messageIds = [...new Set(batch.filter((c) => changed.has(c.id)).map((c) => c.messageId))];
+    const owners = new Map(this.owners.all(JSON.stringify(messageIds)).map((r) => [r.id, r.user_id as UserId | null]));
     const out = new Map<MessageId, AffectedMessage>();
     for (const c of batch) {
-      if (this.change[action].run({ id: c.id, now }).changes === 0) continue;
+      const address = changed.get(c.id);
+      if (address === undefined) continue;
       let m = out.get(c.messageId);
-      if (!m) out.set(c.messageId, (m = { id: c.messageId, userId: c.userId, recipients: [], messageDeleted: false }));
-      m.recipients.push({ id: c.id, address: c.address });
+      if (!m) out.set(c.messageId, (m = { id: c.messageId, userId: owners.get(c.messageId) ?? null, recipients: [], messageDeleted: false }));
+      m.recipients.push({ id: c.id, address });
     }
     if (action === "delete") {
       for (const m of out.values()) m.messageDeleted = this.dropEmptyMessage.run(m.id).changes > 0;
@@ -210,7 +230,7 @@ export class QueueAdmin {
     const affected = this.sqlite.transaction((): AffectedMessage | null => {
       const owner = this.owner.get(id);
       if (!owner) return null;
-      const recipients = this.ofMessage.all(id).map((r) => ({ id: r.id as RecipientId, address: r.address }));
+      const recipients = this.addresses.all(id).map((r) => ({ id: r.id as RecipientId, address: r.address }));
       // explicit rather than relying on ON DELETE CASCADE, which needs foreign_keys on in this connection
       this.sqlite.run("DELETE FROM recipients WHERE message_id = ?", [id]);
       this.dropMessage.run(id);
@@ -249,23 +269,11 @@ export function selections(action: AdminAction, filter: QueueFilter, now: number
   });
 }
 
-function candidateOf(r: CandidateRow): Candidate {
-  return {
-    id: r.id as RecipientId,
-    messageId: r.message_id as MessageId,
-    address: r.address,
-    userId: r.user_id as UserId | null,
-    status: r.status,
-    nextAttemptAt: r.next_attempt_at,
-    leaseUntil: r.lease_until,
-  };
-}
-
-/** Consecutive runs of about BATCH rows that never split a message. */
-function* batches(rows: Candidate[]): Generator<Candidate[]> {
+/** Consecutive runs of about `size` rows that never split a message. */
+function* batches(rows: Candidate[], size: number): Generator<Candidate[]> {
   let start = 0;
   while (start < rows.length) {
-    let end = Math.min(start + BATCH, rows.length);
+    let end = Math.min(start + size, rows.length);
     while (end < rows.length && rows[end]!.messageId === rows[end - 1]!.messageId) end++;
     yield rows.slice(start, end);
     start = end;

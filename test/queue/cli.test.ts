@@ -1,7 +1,6 @@
 /** `outpost queue …` as an operator runs it: a real process against a temp data dir with a populated queue. */
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import { rmSync, writeFileSync } from "node:fs";
-import { userInfo } from "node:os";
 import { join } from "node:path";
 import { addUser, findUser } from "../../src/auth/users.ts";
 import { openStore, type Store } from "../../src/db/client.ts";
@@ -474,8 +473,17 @@ describe("the log line of a queue change", () => {
       queue_id: fx.deferredMsg, user: "alice",
       recipients: [{ id: fx.deferredRcpt, address: "slow@dest.test" }],
       argv: ["outpost", "queue", "hold", "--all", "--sender", "@example.org", "--json", "--config", configFile],
-      operator: userInfo().username,
+      operator: Bun.spawnSync(["id", "-un"]).stdout.toString().trim(), // by name, from the passwd database
     });
+    expect(lines[0]!.operator).not.toMatch(/^(uid |unknown$)/);
+  });
+
+  test("with sudo, the log also names who ran sudo", () => {
+    const main = join(import.meta.dir, "../../src/main.ts");
+    const p = Bun.spawnSync(["bun", main, "queue", "hold", fx.freshMsg, "--config", configFile], {
+      cwd: dir.path, env: { ...process.env, OUTPOST_LOG: "info", SUDO_USER: "carol" }, timeout: 10_000,
+    });
+    expect(JSON.parse(p.stderr.toString())).toMatchObject({ event: "queue_hold", queue_id: fx.freshMsg, sudo_user: "carol" });
   });
 
   test("one line per message for release, retry and delete; a message without owner logs user null", () => {
