@@ -5,7 +5,7 @@
  */
 import { getUser } from "../auth/users.ts";
 import type { Config } from "../config/schema.ts";
-import { parseDomain, parseDuration } from "../config/units.ts";
+import { parseDuration } from "../config/units.ts";
 import type { Db, Store } from "../db/client.ts";
 import { parseAddress } from "../mail/address.ts";
 import { UsageError } from "../mail/errors.ts";
@@ -40,7 +40,7 @@ function parseFilter(action: AdminAction, args: ParsedArgs): QueueFilter {
   const { sender, domain, status, "older-than": olderThan } = args.values;
   const filter: QueueFilter = {};
   if (sender !== undefined) filter.sender = parseSender(sender);
-  if (domain !== undefined) filter.domain = parseOr("--domain", () => parseDomain(domain));
+  if (domain !== undefined) filter.domain = parseDomainArg("--domain", domain);
   if (status !== undefined) filter.status = parseStatus(action, status);
   if (olderThan !== undefined) filter.olderThanMs = parseOr("--older-than", () => parseDuration(olderThan));
   return filter;
@@ -54,14 +54,24 @@ function parseOr<T>(flag: string, parse: () => T): T {
   }
 }
 
-/** An address, "@domain" for every sender there, or "<>" (also "") for the null sender of bounces. */
+/**
+ * An address (its comparison key: stored senders are canonical, compared case-insensitively), "@domain" for every
+ * sender there, or "<>" (also "") for the null sender of bounces.
+ */
 function parseSender(text: string): string {
   if (text === "<>" || text === "") return "";
-  if (text.startsWith("@")) return "@" + parseOr("--sender", () => parseDomain(text.slice(1)));
+  if (text.startsWith("@")) return "@" + parseDomainArg("--sender", text.slice(1));
   // the queue holds canonical forms; the filter compares lower-cased, i.e. by the address's key (mail/address.ts)
   const p = parseAddress(text);
   if (!p.ok) throw new UsageError(`--sender: expected an address, @domain or <>, not ${JSON.stringify(text)} (${p.reason})`);
   return p.key;
+}
+
+/** A domain in the form addresses are stored in (lower case, A-labels), as mail/address.ts writes it. */
+function parseDomainArg(flag: string, text: string): string {
+  const p = text.includes("@") ? null : parseAddress(`postmaster@${text}`);
+  if (!p?.ok) throw new UsageError(`${flag}: ${JSON.stringify(text)} is not a domain`);
+  return p.domain;
 }
 
 function parseStatus(action: AdminAction, text: string): OpenStatus {

@@ -418,6 +418,18 @@ describe("outpost queue hold and release", () => {
     expect(outpost("queue", "list").out.trim()).toBe("queue is empty");
   });
 
+  test("--domain and --sender take domains as written by people: any case, Unicode (IDNA)", async () => {
+    const store = openStore(loadConfig(configFile).database.path);
+    await new Enqueuer(store.sqlite, new EventRecorder(store.sqlite)).enqueue({
+      userId: null, envelopeFrom: "shop@xn--caf-dma.example", recipients: ["kunde@xn--bcher-kva.example"], suppressed: new Set(),
+      body: Buffer.from("Subject: x\r\n\r\nx\r\n"), subject: "x", source: "api",
+      options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false },
+    });
+    store.close();
+    expect(outpost("queue", "hold", "--all", "--domain", "Bücher.Example").out).toBe("1 recipient of 1 message held\n");
+    expect(outpost("queue", "release", "--all", "--sender", "SHOP@café.example").out).toBe("1 recipient of 1 message released for immediate delivery\n");
+  });
+
   test("mistakes are usage errors (exit 2) that name the flag, and change nothing", () => {
     const cases: [string[], string][] = [
       [["hold", fx.deferredMsg, "--domain", "dest.test"], "--domain narrows --all"],
@@ -429,7 +441,8 @@ describe("outpost queue hold and release", () => {
       [["release", "--all", "--status", "deferred"], "--status deferred: queue release acts on held recipients only"],
       [["retry", "--all", "--status", "held"], "--status held: queue retry acts on queued and deferred"],
       [["delete", "--all", "--older-than", "5 days"], "--older-than: expected a duration"],
-      [["delete", "--all", "--domain", "not a domain"], "--domain: expected a domain name"],
+      [["delete", "--all", "--domain", "not a domain"], '--domain: "not a domain" is not a domain'],
+      [["delete", "--all", "--sender", "@a@b.test"], '--sender: "a@b.test" is not a domain'],
       [["delete", "--all", "--sender", "nobody"], "--sender: expected an address, @domain or <>"],
       [["flush", "--all"], "queue flush takes no --all"],
       [["list", "--all"], "--all applies to queue retry|hold|release|delete only"],
