@@ -4,9 +4,10 @@
  *
  * A command names one message, one recipient, or every pending recipient matching a filter. It runs in two steps:
  * the matching rows are read first (a read transaction: `serve` goes on working meanwhile), then changed in
- * write transactions of about 2,000 recipients, whole messages at a time, each statement re-checking the row (a
- * row `serve` settled or leased in between is left alone). So a command over a million recipients never holds the
- * write lock for long, and the caller hears of each batch after its commit (to log what really changed).
+ * write transactions of about 2,000 recipients, whole messages at a time, one statement each that checks every
+ * row again (a row `serve` settled or leased in between is left alone). So a command over a million recipients
+ * never holds the write lock for long, and the caller hears of each batch after its commit (to log what really
+ * changed).
  *
  * - retry: a waiting recipient (queued/deferred, not in flight, not yet due) becomes due now.
  * - hold: a queued/deferred recipient that is not in flight becomes `held`. No claim sees a held row (it is in
