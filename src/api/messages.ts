@@ -14,7 +14,13 @@ const MessageBody = t.Object({
   source: t.String({ description: "how it arrived: api, smtp or dsn" }),
   user_id: t.Union([t.Integer(), t.Null()], { description: "the user who sent it" }),
   options: t.Object(
-    { inlinizecss: t.Boolean(), clicktracking: t.Boolean(), openstracking: t.Boolean(), bouncetracking: t.Boolean() },
+    {
+      inlinizecss: t.Boolean(),
+      clicktracking: t.Boolean(),
+      openstracking: t.Boolean(),
+      bouncetracking: t.Boolean(),
+      unsubscribe: t.Boolean({ description: "List-Unsubscribe with one-click (RFC 8058)" }),
+    },
     { description: "the message options in force" },
   ),
   recipients: t.Array(

@@ -191,7 +191,7 @@ export class BounceIngest {
           raw: m.raw,
           trace: m.trace,
           source: "smtp",
-          options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false },
+          options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false },
         }),
       )();
     } catch (error) {

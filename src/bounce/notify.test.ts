@@ -187,7 +187,7 @@ describe("queueing the DSN through intake", () => {
     expect(sub.userId).toBeNull();
     expect(sub.allowedDomains).toBeNull();
     expect(sub.source).toBe("dsn");
-    expect(sub.options).toEqual({ inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false });
+    expect(sub.options).toEqual({ inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false });
   });
 
   test("is skipped, without calling intake, when a rule forbids it", () => {

@@ -126,7 +126,7 @@ export function queueDsn(intake: DsnIntake, d: DsnInput): { queued: EnqueuedMess
     raw: buildDsn(d, original),
     source: "dsn",
     // a DSN is never tracked: tracking would give it a VERP return path instead of <>
-    options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false },
+    options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false },
   });
   return { queued };
 }

@@ -21,7 +21,7 @@ export type Env = Record<string, string | undefined>;
 export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
 export const TLS_POLICIES: readonly TlsPolicy[] = ["opportunistic", "required"];
 export const EVENT_TYPES: readonly EventType[] = [
-  "queued", "delivered", "deferred", "bounced", "opened", "clicked", "suppressed", "complained",
+  "queued", "delivered", "deferred", "bounced", "opened", "clicked", "suppressed", "complained", "unsubscribed",
 ];
 const DEFAULT_RETRY = ["1m", "5m", "15m", "30m", "1h", "2h", "4h", "8h"];
 
@@ -30,16 +30,17 @@ export function buildConfig(root: Section, file: string | null, env: Env): Confi
   const hostname = readHostname(root);
   const data_dir = root.filePath("data_dir", "./data");
   const log_level = root.oneOf("log_level", LOG_LEVELS, "info");
+  const http = root.within("http", readHttp);
   return {
     file,
     hostname,
     data_dir,
     log_level: envLogLevel(env) ?? log_level,
     smtp: root.within("smtp", readSmtp),
-    http: root.within("http", readHttp),
+    http,
     dns: root.within("dns", (s) => ({ servers: s.list("servers", parseDnsServer, []) })),
     delivery: root.within("delivery", readDelivery),
-    tracking: root.within("tracking", readTracking),
+    tracking: root.within("tracking", (s) => readTracking(s, http.public_url)),
     spf: root.within("spf", readSpf),
     dkim: root.each("dkim", readDkim),
     webhook: root.each("webhook", readWebhook),
@@ -104,7 +105,7 @@ function readSize(s: Section, key: string, fallback: string): number {
 function readHttp(s: Section): HttpConfig {
   return {
     listen: s.parsed("listen", parseListen, "127.0.0.1:8025"),
-    public_url: s.parsed("public_url", parseHttpUrl, "http://127.0.0.1:8025"),
+    public_url: s.parsed("public_url", optional(parsePublicUrl), "http://127.0.0.1:8025"),
     rate: s.parsed("rate", (text) => (text === "" ? null : parseRate(text)), ""),
   };
 }
@@ -157,7 +158,17 @@ function readDestination(s: Section): DestinationConfig {
   return destination;
 }
 
-function readTracking(s: Section): TrackingConfig {
+/** Tracking links are the base + `/t/c/TOKEN`: a query or fragment in the base would swallow the path. */
+function parsePublicUrl(text: string): string {
+  const url = parseHttpUrl(text);
+  if (/[?#]/.test(url)) throw new Error('expected a base URL without "?" or "#", like "https://mail.example.com"');
+  return url;
+}
+
+/** Options whose links point at http.public_url: on by default, every message would be refused without one. */
+const NEEDS_PUBLIC_URL = ["clicks", "opens", "unsubscribe"] as const;
+
+function readTracking(s: Section, publicUrl: string): TrackingConfig {
   const tracking: TrackingConfig = {
     bounce_domain: s.parsed("bounce_domain", optional(parseDomain), ""),
     bounce_max_size: readSize(s, "bounce_max_size", "1MB"),
@@ -167,7 +178,11 @@ function readTracking(s: Section): TrackingConfig {
     clicks: s.boolean("clicks", false),
     opens: s.boolean("opens", false),
     bounces: s.boolean("bounces", false),
+    unsubscribe: s.boolean("unsubscribe", false),
   };
+  for (const key of NEEDS_PUBLIC_URL) {
+    if (tracking[key] && publicUrl === "") s.fail(key, "needs http.public_url (the base of tracking and unsubscribe links), which is empty");
+  }
   // a VERP return path needs a domain to live on; without one the default would be refused on every message
   if (tracking.bounces && tracking.bounce_domain === "") s.fail("bounces", "needs tracking.bounce_domain (the VERP return-path domain)");
   const forwardDomain = tracking.postmaster_forward.slice(tracking.postmaster_forward.lastIndexOf("@") + 1);

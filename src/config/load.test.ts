@@ -139,7 +139,7 @@ describe("defaults", () => {
     expect(config.delivery.concurrency).toBe(200);
     expect(config.tracking).toEqual({
       bounce_domain: "", bounce_max_size: 1024 * 1024, postmaster_forward: "", inbound_retention: 30 * 24 * HOUR,
-      inline_css: false, clicks: false, opens: false, bounces: false,
+      inline_css: false, clicks: false, opens: false, bounces: false, unsubscribe: false,
     });
     expect(config.database).toEqual({ url: `sqlite:${join(dir, "data", "outpost.db")}`, path: join(dir, "data", "outpost.db") });
   });
@@ -276,6 +276,18 @@ describe("errors name the file and the key", () => {
     expectFailure(`[[dkim]]\ndomain = "example.com"\nselector = "s1"\nprivate_key_file = "nope.pem"`, "dkim[0].private_key_file", /no such file/));
   test("tls_cert without tls_key", () => expectFailure(`[smtp]\ntls_cert = "cert.pem"`, "smtp.tls_key", /must be set/));
   test("public_url must be http(s)", () => expectFailure(`[http]\npublic_url = "mail.example.com"`, "http.public_url", /http\(s\) URL/));
+  test("public_url is a base: no query or fragment", () => {
+    expectFailure(`[http]\npublic_url = "https://mail.example.com/?x=1"`, "http.public_url", /without "\?" or "#"/);
+    expectFailure(`[http]\npublic_url = "https://mail.example.com/#top"`, "http.public_url", /without "\?" or "#"/);
+  });
+  test("an empty public_url is allowed, and a path in it kept", () => {
+    expect(parseConfig(`[http]\npublic_url = ""`, { env: {} }).http.public_url).toBe("");
+    expect(parseConfig(`[http]\npublic_url = "https://example.com/outpost/"`, { env: {} }).http.public_url).toBe("https://example.com/outpost");
+  });
+  for (const key of ["clicks", "opens", "unsubscribe"]) {
+    test(`tracking.${key} by default without a public_url`, () =>
+      expectFailure(`[http]\npublic_url = ""\n[tracking]\n${key} = true`, `tracking.${key}`, /needs http\.public_url/));
+  }
   test("a destination named twice", () =>
     expectFailure(`[delivery.destination."gmail.com"]\nrate = "1/s"\n[delivery.destination."Gmail.com"]\nrate = "1/s"`, 'delivery.destination."Gmail.com"', /repeats/));
   test("a table where an array of tables belongs", () => expectFailure(`[dkim]\ndomain = "x"`, "dkim", /array of tables/));

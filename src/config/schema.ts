@@ -43,6 +43,7 @@ export interface SmtpConfig {
 
 export interface HttpConfig {
   listen: ListenAddress;
+  /** base of tracking and unsubscribe links, no trailing `/`; "" when this instance has none (tracking refused) */
   public_url: string;
   rate: Rate | null;
 }
@@ -95,6 +96,8 @@ export interface TrackingConfig {
   clicks: boolean;
   opens: boolean;
   bounces: boolean;
+  /** List-Unsubscribe with one-click (RFC 8058) */
+  unsubscribe: boolean;
 }
 
 export interface SpfConfig {
@@ -117,7 +120,8 @@ export type EventType =
   | "opened"
   | "clicked"
   | "suppressed"
-  | "complained";
+  | "complained"
+  | "unsubscribed";
 
 export interface WebhookConfig {
   url: string;

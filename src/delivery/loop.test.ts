@@ -147,7 +147,7 @@ function setup(toml = "", loopOpts: ConstructorParameters<typeof DeliveryLoop>[0
 function enqueue(e: Env, recipients: string[], from = "sender@example.com"): Promise<EnqueuedMessage> {
   return e.enqueuer.enqueue({
     userId: null, envelopeFrom: from, recipients, suppressed: new Set(), body: Buffer.from("Subject: hi\r\n\r\nhello\r\n"),
-    subject: "hi", source: "api", options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: true },
+    subject: "hi", source: "api", options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: true, unsubscribe: false },
   });
 }
 

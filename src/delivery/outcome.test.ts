@@ -14,7 +14,7 @@ import type { RecipientResult } from "./types.ts";
 
 const MIN = 60_000;
 const DAY = 86_400_000;
-const OFF: MessageOptions = { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false };
+const OFF: MessageOptions = { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false };
 
 let dir: ReturnType<typeof tempDir>;
 let config: Config;
@@ -34,7 +34,7 @@ beforeEach(() => {
   const enqueuer = new Enqueuer(store.sqlite, events, () => clock);
   intake = new Intake({
     store, enqueuer, hostname: "outpost.test",
-    limits: { maxMessageSize: 1 << 20, maxRecipients: 100, maxHops: 50 }, tracking: config.tracking,
+    limits: { maxMessageSize: 1 << 20, maxRecipients: 100, maxHops: 50 }, tracking: config.tracking, publicUrl: config.http.public_url,
   });
   claimer = new QueueClaimer(store.sqlite, () => clock);
   logLines = [];
@@ -180,14 +180,14 @@ describe("a bounced recipient", () => {
   });
 
   test("of a message sent with bounce tracking sends no DSN", async () => {
-    const { message, ids } = await queued(["a@dest.test"], { options: { trackBounces: true } });
+    const { message, ids } = await queued(["a@dest.test"], { options: { trackBounces: true, unsubscribe: false } });
     recorder.settle(message, [hard(ids[0]!)])();
     expect(row(ids[0]!).status).toBe("bounced");
     expect(dsns()).toHaveLength(0);
   });
 
   test("of a message with bounce tracking sent without VERP (the bounce domain was removed since) goes to its sender", async () => {
-    const { message, ids } = await queued(["a@dest.test"], { options: { trackBounces: true } });
+    const { message, ids } = await queued(["a@dest.test"], { options: { trackBounces: true, unsubscribe: false } });
     makeRecorder(intake, config.delivery, "").settle(message, [hard(ids[0]!)])();
     expect(dsns()).toHaveLength(1);
   });
@@ -352,7 +352,7 @@ describe("the delay warning (delivery.delay_warning)", () => {
 
   test("is not sent for a message with bounce tracking, nor for the null sender", async () => {
     warned();
-    const tracked = await queued(["a@dest.test"], { options: { trackBounces: true } });
+    const tracked = await queued(["a@dest.test"], { options: { trackBounces: true, unsubscribe: false } });
     const nullSender = await queued(["b@dest.test"], { from: "" });
     clock += 5 * HOUR;
     recorder.settle(tracked.message, [soft(tracked.ids[0]!)])();

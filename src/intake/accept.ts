@@ -36,6 +36,8 @@ export interface IntakeDeps {
   hostname: string;
   limits: PolicyLimits;
   tracking: TrackingConfig;
+  /** http.public_url: the base of tracking and unsubscribe links; "" when there is none */
+  publicUrl: string;
 }
 
 export class Intake {
@@ -83,9 +85,10 @@ export class Intake {
       trackClicks: tracking.clicks,
       trackOpens: tracking.opens,
       trackBounces: tracking.bounces,
+      unsubscribe: tracking.unsubscribe,
     };
     const options: MessageOptions = { ...defaults, ...prepared.headerOptions, ...sub.options };
-    checkOptions(options, tracking);
+    checkOptions(options, { bounceDomain: tracking.bounce_domain, publicUrl: this.deps.publicUrl });
     return {
       userId: sub.userId,
       envelopeFrom,

@@ -1,5 +1,4 @@
 /** @module intake/policy — what any submission must satisfy, whichever door it came in by. */
-import type { TrackingConfig } from "../config/schema.ts";
 import { domainOf } from "../mail/address.ts";
 import { SmtpError } from "../mail/errors.ts";
 import type { MessageOptions } from "../queue/enqueue.ts";
@@ -61,12 +60,34 @@ export function checkHops(received: number, limits: PolicyLimits): void {
   }
 }
 
+/** What the instance has that some options need: "" when it has none. */
+export interface OptionSupport {
+  /** tracking.bounce_domain: VERP return paths */
+  bounceDomain: string;
+  /** http.public_url: click and open links, the one-click unsubscribe URL */
+  publicUrl: string;
+}
+
+/** Options whose links point at http.public_url, each under its API field name (the SMTP header is said too). */
+const NEEDS_PUBLIC_URL: [keyof MessageOptions, string, string][] = [
+  ["trackClicks", "clicktracking", "X-Outpost-Track-Clicks"],
+  ["trackOpens", "openstracking", "X-Outpost-Track-Opens"],
+  ["unsubscribe", "unsubscribe", "X-Outpost-Unsubscribe"],
+];
+
 /**
- * An option the instance cannot honour is refused, not ignored: bounce tracking needs a bounce domain for its
- * VERP return path (RFC 3463 5.3.3, "system not capable of selected features").
+ * An option the instance cannot honour is refused, not ignored (RFC 3463 5.3.3, "system not capable of selected
+ * features"): bounce tracking needs a bounce domain for its VERP return path; click and open tracking and
+ * one-click unsubscribe need a public URL for their links. The API names the field, SMTP the field and header.
  */
-export function checkOptions(options: MessageOptions, tracking: Pick<TrackingConfig, "bounce_domain">): void {
-  if (options.trackBounces && tracking.bounce_domain === "") {
+export function checkOptions(options: MessageOptions, support: OptionSupport): void {
+  if (options.trackBounces && support.bounceDomain === "") {
     throw new IntakeError(554, "5.3.3", "bouncetracking needs tracking.bounce_domain, which this instance does not have", 400, "bouncetracking");
+  }
+  if (support.publicUrl !== "") return;
+  for (const [option, field, header] of NEEDS_PUBLIC_URL) {
+    if (options[option]) {
+      throw new IntakeError(554, "5.3.3", `${field} (${header}) needs http.public_url, which this instance does not have`, 400, field);
+    }
   }
 }

@@ -23,6 +23,7 @@ const OPTION_HEADERS: Record<keyof MessageOptions, string> = {
   trackClicks: "X-Outpost-Track-Clicks",
   trackOpens: "X-Outpost-Track-Opens",
   trackBounces: "X-Outpost-Track-Bounces",
+  unsubscribe: "X-Outpost-Unsubscribe",
 };
 
 export interface Prepared {

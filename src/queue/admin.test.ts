@@ -19,7 +19,7 @@ async function enqueue(envelopeFrom: string, recipients: string[], at = clock, u
   const m = await new Enqueuer(store.sqlite, new EventRecorder(store.sqlite), () => at).enqueue({
     userId, envelopeFrom, recipients, suppressed: new Set(),
     body: Buffer.from("Subject: x\r\n\r\nx\r\n"), subject: "x", source: "smtp",
-    options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false },
+    options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false },
   });
   return m.id;
 }

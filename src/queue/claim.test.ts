@@ -6,7 +6,7 @@ import { tempDir } from "../../test/helpers/harness.ts";
 import { QueueClaimer } from "./claim.ts";
 import { Enqueuer, type MessageOptions } from "./enqueue.ts";
 
-const OFF: MessageOptions = { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false };
+const OFF: MessageOptions = { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false };
 
 let dir: ReturnType<typeof tempDir>;
 let store: Store;

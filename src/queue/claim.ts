@@ -68,6 +68,7 @@ interface MessageRow {
   track_clicks: number;
   track_opens: number;
   track_bounces: number;
+  unsubscribe: number;
 }
 
 type Pending = "queued" | "deferred";
@@ -149,7 +150,7 @@ export class QueueClaimer {
        WHERE status IN ('queued','deferred') ORDER BY next_attempt_at LIMIT 1`,
     );
     this.message = sqlite.query(
-      `SELECT id, user_id, envelope_from, body, created_at, inline_css, track_clicks, track_opens, track_bounces
+      `SELECT id, user_id, envelope_from, body, created_at, inline_css, track_clicks, track_opens, track_bounces, unsubscribe
        FROM messages WHERE id = ?`,
     );
   }
@@ -316,6 +317,7 @@ export class QueueClaimer {
         trackClicks: !!r.track_clicks,
         trackOpens: !!r.track_opens,
         trackBounces: !!r.track_bounces,
+        unsubscribe: !!r.unsubscribe,
       },
     };
   }

@@ -15,6 +15,8 @@ export interface MessageOptions {
   trackClicks: boolean;
   trackOpens: boolean;
   trackBounces: boolean;
+  /** List-Unsubscribe with one-click (RFC 8058) per recipient */
+  unsubscribe: boolean;
 }
 
 export interface NewMessage {
@@ -78,8 +80,8 @@ export class Enqueuer {
   ) {
     this.insertMessage = sqlite.prepare(
       `INSERT INTO messages (id, user_id, created_at, envelope_from, subject, size, body, source,
-         inline_css, track_clicks, track_opens, track_bounces, idempotency_key)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+         inline_css, track_clicks, track_opens, track_bounces, unsubscribe, idempotency_key)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     this.releaseKey = sqlite.prepare(
       "UPDATE messages SET idempotency_key = NULL WHERE user_id IS ? AND idempotency_key = ? AND created_at < ?",
@@ -162,7 +164,7 @@ export class Enqueuer {
       this.releaseKey.run(m.userId, m.idempotencyKey, m.idempotencyExpiredBefore);
     }
     this.insertMessage.run(id, m.userId, now, m.envelopeFrom, m.subject, m.body.length, m.body, m.source,
-      o.inlineCss, o.trackClicks, o.trackOpens, o.trackBounces, m.idempotencyKey ?? null);
+      o.inlineCss, o.trackClicks, o.trackOpens, o.trackBounces, o.unsubscribe, m.idempotencyKey ?? null);
     const recipients = m.recipients.map((address): EnqueuedRecipient => {
       const rid = newRecipientId(now);
       const status = m.suppressed.has(addressKey(address)) ? "suppressed" : "queued";

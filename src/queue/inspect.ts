@@ -47,6 +47,7 @@ interface MessageRow {
   track_clicks: number;
   track_opens: number;
   track_bounces: number;
+  unsubscribe: number;
 }
 
 /** One pending recipient joined with its message, for the streamed listing; recipient columns carry an r_ prefix. */
@@ -85,7 +86,7 @@ interface RecipientRow {
 }
 
 const MESSAGE_COLUMNS = `id, user_id, created_at, envelope_from, subject, size, source,
-  inline_css, track_clicks, track_opens, track_bounces`;
+  inline_css, track_clicks, track_opens, track_bounces, unsubscribe`;
 
 /**
  * The pending and the held rows of `recipients` as one relation. Two halves, each through its partial index: one
@@ -199,6 +200,7 @@ function messageOf(row: MessageRow): Omit<MessageView, "recipients"> {
       trackClicks: row.track_clicks === 1,
       trackOpens: row.track_opens === 1,
       trackBounces: row.track_bounces === 1,
+      unsubscribe: row.unsubscribe === 1,
     },
   };
 }
@@ -254,7 +256,7 @@ export interface MessageJson {
   source: MessageSource;
   user_id: number | null;
   /** under SPEC's /v1/send field names */
-  options: { inlinizecss: boolean; clicktracking: boolean; openstracking: boolean; bouncetracking: boolean };
+  options: { inlinizecss: boolean; clicktracking: boolean; openstracking: boolean; bouncetracking: boolean; unsubscribe: boolean };
   recipients: RecipientJson[];
 }
 
@@ -287,6 +289,7 @@ export function messageJson(m: MessageView, now: number): MessageJson {
       clicktracking: m.options.trackClicks,
       openstracking: m.options.trackOpens,
       bouncetracking: m.options.trackBounces,
+      unsubscribe: m.options.unsubscribe,
     },
     recipients: m.recipients.map((r) => ({
       id: r.id,

@@ -21,6 +21,8 @@ export const messages = sqliteTable(
     trackClicks: integer("track_clicks", { mode: "boolean" }).notNull().default(false),
     trackOpens: integer("track_opens", { mode: "boolean" }).notNull().default(false),
     trackBounces: integer("track_bounces", { mode: "boolean" }).notNull().default(false),
+    /** List-Unsubscribe (one-click, RFC 8058) added per recipient */
+    unsubscribe: integer("unsubscribe", { mode: "boolean" }).notNull().default(false),
     idempotencyKey: text("idempotency_key"),
     /** set once the sender was told the message is delayed (delivery.delay_warning): one warning per message */
     delayWarned: integer("delay_warned", { mode: "boolean" }).notNull().default(false),

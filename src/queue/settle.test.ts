@@ -21,7 +21,7 @@ beforeEach(async () => {
   const m = await new Enqueuer(store.sqlite, events, () => NOW).enqueue({
     userId: 7 as never, envelopeFrom: "s@example.org", recipients: ["a@d.test", "b@d.test", "c@d.test"], suppressed: new Set(),
     body: Buffer.from("Subject: x\r\n\r\nx\r\n"), subject: "x", source: "api",
-    options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false },
+    options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false },
   });
   ids = m.recipients.map((r) => r.id);
   new QueueClaimer(store.sqlite, () => NOW).claim(10, 60_000);

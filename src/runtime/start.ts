@@ -139,6 +139,7 @@ async function wire({ config, log, opts, store, services, stop }: Wiring): Promi
     hostname: config.hostname,
     limits: { maxMessageSize: config.smtp.max_message_size, maxRecipients: config.smtp.max_recipients, maxHops: config.smtp.max_hops },
     tracking: config.tracking,
+    publicUrl: config.http.public_url,
   });
   const verp = verpCodec(secret);
   const bounces = new BounceIngest({ sqlite: store.sqlite, events, intake, verp, tracking: config.tracking, log });

@@ -59,7 +59,7 @@ describe("GET /v1/messages/{id}", () => {
       return j.recipients.every((r) => r.status === "delivered") ? j : null;
     }, 5000, "sandbox delivery");
     expect(m).toMatchObject({ id, envelope: "ann@example.com", subject: "Hello", source: "api" });
-    expect(m.options).toEqual({ inlinizecss: false, clicktracking: false, openstracking: false, bouncetracking: false });
+    expect(m.options).toEqual({ inlinizecss: false, clicktracking: false, openstracking: false, bouncetracking: false, unsubscribe: false });
     expect(m.created_at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
     expect(m.size).toBeGreaterThan(MIME.length);
     expect(m.recipients.map((r) => r.address)).toEqual(["bob@example.org", "carol@example.net"]);
@@ -77,7 +77,7 @@ describe("GET /v1/messages/{id}", () => {
     const r = { id: "r1" as RecipientId, address: "a@x.org", status: "deferred" as const, attempts: 1, nextAttemptAt: 2_000, leasedUntil: 2_000,
       lastReply: "451 later", lastStatus: "4.7.1", lastMx: "mx.x.org", updatedAt: 1_000 };
     const m = { id: "m1" as MessageId, userId: null, createdAt: 0, envelopeFrom: "", subject: "", size: 1, source: "smtp" as const,
-      options: { inlineCss: true, trackClicks: false, trackOpens: false, trackBounces: false }, recipients: [r, { ...r, status: "delivered" as const }] };
+      options: { inlineCss: true, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false }, recipients: [r, { ...r, status: "delivered" as const }] };
     const j = messageJson(m, 1_500);
     expect(j.options.inlinizecss).toBe(true);
     expect(j.recipients[0]).toEqual({ id: "r1", address: "a@x.org", status: "deferred", held: false, in_flight: true, attempts: 1,
@@ -90,7 +90,7 @@ describe("GET /v1/messages/{id}", () => {
     const r = { id: "r1" as RecipientId, address: "a@x.org", status: "held" as const, attempts: 0, nextAttemptAt: 2_000, leasedUntil: null,
       lastReply: null, lastStatus: null, lastMx: null, updatedAt: 1_000 };
     const m = { id: "m1" as MessageId, userId: null, createdAt: 0, envelopeFrom: "", subject: "", size: 1, source: "smtp" as const,
-      options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false }, recipients: [r] };
+      options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false }, recipients: [r] };
     expect(messageJson(m, 5_000).recipients[0]).toMatchObject({ status: "deferred", held: true, in_flight: false, next_attempt_at: null });
   });
 
@@ -305,7 +305,7 @@ describe("health, metrics and the OpenAPI document", () => {
     const content = doc.paths["/v1/send"]!.post!.requestBody!.content;
     expect(Object.keys(content).sort()).toEqual(["application/json", "application/x-www-form-urlencoded", "multipart/form-data"]);
     const props = content["application/json"]!.schema.properties;
-    const fields = ["envelope", "recipient", "body", "from", "to", "cc", "bcc", "subject", "text", "html", "headers", "attachments", "inlinizecss", "clicktracking", "openstracking", "bouncetracking", "idempotency_key"];
+    const fields = ["envelope", "recipient", "body", "from", "to", "cc", "bcc", "subject", "text", "html", "headers", "attachments", "inlinizecss", "clicktracking", "openstracking", "bouncetracking", "unsubscribe", "idempotency_key"];
     expect(Object.keys(props).sort()).toEqual([...fields].sort());
     for (const name of fields) expect(props[name]!.description ?? "").not.toBe("");
   });

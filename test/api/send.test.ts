@@ -28,8 +28,8 @@ const addresses = (s: Sent) => s.recipients.map((r) => r.address);
 const messageCount = () => f.rt.store.sqlite.query<{ n: number }, []>("SELECT count(*) AS n FROM messages").get()!.n;
 const optionsOf = (id: string) =>
   f.rt.store.sqlite
-    .query<{ inline_css: number; track_clicks: number; track_opens: number; track_bounces: number }, [string]>(
-      "SELECT inline_css, track_clicks, track_opens, track_bounces FROM messages WHERE id = ?",
+    .query<{ inline_css: number; track_clicks: number; track_opens: number; track_bounces: number; unsubscribe: number }, [string]>(
+      "SELECT inline_css, track_clicks, track_opens, track_bounces, unsubscribe FROM messages WHERE id = ?",
     )
     .get(id)!;
 
@@ -329,7 +329,7 @@ describe("POST /v1/send with structured fields", () => {
 });
 
 describe("message options", () => {
-  const aliases: [string, "inline_css" | "track_clicks" | "track_opens" | "track_bounces"][] = [
+  const aliases: [string, "inline_css" | "track_clicks" | "track_opens" | "track_bounces" | "unsubscribe"][] = [
     ["inlinizecss", "inline_css"],
     ["inlinecss", "inline_css"],
     ["InlineizeCSS", "inline_css"],
@@ -339,6 +339,8 @@ describe("message options", () => {
     ["trackopens", "track_opens"],
     ["bouncetracking", "track_bounces"],
     ["TrackBounces", "track_bounces"],
+    ["unsubscribe", "unsubscribe"],
+    ["ListUnsubscribe", "unsubscribe"],
   ];
   for (const [name, column] of aliases) {
     test(`${name} sets ${column}`, async () => {

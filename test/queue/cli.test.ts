@@ -43,7 +43,7 @@ async function populate(): Promise<Fixture> {
     const enqueuer = new Enqueuer(store.sqlite, events, () => Date.now() - 2 * 60 * MIN);
     const settler = new QueueSettler(store.sqlite, events);
     const body = (subject: string) => Buffer.from(`From: a@example.org\r\nSubject: ${subject}\r\n\r\nhello\r\n`);
-    const opts = { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false };
+    const opts = { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false };
     const common = { userId: null, suppressed: new Set<string>(), source: "smtp" as const, options: opts };
     const alice = findUser(store.db, "alice")?.id ?? (await addUser(store.db, "alice", "pw")).id;
     const deferred = await enqueuer.enqueue({ ...common, userId: alice, envelopeFrom: "alice@example.org", recipients: ["slow@dest.test", "fast@dest.test"], body: body("one"), subject: "one" });
@@ -423,7 +423,7 @@ describe("outpost queue hold and release", () => {
     await new Enqueuer(store.sqlite, new EventRecorder(store.sqlite)).enqueue({
       userId: null, envelopeFrom: "shop@xn--caf-dma.example", recipients: ["kunde@xn--bcher-kva.example"], suppressed: new Set(),
       body: Buffer.from("Subject: x\r\n\r\nx\r\n"), subject: "x", source: "api",
-      options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false },
+      options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false },
     });
     store.close();
     expect(outpost("queue", "hold", "--all", "--domain", "Bücher.Example").out).toBe("1 recipient of 1 message held\n");
@@ -533,7 +533,7 @@ describe("outpost queue show --headers / --body", () => {
     const store = openStore(loadConfig(configFile).database.path);
     const { id } = await new Enqueuer(store.sqlite, new EventRecorder(store.sqlite)).enqueue({
       userId: null, envelopeFrom: "a@example.org", recipients: ["r@dest.test"], suppressed: new Set(), body: stored, subject: "café", source: "smtp",
-      options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false },
+      options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false },
     });
     store.close();
     const headers = rawOut(id, "--headers");

@@ -68,7 +68,7 @@ export function sendRoutes(ctx: ApiContext) {
           "Queues a message and answers 202 once it is durably stored. Give `body` (a complete MIME message) or structured fields " +
           "(`from`, `to`, `cc`, `bcc`, `subject`, `text`, `html`, `headers`, `attachments`). Field names are case-insensitive; " +
           "aliases: recipients → recipient, mime → body, attachment → attachments, inlinecss/inlineizecss → inlinizecss, " +
-          "trackclicks → clicktracking, trackopens → openstracking, trackbounces → bouncetracking. Without `recipient` the message " +
+          "trackclicks → clicktracking, trackopens → openstracking, trackbounces → bouncetracking, listunsubscribe → unsubscribe. Without `recipient` the message " +
           "goes to its To, Cc and Bcc addresses. In forms, repeat a list field or separate addresses with commas. In JSON, null is the " +
           "same as leaving a field out. Errors name the field as the request wrote it.",
       },

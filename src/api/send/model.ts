@@ -69,6 +69,7 @@ export const SendBody = t.Object(
     clicktracking: flag("rewrite links through outpost and record clicks (alias trackclicks)"),
     openstracking: flag("add a tracking pixel and record opens (alias trackopens)"),
     bouncetracking: flag("VERP return path on the bounce domain, record bounces (alias trackbounces)"),
+    unsubscribe: flag("List-Unsubscribe with one-click (RFC 8058) per recipient; an unsubscribe suppresses the address for you (alias listunsubscribe)"),
     idempotency_key: t.Optional(
       t.String({
         minLength: 1,

@@ -61,11 +61,12 @@ describe("recipientsFromMime", () => {
 
 describe("optionsOf", () => {
   test("maps every accepted boolean form and leaves omitted options unset", () => {
-    expect(optionsOf({ inlinizecss: "yes", clicktracking: 0, openstracking: "true", bouncetracking: false })).toEqual({
+    expect(optionsOf({ inlinizecss: "yes", clicktracking: 0, openstracking: "true", bouncetracking: false, unsubscribe: "on" })).toEqual({
       inlineCss: true,
       trackClicks: false,
       trackOpens: true,
       trackBounces: false,
+      unsubscribe: true,
     });
     expect(optionsOf({})).toEqual({});
   });

@@ -66,6 +66,7 @@ export function optionsOf(b: SendBody): Partial<MessageOptions> {
   set("trackClicks", flag(b.clicktracking));
   set("trackOpens", flag(b.openstracking));
   set("trackBounces", flag(b.bouncetracking));
+  set("unsubscribe", flag(b.unsubscribe));
   return o;
 }
 

@@ -33,13 +33,15 @@ const ALIASES: Record<string, string> = {
   trackopens: "openstracking",
   bouncetracking: "bouncetracking",
   trackbounces: "bouncetracking",
+  unsubscribe: "unsubscribe",
+  listunsubscribe: "unsubscribe",
   idempotency_key: "idempotency_key",
   idempotencykey: "idempotency_key",
 };
 
 /** Fields that collect every value given (several names, repeated form fields). */
 const LIST_FIELDS = new Set(["recipient", "to", "cc", "bcc", "attachments"]);
-const FLAG_FIELDS = new Set(["inlinizecss", "clicktracking", "openstracking", "bouncetracking"]);
+const FLAG_FIELDS = new Set(["inlinizecss", "clicktracking", "openstracking", "bouncetracking", "unsubscribe"]);
 
 const ATTACHMENT_KEYS: Record<string, string> = {
   filename: "filename",

@@ -1,0 +1,1 @@
+ALTER TABLE `messages` ADD `unsubscribe` integer DEFAULT false NOT NULL;
