@@ -46,8 +46,8 @@ function guard(ctx: ApiContext, request: Request): void {
   }
 }
 
-export function createApp(deps: ApiDeps) {
-  const ctx = apiContext(deps);
+/** `ctx`: the shared objects, when the caller keeps them to change later (api/server.ts: a reload's rate). */
+export function createApp(deps: ApiDeps, ctx: ApiContext = apiContext(deps)) {
   return new Elysia()
     .onError(({ error, code, request }) => {
       const written = writtenNamesOf(request);

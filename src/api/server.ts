@@ -1,18 +1,23 @@
 /** @module api/server — runs the API app on `[http] listen` as a runtime Service. */
+import type { HttpConfig } from "../config/schema.ts";
 import { createApp, type ApiDeps } from "./app.ts";
-import { requestLimits } from "./context.ts";
+import { apiContext, requestLimits } from "./context.ts";
+import { RateLimiter } from "./rate.ts";
 
 export interface HttpListener {
   /** the bound port (useful when the config said port 0) */
   port: number;
   /** a runtime Service (runtime/start.ts), declared here by shape: api/ does not import the runtime */
   service: { name: string; stop(): Promise<void> };
+  /** A reload (SIGHUP): `http.rate` anew (every key starts with a full bucket); the listener needs a restart. */
+  reconfigure(http: HttpConfig): void;
 }
 
 export function startHttp(deps: ApiDeps): HttpListener {
   const { host, port } = deps.config.http.listen;
   const limits = requestLimits(deps.config.smtp.max_message_size);
-  const app = createApp(deps);
+  const ctx = apiContext(deps);
+  const app = createApp(deps, ctx);
   try {
     app.listen({
       hostname: host,
@@ -37,6 +42,9 @@ export function startHttp(deps: ApiDeps): HttpListener {
       stop: async () => {
         await app.stop();
       },
+    },
+    reconfigure(http) {
+      ctx.limiter = http.rate ? new RateLimiter(http.rate) : null;
     },
   };
 }

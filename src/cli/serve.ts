@@ -1,4 +1,7 @@
-/** @module cli/serve — `outpost serve`: run until SIGTERM/SIGINT, then stop within 30 s and exit 0. */
+/**
+ * @module cli/serve — `outpost serve`: run until SIGTERM/SIGINT, then stop within 30 s and exit 0; SIGHUP
+ * reads the config and the TLS certificate again (runtime/reload.ts).
+ */
 import { loadConfig } from "../config/load.ts";
 import { createLogger } from "../observe/log.ts";
 import { start } from "../runtime/start.ts";
@@ -6,7 +9,8 @@ import { parseArgs } from "./args.ts";
 import { print } from "./context.ts";
 
 export const SERVE_USAGE = `usage: outpost serve [--config FILE]
-  runs the SMTP listeners, the HTTP API and delivery until SIGTERM`;
+  runs the SMTP listeners, the HTTP API and delivery until SIGTERM;
+  SIGHUP reads the config file and the TLS certificate again`;
 
 const SHUTDOWN_LIMIT_MS = 30_000;
 
@@ -23,9 +27,18 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const stopRequested = new Promise<string>((resolve) => (signalled = resolve));
   process.once("SIGTERM", () => signalled("SIGTERM"));
   process.once("SIGINT", () => signalled("SIGINT"));
+  // SIGHUP's default would end the process: one that arrives while starting is answered once started
+  let reloadPending = false;
+  let reload = (): void => {
+    reloadPending = true;
+  };
+  process.on("SIGHUP", () => reload());
   // first-run secrets go to stderr (start's default): stdout stays one JSON log line per line, for jq
   const rt = await start(config, log);
+  reload = () => rt.reload(() => loadConfig(args.values.config));
+  if (reloadPending) reload();
   log.info("stopping", { signal: await stopRequested });
+  reload = () => log.info("config_reload_ignored", { reason: "stopping" });
   const timer = setTimeout(() => {
     log.error("shutdown_timeout", { limit_ms: SHUTDOWN_LIMIT_MS });
     process.exit(1);

@@ -181,6 +181,22 @@ export class DeliveryLoop {
     return this;
   }
 
+  /**
+   * A reload (SIGHUP): settings, routes and the transport for work routed from now on. Routes are looked up
+   * anew; jobs already waiting at a destination keep it, and a destination held back (dead, backing off) no
+   * longer keeps its domains out of claims, since they may be routed elsewhere now.
+   */
+  reconfigure(config: DeliveryConfig, router: Router, transport: Transport): void {
+    this.deps = { ...this.deps, config, router, transport };
+    this.routes.clear();
+    this.throttle.setConcurrency(config.concurrency);
+    for (const dq of this.dests.values()) {
+      if (dq.jobs.length === 0) dq.domains.clear();
+      dq.limits = limitsFor(config, dq.dest.hosts.map((h) => h.host), dq.domains);
+    }
+    this.wake();
+  }
+
   /** New mail was committed, or room freed up: claim now instead of at the next due time. */
   wake(): void {
     const w = this.wakeUp;

@@ -77,6 +77,11 @@ export class OutcomeRecorder {
     this.random = deps.random ?? Math.random;
   }
 
+  /** A reload (SIGHUP): retries, queue lifetime and delay warnings for outcomes settled from now on. */
+  reconfigure(delivery: DeliveryConfig): void {
+    this.deps = { ...this.deps, delivery };
+  }
+
   /**
    * Records the results (and the DSN they call for) in one transaction, a savepoint when the caller has one
    * open (the settle batch). Returns the log lines to write once that outer transaction has committed.

@@ -54,7 +54,6 @@ export class DeliveryService {
   constructor(private deps: DeliveryServiceDeps) {
     const { config, sqlite, events, enqueuer, intake, verp, log, health } = deps;
     const bounceDomain = config.tracking.bounce_domain;
-    const resolver = createResolver(config.dns.servers);
     const queue = new QueueClaimer(sqlite);
     // serve holds the database's lock (runtime/lock.ts), so leases still in it belong to a process that died:
     // their mail goes out now, not when the leases run out
@@ -65,11 +64,7 @@ export class DeliveryService {
       config: config.delivery,
       claimer: health ? new ReportedClaims(queue, health.claim) : queue,
       outcomes: this.outcomes,
-      router: new MxRouter({ resolver, routes: config.delivery.route, tls: config.delivery.tls }),
-      transport: new SmtpTransport({
-        hostname: config.hostname, tls: config.delivery.tls, log, lookup: lookupVia(resolver),
-        isOwnAddress: deps.isOwnAddress, connectPort: deps.connectPort,
-      }),
+      ...this.routing(config),
       log,
       options: deps.options,
       // settles finishing together share one commit (fsync): one per message would cap throughput at fsyncs/s
@@ -81,6 +76,28 @@ export class DeliveryService {
     this.publisher = setInterval(() => this.publish(), PUBLISH_MS);
     this.publisher.unref();
     log.info("delivery_started", { sandbox: config.delivery.sandbox, concurrency: config.delivery.concurrency });
+  }
+
+  /**
+   * A reload (SIGHUP): the new `[delivery]` and `[dns]` apply to mail routed and settled from now on; transactions
+   * in flight finish as they started. The EHLO name (`hostname`) needs a restart.
+   */
+  reconfigure(next: Pick<Config, "delivery" | "dns">): void {
+    const { router, transport } = this.routing({ ...next, hostname: this.deps.config.hostname });
+    this.outcomes.reconfigure(next.delivery);
+    this.loop.reconfigure(next.delivery, router, transport);
+  }
+
+  /** Where mail goes and how it gets there: a resolver (dns.servers) shared by the MX router and the transport. */
+  private routing(config: Pick<Config, "delivery" | "dns" | "hostname">): { router: MxRouter; transport: SmtpTransport } {
+    const resolver = createResolver(config.dns.servers);
+    return {
+      router: new MxRouter({ resolver, routes: config.delivery.route, tls: config.delivery.tls }),
+      transport: new SmtpTransport({
+        hostname: config.hostname, tls: config.delivery.tls, log: this.deps.log, lookup: lookupVia(resolver),
+        isOwnAddress: this.deps.isOwnAddress, connectPort: this.deps.connectPort,
+      }),
+    };
   }
 
   /** Prometheus text of the outcomes since start and the throttle state (for /metrics). */

@@ -105,7 +105,7 @@ export function isWait(x: Lease | Wait | true): x is Wait {
 export class Throttle {
   private states = new Map<string, State>();
   private inUseTotal = 0;
-  private readonly o: Required<ThrottleOptions>;
+  private o: Required<ThrottleOptions>;
 
   constructor(opts: ThrottleOptions, private now: () => number = Date.now) {
     this.o = {
@@ -116,6 +116,11 @@ export class Throttle {
       deadMaxMs: 15 * 60_000,
       ...opts,
     };
+  }
+
+  /** A reload's `delivery.concurrency`: slots in use above a lower cap are given back as they finish. */
+  setConcurrency(concurrency: number): void {
+    this.o = { ...this.o, concurrency };
   }
 
   /** A connection slot at `key`, or when to ask again. */

@@ -43,6 +43,11 @@ export class EventRecorder {
     );
   }
 
+  /** A reload (SIGHUP): events recorded from now on go to these webhooks; outbox rows already written keep their URL. */
+  reconfigure(webhooks: readonly WebhookConfig[]): void {
+    this.webhooks = webhooks;
+  }
+
   /** Returns the new event's id (the cursor value). */
   record(e: NewEvent): number {
     const time = e.time ?? Date.now();

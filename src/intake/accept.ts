@@ -43,6 +43,11 @@ export interface IntakeDeps {
 export class Intake {
   constructor(private deps: IntakeDeps) {}
 
+  /** A reload (SIGHUP): the `[tracking]` defaults for messages submitted from now on. */
+  reconfigure(tracking: TrackingConfig): void {
+    this.deps = { ...this.deps, tracking };
+  }
+
   get limits(): PolicyLimits {
     return this.deps.limits;
   }

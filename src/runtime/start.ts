@@ -18,6 +18,7 @@ import { verpCodec, type Verp } from "../bounce/verp.ts";
 import { StoreHealth } from "../observe/health.ts";
 import { firstRun, instanceSecret, secretPath } from "./bootstrap.ts";
 import { lockServe } from "./lock.ts";
+import { reloadConfig } from "./reload.ts";
 
 /** Something `serve` runs that must be stopped on shutdown. */
 export interface Service {
@@ -34,6 +35,7 @@ export interface Service {
 export const SHUTDOWN_BUDGET_MS = 25_000;
 
 export interface Runtime {
+  /** the configuration in force (after a reload: the new one, less the keys that need a restart) */
   config: Config;
   store: Store;
   log: Logger;
@@ -54,6 +56,11 @@ export interface Runtime {
   /** the HTTP API listener (bound port for tests that listen on port 0) */
   http?: { port: number };
   stop(): Promise<void>;
+  /**
+   * SIGHUP (runtime/reload.ts): `load` reads the config again; what can change while running is applied, the
+   * rest is logged as needing a restart, and a config `load` refuses leaves everything as it is.
+   */
+  reload(load: () => Config): void;
 }
 
 export interface StartOptions {
@@ -162,5 +169,11 @@ async function wire({ config, log, opts, store, services, stop }: Wiring): Promi
   const lines = await firstRun(store.db, freshDataDir);
   if (lines.length > 0) log.info("first_start", { message: lines[0], see: "stderr" });
   for (const line of lines) (opts.announce ?? ((l) => process.stderr.write(`${l}\n`)))(line);
-  return { config, store, log, secret, health, events, intake, verp, bounces, services, smtp, delivery, http: { port: http.port }, stop };
+  const rt: Runtime = {
+    config, store, log, secret, health, events, intake, verp, bounces, services, smtp, delivery, http: { port: http.port }, stop,
+    reload: (load) => {
+      rt.config = reloadConfig(rt.config, load, { smtp, http, delivery, intake, events }, log);
+    },
+  };
+  return rt;
 }

@@ -2,12 +2,13 @@
  * @module smtp/server — the SMTP listeners: one smtp-server per `smtp.listen` address (plain +
  * STARTTLS) and per `smtp.tls_listen` address (implicit TLS), all sharing one set of session hooks.
  */
+import { X509Certificate } from "node:crypto";
 import type net from "node:net";
 import { isIPv4, isIPv6 } from "node:net";
-import type tls from "node:tls";
+import tls from "node:tls";
 import { SMTPServer, type SMTPServerOptions } from "smtp-server";
 import { SMTPConnection, type SMTPConnectionOptions } from "smtp-server/lib/smtp-connection.js";
-import type { Config, ListenAddress } from "../config/schema.ts";
+import type { Config, ListenAddress, SmtpConfig } from "../config/schema.ts";
 import type { Intake } from "../intake/accept.ts";
 import type { Logger } from "../observe/log.ts";
 import { receiveMessage, type BounceSink, type DataCounters } from "./data.ts";
@@ -45,6 +46,12 @@ export interface SmtpService {
   hooks: SessionHooks;
   /** Prometheus text: messages accepted and refused at the end of DATA since start */
   metrics(): string;
+  /**
+   * A reload (SIGHUP): reads the certificate files again, new TLS sessions (STARTTLS and implicit) get them, and
+   * `trusted_networks`/`auth_requires_tls` apply; other keys need a restart. Throws, changing nothing, when the
+   * certificate cannot be read or does not match its key.
+   */
+  reconfigure(smtp: SmtpConfig): { fingerprint: string; replaced: boolean };
 }
 
 /** A reply text that already starts with an enhanced code ("5.7.1 …") is sent as is. */
@@ -85,7 +92,8 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpService> {
   const { config, log } = deps;
   const smtp = config.smtp;
   const material = loadTlsMaterial(smtp, config.data_dir, config.hostname);
-  log.info("smtp_tls_certificate", { source: material.source, file: material.certFile });
+  let fingerprint = fingerprintOf(material);
+  log.info("smtp_tls_certificate", { source: material.source, file: material.certFile, fingerprint });
   const hooks = new SessionHooks({
     smtp,
     hostname: config.hostname,
@@ -126,7 +134,23 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpService> {
     async stop() {
       await Promise.all(servers.map(({ server }) => closeServer(server)));
     },
+    reconfigure(next) {
+      const fresh = loadTlsMaterial(next, config.data_dir, config.hostname);
+      // checked first: smtp-server's updateSecureContext, failing half-way, would leave a listener with no context
+      tls.createSecureContext({ key: fresh.key, cert: fresh.cert });
+      const before = fingerprint;
+      const after = fingerprintOf(fresh);
+      for (const { server } of servers) server.updateSecureContext({ key: fresh.key, cert: fresh.cert });
+      hooks.reconfigure({ trusted_networks: next.trusted_networks, auth_requires_tls: next.auth_requires_tls });
+      fingerprint = after;
+      return { fingerprint, replaced: after !== before };
+    },
   };
+}
+
+/** The SHA-256 fingerprint (as `openssl x509 -fingerprint -sha256` prints it) of the certificate presented. */
+function fingerprintOf(material: TlsMaterial): string {
+  return new X509Certificate(material.cert).fingerprint256;
 }
 
 /** smtp-server's options for one listener; every listener shares `hooks`, so per-IP limits span them all. */

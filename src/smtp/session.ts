@@ -73,6 +73,11 @@ export class SessionHooks {
     this.isLoopback = deps.isLoopback ?? defaultIsLoopback;
   }
 
+  /** A reload (SIGHUP): who is trusted, and whether AUTH needs TLS, hold from the next connection or command on. */
+  reconfigure(change: Pick<SmtpConfig, "trusted_networks" | "auth_requires_tls">): void {
+    this.deps = { ...this.deps, smtp: { ...this.deps.smtp, ...change } };
+  }
+
   isTrusted(ip: string): boolean {
     return this.deps.smtp.trusted_networks.some((c: Cidr) => cidrContains(c, ip));
   }

@@ -25,7 +25,7 @@ function serviceDirectives(text: string): Map<string, string[]> {
   return out;
 }
 
-test("the unit runs outpost serve as a dedicated user, restarts on failure, and is hardened", () => {
+test("the unit runs outpost serve as a dedicated user, reloads with SIGHUP, restarts on failure, and is hardened", () => {
   const d = serviceDirectives(readFileSync(UNIT, "utf8"));
   const one = (key: string) => {
     const v = d.get(key);
@@ -36,6 +36,8 @@ test("the unit runs outpost serve as a dedicated user, restarts on failure, and 
   expect(one("ExecStart")).toMatch(/^\S*\/outpost serve --config \/etc\/outpost\/outpost\.toml$/);
   expect(one("User")).toMatch(/^[a-z_][a-z0-9_-]*$/);
   expect(one("User")).not.toBe("root");
+  // `systemctl reload` sends SIGHUP: config and certificate read again without a restart
+  expect(one("ExecReload")).toBe("/bin/kill -HUP $MAINPID");
   expect(one("Restart")).toBe("on-failure");
   // exit 2 is a bad config: restarting cannot fix it
   expect(one("RestartPreventExitStatus").split(/\s+/)).toContain("2");
