@@ -15,14 +15,17 @@ export const RELOADABLE: ReadonlySet<string> = new Set([
   "delivery.concurrency", "delivery.per_destination_connections", "delivery.messages_per_connection",
   "delivery.retry", "delivery.max_queue_time", "delivery.delay_warning", "delivery.tls", "delivery.sandbox",
   "delivery.route", "delivery.destination",
-  "tracking.inline_css", "tracking.clicks", "tracking.opens", "tracking.bounces",
+  "tracking.inline_css", "tracking.clicks", "tracking.opens", "tracking.bounces", "tracking.unsubscribe",
   "webhook",
 ]);
 
 /** A reloadable key that means something only with another key's new value: while that one waits for a restart, so does it. */
 const RESTS_ON: Readonly<Record<string, string>> = {
-  // bounce tracking on by default with the running (perhaps empty) bounce domain would refuse or misroute mail
+  // on by default with the running (perhaps empty) bounce domain or public URL, they would refuse or misdirect mail
   "tracking.bounces": "tracking.bounce_domain",
+  "tracking.clicks": "http.public_url",
+  "tracking.opens": "http.public_url",
+  "tracking.unsubscribe": "http.public_url",
 };
 
 /** The services' reload entry points (runtime/start.ts wires them); each takes its slice of the config. */
