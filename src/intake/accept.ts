@@ -1,12 +1,15 @@
 /**
  * @module intake/accept — the one door into the queue (SMTP, REST API, and DSNs we generate):
- * policy → suppression → prepare → hop limit → durable enqueue. Resolves only after the commit.
+ * policy → suppression → prepare → hop limit → CSS inlining → durable enqueue. Resolves only after the commit.
  */
 import type { Store } from "../db/client.ts";
 import type { TrackingConfig } from "../config/schema.ts";
 import { addressKey, canonicalAddress, parseAddress } from "../mail/address.ts";
 import type { UserId } from "../mail/ids.ts";
 import { suppressedAmong } from "../suppression/list.ts";
+import { inlineCssInMessage } from "../message/inline-css.ts";
+import { metric } from "../observe/metrics.ts";
+import type { Logger } from "../observe/log.ts";
 import type { Enqueuer, EnqueuedMessage, MessageOptions, MessageSource, NewMessage } from "../queue/enqueue.ts";
 import { checkHops, checkOptions, checkRecipientCount, checkSender, checkSize, IntakeError, type PolicyLimits } from "./policy.ts";
 import { prepareMessage } from "./prepare.ts";
@@ -38,9 +41,14 @@ export interface IntakeDeps {
   tracking: TrackingConfig;
   /** http.public_url: the base of tracking and unsubscribe links; "" when there is none */
   publicUrl: string;
+  /** where a message whose CSS could not be inlined is reported */
+  log?: Logger;
 }
 
 export class Intake {
+  /** messages stored without their CSS inlined, since their MIME could not be rewritten */
+  private inlineCssFailures = 0;
+
   constructor(private deps: IntakeDeps) {}
 
   /** A reload (SIGHUP): the `[tracking]` defaults for messages submitted from now on. */
@@ -54,17 +62,40 @@ export class Intake {
 
   /** Stores the submission through the group commit; resolves after the commit. */
   async accept(sub: Submission): Promise<EnqueuedMessage> {
-    const msg = this.toNewMessage(sub);
+    const { msg, inlineCssFailure } = await this.inlineCss(this.toNewMessage(sub));
+    let queued: EnqueuedMessage;
     try {
-      return await this.deps.enqueuer.enqueue(msg);
+      queued = await this.deps.enqueuer.enqueue(msg);
     } catch (e) {
       throw storeFailure(e);
     }
+    if (inlineCssFailure !== undefined) {
+      this.inlineCssFailures++;
+      this.deps.log?.warn("inline_css_failed", { id: queued.id, reason: inlineCssFailure });
+    }
+    return queued;
+  }
+
+  /**
+   * inlinizecss, applied to the stored copy once, so every recipient and `GET /v1/messages/{id}` see it. A
+   * message whose MIME cannot be rewritten is stored as it came (reported after the commit, with its id).
+   */
+  private async inlineCss(msg: NewMessage): Promise<{ msg: NewMessage; inlineCssFailure?: string }> {
+    if (!msg.options.inlineCss) return { msg };
+    const r = await inlineCssInMessage(msg.body);
+    return r.ok ? { msg: { ...msg, body: r.body } } : { msg, inlineCssFailure: r.reason };
+  }
+
+  /** Prometheus text for what intake counts. */
+  metrics(): string {
+    return metric("outpost_inline_css_failures_total", "counter",
+      "Messages stored without their CSS inlined because their MIME could not be rewritten.", this.inlineCssFailures).join("\n") + "\n";
   }
 
   /**
    * Stores the submission inside the caller's open transaction (mail we generate while settling: DSNs), so
-   * it commits, or rolls back, with what caused it. Same rules as accept().
+   * it commits, or rolls back, with what caused it. Same rules as accept(), except CSS inlining, which needs
+   * the event loop: the mail made here (DSNs, kept inbound mail) is sent with inlineCss off.
    */
   acceptNow(sub: Submission): EnqueuedMessage {
     const msg = this.toNewMessage(sub);

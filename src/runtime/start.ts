@@ -147,13 +147,14 @@ async function wire({ config, log, opts, store, services, stop }: Wiring): Promi
     limits: { maxMessageSize: config.smtp.max_message_size, maxRecipients: config.smtp.max_recipients, maxHops: config.smtp.max_hops },
     tracking: config.tracking,
     publicUrl: config.http.public_url,
+    log,
   });
   const verp = verpCodec(secret);
   const bounces = new BounceIngest({ sqlite: store.sqlite, events, intake, verp, tracking: config.tracking, log });
   const smtp = await startSmtp({ config, intake, bounces, credentials: new CredentialChecker(store.db), log });
   services.push(smtp);
   let delivery: DeliveryService | undefined;
-  const http = startHttp({ config, store, intake, log, health, extraMetrics: () => `${smtp.metrics()}\n${delivery?.metrics() ?? ""}` });
+  const http = startHttp({ config, store, intake, log, health, extraMetrics: () => `${smtp.metrics()}\n${intake.metrics()}\n${delivery?.metrics() ?? ""}` });
   services.push(http.service);
   // last: it recovers the leases a dead process left, which is only safe once every listener is ours; and our
   // own listeners, bound by now (port 0 → the real port), are never dialled for an MX host
