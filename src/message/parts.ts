@@ -98,8 +98,10 @@ class Walk {
   private literal: Buffer[] = [];
   private html: { node: MimeNode; headers: Buffer; chunks: Buffer[]; size: number } | null = null;
   private htmlParts = 0;
-  /** each multipart's boundary and its own lines (preamble, delimiters, epilogue) */
-  private multiparts = new Map<MimeNode, { boundary: string; lines: string[] }>();
+  /** each multipart's boundary */
+  private boundaries = new Map<MimeNode, string>();
+  /** the lines between parts: preambles, delimiters, epilogues (mailsplit may group a few in one chunk) */
+  private between: string[] = [];
   private failure: string | null = null;
 
   constructor(private limits: Required<RewriteLimits>) {}
@@ -115,7 +117,7 @@ class Walk {
       if (this.html.size > this.limits.maxPartBytes) this.failure = `an HTML part is over ${this.limits.maxPartBytes} bytes`;
     } else {
       this.endHtml();
-      this.multiparts.get(chunk.node)?.lines.push(chunk.value.toString("latin1"));
+      if (chunk.type === "data") this.between.push(chunk.value.toString("latin1"));
       this.literal.push(chunk.value);
     }
   }
@@ -124,8 +126,9 @@ class Walk {
     this.endHtml();
     this.flushLiteral();
     if (this.failure) return { reason: this.failure };
-    for (const [node, { boundary, lines }] of this.multiparts) {
-      if (!closes(boundary, lines.join(""))) return { reason: `${node.contentType} without its closing boundary` };
+    const between = this.between.join("");
+    for (const [node, boundary] of this.boundaries) {
+      if (!closes(boundary, between)) return { reason: `${node.contentType} without its closing boundary` };
     }
     // mailsplit promises an exact copy; checked, since a byte lost here would be lost for every recipient
     const whole = Buffer.concat(this.plan.flatMap((s) => (Buffer.isBuffer(s) ? [s] : [s.headers, s.body])));
@@ -146,7 +149,7 @@ class Walk {
         this.failure = `${node.contentType} without a usable boundary`;
         return;
       }
-      this.multiparts.set(node, { boundary, lines: [] });
+      this.boundaries.set(node, boundary);
     }
     const headers = node.getHeaders();
     if (node.contentType === "text/html" && node.disposition !== "attachment") this.html = { node, headers, chunks: [], size: 0 };
@@ -246,7 +249,7 @@ function boundaryOf(node: MimeNode): string | null {
   return boundary && Buffer.byteLength(boundary) === boundary.length ? boundary : null;
 }
 
-/** Has a multipart's own text its close-delimiter line, "--boundary--" (RFC 2046 §5.1.1)? */
+/** Is there a close-delimiter line "--boundary--" (RFC 2046 §5.1.1) among the lines between parts? */
 function closes(boundary: string, lines: string): boolean {
   const escaped = boundary.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
   return new RegExp(`(?:^|\\n)--${escaped}--[ \\t]*(?:\\r?\\n|$)`).test(lines);
