@@ -41,7 +41,11 @@ describe("credentials", () => {
       expect(await checker.check("alice", "correct horse")).not.toBeNull();
       expect(await checker.check("alice", "correct horse")).not.toBeNull();
       expect(verifies).toBe(1); // the second check was the cache's
+      expect(checker.cached("alice", "correct horse")?.name).toBe("alice"); // what SMTP asks before it counts a guess
+      expect(checker.cached("alice", "wrong")).toBeNull();
+      expect(checker.cached("mallory", "correct horse")).toBeNull();
       now += 60_001;
+      expect(checker.cached("alice", "correct horse")).toBeNull();
       expect(await checker.check("alice", "correct horse")).not.toBeNull();
       expect(verifies).toBe(2);
     } finally {

@@ -90,12 +90,22 @@ export class CredentialChecker {
   async check(name: string, password: string): Promise<User | null> {
     const row = this.db.select().from(users).where(eq(users.name, name)).get();
     const key = row ? cacheKey(name, password, row.passwordHash) : null;
-    if (row && key && (this.cache.get(key) ?? 0) > this.now()) return toUser(row);
+    if (row && key && this.isCached(key)) return toUser(row);
     // verify against a dummy hash when the user is unknown, so timing does not reveal which names exist
     const ok = await Bun.password.verify(password, row?.passwordHash ?? (await dummyHash()));
     if (!row || !key || !ok) return null;
     this.remember(key);
     return toUser(row);
+  }
+
+  /** The user when this name and password are a cached success (no slow hash), else null. */
+  cached(name: string, password: string): User | null {
+    const row = this.db.select().from(users).where(eq(users.name, name)).get();
+    return row && this.isCached(cacheKey(name, password, row.passwordHash)) ? toUser(row) : null;
+  }
+
+  private isCached(key: string): boolean {
+    return (this.cache.get(key) ?? 0) > this.now();
   }
 
   /** Drop cached successes. */

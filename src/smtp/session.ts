@@ -6,7 +6,7 @@ import type net from "node:net";
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerAuthenticationResponse, SMTPServerSession } from "smtp-server";
 import type { User } from "../auth/users.ts";
 import type { Cidr, SmtpConfig } from "../config/schema.ts";
-import { cidrContains, isLoopback } from "../config/units.ts";
+import { cidrContains, clientKey, isLoopback } from "../config/units.ts";
 import { checkRecipientCount, checkSender, type PolicyLimits } from "../intake/policy.ts";
 import { addressKey, checkAddress } from "../mail/address.ts";
 import { SmtpError } from "../mail/errors.ts";
@@ -17,6 +17,11 @@ import { decideRecipient, kindOf, type RelayPolicy } from "./relay.ts";
 /** Checks a user name and password; resolves to the user, or null when they do not match. */
 export interface CredentialCheck {
   check(name: string, password: string): Promise<User | null>;
+  /**
+   * The user when this name and password were verified a moment ago (auth/users.ts caches successes), else
+   * null; no slow hash. Such a login is no guess, so it needs no place among the guesses the guard allows.
+   */
+  cached?(name: string, password: string): User | null;
 }
 
 export interface SessionDeps {
@@ -69,7 +74,7 @@ export class SessionHooks {
   constructor(private deps: SessionDeps) {
     this.limits = { maxMessageSize: deps.smtp.max_message_size, maxRecipients: deps.smtp.max_recipients, maxHops: deps.smtp.max_hops };
     this.guard = new AuthGuard({ failuresBeforeBlock: deps.smtp.auth_failures_before_block, blockMs: deps.smtp.auth_block_time });
-    this.connections = new ConnectionCounter(deps.smtp.max_connections_per_ip);
+    this.connections = new ConnectionCounter(deps.smtp.max_connections_per_ip, deps.smtp.max_connections);
     this.isLoopback = deps.isLoopback ?? defaultIsLoopback;
   }
 
@@ -90,7 +95,7 @@ export class SessionHooks {
   onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const ip = session.remoteAddress;
     const trusted = this.isTrusted(ip);
-    const blocked = this.guard.blockedFor(ip);
+    const blocked = this.guard.blockedFor(clientKey(ip));
     // a trusted client relays without AUTH, so refusing its connection protects nothing and would stop every
     // local app because one of them has a wrong password; its AUTH attempts are still refused while blocked
     if (blocked > 0 && !trusted) {
@@ -114,26 +119,29 @@ export class SessionHooks {
   }
 
   /**
-   * max_connections_per_ip, counted when the TCP connection is accepted: on an implicit-TLS
-   * listener onConnect runs only after the handshake, so sockets that never send a TLS hello
-   * would otherwise pile up uncounted. Over the limit the socket is closed at once, with a 421
-   * on a plain listener; before a TLS handshake nothing can be said, so it is just closed (and logged).
+   * max_connections and max_connections_per_ip (an IPv6 client by its /64), counted when the TCP connection is
+   * accepted: on an implicit-TLS listener onConnect runs only after the handshake, so sockets that never send a
+   * TLS hello would otherwise pile up uncounted. Over a limit the socket is closed at once, with a 421 on a plain
+   * listener; before a TLS handshake nothing can be said, so it is just closed (and logged).
    * Returns whether smtp-server may take the socket.
    */
   admitSocket(socket: net.Socket, implicitTls: boolean): boolean {
     const ip = plainIp(socket.remoteAddress ?? "");
-    if (!this.connections.tryOpen(ip)) {
+    const client = clientKey(ip);
+    const refused = this.connections.tryOpen(client);
+    if (refused) {
       socket.on("error", () => {}); // a reset while we close it is no error of ours, and must not crash us
-      this.deps.log.info("smtp_refused", { client_ip: ip, reason: "max_connections_per_ip", tls: implicitTls });
+      this.deps.log.info("smtp_refused", { client_ip: ip, reason: refused, tls: implicitTls });
+      const whose = refused === "max_connections" ? "" : " from your address";
       if (implicitTls) socket.destroy();
-      else socket.end(`421 4.7.0 ${this.deps.hostname} too many connections from your address, try again later\r\n`);
+      else socket.end(`421 4.7.0 ${this.deps.hostname} too many connections${whose}, try again later\r\n`);
       return false;
     }
     // Bun does not always report 'close' on the TCP socket once TLS wraps it, so the session's
     // onClose releases the place too (whichever comes first; the connection's ip:port names it)
     const key = `${ip}:${socket.remotePort}`;
     const release = () => {
-      if (this.openSockets.delete(key)) this.connections.close(ip);
+      if (this.openSockets.delete(key)) this.connections.close(client);
     };
     this.openSockets.set(key, release);
     socket.once("close", release);
@@ -151,22 +159,29 @@ export class SessionHooks {
     );
   }
 
+  /**
+   * At most auth_failures_before_block guesses per client are verified within auth_block_time, however many
+   * arrive at once: each takes a place from the guard before the slow hash (smtp/auth-guard.ts). A login the
+   * credential cache already knows is no guess and takes none. A blocked client gets 421 before anything is checked.
+   */
   private async authenticate(auth: SMTPServerAuthentication, session: SMTPServerSession): Promise<User> {
     const ip = session.remoteAddress;
-    if (this.guard.blockedFor(ip) > 0) throw blockedError(this.deps.hostname);
+    const client = clientKey(ip);
+    if (this.guard.blockedFor(client) > 0) throw blockedError(this.deps.hostname);
     // not reached while onConnect disables AUTH (530 comes first); kept so credentials never cross in clear if that changes
     if (!this.authAllowed(session)) throw new SmtpError(538, "5.7.11", "encryption required for requested authentication mechanism");
     const name = auth.username ?? "";
+    const password = auth.password ?? "";
     // RFC 4616 authzid: we do not let one user act for another
     const proxying = auth.method === "PLAIN" && auth.authzid && auth.authcid && auth.authzid !== auth.authcid;
-    const user = proxying ? null : await this.deps.credentials.check(name, auth.password ?? "");
-    if (user) {
-      this.deps.log.info("smtp_auth", { client_ip: ip, user: user.name, method: auth.method, tls: session.secure });
-      return user;
+    const outcome = proxying ? this.guard.recordFailure(client) : await this.guess(client, name, password);
+    if ("user" in outcome) {
+      this.deps.log.info("smtp_auth", { client_ip: ip, user: outcome.user.name, method: auth.method, tls: session.secure });
+      return outcome.user;
     }
     const state = this.states.get(session.id);
     const perConnection = state ? ++state.authFailures : 1;
-    const { failures, blocked } = this.guard.recordFailure(ip);
+    const { failures, blocked } = outcome;
     // one line a fail2ban filter can match: "event":"smtp_auth_failed" … "client_ip":"<HOST>"
     this.deps.log.warn("smtp_auth_failed", { client_ip: ip, user: name, method: auth.method, failures, blocked });
     if (blocked) throw blockedError(this.deps.hostname);
@@ -174,6 +189,24 @@ export class SessionHooks {
       throw new SmtpError(421, "4.7.0", `${this.deps.hostname} too many authentication failures, closing connection`);
     }
     throw new SmtpError(535, "5.7.8", "authentication credentials invalid");
+  }
+
+  /** One password check: a login the cache knows, or a guess verified in a place the guard gives (421 when none). */
+  private async guess(client: string, name: string, password: string): Promise<{ user: User } | { failures: number; blocked: boolean }> {
+    const known = this.deps.credentials.cached?.(name, password);
+    if (known) return { user: known };
+    const slot = await this.guard.reserve(client);
+    if (!slot) throw blockedError(this.deps.hostname); // blocked, perhaps by the guesses it waited for
+    let user: User | null;
+    try {
+      user = await this.deps.credentials.check(name, password);
+    } catch (e) {
+      slot.release(); // not verified: no failure to count
+      throw e;
+    }
+    if (!user) return slot.fail();
+    slot.release();
+    return { user };
   }
 
   onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {

@@ -1,0 +1,128 @@
+/**
+ * SMTP limits tried as an attacker would: AUTH guesses in parallel, IPv6 clients by their /64, the total
+ * connection cap, idle unauthenticated sessions. Real SMTP clients (nodemailer's smtp-connection, raw sockets)
+ * against a listener whose credential check is counted and can be held, so "guesses in flight" are real.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import SMTPConnection from "nodemailer/lib/smtp-connection";
+import { CredentialChecker, type User } from "../../src/auth/users.ts";
+import { startSmtp, type SmtpService } from "../../src/smtp/server.ts";
+import type { CredentialCheck } from "../../src/smtp/session.ts";
+import { waitFor } from "../helpers/harness.ts";
+import { addTestUser, RawSmtp, startOutpost, type Outpost } from "./fixture.ts";
+
+const CONFIG = `
+[smtp]
+max_connections_per_ip = 30
+auth_failures_before_block = 5
+auth_block_time = "10m"
+`;
+
+/** Counts the password checks that reach the slow hash; while `held`, each waits until `let go`. */
+class CountingCheck implements CredentialCheck {
+  calls = 0;
+  private gate: Promise<void> = Promise.resolve();
+  private open: () => void = () => {};
+  constructor(private real: CredentialChecker) {}
+  hold(): void {
+    this.gate = new Promise((resolve) => (this.open = resolve));
+  }
+  letGo(): void {
+    this.open();
+    this.gate = Promise.resolve();
+  }
+  async check(name: string, password: string): Promise<User | null> {
+    this.calls++;
+    await this.gate;
+    return this.real.check(name, password);
+  }
+  cached(name: string, password: string): User | null {
+    return this.real.cached(name, password);
+  }
+}
+
+let o: Outpost;
+let smtp: SmtpService;
+let port: number;
+let credentials: CountingCheck;
+/** AUTH commands that reached the session hooks */
+let authsArrived = 0;
+
+beforeAll(async () => {
+  o = await startOutpost(CONFIG);
+  await addTestUser(o, "alice", "alice-secret-1");
+  await addTestUser(o, "relay", "relay-secret-1");
+  credentials = new CountingCheck(new CredentialChecker(o.rt.store.db));
+  smtp = await startSmtp({
+    config: o.rt.config,
+    intake: o.rt.intake,
+    bounces: o.rt.bounces,
+    credentials,
+    log: o.rt.log,
+    closeTimeoutMs: 500,
+  });
+  port = smtp.addresses()[0]!.port;
+  const onAuth = smtp.hooks.onAuth.bind(smtp.hooks);
+  smtp.hooks.onAuth = (auth, session, cb) => {
+    authsArrived++;
+    onAuth(auth, session, cb);
+  };
+});
+
+afterAll(async () => {
+  await smtp?.stop();
+  await o?.stop();
+});
+
+/** An smtp-connection session from `localAddress`, greeted and past EHLO (AUTH is allowed in clear from loopback). */
+async function client(localAddress: string): Promise<SMTPConnection> {
+  const c = new SMTPConnection({ host: "127.0.0.1", port, localAddress, ignoreTLS: true, connectionTimeout: 10_000, socketTimeout: 30_000 });
+  c.on("error", () => {}); // a 421 closes the connection; the login callback reports it
+  await new Promise<void>((resolve, reject) => c.connect((err) => (err ? reject(err) : resolve())));
+  return c;
+}
+
+/** The reply code to AUTH PLAIN: 235, 535, 421 … */
+function login(c: SMTPConnection, user: string, pass: string): Promise<number> {
+  return new Promise((resolve) =>
+    c.login({ user, pass, method: "PLAIN" }, (err) => {
+      resolve(err ? ((err as { responseCode?: number }).responseCode ?? 0) : 235);
+      c.close();
+    }),
+  );
+}
+
+describe("AUTH guesses in parallel", () => {
+  test("20 wrong passwords at once from one client get at most auth_failures_before_block verified, and a right one sent while they are in flight is refused", async () => {
+    const ip = "127.0.0.51";
+    const sessions = await Promise.all(Array.from({ length: 20 }, () => client(ip)));
+    const before = { calls: credentials.calls, arrived: authsArrived };
+    credentials.hold(); // every verification takes as long as we like: all guesses are in flight together
+    const wrong = sessions.slice(0, 19).map((c, i) => login(c, "alice", `wrong-guess-${i}`));
+    await waitFor(() => authsArrived - before.arrived === 19, 5000, "19 AUTH commands at the server");
+    const right = login(sessions[19]!, "alice", "alice-secret-1");
+    await waitFor(() => authsArrived - before.arrived === 20, 5000, "the 20th AUTH at the server");
+    credentials.letGo();
+    const replies = [...(await Promise.all(wrong)), await right];
+
+    expect(credentials.calls - before.calls).toBeLessThanOrEqual(5);
+    expect(replies[19]).toBe(421); // the right password, but the client ran out of guesses meanwhile
+    expect(replies.filter((r) => r === 535).length).toBe(4); // the fifth failure is answered 421: blocked
+    expect(replies.filter((r) => r === 421).length).toBe(16);
+    expect(o.logs).toContainEqual(expect.objectContaining({ event: "smtp_auth_failed", client_ip: ip, failures: 5, blocked: true }));
+
+    // a right password arriving after the block: refused at connect, nothing verified
+    const calls = credentials.calls;
+    const late = await RawSmtp.connect(port, { localAddress: ip });
+    expect(await late.reply()).toMatch(/^421 4\.7\.0 outpost\.test too many failed authentications/);
+    late.close();
+    expect(credentials.calls).toBe(calls);
+  });
+
+  test("a smart host's 20 connections logging in at once with the right password all get in", async () => {
+    const ip = "127.0.0.52";
+    const sessions = await Promise.all(Array.from({ length: 20 }, () => client(ip)));
+    const replies = await Promise.all(sessions.map((c) => login(c, "relay", "relay-secret-1")));
+    expect(replies).toEqual(Array(20).fill(235));
+  }, 20_000);
+});
