@@ -78,9 +78,11 @@ function readSmtp(s: Section): SmtpConfig {
     max_message_size: readSize(s, "max_message_size", "25MB"),
     max_recipients: s.integer("max_recipients", 100),
     max_connections_per_ip: s.integer("max_connections_per_ip", 20),
+    max_connections: s.integer("max_connections", 1000),
     auth_failures_before_block: s.integer("auth_failures_before_block", 5),
     auth_block_time: s.parsed("auth_block_time", parseDuration, "15m"),
     max_hops: s.integer("max_hops", 50),
+    allow_address_literals: s.boolean("allow_address_literals", false),
   };
 }
 

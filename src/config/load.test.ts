@@ -60,9 +60,11 @@ trusted_networks = []
 max_message_size = "25MB"
 max_recipients = 100
 max_connections_per_ip = 20
+max_connections = 1000
 auth_failures_before_block = 5
 auth_block_time = "15m"
 max_hops = 50
+allow_address_literals = false
 
 [http]
 listen = "127.0.0.1:8025"
@@ -132,6 +134,8 @@ describe("defaults", () => {
     expect(config.smtp.max_message_size).toBe(25 * 1024 * 1024);
     expect(config.smtp.auth_block_time).toBe(15 * MINUTE);
     expect(config.smtp.max_hops).toBe(50);
+    expect(config.smtp.max_connections).toBe(1000);
+    expect(config.smtp.allow_address_literals).toBe(false);
     expect(config.http).toEqual({ listen: { host: "127.0.0.1", port: 8025 }, public_url: "http://127.0.0.1:8025", rate: null });
     expect(config.delivery.retry).toEqual([1, 5, 15, 30, 60, 120, 240, 480].map((m) => m * MINUTE));
     expect(config.delivery.max_queue_time).toBe(120 * HOUR);

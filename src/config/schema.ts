@@ -33,12 +33,17 @@ export interface SmtpConfig {
   /** bytes */
   max_message_size: number;
   max_recipients: number;
+  /** an IPv6 client counts by its /64 */
   max_connections_per_ip: number;
+  /** open SMTP connections in total, every listener together */
+  max_connections: number;
   auth_failures_before_block: number;
   /** ms */
   auth_block_time: number;
   /** a message with more `Received` fields than this (ours included) is refused: a mail loop (RFC 5321 §6.3) */
   max_hops: number;
+  /** recipients at address literals (`user@[192.0.2.1]`) are refused unless true: nobody may make us connect to any IP */
+  allow_address_literals: boolean;
 }
 
 export interface HttpConfig {

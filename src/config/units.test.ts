@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import {
-  cidrContains, isHostname, parseCidr, parseDnsServer, parseDomainPattern, parseDuration,
+  cidrContains, clientKey, isHostname, parseCidr, parseDnsServer, parseDomainPattern, parseDuration,
   parseHttpUrl, parseIp, parseListen, parseRate, parseSize,
 } from "./units.ts";
 
@@ -92,6 +92,26 @@ describe("parseCidr", () => {
     "rejects %p",
     (text) => expect(() => parseCidr(text)).toThrow(/expected an address or network/),
   );
+});
+
+describe("clientKey", () => {
+  test("an IPv4 client is its address, also when written IPv4-mapped", () => {
+    expect(clientKey("192.0.2.7")).toBe("192.0.2.7");
+    expect(clientKey("::ffff:192.0.2.7")).toBe("192.0.2.7");
+    expect(clientKey("::FFFF:c000:207")).toBe("192.0.2.7");
+  });
+  test("an IPv6 client is its /64, however the address is written", () => {
+    expect(clientKey("2001:db8:1:2::a")).toBe("2001:db8:1:2::/64");
+    expect(clientKey("2001:DB8:1:2:ffff:ffff:ffff:ffff")).toBe("2001:db8:1:2::/64");
+    expect(clientKey("2001:0db8:0001:0002:0:0:0:1")).toBe("2001:db8:1:2::/64");
+    expect(clientKey("2001:db8:1:3::a")).toBe("2001:db8:1:3::/64");
+    expect(clientKey("::1")).toBe("::/64");
+    expect(clientKey("fe80::1%eth0")).toBe("fe80::/64");
+  });
+  test("anything else is kept as given", () => {
+    expect(clientKey("")).toBe("");
+    expect(clientKey("not-an-ip")).toBe("not-an-ip");
+  });
 });
 
 describe("cidrContains", () => {

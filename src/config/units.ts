@@ -118,6 +118,19 @@ export function cidrContains(cidr: Cidr, ip: string): boolean {
   return value >> shift === network.value >> shift;
 }
 
+/**
+ * The client a per-client limit counts: an IPv4 address as itself (also written IPv4-mapped, "::ffff:192.0.2.7"),
+ * an IPv6 address by its /64 ("2001:db8:1:2::/64"), the smallest network a site is given, so one host cannot
+ * pass a limit by cycling through the 2^64 addresses it has. Anything else is returned as given.
+ */
+export function clientKey(ip: string): string {
+  const parsed = ipToBigInt(ip.replace(/%.*$/, ""));
+  if (!parsed) return ip;
+  const v4 = inFamily(parsed, 4);
+  if (v4 !== null) return formatIp(4, v4);
+  return `${formatIp(6, (parsed.value >> 64n) << 64n)}/64`;
+}
+
 const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/i;
 const DNS_LABEL = /^(?!-)[a-z0-9_-]{1,63}(?<!-)$/i;
 

@@ -27,7 +27,21 @@ export interface SmtpDeps {
   bounces: BounceSink;
   /** how long stop() lets open sessions finish before answering them 421 (default 10 s) */
   closeTimeoutMs?: number;
+  /** idle timeouts (default IDLE_TIMEOUTS); injectable so a test need not wait a minute */
+  idleTimeouts?: IdleTimeouts;
 }
+
+/**
+ * How long a session may wait for the client's next command. A session that has not authenticated and is not
+ * from trusted_networks gets a minute (as Postfix's smtpd_timeout under stress), so idle strangers cannot hold
+ * connections for long; after AUTH, or from a trusted client, RFC 5321 §4.5.3.2's five minutes.
+ */
+export interface IdleTimeouts {
+  unauthenticatedMs: number;
+  sessionMs: number;
+}
+
+export const IDLE_TIMEOUTS: IdleTimeouts = { unauthenticatedMs: 60_000, sessionMs: 5 * 60_000 };
 
 export interface BoundAddress {
   host: string;
@@ -58,16 +72,24 @@ export interface SmtpService {
 const HAS_ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
 
 /**
- * Three departures from smtp-server's connection, by subclassing its public methods:
+ * Departures from smtp-server's connection, by subclassing its methods:
  * - `send`: our handlers carry their own enhanced code (smtp-server would add a second, generic one
  *   derived from the reply code alone, e.g. "554 5.6.0" for a relay denial that is 5.7.1), and AUTH
  *   before STARTTLS is answered "530 5.7.0 Must issue a STARTTLS command first", not "500 unrecognized";
  * - `init`: no 100 ms "early talker" pause before the greeting. Smart hosts open a connection per
- *   message burst, and the pause would cap a session at ~10 messages/s; Postfix's smtpd has none.
+ *   message burst, and the pause would cap a session at ~10 messages/s; Postfix's smtpd has none;
+ * - `_armTimeout` (smtp-server arms every socket of the connection through it): the idle timeout of this
+ *   session (IdleTimeouts), made longer once AUTH succeeds (the 235 reply).
  */
 class OutpostConnection extends SMTPConnection {
+  /** the idle timeout for this session now; set by OutpostSmtpServer before init() */
+  idleTimeout: (connection: OutpostConnection) => number = () => IDLE_TIMEOUTS.sessionMs;
+
   override init(): void {
     this._setListeners(() => this.connectionReady());
+  }
+  override _armTimeout(socket: net.Socket | tls.TLSSocket = this._socket): void {
+    socket.setTimeout(this.idleTimeout(this), () => this._onTimeout());
   }
   override send(code: number, data?: string | string[] | null, context?: string | false): void {
     // AUTH withheld until STARTTLS (SessionHooks.onConnect) is "unrecognized" to smtp-server; say why instead
@@ -75,12 +97,21 @@ class OutpostConnection extends SMTPConnection {
       return super.send(530, "5.7.0 Must issue a STARTTLS command first", false);
     }
     super.send(code, data, typeof data === "string" && HAS_ENHANCED.test(data) ? false : context);
+    // AUTH succeeded (session.user is set): only the duration changes, the armed timeout handler stays
+    if (code === 235) this._socket.setTimeout(this.idleTimeout(this));
   }
 }
 
 class OutpostSmtpServer extends SMTPServer {
+  constructor(
+    options: SMTPServerOptions,
+    private idleTimeout: (connection: OutpostConnection) => number,
+  ) {
+    super(options);
+  }
   override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
     const connection = new OutpostConnection(this, socket, socketOptions);
+    connection.idleTimeout = this.idleTimeout;
     this.connections.add(connection);
     connection.on("error", (err: Error) => this._onError(err));
     connection.on("connect", (data) => this._onClientConnect(data));
@@ -104,11 +135,14 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpService> {
     isLoopback: deps.isLoopback,
   });
   const counters: DataCounters = { accepted: 0, refused: 0 };
+  const idle = deps.idleTimeouts ?? IDLE_TIMEOUTS;
+  const idleTimeout = (c: OutpostConnection) =>
+    c.session.user || hooks.isTrusted(c.remoteAddress) ? idle.sessionMs : idle.unauthenticatedMs;
   const servers: Array<{ server: OutpostSmtpServer; bound: BoundAddress }> = [];
   try {
     for (const [list, secure] of [[smtp.listen, false], [smtp.tls_listen, true]] as const) {
       for (const addr of list) {
-        const server = new OutpostSmtpServer(serverOptions(deps, hooks, material, secure, counters));
+        const server = new OutpostSmtpServer(serverOptions(deps, hooks, material, secure, counters), idleTimeout);
         gateConnections(server, hooks, secure);
         server.on("error", (err: Error & { code?: string }) => log.debug("smtp_connection_error", { code: err.code, error: err }));
         const socket = await listen(server, addr, ipv6Only(addr, [...smtp.listen, ...smtp.tls_listen]));
@@ -177,7 +211,8 @@ function serverOptions(deps: SmtpDeps, hooks: SessionHooks, material: TlsMateria
     hideDSN: true,
     hideREQUIRETLS: true,
     disableReverseLookup: true,
-    socketTimeout: 5 * 60_000,
+    // OutpostConnection arms each session's own idle timeout; smtp-server also bounds a half-closed socket by this
+    socketTimeout: (deps.idleTimeouts ?? IDLE_TIMEOUTS).sessionMs,
     closeTimeout: deps.closeTimeoutMs ?? 10_000,
     logger: false,
     onConnect: (session, cb) => hooks.onConnect(session, cb),

@@ -6,7 +6,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import SMTPConnection from "nodemailer/lib/smtp-connection";
 import { CredentialChecker, type User } from "../../src/auth/users.ts";
-import { startSmtp, type SmtpService } from "../../src/smtp/server.ts";
+import { parseCidr } from "../../src/config/units.ts";
+import { startSmtp, type SmtpDeps, type SmtpService } from "../../src/smtp/server.ts";
 import type { CredentialCheck } from "../../src/smtp/session.ts";
 import { waitFor } from "../helpers/harness.ts";
 import { addTestUser, RawSmtp, startOutpost, type Outpost } from "./fixture.ts";
@@ -125,4 +126,88 @@ describe("AUTH guesses in parallel", () => {
     const replies = await Promise.all(sessions.map((c) => login(c, "relay", "relay-secret-1")));
     expect(replies).toEqual(Array(20).fill(235));
   }, 20_000);
+});
+
+/** Another listener on this outpost, with these smtp settings and deps. */
+async function listener(smtpConfig: Partial<SmtpDeps["config"]["smtp"]>, deps: Partial<SmtpDeps> = {}): Promise<SmtpService> {
+  return startSmtp({
+    config: { ...o.rt.config, smtp: { ...o.rt.config.smtp, ...smtpConfig } },
+    intake: o.rt.intake,
+    bounces: o.rt.bounces,
+    credentials: new CredentialChecker(o.rt.store.db),
+    log: o.rt.log,
+    closeTimeoutMs: 500,
+    ...deps,
+  });
+}
+
+describe("connections", () => {
+  test("max_connections: beyond it any client is answered 421 4.7.0 too many connections, and a closed one frees a place", async () => {
+    const capped = await listener({ max_connections: 3 });
+    const p = capped.addresses()[0]!.port;
+    const open = await Promise.all(["127.0.0.61", "127.0.0.62", "127.0.0.63"].map((ip) => RawSmtp.connect(p, { localAddress: ip })));
+    try {
+      for (const c of open) expect(await c.reply()).toMatch(/^220 /);
+      const fourth = await RawSmtp.connect(p, { localAddress: "127.0.0.64" });
+      expect(await fourth.reply()).toMatch(/^421 4\.7\.0 outpost\.test too many connections, try again later/);
+      expect(await fourth.waitClosed()).toBe(true);
+      expect(o.logs).toContainEqual(expect.objectContaining({ event: "smtp_refused", client_ip: "127.0.0.64", reason: "max_connections" }));
+      open[0]!.write("QUIT\r\n");
+      expect(await open[0]!.reply()).toMatch(/^221/);
+      await open[0]!.waitClosed();
+      await waitFor(() => capped.hooks.connections.size === 2, 5000, "the closed connection's place");
+      const again = await RawSmtp.connect(p, { localAddress: "127.0.0.64" });
+      expect(await again.reply()).toMatch(/^220 /);
+      again.close();
+    } finally {
+      open.forEach((c) => c.close());
+      await capped.stop();
+    }
+  });
+
+  test("an idle session that has not authenticated is closed after the short idle timeout; an authenticated or trusted one is not", async () => {
+    const short = await listener({ trusted_networks: [parseCidr("127.0.0.73")] }, { idleTimeouts: { unauthenticatedMs: 1000, sessionMs: 60_000 } });
+    const p = short.addresses()[0]!.port;
+    const sessions: RawSmtp[] = [];
+    /** a session past EHLO; each step is quicker than the short timeout */
+    const session = async (ip: string) => {
+      const c = await RawSmtp.connect(p, { localAddress: ip });
+      sessions.push(c);
+      expect(await c.reply()).toMatch(/^220 /);
+      c.write("EHLO idle.test\r\n");
+      expect(await c.reply()).toMatch(/^250/);
+      return c;
+    };
+    const login = async (c: RawSmtp) => {
+      c.write(`AUTH PLAIN ${Buffer.from("\0alice\0alice-secret-1").toString("base64")}\r\n`);
+      expect(await c.reply()).toMatch(/^235/);
+    };
+    try {
+      const tlsUser = await session("127.0.0.75");
+      tlsUser.write("STARTTLS\r\n");
+      expect(await tlsUser.reply()).toMatch(/^220/);
+      await tlsUser.starttls();
+      tlsUser.write("EHLO idle.test\r\n");
+      expect(await tlsUser.reply()).toMatch(/^250/);
+      await login(tlsUser);
+      const user = await session("127.0.0.72");
+      await login(user);
+      const trusted = await session("127.0.0.73");
+      const stranger = await session("127.0.0.71");
+      expect(await stranger.reply()).toMatch(/^421 .*Timeout/);
+      expect(await stranger.waitClosed()).toBe(true);
+      // a second stranger idles out too: by then the others have been idle longer than the short timeout
+      const later = await RawSmtp.connect(p, { localAddress: "127.0.0.74" });
+      sessions.push(later);
+      expect(await later.reply()).toMatch(/^220 /);
+      expect(await later.reply()).toMatch(/^421 .*Timeout/);
+      for (const c of [user, trusted, tlsUser]) {
+        c.write("NOOP\r\n");
+        expect(await c.reply()).toMatch(/^250/);
+      }
+    } finally {
+      sessions.forEach((c) => c.close());
+      await short.stop();
+    }
+  });
 });
