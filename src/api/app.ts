@@ -14,6 +14,7 @@ import { openapiPlugin } from "./openapi.ts";
 import { bodyKind, writtenNamesOf } from "./send/read.ts";
 import { sendRoutes } from "./send/index.ts";
 import { suppressionRoutes } from "./suppressions.ts";
+import { trackingRoutes } from "./tracking.ts";
 
 export type { ApiDeps } from "./context.ts";
 
@@ -61,7 +62,8 @@ export function createApp(deps: ApiDeps, ctx: ApiContext = apiContext(deps)) {
     .use(sendRoutes(ctx))
     .use(messageRoutes(ctx))
     .use(eventRoutes(ctx))
-    .use(suppressionRoutes(ctx));
+    .use(suppressionRoutes(ctx))
+    .use(trackingRoutes(ctx));
 }
 
 export type App = ReturnType<typeof createApp>;

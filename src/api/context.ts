@@ -6,6 +6,8 @@ import type { Intake } from "../intake/accept.ts";
 import type { HealthStatus } from "../observe/health.ts";
 import type { Logger } from "../observe/log.ts";
 import { QueueInspector } from "../queue/inspect.ts";
+import type { TrackingRecorder } from "../tracking/record.ts";
+import type { TrackingTokens } from "../tracking/token.ts";
 import { ApiAuth } from "./auth.ts";
 import { ApiMetrics } from "./metrics.ts";
 import { RateLimiter } from "./rate.ts";
@@ -17,6 +19,10 @@ export interface ApiDeps {
   store: Store;
   intake: Intake;
   log: Logger;
+  /** verifies the tokens in click, open and unsubscribe links */
+  tokens: TrackingTokens;
+  /** records what a valid tracking link reports */
+  tracking: TrackingRecorder;
   /** whether the store is failing, as the work using it reports (observe/health.ts) */
   health: { status(): HealthStatus };
   /** more Prometheus text for /metrics (the delivery throttle's) */

@@ -43,6 +43,7 @@ export function openapiPlugin(version: string) {
         { name: "events", description: "the event log" },
         { name: "suppressions", description: "addresses never sent to" },
         { name: "operations", description: "health and metrics; no key needed" },
+        { name: "tracking", description: "the click, open and unsubscribe links in tracked mail; no key needed" },
       ],
     },
   });

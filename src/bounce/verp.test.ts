@@ -16,6 +16,10 @@ describe("VERP tokens", () => {
     expect(verp.recipientFromVerp(localOf(address))).toBe(id);
   });
 
+  test("a return path issued by an earlier version still names its recipient (the key's derivation is fixed)", () => {
+    expect(verp.verpAddress("r0123456789abcdefghjk" as RecipientId, "b.test")).toBe("b+0123456789abcdefghjkf10720w0wtyrh8q5@b.test");
+  });
+
   test("a token survives an MTA that upper- or lower-cases the local part", () => {
     const local = localOf(verp.verpAddress(id, "b.test"));
     expect(verp.recipientFromVerp(local.toUpperCase())).toBe(id);

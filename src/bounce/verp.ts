@@ -2,13 +2,14 @@
  * @module bounce/verp — the VERP return path `b+{token}@{bounce_domain}`: one recipient row's id, signed (pure).
  *
  * token = the 20 base32 characters of the recipient id (mail/ids.ts) + 16 characters (80 bits) of
- * HMAC-SHA256(key, id), where key = HMAC-SHA256(instance secret, "outpost verp v1"): a key of its own, so a
+ * HMAC-SHA256(key, id), where key is the instance secret's "verp" key (mail/keys.ts): a key of its own, so a
  * token can never be replayed as another kind of signed value. The alphabet is lower-case Crockford base32,
  * which survives an MTA that lower-cases local parts (RFC 5321 §2.4 says they are case-sensitive, but many fold
  * them); a token is read case-insensitively. `b+` + 36 characters = 38 octets, under the 64 of RFC 5321 §4.5.3.1.1.
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { RECIPIENT_ID_BODY, type RecipientId } from "../mail/ids.ts";
+import { derivedKey } from "../mail/keys.ts";
 
 const ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz";
 /** 10 bytes of the MAC, 16 base32 characters: guessing one takes 2^80 tries */
@@ -24,7 +25,7 @@ export interface Verp {
 }
 
 export function verpCodec(instanceSecret: Buffer): Verp {
-  const key = createHmac("sha256", instanceSecret).update("outpost verp v1").digest();
+  const key = derivedKey(instanceSecret, "verp");
   const mac = (idBody: string) => base32(createHmac("sha256", key).update(idBody).digest().subarray(0, MAC_BYTES));
   return {
     verpAddress(recipientId, bounceDomain) {

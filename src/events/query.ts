@@ -72,11 +72,13 @@ const COLUMNS = "id, type, time, message_id, recipient_id, recipient, details";
 export class EventQuery {
   private page: Statement<EventRow, [number, number, number]>;
   private ofMessage: Statement<EventRow, [string]>;
+  private one: Statement<{ id: number }, [string, string, string]>;
 
   constructor(private sqlite: Database) {
     // events_user (user_id, id) serves this directly: seek to the cursor, read forward
     this.page = sqlite.prepare(`SELECT ${COLUMNS} FROM events WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?`);
     this.ofMessage = sqlite.prepare(`SELECT ${COLUMNS} FROM events WHERE message_id = ? ORDER BY id`);
+    this.one = sqlite.prepare("SELECT id FROM events WHERE message_id = ? AND recipient_id = ? AND type = ? LIMIT 1");
   }
 
   /**
@@ -102,6 +104,11 @@ export class EventQuery {
       list.push(renderEvent(row));
     }
     return byRecipient;
+  }
+
+  /** Has this recipient of this message an event of this type? (Through events_message: a message has few events.) */
+  hasEvent(messageId: string, recipientId: string, type: EventType): boolean {
+    return this.one.get(messageId, recipientId, type) !== null;
   }
 
   private filtered(userId: UserId, after: number, types: readonly EventType[], limit: number): EventRow[] {

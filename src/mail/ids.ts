@@ -53,3 +53,5 @@ export const newInboundId = (now?: number) => ("i" + ulid(now)) as InboundId;
 
 /** The 20 lower-case Crockford base32 characters after a recipient id's "r": its compact form (VERP tokens). */
 export const RECIPIENT_ID_BODY = /^r([0-9abcdefghjkmnpqrstvwxyz]{20})$/;
+/** A message id as newMessageId makes it: 20 lower-case Crockford base32 characters (tracking tokens carry it). */
+export const MESSAGE_ID = /^[0-9abcdefghjkmnpqrstvwxyz]{20}$/;

@@ -15,7 +15,11 @@ import { startHttp } from "../api/server.ts";
 import { BounceIngest } from "../bounce/ingest.ts";
 import { startRetention } from "../bounce/retention.ts";
 import { verpCodec, type Verp } from "../bounce/verp.ts";
-import { StoreHealth } from "../observe/health.ts";
+import { reported, StoreHealth } from "../observe/health.ts";
+import { Engagement } from "../queue/engagement.ts";
+import { SuppressionWriter } from "../suppression/list.ts";
+import { TrackingRecorder } from "../tracking/record.ts";
+import { TrackingTokens } from "../tracking/token.ts";
 import { firstRun, instanceSecret, secretPath } from "./bootstrap.ts";
 import { lockServe } from "./lock.ts";
 import { reloadConfig } from "./reload.ts";
@@ -48,6 +52,10 @@ export interface Runtime {
   verp: Verp;
   /** mail for the bounce domain */
   bounces: BounceIngest;
+  /** click, open and unsubscribe tokens (signed with keys derived from `secret`) */
+  tokens: TrackingTokens;
+  /** records what a valid tracking link reports */
+  tracking: TrackingRecorder;
   services: Service[];
   /** the SMTP listeners (bound addresses for tests that listen on port 0) */
   smtp?: SmtpService;
@@ -151,10 +159,21 @@ async function wire({ config, log, opts, store, services, stop }: Wiring): Promi
   });
   const verp = verpCodec(secret);
   const bounces = new BounceIngest({ sqlite: store.sqlite, events, intake, verp, tracking: config.tracking, log });
+  const tokens = new TrackingTokens(secret);
+  const trackingHealth = health.reporter("tracking");
+  const tracking = new TrackingRecorder({
+    store: new Engagement(store.sqlite, events),
+    suppressions: new SuppressionWriter(store.sqlite),
+    transaction: (fn) => reported(trackingHealth, () => store.sqlite.transaction(fn).immediate()),
+    log,
+  });
   const smtp = await startSmtp({ config, intake, bounces, credentials: new CredentialChecker(store.db), log });
   services.push(smtp);
   let delivery: DeliveryService | undefined;
-  const http = startHttp({ config, store, intake, log, health, extraMetrics: () => `${smtp.metrics()}\n${intake.metrics()}\n${delivery?.metrics() ?? ""}` });
+  const http = startHttp({
+    config, store, intake, log, health, tokens, tracking,
+    extraMetrics: () => `${smtp.metrics()}\n${intake.metrics()}\n${delivery?.metrics() ?? ""}`,
+  });
   services.push(http.service);
   // last: it recovers the leases a dead process left, which is only safe once every listener is ours; and our
   // own listeners, bound by now (port 0 → the real port), are never dialled for an MX host
@@ -171,7 +190,7 @@ async function wire({ config, log, opts, store, services, stop }: Wiring): Promi
   if (lines.length > 0) log.info("first_start", { message: lines[0], see: "stderr" });
   for (const line of lines) (opts.announce ?? ((l) => process.stderr.write(`${l}\n`)))(line);
   const rt: Runtime = {
-    config, store, log, secret, health, events, intake, verp, bounces, services, smtp, delivery, http: { port: http.port }, stop,
+    config, store, log, secret, health, events, intake, verp, bounces, tokens, tracking, services, smtp, delivery, http: { port: http.port }, stop,
     reload: (load) => {
       rt.config = reloadConfig(rt.config, load, { smtp, http, delivery, intake, events }, log);
     },
