@@ -135,6 +135,11 @@ describe("trackingUrls", () => {
     expect(tokens.verifyClick(click.slice(u.clickPrefix.length))).toEqual({ messageId: m, recipientId: r, index: 2, url: URL_WITH_QUERY });
   });
 
+  test("a link no click could redirect to is left as it is", () => {
+    const u = trackingUrls("https://mail.example.com", tokens, m, r);
+    for (const url of ["https://x.example/a\nb", `https://x.example/${"a".repeat(MAX_TRACKED_URL)}`, "javascript:alert(1)"]) expect(u.click(url, 0)).toBe(url);
+  });
+
   test("refuses an empty public_url", () => {
     expect(() => trackingUrls("", tokens, m, r)).toThrow(/public_url/);
   });

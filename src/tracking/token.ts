@@ -130,7 +130,11 @@ function named(mid: string, rid: string): TrackedRecipient {
 
 /** The links of one recipient's copy of a message. */
 export interface TrackingUrls {
-  /** `{public_url}/t/c/{token}` for link `index` of the message; throws RangeError as TrackingTokens.click does */
+  /**
+   * `{public_url}/t/c/{token}` for link `index` of the message. A URL no click could redirect to (redirectTarget:
+   * control characters, longer than MAX_TRACKED_URL, no host) comes back unchanged: that link stays untracked,
+   * and the rest of the message is tracked as usual.
+   */
   click(url: string, index: number): string;
   /** `{public_url}/t/o/{token}`: the pixel */
   open: string;
@@ -145,7 +149,7 @@ export function trackingUrls(publicUrl: string, tokens: TrackingTokens, m: Messa
   const base = publicUrl.replace(/\/+$/, "");
   if (base === "") throw new Error("tracking links need http.public_url");
   return {
-    click: (url, index) => `${base}/t/c/${tokens.click(m, r, index, url)}`,
+    click: (url, index) => (redirectTarget(url) === null ? url : `${base}/t/c/${tokens.click(m, r, index, url)}`),
     open: `${base}/t/o/${tokens.open(m, r)}`,
     unsubscribe: `${base}/t/u/${tokens.unsubscribe(m, r)}`,
     clickPrefix: `${base}/t/c/`,
