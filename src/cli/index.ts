@@ -18,9 +18,10 @@ commands:
   key create|list|revoke         manage API keys
   queue list|show|retry|delete|hold|release   the delivery queue (mailq, postsuper); queue flush retries all now
   suppression list|add|remove    addresses never sent to
+  dkim generate DOMAIN           make a DKIM signing key; print the DNS TXT record and the [[dkim]] lines
   migrate                        apply database migrations and exit
   version                        print the version
-  (spf record|check and dkim generate are planned, not in this version)
+  (spf record|check is planned, not in this version)
 
 Run 'outpost COMMAND --help' for a command's options.
 --config defaults to ./outpost.toml, else /etc/outpost/outpost.toml, else built-in defaults.`;
@@ -36,6 +37,7 @@ const COMMANDS: Record<string, Command> = {
   key: async (a) => (await import("./key.ts")).keyCommand(a),
   queue: async (a) => (await import("./queue.ts")).queueCommand(a),
   suppression: async (a) => (await import("./suppression.ts")).suppressionCommand(a),
+  dkim: async (a) => (await import("./dkim.ts")).dkimCommand(a),
   migrate: async (a) => (await import("./migrate.ts")).migrateCommand(a),
   version: async (a) => {
     const args = parseArgs(a, { positionals: 0, usage: VERSION_USAGE });

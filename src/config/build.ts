@@ -42,7 +42,7 @@ export function buildConfig(root: Section, file: string | null, env: Env): Confi
     delivery: root.within("delivery", readDelivery),
     tracking: root.within("tracking", (s) => readTracking(s, http.public_url)),
     spf: root.within("spf", readSpf),
-    dkim: root.each("dkim", readDkim),
+    dkim: root.each("dkim", dkimReader()),
     webhook: root.each("webhook", readWebhook),
     database: root.within("database", (s) => readDatabase(s, data_dir)),
   };
@@ -209,17 +209,37 @@ function readSpf(s: Section): SpfConfig {
   };
 }
 
-function readDkim(s: Section): DkimKeyConfig {
-  return {
-    domain: s.parsed("domain", parseDomain),
-    selector: s.parsed("selector", parseSelector),
-    private_key_file: readableFile(s, "private_key_file"),
+/**
+ * Reads each `[[dkim]]` table. A second key for one (domain, selector) is refused: both would claim the one
+ * DNS record `selector._domainkey.domain`, so one of them could never verify. (The key itself is parsed by
+ * dkim/keys.ts when `serve` starts.)
+ */
+function dkimReader(): (s: Section) => DkimKeyConfig {
+  const seen = new Map<string, string>();
+  return (s) => {
+    const key: DkimKeyConfig = {
+      domain: s.parsed("domain", parseDomain),
+      selector: s.parsed("selector", parseSelector),
+      private_key_file: readableFile(s, "private_key_file"),
+    };
+    const name = `${key.selector}._domainkey.${key.domain}`;
+    const first = seen.get(name);
+    if (first !== undefined) s.fail("selector", `repeats ${first} (domain ${JSON.stringify(key.domain)}, selector ${JSON.stringify(key.selector)}): each key needs its own selector`);
+    seen.set(name, s.path);
+    return key;
   };
 }
 
-function parseSelector(text: string): string {
-  if (!isHostname(text, true)) throw new Error('expected a DKIM selector like "s1"');
-  return text;
+/**
+ * A DKIM selector: one or more DNS labels (RFC 6376 §3.1), lower-cased (DNS names ignore case). Unlike a host
+ * name it may be all digits ("202612").
+ */
+export function parseSelector(text: string): string {
+  const labels = text.split(".");
+  if (text.length > 63 || !labels.every((l) => /^(?!-)[a-z0-9_-]{1,63}(?<!-)$/i.test(l))) {
+    throw new Error('expected a DKIM selector like "s1": letters, digits, "-" and "_" in labels separated by dots, 63 characters at most');
+  }
+  return text.toLowerCase();
 }
 
 function readWebhook(s: Section): WebhookConfig {

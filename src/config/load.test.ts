@@ -278,6 +278,11 @@ describe("errors name the file and the key", () => {
   test("missing required key", () => expectFailure(`[[dkim]]\ndomain = "example.com"\nselector = "s1"`, "dkim[0].private_key_file", /missing/));
   test("unreadable DKIM key", () =>
     expectFailure(`[[dkim]]\ndomain = "example.com"\nselector = "s1"\nprivate_key_file = "nope.pem"`, "dkim[0].private_key_file", /no such file/));
+  test("two DKIM keys for one domain and selector", () =>
+    expectFailure(
+      `[[dkim]]\ndomain = "example.com"\nselector = "s1"\nprivate_key_file = "dkim/example.com.pem"\n` +
+        `[[dkim]]\ndomain = "Example.com"\nselector = "S1"\nprivate_key_file = "dkim/example.com.pem"`,
+      "dkim[1].selector", /repeats dkim\[0\]/));
   test("tls_cert without tls_key", () => expectFailure(`[smtp]\ntls_cert = "cert.pem"`, "smtp.tls_key", /must be set/));
   test("public_url must be http(s)", () => expectFailure(`[http]\npublic_url = "mail.example.com"`, "http.public_url", /http\(s\) URL/));
   test("public_url is a base: no query or fragment", () => {

@@ -20,6 +20,8 @@ import { Engagement } from "../queue/engagement.ts";
 import { SuppressionWriter } from "../suppression/list.ts";
 import { TrackingRecorder } from "../tracking/record.ts";
 import { TrackingTokens } from "../tracking/token.ts";
+import { loadDkimKeys } from "../dkim/keys.ts";
+import { DkimSigner } from "../dkim/sign.ts";
 import { firstRun, instanceSecret, secretPath } from "./bootstrap.ts";
 import { lockServe } from "./lock.ts";
 import { reloadConfig } from "./reload.ts";
@@ -56,6 +58,8 @@ export interface Runtime {
   tokens: TrackingTokens;
   /** records what a valid tracking link reports */
   tracking: TrackingRecorder;
+  /** the `[[dkim]]` keys, ready to sign (delivery's last per-recipient step) */
+  dkim: DkimSigner;
   services: Service[];
   /** the SMTP listeners (bound addresses for tests that listen on port 0) */
   smtp?: SmtpService;
@@ -83,6 +87,8 @@ export interface StartOptions {
  * once the lock and every listener are held, so a second `serve` that cannot start changes nothing.
  */
 export async function start(config: Config, log: Logger, opts: StartOptions = {}): Promise<Runtime> {
+  // first: a key that cannot sign is a config error (exit 2), found before anything is created or locked
+  const dkim = new DkimSigner(loadDkimKeys(config.dkim, config.file, log));
   const dbPath = config.database.path;
   ensureDirs(config, log);
   const lock = dbPath === ":memory:" ? null : lockServe(`${dbPath}.lock`);
@@ -110,7 +116,7 @@ export async function start(config: Config, log: Logger, opts: StartOptions = {}
     lock?.release();
   };
   try {
-    const rt = await wire({ config, log, opts, store, services, stop: stopAll });
+    const rt = await wire({ config, log, opts, store, services, dkim, stop: stopAll });
     log.info("started", { hostname: config.hostname, data_dir: config.data_dir, database: dbPath });
     return rt;
   } catch (e) {
@@ -138,11 +144,12 @@ interface Wiring {
   store: Store;
   /** filled in as each service starts, for `stop` */
   services: Service[];
+  dkim: DkimSigner;
   stop: () => Promise<void>;
 }
 
 /** Everything after the store: the flows, the listeners, then delivery, then the first-run chores. */
-async function wire({ config, log, opts, store, services, stop }: Wiring): Promise<Runtime> {
+async function wire({ config, log, opts, store, services, dkim, stop }: Wiring): Promise<Runtime> {
   const freshDataDir = !existsSync(secretPath(config.data_dir));
   const secret = instanceSecret(config.data_dir);
   const health = new StoreHealth();
@@ -190,7 +197,7 @@ async function wire({ config, log, opts, store, services, stop }: Wiring): Promi
   if (lines.length > 0) log.info("first_start", { message: lines[0], see: "stderr" });
   for (const line of lines) (opts.announce ?? ((l) => process.stderr.write(`${l}\n`)))(line);
   const rt: Runtime = {
-    config, store, log, secret, health, events, intake, verp, bounces, tokens, tracking, services, smtp, delivery, http: { port: http.port }, stop,
+    config, store, log, secret, health, events, intake, verp, bounces, tokens, tracking, dkim, services, smtp, delivery, http: { port: http.port }, stop,
     reload: (load) => {
       rt.config = reloadConfig(rt.config, load, { smtp, http, delivery, intake, events }, log);
     },

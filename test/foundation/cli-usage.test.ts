@@ -25,6 +25,7 @@ describe("stray arguments exit 2 with the message and the usage on stderr", () =
     ["user", "remove", "bob", "extra"],
     ["key", "revoke", "id", "extra"],
     ["suppression", "add", "a@example.com", "extra"],
+    ["dkim", "generate", "example.com", "extra"],
   ];
   for (const argv of cases) {
     test(argv.join(" "), () => {

@@ -28,7 +28,7 @@ describe("outpost CLI", () => {
   });
 
   test("every command group has --help", () => {
-    for (const cmd of ["serve", "user", "key", "suppression", "migrate"]) {
+    for (const cmd of ["serve", "user", "key", "suppression", "dkim", "migrate"]) {
       const r = outpost(cmd, "--help");
       expect(r.code, cmd).toBe(0);
       expect(r.out, cmd).toContain("usage");
