@@ -90,6 +90,9 @@ describe("intake.accept", () => {
       [{ raw: Buffer.alloc(3000, "a") }, 552, "5.3.4", 413],
       [{ allowedDomains: ["other.com"] }, 553, "5.7.1", 403],
       [{ raw: Buffer.from("Subject: x\r\n\r\nnul\0here") }, 554, "5.6.0", 400],
+      // an address literal, whichever door: the API, SMTP, a DSN to such an envelope sender
+      [{ recipients: ["a@x.test", "admin@[10.0.0.1]"] }, 553, "5.1.2", 400],
+      [{ recipients: ["root@[IPv6:::1]"], source: "dsn", envelopeFrom: "" }, 553, "5.1.2", 400],
     ];
     for (const [over, code, enhanced, http] of cases) {
       const err = await submit(over).catch((e: unknown) => e);

@@ -11,7 +11,7 @@ import { inlineCssInMessage } from "../message/inline-css.ts";
 import { metric } from "../observe/metrics.ts";
 import type { Logger } from "../observe/log.ts";
 import type { Enqueuer, EnqueuedMessage, MessageOptions, MessageSource, NewMessage } from "../queue/enqueue.ts";
-import { checkHops, checkOptions, checkRecipientCount, checkSender, checkSize, IntakeError, type PolicyLimits } from "./policy.ts";
+import { checkHops, checkOptions, checkRecipientCount, checkRecipientDomain, checkSender, checkSize, IntakeError, type PolicyLimits } from "./policy.ts";
 import { prepareMessage } from "./prepare.ts";
 
 export interface Submission {
@@ -113,6 +113,7 @@ export class Intake {
     checkSender(sub.allowedDomains, envelopeFrom);
     const recipients = dedupe(sub.recipients);
     checkRecipientCount(recipients.length, limits);
+    for (const r of recipients) checkRecipientDomain(r, limits);
     checkSize(sub.raw.length, limits);
     const prepared = prepareMessage(sub.raw, hostname, { trace: sub.trace });
     checkHops(prepared.received, limits);

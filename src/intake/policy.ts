@@ -1,5 +1,5 @@
 /** @module intake/policy — what any submission must satisfy, whichever door it came in by. */
-import { domainOf } from "../mail/address.ts";
+import { domainOf, isAddressLiteral } from "../mail/address.ts";
 import { SmtpError } from "../mail/errors.ts";
 import type { MessageOptions } from "../queue/enqueue.ts";
 
@@ -22,6 +22,8 @@ export interface PolicyLimits {
   maxRecipients: number;
   /** most `Received` fields a stored message may have, ours included (`smtp.max_hops`) */
   maxHops: number;
+  /** `smtp.allow_address_literals`; absent: false */
+  allowAddressLiterals?: boolean;
 }
 
 /** May a user whose allowed domains are `domains` (empty = any) use this envelope sender? */
@@ -40,6 +42,17 @@ export function checkRecipientCount(n: number, limits: PolicyLimits): void {
   if (n === 0) throw new IntakeError(554, "5.5.1", "no valid recipients", 400, "recipient");
   if (n > limits.maxRecipients) {
     throw new IntakeError(452, "4.5.3", `too many recipients (at most ${limits.maxRecipients})`, 400, "recipient");
+  }
+}
+
+/**
+ * A recipient at an address literal (`user@[10.0.0.1]`) would have delivery connect to that IP, an internal host as
+ * readily as any: a tenant could make outpost reach what only it can reach. Refused unless allowed (RFC 3463 X.1.2,
+ * "bad destination system address"). SMTP asks at RCPT, intake for every submission (the API, DSNs we make).
+ */
+export function checkRecipientDomain(address: string, limits: PolicyLimits): void {
+  if (!limits.allowAddressLiterals && isAddressLiteral(address)) {
+    throw new IntakeError(553, "5.1.2", `<${address}>: address literals are not accepted as recipients here`, 400, "recipient");
   }
 }
 

@@ -83,6 +83,11 @@ export function addressKey(input: string): string {
   return p.ok ? p.key : input.trim().toLowerCase();
 }
 
+/** Is the domain of this (canonical) address an address literal, `[192.0.2.1]` or `[IPv6:…]` (RFC 5321 §4.1.3)? */
+export function isAddressLiteral(address: string): boolean {
+  return domainOf(address).startsWith("[");
+}
+
 /** The domain of a canonical address (what follows the last `@`), lower-cased; "" when there is none. */
 export function domainOf(address: string): string {
   const at = address.lastIndexOf("@");

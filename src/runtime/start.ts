@@ -159,7 +159,12 @@ async function wire({ config, log, opts, store, services, dkim, stop }: Wiring):
     store,
     enqueuer,
     hostname: config.hostname,
-    limits: { maxMessageSize: config.smtp.max_message_size, maxRecipients: config.smtp.max_recipients, maxHops: config.smtp.max_hops },
+    limits: {
+      maxMessageSize: config.smtp.max_message_size,
+      maxRecipients: config.smtp.max_recipients,
+      maxHops: config.smtp.max_hops,
+      allowAddressLiterals: config.smtp.allow_address_literals,
+    },
     tracking: config.tracking,
     publicUrl: config.http.public_url,
     log,

@@ -7,7 +7,7 @@ import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerAuthenticat
 import type { User } from "../auth/users.ts";
 import type { Cidr, SmtpConfig } from "../config/schema.ts";
 import { cidrContains, clientKey, isLoopback } from "../config/units.ts";
-import { checkRecipientCount, checkSender, type PolicyLimits } from "../intake/policy.ts";
+import { checkRecipientCount, checkRecipientDomain, checkSender, type PolicyLimits } from "../intake/policy.ts";
 import { addressKey, checkAddress } from "../mail/address.ts";
 import { SmtpError } from "../mail/errors.ts";
 import type { Logger } from "../observe/log.ts";
@@ -72,7 +72,12 @@ export class SessionHooks {
   private limits: PolicyLimits;
 
   constructor(private deps: SessionDeps) {
-    this.limits = { maxMessageSize: deps.smtp.max_message_size, maxRecipients: deps.smtp.max_recipients, maxHops: deps.smtp.max_hops };
+    this.limits = {
+      maxMessageSize: deps.smtp.max_message_size,
+      maxRecipients: deps.smtp.max_recipients,
+      maxHops: deps.smtp.max_hops,
+      allowAddressLiterals: deps.smtp.allow_address_literals,
+    };
     this.guard = new AuthGuard({ failuresBeforeBlock: deps.smtp.auth_failures_before_block, blockMs: deps.smtp.auth_block_time });
     this.connections = new ConnectionCounter(deps.smtp.max_connections_per_ip, deps.smtp.max_connections);
     this.isLoopback = deps.isLoopback ?? defaultIsLoopback;
@@ -246,6 +251,12 @@ export class SessionHooks {
     const kind = first ? kindOf(first.address, this.deps.relay.bounceDomain) : undefined;
     const verdict = decideRecipient(address.address, client, this.deps.relay, kind);
     if (!verdict.ok) return cb(this.reject(session, "RCPT", address.address, verdict.error));
+    try {
+      checkRecipientDomain(verdict.address, this.limits); // intake's refusal, word for word
+    } catch (e) {
+      if (e instanceof SmtpError) return cb(this.reject(session, "RCPT", address.address, e));
+      throw e;
+    }
     if (verdict.kind === "bounce_domain" && declaredSize(session) > this.deps.bounceMaxSize) {
       return cb(this.reject(session, "RCPT", address.address, bounceTooBig(this.deps.bounceMaxSize)));
     }

@@ -189,6 +189,32 @@ describe("JSON null is an omitted field", () => {
   });
 });
 
+describe("recipients at address literals", () => {
+  test("are refused with 400 naming recipient, and nothing is stored (as SMTP refuses them 553 5.1.2)", async () => {
+    const before = messageCount();
+    for (const recipient of ["admin@[10.0.0.1]", ["ok@example.org", "root@[IPv6:::1]"]]) {
+      const e = await errorOf(await f.call("POST", "/v1/send", { envelope: "ann@example.com", recipient, body: MIME }));
+      expect(e).toMatchObject({ status: 400, code: "invalid_request", field: "recipient" });
+      expect(e.message).toContain("address literals are not accepted");
+    }
+    // from the message's own To: header too, when no recipient is given
+    const fromHeader = MIME.replace(/^To: .*$/m, "To: admin@[192.168.0.1]");
+    const e = await errorOf(await f.call("POST", "/v1/send", { envelope: "ann@example.com", body: fromHeader }));
+    expect(e).toMatchObject({ status: 400, field: "recipient", message: "<admin@[192.168.0.1]>: address literals are not accepted as recipients here" });
+    expect(messageCount()).toBe(before);
+  });
+
+  test("are queued when smtp.allow_address_literals = true", async () => {
+    const g = await startApi(`[smtp]\nlisten = []\nallow_address_literals = true\n`);
+    try {
+      const s = await sent(await g.call("POST", "/v1/send", { envelope: "ann@example.com", recipient: "admin@[192.0.2.1]", body: MIME }));
+      expect(addresses(s)).toEqual(["admin@[192.0.2.1]"]);
+    } finally {
+      await g.stop();
+    }
+  });
+});
+
 describe("errors name the field as the client wrote it", () => {
   const ok = { envelope: "ann@example.com", recipient: "bob@example.org", body: MIME };
   const cases: [string, unknown, string][] = [
