@@ -27,7 +27,8 @@ export const Event = t.Object(
     message_id: t.String(),
     recipient: t.Union([t.String(), t.Null()], { description: "the recipient address" }),
     details: t.Record(t.String(), t.Unknown(), {
-      description: "what applies: mx, reply (the SMTP reply), status (enhanced code such as 5.1.1), url, user_agent",
+      description:
+        "what applies: mx, reply (the SMTP reply), status (enhanced code such as 5.1.1); for clicked, opened and unsubscribed: url and link_index (clicks), user_agent, client_ip",
     }),
   },
   { description: "EVENT" },

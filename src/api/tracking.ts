@@ -4,7 +4,8 @@
  * (RFC 8058: a POST unsubscribes; a GET only shows a page with one button, since link scanners follow GETs).
  *
  * A token we did not sign is a 404 for a click or an unsubscribe, never a redirect; the pixel is a GIF whatever
- * the token (no broken image), recorded only when valid. A failure to record is logged and the visitor still
+ * the token (no broken image), recorded only when valid. A HEAD (Bun answers it with the GET route) gets the same
+ * answer and records nothing: it is a program checking the link, not a reader following it. A failure to record is logged and the visitor still
  * gets the redirect or the pixel; only an unsubscribe, which must not be lost, answers 503 then.
  */
 import { Elysia, t } from "elysia";
@@ -54,9 +55,11 @@ export function trackingRoutes(ctx: ApiContext) {
           ctx.metrics.forgedToken("click");
           throw notFound("link");
         }
-        bestEffort("click", () => {
-          if (ctx.tracking.click(hit, clientOf(request, server))) ctx.metrics.trackingEvent("clicked");
-        });
+        if (request.method === "GET") {
+          bestEffort("click", () => {
+            if (ctx.tracking.click(hit, clientOf(request, server))) ctx.metrics.trackingEvent("clicked");
+          });
+        }
         return new Response(null, { status: 302, headers: { location: target, "cache-control": "no-store" } });
       },
       {
@@ -70,7 +73,7 @@ export function trackingRoutes(ctx: ApiContext) {
       ({ params, request, server }) => {
         const hit = ctx.tokens.verifyOpen(params.token);
         if (!hit) ctx.metrics.forgedToken("open");
-        else {
+        else if (request.method === "GET") {
           bestEffort("open", () => {
             if (ctx.tracking.open(hit, clientOf(request, server))) ctx.metrics.trackingEvent("opened");
           });

@@ -78,6 +78,15 @@ describe("GET /t/c/{token}", () => {
     expect(clicks[0]!.details).toEqual({ url, link_index: 4, user_agent: "Mozilla/5.0 (test)", client_ip: "127.0.0.1" });
   });
 
+  test("a HEAD gets the same redirect and records nothing", async () => {
+    const bob = msg.rcpt[1]!;
+    const res = await fetch(`${f.base}/t/c/${tokens().click(msg.id, bob.id, 0, "https://a.example/x")}`, { method: "HEAD", redirect: "manual" });
+    expect([res.status, res.headers.get("location")]).toEqual([302, "https://a.example/x"]);
+    const pixel = await fetch(`${f.base}/t/o/${tokens().open(msg.id, bob.id)}`, { method: "HEAD" });
+    expect([pixel.status, pixel.headers.get("content-type")]).toEqual([200, "image/gif"]);
+    expect((await typesOf(msg.id, bob.address)).filter((t) => t === "clicked" || t === "opened")).toEqual([]);
+  });
+
   test("a URL of 4,096 characters survives the round trip", async () => {
     const url = `https://shop.example/${"p".repeat(4096 - 21)}`;
     expect(url).toHaveLength(4096);
