@@ -1,12 +1,14 @@
 /**
- * A real Postfix as a smart-host client: a private instance (own config and queue directories in a
- * temp dir) with relayhost = outpost, SASL and smtp_tls_security_level = encrypt. A message given to
- * its sendmail must arrive in outpost's queue intact.
+ * A real Postfix as a smart-host client: a private instance (own config and queue directories in a temp dir)
+ * set up with docs/smtp.md's Postfix recipe exactly as written there (relayhost, SASL with a hash: map made by
+ * postmap, smtp_tls_security_level = encrypt), only its host, port, login and paths replaced. A message given
+ * to its sendmail must arrive in outpost's queue intact.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { waitFor } from "../helpers/harness.ts";
-import { addTestUser, messagesFrom, recipientsOf, startOutpost, type Outpost } from "./fixture.ts";
+import { addTestUser, messagesFrom, recipientsOf, run, startOutpost, type Outpost } from "./fixture.ts";
 import { postfixUnavailable, privatePostfix, type PostfixInstance } from "./private-postfix.ts";
+import { recipe, recipeLines, type RecipeValues } from "./recipes.ts";
 
 const skip = postfixUnavailable();
 if (skip) console.warn(`skipping the Postfix smart-host test: ${skip}`);
@@ -18,22 +20,24 @@ describe.skipIf(skip !== null)("Postfix as a smart-host client", () => {
   beforeAll(async () => {
     o = await startOutpost();
     await addTestUser(o, "relayuser", "relay-secret-77");
-    const next = `[127.0.0.1]:${o.port}`;
+    const outpost: RecipeValues = { host: "127.0.0.1", port: o.port };
+    const etc = (dir: string): RecipeValues => ({ paths: { "/etc/postfix": dir } });
     pf = privatePostfix({
       main: [
+        // the instance's own settings (private-postfix.ts adds its directories), then the recipe's lines
         "myhostname = app-server.test",
         "inet_interfaces = 127.0.0.1",
-        `relayhost = ${next}`,
-        "smtp_sasl_auth_enable = yes",
-        "smtp_sasl_password_maps = texthash:$config_directory/sasl_passwd",
-        "smtp_sasl_security_options = noanonymous",
-        "smtp_sasl_tls_security_options = noanonymous",
-        "smtp_tls_security_level = encrypt",
         "smtp_tls_loglevel = 1",
+        ...recipeLines("postfix main.cf", { ...outpost, ...etc("$config_directory") }),
       ],
-      files: { sasl_passwd: `${next} relayuser:relay-secret-77\n` },
+      files: { sasl_passwd: recipe("postfix sasl_passwd", { ...outpost, user: "relayuser", password: "relay-secret-77" }) },
     });
     await pf.start();
+    // the recipe's commands, on this instance's files (MAIL_CONFIG: postmap and postfix use its main.cf)
+    for (const line of recipeLines("postfix commands", etc(pf.configDir))) {
+      const r = await run(["sh", "-c", line], { env: { MAIL_CONFIG: pf.configDir, PATH: `${process.env.PATH}:/usr/sbin:/sbin` } });
+      if (r.code !== 0) throw new Error(`${line}: exit ${r.code}: ${r.stderr}`);
+    }
   }, 30_000);
 
   afterAll(async () => {
