@@ -35,7 +35,14 @@ export async function serveCommand(argv: string[]): Promise<number> {
   process.on("SIGHUP", () => reload());
   // first-run secrets go to stderr (start's default): stdout stays one JSON log line per line, for jq
   const rt = await start(config, log);
-  reload = () => rt.reload(() => loadConfig(args.values.config));
+  reload = () => {
+    try {
+      rt.reload(() => loadConfig(args.values.config));
+    } catch (e) {
+      // a refused config is logged by the reload itself; this is a bug, and must not end a running serve
+      log.error("config_reload_failed", { error: e });
+    }
+  };
   if (reloadPending) reload();
   log.info("stopping", { signal: await stopRequested });
   reload = () => log.info("config_reload_ignored", { reason: "stopping" });
