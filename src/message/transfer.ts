@@ -41,7 +41,7 @@ export function decodeBody(encoding: TransferEncoding, body: Buffer): EncodedBod
 /** Encodes rewritten content the way `decoded` came; CRLF line ends for what goes out as lines. */
 export function encodeBody(encoding: TransferEncoding, bytes: Buffer, decoded: Pick<EncodedBody, "lineLength" | "tail">): Buffer {
   if (encoding === "base64") return Buffer.concat([Buffer.from(libbase64.wrap(libbase64.encode(bytes), decoded.lineLength), "latin1"), decoded.tail]);
-  if (encoding === "quoted-printable") return Buffer.from(libqp.wrap(libqp.encode(bytes), 76), "latin1");
+  if (encoding === "quoted-printable") return Buffer.from(libqp.wrap(libqp.encode(bytes), decoded.lineLength || 76), "latin1");
   return bytes;
 }
 
