@@ -9,7 +9,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { selfSignedCertificate } from "../../src/smtp/self-signed.ts";
 import { startFakeMx, type FakeMx } from "../helpers/fake-mx.ts";
-import { tempDir, waitFor } from "../helpers/harness.ts";
+import { freePort, tempDir, waitFor } from "../helpers/harness.ts";
 import { serveUntilExit, startServe, type ServeProcess } from "../helpers/serve.ts";
 import { RawSmtp } from "../smtp/fixture.ts";
 
@@ -112,6 +112,25 @@ test("after a route's host changes and SIGHUP, the next message goes to the new 
   expect(subjects(second)).toEqual(["after"]);
   expect(subjects(first)).toEqual(["before"]);
 }, 40_000);
+
+test("a domain whose host stopped answering goes to the host a reload routes it to, without waiting out the dead one", async () => {
+  dir = tempDir();
+  const working = await receiver("127.0.0.48");
+  // a host that refuses connections: after three failed connections in a row it is held back as unreachable
+  const dead = { host: "127.0.0.49", port: await freePort("127.0.0.49") } as FakeMx;
+  serve = await startServe(writeConfig(dir.path, { mx: dead }));
+  const deferred = () => events(serve!, "delivery").filter((l) => l.status === "deferred");
+  for (let i = 1; i <= 4; i++) {
+    expect(await send(serve.smtpPort, `while down ${i}`)).toStartWith("250");
+    await waitFor(() => deferred().length >= i, 20_000, `deferral ${i}; stdout:\n${serve.out()}`);
+  }
+  expect(String(deferred()[3]!.reply)).toContain("destination marked unreachable");
+
+  writeConfig(dir.path, { mx: working });
+  expect((await sighup(serve, "config_reloaded")).changed).toEqual(["delivery.route"]);
+  expect(await send(serve.smtpPort, "after the reload")).toStartWith("250");
+  await waitFor(() => subjects(working).includes("after the reload"), 10_000, `the new message at the working host; stdout:\n${serve.out()}`);
+}, 60_000);
 
 test("after the certificate files are replaced and SIGHUP, a new STARTTLS session gets the new certificate", async () => {
   dir = tempDir();
