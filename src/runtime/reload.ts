@@ -3,7 +3,6 @@
  * part of the new config it can take while running. Keys that need a restart keep their running value and are
  * named in one warning; a config `serve` would refuse at start is refused here too, and the running one stays.
  */
-import { ConfigError } from "../config/errors.ts";
 import type { Config, DeliveryConfig, DnsConfig, HttpConfig, SmtpConfig, TrackingConfig, WebhookConfig } from "../config/schema.ts";
 import type { Logger } from "../observe/log.ts";
 
@@ -78,10 +77,10 @@ export function reloadConfig(running: Config, load: () => Config, services: Reco
   return applied;
 }
 
-/** The same message `serve` prints when it cannot start with this config, and the running config kept. */
+/** The message `serve` prints when it cannot start with this config (a ConfigError's: FILE: KEY: problem), and the running config kept. */
 function refused(running: Config, e: unknown, log: Logger): Config {
   const error = e instanceof Error ? e.message : String(e);
-  log.error("config_reload_refused", { error, ...(e instanceof ConfigError ? {} : { file: running.file }), kept: "the running configuration" });
+  log.error("config_reload_refused", { error, kept: "the running configuration" });
   return running;
 }
 

@@ -170,10 +170,15 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpService> {
     },
     reconfigure(next) {
       const fresh = loadTlsMaterial(next, config.data_dir, config.hostname);
-      // checked first: smtp-server's updateSecureContext, failing half-way, would leave a listener with no context
-      tls.createSecureContext({ key: fresh.key, cert: fresh.cert });
       const before = fingerprint;
-      const after = fingerprintOf(fresh);
+      let after: string;
+      try {
+        // checked first: smtp-server's updateSecureContext, failing half-way, would leave a listener with no context
+        tls.createSecureContext({ key: fresh.key, cert: fresh.cert });
+        after = fingerprintOf(fresh);
+      } catch (e) {
+        throw new Error(`cannot use the certificate ${fresh.certFile} with its key: ${e instanceof Error ? e.message : String(e)}`);
+      }
       for (const { server } of servers) server.updateSecureContext({ key: fresh.key, cert: fresh.cert });
       hooks.reconfigure({ trusted_networks: next.trusted_networks, auth_requires_tls: next.auth_requires_tls });
       fingerprint = after;

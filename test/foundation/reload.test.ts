@@ -150,6 +150,12 @@ test("after the certificate files are replaced and SIGHUP, a new STARTTLS sessio
   const reloaded = await sighup(serve, "config_reloaded");
   expect(reloaded).toMatchObject({ changed: [], tls_certificate: newPrint, tls_certificate_replaced: true });
   expect(await presented(serve.smtpPort)).toBe(newPrint);
+
+  // a certificate that is not the key's: refused, the one in use stays
+  writeFileSync(certFile, selfSignedCertificate("other.outpost.test").cert);
+  const refused = await sighup(serve, "config_reload_refused");
+  expect(String(refused.error)).toStartWith(`cannot use the certificate ${certFile} with its key: `);
+  expect(await presented(serve.smtpPort)).toBe(newPrint);
 }, 40_000);
 
 /** The fingerprint of the certificate a STARTTLS session on `port` is shown. */
