@@ -18,6 +18,7 @@ commands:
   key create|list|revoke         manage API keys
   queue list|show|retry|delete|hold|release   the delivery queue (mailq, postsuper); queue flush retries all now
   suppression list|add|remove    addresses never sent to
+  bounce list|show               mail kept at the bounce domain (postmaster, abuse, unreadable reports)
   dkim generate DOMAIN           make a DKIM signing key; print the DNS TXT record and the [[dkim]] lines
   migrate                        apply database migrations and exit
   version                        print the version
@@ -37,6 +38,7 @@ const COMMANDS: Record<string, Command> = {
   key: async (a) => (await import("./key.ts")).keyCommand(a),
   queue: async (a) => (await import("./queue.ts")).queueCommand(a),
   suppression: async (a) => (await import("./suppression.ts")).suppressionCommand(a),
+  bounce: async (a) => (await import("./bounce.ts")).bounceCommand(a),
   dkim: async (a) => (await import("./dkim.ts")).dkimCommand(a),
   migrate: async (a) => (await import("./migrate.ts")).migrateCommand(a),
   version: async (a) => {
