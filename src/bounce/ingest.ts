@@ -8,20 +8,22 @@
  *   parsed, or names no recipient row we have, is kept (bounce/inbound.ts) for people to read.
  * - `postmaster`/`abuse`: kept and logged, and forwarded to `tracking.postmaster_forward` when one is set, as new
  *   mail from `<>` (so it can never cause a DSN), through intake (so the hop limit applies).
- * Everything one transaction changes commits together, before the caller answers 250. Nothing that arrives here
- * is ever answered with a DSN or a reply. A failure while processing is logged and the mail kept as it came; only
- * when even that cannot be stored does receive() throw (451: the sender keeps it and tries again).
+ * Everything one SMTP transaction changes commits together, before the caller answers 250; reports arriving
+ * together share a commit (bounce/group-commit.ts). Nothing that arrives here is ever answered with a DSN or a
+ * reply. A failure while processing is logged and the mail kept as it came; only when even that cannot be stored
+ * does receive() throw (451: the sender keeps it and tries again).
  */
 import type { Database } from "bun:sqlite";
 import type { TrackingConfig } from "../config/schema.ts";
 import type { EventRecorder } from "../events/record.ts";
 import { addressKey } from "../mail/address.ts";
 import { SmtpError } from "../mail/errors.ts";
-import { newInboundId, type InboundId } from "../mail/ids.ts";
+import { newInboundId, type InboundId, type RecipientId } from "../mail/ids.ts";
 import type { Logger } from "../observe/log.ts";
 import { LateReports, type ReportedRecipient } from "../queue/late.ts";
 import { SuppressionWriter, type SuppressionReason } from "../suppression/list.ts";
 import type { DsnIntake } from "./notify.ts";
+import { GroupCommit } from "./group-commit.ts";
 import { InboundStore, type InboundKind } from "./inbound.ts";
 import { parseReport, type BouncedRecipient, type ParsedReport } from "./parse.ts";
 import type { Verp } from "./verp.ts";
@@ -74,12 +76,14 @@ export class BounceIngest {
   private inbound: InboundStore;
   private late: LateReports;
   private suppressions: SuppressionWriter;
+  private group: GroupCommit;
   private now: () => number;
 
   constructor(private deps: BounceIngestDeps) {
     this.inbound = new InboundStore(deps.sqlite);
     this.late = new LateReports(deps.sqlite, deps.events);
     this.suppressions = new SuppressionWriter(deps.sqlite);
+    this.group = new GroupCommit(deps.sqlite);
     this.now = deps.now ?? Date.now;
   }
 
@@ -100,7 +104,7 @@ export class BounceIngest {
     try {
       const tokens = m.recipients.flatMap((a) => this.deps.verp.recipientFromVerp(localOf(a)) ?? []);
       const report = tokens.length > 0 ? await parseReport(m.raw) : null;
-      return this.commit(id, m, report, tokens, now);
+      return await this.commit(id, m, report, tokens, now);
     } catch (e) {
       this.deps.log.error("bounce_ingest_failed", { inbound_id: id, client_ip: m.clientIp, error: e });
       try {
@@ -112,25 +116,24 @@ export class BounceIngest {
     }
   }
 
-  private commit(id: InboundId, m: InboundMessage, report: ParsedReport | null, tokens: ReturnType<Verp["recipientFromVerp"]>[], now: number): IngestResult {
-    const keeps: Keep[] = [];
+  private async commit(id: InboundId, m: InboundMessage, report: ParsedReport | null, tokens: RecipientId[], now: number): Promise<IngestResult> {
     const mailbox = m.recipients.map((a) => localOf(a).toLowerCase()).find((l) => MAILBOXES.has(l));
-    if (mailbox) keeps.push({ kind: mailbox as InboundKind, reason: `mail to ${mailbox}@` });
-    const { handled, forwarded } = this.deps.sqlite.transaction(() => {
-      const handled = tokens.map((t) => this.handle(t!, report!, now));
+    const { handled, forwarded, keeps } = await this.group.run(() => {
+      const keeps: Keep[] = mailbox ? [{ kind: mailbox as InboundKind, reason: `mail to ${mailbox}@` }] : [];
+      const handled = tokens.map((t) => this.handle(t, report!, now));
       for (const h of handled) if (h.outcome === "kept") keeps.push({ kind: h.detail!.kind as InboundKind, reason: String(h.detail!.reason) });
       if (keeps.length > 0) {
         this.inbound.keep({ ...this.row(id, m, now), kind: keeps[0]!.kind, reason: [...new Set(keeps.map((k) => k.reason))].join("; ") });
       }
-      return { handled, forwarded: mailbox ? this.forward(m) : null };
-    }).immediate();
+      return { handled, forwarded: mailbox ? this.forward(m) : null, keeps };
+    });
     this.logAfterCommit(id, m, report, handled, forwarded, keeps);
     const outcome = keeps.length > 0 ? "kept" : handled.map((h) => h.outcome).join(",") || "dropped";
     return { id, outcome };
   }
 
   /** One token's recipient row and what the report says of it. Runs inside the transaction. */
-  private handle(recipientId: NonNullable<ReturnType<Verp["recipientFromVerp"]>>, report: ParsedReport, now: number): Handled {
+  private handle(recipientId: RecipientId, report: ParsedReport, now: number): Handled {
     const rec = this.late.recipient(recipientId);
     if (report.kind === "unparsed") return kept(rec, "unparsed", "no delivery report found in the message");
     if (!rec) return kept(null, "unmatched", `recipient ${recipientId} is no longer in the queue`);

@@ -1,0 +1,57 @@
+/**
+ * @module bounce/group-commit — reports that arrive together share one commit. Every commit is an fsync that
+ * blocks the one thread SMTP runs on (a few ms), so the work of every report that arrived while the last commit
+ * ran goes into the next one, each in its own savepoint: one report's failure rolls back only its own changes.
+ * A promise resolves only after the commit that holds its work has returned.
+ */
+import type { Database } from "bun:sqlite";
+
+interface Pending {
+  work: () => unknown;
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+}
+
+export class GroupCommit {
+  private pending: Pending[] = [];
+  private scheduled = false;
+
+  constructor(private sqlite: Database) {}
+
+  /** Runs `work` (synchronous SQL) in the next shared transaction; resolves with its result after the commit. */
+  run<T>(work: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.pending.push({ work, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.commit());
+      }
+    });
+  }
+
+  private commit(): void {
+    this.scheduled = false;
+    const items = this.pending.splice(0);
+    const results: Array<{ value: unknown } | { error: unknown }> = [];
+    try {
+      this.sqlite.transaction(() => {
+        for (const it of items) {
+          try {
+            results.push({ value: this.sqlite.transaction(it.work)() });
+          } catch (error) {
+            results.push({ error });
+          }
+        }
+      }).immediate();
+    } catch (e) {
+      // nothing of this batch was committed: no report may be answered as if it had been
+      for (const it of items) it.reject(e);
+      return;
+    }
+    items.forEach((it, i) => {
+      const r = results[i]!;
+      if ("error" in r) it.reject(r.error);
+      else it.resolve(r.value);
+    });
+  }
+}
