@@ -14,7 +14,7 @@ const recipients = [
 function message(trackBounces: boolean, envelopeFrom = "app@example.com"): StoredMessage {
   return {
     id: newMessageId(), userId: 1 as UserId, envelopeFrom, body: Buffer.from("Subject: x\r\n\r\nhi\r\n"), createdAt: 0,
-    options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces },
+    options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces, unsubscribe: false },
   };
 }
 
