@@ -252,6 +252,7 @@ interface CompiledPart<H> {
 
 function compilePart<H>(part: HtmlPart, template: HtmlTemplate<H>): CompiledPart<H> {
   const unchanged = template.holes.length === 0 && template.pieces.join("") === part.text;
+  if (unchanged) return { part, template, unchanged, utf8: false, pieceBytes: [], qpPieces: [], headers: part.headers };
   const pieces = template.pieces.map((p) => asLines(part, p));
   const inCharset = pieces.map((p) => part.codec.encode(p));
   // the charset cannot hold the rewritten text (a € added to an ISO-8859-1 part): the part switches to UTF-8,
