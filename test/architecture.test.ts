@@ -37,7 +37,7 @@ const LIBRARY_HOME: Record<string, string[]> = {
   "@elysiajs/openapi": ["api/"],
   "nodemailer/lib/smtp-connection": ["delivery/transport.ts", "delivery/attempt.ts"],
   juice: ["message/inline-css.ts", "types.d.ts"], // types.d.ts: the typings of its browser build, juice/client
-  "@zone-eu/mailsplit": ["message/parts.ts"],
+  "@zone-eu/mailsplit": ["message/split.ts"],
   "iconv-lite": ["message/charset.ts"],
   "encoding-japanese": ["message/charset.ts"],
   libqp: ["message/transfer.ts"],
