@@ -1,6 +1,8 @@
 /** @module api/openapi — the OpenAPI document (GET /openapi.json) and its docs page (GET /docs), built from the route schemas. */
 import { openapi } from "@elysiajs/openapi";
 
+type ScalarOptions = NonNullable<NonNullable<Parameters<typeof openapi>[0]>["scalar"]>;
+
 /**
  * The docs page loads Scalar from a CDN: pinned, so the page does not change (or break) under us. 1.72.x ships
  * dist/browser/standalone.js (no .min.js), so the URL is given whole rather than built by the plugin.
@@ -19,10 +21,12 @@ export function openapiPlugin(version: string) {
   return openapi({
     path: "/docs",
     specPath: "/openapi.json",
+    // the plugin types this as Scalar's full configuration (every key required) although Scalar fills in
+    // defaults for whatever is left out: these two keys are all we set
     scalar: {
       version: SCALAR_VERSION,
       cdn: `https://cdn.jsdelivr.net/npm/@scalar/api-reference@${SCALAR_VERSION}/dist/browser/standalone.js`,
-    },
+    } as ScalarOptions,
     exclude: { paths: ["/docs", "/openapi.json"] },
     documentation: {
       info: {
