@@ -13,7 +13,7 @@ import type {
 import type { Section } from "./section.ts";
 import {
   isHostname, parseCidr, parseDnsServer, parseDomain, parseDomainPattern, parseDuration,
-  parseHost, parseHttpUrl, parseIp, parseListen, parseRate, parseSize,
+  parseHost, parseHttpUrl, parseListen, parseRate, parseSize,
 } from "./units.ts";
 
 export type Env = Record<string, string | undefined>;
@@ -205,8 +205,19 @@ function parseMailbox(text: string): string {
 function readSpf(s: Section): SpfConfig {
   return {
     include_domain: s.parsed("include_domain", optional(parseDomain), ""),
-    ips: s.list("ips", parseIp, []),
+    ips: s.list("ips", parseSendingAddress, []),
+    require_verified_domains: s.boolean("require_verified_domains", false),
   };
+}
+
+/** "203.0.113.7", or a network "203.0.113.0/28" whose host bits are clear (a typo in a range is refused, not widened). */
+function parseSendingAddress(text: string): string {
+  const cidr = parseCidr(text);
+  if (cidr.prefix === (cidr.family === 4 ? 32 : 128)) return cidr.address;
+  if (cidr.prefix === 0) throw new Error("a /0 network would let anyone send as every customer");
+  const given = parseCidr(text.slice(0, text.indexOf("/"))).address;
+  if (given !== cidr.address) throw new Error(`host bits are set: did you mean "${cidr.address}/${cidr.prefix}"?`);
+  return `${cidr.address}/${cidr.prefix}`;
 }
 
 /**

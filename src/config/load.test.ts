@@ -172,7 +172,7 @@ describe("the SPEC example", () => {
     ]);
     expect(config.delivery.destination).toEqual({ "gmail.com": { per_destination_connections: 10, rate: { count: 600, perMs: MINUTE } } });
     expect(config.tracking.bounce_domain).toBe("bounces.example.com");
-    expect(config.spf).toEqual({ include_domain: "_senderspf.example.com", ips: ["203.0.113.7", "2001:db8::7"] });
+    expect(config.spf).toEqual({ include_domain: "_senderspf.example.com", ips: ["203.0.113.7", "2001:db8::7"], require_verified_domains: false });
     expect(config.dkim).toEqual([{ domain: "example.com", selector: "s1", private_key_file: join(dir, "dkim", "example.com.pem") }]);
     expect(config.webhook).toEqual([
       {
@@ -269,7 +269,13 @@ describe("errors name the file and the key", () => {
   test("bad rate", () => expectFailure(`[http]\nrate = "fast"`, "http.rate", /expected a rate/));
   test("bad listen address", () => expectFailure(`[smtp]\nlisten = ["127.0.0.1:99999"]`, "smtp.listen[0]", /expected an address/));
   test("bad CIDR", () => expectFailure(`[smtp]\ntrusted_networks = ["10.0.0.0/40"]`, "smtp.trusted_networks[0]", /network/));
-  test("bad SPF address", () => expectFailure(`[spf]\nips = ["mail.example.com"]`, "spf.ips[0]", /IP address/));
+  test("bad SPF address", () => expectFailure(`[spf]\nips = ["mail.example.com"]`, "spf.ips[0]", /address or network/));
+  test("an SPF network with host bits set is refused, naming the network meant", () =>
+    expectFailure(`[spf]\nips = ["203.0.113.7/28"]`, "spf.ips[0]", /did you mean "203\.0\.113\.0\/28"/));
+  test("SPF networks are kept, single addresses lose their /32", () => {
+    const config = parseConfig(`[spf]\nips = ["203.0.113.16/28", "2001:DB8::7/128", "198.51.100.9/32"]`, { file: null, baseDir: "/", env: {} });
+    expect(config.spf.ips).toEqual(["203.0.113.16/28", "2001:db8::7", "198.51.100.9"]);
+  });
   test("unknown webhook event", () =>
     expectFailure(`[[webhook]]\nurl = "https://a.example/h"\nevents = ["delivered", "sent"]\nsecret = "s"`, "webhook[0].events[1]", /unknown event type/));
   test("bad database url", () => expectFailure(`[database]\nurl = "mysql://db"`, "database.url", /sqlite:PATH/));

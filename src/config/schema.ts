@@ -106,8 +106,12 @@ export interface TrackingConfig {
 }
 
 export interface SpfConfig {
+  /** the name customers `include:`; "" when not set */
   include_domain: string;
+  /** the addresses outpost sends from: single addresses ("203.0.113.7") or networks ("203.0.113.0/28"), normalised */
   ips: string[];
+  /** a user's sender domain is allowed only once its domain check has passed */
+  require_verified_domains: boolean;
 }
 
 export interface DkimKeyConfig {

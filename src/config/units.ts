@@ -88,12 +88,6 @@ export function parseDnsServer(text: string): ListenAddress {
   return address;
 }
 
-/** An IPv4 or IPv6 literal, returned as given. */
-export function parseIp(text: string): string {
-  if (!isIP(text)) throw new Error('expected an IP address like "203.0.113.7" or "2001:db8::7"');
-  return text;
-}
-
 /** "10.0.0.0/8", "::1/128", or a bare address (a single host); host bits are cleared. */
 export function parseCidr(text: string): Cidr {
   const [address = "", prefixText, extra] = text.trim().split("/");
@@ -129,6 +123,13 @@ export function clientKey(ip: string): string {
   const v4 = inFamily(parsed, 4);
   if (v4 !== null) return formatIp(4, v4);
   return `${formatIp(6, (parsed.value >> 64n) << 64n)}/64`;
+}
+
+/** The highest address of a network ("203.0.113.0/28" → "203.0.113.15"). */
+export function lastAddress(cidr: Cidr): string {
+  const network = ipToBigInt(cidr.address)!; // a Cidr's address is one parseCidr formatted
+  const hostBits = BigInt((cidr.family === 4 ? 32 : 128) - cidr.prefix);
+  return formatIp(cidr.family, network.value | ((1n << hostBits) - 1n));
 }
 
 const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/i;

@@ -1,37 +1,23 @@
 /**
  * @module delivery/resolver — the DNS questions delivery asks (MX, A, AAAA), answered by the system's resolver or
- * by `dns.servers`. Failures come back as DnsError with a kind that says whether waiting could help.
+ * by `dns.servers` (the resolver itself is built in dns/resolver.ts, shared with the domain check). Failures come
+ * back as DnsError with a kind that says whether waiting could help.
  *
  * Passed in (never imported as a global) so tests point it at test/helpers/dns-server.ts on loopback.
- *
- * Runtime note (checked on Bun 1.4.4): node:dns/promises `Resolver.setServers(["127.0.0.1:5353"])` honours the
- * port. Bun reports a name that exists but has no record of the asked type (NODATA) as ENOTFOUND, the same code
- * as NXDOMAIN (Node says ENODATA), so "notFound" here means "no such record, maybe no such name"; the router
- * copes by always trying A/AAAA after an MX notFound. Bun's resolver rounds `timeout` up to whole seconds.
+ * Bun reports NODATA as ENOTFOUND (see dns/resolver.ts), so "notFound" here means "no such record, maybe no such
+ * name"; the router copes by always trying A/AAAA after an MX notFound.
  */
-import { lookup, Resolver as NodeResolver } from "node:dns/promises";
+import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import type { ListenAddress } from "../config/schema.ts";
+import { DnsError, dnsError, errorCode, nodeResolver, type ResolverOptions } from "../dns/resolver.ts";
+
+export { DnsError, type ResolverOptions };
 
 export interface MxRecord {
   /** lower-case, no trailing dot; "" for the null MX "." (RFC 7505) */
   exchange: string;
   preference: number;
-}
-
-/**
- * notFound: the name or the record does not exist (NXDOMAIN, and under Bun also NODATA) — an answer.
- * temporary: no answer (SERVFAIL, timeout, refused, network) — ask again later, never bounce on it.
- */
-export class DnsError extends Error {
-  constructor(
-    readonly kind: "notFound" | "temporary",
-    readonly code: string,
-    readonly query: string,
-  ) {
-    super(`${query}: ${code}`);
-    this.name = "DnsError";
-  }
 }
 
 export interface Resolver {
@@ -41,17 +27,9 @@ export interface Resolver {
   resolve6(name: string): Promise<string[]>;
 }
 
-export interface ResolverOptions {
-  /** per try, ms (Bun rounds up to seconds); default 2000 */
-  timeoutMs?: number;
-  /** default 2 */
-  tries?: number;
-}
-
 /** The resolver for delivery: `servers` from `dns.servers`, or the system's resolver when empty. */
 export function createResolver(servers: readonly ListenAddress[], opts: ResolverOptions = {}): Resolver {
-  const r = new NodeResolver({ timeout: opts.timeoutMs ?? 2000, tries: opts.tries ?? 2 });
-  if (servers.length > 0) r.setServers(servers.map(serverString));
+  const r = nodeResolver(servers, opts);
   return {
     resolveMx: (name) =>
       ask(`${name} MX`, () => r.resolveMx(name)).then((rows) =>
@@ -85,7 +63,7 @@ export async function systemLookup(host: string): Promise<string[]> {
     const rows = await lookup(host, { all: true });
     return rows.map((r) => r.address);
   } catch (e) {
-    throw mapError(e, `${host} lookup`);
+    throw dnsError(e, `${host} lookup`);
   }
 }
 
@@ -93,35 +71,19 @@ export function normalizeHost(name: string): string {
   return name.trim().replace(/\.$/, "").toLowerCase();
 }
 
-function serverString(s: ListenAddress): string {
-  return isIP(s.host) === 6 ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`;
-}
-
 async function ask<T>(query: string, fn: () => Promise<T[]>): Promise<T[]> {
   try {
     return await fn();
   } catch (e) {
     if (errorCode(e) === "ENODATA") return [];
-    throw mapError(e, query);
+    throw dnsError(e, query);
   }
-}
-
-const NOT_FOUND = new Set(["ENOTFOUND", "EBADNAME", "NXDOMAIN"]);
-
-function mapError(e: unknown, query: string): DnsError {
-  const code = errorCode(e) ?? "EUNKNOWN";
-  return new DnsError(NOT_FOUND.has(code) ? "notFound" : "temporary", code, query);
-}
-
-function errorCode(e: unknown): string | undefined {
-  const code = (e as { code?: unknown } | null)?.code;
-  return typeof code === "string" ? code : undefined;
 }
 
 async function settle<T>(p: Promise<T[]>): Promise<{ value: T[]; error?: DnsError }> {
   try {
     return { value: await p };
   } catch (e) {
-    return { value: [], error: e instanceof DnsError ? e : mapError(e, "?") };
+    return { value: [], error: dnsError(e, "?") };
   }
 }

@@ -15,7 +15,9 @@
  *
  * Rules: a name in the map answers its records (NOERROR with no answer when it has none of the asked type:
  * "NODATA"); a name not in the map is NXDOMAIN; `servfail` answers SERVFAIL to every query for the name;
- * `silent` never answers (the resolver times out). Only MX, A and AAAA are answered; anything else is NODATA.
+ * `silent` never answers (the resolver times out). MX, A, AAAA and TXT are answered; anything else is NODATA.
+ * A TXT record is one string (cut into 255-octet character-strings, as a zone file would need) or an array
+ * of its character-strings as published.
  * `zones` stays mutable: tests may change it between queries.
  */
 import { createSocket, type Socket } from "node:dgram";
@@ -25,6 +27,7 @@ export interface FakeZone {
   mx?: { preference: number; exchange: string }[];
   a?: string[];
   aaaa?: string[];
+  txt?: (string | string[])[];
   servfail?: boolean;
   silent?: boolean;
 }
@@ -38,8 +41,8 @@ export interface FakeDns {
   stop(): Promise<void>;
 }
 
-const TYPE = { A: 1, MX: 15, AAAA: 28 } as const;
-const TYPE_NAME: Record<number, string> = { 1: "A", 15: "MX", 28: "AAAA" };
+const TYPE = { A: 1, MX: 15, TXT: 16, AAAA: 28 } as const;
+const TYPE_NAME: Record<number, string> = { 1: "A", 15: "MX", 16: "TXT", 28: "AAAA" };
 const RCODE = { NOERROR: 0, SERVFAIL: 2, NXDOMAIN: 3 } as const;
 
 export async function startDnsServer(zones: Record<string, FakeZone>, host = "127.0.0.1"): Promise<FakeDns> {
@@ -113,7 +116,20 @@ function records(type: number, zone: FakeZone): { type: number; data: Buffer }[]
   }
   if (type === TYPE.A) return (zone.a ?? []).map((ip) => ({ type, data: ipv4(ip) }));
   if (type === TYPE.AAAA) return (zone.aaaa ?? []).map((ip) => ({ type, data: ipv6(ip) }));
+  if (type === TYPE.TXT) return (zone.txt ?? []).map((record) => ({ type, data: txtData(record) }));
   return [];
+}
+
+/** RFC 1035 §3.3.14: one or more <character-string>s, each a length octet and at most 255 octets. */
+function txtData(record: string | string[]): Buffer {
+  const strings = typeof record === "string" ? chunks(Buffer.from(record, "utf8"), 255) : record.map((s) => Buffer.from(s, "utf8"));
+  return Buffer.concat(strings.flatMap((s) => [Buffer.from([s.length]), s]));
+}
+
+function chunks(bytes: Buffer, size: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (let off = 0; off < bytes.length; off += size) out.push(bytes.subarray(off, off + size));
+  return out.length > 0 ? out : [Buffer.alloc(0)];
 }
 
 function reply(q: Question, rcode: number, answers: { type: number; data: Buffer }[]): Buffer {
