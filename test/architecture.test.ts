@@ -18,6 +18,7 @@ const RANK: Record<string, number> = {
   queue: 2, events: 2, suppression: 2, auth: 2,
   db: 1.5,
   message: 1, tracking: 1, dkim: 1, spf: 1,
+  dns: 0.5, // the resolver built from dns.servers: shared by delivery and the domain check
   mail: 0, config: 0, observe: 0, types: 0,
 };
 
@@ -45,6 +46,7 @@ const LIBRARY_HOME: Record<string, string[]> = {
   entities: ["tracking/"],
   mailparser: ["bounce/", "message/", "api/"],
   mailauth: ["dkim/", "spf/"],
+  "dns-packet": ["dns/"],
 };
 
 interface Import {

@@ -7,6 +7,7 @@ import pkg from "../../package.json";
 import { ApiError } from "../mail/errors.ts";
 import { apiContext, type ApiContext, type ApiDeps } from "./context.ts";
 import { errorResponse, RetryLaterError, viewOf } from "./errors.ts";
+import { domainRoutes } from "./domains.ts";
 import { eventRoutes } from "./events.ts";
 import { healthRoutes } from "./health.ts";
 import { messageRoutes } from "./messages.ts";
@@ -63,7 +64,8 @@ export function createApp(deps: ApiDeps, ctx: ApiContext = apiContext(deps)) {
     .use(messageRoutes(ctx))
     .use(eventRoutes(ctx))
     .use(suppressionRoutes(ctx))
-    .use(trackingRoutes(ctx));
+    .use(trackingRoutes(ctx))
+    .use(domainRoutes(ctx));
 }
 
 export type App = ReturnType<typeof createApp>;

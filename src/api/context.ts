@@ -6,6 +6,7 @@ import type { Intake } from "../intake/accept.ts";
 import type { HealthStatus } from "../observe/health.ts";
 import type { Logger } from "../observe/log.ts";
 import { QueueInspector } from "../queue/inspect.ts";
+import { domainChecker, type DomainReport } from "../spf/check.ts";
 import type { TrackingRecorder } from "../tracking/record.ts";
 import type { TrackingTokens } from "../tracking/token.ts";
 import { ApiAuth } from "./auth.ts";
@@ -27,9 +28,12 @@ export interface ApiDeps {
   health: { status(): HealthStatus };
   /** more Prometheus text for /metrics (the delivery throttle's) */
   extraMetrics?: () => string;
+  /** the domain check (spf/check.ts); default: one of `config`, with its own DNS answer cache */
+  checkDomain?: (domain: string) => Promise<DomainReport>;
 }
 
 export interface ApiContext extends ApiDeps {
+  checkDomain: (domain: string) => Promise<DomainReport>;
   auth: ApiAuth;
   limiter: RateLimiter | null;
   inspector: QueueInspector;
@@ -56,6 +60,7 @@ export function apiContext(deps: ApiDeps): ApiContext {
   const inspector = new QueueInspector(deps.store.sqlite);
   return {
     ...deps,
+    checkDomain: deps.checkDomain ?? domainChecker(deps.config),
     auth: new ApiAuth(deps.store.db),
     limiter: deps.config.http.rate ? new RateLimiter(deps.config.http.rate) : null,
     inspector,

@@ -68,7 +68,8 @@ function canonicalView(error: unknown, elysiaCode: string | number, log: Logger,
   if (inner instanceof IntakeError) {
     const v: ErrorView = { status: inner.httpStatus, code: CODE_FOR_STATUS[inner.httpStatus]!, message: inner.message, field: inner.field ?? null };
     if (inner.httpStatus === 503) {
-      log.error("api_store_failed", { error: inner.cause ?? inner });
+      // a store failure carries its cause; a refusal for now without one (a sender domain's check met DNS trouble) is no fault of ours
+      if (inner.cause !== undefined) log.error("api_store_failed", { error: inner.cause });
       v.retryAfter = 1;
     }
     return v;

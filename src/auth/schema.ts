@@ -26,3 +26,20 @@ export const apiKeys = sqliteTable(
   },
   (t) => [index("api_keys_user").on(t.userId)],
 );
+
+/**
+ * The last domain check of each sender domain (spf/check.ts), for `spf.require_verified_domains`: a domain is
+ * verified while its last definite check (pass or fail, not a DNS failure) passed.
+ */
+export const domainVerdicts = sqliteTable("domain_verdicts", {
+  /** lower-case A-labels */
+  domain: text("domain").primaryKey(),
+  /** "pass" | "fail" | "temperror" */
+  lastResult: text("last_result").notNull(),
+  checkedAt: integer("checked_at").notNull(),
+  /** when a check last passed; null: never */
+  passedAt: integer("passed_at"),
+  verified: integer("verified", { mode: "boolean" }).notNull(),
+  /** the first problem the last failing check found, quoted when mail is refused */
+  summary: text("summary").notNull().default(""),
+});

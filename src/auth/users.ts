@@ -1,5 +1,6 @@
 /** @module auth/users — users who may submit mail: create, list, remove, change password, check credentials. */
 import { count, eq } from "drizzle-orm";
+import { domainToASCII } from "node:url";
 import type { Db } from "../db/client.ts";
 import type { UserId } from "../mail/ids.ts";
 import { users } from "./schema.ts";
@@ -7,18 +8,32 @@ import { users } from "./schema.ts";
 export interface User {
   id: UserId;
   name: string;
-  /** allowed envelope-sender domains; empty = any */
+  /**
+   * the domains this user may send from, in the envelope sender and the From/Sender fields: "example.com", or
+   * "*.example.com" for its subdomains (not itself); lower-case A-labels. Empty = any.
+   */
   domains: string[];
   createdAt: number;
 }
 
 export class UserExistsError extends Error {}
 export class UserNotFoundError extends Error {}
+export class BadDomainError extends Error {}
 
 const NAME_RE = /^[A-Za-z0-9._@+-]{1,64}$/;
 
 export function isValidUserName(name: string): boolean {
   return NAME_RE.test(name);
+}
+
+/** "Example.COM" → "example.com", "*.Bücher.example" → "*.xn--bcher-kva.example"; throws BadDomainError otherwise. */
+export function parseSenderDomain(text: string): string {
+  const wildcard = text.startsWith("*.");
+  const ascii = domainToASCII(wildcard ? text.slice(2) : text);
+  if (!/^(?!-)[a-z0-9-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9-]{1,63}(?<!-))+$/.test(ascii) || ascii.length > 253) {
+    throw new BadDomainError(`invalid sender domain ${JSON.stringify(text)} (expected "example.com" or "*.example.com")`);
+  }
+  return wildcard ? `*.${ascii}` : ascii;
 }
 
 /** 24 URL-safe random characters (~143 bits): what `user add` prints when no password is given. */
@@ -35,7 +50,7 @@ export async function addUser(db: Db, name: string, password: string, domains: s
   const passwordHash = await Bun.password.hash(password, { algorithm: "argon2id" });
   const row = db
     .insert(users)
-    .values({ name, passwordHash, domains: JSON.stringify(domains.map((d) => d.toLowerCase())), createdAt: Date.now() })
+    .values({ name, passwordHash, domains: JSON.stringify(unique(domains.map(parseSenderDomain))), createdAt: Date.now() })
     .returning()
     .get();
   return toUser(row);
@@ -62,6 +77,20 @@ export function countUsers(db: Db): number {
 export function removeUser(db: Db, name: string): void {
   const res = db.delete(users).where(eq(users.name, name)).returning({ id: users.id }).all();
   if (res.length === 0) throw new UserNotFoundError(`no user ${name}`);
+}
+
+/** Adds and removes sender domains (parsed as parseSenderDomain does) and returns the user as changed. */
+export function changeDomains(db: Db, name: string, add: readonly string[], remove: readonly string[]): User {
+  const user = findUser(db, name);
+  if (!user) throw new UserNotFoundError(`no user ${name}`);
+  const gone = new Set(remove.map(parseSenderDomain));
+  const domains = unique([...user.domains, ...add.map(parseSenderDomain)]).filter((d) => !gone.has(d));
+  db.update(users).set({ domains: JSON.stringify(domains) }).where(eq(users.id, user.id)).run();
+  return { ...user, domains };
+}
+
+function unique(list: readonly string[]): string[] {
+  return [...new Set(list)];
 }
 
 export async function setPassword(db: Db, name: string, password: string): Promise<void> {

@@ -14,15 +14,15 @@ usage: outpost COMMAND [ARGS] [--config FILE]
 
 commands:
   serve                          run SMTP listeners, HTTP API and delivery
-  user add|list|remove|passwd    manage users who may send (SMTP AUTH, API keys)
+  user add|list|remove|passwd|domains   manage users who may send (SMTP AUTH, API keys) and their sender domains
   key create|list|revoke         manage API keys
   queue list|show|retry|delete|hold|release   the delivery queue (mailq, postsuper); queue flush retries all now
   suppression list|add|remove    addresses never sent to
   bounce list|show               mail kept at the bounce domain (postmaster, abuse, unreadable reports)
   dkim generate DOMAIN           make a DKIM signing key; print the DNS TXT record and the [[dkim]] lines
+  spf record|check               the SPF records to publish; check a sender domain (SPF, DKIM, DMARC, MX)
   migrate                        apply database migrations and exit
   version                        print the version
-  (spf record|check is planned, not in this version)
 
 Run 'outpost COMMAND --help' for a command's options.
 --config defaults to ./outpost.toml, else /etc/outpost/outpost.toml, else built-in defaults.`;
@@ -40,6 +40,7 @@ const COMMANDS: Record<string, Command> = {
   suppression: async (a) => (await import("./suppression.ts")).suppressionCommand(a),
   bounce: async (a) => (await import("./bounce.ts")).bounceCommand(a),
   dkim: async (a) => (await import("./dkim.ts")).dkimCommand(a),
+  spf: async (a) => (await import("./spf.ts")).spfCommand(a),
   migrate: async (a) => (await import("./migrate.ts")).migrateCommand(a),
   version: async (a) => {
     const args = parseArgs(a, { positionals: 0, usage: VERSION_USAGE });

@@ -1,5 +1,8 @@
 /** @module cli/user — `outpost user add|list|remove|passwd`. */
-import { addUser, findUser, generatePassword, isValidUserName, listUsers, removeUser, setPassword } from "../auth/users.ts";
+import {
+  addUser, BadDomainError, changeDomains, findUser, generatePassword, isValidUserName, listUsers, parseSenderDomain, removeUser, setPassword,
+  UserNotFoundError, type User,
+} from "../auth/users.ts";
 import { removeListOf } from "../suppression/list.ts";
 import { UsageError } from "../mail/errors.ts";
 import { expectPositionals, parseArgs, showUsage } from "./args.ts";
@@ -11,13 +14,16 @@ export const USER_USAGE = `usage:
   outpost user list [--json]
   outpost user remove NAME                               remove the user, their API keys and suppression list
   outpost user passwd NAME [--password P]                set a new password (prints it if generated)
+  outpost user domains NAME [--add D]... [--remove D]... [--json]
+                                 the domains NAME may send from (envelope sender, From, Sender); D is
+                                 "example.com", or "*.example.com" for its subdomains; none listed: any domain
 common: --config FILE`;
 
 // words each subcommand takes, its own name included; an unknown one is reported by name below
-const ARITY: Record<string, number> = { add: 2, list: 1, remove: 2, passwd: 2 };
+const ARITY: Record<string, number> = { add: 2, list: 1, remove: 2, passwd: 2, domains: 2 };
 
 export async function userCommand(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ["password"], repeatable: ["domain"] });
+  const args = parseArgs(argv, { values: ["password"], repeatable: ["domain", "add", "remove"] });
   const [sub, name] = args.positionals;
   if (args.flags.has("help") || !sub) return showUsage(USER_USAGE, args.flags.has("help"));
   expectPositionals(args, ARITY[sub] ?? Infinity, USER_USAGE);
@@ -27,7 +33,7 @@ export async function userCommand(argv: string[]): Promise<number> {
     return name;
   };
   const domains = args.lists.domain ?? [];
-  for (const d of domains) if (!/^[A-Za-z0-9.-]+\.[A-Za-z0-9-]+$/.test(d)) throw new UsageError(`invalid --domain ${d}`);
+  for (const d of [...domains, ...(args.lists.add ?? []), ...(args.lists.remove ?? [])]) checkDomain(d);
   const { store } = openContext(args);
   try {
     switch (sub) {
@@ -63,10 +69,38 @@ export async function userCommand(argv: string[]): Promise<number> {
         if (!args.values.password) print(`password: ${password}`);
         return 0;
       }
+      case "domains": {
+        const add = args.lists.add ?? [];
+        const remove = args.lists.remove ?? [];
+        const user = add.length || remove.length ? changeDomains(store.db, needName(), add, remove) : findUser(store.db, needName());
+        if (!user) throw new UserNotFoundError(`no user ${name}`);
+        printDomains(user, args.flags.has("json"), add.length + remove.length > 0);
+        return 0;
+      }
       default:
         throw new UsageError(`unknown command user ${sub}\n${USER_USAGE}`);
     }
   } finally {
     store.close();
   }
+}
+
+function checkDomain(text: string): void {
+  try {
+    parseSenderDomain(text);
+  } catch (e) {
+    if (e instanceof BadDomainError) throw new UsageError(e.message);
+    throw e;
+  }
+}
+
+function printDomains(user: User, json: boolean, changed: boolean): void {
+  if (json) return printJson({ name: user.name, domains: user.domains });
+  if (user.domains.length === 0) {
+    // removing the last domain lifts the restriction: say so, it is not what "remove" sounds like
+    print(`${user.name} may send from any domain${changed ? " (no sender domains are left)" : ""}`);
+    return;
+  }
+  print(`${user.name} may send from:`);
+  for (const d of user.domains) print(`  ${d}`);
 }

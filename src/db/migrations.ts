@@ -11,6 +11,7 @@ import m0004 from "../../migrations/0004_suppression_owner.sql" with { type: "te
 import m0005 from "../../migrations/0005_queue_hold.sql" with { type: "text" };
 import m0006 from "../../migrations/0006_inbound_mail.sql" with { type: "text" };
 import m0007 from "../../migrations/0007_unsubscribe_option.sql" with { type: "text" };
+import m0008 from "../../migrations/0008_domain_verdicts.sql" with { type: "text" };
 
 export interface Migration {
   tag: string;
@@ -26,6 +27,7 @@ const FILES: Record<string, string> = {
   "0005_queue_hold": m0005,
   "0006_inbound_mail": m0006,
   "0007_unsubscribe_option": m0007,
+  "0008_domain_verdicts": m0008,
 };
 
 export const JOURNAL_TAGS: string[] = journal.entries.map((e) => e.tag);

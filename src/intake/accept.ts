@@ -11,8 +11,12 @@ import { inlineCssInMessage } from "../message/inline-css.ts";
 import { metric } from "../observe/metrics.ts";
 import type { Logger } from "../observe/log.ts";
 import type { Enqueuer, EnqueuedMessage, MessageOptions, MessageSource, NewMessage } from "../queue/enqueue.ts";
-import { checkHops, checkOptions, checkRecipientCount, checkRecipientDomain, checkSender, checkSize, IntakeError, type PolicyLimits } from "./policy.ts";
+import {
+  checkAuthors, checkHops, checkOptions, checkRecipientCount, checkRecipientDomain, checkSender, checkSize, IntakeError, sendingDomains,
+  type PolicyLimits,
+} from "./policy.ts";
 import { prepareMessage } from "./prepare.ts";
+import type { VerifiedDomains } from "./verified-domains.ts";
 
 export interface Submission {
   /** null for trusted-network clients and system mail */
@@ -43,6 +47,8 @@ export interface IntakeDeps {
   publicUrl: string;
   /** where a message whose CSS could not be inlined is reported */
   log?: Logger;
+  /** set when `spf.require_verified_domains` is on: a user's sending domains must have passed their check */
+  verifiedDomains?: VerifiedDomains;
 }
 
 export class Intake {
@@ -62,7 +68,11 @@ export class Intake {
 
   /** Stores the submission through the group commit; resolves after the commit. */
   async accept(sub: Submission): Promise<EnqueuedMessage> {
-    const { msg, inlineCssFailure } = await this.inlineCss(this.toNewMessage(sub));
+    const { msg: checked, domains } = this.toNewMessage(sub);
+    const verified = this.deps.verifiedDomains;
+    // users only: trusted-network clients and our own DSNs send as whatever domain they already do
+    if (verified && sub.allowedDomains !== null) for (const d of domains) await verified.require(d);
+    const { msg, inlineCssFailure } = await this.inlineCss(checked);
     let queued: EnqueuedMessage;
     try {
       queued = await this.deps.enqueuer.enqueue(msg);
@@ -98,7 +108,7 @@ export class Intake {
    * the event loop: the mail made here (DSNs, kept inbound mail) is sent with inlineCss off.
    */
   acceptNow(sub: Submission): EnqueuedMessage {
-    const msg = this.toNewMessage(sub);
+    const { msg } = this.toNewMessage(sub);
     try {
       return this.deps.enqueuer.enqueueNow(msg);
     } catch (e) {
@@ -106,8 +116,11 @@ export class Intake {
     }
   }
 
-  /** Policy, suppression and preparation: everything before the write. Throws IntakeError. */
-  private toNewMessage(sub: Submission): NewMessage {
+  /**
+   * Policy, suppression and preparation: everything before the write, and the domains the message is sent as.
+   * Throws IntakeError.
+   */
+  private toNewMessage(sub: Submission): { msg: NewMessage; domains: string[] } {
     const { limits, tracking, store, hostname } = this.deps;
     const envelopeFrom = canonical(sub.envelopeFrom);
     checkSender(sub.allowedDomains, envelopeFrom);
@@ -116,6 +129,7 @@ export class Intake {
     for (const r of recipients) checkRecipientDomain(r, limits);
     checkSize(sub.raw.length, limits);
     const prepared = prepareMessage(sub.raw, hostname, { trace: sub.trace });
+    checkAuthors(sub.allowedDomains, prepared.authors);
     checkHops(prepared.received, limits);
     const defaults: MessageOptions = {
       inlineCss: tracking.inline_css,
@@ -126,7 +140,7 @@ export class Intake {
     };
     const options: MessageOptions = { ...defaults, ...prepared.headerOptions, ...sub.options };
     checkOptions(options, { bounceDomain: tracking.bounce_domain, publicUrl: this.deps.publicUrl });
-    return {
+    const msg: NewMessage = {
       userId: sub.userId,
       envelopeFrom,
       recipients,
@@ -138,6 +152,7 @@ export class Intake {
       idempotencyKey: sub.idempotencyKey,
       idempotencyExpiredBefore: sub.idempotencyExpiredBefore,
     };
+    return { msg, domains: sendingDomains(envelopeFrom, prepared.authors) };
   }
 }
 

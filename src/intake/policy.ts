@@ -1,5 +1,6 @@
 /** @module intake/policy — what any submission must satisfy, whichever door it came in by. */
-import { domainOf, isAddressLiteral } from "../mail/address.ts";
+import type { Authors } from "../message/authors.ts";
+import { domainOf, isAddressLiteral, parseAddress } from "../mail/address.ts";
 import { SmtpError } from "../mail/errors.ts";
 import type { MessageOptions } from "../queue/enqueue.ts";
 
@@ -26,16 +27,47 @@ export interface PolicyLimits {
   allowAddressLiterals?: boolean;
 }
 
+/** Is `domain` (lower-case A-labels) one of `domains`: listed itself, or below a listed "*.parent"? */
+export function domainAllowed(domains: readonly string[], domain: string): boolean {
+  return domains.some((d) => (d.startsWith("*.") ? domain.endsWith(d.slice(1)) : d === domain));
+}
+
 /** May a user whose allowed domains are `domains` (empty = any) use this envelope sender? */
 export function senderAllowed(domains: readonly string[], envelopeFrom: string): boolean {
   if (domains.length === 0 || envelopeFrom === "") return domains.length === 0;
-  return domains.includes(domainOf(envelopeFrom));
+  return domainAllowed(domains, domainOf(envelopeFrom));
 }
 
 export function checkSender(domains: readonly string[] | null, envelopeFrom: string): void {
   if (domains && !senderAllowed(domains, envelopeFrom)) {
     throw new IntakeError(553, "5.7.1", `sender <${envelopeFrom}> not allowed for this user`, 403, "envelope");
   }
+}
+
+/**
+ * A user limited to some domains may only name them as the author too (From, and Sender, RFC 5322 §3.6.2): the
+ * header fields are what a reader sees and what DMARC judges, so a free From would let the user write as anyone.
+ * An empty list (any domain) and mail without such a user (trusted networks, our own DSNs) are not limited.
+ */
+export function checkAuthors(domains: readonly string[] | null, authors: Authors): void {
+  if (!domains || domains.length === 0) return;
+  for (const [field, list] of [["From", authors.from], ["Sender", authors.sender]] as const) {
+    for (const address of list) {
+      const p = parseAddress(address);
+      if (p.ok && domainAllowed(domains, p.domain)) continue;
+      const shown = address === "" ? "has no address" : `<${address}> is not in this user's sender domains`;
+      throw new IntakeError(553, "5.7.1", `${field}: header ${shown}`, 403, "from");
+    }
+  }
+}
+
+/** The domains an accepted submission sends as: the envelope sender's and the From/Sender addresses'. */
+export function sendingDomains(envelopeFrom: string, authors: Authors): string[] {
+  const domains = [envelopeFrom, ...authors.from, ...authors.sender].flatMap((a) => {
+    const p = parseAddress(a);
+    return p.ok ? [p.domain] : [];
+  });
+  return [...new Set(domains)];
 }
 
 export function checkRecipientCount(n: number, limits: PolicyLimits): void {

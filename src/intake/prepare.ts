@@ -4,6 +4,7 @@
  * X-Outpost-* option headers read and removed, Bcc removed, Message-ID/Date added when missing.
  */
 import type { MessageOptions } from "../queue/enqueue.ts";
+import { authorsOf, type Authors } from "../message/authors.ts";
 import {
   addHeader,
   BadLineEndingError,
@@ -33,6 +34,8 @@ export interface Prepared {
   headerOptions: Partial<MessageOptions>;
   /** `Received` fields in the stored header block, our trace line included: the hops so far */
   received: number;
+  /** the addresses of the From and Sender fields */
+  authors: Authors;
 }
 
 export interface PrepareOptions {
@@ -58,7 +61,13 @@ export function prepareMessage(raw: Buffer, hostname: string, opts: PrepareOptio
   if (headerValue(m, "Message-ID") === null) m = addHeader(m, "Message-ID", `<${crypto.randomUUID()}@${hostname}>`);
   if (headerValue(m, "Date") === null) m = addHeader(m, "Date", rfc5322Date(opts.now ?? new Date()));
   if (opts.trace) m = { headers: [{ name: "Received", key: "received", raw: opts.trace.toString("latin1") }, ...m.headers], body: m.body };
-  return { body: joinMessage(m), subject: decodeSubject(headerValue(m, "Subject") ?? ""), headerOptions, received: countHeaders(m, "Received") };
+  return {
+    body: joinMessage(m),
+    subject: decodeSubject(headerValue(m, "Subject") ?? ""),
+    headerOptions,
+    received: countHeaders(m, "Received"),
+    authors: authorsOf(m),
+  };
 }
 
 /** "From SENDER Www Mmm dd hh:mm" — the shape of an mbox separator, so prose ("From the desk of …") and an

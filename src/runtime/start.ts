@@ -5,6 +5,8 @@ import type { Config } from "../config/schema.ts";
 import { ensurePrivateDir, openStore, type Store } from "../db/client.ts";
 import { EventRecorder } from "../events/record.ts";
 import { Intake } from "../intake/accept.ts";
+import { VerifiedDomains } from "../intake/verified-domains.ts";
+import { domainChecker, outcomeOf } from "../spf/check.ts";
 import type { Logger } from "../observe/log.ts";
 import { Enqueuer, MESSAGE_BODIES_TABLE } from "../queue/enqueue.ts";
 import { DeliveryService } from "../delivery/service.ts";
@@ -155,6 +157,10 @@ async function wire({ config, log, opts, store, services, dkim, stop }: Wiring):
   const health = new StoreHealth();
   const events = new EventRecorder(store.sqlite, config.webhook);
   const enqueuer = new Enqueuer(store.sqlite, events, Date.now, health.reporter("intake"));
+  const checkDomain = domainChecker(config);
+  const verifiedDomains = config.spf.require_verified_domains
+    ? new VerifiedDomains(store.db, async (domain) => outcomeOf(await checkDomain(domain)))
+    : undefined;
   const intake = new Intake({
     store,
     enqueuer,
@@ -168,6 +174,7 @@ async function wire({ config, log, opts, store, services, dkim, stop }: Wiring):
     tracking: config.tracking,
     publicUrl: config.http.public_url,
     log,
+    verifiedDomains,
   });
   const verp = verpCodec(secret);
   const bounces = new BounceIngest({ sqlite: store.sqlite, events, intake, verp, tracking: config.tracking, log });
@@ -183,7 +190,7 @@ async function wire({ config, log, opts, store, services, dkim, stop }: Wiring):
   services.push(smtp);
   let delivery: DeliveryService | undefined;
   const http = startHttp({
-    config, store, intake, log, health, tokens, tracking,
+    config, store, intake, log, health, tokens, tracking, checkDomain,
     extraMetrics: () => `${smtp.metrics()}\n${intake.metrics()}\n${delivery?.metrics() ?? ""}`,
   });
   services.push(http.service);

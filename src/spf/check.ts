@@ -4,8 +4,8 @@
  * SPF result for each sending address, the DKIM selectors, the DMARC policy and alignment, the bounce domain's MX,
  * and findings, each problem with the exact record that fixes it (docs/spf.md says what each means).
  */
-import type { DkimKeyConfig } from "../config/schema.ts";
-import type { DnsLookup } from "../dns/lookup.ts";
+import type { Config, DkimKeyConfig } from "../config/schema.ts";
+import { createLookup, type DnsLookup } from "../dns/lookup.ts";
 import { checkBounceMx, type BounceMxCheck } from "./bounce-mx.ts";
 import { checkSelector, type SelectorCheck } from "./dkim-record.ts";
 import { checkDmarc, type DmarcCheck } from "./dmarc.ts";
@@ -55,6 +55,24 @@ export interface DomainReport {
   findings: Finding[];
 }
 
+/** The check of `config`, asking `dns.servers` (answers kept for 30 s, dns/lookup.ts). */
+export function domainChecker(config: Config, lookup: DnsLookup = createLookup(config.dns.servers)): (domain: string) => Promise<DomainReport> {
+  const checkConfig: DomainCheckConfig = {
+    hostname: config.hostname,
+    includeDomain: config.spf.include_domain,
+    ips: config.spf.ips,
+    dkim: config.dkim,
+    bounceDomain: config.tracking.bounce_domain,
+  };
+  return (domain) => checkDomain(domain, checkConfig, lookup);
+}
+
+/** A report as a verdict: pass, fail, or temperror when only DNS failures stood in the way; and the first problem. */
+export function outcomeOf(report: DomainReport): { outcome: "pass" | "fail" | "temperror"; summary: string } {
+  const outcome = report.result === "pass" ? "pass" : report.temporary ? "temperror" : "fail";
+  return { outcome, summary: report.findings.find((f) => f.level === "problem")?.message ?? "" };
+}
+
 export async function checkDomain(domain: string, config: DomainCheckConfig, lookup: DnsLookup, now: () => number = Date.now): Promise<DomainReport> {
   const probes = config.ips.flatMap((entry) => probeAddresses(entry).map((ip) => ({ ip, entry })));
   const keys = config.dkim.filter((k) => k.domain === domain);
@@ -70,6 +88,7 @@ export async function checkDomain(domain: string, config: DomainCheckConfig, loo
     config.bounceDomain ? checkBounceMx(config.bounceDomain, { hostname: config.hostname, ips: config.ips }, lookup) : null,
   ]);
   const findings = [
+    ...(probes.length === 0 ? [{ check: "spf" as const, level: "problem" as const, message: "outpost's sending addresses (spf.ips) are not configured, so no SPF result can be told" }] : []),
     ...spfFindings(domain, spf, config),
     ...ourRecords,
     ...dkimFindings(domain, selectors),
