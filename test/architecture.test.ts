@@ -28,6 +28,7 @@ const SIDEWAYS = new Set([
   "bounce>intake", // … which re-enters through the one door (the Postfix `bounce` → `cleanup` path)
   "queue>events", "suppression>events", "auth>events", // state changes record their event in the same transaction
   "tracking>message", "dkim>message",
+  "spf>dkim", // the domain check compares the published DKIM key with the configured one, read as signing reads it
   "mail>config", "observe>config", "config>mail",
 ]);
 

@@ -75,16 +75,16 @@ export function outcomeOf(report: DomainReport): { outcome: "pass" | "fail" | "t
 
 export async function checkDomain(domain: string, config: DomainCheckConfig, lookup: DnsLookup, now: () => number = Date.now): Promise<DomainReport> {
   const probes = config.ips.flatMap((entry) => probeAddresses(entry).map((ip) => ({ ip, entry })));
-  const keys = config.dkim.filter((k) => k.domain === domain);
+  const keys = signingKeys(domain, config.dkim);
   const [spf, ourRecords, selectors] = await Promise.all([
     evaluateSpf(domain, probes, lookup, config.hostname),
     ourRecordFindings(config, lookup),
     Promise.all(keys.map((k) => checkSelector(k, lookup))),
   ]);
   const spfPasses = probes.length > 0 && spf.verdicts.every((v) => v.result === "pass");
-  const dkimPasses = selectors.some((s) => s.result === "pass");
+  const dkimDomain = selectors.some((s) => s.result === "pass") ? (keys[0]?.domain ?? null) : null;
   const [dmarc, mx] = await Promise.all([
-    checkDmarc(domain, { spfPasses, dkimPasses, bounceDomain: config.bounceDomain }, lookup),
+    checkDmarc(domain, { spfPasses, dkimDomain, bounceDomain: config.bounceDomain }, lookup),
     config.bounceDomain ? checkBounceMx(config.bounceDomain, { hostname: config.hostname, ips: config.ips }, lookup) : null,
   ]);
   const findings = [
@@ -110,6 +110,15 @@ export async function checkDomain(domain: string, config: DomainCheckConfig, loo
     bounce_mx: mx ? { domain: mx.domain, hosts: mx.hosts, points_here: mx.pointsHere } : null,
     findings,
   };
+}
+
+/** The keys mail From DOMAIN is signed with: DOMAIN's, else its closest configured parent's (as dkim/sign.ts picks). */
+function signingKeys(domain: string, keys: readonly DkimKeyConfig[]): DkimKeyConfig[] {
+  for (let d = domain; d.includes("."); d = d.slice(d.indexOf(".") + 1)) {
+    const found = keys.filter((k) => k.domain === d);
+    if (found.length > 0) return found;
+  }
+  return [];
 }
 
 function includesOurs(records: readonly string[], includeDomain: string): boolean {
@@ -185,8 +194,8 @@ function dkimFindings(domain: string, selectors: SelectorCheck[]): Finding[] {
   return selectors
     .filter((s) => s.result !== "pass")
     .map((s) => {
-      // a key the configuration holds is published as it is; a weak configured key needs a new key, not a record
-      const fix = s.expected && !(s.result === "weak" && s.reason.startsWith("the configured")) ? { fix: { name: s.expected.name, type: "TXT" as const, value: s.expected.value } } : {};
+      // the configured key, published as it is (none when the key itself is unusable: that needs a new key)
+      const fix = s.expected ? { fix: { name: s.expected.name, type: "TXT" as const, value: s.expected.value } } : {};
       return { check: "dkim", level: "problem", message: `selector ${s.selector}: ${s.reason}`, ...fix, ...(s.result === "temperror" ? { temporary: true as const } : {}) };
     });
 }

@@ -6,9 +6,11 @@
  * every tool writes) or a bare RSAPublicKey, in any number of TXT strings. RSA keys under 1024 bits are refused by
  * verifiers (RFC 8301 §3.2), on either side.
  */
-import { createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
+import { createPublicKey, type KeyObject } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { DkimKeyConfig } from "../config/schema.ts";
+import { dkimRecord } from "../dkim/generate.ts";
+import { MIN_RSA_BITS, parsePrivateKey, type ParsedKey } from "../dkim/keys.ts";
 import type { DnsLookup } from "../dns/lookup.ts";
 import type { TxtRecord } from "./record.ts";
 
@@ -19,31 +21,28 @@ export interface SelectorCheck {
   /** where the key is published */
   name: string;
   result: SelectorResult;
-  /** RSA modulus length of the configured key; 256 for Ed25519; null when it could not be read */
+  /** RSA modulus length of the configured key; 256 for Ed25519; null when it could not be read or used */
   bits: number | null;
   reason: string;
   /** the record to publish for the configured key; null when the key file cannot be read */
   expected: TxtRecord | null;
 }
 
-const MIN_RSA_BITS = 1024;
-
 export async function checkSelector(key: DkimKeyConfig, lookup: DnsLookup, readKey = (path: string) => readFileSync(path, "utf8")): Promise<SelectorCheck> {
   const name = `${key.selector}._domainkey.${key.domain}`;
   const base = { selector: key.selector, name };
-  let ours: KeyObject;
+  let parsed: ParsedKey;
   try {
-    ours = createPublicKey(createPrivateKey({ key: readKey(key.private_key_file), format: "pem" }));
+    // an RSA key under 1024 bits is refused here, as `serve` refuses it (dkim/keys.ts)
+    parsed = parsePrivateKey(readKey(key.private_key_file));
   } catch (e) {
     const why = e instanceof Error ? e.message : String(e);
-    return { ...base, result: "invalid", bits: null, reason: `cannot read the private key ${key.private_key_file}: ${why}`, expected: null };
+    return { ...base, result: "invalid", bits: null, reason: `the configured key ${key.private_key_file} cannot sign: ${why}`, expected: null };
   }
-  const bits = bitsOf(ours);
-  const expected = { name, value: recordFor(ours) };
+  const ours = createPublicKey(parsed.privateKey);
+  const bits = parsed.bits;
+  const expected = { name, value: dkimRecord(parsed.algorithm, ours) };
   const done = (result: SelectorResult, reason: string): SelectorCheck => ({ ...base, result, bits, reason, expected });
-  if (ours.asymmetricKeyType === "rsa" && bits < MIN_RSA_BITS) {
-    return done("weak", `the configured key has ${bits} bits; receivers ignore DKIM signatures made with RSA keys under ${MIN_RSA_BITS} bits (RFC 8301): make a 2048-bit key under a new selector`);
-  }
   const published = await publishedRecords(name, lookup);
   if (published === "temperror") return done("temperror", `DNS did not answer for ${name}; try again later`);
   if (published.length === 0) return done("missing", `no DKIM key is published at ${name}`);
@@ -103,12 +102,4 @@ function publicKeyOf(der: Buffer, k: string): KeyObject | null {
 
 function bitsOf(k: KeyObject): number {
   return k.asymmetricKeyType === "rsa" ? (k.asymmetricKeyDetails?.modulusLength ?? 0) : 256;
-}
-
-/** The TXT record for a public key: RSA as a SubjectPublicKeyInfo, Ed25519 as its bare 32 octets (RFC 8463 §4.2). */
-function recordFor(k: KeyObject): string {
-  if (k.asymmetricKeyType === "ed25519") {
-    return `v=DKIM1; k=ed25519; p=${Buffer.from(String(k.export({ format: "jwk" }).x), "base64url").toString("base64")}`;
-  }
-  return `v=DKIM1; k=rsa; p=${k.export({ type: "spki", format: "der" }).toString("base64")}`;
 }

@@ -8,7 +8,8 @@
  *   so SPF aligns when DOMAIN's SPF passes for our addresses. With bounce tracking (VERP) the envelope sender is
  *   `b+TOKEN@{tracking.bounce_domain}`, which aligns only when the bounce domain shares DOMAIN's organizational
  *   domain (relaxed) or is DOMAIN (strict); in practice, VERP mail depends on DKIM.
- * - DKIM aligns when outpost signs with a `[[dkim]]` key of DOMAIN that is published correctly.
+ * - DKIM aligns when outpost signs with a `[[dkim]]` key of DOMAIN, or of a parent domain under relaxed
+ *   alignment, that is published correctly.
  */
 import { dmarc } from "mailauth/lib/dmarc";
 import type { DnsLookup } from "../dns/lookup.ts";
@@ -35,8 +36,8 @@ export interface DmarcCheck {
 export interface DmarcInputs {
   /** DOMAIN's SPF passes for every address we send from */
   spfPasses: boolean;
-  /** a configured DKIM key of DOMAIN is published correctly */
-  dkimPasses: boolean;
+  /** the d= domain of the configured key mail From DOMAIN is signed with, when it is published correctly */
+  dkimDomain: string | null;
   /** `tracking.bounce_domain`, "" when not set */
   bounceDomain: string;
 }
@@ -45,7 +46,7 @@ const POLICIES: readonly DmarcPolicy[] = ["none", "quarantine", "reject"];
 
 export async function checkDmarc(domain: string, inputs: DmarcInputs, lookup: DnsLookup): Promise<DmarcCheck> {
   const resolver = lookup as (name: string, type: string) => Promise<string[][] | string[]>;
-  const dkimDomains = inputs.dkimPasses ? [{ domain }] : [];
+  const dkimDomains = inputs.dkimDomain ? [{ domain: inputs.dkimDomain }] : [];
   const headerFrom = `postmaster@${domain}`;
   const [direct, verp] = await Promise.all([
     dmarc({ headerFrom, spfDomains: inputs.spfPasses ? [domain] : [], dkimDomains, resolver }),
