@@ -29,12 +29,15 @@ function untrack(html: string): string {
     .replace(TRACKED, (_all, _i, u: string) => `href="${escapeAttribute(decodeURIComponent(decodeHTMLAttribute(u)))}"`);
 }
 
-/** `textPart`: the message has a text/plain part (without one, mailparser makes its text from the HTML) */
-const GOOD: { file: string; links: number; kept: string; textPart: boolean }[] = [
-  { file: "01-related-alternative.eml", links: 60, kept: "naïve fisherman", textPart: true },
-  { file: "02-latin1-qp.eml", links: 60, kept: "<title>Grüße · The Weekly Harbour - Issue 142</title>", textPart: true },
+/**
+ * `textPart`: the message has a text/plain part (without one, mailparser makes its text from the HTML);
+ * `htmlEnd`: the delimiter line after the HTML part (none: the part runs to the end of the message)
+ */
+const GOOD: { file: string; links: number; kept: string; textPart: boolean; htmlEnd?: string }[] = [
+  { file: "01-related-alternative.eml", links: 60, kept: "naïve fisherman", textPart: true, htmlEnd: "\r\n--alt-0003--\r\n" },
+  { file: "02-latin1-qp.eml", links: 60, kept: "<title>Grüße · The Weekly Harbour - Issue 142</title>", textPart: true, htmlEnd: "\r\n--=_latin1--\r\n" },
   { file: "03-base64-html.eml", links: 60, kept: "Tickets from 12 €", textPart: false },
-  { file: "04-iso-2022-jp.eml", links: 1, kept: "港だより 第142号", textPart: true },
+  { file: "04-iso-2022-jp.eml", links: 1, kept: "港だより 第142号", textPart: true, htmlEnd: "\r\n--jp--\r\n" },
   { file: "05-shift-jis-base64.eml", links: 1, kept: "灯台めぐり", textPart: false },
   { file: "06-windows-1252-8bit.eml", links: 1, kept: "“Smart quotes” – 12 €", textPart: false },
 ];
@@ -71,6 +74,20 @@ describe("newsletter fixtures, personalised", () => {
       expect(untrack(html)).toBe((before.html as string).replace(" data-notrack", ""));
     });
   }
+
+  test("every byte outside the HTML part's body is the same: headers, text parts, boundaries, attachments", async () => {
+    for (const { file, htmlEnd } of GOOD) {
+      const msg = load(file);
+      const { body } = await personalized(msg);
+      const start = msg.indexOf("\r\n\r\n", msg.indexOf("text/html")) + 4;
+      const end = htmlEnd ? msg.indexOf(htmlEnd, start) : msg.length;
+      let prefix = 0;
+      while (prefix < msg.length && msg[prefix] === body[prefix]) prefix++;
+      let suffix = 0;
+      while (suffix < msg.length && msg[msg.length - 1 - suffix] === body[body.length - 1 - suffix]) suffix++;
+      expect([file, prefix >= start, msg.length - suffix <= end]).toEqual([file, true, true]);
+    }
+  });
 
   test("a transform that changes nothing gives every fixture back byte for byte", async () => {
     for (const { file } of GOOD) {
