@@ -234,6 +234,15 @@ url = "sqlite::memory:"`,
     expect(config.database).toEqual({ url: "sqlite::memory:", path: ":memory:" });
   });
 
+  test("a domain may have several DKIM keys under different selectors, which are lower-cased", () => {
+    const pem = join(dir, "dkim", "example.com.pem");
+    const config = parseConfig(
+      `[[dkim]]\ndomain = "Example.com"\nselector = "RSA2026"\nprivate_key_file = "${pem}"\n` +
+        `[[dkim]]\ndomain = "example.com"\nselector = "202612"\nprivate_key_file = "${pem}"`,
+    );
+    expect(config.dkim.map((k) => `${k.selector}._domainkey.${k.domain}`)).toEqual(["rsa2026._domainkey.example.com", "202612._domainkey.example.com"]);
+  });
+
   test("OUTPOST_LOG overrides log_level", () => {
     expect(parseConfig(`log_level = "warn"`, { env: { OUTPOST_LOG: "debug" } }).log_level).toBe("debug");
   });

@@ -47,7 +47,7 @@ describe("version", () => {
 });
 
 describe("a missing command or subcommand is a usage error: usage on stderr, exit 2", () => {
-  for (const argv of [[], ["user"], ["key"], ["queue"], ["suppression"], ["queue", "--config", "outpost.toml"], ["queue", "--limit", "5"]]) {
+  for (const argv of [[], ["user"], ["key"], ["queue"], ["suppression"], ["dkim"], ["queue", "--config", "outpost.toml"], ["queue", "--limit", "5"]]) {
     test(`outpost ${argv.join(" ")}`.trim(), () => {
       const r = outpost(...argv);
       expect(r.code).toBe(2);
@@ -55,7 +55,7 @@ describe("a missing command or subcommand is a usage error: usage on stderr, exi
       expect(r.err).toContain("usage");
     });
   }
-  for (const argv of [["--help"], ["user", "--help"], ["key", "--help"], ["queue", "--help"], ["suppression", "--help"]]) {
+  for (const argv of [["--help"], ["user", "--help"], ["key", "--help"], ["queue", "--help"], ["suppression", "--help"], ["dkim", "--help"]]) {
     test(`outpost ${argv.join(" ")} prints usage on stdout and exits 0`, () => {
       const r = outpost(...argv);
       expect(r.code).toBe(0);
