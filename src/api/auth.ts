@@ -10,7 +10,7 @@ import type { UserId } from "../mail/ids.ts";
 
 export interface Principal {
   userId: UserId;
-  /** allowed envelope-sender domains; empty = any */
+  /** the user's sender domains (envelope sender, From, Sender; "*.d" for subdomains); empty = any */
   allowedDomains: string[];
   /** SHA-256 of the key: what rate limits are counted by */
   keyId: string;

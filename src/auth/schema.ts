@@ -6,7 +6,7 @@ export const users = sqliteTable("users", {
   name: text("name").notNull().unique(),
   /** argon2id via Bun.password */
   passwordHash: text("password_hash").notNull(),
-  /** JSON array of allowed envelope-sender domains; empty = any */
+  /** JSON array of the sender domains (envelope sender, From, Sender; "*.d" for subdomains), A-labels; empty = any */
   domains: text("domains").notNull().default("[]"),
   createdAt: integer("created_at").notNull(),
 });
