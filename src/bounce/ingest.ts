@@ -1,13 +1,15 @@
 /**
  * @module bounce/ingest — mail that arrived at the bounce domain: consumed here, never queued for relay.
  *
- * - `b+{token}`: the report is parsed (bounce/parse.ts). The token names the recipient row (bounce/verp.ts). A
- *   failed recipient → `bounced` event and row status (queue/late.ts), and for a hard bounce the address goes on
- *   the suppression list of the message's owner; an ARF complaint → `complained` event and suppression. Delay
- *   warnings, success reports, auto-replies and ordinary mail are logged and dropped. A report that cannot be
- *   parsed, or names no recipient row we have, is kept (bounce/inbound.ts) for people to read.
+ * - `b+{token}`: the report is parsed (bounce/parse.ts). The token names the recipient row (bounce/verp.ts); only
+ *   when that row is gone does the Message-ID the report returns decide (its recipient the report names, or its
+ *   only one). A failed recipient → `bounced` event and row status (queue/late.ts), and for a hard bounce the
+ *   address goes on the suppression list of the message's owner; an ARF complaint → `complained` event and
+ *   suppression. Delay warnings, success reports, auto-replies and ordinary mail are logged and dropped. A report
+ *   that cannot be parsed, or names no recipient row we have, is kept (bounce/inbound.ts) for people to read.
  * - `postmaster`/`abuse`: kept and logged, and forwarded to `tracking.postmaster_forward` when one is set, as new
- *   mail from `<>` (so it can never cause a DSN), through intake (so the hop limit applies).
+ *   mail from `<>` (so it can never cause a DSN), through intake (so the hop limit applies). A bounce or complaint
+ *   there (a feedback loop registered to abuse@) is acted on when its returned Message-ID names our recipient.
  * Everything one SMTP transaction changes commits together, before the caller answers 250; reports arriving
  * together share a commit (bounce/group-commit.ts). Nothing that arrives here is ever answered with a DSN or a
  * reply. A failure while processing is logged and the mail kept as it came; only when even that cannot be stored
@@ -65,6 +67,9 @@ interface Handled {
   suppressed?: SuppressionReason;
 }
 
+/** How a report was tied to its recipient row (the `matched_by` of its event). */
+type MatchedBy = "verp" | "recipient" | "message_id";
+
 interface Keep {
   kind: InboundKind;
   reason: string;
@@ -102,9 +107,8 @@ export class BounceIngest {
     const now = this.now();
     const id = newInboundId(now);
     try {
-      const tokens = m.recipients.flatMap((a) => this.deps.verp.recipientFromVerp(localOf(a)) ?? []);
-      const report = tokens.length > 0 ? await parseReport(m.raw) : null;
-      return await this.commit(id, m, report, tokens, now);
+      const report = await parseReport(m.raw);
+      return await this.commit(id, m, report, now);
     } catch (e) {
       this.deps.log.error("bounce_ingest_failed", { inbound_id: id, client_ip: m.clientIp, error: e });
       try {
@@ -116,11 +120,15 @@ export class BounceIngest {
     }
   }
 
-  private async commit(id: InboundId, m: InboundMessage, report: ParsedReport | null, tokens: RecipientId[], now: number): Promise<IngestResult> {
+  private async commit(id: InboundId, m: InboundMessage, report: ParsedReport, now: number): Promise<IngestResult> {
+    const tokens = m.recipients.flatMap((a) => this.deps.verp.recipientFromVerp(localOf(a)) ?? []);
     const mailbox = m.recipients.map((a) => localOf(a).toLowerCase()).find((l) => MAILBOXES.has(l));
+    // a feedback loop is often registered to abuse@, and a receiver may send a DSN to postmaster@: such a report is
+    // acted on when the Message-ID it returns names one of our recipients (the mail is kept for people either way)
+    const readMailbox = mailbox !== undefined && (report.kind === "bounce" || report.kind === "complaint");
     const { handled, forwarded, keeps } = await this.group.run(() => {
       const keeps: Keep[] = mailbox ? [{ kind: mailbox as InboundKind, reason: `mail to ${mailbox}@` }] : [];
-      const handled = tokens.map((t) => this.handle(t, report!, now));
+      const handled = [...tokens, ...(readMailbox ? [null] : [])].map((t) => this.handle(t, report, now));
       for (const h of handled) if (h.outcome === "kept") keeps.push({ kind: h.detail!.kind as InboundKind, reason: String(h.detail!.reason) });
       if (keeps.length > 0) {
         this.inbound.keep({ ...this.row(id, m, now), kind: keeps[0]!.kind, reason: [...new Set(keeps.map((k) => k.reason))].join("; ") });
@@ -132,35 +140,51 @@ export class BounceIngest {
     return { id, outcome };
   }
 
-  /** One token's recipient row and what the report says of it. Runs inside the transaction. */
-  private handle(recipientId: RecipientId, report: ParsedReport, now: number): Handled {
-    const rec = this.late.recipient(recipientId);
-    if (report.kind === "unparsed") return kept(rec, "unparsed", "no delivery report found in the message");
-    if (!rec) return kept(null, "unmatched", `recipient ${recipientId} is no longer in the queue`);
-    switch (report.kind) {
-      case "bounce": {
-        const failed = report.recipients.filter((r) => r.action === "failed");
-        // the token is the proof: we sent this return path to one recipient only, so when the report names
-        // another address (an alias the receiver expanded, a forward) the failure is still that recipient's
-        const r = failed.find((f) => sameAddress(f, rec.address)) ?? failed[0];
-        if (!r) return kept(rec, "unmatched", "a bounce report without a failed recipient");
-        return this.bounce(rec, r, report, now);
-      }
-      case "complaint": {
-        const detail = { feedback_type: report.complaint?.feedbackType ?? "abuse", matched_by: "verp" };
-        this.late.recordComplaint(rec, detail, now);
-        this.suppress(rec, "complaint", now);
-        return { recipient: rec, outcome: "complained", detail, suppressed: "complaint" };
-      }
-      default: // delay warnings, success reports, auto-replies, ordinary mail: nothing to record
-        return { recipient: rec, outcome: "dropped", detail: { report: report.kind } };
+  /** What the report says of the row a token (or, without one, the report) names. Runs inside the transaction. */
+  private handle(token: RecipientId | null, report: ParsedReport, now: number): Handled {
+    if (report.kind === "unparsed") return kept(null, "unparsed", "no delivery report found in the message");
+    if (report.kind !== "bounce" && report.kind !== "complaint") {
+      // delay warnings, success reports, auto-replies, ordinary mail: nothing to record
+      return { recipient: token ? this.late.recipient(token) : null, outcome: "dropped", detail: { report: report.kind } };
     }
+    const match = this.match(token, report);
+    if (!match) {
+      const why = token ? `recipient ${token} is no longer in the queue` : "the report names no recipient of ours";
+      return kept(null, "unmatched", report.originalMessageId ? `${why} (nor does its Message-ID ${report.originalMessageId})` : why);
+    }
+    const { rec, by } = match;
+    if (report.kind === "complaint") {
+      const detail = { feedback_type: report.complaint?.feedbackType ?? "abuse", matched_by: by };
+      this.late.recordComplaint(rec, detail, now);
+      this.suppress(rec, "complaint", now);
+      return { recipient: rec, outcome: "complained", detail, suppressed: "complaint" };
+    }
+    // the token is the proof: we sent this return path to one recipient only, so when the report names another
+    // address (an alias the receiver expanded, a forward) the failure is still that recipient's
+    const r = report.recipients.find((f) => f.action === "failed" && sameAddress(f, rec.address)) ?? report.recipients.find((f) => f.action === "failed");
+    if (!r) return kept(rec, "unmatched", "a bounce report without a failed recipient");
+    return this.bounce(rec, by, r, report, now);
   }
 
-  private bounce(rec: ReportedRecipient, r: BouncedRecipient, report: ParsedReport, now: number): Handled {
+  /**
+   * The row a report is about: the token's (`verp`); else, when the returned message's Message-ID names one of
+   * ours, its recipient the report names (`recipient`), or its only recipient (`message_id`).
+   */
+  private match(token: RecipientId | null, report: ParsedReport): { rec: ReportedRecipient; by: MatchedBy } | null {
+    const byToken = token ? this.late.recipient(token) : null;
+    if (byToken) return { rec: byToken, by: "verp" };
+    if (!report.originalMessageId) return null;
+    const rows = this.late.recipientsOfMessageId(report.originalMessageId);
+    const named = reportedAddresses(report);
+    const rec = rows.find((r) => named.has(addressKey(r.address)));
+    if (rec) return { rec, by: "recipient" };
+    return rows.length === 1 ? { rec: rows[0]!, by: "message_id" } : null;
+  }
+
+  private bounce(rec: ReportedRecipient, by: MatchedBy, r: BouncedRecipient, report: ParsedReport, now: number): Handled {
     const status = r.status || (r.code && r.code >= 400 && r.code < 500 ? "4.0.0" : "5.0.0");
     const bounceClass = r.class === "hard" ? "hard" : "soft";
-    const detail = { bounce_class: bounceClass, matched_by: "verp", async: true };
+    const detail = { bounce_class: bounceClass, matched_by: by, async: true };
     const mx = r.remoteMta ?? report.reportingMta;
     const changed = this.late.recordLateBounce(rec, { reply: r.diagnostic || status, status, mx }, detail, now);
     // a repeated report still suppresses: the first one may have come before the address was known to be bad
@@ -239,6 +263,17 @@ function localOf(address: string): string {
 }
 
 /** One mailbox, however the report spells it (case, U-label or A-label domain, quotes): mail/address.ts keys. */
+/** The addresses a report says it is about: failed recipients (as sent and as delivered), a complaint's recipient. */
+function reportedAddresses(report: ParsedReport): Set<string> {
+  const out = new Set<string>();
+  for (const r of report.recipients) {
+    out.add(addressKey(r.address));
+    if (r.finalRecipient) out.add(addressKey(r.finalRecipient));
+  }
+  if (report.complaint?.originalRecipient) out.add(addressKey(report.complaint.originalRecipient));
+  return out;
+}
+
 function sameAddress(r: BouncedRecipient, address: string): boolean {
   const a = addressKey(address);
   return addressKey(r.address) === a || (r.finalRecipient !== undefined && addressKey(r.finalRecipient) === a);

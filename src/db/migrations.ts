@@ -12,6 +12,7 @@ import m0005 from "../../migrations/0005_queue_hold.sql" with { type: "text" };
 import m0006 from "../../migrations/0006_inbound_mail.sql" with { type: "text" };
 import m0007 from "../../migrations/0007_unsubscribe_option.sql" with { type: "text" };
 import m0008 from "../../migrations/0008_domain_verdicts.sql" with { type: "text" };
+import m0009 from "../../migrations/0009_message_id_header.sql" with { type: "text" };
 
 export interface Migration {
   tag: string;
@@ -28,6 +29,7 @@ const FILES: Record<string, string> = {
   "0006_inbound_mail": m0006,
   "0007_unsubscribe_option": m0007,
   "0008_domain_verdicts": m0008,
+  "0009_message_id_header": m0009,
 };
 
 export const JOURNAL_TAGS: string[] = journal.entries.map((e) => e.tag);

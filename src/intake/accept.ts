@@ -147,6 +147,7 @@ export class Intake {
       suppressed: suppressedAmong(store.db, sub.userId, recipients),
       body: prepared.body,
       subject: prepared.subject,
+      messageIdHeader: prepared.messageIdHeader,
       source: sub.source,
       options,
       idempotencyKey: sub.idempotencyKey,

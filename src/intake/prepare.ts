@@ -30,6 +30,8 @@ const OPTION_HEADERS: Record<keyof MessageOptions, string> = {
 export interface Prepared {
   body: Buffer;
   subject: string;
+  /** the Message-ID field's `<id@host>` (always present after preparation, unless the client's is malformed) */
+  messageIdHeader?: string;
   /** options named by X-Outpost-* headers (yes/no); absent ones are not set */
   headerOptions: Partial<MessageOptions>;
   /** `Received` fields in the stored header block, our trace line included: the hops so far */
@@ -64,10 +66,16 @@ export function prepareMessage(raw: Buffer, hostname: string, opts: PrepareOptio
   return {
     body: joinMessage(m),
     subject: decodeSubject(headerValue(m, "Subject") ?? ""),
+    messageIdHeader: msgIdOf(headerValue(m, "Message-ID")),
     headerOptions,
     received: countHeaders(m, "Received"),
     authors: authorsOf(m),
   };
+}
+
+/** The `<id@host>` of a Message-ID field (RFC 5322 msg-id), as a returned report quotes it. */
+function msgIdOf(value: string | null): string | undefined {
+  return value?.match(/<[^<>\s]+>/)?.[0];
 }
 
 /** "From SENDER Www Mmm dd hh:mm" — the shape of an mbox separator, so prose ("From the desk of …") and an

@@ -29,6 +29,8 @@ export interface NewMessage {
   /** the prepared MIME message, CRLF line ends */
   body: Buffer;
   subject: string;
+  /** the Message-ID field's `<id@host>`, when it has one */
+  messageIdHeader?: string;
   source: MessageSource;
   options: MessageOptions;
   idempotencyKey?: string;
@@ -80,8 +82,8 @@ export class Enqueuer {
   ) {
     this.insertMessage = sqlite.prepare(
       `INSERT INTO messages (id, user_id, created_at, envelope_from, subject, size, body, source,
-         inline_css, track_clicks, track_opens, track_bounces, unsubscribe, idempotency_key)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+         inline_css, track_clicks, track_opens, track_bounces, unsubscribe, idempotency_key, message_id_header)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     this.releaseKey = sqlite.prepare(
       "UPDATE messages SET idempotency_key = NULL WHERE user_id IS ? AND idempotency_key = ? AND created_at < ?",
@@ -164,7 +166,7 @@ export class Enqueuer {
       this.releaseKey.run(m.userId, m.idempotencyKey, m.idempotencyExpiredBefore);
     }
     this.insertMessage.run(id, m.userId, now, m.envelopeFrom, m.subject, m.body.length, m.body, m.source,
-      o.inlineCss, o.trackClicks, o.trackOpens, o.trackBounces, o.unsubscribe, m.idempotencyKey ?? null);
+      o.inlineCss, o.trackClicks, o.trackOpens, o.trackBounces, o.unsubscribe, m.idempotencyKey ?? null, m.messageIdHeader ?? null);
     const recipients = m.recipients.map((address): EnqueuedRecipient => {
       const rid = newRecipientId(now);
       const status = m.suppressed.has(addressKey(address)) ? "suppressed" : "queued";

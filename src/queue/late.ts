@@ -41,8 +41,22 @@ interface Row {
   user_id: number | null;
 }
 
+/** A report names one message; more rows than this under one Message-ID is not a message we sent */
+const MAX_NAMED = 1000;
+
+function toReported(r: Row): ReportedRecipient {
+  return {
+    id: r.id as RecipientId,
+    messageId: r.message_id as MessageId,
+    address: r.address,
+    status: r.status as RecipientStatus,
+    userId: r.user_id as UserId | null,
+  };
+}
+
 export class LateReports {
   private byId: Statement<Row, [string]>;
+  private byMessageIdHeader: Statement<Row, [string]>;
   private bounce: Statement;
 
   constructor(
@@ -52,6 +66,12 @@ export class LateReports {
     this.byId = sqlite.query(
       `SELECT r.id, r.message_id, r.address, r.status, m.user_id
        FROM recipients r JOIN messages m ON m.id = r.message_id WHERE r.id = ?`,
+    );
+    // newest message first: a Message-ID reused by a resend names the latest copy
+    this.byMessageIdHeader = sqlite.query(
+      `SELECT r.id, r.message_id, r.address, r.status, m.user_id
+       FROM messages m JOIN recipients r ON r.message_id = m.id
+       WHERE m.message_id_header = ? ORDER BY m.created_at DESC, r.rowid LIMIT ${MAX_NAMED}`,
     );
     // a suppressed row was never sent, so nothing of ours can have bounced; a bounced one stays as first recorded
     this.bounce = sqlite.query(
@@ -64,14 +84,12 @@ export class LateReports {
   /** The row, whatever its status; null when it does not exist (never did, or deleted). */
   recipient(id: RecipientId): ReportedRecipient | null {
     const r = this.byId.get(id);
-    if (!r) return null;
-    return {
-      id: r.id as RecipientId,
-      messageId: r.message_id as MessageId,
-      address: r.address,
-      status: r.status as RecipientStatus,
-      userId: r.user_id as UserId | null,
-    };
+    return r ? toReported(r) : null;
+  }
+
+  /** The recipient rows of the messages whose Message-ID field is `msgId` ("<id@host>"), newest message first. */
+  recipientsOfMessageId(msgId: string): ReportedRecipient[] {
+    return this.byMessageIdHeader.all(msgId).map(toReported);
   }
 
   /**

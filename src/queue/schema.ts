@@ -24,12 +24,15 @@ export const messages = sqliteTable(
     /** List-Unsubscribe (one-click, RFC 8058) added per recipient */
     unsubscribe: integer("unsubscribe", { mode: "boolean" }).notNull().default(false),
     idempotencyKey: text("idempotency_key"),
+    /** the Message-ID field's `<id@host>`: finds the message a returned report names (bounce/ingest.ts) */
+    messageIdHeader: text("message_id_header"),
     /** set once the sender was told the message is delayed (delivery.delay_warning): one warning per message */
     delayWarned: integer("delay_warned", { mode: "boolean" }).notNull().default(false),
   },
   (t) => [
     index("messages_created").on(t.createdAt),
     uniqueIndex("messages_idempotency").on(t.userId, t.idempotencyKey).where(sql`idempotency_key IS NOT NULL`),
+    index("messages_message_id_header").on(t.messageIdHeader).where(sql`message_id_header IS NOT NULL`),
   ],
 );
 

@@ -105,7 +105,9 @@ export async function sendOverSmtp(port: number, from: string, to: string[], mes
 }
 
 /** An RFC 3464 report as Postfix writes it: `recipient` failed with `status` at mx.dest.test. */
-export function dsnFor(recipient: string, returnPath: string, status = "5.1.1", text = "User unknown in virtual mailbox table"): string {
+export function dsnFor(
+  recipient: string, returnPath: string, status = "5.1.1", text = "User unknown in virtual mailbox table", messageId?: string,
+): string {
   const code = status.startsWith("5") ? 550 : 450;
   return [
     "From: MAILER-DAEMON@mx.dest.test (Mail Delivery System)",
@@ -137,6 +139,7 @@ export function dsnFor(recipient: string, returnPath: string, status = "5.1.1", 
     "From: app@example.com",
     `To: ${recipient}`,
     "Subject: hello",
+    ...(messageId ? [`Message-ID: ${messageId}`] : []),
     "",
     "--BOUNDARY--",
     "",
@@ -145,6 +148,40 @@ export function dsnFor(recipient: string, returnPath: string, status = "5.1.1", 
 
 export function waitDelivered(f: BounceFixture, ms = 10_000): Promise<boolean> {
   return waitFor(() => f.pending() === 0, ms, "the queue to empty");
+}
+
+/** An RFC 5965 (ARF) feedback report about `recipient`, returning the headers of the message `messageId`. */
+export function arfFor(recipient: string, messageId: string): string {
+  return [
+    "From: fbl@isp.test",
+    "Subject: FW: spam report",
+    "MIME-Version: 1.0",
+    'Content-Type: multipart/report; report-type=feedback-report; boundary="ARF"',
+    "",
+    "--ARF",
+    "Content-Type: text/plain",
+    "",
+    "This is an email abuse report.",
+    "",
+    "--ARF",
+    "Content-Type: message/feedback-report",
+    "",
+    "Feedback-Type: abuse",
+    "User-Agent: isp-fbl/1.0",
+    "Version: 1",
+    `Original-Rcpt-To: <${recipient}>`,
+    "",
+    "--ARF",
+    "Content-Type: text/rfc822-headers",
+    "",
+    "From: app@example.com",
+    `To: ${recipient}`,
+    "Subject: hello",
+    `Message-ID: ${messageId}`,
+    "",
+    "--ARF--",
+    "",
+  ].join("\r\n");
 }
 
 export const localOf = (address: string) => address.slice(0, address.lastIndexOf("@"));

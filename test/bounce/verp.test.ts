@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { secretFrom, startRuntime, tempDir, testConfig } from "../helpers/harness.ts";
-import { BOUNCE_DOMAIN, dsnFor, localOf, sendOverSmtp, startBounceFixture, waitDelivered, type BounceFixture } from "./fixture.ts";
+import { arfFor, BOUNCE_DOMAIN, dsnFor, localOf, sendOverSmtp, startBounceFixture, waitDelivered, type BounceFixture } from "./fixture.ts";
 
 const CORPUS = "/work/shared/corpus/bounces";
 
@@ -162,6 +162,38 @@ describe("a report to the return path", () => {
 function countKept(): number {
   return f.rt.store.sqlite.query<{ n: number }, []>("SELECT count(*) AS n FROM inbound_mail").get()!.n;
 }
+
+describe("reports without a token, at abuse@ and postmaster@", () => {
+  /** The Message-ID the fake MX received for `address`. */
+  const messageIdSentTo = (address: string) =>
+    /^Message-ID: (<[^>]+>)\r?$/m.exec(f.mx.messages.find((m) => m.to.includes(address))!.raw.toString())![1]!;
+
+  test("an ARF complaint to abuse@ whose returned Message-ID and Original-Rcpt-To name our recipient records complained", async () => {
+    const sent = await tracked(["fbl@dest.test", "other@dest.test"]);
+    const r = await sendOverSmtp(f.smtpPort, "fbl@isp.test", [`abuse@${BOUNCE_DOMAIN}`], arfFor("fbl@dest.test", messageIdSentTo("fbl@dest.test")));
+    expect(r.data).toMatch(/^250 /);
+    const complained = (await eventsOf(sent.id)).filter((e) => e.type === "complained");
+    expect(complained).toEqual([expect.objectContaining({ recipient: "fbl@dest.test", details: expect.objectContaining({ matched_by: "recipient" }) })]);
+    expect(await suppressed()).toContainEqual(expect.objectContaining({ address: "fbl@dest.test", reason: "complaint" }));
+  });
+
+  test("a DSN to postmaster@ with the recipient rewritten bounces the only recipient of the message its Message-ID names", async () => {
+    const sent = await tracked(["aliased@dest.test"]);
+    const dsn = dsnFor("mailbox-17@store.dest.test", `postmaster@${BOUNCE_DOMAIN}`, "5.1.1", "User unknown", messageIdSentTo("aliased@dest.test"));
+    expect((await sendOverSmtp(f.smtpPort, "", [`postmaster@${BOUNCE_DOMAIN}`], dsn)).data).toMatch(/^250 /);
+    expect(rowOf(sent.recipients[0]!.id).status).toBe("bounced");
+    const [bounced] = (await eventsOf(sent.id)).filter((e) => e.type === "bounced");
+    expect(bounced!.details).toMatchObject({ matched_by: "message_id", status: "5.1.1" });
+  });
+
+  test("a report to postmaster@ naming a Message-ID that is not ours changes nothing and is kept", async () => {
+    const before = countKept();
+    const dsn = dsnFor("someone@dest.test", `postmaster@${BOUNCE_DOMAIN}`, "5.1.1", "User unknown", "<forged@elsewhere.test>");
+    expect((await sendOverSmtp(f.smtpPort, "x@stranger.test", [`postmaster@${BOUNCE_DOMAIN}`], dsn)).data).toMatch(/^250 /);
+    expect(countKept()).toBe(before + 1);
+    expect((await suppressed()).map((s) => s.address)).not.toContain("someone@dest.test");
+  });
+});
 
 describe("tokens at RCPT", () => {
   test("a forged, altered or truncated token is 550 5.1.1; the genuine one, upper-cased, is accepted", async () => {
