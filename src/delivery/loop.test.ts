@@ -394,21 +394,56 @@ describe("delivery loop", () => {
     expect(rows()).toEqual([{ status: "queued", attempts: 0, lease_until: null }]);
   });
 
-  test("jobs that wait in memory for half a lease go back to the queue and are claimed afresh, each sent once", async () => {
-    const release = spyOn(QueueClaimer.prototype, "release");
+  test("jobs that wait in memory for half a lease go back to the queue in their place and are claimed afresh, each sent once", async () => {
+    const release = spyOn(QueueClaimer.prototype, "putBack");
     try {
       const e = setup(`[delivery]\nper_destination_connections = 1\n`, { leaseMs: 4_000 });
       e.transport.sendDelayMs = 400; // one connection, 12 messages: the last ones wait past half the lease
       for (let i = 0; i < 12; i++) await enqueue(e, [`x${i}@a.test`]);
       e.loop.start();
       await waitFor(() => pendingCount(e) === 0, 15_000, "delivery");
-      const handedBack = release.mock.calls.flatMap(([ids]) => ids);
+      const handedBack = release.mock.calls.flatMap(([rows]) => rows);
       expect(handedBack.length).toBeGreaterThan(0);
-      expect(e.transport.sent.length).toBe(12);
+      expect(e.transport.sent.map((s) => s.msg.recipients[0]!.address)).toEqual(Array.from({ length: 12 }, (_, i) => `x${i}@a.test`));
       const attempts = e.store.sqlite.query("SELECT DISTINCT attempts FROM recipients").all();
       expect(attempts).toEqual([{ attempts: 1 }]);
     } finally {
       release.mockRestore();
+    }
+  }, 20_000);
+
+  test("a due retry at a busy destination goes next, not behind the new mail already waiting there", async () => {
+    const e = setup(`[delivery]\nper_destination_connections = 1\nretry = ["1s"]\n`, { backlogPerDestination: 100 });
+    e.transport.sendDelayMs = 10;
+    const plain = e.transport.behaviour;
+    let greylisted = false;
+    e.transport.behaviour = (m) => {
+      if (m.recipients[0]!.address !== "late@a.test" || greylisted) return plain(m);
+      greylisted = true;
+      return [{ recipientId: m.recipients[0]!.id, outcome: "deferred", code: 451, enhanced: "4.7.1", reply: "Greylisted, try again later" }];
+    };
+    // how many transactions had been sent each time the retry was claimed
+    const claimedAfter: number[] = [];
+    const claim = QueueClaimer.prototype.claim;
+    const spy = spyOn(QueueClaimer.prototype, "claim").mockImplementation(function (this: QueueClaimer, ...args) {
+      const rows = claim.apply(this, args);
+      if (rows.some((r) => r.address === "late@a.test")) claimedAfter.push(e.transport.sent.length);
+      return rows;
+    });
+    try {
+      e.loop.start();
+      await enqueue(e, ["late@a.test"]);
+      await waitFor(() => statuses(e)["late@a.test"] === "deferred", 5000, "the first attempt");
+      // new mail for the same destination, far more than it sends before the retry is due
+      await Promise.all(Array.from({ length: 400 }, (_, i) => enqueue(e, [`new${i}@a.test`])));
+      await waitFor(() => statuses(e)["late@a.test"] === "delivered", 15_000, "the retry");
+      const sent = e.transport.sent.map((s) => s.msg.recipients[0]!.address);
+      const retriedAt = sent.lastIndexOf("late@a.test");
+      // at most the one transaction under way when it was claimed went first
+      expect(sent.slice(claimedAfter.at(-1), retriedAt).length).toBeLessThanOrEqual(1);
+      expect(pendingCount(e)).toBeGreaterThan(0); // new mail was still waiting: the retry did not just come last
+    } finally {
+      spy.mockRestore();
     }
   }, 20_000);
 

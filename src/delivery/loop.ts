@@ -18,8 +18,9 @@
 import type { DeliveryConfig } from "../config/schema.ts";
 import type { MessageId, RecipientId } from "../mail/ids.ts";
 import type { Logger } from "../observe/log.ts";
-import type { ClaimedRecipient, StoredMessage } from "../queue/claim.ts";
+import type { ClaimedRecipient, SideExclusions, StoredMessage } from "../queue/claim.ts";
 import { classifyReply, enhancedFor } from "./classify.ts";
+import { JobLanes } from "./lanes.ts";
 import { SettleBatcher } from "./settle-batch.ts";
 import { UnrecordedOutcomes } from "./unrecorded.ts";
 import { isWait, limitsFor, Throttle, type DestinationLimits, type Lease, type Signal, type ThrottleOptions, type Wait } from "./throttle.ts";
@@ -30,10 +31,12 @@ import {
 
 /** The queue as the scheduler uses it (queue/claim.ts QueueClaimer). */
 export interface ClaimSource {
-  claim(limit: number, leaseMs: number, excludeDomains?: ReadonlySet<string>): ClaimedRecipient[];
+  claim(limit: number, leaseMs: number, exclude?: ReadonlySet<string> | SideExclusions): ClaimedRecipient[];
   /** the last claim's walk past an excluded backlog ran out of budget: due mail may wait behind it */
   readonly walkUnfinished?: boolean;
   release(ids: RecipientId[], at?: number): void;
+  /** gives leases back, each row due again when it was due before its claim (it keeps its place) */
+  putBack(rows: readonly ClaimedRecipient[]): void;
   /** moves the leases of rows still pending to now + leaseMs */
   extend(ids: RecipientId[], leaseMs: number): void;
   nextDueAt(): number | null;
@@ -57,7 +60,7 @@ export interface LoopOptions {
   idleMs?: number;
   /** how long a route is trusted; failures are kept shorter */
   routeTtlMs?: number;
-  /** a destination with this many jobs waiting gets no more claims until it drains */
+  /** a destination with this many jobs of a kind (first attempts, retries) waiting gets no more of that kind until it drains */
   backlogPerDestination?: number;
   /** in-flight transactions get this long on stop() before their recipients are handed back */
   shutdownMs?: number;
@@ -92,6 +95,8 @@ interface Job {
   messageId: MessageId;
   recipients: ClaimedRecipient[];
   claimedAt: number;
+  /** some recipient was tried before: it waits in the retry lane */
+  retry: boolean;
   /** sent once already on a kept connection that turned out dead */
   retried?: boolean;
 }
@@ -102,7 +107,8 @@ interface DestQueue {
   dest: Destination;
   domains: Set<string>;
   limits: DestinationLimits;
-  jobs: Job[];
+  /** retries and first attempts, served in turn (lanes.ts) */
+  jobs: JobLanes<Job>;
   /** workers connecting: each will take a job soon */
   connecting: number;
   workers: number;
@@ -220,7 +226,7 @@ export class DeliveryLoop {
     await this.until(Promise.allSettled([...this.tasks]), deadline);
     for (const dq of this.dests.values()) {
       if (dq.timer) clearTimeout(dq.timer);
-      this.handBack(dq.jobs.splice(0));
+      this.handBack(dq.jobs.takeAll());
       for (const idle of dq.idle.splice(0)) idle(null);
     }
     if (this.inFlight.size > 0) await this.until(new Promise<void>((r) => (this.drained = r)), deadline);
@@ -313,12 +319,18 @@ export class DeliveryLoop {
     });
   }
 
-  /** Domains whose destination is held back or already has a full backlog. */
-  private excludedDomains(): Set<string> {
-    const out = new Set<string>();
+  /**
+   * Domains whose destination is held back, per side; and those whose lane of that kind is full: new mail filling
+   * a slow destination's memory must not keep its due retries out of the claims (nor the other way round).
+   */
+  private excludedDomains(): SideExclusions {
+    const out = { fresh: new Set<string>(), retry: new Set<string>() };
     const now = this.now();
     for (const dq of this.dests.values()) {
-      if (dq.heldUntil > now || dq.jobs.length >= this.o.backlogPerDestination) for (const d of dq.domains) out.add(d);
+      const held = dq.heldUntil > now;
+      for (const kind of ["fresh", "retry"] as const) {
+        if (held || dq.jobs.waiting(kind) >= this.o.backlogPerDestination) for (const d of dq.domains) out[kind].add(d);
+      }
     }
     return out;
   }
@@ -344,7 +356,9 @@ export class DeliveryLoop {
     }
     const now = this.now();
     for (const { dq, byMessage } of jobs.values()) {
-      for (const [messageId, recipients] of byMessage) dq.jobs.push({ messageId, recipients, claimedAt: now });
+      for (const [messageId, recipients] of byMessage) {
+        dq.jobs.push({ messageId, recipients, claimedAt: now, retry: recipients.some((r) => r.attempts > 0) });
+      }
       this.pump(dq);
     }
   }
@@ -370,7 +384,7 @@ export class DeliveryLoop {
     let dq = this.dests.get(dest.key);
     if (!dq) {
       dq = {
-        key: dest.key, dest, domains: new Set(), limits: { maxConnections: 1, rate: null }, jobs: [],
+        key: dest.key, dest, domains: new Set(), limits: { maxConnections: 1, rate: null }, jobs: new JobLanes(),
         connecting: 0, workers: 0, idle: [], heldUntil: 0, timer: null,
       };
       this.dests.set(dest.key, dq);
@@ -439,14 +453,14 @@ export class DeliveryLoop {
     if (w.reason === "dead") {
       // known dead: defer without connecting, with the failure that killed it
       const reason = this.throttle.lastFailure(dq.key) ?? "destination not answering";
-      this.deferJobs(dq, dq.jobs.splice(0), `${reason} (destination marked unreachable; not tried again before ${new Date(w.waitUntil).toISOString()})`, 0);
+      this.deferJobs(dq, dq.jobs.takeAll(), `${reason} (destination marked unreachable; not tried again before ${new Date(w.waitUntil).toISOString()})`, 0);
       dq.heldUntil = w.waitUntil;
       return;
     }
     const waitMs = w.waitUntil - this.now();
     if (waitMs > 2_000) {
       // a long back-off: give the recipients back for later so they do not sit in the window
-      this.handBack(dq.jobs.splice(0), w.waitUntil);
+      this.handBack(dq.jobs.takeAll(), w.waitUntil);
       dq.heldUntil = w.waitUntil;
       return;
     }
@@ -612,13 +626,13 @@ export class DeliveryLoop {
     if (e instanceof LoopsBackToMyself) {
       this.deps.log.warn("delivery_loops_back", { destination: dq.key, mx: e.mx, error: e.message, status: e.status });
       // every connection to this destination would end the same way: all its waiting mail bounces now
-      this.bounceJobs(dq.jobs.splice(0), e);
+      this.bounceJobs(dq.jobs.takeAll(), e);
       return [undefined, undefined];
     }
     const cf = e instanceof ConnectFailure ? e : new ConnectFailure(e instanceof Error ? e.message : String(e), false);
     this.deps.log.warn("delivery_connect_failed", { destination: dq.key, mx: cf.mx, error: cf.message, code: cf.code });
     // with other connections alive, they take the work; with none, the waiting mail is deferred now
-    if (dq.workers === 1) this.deferJobs(dq, dq.jobs.splice(0), cf.message, cf.code, cf.mx);
+    if (dq.workers === 1) this.deferJobs(dq, dq.jobs.takeAll(), cf.message, cf.code, cf.mx);
     return [cf.throttleSignal ? "throttle" : "failure", cf.message];
   }
 
@@ -639,31 +653,30 @@ export class DeliveryLoop {
     }
   }
 
-  /** Leases go back without counting an attempt. */
+  /** Leases go back without counting an attempt: due again at `at`, or else when they were due before (their place). */
   private handBack(jobs: Job[], at?: number): void {
-    const ids = jobs.flatMap((j) => j.recipients.map((r) => r.id));
-    if (ids.length === 0) return;
+    const recipients = jobs.flatMap((j) => j.recipients);
+    if (recipients.length === 0) return;
     try {
-      this.deps.claimer.release(ids, at);
+      if (at === undefined) this.deps.claimer.putBack(recipients);
+      else this.deps.claimer.release(recipients.map((r) => r.id), at);
     } catch (e) {
       this.deps.log.error("delivery_release_failed", { error: e });
     }
-    this.forget(jobs.flatMap((j) => j.recipients));
+    this.forget(recipients);
   }
 
   /**
-   * Jobs that waited in memory for half a lease go back to the queue (and come back with a fresh lease); results
-   * waiting to be recorded keep their leases.
+   * Jobs that waited in memory for half a lease go back to the queue in their place (due when they were due), to
+   * come back with a fresh lease, ahead of work that came due meanwhile; results waiting to be recorded keep their
+   * leases.
    */
   private sweep(): void {
     this.extendUnrecorded();
     const old = this.now() - this.o.leaseMs / 2;
     for (const dq of [...this.dests.values()]) {
       this.gc(dq);
-      const stale = dq.jobs.filter((j) => j.claimedAt < old);
-      if (stale.length === 0) continue;
-      dq.jobs = dq.jobs.filter((j) => j.claimedAt >= old);
-      this.handBack(stale);
+      this.handBack(dq.jobs.takeClaimedBefore(old));
     }
   }
 

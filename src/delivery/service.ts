@@ -8,7 +8,7 @@ import { join } from "node:path";
 import type { Config } from "../config/schema.ts";
 import type { EventRecorder } from "../events/record.ts";
 import type { Logger } from "../observe/log.ts";
-import { QueueClaimer, type ClaimedRecipient, type StoredMessage } from "../queue/claim.ts";
+import { QueueClaimer, type ClaimedRecipient, type SideExclusions, type StoredMessage } from "../queue/claim.ts";
 import { reported, type HealthReporter } from "../observe/health.ts";
 import type { MessageId, RecipientId } from "../mail/ids.ts";
 import type { Enqueuer } from "../queue/enqueue.ts";
@@ -148,12 +148,16 @@ class ReportedClaims implements ClaimSource {
     return this.queue.walkUnfinished;
   }
 
-  claim(limit: number, leaseMs: number, excludeDomains?: ReadonlySet<string>): ClaimedRecipient[] {
-    return reported(this.health, () => this.queue.claim(limit, leaseMs, excludeDomains));
+  claim(limit: number, leaseMs: number, exclude?: ReadonlySet<string> | SideExclusions): ClaimedRecipient[] {
+    return reported(this.health, () => this.queue.claim(limit, leaseMs, exclude));
   }
 
   release(ids: RecipientId[], at?: number): void {
     this.queue.release(ids, at);
+  }
+
+  putBack(rows: readonly ClaimedRecipient[]): void {
+    this.queue.putBack(rows);
   }
 
   extend(ids: RecipientId[], leaseMs: number): void {

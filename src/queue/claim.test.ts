@@ -203,6 +203,31 @@ describe("fairness between new mail and retries", () => {
   });
 });
 
+describe("exclusions per side, and putting work back in its place", () => {
+  test("a domain left out of first attempts only still gives its due retries", async () => {
+    await enqueue([...addresses(5, "new", "slow.test"), ...addresses(2, "new", "free.test")]);
+    await enqueue(addresses(3, "old", "slow.test"));
+    defer(addresses(3, "old", "slow.test"), clock);
+    const got = claimer.claim(10, 60_000, { fresh: new Set(["slow.test"]), retry: new Set() });
+    expect(got.filter((r) => r.domain === "slow.test").map((r) => r.address).sort()).toEqual(addresses(3, "old", "slow.test").sort());
+    expect(got.filter((r) => r.attempts === 0).map((r) => r.domain)).toEqual(["free.test", "free.test"]);
+    expect(claimer.claim(10, 60_000, { fresh: new Set(), retry: new Set(["slow.test"]) }).map((r) => r.domain)).toEqual(Array(5).fill("slow.test"));
+  });
+
+  test("work put back is due when it was due before its claim, ahead of work that came due meanwhile", async () => {
+    await enqueue(["first@x.test"]);
+    const [first] = claimer.claim(1, 60_000);
+    expect(first!.dueAt).toBe(clock);
+    clock += 5_000;
+    await enqueue(["second@x.test"]);
+    clock += 5_000;
+    claimer.putBack([first!]);
+    expect(claimer.claim(2, 60_000).map((r) => r.address)).toEqual(["first@x.test", "second@x.test"]);
+    const attempts = store.sqlite.query("SELECT DISTINCT attempts FROM recipients").all();
+    expect(attempts).toEqual([{ attempts: 0 }]);
+  });
+});
+
 describe("recovering leases at start", () => {
   test("makes every leased recipient due at once and counts them", async () => {
     await enqueue(["a@one.test", "b@one.test", "c@two.test"]);

@@ -13,7 +13,8 @@
  * therefore never stands in front of new mail, and new mail never starves retries. Every query is a range over a
  * partial index of pending rows only, so a queue of a million recipients costs an index seek, never a table scan.
  *
- * Backlogs: the scheduler excludes domains that already have plenty of work in memory, and a claim looks at a
+ * Backlogs: the scheduler excludes domains that already have plenty of work in memory (per side: a destination with
+ * a full lane of new mail still gets its due retries), and a claim looks at a
  * bounded window of the oldest due rows. When that window is all excluded rows (a campaign to one busy domain),
  * the claim steps from domain to domain through `recipients_domain` instead, round-robin from where the last such
  * claim stopped, so mail for every other domain still goes out at once (Postfix qmgr: one destination's backlog
@@ -30,6 +31,17 @@ export interface ClaimedRecipient {
   domain: string;
   /** attempts made before this one */
   attempts: number;
+  /** when it was due before this claim moved it to the lease's expiry: putBack() restores it */
+  dueAt: number;
+}
+
+/**
+ * Domains a claim leaves out, per side: a destination may have plenty of new mail waiting in memory and still
+ * want its due retries (and the other way round). A plain set leaves the domains out of both sides.
+ */
+export interface SideExclusions {
+  fresh: ReadonlySet<string>;
+  retry: ReadonlySet<string>;
 }
 
 export interface StoredMessage {
@@ -56,6 +68,7 @@ interface ClaimRow {
   address: string;
   domain: string;
   attempts: number;
+  next_attempt_at: number;
 }
 
 interface MessageRow {
@@ -84,7 +97,7 @@ const VISITS_PER_CLAIM = 1_000;
 /** Due rows of one status; the matching partial index covers exactly that status. */
 const due = (status: Pending) =>
   `status = '${status}' AND next_attempt_at <= $now AND (lease_until IS NULL OR lease_until <= $now)`;
-const COLUMNS = "id, message_id, address, domain, attempts";
+const COLUMNS = "id, message_id, address, domain, attempts, next_attempt_at";
 
 type DueParams = { now: number; limit: number };
 type DueExcludingParams = DueParams & { scan: number; exclude: string };
@@ -165,7 +178,7 @@ export class QueueClaimer {
       // the inner LIMIT bounds the rows looked at; the outer filter drops busy domains
       excluding: this.sqlite.query(
         `SELECT ${COLUMNS} FROM (
-           SELECT ${COLUMNS}, next_attempt_at FROM recipients INDEXED BY ${index}
+           SELECT ${COLUMNS} FROM recipients INDEXED BY ${index}
            WHERE ${due(status)} ORDER BY next_attempt_at LIMIT $scan
          ) WHERE domain NOT IN (SELECT value FROM json_each($exclude)) ORDER BY next_attempt_at LIMIT $limit`,
       ),
@@ -193,15 +206,15 @@ export class QueueClaimer {
    * attempts come first in the result. Two claims never return the same row while its lease holds (the reads
    * and the lease share one IMMEDIATE transaction, which also excludes other processes on the same database).
    */
-  claim(limit: number, leaseMs: number, excludeDomains?: ReadonlySet<string>): ClaimedRecipient[] {
+  claim(limit: number, leaseMs: number, exclude?: ReadonlySet<string> | SideExclusions): ClaimedRecipient[] {
     if (limit <= 0) return [];
-    const excluded = excludeDomains && excludeDomains.size > 0 ? { set: excludeDomains, json: JSON.stringify([...excludeDomains]) } : null;
+    const [freshOut, retryOut] = exclude === undefined ? [null, null] : isSideExclusions(exclude) ? [exclusion(exclude.fresh), exclusion(exclude.retry)] : [exclusion(exclude), exclusion(exclude)];
     const retryShare = limit % 2 === 1 && this.oddToRetry ? Math.ceil(limit / 2) : Math.floor(limit / 2);
     if (limit % 2 === 1) this.oddToRetry = !this.oddToRetry;
     const run = this.sqlite.transaction((): ClaimedRecipient[] => {
       const now = this.now();
-      const fresh = this.readSide(this.fresh, now, limit, excluded);
-      const retries = this.readSide(this.retry, now, limit - Math.min(fresh.length, limit - retryShare), excluded);
+      const fresh = this.readSide(this.fresh, now, limit, freshOut);
+      const retries = this.readSide(this.retry, now, limit - Math.min(fresh.length, limit - retryShare), retryOut);
       const rows = [...fresh.slice(0, limit - retries.length), ...retries];
       const until = now + leaseMs;
       for (const r of rows) this.lease.run(until, now, r.id);
@@ -211,6 +224,7 @@ export class QueueClaimer {
         address: r.address,
         domain: r.domain,
         attempts: r.attempts,
+        dueAt: r.next_attempt_at,
       }));
     });
     return run.immediate();
@@ -222,7 +236,7 @@ export class QueueClaimer {
   }
 
   /** Up to `limit` due rows of one side, oldest first, then, when excluded rows fill its window, past them. */
-  private readSide(side: Side, now: number, limit: number, excluded: { set: ReadonlySet<string>; json: string } | null): ClaimRow[] {
+  private readSide(side: Side, now: number, limit: number, excluded: Exclusion | null): ClaimRow[] {
     side.unfinished = false;
     if (limit <= 0) return [];
     if (excluded === null) return side.plain.all({ now, limit });
@@ -276,6 +290,19 @@ export class QueueClaimer {
     return this.recover.run(this.now()).changes;
   }
 
+  /**
+   * Gives leases back without counting an attempt, each row due again when it was due before its claim: it keeps
+   * its place, oldest first, in front of work that came due while it waited in memory (so work handed back
+   * because it waited too long is not put behind newer mail, again and again).
+   */
+  putBack(rows: readonly Pick<ClaimedRecipient, "id" | "dueAt">[]): void {
+    if (rows.length === 0) return;
+    const now = this.now();
+    this.sqlite.transaction(() => {
+      for (const r of rows) this.releaseOne.run(r.dueAt, now, r.id);
+    }).immediate();
+  }
+
   /** Gives leases back without counting an attempt (shutdown, throttle said wait). */
   release(ids: RecipientId[], at?: number): void {
     if (ids.length === 0) return;
@@ -321,4 +348,17 @@ export class QueueClaimer {
       },
     };
   }
+}
+
+interface Exclusion {
+  set: ReadonlySet<string>;
+  json: string;
+}
+
+function exclusion(domains: ReadonlySet<string>): Exclusion | null {
+  return domains.size > 0 ? { set: domains, json: JSON.stringify([...domains]) } : null;
+}
+
+function isSideExclusions(e: ReadonlySet<string> | SideExclusions): e is SideExclusions {
+  return "fresh" in e && "retry" in e;
 }
