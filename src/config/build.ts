@@ -8,7 +8,7 @@ import { join, resolve } from "node:path";
 import { ConfigError } from "./errors.ts";
 import type {
   Config, DatabaseConfig, DeliveryConfig, DestinationConfig, DkimKeyConfig, EventType, HttpConfig,
-  LogLevel, RouteConfig, SmtpConfig, SpfConfig, TlsPolicy, TrackingConfig, WebhookConfig,
+  LogLevel, RouteConfig, RouteTlsPolicy, SmtpConfig, SpfConfig, TlsPolicy, TrackingConfig, WebhookConfig,
 } from "./schema.ts";
 import type { Section } from "./section.ts";
 import {
@@ -20,6 +20,7 @@ export type Env = Record<string, string | undefined>;
 
 export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
 export const TLS_POLICIES: readonly TlsPolicy[] = ["opportunistic", "required"];
+export const ROUTE_TLS_POLICIES: readonly RouteTlsPolicy[] = [...TLS_POLICIES, "verify"];
 export const EVENT_TYPES: readonly EventType[] = [
   "queued", "delivered", "deferred", "bounced", "opened", "clicked", "suppressed", "complained", "unsubscribed",
 ];
@@ -113,6 +114,9 @@ function readHttp(s: Section): HttpConfig {
 }
 
 function readDelivery(s: Section): DeliveryConfig {
+  if (s.raw("tls") === "verify") {
+    s.fail("tls", 'expected "opportunistic" or "required"; "verify" is for [[delivery.route]] (MX hosts have no name to verify against)');
+  }
   const tls = s.oneOf("tls", TLS_POLICIES, "opportunistic");
   const retry = s.list("retry", positiveDuration, DEFAULT_RETRY);
   if (retry.length === 0) s.fail("retry", "expected at least one duration");
@@ -136,18 +140,25 @@ function positiveDuration(text: string): number {
   return ms;
 }
 
-/** A route without its own `tls` follows `delivery.tls`. */
+/**
+ * A route without its own `tls` verifies the certificate when it has credentials (a man in the middle must not
+ * collect the smart host's password), else follows `delivery.tls`.
+ */
 function readRoute(s: Section, tls: TlsPolicy): RouteConfig {
+  const username = s.string("username", "");
+  const password = s.string("password", "");
+  if (username !== "" && password === "") s.fail("password", "must be set when username is set");
+  if (username === "" && password !== "") s.fail("username", "must be set when password is set");
   const route: RouteConfig = {
     domain: s.parsed("domain", parseDomainPattern),
     host: s.parsed("host", parseHost),
     port: s.integer("port", 25, 1, 65535),
-    tls: s.oneOf("tls", TLS_POLICIES, tls),
-    username: s.string("username", ""),
-    password: s.string("password", ""),
+    tls: s.oneOf("tls", ROUTE_TLS_POLICIES, username !== "" ? "verify" : tls),
+    tls_ca: s.has("tls_ca") ? readableFile(s, "tls_ca") : "",
+    username,
+    password,
   };
-  if (route.username !== "" && route.password === "") s.fail("password", "must be set when username is set");
-  if (route.username === "" && route.password !== "") s.fail("username", "must be set when password is set");
+  if (route.tls_ca !== "" && route.tls !== "verify") s.fail("tls_ca", `is only used with tls = "verify" (this route has "${route.tls}")`);
   return route;
 }
 

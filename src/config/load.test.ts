@@ -160,6 +160,29 @@ describe("defaults", () => {
   });
 });
 
+describe("TLS of static routes", () => {
+  const routes = (toml: string) => parseConfig(toml, { baseDir: dir, env: {} }).delivery.route;
+  const route = (extra: string) => `[[delivery.route]]\ndomain = "*"\nhost = "smarthost.example.net"\nport = 587\n${extra}`;
+
+  test("a route with credentials verifies the certificate unless it says otherwise", () => {
+    expect(routes(route(`username = "u"\npassword = "p"`))[0]!.tls).toBe("verify");
+    expect(routes(`[delivery]\ntls = "required"\n${route(`username = "u"\npassword = "p"`)}`)[0]!.tls).toBe("verify");
+    expect(routes(route(`username = "u"\npassword = "p"\ntls = "opportunistic"`))[0]!.tls).toBe("opportunistic");
+  });
+
+  test("a route without credentials follows delivery.tls", () => {
+    expect(routes(route(""))[0]!.tls).toBe("opportunistic");
+    expect(routes(`[delivery]\ntls = "required"\n${route("")}`)[0]!.tls).toBe("required");
+    expect(routes(route(`tls = "verify"`))[0]!.tls).toBe("verify");
+  });
+
+  test("tls_ca is a file relative to the config's directory", () => {
+    writeFileSync(join(dir, "ca.pem"), "");
+    expect(routes(route(`tls = "verify"\ntls_ca = "ca.pem"`))[0]!.tls_ca).toBe(join(dir, "ca.pem"));
+    expect(routes(route(""))[0]!.tls_ca).toBe("");
+  });
+});
+
 describe("the SPEC example", () => {
   test("parses to the expected values", () => {
     const file = write(SPEC_EXAMPLE);
@@ -168,7 +191,7 @@ describe("the SPEC example", () => {
     expect(config.hostname).toBe("mail.example.com");
     expect(config.data_dir).toBe(join(dir, "data"));
     expect(config.delivery.route).toEqual([
-      { domain: "*", host: "smarthost.example.net", port: 587, tls: "required", username: "...", password: "..." },
+      { domain: "*", host: "smarthost.example.net", port: 587, tls: "required", tls_ca: "", username: "...", password: "..." },
     ]);
     expect(config.delivery.destination).toEqual({ "gmail.com": { per_destination_connections: 10, rate: { count: 600, perMs: MINUTE } } });
     expect(config.tracking.bounce_domain).toBe("bounces.example.com");
@@ -228,7 +251,7 @@ url = "sqlite::memory:"`,
     expect(config.dns.servers).toEqual([{ host: "127.0.0.1", port: 5353 }, { host: "192.0.2.53", port: 53 }]);
     expect(config.delivery.delay_warning).toBe(4 * 3_600_000);
     expect(config.delivery.route[0]).toEqual({
-      domain: "*.example.org", host: "relay.example.org", port: 25, tls: "opportunistic", username: "", password: "",
+      domain: "*.example.org", host: "relay.example.org", port: 25, tls: "opportunistic", tls_ca: "", username: "", password: "",
     });
     expect(config.delivery.destination).toEqual({ "*.protection.outlook.com": { rate: { count: 10, perMs: 1000 } } });
     expect(config.database).toEqual({ url: "sqlite::memory:", path: ":memory:" });
@@ -290,6 +313,13 @@ describe("errors name the file and the key", () => {
   test("bad database url", () => expectFailure(`[database]\nurl = "mysql://db"`, "database.url", /sqlite:PATH/));
   test("postgres is not supported yet", () => expectFailure(`[database]\nurl = "postgres://db/outpost"`, "database.url", /not supported yet/));
   test("bad tls policy", () => expectFailure(`[delivery]\ntls = "always"`, "delivery.tls", /"opportunistic", "required"/));
+  test("verify for every MX host", () => expectFailure(`[delivery]\ntls = "verify"`, "delivery.tls", /"verify" is for \[\[delivery\.route\]\]/));
+  test("a CA file for a route that does not verify", () => {
+    writeFileSync(join(dir, "ca.pem"), "");
+    expectFailure(`[[delivery.route]]\ndomain = "*"\nhost = "h.example"\ntls = "required"\ntls_ca = "ca.pem"`, "delivery.route[0].tls_ca", /only used with tls = "verify"/);
+  });
+  test("an unreadable CA file", () =>
+    expectFailure(`[[delivery.route]]\ndomain = "*"\nhost = "h.example"\ntls_ca = "nope.pem"`, "delivery.route[0].tls_ca", /no such file/));
   test("missing required key", () => expectFailure(`[[dkim]]\ndomain = "example.com"\nselector = "s1"`, "dkim[0].private_key_file", /missing/));
   test("unreadable DKIM key", () =>
     expectFailure(`[[dkim]]\ndomain = "example.com"\nselector = "s1"\nprivate_key_file = "nope.pem"`, "dkim[0].private_key_file", /no such file/));

@@ -20,7 +20,10 @@ export interface Cidr {
   prefix: number;
 }
 
+/** `delivery.tls`: STARTTLS whenever offered (unverified), or never in clear. */
 export type TlsPolicy = "opportunistic" | "required";
+/** A static route may also ask for a verified certificate (chain and host name): the default with credentials. */
+export type RouteTlsPolicy = TlsPolicy | "verify";
 
 export interface SmtpConfig {
   listen: ListenAddress[];
@@ -62,7 +65,9 @@ export interface RouteConfig {
   domain: string;
   host: string;
   port: number;
-  tls: TlsPolicy;
+  tls: RouteTlsPolicy;
+  /** absolute path of a PEM file with the CAs trusted for `verify` instead of the system's, or "" */
+  tls_ca: string;
   username: string;
   password: string;
 }

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { RouteConfig } from "../config/schema.ts";
 import { startDnsServer, type FakeDns } from "../../test/helpers/dns-server.ts";
 import { createResolver, lookupVia, type Resolver } from "./resolver.ts";
-import { matchRoute, MxRouter } from "./route.ts";
+import { matchRoute, MxRouter, unverifiedCredentialRoutes } from "./route.ts";
 import type { RouteResult } from "./types.ts";
 
 let dns: FakeDns;
@@ -68,6 +68,7 @@ const route = (domain: string, host: string, extra: Partial<RouteConfig> = {}): 
   host,
   port: 587,
   tls: "required",
+  tls_ca: "",
   username: "",
   password: "",
   ...extra,
@@ -113,6 +114,25 @@ describe("static routes", () => {
     const r = router({ routes: [route("x.test", "exact.test"), route("*.xn--bcher-kva.test", "idn.test")] });
     expect(ok(await r.route("X.Test.")).hosts[0]!.host).toBe("exact.test");
     expect(ok(await r.route("Shop.B\u00fccher.test")).hosts[0]!.host).toBe("idn.test");
+  });
+
+  test("a route that verifies carries its CA file to the transport", async () => {
+    const d = ok(await router({ routes: [route("x.test", "relay.test", { tls: "verify", tls_ca: "/etc/outpost/ca.pem", username: "u", password: "p" })] }).route("x.test"));
+    expect(d).toMatchObject({ tls: "verify", tlsCa: "/etc/outpost/ca.pem", auth: { user: "u", pass: "p" } });
+  });
+
+  test("routes whose credentials would go over an unchecked certificate are the ones not verifying, off this machine", () => {
+    const creds = { username: "u", password: "p" };
+    const routes = [
+      route("a.test", "relay.test", { ...creds, tls: "opportunistic" }),
+      route("b.test", "relay.test", { ...creds, tls: "required" }),
+      route("c.test", "relay.test", { ...creds, tls: "verify" }),
+      route("d.test", "127.0.0.1", { ...creds, tls: "opportunistic" }),
+      route("e.test", "localhost", { ...creds, tls: "required" }),
+      route("f.test", "::1", { ...creds, tls: "required" }),
+      route("g.test", "relay.test", { tls: "opportunistic" }),
+    ];
+    expect(unverifiedCredentialRoutes(routes).map((r) => r.domain)).toEqual(["a.test", "b.test"]);
   });
 
   test("a static route without a username carries no AUTH", async () => {

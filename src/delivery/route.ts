@@ -13,6 +13,7 @@
 import { isIP } from "node:net";
 import { domainToASCII } from "node:url";
 import type { RouteConfig, TlsPolicy } from "../config/schema.ts";
+import { isLoopback } from "../config/units.ts";
 import { DnsError, normalizeHost, type MxRecord, type Resolver } from "./resolver.ts";
 import type { Destination, MxHost, RouteResult, Router } from "./types.ts";
 
@@ -134,6 +135,21 @@ export function matchRoute(routes: readonly RouteConfig[], domain: string): Rout
   return best;
 }
 
+/**
+ * Routes that would hand their credentials to a server whose certificate is not checked (`tls` set to
+ * "opportunistic" or "required" by hand): a man in the middle could collect the password. Allowed (a smart host
+ * with a certificate nobody signed), but `serve` warns about each at start. A loopback host is exempt: nobody
+ * sits in the middle of a connection that never leaves the machine.
+ */
+export function unverifiedCredentialRoutes(routes: readonly RouteConfig[]): RouteConfig[] {
+  return routes.filter((r) => r.username !== "" && r.tls !== "verify" && !isLoopbackHost(r.host));
+}
+
+function isLoopbackHost(host: string): boolean {
+  const h = normalizeHost(host);
+  return h === "localhost" || (isIP(h) !== 0 && isLoopback(h));
+}
+
 export function staticDestination(r: RouteConfig): Destination {
   const host = normalizeHost(r.host);
   const dest: Destination = {
@@ -142,6 +158,7 @@ export function staticDestination(r: RouteConfig): Destination {
     tls: r.tls,
     static: true,
   };
+  if (r.tls_ca) dest.tlsCa = r.tls_ca;
   if (r.username) dest.auth = { user: r.username, pass: r.password };
   return dest;
 }

@@ -19,7 +19,7 @@ import { OutcomeRecorder } from "./outcome.ts";
 import { personalize } from "./personalize.ts";
 import { createResolver, lookupVia } from "./resolver.ts";
 import { metric } from "../observe/metrics.ts";
-import { MxRouter } from "./route.ts";
+import { MxRouter, unverifiedCredentialRoutes } from "./route.ts";
 import { throttleMetrics, type ThrottleSnapshot } from "./throttle.ts";
 import { SmtpTransport } from "./transport.ts";
 import type { OwnAddress } from "./own-addresses.ts";
@@ -75,6 +75,13 @@ export class DeliveryService {
     enqueuer.onCommitted = () => this.loop.wake();
     this.publisher = setInterval(() => this.publish(), PUBLISH_MS);
     this.publisher.unref();
+    for (const r of unverifiedCredentialRoutes(config.delivery.route)) {
+      log.warn("route_credentials_unverified", {
+        domain: r.domain, host: r.host, port: r.port, tls: r.tls,
+        detail: `the password for ${r.host} goes over TLS whose certificate is not checked: a man in the middle can collect it; ` +
+          `tls = "verify" (with tls_ca for a private CA) prevents that`,
+      });
+    }
     log.info("delivery_started", { sandbox: config.delivery.sandbox, concurrency: config.delivery.concurrency });
   }
 

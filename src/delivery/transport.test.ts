@@ -1,17 +1,19 @@
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { createServer, type Server } from "node:net";
+import { createServer, isIP, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { newMessageId, newRecipientId } from "../mail/ids.ts";
 import { silentLogger } from "../observe/log.ts";
 import { startFakeMx, type FakeMx, type FakeMxScript } from "../../test/helpers/fake-mx.ts";
 import { startDnsServer } from "../../test/helpers/dns-server.ts";
-import { freePort } from "../../test/helpers/harness.ts";
+import { freePort, tempDir } from "../../test/helpers/harness.ts";
+import { makeTestCa, testCaAvailable, type TestCa } from "../../test/helpers/test-ca.ts";
 import { createResolver, lookupVia } from "./resolver.ts";
 import { MxRouter } from "./route.ts";
 import { SmtpTransport, type SmtpTransportOptions } from "./transport.ts";
 import { ownAddresses } from "./own-addresses.ts";
+import { selfSignedCertificate } from "../smtp/self-signed.ts";
 import { ConnectFailure, LoopsBackToMyself, type Destination, type OutboundMessage } from "./types.ts";
 
 const servers: FakeMx[] = [];
@@ -32,6 +34,7 @@ const HOSTS: Record<string, string[]> = {
   "mx1.x.test": ["127.0.0.2"],
   "mx2.x.test": ["127.0.0.3"],
   "mx3.x.test": ["127.0.0.4"],
+  "smarthost.test": ["127.0.0.5"],
 };
 
 function transport(port: number, opts: Partial<SmtpTransportOptions> = {}): SmtpTransport {
@@ -40,7 +43,7 @@ function transport(port: number, opts: Partial<SmtpTransportOptions> = {}): Smtp
     tls: "opportunistic",
     log: silentLogger,
     timeouts: { connectMs: 2000, greetingMs: 2000, socketMs: 3000, quitMs: 500 },
-    lookup: async (h) => HOSTS[h] ?? Promise.reject(new Error(`unknown host ${h}`)),
+    lookup: async (h) => HOSTS[h] ?? (isIP(h) ? [h] : Promise.reject(new Error(`unknown host ${h}`))),
     connectPort: port,
     ...opts,
   });
@@ -600,6 +603,79 @@ describe("SmtpTransport", () => {
     await conn.close();
     await conn.close();
     expect(conn.usable).toBe(false);
+  });
+});
+
+describe.skipIf(!testCaAvailable)("SmtpTransport to a route with tls = verify", () => {
+  let caDir: ReturnType<typeof tempDir>;
+  let ca: TestCa;
+  beforeAll(() => {
+    caDir = tempDir("outpost-ca-");
+    ca = makeTestCa(caDir.path);
+  });
+  afterAll(() => caDir.cleanup());
+
+  const AUTH = { user: "relay", pass: "secret" };
+  /** The static route to "smarthost.test" (127.0.0.5) with credentials, verifying against the test CA. */
+  function smarthost(port: number, extra: Partial<Destination> = {}): Destination {
+    return {
+      key: `route:smarthost.test:${port}`, hosts: [{ host: "smarthost.test", port, preference: 0 }], tls: "verify",
+      tlsCa: ca.caFile, auth: AUTH, static: true, ...extra,
+    };
+  }
+
+  test("a certificate from the trusted CA for the route's host name: logged in and delivered over TLS", async () => {
+    const s = await mx("127.0.0.5", { starttls: true, certificate: ca.issue("smarthost.test"), auth: AUTH });
+    const conn = await transport(1).connect(smarthost(s.port));
+    const [r] = await conn.send(message(["a@x.test"]));
+    await conn.close();
+    expect(r!.outcome).toBe("delivered");
+    expect(s.logins).toEqual(["relay"]);
+    expect(s.messages[0]!.secure).toBe(true);
+  });
+
+  test("a self-signed certificate (a man in the middle): the host fails with the reason, and AUTH is never sent", async () => {
+    // the right name, signed by nobody the route trusts
+    const s = await mx("127.0.0.5", { starttls: true, certificate: selfSignedCertificate("smarthost.test"), auth: AUTH });
+    const err = await transport(1).connect(smarthost(s.port)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectFailure);
+    expect((err as ConnectFailure).message).toContain("smarthost.test[127.0.0.5]");
+    expect((err as ConnectFailure).message).toContain("TLS required but the server's certificate did not verify (unable to verify the first certificate)");
+    expect(s.authSeen).toEqual([]);
+    expect(s.connections).toBe(1); // no second try in clear
+  });
+
+  test("a certificate from the trusted CA for another name: the host fails, AUTH never sent", async () => {
+    const s = await mx("127.0.0.5", { starttls: true, certificate: ca.issue("other.test"), auth: AUTH });
+    const err = await transport(1).connect(smarthost(s.port)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectFailure);
+    expect((err as ConnectFailure).message).toContain("certificate did not verify (Hostname/IP does not match certificate's altnames");
+    expect(s.authSeen).toEqual([]);
+  });
+
+  test("without the route's CA, the system's CAs do not vouch for the test CA: the host fails, AUTH never sent", async () => {
+    const s = await mx("127.0.0.5", { starttls: true, certificate: ca.issue("smarthost.test"), auth: AUTH });
+    const err = await transport(1).connect(smarthost(s.port, { tlsCa: undefined })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectFailure);
+    expect(s.authSeen).toEqual([]);
+  });
+
+  test("a server that does not offer STARTTLS: the host fails, nothing said in clear", async () => {
+    const s = await mx("127.0.0.5", { starttls: false, auth: AUTH });
+    const err = await transport(1).connect(smarthost(s.port)).catch((e: unknown) => e);
+    expect((err as ConnectFailure).message).toContain("TLS required");
+    expect(s.authSeen).toEqual([]);
+  });
+
+  test("a route host given as an IP address is checked against the certificate's IP addresses", async () => {
+    const s = await mx("127.0.0.5", { starttls: true, certificate: ca.issue("smarthost.test", ["127.0.0.5"]), auth: AUTH });
+    const conn = await transport(1).connect(smarthost(s.port, { hosts: [{ host: "127.0.0.5", port: s.port, preference: 0 }] }));
+    await conn.close();
+    expect(s.logins).toEqual(["relay"]);
+    const other = await mx("127.0.0.6", { starttls: true, certificate: ca.issue("smarthost.test", ["127.0.0.5"]), auth: AUTH });
+    const err = await transport(1).connect(smarthost(other.port, { hosts: [{ host: "127.0.0.6", port: other.port, preference: 0 }] })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectFailure);
+    expect(other.authSeen).toEqual([]);
   });
 });
 

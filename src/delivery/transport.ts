@@ -19,14 +19,19 @@
  *    MTA-STS there is nothing to verify against). A refused STARTTLS continues in clear (smtp-connection's
  *    opportunisticTLS); a failed handshake is retried once on a new connection without STARTTLS.
  *  - "required": STARTTLS must succeed, else this host fails (ConnectFailure → the recipients are deferred with
- *    the reason). Also unverified (Postfix `encrypt`). The stricter of the transport's and the destination's
- *    policy applies.
+ *    the reason). Also unverified (Postfix `encrypt`).
+ *  - "verify" (static routes; the default for one with credentials): as "required", and the certificate chain
+ *    must lead to a trusted CA (the system's, or the route's `tls_ca`) and name the route's host (Postfix
+ *    `secure`). A certificate that does not verify fails the host before anything else is said: a man in the
+ *    middle never sees AUTH.
+ *  The stricter of the transport's and the destination's policy applies.
  *  - AUTH credentials go only over TLS or to a loopback address.
  */
 import { isLoopback } from "../config/units.ts";
+import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import SMTPConnection from "nodemailer/lib/smtp-connection";
-import type { TlsPolicy } from "../config/schema.ts";
+import type { RouteTlsPolicy, TlsPolicy } from "../config/schema.ts";
 import type { Logger } from "../observe/log.ts";
 import { localReply, nonAscii, resultsFor, transact, type LibError } from "./attempt.ts";
 import { systemLookup } from "./resolver.ts";
@@ -61,7 +66,11 @@ export interface SmtpTransportOptions {
 
 const MAX_ADDRESSES = 5;
 
-type TlsMode = "try" | "require" | "off";
+/** try: opportunistic; require: encrypted, unverified; verify: encrypted and verified; off: in clear (the fallback) */
+type TlsMode = "try" | "require" | "verify" | "off";
+
+const MODES: Record<RouteTlsPolicy, TlsMode> = { opportunistic: "try", required: "require", verify: "verify" };
+const STRICTNESS: Record<RouteTlsPolicy, number> = { opportunistic: 0, required: 1, verify: 2 };
 
 interface OpenFailure {
   reason: string;
@@ -82,7 +91,7 @@ export class SmtpTransport implements Transport {
   }
 
   async connect(dest: Destination): Promise<Connection> {
-    const required = dest.tls === "required" || this.opts.tls === "required";
+    const mode = MODES[STRICTNESS[dest.tls] >= STRICTNESS[this.opts.tls] ? dest.tls : this.opts.tls];
     const failures: string[] = [];
     let throttle = false;
     let code = 0;
@@ -112,7 +121,7 @@ export class SmtpTransport implements Transport {
       for (const ip of addresses.filter((a) => !own.includes(a) && !tried.has(`${a}:${port}`)).slice(0, budget)) {
         tried.add(`${ip}:${port}`);
         budget--;
-        const r = await this.open(dest, h.host, ip, port, required ? "require" : "try");
+        const r = await this.open(dest, h.host, ip, port, mode);
         if (r instanceof SmtpSession) return r;
         failures.push(`${h.host}[${ip}]:${port}: ${r.reason}`);
         throttle ||= r.throttle;
@@ -142,16 +151,23 @@ export class SmtpTransport implements Transport {
 
   private async session(dest: Destination, host: string, ip: string, port: number, mode: TlsMode): Promise<SmtpSession | OpenFailure> {
     const servername = isIP(host) ? undefined : host;
+    let ca: string | undefined;
+    try {
+      // read at each connection: a renewed CA file is used without a restart
+      if (mode === "verify" && dest.tlsCa) ca = readFileSync(dest.tlsCa, "utf8");
+    } catch (e) {
+      return { reason: `cannot read tls_ca ${dest.tlsCa}: ${errText(e)}`, throttle: false, code: 0, tlsFailed: false };
+    }
     const conn = new SMTPConnection({
       host: ip,
       port,
       name: this.opts.hostname,
       servername,
-      requireTLS: mode === "require",
+      requireTLS: mode === "require" || mode === "verify",
       opportunisticTLS: mode === "try",
       ignoreTLS: mode === "off",
-      // unverified on purpose, see the module comment
-      tls: { rejectUnauthorized: false, servername },
+      // unverified unless the policy says verify, see the module comment; an IP literal host is checked as an IP
+      tls: mode === "verify" ? { rejectUnauthorized: true, servername, ca } : { rejectUnauthorized: false, servername },
       connectionTimeout: this.t.connectMs,
       greetingTimeout: this.t.greetingMs,
       socketTimeout: this.t.socketMs,
@@ -168,7 +184,7 @@ export class SmtpTransport implements Transport {
         conn.once("end", () => reject(lateError ?? new Error("connection closed")));
         conn.connect((err) => (err ? reject(err) : resolve()));
       });
-      if (mode === "require" && !conn.secure) throw new Error("TLS required but the session is not encrypted");
+      if ((mode === "require" || mode === "verify") && !conn.secure) throw new Error("TLS required but the session is not encrypted");
       if (dest.auth) await this.login(conn, ip, dest);
     } catch (e) {
       const err = e as LibError;
@@ -193,16 +209,21 @@ export class SmtpTransport implements Transport {
   }
 }
 
+/** node:tls's codes for a certificate that does not verify (untrusted chain, self-signed, expired, wrong name) */
+const CERTIFICATE_ERROR = /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY|DECRYPT)|ALTNAME/;
+
 function failure(e: LibError, mode: TlsMode, tlsFailed: boolean): OpenFailure {
   const sys = e.originalCode ?? e.code;
   const refused = sys === "ECONNREFUSED";
   const code = e.responseCode ?? 0;
   let reason = refused ? "connection refused" : (e.response ?? e.message).trim();
-  if (mode === "require" && (tlsFailed || /TLS required/.test(e.message))) {
+  if ((mode === "require" || mode === "verify") && (tlsFailed || /TLS required/.test(e.message))) {
     const refusedStarttls = e.code === "ETLS" && e.command === "STARTTLS" && e.response;
     reason = refusedStarttls
       ? `TLS required but STARTTLS was refused (${e.response!.trim()})`
-      : `TLS required but the TLS session failed (${(e.response ?? e.message).trim()})`;
+      : mode === "verify" && CERTIFICATE_ERROR.test(sys ?? "")
+        ? `TLS required but the server's certificate did not verify (${e.message.trim()})`
+        : `TLS required but the TLS session failed (${(e.response ?? e.message).trim()})`;
   }
   return { reason, throttle: refused || code === 421, code, tlsFailed };
 }

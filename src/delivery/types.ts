@@ -2,7 +2,7 @@
  * @module delivery/types — the seams inside delivery: where mail goes (Router), how it gets there
  * (Transport/Connection), and what came back (RecipientResult). The scheduler (loop.ts) sees only these.
  */
-import type { TlsPolicy } from "../config/schema.ts";
+import type { RouteTlsPolicy } from "../config/schema.ts";
 import type { MessageId, RecipientId } from "../mail/ids.ts";
 
 /** One server to try, in order. */
@@ -28,7 +28,10 @@ export interface Destination {
   key: string;
   /** in the order to try: preference ascending, random among equal */
   hosts: MxHost[];
-  tls: TlsPolicy;
+  /** MX destinations: `delivery.tls`; static routes may also say "verify" (chain and host name checked) */
+  tls: RouteTlsPolicy;
+  /** with "verify": a PEM file of the CAs to trust instead of the system's */
+  tlsCa?: string;
   auth?: RouteAuth;
   /** true for `[[delivery.route]]` destinations */
   static: boolean;

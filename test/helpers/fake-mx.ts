@@ -14,6 +14,7 @@
  *   data          reply after the message's final dot, a string or (message) => string | undefined (default 250)
  *                 Any reply may be "drop": the socket is cut instead of answering (a connection lost mid-session).
  *   starttls      advertise STARTTLS with smtp-server's built-in self-signed localhost certificate (default false)
+ *   certificate   { key, cert } (PEM): the certificate STARTTLS presents instead (a test CA's, test/helpers/test-ca.ts)
  *   tlsFails      with starttls: drop the connection right after the TLS handshake (a broken TLS stack)
  *   auth          { user, pass }: advertise AUTH PLAIN LOGIN and require it before MAIL
  *   smtputf8, eightBitMime   advertise SMTPUTF8 / 8BITMIME (default true)
@@ -25,6 +26,7 @@
  *
  * Records: `messages` (accepted ones: envelope, raw bytes as received after un-dot-stuffing, TLS, EHLO name),
  * `transactions` (every DATA that reached the final dot, accepted or not), `rcptSeen` (every RCPT address),
+ * `authSeen` (the user name of every AUTH that reached it, right or wrong: what a man in the middle would collect),
  * `connections` (TCP connections accepted, including those answered 421), `open` (TCP connections open now) and
  * `maxOpen` (the most that were open at once).
  * Replies are given as "CODE text"; smtp-server writes them verbatim as "CODE text".
@@ -56,6 +58,7 @@ export interface FakeMxScript {
   data?: DataReply;
   starttls?: boolean;
   tlsFails?: boolean;
+  certificate?: { key: string; cert: string };
   auth?: { user: string; pass: string };
   smtputf8?: boolean;
   eightBitMime?: boolean;
@@ -78,6 +81,8 @@ export interface FakeMx {
   maxOpen: number;
   /** logins that succeeded */
   logins: string[];
+  /** every AUTH that reached the server, by user name */
+  authSeen: string[];
   stop(): Promise<void>;
 }
 
@@ -103,7 +108,7 @@ export async function startFakeMx(opts: FakeMxScript & { host?: string; port?: n
   const { host = "127.0.0.1", port = 0, ...script } = opts;
   const sockets = new Map<string, Socket>();
   const mx: FakeMx = {
-    host, port: 0, script, messages: [], transactions: [], rcptSeen: [], logins: [],
+    host, port: 0, script, messages: [], transactions: [], rcptSeen: [], logins: [], authSeen: [],
     connections: 0, open: 0, maxOpen: 0,
     stop: async () => {
       for (const s of sockets.values()) s.destroy();
@@ -124,6 +129,7 @@ export async function startFakeMx(opts: FakeMxScript & { host?: string; port?: n
   };
   const options: SMTPServerOptions = {
     ...features,
+    ...script.certificate,
     name: `fake-mx.${host}`,
     logger: false,
     disableReverseLookup: true,
@@ -142,6 +148,7 @@ export async function startFakeMx(opts: FakeMxScript & { host?: string; port?: n
       cb(mx.script.tlsFails ? new ReplyError(454, "4.7.0 TLS not available after all") : undefined);
     },
     onAuth(auth, _session, cb) {
+      mx.authSeen.push(auth.username ?? "");
       const want = mx.script.auth;
       if (want && auth.username === want.user && auth.password === want.pass) {
         mx.logins.push(auth.username);
