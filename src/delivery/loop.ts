@@ -9,9 +9,13 @@
  * - A destination that must wait (back-off, dead) hands its recipients back with a later time and its domains
  *   are left out of claims, so it never holds up mail for other destinations. Deferred mail never slows new
  *   mail: each claim is split between first attempts and retries, each side oldest first (queue/claim.ts).
+ *   New mail never starves retries either: at each destination retries and first attempts wait in two lanes
+ *   served in turn (lanes.ts), and a lane full of one kind keeps only that kind out of claims.
  * - Leases expire on their own (kill -9 leaves rows claimable once `leaseMs` has passed, and a restart frees
  *   them at once: QueueClaimer.recoverLeases); recipients that
- *   wait in memory for longer than half a lease are handed back and claimed again.
+ *   wait in memory for longer than half a lease are handed back in their place and claimed again.
+ * - A delivery whose settle does not commit (a full disk) is kept and committed later (unrecorded.ts), its
+ *   recipients active and leased meanwhile: a failing store costs delay, never a second delivery.
  * - stop(): stop claiming, hand back what has not started, let in-flight transactions finish within the
  *   shutdown window, then hand back whatever is still out.
  */
