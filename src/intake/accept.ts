@@ -25,8 +25,12 @@ export interface Submission {
   allowedDomains: readonly string[] | null;
   envelopeFrom: string;
   recipients: string[];
-  /** the message as the client sent it: what the size limit counts */
+  /** the message as the client sent it (SMTP: with its line ends already made CRLF, see `sentSize`) */
   raw: Buffer;
+  /** what the size limit counts: the bytes the client sent; default raw.length */
+  sentSize?: number;
+  /** `raw` is intake's to rewrite in place, with this many free bytes before it (intake/prepare's `room`) */
+  room?: number;
   /** our Received field, put on top after the size check (a message at the limit must not fail on our own line) */
   trace?: Buffer;
   source: MessageSource;
@@ -127,8 +131,8 @@ export class Intake {
     const recipients = dedupe(sub.recipients);
     checkRecipientCount(recipients.length, limits);
     for (const r of recipients) checkRecipientDomain(r, limits);
-    checkSize(sub.raw.length, limits);
-    const prepared = prepareMessage(sub.raw, hostname, { trace: sub.trace });
+    checkSize(sub.sentSize ?? sub.raw.length, limits);
+    const prepared = prepareMessage(sub.raw, hostname, { trace: sub.trace, room: sub.room });
     checkAuthors(sub.allowedDomains, prepared.authors);
     checkHops(prepared.received, limits);
     const defaults: MessageOptions = {

@@ -10,6 +10,7 @@ import {
   BadLineEndingError,
   countHeaders,
   headerValue,
+  joinInPlace,
   joinMessage,
   normalizeLineEndings,
   rfc5322Date,
@@ -44,8 +45,17 @@ export interface PrepareOptions {
   /** our Received field, put on top of what the client sent (which alone decides where its headers end) */
   trace?: Buffer;
   now?: Date;
+  /**
+   * `raw` is ours to rewrite, with this many free bytes before it in the same memory (message/line-ends
+   * LineEndWriter): the new header block is written there, in front of the body, instead of copying the message.
+   */
+  room?: number;
 }
 
+/**
+ * A message already in CRLF (SMTP normalises while receiving, with the same rule) passes the line-end step
+ * without a copy, and with `room` the result is a view of `raw`'s memory: one copy of a message, not three.
+ */
 export function prepareMessage(raw: Buffer, hostname: string, opts: PrepareOptions = {}): Prepared {
   let crlf: Buffer;
   try {
@@ -63,19 +73,26 @@ export function prepareMessage(raw: Buffer, hostname: string, opts: PrepareOptio
   if (headerValue(m, "Message-ID") === null) m = addHeader(m, "Message-ID", `<${crypto.randomUUID()}@${hostname}>`);
   if (headerValue(m, "Date") === null) m = addHeader(m, "Date", rfc5322Date(opts.now ?? new Date()));
   if (opts.trace) m = { headers: [{ name: "Received", key: "received", raw: opts.trace.toString("latin1") }, ...m.headers], body: m.body };
+  const authors = authorsOf(m);
+  const body = (opts.room !== undefined && joinInPlace(m, roomAndMessage(raw, opts.room))) || joinMessage(m);
   return {
-    body: joinMessage(m),
+    body,
     subject: decodeSubject(headerValue(m, "Subject") ?? ""),
     messageIdHeader: msgIdOf(headerValue(m, "Message-ID")),
     headerOptions,
     received: countHeaders(m, "Received"),
-    authors: authorsOf(m),
+    authors,
   };
 }
 
 /** The `<id@host>` of a Message-ID field (RFC 5322 msg-id), as a returned report quotes it. */
 function msgIdOf(value: string | null): string | undefined {
   return value?.match(/<[^<>\s]+>/)?.[0];
+}
+
+/** `raw` with the `room` bytes in front of it, as one view of the same memory. */
+function roomAndMessage(raw: Buffer, room: number): Buffer {
+  return Buffer.from(raw.buffer, raw.byteOffset - room, room + raw.length);
 }
 
 /** "From SENDER Www Mmm dd hh:mm" — the shape of an mbox separator, so prose ("From the desk of …") and an

@@ -2,6 +2,7 @@
  * @module message/headers — reads and edits the top-level header block of a raw MIME message,
  * leaving every other byte untouched (body, MIME structure, attachments).
  */
+import { toCrlf } from "./line-ends.ts";
 
 export interface HeaderField {
   /** as written, e.g. "Subject" */
@@ -74,8 +75,27 @@ export function splitAtHeaderEnd(raw: Buffer): HeaderEnd {
 }
 
 export function joinMessage(m: SplitMessage): Buffer {
-  const head = m.headers.map((h) => (h.raw.endsWith("\r\n") ? h.raw : h.raw + "\r\n")).join("");
-  return Buffer.concat([Buffer.from(head, "latin1"), Buffer.from("\r\n"), m.body]);
+  return Buffer.concat([Buffer.from(headBlock(m), "latin1"), m.body]);
+}
+
+/**
+ * joinMessage without copying the body: the header block and its blank line are written into `region` just before
+ * `m.body`, which must be a view of `region`; the bytes of `region` before the body are the caller's to overwrite
+ * (the original header block, free room in front). null when the body lies elsewhere or the block does not fit.
+ */
+export function joinInPlace(m: SplitMessage, region: Buffer): Buffer | null {
+  const bodyAt = m.body.byteOffset - region.byteOffset;
+  if (m.body.buffer !== region.buffer || bodyAt < 0 || bodyAt + m.body.length > region.length) return null;
+  const head = headBlock(m);
+  const at = bodyAt - Buffer.byteLength(head, "latin1");
+  if (at < 0) return null;
+  region.write(head, at, "latin1");
+  return region.subarray(at, bodyAt + m.body.length);
+}
+
+/** The header fields, each ending CRLF, and the blank line (latin1: one byte per character). */
+function headBlock(m: SplitMessage): string {
+  return m.headers.map((h) => (h.raw.endsWith("\r\n") ? h.raw : h.raw + "\r\n")).join("") + "\r\n";
 }
 
 /** The unfolded value of the first field with this name (case-insensitive), or null. Latin-1 in, UTF-8 decoded. */
@@ -107,21 +127,13 @@ export function addHeader(m: SplitMessage, name: string, value: string, atTop = 
 export class BadLineEndingError extends Error {}
 
 /**
- * Makes every line end CRLF. Bare LF and bare CR become CRLF, so they can never act as a line end of
- * their own downstream (SMTP smuggling); NUL is refused, since no 8BITMIME text may carry it.
+ * Makes every line end CRLF (message/line-ends: bare LF and bare CR become CRLF), so none can act as a line end
+ * of its own downstream (SMTP smuggling); NUL is refused, since no 8BITMIME text may carry it. A message already
+ * in CRLF is returned as it is, not copied.
  */
 export function normalizeLineEndings(raw: Buffer): Buffer {
   if (raw.includes(0)) throw new BadLineEndingError("message contains NUL bytes");
-  let clean = true;
-  for (let i = 0; i < raw.length; i++) {
-    const c = raw[i];
-    if (c === 0x0d ? raw[i + 1] !== 0x0a : c === 0x0a && raw[i - 1] !== 0x0d) {
-      clean = false;
-      break;
-    }
-  }
-  if (clean) return raw;
-  return Buffer.from(raw.toString("latin1").replace(/\r\n|\r|\n/g, "\r\n"), "latin1");
+  return toCrlf(raw);
 }
 
 let dateCache = { second: Number.NaN, text: "" };

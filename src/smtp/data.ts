@@ -4,8 +4,13 @@
  * never queued for relay) — and answer 250 only after the commit returned.
  *
  * Line ends: smtp-server ends DATA only on <CRLF>.<CRLF> (smtp-stream.js compares the five bytes);
- * a bare LF or CR inside the message stays inside it and intake/prepare turns it into CRLF, so no
- * line end of ours can later be read as a second message; NUL is refused there with 554 5.6.0.
+ * a bare LF or CR inside the message stays inside it and becomes CRLF, so no line end of ours can later be
+ * read as a second message; NUL is refused by intake/prepare with 554 5.6.0.
+ *
+ * Memory: the message is written once, as it arrives, into one buffer (message/line-ends LineEndWriter: line
+ * ends made CRLF by intake/prepare's rule, which then finds nothing to change), sized from SIZE= or the limit
+ * (untouched capacity is not resident), with room in front where prepare writes the new header block: about one
+ * copy of each message in flight, where chunks, their concatenation, a normalised copy and a joined copy were four.
  */
 import { receivedField } from "../message/headers.ts";
 import type { SMTPServerDataStream, SMTPServerSession } from "smtp-server";
@@ -14,8 +19,9 @@ import type { BounceIngest } from "../bounce/ingest.ts";
 import { dedupe, type Intake } from "../intake/accept.ts";
 import { SmtpError } from "../mail/errors.ts";
 import type { Logger } from "../observe/log.ts";
+import { LineEndWriter } from "../message/line-ends.ts";
 import { kindOf } from "./relay.ts";
-import { bounceTooBig, toServerError } from "./session.ts";
+import { bounceTooBig, declaredSize, toServerError } from "./session.ts";
 
 /** Messages answered at the end of DATA since start, for /metrics (shared by every listener). */
 export interface DataCounters {
@@ -39,16 +45,28 @@ export interface DataDeps {
 
 type DataCallback = (err?: Error | null, message?: string) => void;
 
+/** Free bytes kept in front of a received message for the header block intake rewrites (our Received line, a Message-ID …). */
+export const HEADER_ROOM = 8192;
+
+/** A received message: CRLF line ends, HEADER_ROOM free bytes before it; `sentSize` is what the client sent. */
+interface Received {
+  bytes: Buffer;
+  sentSize: number;
+}
+
 /** smtp-server's onData: reply text "2.0.0 Ok: queued as ID" once the message is durably stored. */
 export function receiveMessage(deps: DataDeps, stream: SMTPServerDataStream, session: SMTPServerSession, cb: DataCallback): void {
   const toBounceDomain = isBounceTransaction(session, deps.bounceDomain);
   const limit = toBounceDomain ? Math.min(deps.maxMessageSize, deps.bounces.maxSize) : deps.maxMessageSize;
-  const chunks: Buffer[] = [];
+  const declared = declaredSize(session);
+  const expected = declared > 0 ? Math.min(declared, limit) : limit;
+  // an eighth more: bare LFs made CRLF grow a message, and growing the buffer would copy it
+  const message = new LineEndWriter(expected + (expected >> 3), HEADER_ROOM);
   let kept = 0;
   stream.on("data", (chunk: Buffer) => {
     // past the limit we only count (smtp-server does) and drop, so a huge message costs no memory
     if (kept <= limit) {
-      chunks.push(chunk);
+      message.write(chunk);
       kept += chunk.length;
     }
   });
@@ -66,14 +84,15 @@ export function receiveMessage(deps: DataDeps, stream: SMTPServerDataStream, ses
     }
     if (toBounceDomain && stream.byteLength > limit) return refuse(bounceTooBig(limit));
     const save = toBounceDomain ? consume : store;
-    save(deps, session, Buffer.concat(chunks), stream.byteLength).then(
+    save(deps, session, { bytes: message.finish(), sentSize: stream.byteLength }).then(
       (reply) => cb(null, reply),
       (e: SmtpError) => cb(toServerError(e)),
     );
   });
 }
 
-async function store(deps: DataDeps, session: SMTPServerSession, raw: Buffer, size: number): Promise<string> {
+async function store(deps: DataDeps, session: SMTPServerSession, received: Received): Promise<string> {
+  const size = received.sentSize;
   const user = session.user as User | undefined;
   const mailFrom = session.envelope.mailFrom;
   try {
@@ -82,7 +101,9 @@ async function store(deps: DataDeps, session: SMTPServerSession, raw: Buffer, si
       allowedDomains: user ? user.domains : null,
       envelopeFrom: mailFrom ? mailFrom.address : "",
       recipients: envelopeRecipients(session),
-      raw,
+      raw: received.bytes,
+      sentSize: size,
+      room: HEADER_ROOM,
       trace: receivedHeader(session, deps.hostname),
       source: "smtp",
     });
@@ -106,14 +127,15 @@ function isBounceTransaction(session: SMTPServerSession, bounceDomain: string): 
 }
 
 /** Mail for the bounce domain: processed and kept by bounce/ingest, never queued. "250 2.0.0 Ok: received as ID". */
-async function consume(deps: DataDeps, session: SMTPServerSession, raw: Buffer, size: number): Promise<string> {
+async function consume(deps: DataDeps, session: SMTPServerSession, received: Received): Promise<string> {
+  const size = received.sentSize;
   const mailFrom = session.envelope.mailFrom;
   try {
     const got = await deps.bounces.receive({
       recipients: envelopeRecipients(session),
       mailFrom: mailFrom ? mailFrom.address : "",
       clientIp: session.remoteAddress,
-      raw,
+      raw: received.bytes,
       trace: receivedHeader(session, deps.hostname),
     });
     const reply = `2.0.0 Ok: received as ${got.id}`;

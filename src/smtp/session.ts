@@ -294,7 +294,7 @@ export class SessionHooks {
 }
 
 /** The SIZE= the client declared at MAIL FROM (RFC 1870), or 0. */
-function declaredSize(session: SMTPServerSession): number {
+export function declaredSize(session: SMTPServerSession): number {
   const args = session.envelope.mailFrom ? session.envelope.mailFrom.args : false;
   const size = args ? Number(args.SIZE) : 0;
   return Number.isFinite(size) ? size : 0;

@@ -10,13 +10,19 @@ import { parseCidr } from "../../src/config/units.ts";
 import { startSmtp, type SmtpDeps, type SmtpService } from "../../src/smtp/server.ts";
 import type { CredentialCheck } from "../../src/smtp/session.ts";
 import { waitFor } from "../helpers/harness.ts";
-import { addTestUser, RawSmtp, startOutpost, type Outpost } from "./fixture.ts";
+import { addTestUser, messageRow, queueIdIn, RawSmtp, startOutpost, type Outpost } from "./fixture.ts";
 
 const CONFIG = `
 [smtp]
 max_connections_per_ip = 30
 auth_failures_before_block = 5
 auth_block_time = "10m"
+
+# delivery cannot route (its DNS server is a closed port), so it never loads a message these tests queue
+[dns]
+servers = ["127.0.0.1:9"]
+[delivery]
+sandbox = false
 `;
 
 /** Counts the password checks that reach the slow hash; while `held`, each waits until `let go`. */
@@ -208,6 +214,85 @@ describe("connections", () => {
     } finally {
       sessions.forEach((c) => c.close());
       await short.stop();
+    }
+  });
+});
+
+/** Runs `fn` while counting the Buffers of at least `min` bytes that JavaScript code allocates (copies of a message). */
+async function bigAllocations(min: number, fn: () => Promise<void>): Promise<number[]> {
+  const sizes: number[] = [];
+  const spied = ["concat", "from", "alloc", "allocUnsafe", "allocUnsafeSlow"] as const;
+  const originals = spied.map((name) => Buffer[name]);
+  spied.forEach((name, i) => {
+    const original = originals[i] as (...a: unknown[]) => Buffer;
+    (Buffer as unknown as Record<string, unknown>)[name] = (...args: unknown[]) => {
+      const b = original.apply(Buffer, args);
+      // Buffer.from(arrayBuffer, offset, length) is a view of memory that exists already: no copy
+      if (b.length >= min && !(args[0] instanceof ArrayBuffer)) sizes.push(b.length);
+      return b;
+    };
+  });
+  try {
+    await fn();
+  } finally {
+    spied.forEach((name, i) => ((Buffer as unknown as Record<string, unknown>)[name] = originals[i]));
+  }
+  return sizes;
+}
+
+describe("memory per message", () => {
+  test("a large message goes into the queue from one buffer: received once, line ends normalised on the way, never copied whole", async () => {
+    const lines = Array.from({ length: 40_000 }, (_, i) => `line ${i} ${"x".repeat(80)}${i % 3 === 0 ? "\n" : "\r\n"}`);
+    const message = Buffer.from(`From: big@example.org\nSubject: big\n\n${lines.join("")}`, "latin1"); // ~3.6 MB, bare LFs
+    const c = await RawSmtp.connect(port, { localAddress: "127.0.0.81" });
+    let reply = "";
+    try {
+      expect(await c.reply()).toMatch(/^220/);
+      c.write(`EHLO big.test\r\nAUTH PLAIN ${Buffer.from("\0alice\0alice-secret-1").toString("base64")}\r\n`);
+      expect(await c.reply()).toMatch(/^250/);
+      expect(await c.reply()).toMatch(/^235/);
+      const sizes = await bigAllocations(1 << 20, async () => {
+        c.write("MAIL FROM:<big@example.org>\r\nRCPT TO:<someone@example.com>\r\nDATA\r\n");
+        for (const code of [/^250/, /^250/, /^354/]) expect(await c.reply()).toMatch(code);
+        c.write(message);
+        c.write("\r\n.\r\n");
+        reply = await c.reply(20_000);
+      });
+      expect(reply).toMatch(/^250 2\.0\.0 Ok: queued as/);
+      expect(sizes.length).toBe(1); // the one buffer it was received into
+    } finally {
+      c.close();
+    }
+    const stored = Buffer.from(messageRow(o, queueIdIn(reply))!.body).toString("latin1");
+    expect(stored).toStartWith("Received: from big.test ([127.0.0.81])");
+    expect(stored).toEndWith(`${lines.join("").replace(/\r?\n/g, "\r\n")}\r\n`);
+    expect(stored).not.toMatch(/[^\r]\n|\r[^\n]/);
+  }, 30_000);
+
+  test("max_message_size counts the bytes the client sent, not the CRLFs its bare LFs became", async () => {
+    const limit = 1000;
+    const small = await startOutpost(`[smtp]\nmax_message_size = ${limit}\n`); // intake counts it too
+    await addTestUser(small, "alice", "alice-secret-1");
+    const p = small.port;
+    const head = "Subject: exactly at the limit!\n\n";
+    const body = `${head}${"a\n".repeat((limit - head.length - 2) / 2)}\r\n`; // ends with the CRLF before the dot
+    expect(body.length).toBe(limit);
+    const c = await RawSmtp.connect(p, { localAddress: "127.0.0.82" });
+    try {
+      expect(await c.reply()).toMatch(/^220/);
+      c.write(`EHLO x\r\nAUTH PLAIN ${Buffer.from("\0alice\0alice-secret-1").toString("base64")}\r\nMAIL FROM:<limit@example.org>\r\n`);
+      for (const code of [/^250/, /^235/, /^250/]) expect(await c.reply()).toMatch(code);
+      c.write("RCPT TO:<someone@example.com>\r\nDATA\r\n");
+      for (const code of [/^250/, /^354/]) expect(await c.reply()).toMatch(code);
+      c.write(`${body}.\r\n`);
+      expect(await c.reply()).toMatch(/^250 2\.0\.0 Ok: queued as/);
+      c.write(`MAIL FROM:<limit@example.org>\r\nRCPT TO:<someone@example.com>\r\nDATA\r\n`);
+      for (const code of [/^250/, /^250/, /^354/]) expect(await c.reply()).toMatch(code);
+      c.write(`x${body}.\r\n`);
+      expect(await c.reply()).toMatch(/^552 5\.3\.4/);
+    } finally {
+      c.close();
+      await small.stop();
     }
   });
 });
