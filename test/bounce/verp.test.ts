@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { secretFrom, startRuntime, tempDir, testConfig } from "../helpers/harness.ts";
 import { arfFor, BOUNCE_DOMAIN, dsnFor, localOf, sendOverSmtp, startBounceFixture, waitDelivered, type BounceFixture } from "./fixture.ts";
 
-const CORPUS = "/work/shared/corpus/bounces";
+const CORPUS = join(import.meta.dir, "../fixtures/bounces");
 
 let f: BounceFixture;
 beforeAll(async () => {
