@@ -91,11 +91,12 @@ export function receiveMessage(deps: DataDeps, stream: SMTPServerDataStream, ses
   });
 }
 
-async function store(deps: DataDeps, session: SMTPServerSession, received: Received): Promise<string> {
+/** Ordinary mail: through intake into the queue. "250 2.0.0 Ok: queued as ID". */
+function store(deps: DataDeps, session: SMTPServerSession, received: Received): Promise<string> {
   const size = received.sentSize;
   const user = session.user as User | undefined;
   const mailFrom = session.envelope.mailFrom;
-  try {
+  return answer(deps, session, size, async () => {
     const queued = await deps.intake.accept({
       userId: user?.id ?? null,
       allowedDomains: user ? user.domains : null,
@@ -107,9 +108,36 @@ async function store(deps: DataDeps, session: SMTPServerSession, received: Recei
       trace: receivedHeader(session, deps.hostname),
       source: "smtp",
     });
-    const reply = `2.0.0 Ok: queued as ${queued.id}`;
+    return { reply: `2.0.0 Ok: queued as ${queued.id}`, log: { queue_id: queued.id } };
+  });
+}
+
+/** Mail for the bounce domain: processed and kept by bounce/ingest, never queued. "250 2.0.0 Ok: received as ID". */
+function consume(deps: DataDeps, session: SMTPServerSession, received: Received): Promise<string> {
+  const mailFrom = session.envelope.mailFrom;
+  return answer(deps, session, received.sentSize, async () => {
+    const got = await deps.bounces.receive({
+      recipients: envelopeRecipients(session),
+      mailFrom: mailFrom ? mailFrom.address : "",
+      clientIp: session.remoteAddress,
+      raw: received.bytes,
+      trace: receivedHeader(session, deps.hostname),
+    });
+    return { reply: `2.0.0 Ok: received as ${got.id}`, log: { inbound_id: got.id, outcome: got.outcome } };
+  });
+}
+
+/** Counts and logs the answer of a save that resolves only after its commit. */
+async function answer(
+  deps: DataDeps,
+  session: SMTPServerSession,
+  size: number,
+  save: () => Promise<{ reply: string; log: Record<string, unknown> }>,
+): Promise<string> {
+  try {
+    const { reply, log } = await save();
     deps.counters.accepted++;
-    logTransaction(deps.log, session, { queue_id: queued.id, size, result: `250 ${reply}` });
+    logTransaction(deps.log, session, { ...log, size, result: `250 ${reply}` });
     return reply;
   } catch (e) {
     // anything unexpected is temporary: the client keeps the message and retries, nothing is lost
@@ -124,30 +152,6 @@ async function store(deps: DataDeps, session: SMTPServerSession, received: Recei
 function isBounceTransaction(session: SMTPServerSession, bounceDomain: string): boolean {
   const first = session.envelope.rcptTo[0];
   return first !== undefined && kindOf(first.address, bounceDomain) === "bounce_domain";
-}
-
-/** Mail for the bounce domain: processed and kept by bounce/ingest, never queued. "250 2.0.0 Ok: received as ID". */
-async function consume(deps: DataDeps, session: SMTPServerSession, received: Received): Promise<string> {
-  const size = received.sentSize;
-  const mailFrom = session.envelope.mailFrom;
-  try {
-    const got = await deps.bounces.receive({
-      recipients: envelopeRecipients(session),
-      mailFrom: mailFrom ? mailFrom.address : "",
-      clientIp: session.remoteAddress,
-      raw: received.bytes,
-      trace: receivedHeader(session, deps.hostname),
-    });
-    const reply = `2.0.0 Ok: received as ${got.id}`;
-    deps.counters.accepted++;
-    logTransaction(deps.log, session, { inbound_id: got.id, size, result: `250 ${reply}`, outcome: got.outcome });
-    return reply;
-  } catch (e) {
-    const err = e instanceof SmtpError ? e : new SmtpError(451, "4.3.0", "temporary failure storing the message, try again", e);
-    deps.counters.refused++;
-    logTransaction(deps.log, session, { size, result: err.toString(), error: e instanceof SmtpError ? undefined : e });
-    throw err;
-  }
 }
 
 /**
