@@ -59,21 +59,24 @@ export interface BounceIngestDeps {
   now?: () => number;
 }
 
-/** What one token's recipient row got, for the log line after the commit. */
+/** Why the mail is kept for people to read. */
+interface Keep {
+  kind: InboundKind;
+  reason: string;
+}
+
+/** What one report did to its recipient row, for the log line after the commit. */
 interface Handled {
   recipient: ReportedRecipient | null;
   outcome: "bounced" | "complained" | "duplicate" | "dropped" | "kept";
   detail?: Record<string, unknown>;
   suppressed?: SuppressionReason;
+  /** with outcome "kept" */
+  keep?: Keep;
 }
 
 /** How a report was tied to its recipient row (the `matched_by` of its event). */
 type MatchedBy = "verp" | "recipient" | "message_id";
-
-interface Keep {
-  kind: InboundKind;
-  reason: string;
-}
 
 const MAILBOXES = new Set(["postmaster", "abuse"]);
 
@@ -129,7 +132,7 @@ export class BounceIngest {
     const { handled, forwarded, keeps } = await this.group.run(() => {
       const keeps: Keep[] = mailbox ? [{ kind: mailbox as InboundKind, reason: `mail to ${mailbox}@` }] : [];
       const handled = [...tokens, ...(readMailbox ? [null] : [])].map((t) => this.handle(t, report, now));
-      for (const h of handled) if (h.outcome === "kept") keeps.push({ kind: h.detail!.kind as InboundKind, reason: String(h.detail!.reason) });
+      for (const h of handled) if (h.keep) keeps.push(h.keep);
       if (keeps.length > 0) {
         this.inbound.keep({ ...this.row(id, m, now), kind: keeps[0]!.kind, reason: [...new Set(keeps.map((k) => k.reason))].join("; ") });
       }
@@ -156,8 +159,8 @@ export class BounceIngest {
     if (report.kind === "complaint") {
       const detail = { feedback_type: report.complaint?.feedbackType ?? "abuse", matched_by: by };
       this.late.recordComplaint(rec, detail, now);
-      this.suppress(rec, "complaint", now);
-      return { recipient: rec, outcome: "complained", detail, suppressed: "complaint" };
+      const added = this.suppress(rec, "complaint", now);
+      return { recipient: rec, outcome: "complained", detail, suppressed: added ? "complaint" : undefined };
     }
     // the token is the proof: we sent this return path to one recipient only, so when the report names another
     // address (an alias the receiver expanded, a forward) the failure is still that recipient's
@@ -188,17 +191,18 @@ export class BounceIngest {
     const mx = r.remoteMta ?? report.reportingMta;
     const changed = this.late.recordLateBounce(rec, { reply: r.diagnostic || status, status, mx }, detail, now);
     // a repeated report still suppresses: the first one may have come before the address was known to be bad
-    if (bounceClass === "hard") this.suppress(rec, "hard_bounce", now);
+    const added = bounceClass === "hard" && this.suppress(rec, "hard_bounce", now);
     return {
       recipient: rec,
       outcome: changed ? "bounced" : "duplicate",
       detail: { ...detail, status, mx },
-      suppressed: bounceClass === "hard" ? "hard_bounce" : undefined,
+      suppressed: added ? "hard_bounce" : undefined,
     };
   }
 
-  private suppress(rec: ReportedRecipient, reason: SuppressionReason, now: number): void {
-    this.suppressions.add(rec.userId, rec.address, reason, now);
+  /** On the owner's list; true when it was not there yet (for the log line). */
+  private suppress(rec: ReportedRecipient, reason: SuppressionReason, now: number): boolean {
+    return this.suppressions.add(rec.userId, rec.address, reason, now);
   }
 
   /**
@@ -233,7 +237,7 @@ export class BounceIngest {
   private logAfterCommit(
     id: InboundId,
     m: InboundMessage,
-    report: ParsedReport | null,
+    report: ParsedReport,
     handled: Handled[],
     forwarded: { id: string } | { error: unknown } | null,
     keeps: Keep[],
@@ -242,8 +246,8 @@ export class BounceIngest {
     const base = { inbound_id: id, client_ip: m.clientIp, mail_from: m.mailFrom };
     for (const h of handled) {
       log.info("bounce_report", {
-        ...base, report: report?.kind, outcome: h.outcome, recipient_id: h.recipient?.id ?? null,
-        recipient: h.recipient?.address ?? null, ...h.detail,
+        ...base, report: report.kind, outcome: h.outcome, recipient_id: h.recipient?.id ?? null,
+        recipient: h.recipient?.address ?? null, ...h.detail, ...h.keep,
       });
       if (h.suppressed) log.info("suppression_added", { address: addressKey(h.recipient!.address), reason: h.suppressed, inbound_id: id });
     }
@@ -254,7 +258,7 @@ export class BounceIngest {
 }
 
 function kept(recipient: ReportedRecipient | null, kind: InboundKind, reason: string): Handled {
-  return { recipient, outcome: "kept", detail: { kind, reason } };
+  return { recipient, outcome: "kept", keep: { kind, reason } };
 }
 
 function localOf(address: string): string {
