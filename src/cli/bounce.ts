@@ -75,7 +75,7 @@ function list(rows: KeptMail[], json: boolean): number {
   return 0;
 }
 
-/** The message exactly as received, so `bounce show ID > report.eml` keeps its bytes. */
+/** The stored message byte for byte (CRLF line ends, as SMTP intake writes them), so `> report.eml` keeps it. */
 function writeRaw(m: KeptMailWithRaw): void {
   const out = new StdoutWriter();
   out.write(m.raw);
