@@ -39,11 +39,14 @@ writeFileSync(
     `[smtp]\nlisten = ["127.0.0.1:${smtpPort}"]\n[http]\nlisten = "127.0.0.1:${httpPort}"\n` +
     `[delivery]\nsandbox = true\n[tracking]\nbounce_domain = "${BOUNCE_DOMAIN}"\n`,
 );
-const serve = Bun.spawn(["bun", join(root, "src/main.ts"), "serve", "--config", config], { stdout: "pipe", stderr: "inherit" });
+const serve = Bun.spawn(["bun", join(root, "src/main.ts"), "serve", "--config", config], { stdout: "pipe", stderr: "pipe" });
+/** what serve printed (its log lines and the first-run secrets), read as it comes so its pipes never fill */
 let served = "";
-void (async () => {
-  for await (const chunk of serve.stdout) served += new TextDecoder().decode(chunk);
-})();
+for (const stream of [serve.stdout, serve.stderr]) {
+  void (async () => {
+    for await (const chunk of stream) served += new TextDecoder().decode(chunk);
+  })();
+}
 
 try {
   const apiKey = await firstRunKey();
@@ -70,7 +73,7 @@ try {
   rmSync(dir, { recursive: true, force: true });
 }
 
-/** `serve` prints the first-run API key (on stdout) once it listens. */
+/** `serve` prints the first-run API key once it listens. */
 async function firstRunKey(): Promise<string> {
   return (await waitFor(() => /^api key: (\S+)$/m.exec(served)?.[1], 30_000, "serve to print its API key"));
 }
