@@ -2,6 +2,7 @@
  * @module config/build — turns a parsed outpost.toml into a `Config`: every SPEC key, its type,
  * its default. Defaults are written in the same textual form as the file, so they read like SPEC.
  */
+import { createHash } from "node:crypto";
 import { accessSync, constants, statSync } from "node:fs";
 import { hostname as machineHostname } from "node:os";
 import { join, resolve } from "node:path";
@@ -44,7 +45,8 @@ export function buildConfig(root: Section, file: string | null, env: Env): Confi
     tracking: root.within("tracking", (s) => readTracking(s, http.public_url)),
     spf: root.within("spf", readSpf),
     dkim: root.each("dkim", dkimReader()),
-    webhook: root.each("webhook", readWebhook),
+    webhook: root.each("webhook", webhookReader()),
+    webhook_retention: root.parsed("webhook_retention", positiveDuration, "7d"),
     database: root.within("database", (s) => readDatabase(s, data_dir)),
   };
 }
@@ -264,15 +266,54 @@ export function parseSelector(text: string): string {
   return text.toLowerCase();
 }
 
-function readWebhook(s: Section): WebhookConfig {
-  const webhook: WebhookConfig = {
-    url: s.parsed("url", parseHttpUrl),
-    events: s.list("events", parseEventType, EVENT_TYPES),
-    secret: s.string("secret"),
+/**
+ * Reads each `[[webhook]]` table. Names are the hooks' ids in the outbox (rows already written keep theirs), so two
+ * hooks may not share one: that is the case for two hooks with the same URL and no `name`.
+ */
+function webhookReader(): (s: Section) => WebhookConfig {
+  const seen = new Map<string, string>();
+  return (s) => {
+    const url = s.parsed("url", parseWebhookUrl);
+    const webhook: WebhookConfig = {
+      name: s.has("name") ? s.parsed("name", parseWebhookName) : webhookName(url),
+      url,
+      events: s.list("events", parseEventType, EVENT_TYPES),
+      user: s.string("user", ""),
+      secret: s.string("secret"),
+    };
+    // An empty secret would make every signature forgeable.
+    if (webhook.secret === "") s.fail("secret", "must not be empty");
+    const first = seen.get(webhook.name);
+    if (first !== undefined) {
+      const why = s.has("name") ? "" : " (the name derived from the same url: give each hook its own name)";
+      s.fail("name", `repeats ${JSON.stringify(webhook.name)} of ${first}${why}`);
+    }
+    seen.set(webhook.name, s.path);
+    return webhook;
   };
-  // An empty secret would make every signature forgeable.
-  if (webhook.secret === "") s.fail("secret", "must not be empty");
-  return webhook;
+}
+
+/** The URL as written (a receiver may tell "/hook" from "/hook/"), http or https. */
+function parseWebhookUrl(text: string): string {
+  const url = URL.parse(text);
+  if (url?.protocol !== "http:" && url?.protocol !== "https:") throw new Error('expected an http(s) URL like "https://app.example.com/hooks/mail"');
+  return url.href;
+}
+
+const WEBHOOK_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+function parseWebhookName(text: string): string {
+  if (!WEBHOOK_NAME.test(text)) throw new Error('expected a name like "app": letters, digits, ".", "_" and "-", 64 characters at most');
+  return text;
+}
+
+/**
+ * A hook's default name: its host and a hash of its URL ("app.example.com-3f2a9c1e"), so it stays the same while
+ * the URL does (changing `events`, `user` or `secret` keeps the hook's pending rows), and reads well in a listing.
+ */
+export function webhookName(url: string): string {
+  const host = new URL(url).hostname.replace(/[^A-Za-z0-9.-]/g, "").replace(/^[.-]+/, "").slice(0, 40) || "hook";
+  return `${host}-${createHash("sha256").update(url).digest("hex").slice(0, 8)}`;
 }
 
 function parseEventType(text: string): EventType {

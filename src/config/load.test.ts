@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError } from "./errors.ts";
+import { webhookName } from "./build.ts";
 import { loadConfig, locateConfig, parseConfig } from "./load.ts";
 import type { DeliveryConfig } from "./schema.ts";
 
@@ -199,11 +200,15 @@ describe("the SPEC example", () => {
     expect(config.dkim).toEqual([{ domain: "example.com", selector: "s1", private_key_file: join(dir, "dkim", "example.com.pem") }]);
     expect(config.webhook).toEqual([
       {
+        name: webhookName("https://app.example.com/hooks/mail"),
         url: "https://app.example.com/hooks/mail",
         events: ["delivered", "deferred", "bounced", "opened", "clicked", "complained"],
+        user: "",
         secret: "...",
       },
     ]);
+    expect(config.webhook[0]!.name).toMatch(/^app\.example\.com-[0-9a-f]{8}$/);
+    expect(config.webhook_retention).toBe(7 * 24 * HOUR);
     expect(config.database.path).toBe(join(dir, "data", "outpost.db"));
     // Everything else equals the defaults, which is what SPEC's example spells out.
     const defaults = parseConfig("", { baseDir: dir, env: {} });
@@ -310,6 +315,17 @@ describe("errors name the file and the key", () => {
   });
   test("unknown webhook event", () =>
     expectFailure(`[[webhook]]\nurl = "https://a.example/h"\nevents = ["delivered", "sent"]\nsecret = "s"`, "webhook[0].events[1]", /unknown event type/));
+  test("a webhook's name, user and url are kept as written", () => {
+    const config = parseConfig(`[[webhook]]\nname = "app"\nurl = "https://a.example/h/"\nuser = "shop"\nsecret = "s"`, { env: {} });
+    expect(config.webhook[0]).toMatchObject({ name: "app", url: "https://a.example/h/", user: "shop" });
+  });
+  test("two webhooks with one name", () =>
+    expectFailure(`[[webhook]]\nname = "app"\nurl = "https://a.example/h"\nsecret = "s"\n[[webhook]]\nname = "app"\nurl = "https://b.example/h"\nsecret = "t"`,
+      "webhook[1].name", /repeats "app" of webhook\[0\]/));
+  test("two webhooks with one url and no names", () =>
+    expectFailure(`[[webhook]]\nurl = "https://a.example/h"\nsecret = "s"\n[[webhook]]\nurl = "https://a.example/h"\nuser = "shop"\nsecret = "t"`,
+      "webhook[1].name", /give each hook its own name/));
+  test("a bad webhook name", () => expectFailure(`[[webhook]]\nname = "my hook"\nurl = "https://a.example/h"\nsecret = "s"`, "webhook[0].name", /expected a name/));
   test("bad database url", () => expectFailure(`[database]\nurl = "mysql://db"`, "database.url", /sqlite:PATH/));
   test("postgres is not supported yet", () => expectFailure(`[database]\nurl = "postgres://db/outpost"`, "database.url", /not supported yet/));
   test("bad tls policy", () => expectFailure(`[delivery]\ntls = "always"`, "delivery.tls", /"opportunistic", "required"/));

@@ -138,8 +138,12 @@ export type EventType =
   | "unsubscribed";
 
 export interface WebhookConfig {
+  /** the hook's stable id in the outbox; when not configured, derived from the URL (config/build.ts webhookName) */
+  name: string;
   url: string;
   events: EventType[];
+  /** only this user's events (a user NAME, resolved to an id when `serve` starts or reloads); "": every user's */
+  user: string;
   secret: string;
 }
 
@@ -167,5 +171,7 @@ export interface Config {
   spf: SpfConfig;
   dkim: DkimKeyConfig[];
   webhook: WebhookConfig[];
+  /** ms a finished webhook outbox row (delivered, expired, orphaned) is kept before it is deleted */
+  webhook_retention: number;
   database: DatabaseConfig;
 }

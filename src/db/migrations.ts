@@ -13,6 +13,7 @@ import m0006 from "../../migrations/0006_inbound_mail.sql" with { type: "text" }
 import m0007 from "../../migrations/0007_unsubscribe_option.sql" with { type: "text" };
 import m0008 from "../../migrations/0008_domain_verdicts.sql" with { type: "text" };
 import m0009 from "../../migrations/0009_message_id_header.sql" with { type: "text" };
+import m0010 from "../../migrations/0010_webhook_hooks.sql" with { type: "text" };
 
 export interface Migration {
   tag: string;
@@ -30,6 +31,7 @@ const FILES: Record<string, string> = {
   "0007_unsubscribe_option": m0007,
   "0008_domain_verdicts": m0008,
   "0009_message_id_header": m0009,
+  "0010_webhook_hooks": m0010,
 };
 
 export const JOURNAL_TAGS: string[] = journal.entries.map((e) => e.tag);

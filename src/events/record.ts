@@ -1,6 +1,6 @@
 /** @module events/record — appends events (and their webhook outbox rows) inside the caller's transaction. */
 import type { Database, Statement } from "bun:sqlite";
-import type { EventType, WebhookConfig } from "../config/schema.ts";
+import type { EventType } from "../config/schema.ts";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
 
 export interface EventDetails {
@@ -23,6 +23,20 @@ export interface NewEvent {
   time?: number;
 }
 
+/** A `[[webhook]]` as `serve` runs it: its `user` resolved to an id (null: every user's events). */
+export interface Webhook {
+  name: string;
+  url: string;
+  events: readonly EventType[];
+  userId: UserId | null;
+  secret: string;
+}
+
+/** Does this event get an outbox row for this hook? */
+export function wants(hook: Pick<Webhook, "events" | "userId">, type: EventType, userId: UserId | null): boolean {
+  return hook.events.includes(type) && (hook.userId === null || hook.userId === userId);
+}
+
 /**
  * Writes events. It never opens a transaction of its own: the caller commits the state change and
  * its event together, so history and state cannot disagree.
@@ -33,18 +47,18 @@ export class EventRecorder {
 
   constructor(
     sqlite: Database,
-    private webhooks: readonly WebhookConfig[] = [],
+    private webhooks: readonly Webhook[] = [],
   ) {
     this.insertEvent = sqlite.prepare(
       "INSERT INTO events (type, time, message_id, recipient_id, recipient, user_id, details) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
     );
     this.insertOutbox = sqlite.prepare(
-      "INSERT INTO webhook_outbox (event_id, url, next_attempt_at, created_at) VALUES (?, ?, ?, ?)",
+      "INSERT INTO webhook_outbox (event_id, hook, message_id, url, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
     );
   }
 
-  /** A reload (SIGHUP): events recorded from now on go to these webhooks; outbox rows already written keep their URL. */
-  reconfigure(webhooks: readonly WebhookConfig[]): void {
+  /** A reload (SIGHUP): events recorded from now on go to these webhooks (rows already written name their hook). */
+  reconfigure(webhooks: readonly Webhook[]): void {
     this.webhooks = webhooks;
   }
 
@@ -61,7 +75,7 @@ export class EventRecorder {
       JSON.stringify(e.details ?? {}),
     ) as { id: number };
     for (const hook of this.webhooks) {
-      if (hook.events.includes(e.type)) this.insertOutbox.run(row.id, hook.url, time, time);
+      if (wants(hook, e.type, e.userId ?? null)) this.insertOutbox.run(row.id, hook.name, e.messageId, hook.url, time, time);
     }
     return row.id;
   }

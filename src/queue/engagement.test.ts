@@ -23,7 +23,7 @@ const client = { ip: "203.0.113.9", userAgent: "UA/1" };
 beforeEach(async () => {
   dir = tempDir();
   store = openStore(join(dir.path, "outpost.db"));
-  const events = new EventRecorder(store.sqlite, [{ url: "http://127.0.0.1:9/hook", events: ["clicked", "unsubscribed"], secret: "s" }]);
+  const events = new EventRecorder(store.sqlite, [{ name: "app", url: "http://127.0.0.1:9/hook", events: ["clicked", "unsubscribed"], userId: null, secret: "s" }]);
   const m = await new Enqueuer(store.sqlite, events, () => NOW).enqueue({
     userId: OWNER, envelopeFrom: "s@example.org", recipients: ["a@d.test", "B@D.test"], suppressed: new Set(),
     body: Buffer.from("Subject: x\r\n\r\nx\r\n"), subject: "x", source: "api",

@@ -17,7 +17,7 @@ const NOW = 1_700_000_000_000;
 beforeEach(async () => {
   dir = tempDir();
   store = openStore(join(dir.path, "outpost.db"));
-  const events = new EventRecorder(store.sqlite, [{ url: "http://127.0.0.1:9/hook", events: ["bounced"], secret: "s" }]);
+  const events = new EventRecorder(store.sqlite, [{ name: "app", url: "http://127.0.0.1:9/hook", events: ["bounced"], userId: null, secret: "s" }]);
   const m = await new Enqueuer(store.sqlite, events, () => NOW).enqueue({
     userId: 7 as never, envelopeFrom: "s@example.org", recipients: ["a@d.test", "b@d.test", "c@d.test"], suppressed: new Set(),
     body: Buffer.from("Subject: x\r\n\r\nx\r\n"), subject: "x", source: "api",

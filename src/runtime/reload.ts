@@ -15,7 +15,7 @@ export const RELOADABLE: ReadonlySet<string> = new Set([
   "delivery.retry", "delivery.max_queue_time", "delivery.delay_warning", "delivery.tls", "delivery.sandbox",
   "delivery.route", "delivery.destination",
   "tracking.inline_css", "tracking.clicks", "tracking.opens", "tracking.bounces", "tracking.unsubscribe",
-  "webhook",
+  "webhook", "webhook_retention",
 ]);
 
 /** A reloadable key that means something only with another key's new value: while that one waits for a restart, so does it. */
@@ -37,7 +37,8 @@ export interface Reconfigurable {
   http?: { reconfigure(http: HttpConfig): void };
   delivery?: { reconfigure(config: { delivery: DeliveryConfig; dns: DnsConfig }): void };
   intake: { reconfigure(tracking: TrackingConfig): void };
-  events: { reconfigure(webhooks: readonly WebhookConfig[]): void };
+  /** the hooks for events recorded from now on, and for the outbox worker (retention: `webhook_retention`, ms) */
+  events: { reconfigure(webhooks: readonly WebhookConfig[], retention: number): void };
 }
 
 /**
@@ -66,7 +67,7 @@ export function reloadConfig(running: Config, load: () => Config, services: Reco
   if (touched("http")) services.http?.reconfigure(applied.http);
   if (touched("delivery") || touched("dns")) services.delivery?.reconfigure({ delivery: applied.delivery, dns: applied.dns });
   if (touched("tracking")) services.intake.reconfigure(applied.tracking);
-  if (touched("webhook")) services.events.reconfigure(applied.webhook);
+  if (touched("webhook") || touched("webhook_retention")) services.events.reconfigure(applied.webhook, applied.webhook_retention);
   log.info("config_reloaded", {
     file: next.file, changed,
     ...(certificate ? { tls_certificate: certificate.fingerprint, tls_certificate_replaced: certificate.replaced } : {}),

@@ -1,9 +1,10 @@
 /** @module runtime/start — `serve` wiring: config → lock → store → intake → listeners → delivery; stops them together. */
 import { existsSync } from "node:fs";
 import { dirname } from "node:path";
-import type { Config } from "../config/schema.ts";
+import type { Config, WebhookConfig } from "../config/schema.ts";
 import { ensurePrivateDir, openStore, type Store } from "../db/client.ts";
 import { EventRecorder } from "../events/record.ts";
+import { WebhookWorker } from "../events/webhooks.ts";
 import { Intake } from "../intake/accept.ts";
 import { VerifiedDomains } from "../intake/verified-domains.ts";
 import { domainChecker, outcomeOf } from "../spf/check.ts";
@@ -27,6 +28,7 @@ import { DkimSigner } from "../dkim/sign.ts";
 import { firstRun, instanceSecret, secretPath } from "./bootstrap.ts";
 import { lockServe } from "./lock.ts";
 import { reloadConfig } from "./reload.ts";
+import { resolveWebhooks } from "./webhooks.ts";
 
 /** Something `serve` runs that must be stopped on shutdown. */
 export interface Service {
@@ -67,6 +69,8 @@ export interface Runtime {
   smtp?: SmtpService;
   /** the delivery loop (throttle snapshot and metrics) */
   delivery?: DeliveryService;
+  /** the webhook outbox worker */
+  webhooks?: WebhookWorker;
   /** the HTTP API listener (bound port for tests that listen on port 0) */
   http?: { port: number };
   stop(): Promise<void>;
@@ -155,7 +159,9 @@ async function wire({ config, log, opts, store, services, dkim, stop }: Wiring):
   const freshDataDir = !existsSync(secretPath(config.data_dir));
   const secret = instanceSecret(config.data_dir);
   const health = new StoreHealth();
-  const events = new EventRecorder(store.sqlite, config.webhook);
+  // a hook's user that does not exist is a config error (exit 2), found before any listener opens
+  const hooks = resolveWebhooks(config.webhook, config.file, store.db);
+  const events = new EventRecorder(store.sqlite, hooks);
   const enqueuer = new Enqueuer(store.sqlite, events, Date.now, health.reporter("intake"));
   const checkDomain = domainChecker(config);
   const verifiedDomains = config.spf.require_verified_domains
@@ -189,9 +195,10 @@ async function wire({ config, log, opts, store, services, dkim, stop }: Wiring):
   const smtp = await startSmtp({ config, intake, bounces, credentials: new CredentialChecker(store.db), log });
   services.push(smtp);
   let delivery: DeliveryService | undefined;
+  let webhooks: WebhookWorker | undefined;
   const http = startHttp({
     config, store, intake, log, health, tokens, tracking, checkDomain,
-    extraMetrics: () => `${smtp.metrics()}\n${intake.metrics()}\n${delivery?.metrics() ?? ""}`,
+    extraMetrics: () => [smtp.metrics(), intake.metrics(), delivery?.metrics() ?? "", webhooks?.metrics() ?? ""].join("\n"),
   });
   services.push(http.service);
   // last: it recovers the leases a dead process left, which is only safe once every listener is ours; and our
@@ -202,6 +209,9 @@ async function wire({ config, log, opts, store, services, dkim, stop }: Wiring):
     health: { claim: health.reporter("claim"), settle: health.reporter("settle") },
   });
   services.push(delivery);
+  // like delivery, it gives back a dead process's leases: only once the lock and the listeners are ours
+  webhooks = new WebhookWorker({ sqlite: store.sqlite, hooks, retention: config.webhook_retention, log }).start();
+  services.push(webhooks);
   services.push(startRetention({ sqlite: store.sqlite, retention: config.tracking.inbound_retention, log }));
   // only once every listener is up: a first start that fails (port in use) creates nothing, so the next one
   // still creates the admin and shows the secrets (shown once, they would otherwise be lost in an error)
@@ -209,9 +219,23 @@ async function wire({ config, log, opts, store, services, dkim, stop }: Wiring):
   if (lines.length > 0) log.info("first_start", { message: lines[0], see: "stderr" });
   for (const line of lines) (opts.announce ?? ((l) => process.stderr.write(`${l}\n`)))(line);
   const rt: Runtime = {
-    config, store, log, secret, health, events, intake, verp, bounces, tokens, tracking, dkim, services, smtp, delivery, http: { port: http.port }, stop,
+    config, store, log, secret, health, events, intake, verp, bounces, tokens, tracking, dkim, services, smtp, delivery, webhooks,
+    http: { port: http.port }, stop,
     reload: (load) => {
-      rt.config = reloadConfig(rt.config, load, { smtp, http, delivery, intake, events }, log);
+      const hookUsers = {
+        reconfigure: (list: readonly WebhookConfig[], retention: number) => {
+          const resolved = resolveWebhooks(list, rt.config.file, store.db);
+          events.reconfigure(resolved);
+          webhooks!.reconfigure(resolved, retention);
+        },
+      };
+      // a hook naming a user that does not exist refuses the whole new config, as it would at start
+      const checked = () => {
+        const next = load();
+        resolveWebhooks(next.webhook, next.file, store.db);
+        return next;
+      };
+      rt.config = reloadConfig(rt.config, checked, { smtp, http, delivery, intake, events: hookUsers }, log);
     },
   };
   return rt;

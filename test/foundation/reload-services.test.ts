@@ -71,12 +71,12 @@ test("trusted networks taken out by a reload stop relaying without AUTH on the n
 });
 
 test("tracking defaults and webhooks from a reload apply to the next message, and its queued event goes to the new webhook", async () => {
-  const o = await startWith(`[[webhook]]\nurl = "https://old.example/hook"\nsecret = "s"\n`);
-  o.rt.reload(() => o.config(`[tracking]\nopens = true\n[[webhook]]\nurl = "https://new.example/hook"\nsecret = "s"\n`));
+  const o = await startWith(`[[webhook]]\nurl = "http://127.0.0.1:9/old-hook"\nsecret = "s"\n`);
+  o.rt.reload(() => o.config(`[tracking]\nopens = true\n[[webhook]]\nurl = "http://127.0.0.1:9/new-hook"\nsecret = "s"\n`));
   const queued = await submit(o);
   const sqlite = o.rt.store.sqlite;
   expect(sqlite.query<{ track_opens: number }, [string]>("SELECT track_opens FROM messages WHERE id = ?").get(queued.id)).toEqual({ track_opens: 1 });
-  expect(sqlite.query<{ url: string }, []>("SELECT DISTINCT url FROM webhook_outbox").all()).toEqual([{ url: "https://new.example/hook" }]);
+  expect(sqlite.query<{ url: string }, []>("SELECT DISTINCT url FROM webhook_outbox").all()).toEqual([{ url: "http://127.0.0.1:9/new-hook" }]);
   expect(logs.find((l) => l.event === "config_reloaded")).toMatchObject({ changed: ["tracking.opens", "webhook"] });
 });
 

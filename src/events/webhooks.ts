@@ -1,0 +1,259 @@
+/**
+ * @module events/webhooks — the outbox worker: leases due rows per hook (a few at a time), POSTs each EVENT signed,
+ * and settles it: delivered on a 2xx, retried on the schedule otherwise, expired after 24 h. At least once: a row is
+ * settled only after its answer, so a crash mid-POST sends it again (receivers dedupe by event id).
+ *
+ * It runs beside intake and delivery and shares nothing with them but the database, where its work per round is a
+ * bounded claim per hook and one small commit per answer: a receiver that is down or slow costs its own hook's few
+ * request slots and nothing else.
+ */
+import type { Database } from "bun:sqlite";
+import type { Logger } from "../observe/log.ts";
+import { metric, type Sample } from "../observe/metrics.ts";
+import { Outbox, type OutboxItem } from "./outbox.ts";
+import type { Webhook } from "./record.ts";
+import { describeFailure, postWebhook, signRequest, WEBHOOK_TIMEOUTS, type PostResult, type PostTimeouts } from "./webhook-post.ts";
+import { nextAttemptAt, WEBHOOK_RETRY, type RetryPolicy } from "./webhook-schedule.ts";
+
+export interface WebhookWorkerOptions {
+  /** requests in flight per hook (default 4) */
+  concurrency?: number;
+  /** ms between looks for due rows when nothing wakes the worker (default 1 s) */
+  pollMs?: number;
+  /** ms a row stays leased to one attempt (default 60 s: longer than a request may take) */
+  leaseMs?: number;
+  timeouts?: PostTimeouts;
+  policy?: RetryPolicy;
+  /** ms between prunes of finished rows (default 1 h; the first runs at start) */
+  pruneEveryMs?: number;
+}
+
+export interface WebhookWorkerDeps {
+  sqlite: Database;
+  hooks: readonly Webhook[];
+  /** ms a finished row is kept (`webhook_retention`) */
+  retention: number;
+  log: Logger;
+  now?: () => number;
+  random?: () => number;
+  options?: WebhookWorkerOptions;
+}
+
+interface HookCounts {
+  delivered: number;
+  failed: number;
+  expired: number;
+  orphaned: number;
+}
+
+export class WebhookWorker {
+  readonly name = "webhooks";
+  private readonly outbox: Outbox;
+  private readonly now: () => number;
+  private readonly random: () => number;
+  private readonly opts: Required<WebhookWorkerOptions>;
+  private hooks: readonly Webhook[];
+  private retention: number;
+  /** rows whose POST is out, by id, and the hook each counts against */
+  private readonly inFlight = new Map<number, { hook: string; done: Promise<void> }>();
+  private readonly counts = new Map<string, HookCounts>();
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private pruner: ReturnType<typeof setInterval> | null = null;
+  /** polling (start() was called) and not stopped */
+  private running = false;
+  /** rows given back by stop(): their late answers change nothing */
+  private readonly abandoned = new Set<number>();
+
+  constructor(private deps: WebhookWorkerDeps) {
+    this.outbox = new Outbox(deps.sqlite);
+    this.now = deps.now ?? Date.now;
+    this.random = deps.random ?? Math.random;
+    this.opts = {
+      concurrency: 4, pollMs: 1000, leaseMs: 60_000, timeouts: WEBHOOK_TIMEOUTS, policy: WEBHOOK_RETRY, pruneEveryMs: 3_600_000,
+      ...deps.options,
+    };
+    this.hooks = deps.hooks;
+    this.retention = deps.retention;
+    // `serve` holds the database's lock: leases still in it belong to a process that died mid-POST
+    const recovered = this.outbox.recoverLeases(this.now());
+    if (recovered > 0) deps.log.info("webhook_leases_recovered", { count: recovered });
+    const adopted = this.outbox.adoptUnnamed(this.hooks);
+    if (adopted > 0) deps.log.info("webhook_rows_adopted", { count: adopted });
+    this.orphanRemoved();
+  }
+
+  /** Starts polling and pruning (tests that drive rounds by hand with `runDue` leave it stopped). */
+  start(): this {
+    this.running = true;
+    this.prune();
+    this.pruner = setInterval(() => this.prune(), this.opts.pruneEveryMs);
+    this.pruner.unref();
+    this.schedule(0);
+    this.deps.log.info("webhooks_started", { hooks: this.hooks.map((h) => h.name) });
+    return this;
+  }
+
+  /**
+   * A reload (SIGHUP): the new hooks are used from the next round (a changed URL or secret for pending rows too);
+   * the pending rows of hooks no longer configured are stopped as `orphaned`, logged and counted.
+   */
+  reconfigure(hooks: readonly Webhook[], retention = this.retention): void {
+    this.hooks = hooks;
+    this.retention = retention;
+    this.orphanRemoved();
+    this.schedule(0);
+  }
+
+  /** One round: each hook with a free request slot leases due rows and sends them. Returns the POSTs started. */
+  round(): number {
+    let started = 0;
+    for (const hook of this.hooks) {
+      const busy = [...this.inFlight.values()].filter((f) => f.hook === hook.name).length;
+      const now = this.now();
+      let items: OutboxItem[];
+      try {
+        items = this.outbox.claim(hook.name, now, this.opts.concurrency - busy, now + this.opts.leaseMs);
+      } catch (e) {
+        this.deps.log.error("webhook_claim_failed", { hook: hook.name, error: e });
+        continue;
+      }
+      for (const item of items) {
+        const done = this.send(hook, item).finally(() => {
+          this.inFlight.delete(item.id);
+          this.schedule(0);
+        });
+        this.inFlight.set(item.id, { hook: hook.name, done });
+        started++;
+      }
+    }
+    return started;
+  }
+
+  /** Rounds until nothing more is due, each waiting for its answers (tests, with an injected clock). */
+  async runDue(): Promise<number> {
+    let total = 0;
+    for (let n = this.round(); n > 0 || this.inFlight.size > 0; n = this.round()) {
+      total += n;
+      await Promise.all([...this.inFlight.values()].map((f) => f.done));
+    }
+    return total;
+  }
+
+  /** Deletes finished rows older than `webhook_retention`; returns how many. */
+  prune(): number {
+    try {
+      const n = this.outbox.prune(this.now() - this.retention);
+      if (n > 0) this.deps.log.info("webhook_outbox_pruned", { deleted: n });
+      return n;
+    } catch (e) {
+      this.deps.log.error("webhook_prune_failed", { error: e });
+      return 0;
+    }
+  }
+
+  /**
+   * Stops leasing at once; POSTs out get until `deadline` to be answered and settled. Those still out then are
+   * given back (due at the next start), so a hanging receiver never holds up a shutdown.
+   */
+  async stop(deadline = Date.now() + 15_000): Promise<void> {
+    this.running = false;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.pruner) clearInterval(this.pruner);
+    const all = Promise.all([...this.inFlight.values()].map((f) => f.done));
+    let timeout: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([all, new Promise<void>((r) => (timeout = setTimeout(r, Math.max(0, deadline - Date.now()))))]);
+    clearTimeout(timeout);
+    const left = [...this.inFlight.keys()];
+    if (left.length === 0) return;
+    for (const id of left) this.abandoned.add(id);
+    this.outbox.release(left, this.now());
+  }
+
+  /** Prometheus text: answers, expiries and orphaned rows since start per hook, and rows pending now. */
+  metrics(): string {
+    const per = (pick: (c: HookCounts) => number): Sample[] => [...this.counts].map(([hook, c]) => [{ hook }, pick(c)]);
+    let pending: Sample[] = [];
+    try {
+      pending = [...this.outbox.pendingByHook()].map(([hook, n]) => [{ hook }, n]);
+    } catch (e) {
+      this.deps.log.warn("webhook_metrics_failed", { error: e });
+    }
+    return [
+      ...metric("outpost_webhook_requests_total", "counter", "Webhook POSTs answered or failed since start, by hook and result.", [
+        ...per((c) => c.delivered).map(([l, v]): Sample => [{ ...l, result: "delivered" }, v]),
+        ...per((c) => c.failed).map(([l, v]): Sample => [{ ...l, result: "failed" }, v]),
+      ]),
+      ...metric("outpost_webhook_expired_total", "counter", "Webhook events given up after 24 h without a 2xx, since start.", per((c) => c.expired)),
+      ...metric("outpost_webhook_orphaned_total", "counter", "Pending webhook events stopped because their hook left the config, since start.",
+        per((c) => c.orphaned)),
+      ...metric("outpost_webhook_pending", "gauge", "Webhook events waiting to be sent, by hook.", pending),
+    ].join("\n");
+  }
+
+  private async send(hook: Webhook, item: OutboxItem): Promise<void> {
+    let result: PostResult;
+    try {
+      result = await postWebhook(hook.url, signRequest(hook.secret, item.event, this.now()), this.opts.timeouts);
+    } catch (e) {
+      result = { status: null, error: e instanceof Error ? e.message : String(e) };
+    }
+    if (this.abandoned.delete(item.id)) return;
+    try {
+      this.settle(hook, item, result);
+    } catch (e) {
+      // its lease runs out and it is sent again
+      this.deps.log.error("webhook_settle_failed", { hook: hook.name, event_id: item.event.id, error: e });
+    }
+  }
+
+  private settle(hook: Webhook, item: OutboxItem, result: PostResult): void {
+    const now = this.now();
+    const counts = this.countsOf(hook.name);
+    const fields = { hook: hook.name, event_id: item.event.id, message_id: item.messageId, attempt: item.attempts + 1 };
+    if (result.status !== null && result.status >= 200 && result.status < 300) {
+      this.outbox.delivered(item, now);
+      counts.delivered++;
+      this.deps.log.debug("webhook_delivered", { ...fields, status: result.status });
+      return;
+    }
+    const error = describeFailure(result);
+    counts.failed++;
+    const next = nextAttemptAt(item.attempts + 1, item.startedAt, now, this.random, this.opts.policy);
+    if (next === null) {
+      this.outbox.expire(item, now, error);
+      counts.expired++;
+      this.deps.log.warn("webhook_expired", { ...fields, error, since: new Date(item.startedAt).toISOString() });
+      return;
+    }
+    this.outbox.retry(item, now, error, next);
+    this.deps.log.warn("webhook_failed", { ...fields, error, next_attempt: new Date(next).toISOString() });
+  }
+
+  private orphanRemoved(): void {
+    const stopped = this.outbox.orphan(this.hooks.map((h) => h.name), this.now());
+    for (const [hook, rows] of stopped) {
+      this.countsOf(hook).orphaned += rows;
+      this.deps.log.warn("webhook_orphaned", {
+        hook, rows, message: `hook ${hook} is no longer configured: its ${rows} pending event(s) will not be sent (outpost webhook retry ${hook} once it is back)`,
+      });
+    }
+  }
+
+  private countsOf(hook: string): HookCounts {
+    let c = this.counts.get(hook);
+    if (!c) this.counts.set(hook, (c = { delivered: 0, failed: 0, expired: 0, orphaned: 0 }));
+    return c;
+  }
+
+  /** The next round in `ms` (0: as soon as possible); an earlier one already set wins. */
+  private schedule(ms: number): void {
+    if (!this.running || (ms > 0 && this.timer)) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      if (!this.running) return;
+      this.round();
+      this.schedule(this.opts.pollMs);
+    }, ms);
+  }
+}
