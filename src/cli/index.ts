@@ -19,6 +19,7 @@ commands:
   queue list|show|retry|delete|hold|release   the delivery queue (mailq, postsuper); queue flush retries all now
   suppression list|add|remove    addresses never sent to
   bounce list|show               mail kept at the bounce domain (postmaster, abuse, unreadable reports)
+  webhook list|test|retry        event webhooks: what waits per hook, a signed test POST, send failed events again
   dkim generate DOMAIN           make a DKIM signing key; print the DNS TXT record and the [[dkim]] lines
   spf record|check               the SPF records to publish; check a sender domain (SPF, DKIM, DMARC, MX)
   migrate                        apply database migrations and exit
@@ -39,6 +40,7 @@ const COMMANDS: Record<string, Command> = {
   queue: async (a) => (await import("./queue.ts")).queueCommand(a),
   suppression: async (a) => (await import("./suppression.ts")).suppressionCommand(a),
   bounce: async (a) => (await import("./bounce.ts")).bounceCommand(a),
+  webhook: async (a) => (await import("./webhook.ts")).webhookCommand(a),
   dkim: async (a) => (await import("./dkim.ts")).dkimCommand(a),
   spf: async (a) => (await import("./spf.ts")).spfCommand(a),
   migrate: async (a) => (await import("./migrate.ts")).migrateCommand(a),

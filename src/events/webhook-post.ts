@@ -52,7 +52,8 @@ export type PostResult = { status: number; body: string } | { status: null; erro
 /** the most of a response body kept (for `webhook test` and the last error); the rest is not read */
 const BODY_LIMIT = 4096;
 
-export function postWebhook(url: string, req: SignedRequest, timeouts: PostTimeouts = WEBHOOK_TIMEOUTS): Promise<PostResult> {
+/** `signal`: abandons the request (a shutdown), which then fails with "stopped". */
+export function postWebhook(url: string, req: SignedRequest, timeouts: PostTimeouts = WEBHOOK_TIMEOUTS, signal?: AbortSignal): Promise<PostResult> {
   return new Promise((resolve) => {
     let done = false;
     const timers: ReturnType<typeof setTimeout>[] = [];
@@ -71,6 +72,8 @@ export function postWebhook(url: string, req: SignedRequest, timeouts: PostTimeo
       finish({ status: null, error });
       request.destroy();
     };
+    if (signal?.aborted) return fail("stopped");
+    signal?.addEventListener("abort", () => fail("stopped"), { once: true });
     timers.push(setTimeout(() => fail(`no connection within ${timeouts.connectMs / 1000} s`), timeouts.connectMs));
     timers.push(setTimeout(() => fail(`no complete answer within ${timeouts.totalMs / 1000} s`), timeouts.totalMs));
     request.on("socket", (socket) => {

@@ -15,6 +15,9 @@ import type { Webhook } from "./record.ts";
 import { describeFailure, postWebhook, signRequest, WEBHOOK_TIMEOUTS, type PostResult, type PostTimeouts } from "./webhook-post.ts";
 import { nextAttemptAt, WEBHOOK_RETRY, type RetryPolicy } from "./webhook-schedule.ts";
 
+/** how long a shutdown waits for the answers to POSTs already out */
+const STOP_GRACE_MS = 1000;
+
 export interface WebhookWorkerOptions {
   /** requests in flight per hook (default 4) */
   concurrency?: number;
@@ -63,6 +66,8 @@ export class WebhookWorker {
   private running = false;
   /** rows given back by stop(): their late answers change nothing */
   private readonly abandoned = new Set<number>();
+  /** aborts the POSTs still out when stop() gives up waiting */
+  private readonly shutdown = new AbortController();
 
   constructor(private deps: WebhookWorkerDeps) {
     this.outbox = new Outbox(deps.sqlite);
@@ -152,21 +157,25 @@ export class WebhookWorker {
   }
 
   /**
-   * Stops leasing at once; POSTs out get until `deadline` to be answered and settled. Those still out then are
-   * given back (due at the next start), so a hanging receiver never holds up a shutdown.
+   * Stops leasing at once. POSTs out get a moment to be answered and settled (a second, within `deadline`); those
+   * still out then are abandoned and their rows given back, due at the next start: a receiver that hangs never
+   * holds up a shutdown, and it may see that event again (at least once).
    */
-  async stop(deadline = Date.now() + 15_000): Promise<void> {
+  async stop(deadline = Date.now() + STOP_GRACE_MS): Promise<void> {
     this.running = false;
     if (this.timer) clearTimeout(this.timer);
     if (this.pruner) clearInterval(this.pruner);
     const all = Promise.all([...this.inFlight.values()].map((f) => f.done));
     let timeout: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([all, new Promise<void>((r) => (timeout = setTimeout(r, Math.max(0, deadline - Date.now()))))]);
+    const grace = Math.max(0, Math.min(deadline, Date.now() + STOP_GRACE_MS) - Date.now());
+    await Promise.race([all, new Promise<void>((r) => (timeout = setTimeout(r, grace)))]);
     clearTimeout(timeout);
     const left = [...this.inFlight.keys()];
     if (left.length === 0) return;
     for (const id of left) this.abandoned.add(id);
+    this.shutdown.abort();
     this.outbox.release(left, this.now());
+    this.deps.log.info("webhooks_abandoned", { count: left.length, message: "requests still out at shutdown: sent again at the next start" });
   }
 
   /** Prometheus text: answers, expiries and orphaned rows since start per hook, and rows pending now. */
@@ -193,7 +202,7 @@ export class WebhookWorker {
   private async send(hook: Webhook, item: OutboxItem): Promise<void> {
     let result: PostResult;
     try {
-      result = await postWebhook(hook.url, signRequest(hook.secret, item.event, this.now()), this.opts.timeouts);
+      result = await postWebhook(hook.url, signRequest(hook.secret, item.event, this.now()), this.opts.timeouts, this.shutdown.signal);
     } catch (e) {
       result = { status: null, error: e instanceof Error ? e.message : String(e) };
     }
