@@ -26,6 +26,8 @@ describe("stray arguments exit 2 with the message and the usage on stderr", () =
     ["key", "revoke", "id", "extra"],
     ["suppression", "add", "a@example.com", "extra"],
     ["dkim", "generate", "example.com", "extra"],
+    ["webhook", "list", "extra"],
+    ["webhook", "retry", "app", "extra"],
   ];
   for (const argv of cases) {
     test(argv.join(" "), () => {
@@ -47,7 +49,7 @@ describe("version", () => {
 });
 
 describe("a missing command or subcommand is a usage error: usage on stderr, exit 2", () => {
-  for (const argv of [[], ["user"], ["key"], ["queue"], ["suppression"], ["dkim"], ["queue", "--config", "outpost.toml"], ["queue", "--limit", "5"]]) {
+  for (const argv of [[], ["user"], ["key"], ["queue"], ["suppression"], ["dkim"], ["webhook"], ["queue", "--config", "outpost.toml"], ["queue", "--limit", "5"]]) {
     test(`outpost ${argv.join(" ")}`.trim(), () => {
       const r = outpost(...argv);
       expect(r.code).toBe(2);
@@ -55,7 +57,7 @@ describe("a missing command or subcommand is a usage error: usage on stderr, exi
       expect(r.err).toContain("usage");
     });
   }
-  for (const argv of [["--help"], ["user", "--help"], ["key", "--help"], ["queue", "--help"], ["suppression", "--help"], ["dkim", "--help"]]) {
+  for (const argv of [["--help"], ["user", "--help"], ["key", "--help"], ["queue", "--help"], ["suppression", "--help"], ["dkim", "--help"], ["webhook", "--help"]]) {
     test(`outpost ${argv.join(" ")} prints usage on stdout and exits 0`, () => {
       const r = outpost(...argv);
       expect(r.code).toBe(0);
