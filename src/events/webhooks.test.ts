@@ -5,6 +5,7 @@ import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
 import { createLogger } from "../observe/log.ts";
 import { startReceiver, type Receiver } from "../../test/helpers/webhook-receiver.ts";
 import { tempDir } from "../../test/helpers/harness.ts";
+import { Outbox } from "./outbox.ts";
 import { EventQuery } from "./query.ts";
 import { EventRecorder, type Webhook } from "./record.ts";
 import { WebhookWorker, type WebhookWorkerOptions } from "./webhooks.ts";
@@ -273,5 +274,27 @@ describe("the outbox worker", () => {
     await worker([h]).runDue();
     expect(receiver.received.map((r) => Number(r.eventId))).toEqual([id]);
     expect(rows().map((r) => [r.hook, r.state])).toEqual([["app", "delivered"], ["", "orphaned"]]);
+  });
+
+  test("a retry of a hook starts its expired and orphaned events again with a new window, and makes failing ones due", async () => {
+    receiver = startReceiver({ secret: SECRET });
+    const h = hook(receiver.url);
+    const recorder = new EventRecorder(store.sqlite, [h]);
+    const [expired, orphaned, failing] = [record(recorder, "queued"), record(recorder, "queued"), record(recorder, "queued")];
+    const later = T0 + 2 * DAY;
+    store.sqlite.run("UPDATE webhook_outbox SET state = 'expired', attempts = 29, finished_at = ? WHERE event_id = ?", [T0 + DAY, expired]);
+    store.sqlite.run("UPDATE webhook_outbox SET state = 'orphaned', finished_at = ? WHERE event_id = ?", [T0, orphaned]);
+    store.sqlite.run("UPDATE webhook_outbox SET attempts = 3, failed_at = ?, next_attempt_at = ? WHERE event_id = ?", [T0, later + H, failing]);
+    expect(new Outbox(store.sqlite).retryHook("app", later)).toBe(3);
+    expect(new Outbox(store.sqlite).retryHook("other", later)).toBe(0);
+    expect(store.sqlite.query("SELECT state, attempts, created_at - ? AS window, next_attempt_at - ? AS due FROM webhook_outbox ORDER BY id").all(later, later)).toEqual([
+      { state: null, attempts: 0, window: 0, due: 0 },
+      { state: null, attempts: 0, window: 0, due: 0 },
+      { state: null, attempts: 3, window: T0 - later, due: 0 },
+    ]);
+    clock = later;
+    await worker([h]).runDue();
+    expect(receiver.received.map((r) => Number(r.eventId)).sort()).toEqual([expired, orphaned, failing]);
+    expect(rows().map((r) => r.state)).toEqual(["delivered", "delivered", "delivered"]);
   });
 });
