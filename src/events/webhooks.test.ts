@@ -4,7 +4,7 @@ import { openStore, type Store } from "../db/client.ts";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
 import { createLogger } from "../observe/log.ts";
 import { startReceiver, type Receiver } from "../../test/helpers/webhook-receiver.ts";
-import { tempDir } from "../../test/helpers/harness.ts";
+import { tempDir, waitFor } from "../../test/helpers/harness.ts";
 import { Outbox } from "./outbox.ts";
 import { EventQuery } from "./query.ts";
 import { EventRecorder, type Webhook } from "./record.ts";
@@ -177,23 +177,14 @@ describe("the outbox worker", () => {
       const recorder = new EventRecorder(store.sqlite, [slow, quick]);
       for (let i = 0; i < 10; i++) record(recorder, "queued");
       const w = worker([slow, quick], { concurrency: 3 });
-      w.round();
-      await Bun.sleep(0);
-      const quickDone = (async () => {
-        while (fast.acknowledged.length < 10) {
-          w.round();
-          await Bun.sleep(5);
-        }
-      })();
-      await quickDone;
-      expect(receiver.open()).toBeLessThanOrEqual(3);
-      expect(receiver.received).toHaveLength(3);
-      while (held.length) held.shift()!();
-      while (receiver.acknowledged.length < 10) {
-        w.round();
-        await Bun.sleep(5);
+      // rounds as the timer would run them: the quick hook finishes while the slow one holds its three slots
+      await waitFor(() => (w.round(), fast.acknowledged.length === 10), 5000, "the quick hook's events");
+      expect(receiver.received.length).toBeLessThanOrEqual(3);
+      await waitFor(() => {
         while (held.length) held.shift()!();
-      }
+        w.round();
+        return receiver!.acknowledged.length === 10;
+      }, 5000, "the slow hook's events");
       expect(new Set(receiver.acknowledged).size).toBe(10);
       expect(receiver.maxOpen()).toBe(3);
     } finally {
