@@ -11,6 +11,7 @@ import { domainRoutes } from "./domains.ts";
 import { eventRoutes } from "./events.ts";
 import { healthRoutes } from "./health.ts";
 import { messageRoutes } from "./messages.ts";
+import { metricsRoutes } from "./metrics.ts";
 import { openapiPlugin } from "./openapi.ts";
 import { bodyKind, writtenNamesOf } from "./send/read.ts";
 import { sendRoutes } from "./send/index.ts";
@@ -54,12 +55,13 @@ export function createApp(deps: ApiDeps, ctx: ApiContext = apiContext(deps)) {
     .onError(({ error, code, request }) => {
       const written = writtenNamesOf(request);
       const view = viewOf(error, code, ctx.log, written ? (field) => written.rename(field) : undefined);
-      ctx.metrics.error(view.status);
+      ctx.counters.error(view.status);
       return errorResponse(view);
     })
     .onRequest(({ request }) => guard(ctx, request))
     .use(openapiPlugin(pkg.version))
     .use(healthRoutes(ctx))
+    .use(metricsRoutes(ctx))
     .use(sendRoutes(ctx))
     .use(messageRoutes(ctx))
     .use(eventRoutes(ctx))

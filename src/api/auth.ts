@@ -10,6 +10,8 @@ import type { UserId } from "../mail/ids.ts";
 
 export interface Principal {
   userId: UserId;
+  /** the user's name, for log lines */
+  userName: string;
   /** the user's sender domains (envelope sender, From, Sender; "*.d" for subdomains); empty = any */
   allowedDomains: string[];
   /** SHA-256 of the key: what rate limits are counted by */
@@ -71,7 +73,7 @@ export class ApiAuth {
       this.cache.delete(keyId);
       return null;
     }
-    const principal: Principal = { userId: user.id, allowedDomains: user.domains, keyId };
+    const principal: Principal = { userId: user.id, userName: user.name, allowedDomains: user.domains, keyId };
     if (this.cache.size > 10_000) this.cache.clear(); // bounded: only many distinct keys in 2 s get here
     this.cache.set(keyId, { principal, until: now + this.cacheMs });
     return principal;

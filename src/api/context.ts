@@ -5,6 +5,7 @@ import { EventQuery } from "../events/query.ts";
 import type { Intake } from "../intake/accept.ts";
 import type { HealthStatus } from "../observe/health.ts";
 import type { Logger } from "../observe/log.ts";
+import type { Metrics } from "../observe/metrics.ts";
 import { QueueInspector } from "../queue/inspect.ts";
 import { domainChecker, type DomainReport } from "../spf/check.ts";
 import type { TrackingRecorder } from "../tracking/record.ts";
@@ -26,8 +27,8 @@ export interface ApiDeps {
   tracking: TrackingRecorder;
   /** whether the store is failing, as the work using it reports (observe/health.ts) */
   health: { status(): HealthStatus };
-  /** more Prometheus text for /metrics (the delivery throttle's) */
-  extraMetrics?: () => string;
+  /** the runtime's registry: the API declares its own counters on it, and GET /metrics renders all of it */
+  metrics: Metrics;
   /** the domain check (spf/check.ts); default: one of `config`, with its own DNS answer cache */
   checkDomain?: (domain: string) => Promise<DomainReport>;
 }
@@ -39,7 +40,8 @@ export interface ApiContext extends ApiDeps {
   inspector: QueueInspector;
   events: EventQuery;
   sender: SendService;
-  metrics: ApiMetrics;
+  /** what the HTTP side counts */
+  counters: ApiMetrics;
   /** bytes a /v1/send request may have, by body kind, before it is refused unread with 413 */
   maxRequestBytes: { json: number; urlencoded: number; multipart: number };
 }
@@ -66,7 +68,7 @@ export function apiContext(deps: ApiDeps): ApiContext {
     inspector,
     events: new EventQuery(deps.store.sqlite),
     sender: new SendService(deps.intake, inspector, deps.config.hostname),
-    metrics: new ApiMetrics(),
+    counters: new ApiMetrics(deps.metrics),
     maxRequestBytes: requestLimits(deps.config.smtp.max_message_size),
   };
 }

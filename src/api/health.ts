@@ -1,4 +1,4 @@
-/** @module api/health — GET /healthz (store reachable and not failing, queue depth) and GET /metrics (Prometheus); no key needed. */
+/** @module api/health — GET /healthz (store reachable and not failing, queue depth); no key needed. */
 import { Elysia, t } from "elysia";
 import { ApiError } from "../mail/errors.ts";
 import type { ApiContext } from "./context.ts";
@@ -31,13 +31,5 @@ export function healthRoutes(ctx: ApiContext) {
         },
         detail: { tags: ["operations"], summary: "Health: the store answers and its writes are not failing; the queue depth", security: [] },
       },
-    )
-    .get(
-      "/metrics",
-      ({ set }) => {
-        set.headers["content-type"] = "text/plain; version=0.0.4; charset=utf-8";
-        return ctx.metrics.render(depth()) + (ctx.extraMetrics?.() ?? "");
-      },
-      { detail: { tags: ["operations"], summary: "Prometheus metrics (text)", security: [] } },
     );
 }

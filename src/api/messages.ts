@@ -7,6 +7,7 @@ import { ErrorBody, Event } from "./model.ts";
 
 const MessageBody = t.Object({
   id: t.String(),
+  message_id: t.Union([t.String(), t.Null()], { description: "the RFC 5322 Message-ID, with its angle brackets (null for mail stored before outpost kept it)" }),
   created_at: t.String({ format: "date-time", description: "RFC 3339, UTC" }),
   envelope: t.String({ description: "the envelope sender" }),
   subject: t.String(),

@@ -1,56 +1,96 @@
-/** @module api/metrics — a few Prometheus counters for the HTTP side, rendered as text at GET /metrics. */
-import { metric, type Sample } from "../observe/metrics.ts";
+/**
+ * @module api/metrics — what the HTTP side counts (replays, errors, tracking hits), and GET /metrics: the runtime's
+ * registry as Prometheus text, behind `http.metrics_token` when one is set.
+ */
+import { timingSafeEqual } from "node:crypto";
+import { Elysia } from "elysia";
+import { ApiError } from "../mail/errors.ts";
+import type { Counter, Metrics } from "../observe/metrics.ts";
+import type { ApiContext } from "./context.ts";
+import { ErrorBody } from "./model.ts";
+
+type Tracked = "clicked" | "opened" | "unsubscribed";
+type TokenKind = "click" | "open" | "unsubscribe";
 
 export class ApiMetrics {
-  accepted = 0;
-  recipients = 0;
-  replayed = 0;
-  private errors = new Map<number, number>();
-  /** tracking events recorded, by kind */
-  tracked = { clicked: 0, opened: 0, unsubscribed: 0 };
-  /** tracking links followed whose token we did not sign (forged, altered, truncated), by kind */
-  private forged = { click: 0, open: 0, unsubscribe: 0 };
+  private replays: Counter;
+  private errors: Counter<"status">;
+  private tracked: Record<Tracked, Counter>;
+  private invalidTokens: Counter<"kind">;
 
-  sent(recipients: number, replayed: boolean): void {
-    if (replayed) {
-      this.replayed++;
-      return;
-    }
-    this.accepted++;
-    this.recipients += recipients;
+  constructor(metrics: Metrics) {
+    this.replays = metrics.counter({
+      name: "outpost_api_idempotent_replays_total",
+      help: "Sends answered from an earlier request with the same idempotency key.",
+    });
+    this.errors = metrics.counter({ name: "outpost_api_errors_total", help: "HTTP error responses by status.", labelNames: ["status"] });
+    this.tracked = {
+      clicked: metrics.counter({ name: "outpost_tracking_clicks_total", help: "Clicks recorded (GET /t/c/ with a valid token)." }),
+      opened: metrics.counter({ name: "outpost_tracking_opens_total", help: "Opens recorded (GET /t/o/ with a valid token)." }),
+      unsubscribed: metrics.counter({
+        name: "outpost_tracking_unsubscribes_total",
+        help: "Recipients unsubscribed (POST /t/u/ with a valid token; a repeat does not count).",
+      }),
+    };
+    this.invalidTokens = metrics.counter({
+      name: "outpost_tracking_invalid_tokens_total",
+      help: "Tracking links followed with a token outpost did not sign, by kind.",
+      labelNames: ["kind"],
+      initial: [{ kind: "click" }, { kind: "open" }, { kind: "unsubscribe" }],
+    });
   }
 
-  trackingEvent(type: keyof ApiMetrics["tracked"]): void {
-    this.tracked[type]++;
+  /** A send answered from an earlier one (a new message is counted by intake, with the others). */
+  replayed(): void {
+    this.replays.inc();
   }
 
-  forgedToken(kind: keyof ApiMetrics["forged"]): void {
-    this.forged[kind]++;
+  trackingEvent(type: Tracked): void {
+    this.tracked[type].inc();
+  }
+
+  forgedToken(kind: TokenKind): void {
+    this.invalidTokens.inc({ kind });
   }
 
   error(status: number): void {
-    this.errors.set(status, (this.errors.get(status) ?? 0) + 1);
+    this.errors.inc({ status: String(status) });
   }
+}
 
-  /** Prometheus text exposition format 0.0.4. */
-  render(queueDepth: number | null): string {
-    const lines = [
-      ...metric("outpost_api_messages_accepted_total", "counter", "Messages accepted by POST /v1/send.", this.accepted),
-      ...metric("outpost_api_recipients_accepted_total", "counter", "Recipients of messages accepted by POST /v1/send.", this.recipients),
-      ...metric("outpost_api_idempotent_replays_total", "counter",
-        "Sends answered from an earlier request with the same idempotency key.", this.replayed),
-      ...metric("outpost_api_errors_total", "counter", "HTTP error responses by status.",
-        [...this.errors].sort(([a], [b]) => a - b).map(([s, n]): Sample => [{ status: String(s) }, n])),
-      ...metric("outpost_tracking_clicks_total", "counter", "Clicks recorded (GET /t/c/ with a valid token).", this.tracked.clicked),
-      ...metric("outpost_tracking_opens_total", "counter", "Opens recorded (GET /t/o/ with a valid token).", this.tracked.opened),
-      ...metric("outpost_tracking_unsubscribes_total", "counter",
-        "Recipients unsubscribed (POST /t/u/ with a valid token; a repeat does not count).", this.tracked.unsubscribed),
-      ...metric("outpost_tracking_invalid_tokens_total", "counter", "Tracking links followed with a token outpost did not sign, by kind.",
-        Object.entries(this.forged).map(([kind, n]): Sample => [{ kind }, n])),
-    ];
-    if (queueDepth !== null) {
-      lines.push(...metric("outpost_queue_depth", "gauge", "Recipients waiting for delivery (queued or deferred).", queueDepth));
-    }
-    return lines.join("\n") + "\n";
-  }
+/** Does the request carry `Authorization: Bearer TOKEN`? Compared in constant time (the lengths may differ). */
+export function hasBearer(request: Request, token: string): boolean {
+  const header = request.headers.get("authorization") ?? "";
+  const m = /^Bearer +(\S+)\s*$/i.exec(header);
+  if (!m) return false;
+  const given = Buffer.from(m[1]!);
+  const expected = Buffer.from(token);
+  // timingSafeEqual needs equal lengths; comparing the expected value with itself keeps the time the same
+  const same = timingSafeEqual(given.length === expected.length ? given : expected, expected);
+  return same && given.length === expected.length;
+}
+
+export function metricsRoutes(ctx: ApiContext) {
+  return new Elysia().get(
+    "/metrics",
+    async ({ request, set }) => {
+      const token = ctx.config.http.metrics_token;
+      if (token !== "" && !hasBearer(request, token)) {
+        throw new ApiError(401, "unauthorized", "/metrics needs Authorization: Bearer with http.metrics_token");
+      }
+      set.headers["content-type"] = ctx.metrics.contentType;
+      return ctx.metrics.render();
+    },
+    {
+      response: { 401: ErrorBody },
+      detail: {
+        tags: ["operations"],
+        summary: "Prometheus metrics (text exposition format 0.0.4)",
+        description:
+          "Every metric outpost counts (docs/api.md lists them). No key is needed, unless the operator set `http.metrics_token`: " +
+          "then `Authorization: Bearer TOKEN` with that token, else 401.",
+        security: [{ metrics_token: [] }, {}],
+      },
+    },
+  );
 }

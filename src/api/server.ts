@@ -9,7 +9,10 @@ export interface HttpListener {
   port: number;
   /** a runtime Service (runtime/start.ts), declared here by shape: api/ does not import the runtime */
   service: { name: string; stop(): Promise<void> };
-  /** A reload (SIGHUP): `http.rate` anew (every key starts with a full bucket); the listener needs a restart. */
+  /**
+   * A reload (SIGHUP): `http.rate` anew (every key starts with a full bucket) and `http.metrics_token`; the listener
+   * needs a restart.
+   */
   reconfigure(http: HttpConfig): void;
 }
 
@@ -45,6 +48,7 @@ export function startHttp(deps: ApiDeps): HttpListener {
     },
     reconfigure(http) {
       ctx.limiter = http.rate ? new RateLimiter(http.rate) : null;
+      ctx.config = { ...ctx.config, http };
     },
   };
 }

@@ -52,12 +52,12 @@ export function trackingRoutes(ctx: ApiContext) {
         // checked again though signed: no token, however made, can send a browser to javascript:, data: or //host
         const target = hit && redirectTarget(hit.url);
         if (!hit || !target) {
-          ctx.metrics.forgedToken("click");
+          ctx.counters.forgedToken("click");
           throw notFound("link");
         }
         if (request.method === "GET") {
           bestEffort("click", () => {
-            if (ctx.tracking.click(hit, clientOf(request, server))) ctx.metrics.trackingEvent("clicked");
+            if (ctx.tracking.click(hit, clientOf(request, server))) ctx.counters.trackingEvent("clicked");
           });
         }
         return new Response(null, { status: 302, headers: { location: target, "cache-control": "no-store" } });
@@ -72,10 +72,10 @@ export function trackingRoutes(ctx: ApiContext) {
       "/t/o/:token",
       ({ params, request, server }) => {
         const hit = ctx.tokens.verifyOpen(params.token);
-        if (!hit) ctx.metrics.forgedToken("open");
+        if (!hit) ctx.counters.forgedToken("open");
         else if (request.method === "GET") {
           bestEffort("open", () => {
-            if (ctx.tracking.open(hit, clientOf(request, server))) ctx.metrics.trackingEvent("opened");
+            if (ctx.tracking.open(hit, clientOf(request, server))) ctx.counters.trackingEvent("opened");
           });
         }
         return new Response(PIXEL_GIF, { headers: { "content-type": "image/gif", "cache-control": "no-store" } });
@@ -106,7 +106,7 @@ export function trackingRoutes(ctx: ApiContext) {
       async ({ params, request, server }) => {
         const hit = ctx.tokens.verifyUnsubscribe(params.token);
         if (!hit) {
-          ctx.metrics.forgedToken("unsubscribe");
+          ctx.counters.forgedToken("unsubscribe");
           throw notFound("unsubscribe link");
         }
         await checkOneClickBody(request);
@@ -118,7 +118,7 @@ export function trackingRoutes(ctx: ApiContext) {
           throw new ApiError(503, "unavailable", "the unsubscribe could not be stored, try again");
         }
         if (!done) throw notFound("recipient (the message is no longer kept)");
-        if (done.recorded) ctx.metrics.trackingEvent("unsubscribed");
+        if (done.recorded) ctx.counters.trackingEvent("unsubscribed");
         return page(200, donePage(done.recipient.address));
       },
       {
@@ -142,7 +142,7 @@ export function trackingRoutes(ctx: ApiContext) {
 function unsubscribeRecipient(ctx: ApiContext, token: string) {
   const hit = ctx.tokens.verifyUnsubscribe(token);
   if (!hit) {
-    ctx.metrics.forgedToken("unsubscribe");
+    ctx.counters.forgedToken("unsubscribe");
     throw notFound("unsubscribe link");
   }
   const rec = ctx.tracking.recipientOf(hit);

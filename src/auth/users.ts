@@ -66,6 +66,33 @@ export function getUser(db: Db, id: UserId): User | null {
   return row ? toUser(row) : null;
 }
 
+/**
+ * Users' names by id, for the mail log: every line names its user, and a delivery line knows only the message's
+ * user id. Remembered for `cacheMs` (default a minute), so a busy queue does not read the users table per
+ * line; a renamed user shows under the new name within that time.
+ */
+export class UserNames {
+  private cache = new Map<number, { name: string | null; until: number }>();
+
+  constructor(
+    private db: Db,
+    private cacheMs = 60_000,
+    private now: () => number = Date.now,
+  ) {}
+
+  /** The user's name; null for no user (trusted-network and system mail) or one since removed. */
+  nameOf(id: UserId | null): string | null {
+    if (id === null) return null;
+    const now = this.now();
+    const hit = this.cache.get(id);
+    if (hit && hit.until > now) return hit.name;
+    const name = getUser(this.db, id)?.name ?? null;
+    if (this.cache.size > 10_000) this.cache.clear(); // bounded; users are few
+    this.cache.set(id, { name, until: now + this.cacheMs });
+    return name;
+  }
+}
+
 export function listUsers(db: Db): User[] {
   return db.select().from(users).orderBy(users.name).all().map(toUser);
 }

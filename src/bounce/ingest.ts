@@ -20,8 +20,9 @@ import type { TrackingConfig } from "../config/schema.ts";
 import type { EventRecorder } from "../events/record.ts";
 import { addressKey } from "../mail/address.ts";
 import { SmtpError } from "../mail/errors.ts";
-import { newInboundId, type InboundId, type RecipientId } from "../mail/ids.ts";
+import { newInboundId, type InboundId, type RecipientId, type UserId } from "../mail/ids.ts";
 import type { Logger } from "../observe/log.ts";
+import { Metrics } from "../observe/metrics.ts";
 import { LateReports, type ReportedRecipient } from "../queue/late.ts";
 import { SuppressionWriter, type SuppressionReason } from "../suppression/list.ts";
 import type { DsnIntake } from "./notify.ts";
@@ -56,7 +57,24 @@ export interface BounceIngestDeps {
   verp: Verp;
   tracking: TrackingConfig;
   log: Logger;
+  /** a user's name for the log lines (auth/users.ts UserNames); default: none known */
+  userName?: (id: UserId | null) => string | null;
+  /** the runtime's registry (default: one of its own) */
+  metrics?: Metrics;
   now?: () => number;
+}
+
+type ReportOutcome = Handled["outcome"];
+const REPORT_OUTCOMES: readonly ReportOutcome[] = ["bounced", "complained", "duplicate", "dropped", "kept"];
+
+/** Reports that came back to the bounce domain, by what became of them. */
+function reportMetrics(metrics: Metrics) {
+  return metrics.counter({
+    name: "outpost_bounce_reports_total",
+    help: "Reports received at the bounce domain, per recipient they name, by outcome: bounced, complained, duplicate (already bounced), dropped (delay warnings, auto-replies), kept (unreadable or unmatched).",
+    labelNames: ["outcome"],
+    initial: REPORT_OUTCOMES.map((outcome) => ({ outcome })),
+  });
 }
 
 /** Why the mail is kept for people to read. */
@@ -86,8 +104,10 @@ export class BounceIngest {
   private suppressions: SuppressionWriter;
   private group: GroupCommit;
   private now: () => number;
+  private reports: ReturnType<typeof reportMetrics>;
 
   constructor(private deps: BounceIngestDeps) {
+    this.reports = reportMetrics(deps.metrics ?? new Metrics());
     this.inbound = new InboundStore(deps.sqlite);
     this.late = new LateReports(deps.sqlite, deps.events);
     this.suppressions = new SuppressionWriter(deps.sqlite);
@@ -245,11 +265,16 @@ export class BounceIngest {
     const log = this.deps.log;
     const base = { inbound_id: id, client_ip: m.clientIp, mail_from: m.mailFrom };
     for (const h of handled) {
+      this.reports.inc({ outcome: h.outcome });
+      const rec = h.recipient;
+      const story = {
+        queue_id: rec?.messageId ?? null, message_id: rec?.messageIdHeader ?? null, user: rec ? (this.deps.userName?.(rec.userId) ?? null) : null,
+      };
       log.info("bounce_report", {
-        ...base, report: report.kind, outcome: h.outcome, recipient_id: h.recipient?.id ?? null,
-        recipient: h.recipient?.address ?? null, ...h.detail, ...h.keep,
+        ...story, ...base, report: report.kind, outcome: h.outcome, recipient_id: rec?.id ?? null,
+        recipient: rec?.address ?? null, ...h.detail, ...h.keep,
       });
-      if (h.suppressed) log.info("suppression_added", { address: addressKey(h.recipient!.address), reason: h.suppressed, inbound_id: id });
+      if (h.suppressed) log.info("suppression_added", { ...story, address: addressKey(rec!.address), reason: h.suppressed, inbound_id: id });
     }
     if (keeps.length > 0) log.info("inbound_kept", { ...base, kind: keeps[0]!.kind, rcpt: m.recipients, size: m.raw.length });
     if (forwarded && "id" in forwarded) log.info("inbound_forwarded", { ...base, queue_id: forwarded.id, to: this.deps.tracking.postmaster_forward });

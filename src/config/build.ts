@@ -112,7 +112,16 @@ function readHttp(s: Section): HttpConfig {
     listen: s.parsed("listen", parseListen, "127.0.0.1:8025"),
     public_url: s.parsed("public_url", optional(parsePublicUrl), "http://127.0.0.1:8025"),
     rate: s.parsed("rate", (text) => (text === "" ? null : parseRate(text)), ""),
+    metrics_token: s.parsed("metrics_token", parseBearerToken, ""),
   };
+}
+
+/** RFC 6750 §2.1 b64token characters: what can follow "Bearer " in a header unchanged. */
+function parseBearerToken(text: string): string {
+  if (text !== "" && !/^[A-Za-z0-9\-._~+/]+=*$/.test(text)) {
+    throw new Error("expected a token of letters, digits and -._~+/ (it is sent as Authorization: Bearer TOKEN)");
+  }
+  return text;
 }
 
 function readDelivery(s: Section): DeliveryConfig {

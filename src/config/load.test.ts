@@ -137,7 +137,7 @@ describe("defaults", () => {
     expect(config.smtp.max_hops).toBe(50);
     expect(config.smtp.max_connections).toBe(1000);
     expect(config.smtp.allow_address_literals).toBe(false);
-    expect(config.http).toEqual({ listen: { host: "127.0.0.1", port: 8025 }, public_url: "http://127.0.0.1:8025", rate: null });
+    expect(config.http).toEqual({ listen: { host: "127.0.0.1", port: 8025 }, public_url: "http://127.0.0.1:8025", rate: null, metrics_token: "" });
     expect(config.delivery.retry).toEqual([1, 5, 15, 30, 60, 120, 240, 480].map((m) => m * MINUTE));
     expect(config.delivery.max_queue_time).toBe(120 * HOUR);
     expect(config.delivery.delay_warning).toBe(0);

@@ -54,6 +54,8 @@ export interface HttpConfig {
   /** base of tracking and unsubscribe links, no trailing `/`; "" when this instance has none (tracking refused) */
   public_url: string;
   rate: Rate | null;
+  /** when not "", GET /metrics needs `Authorization: Bearer` with it */
+  metrics_token: string;
 }
 
 export interface DnsConfig {

@@ -14,6 +14,7 @@ import m0007 from "../../migrations/0007_unsubscribe_option.sql" with { type: "t
 import m0008 from "../../migrations/0008_domain_verdicts.sql" with { type: "text" };
 import m0009 from "../../migrations/0009_message_id_header.sql" with { type: "text" };
 import m0010 from "../../migrations/0010_webhook_hooks.sql" with { type: "text" };
+import m0011 from "../../migrations/0011_queue_oldest.sql" with { type: "text" };
 
 export interface Migration {
   tag: string;
@@ -32,6 +33,7 @@ const FILES: Record<string, string> = {
   "0008_domain_verdicts": m0008,
   "0009_message_id_header": m0009,
   "0010_webhook_hooks": m0010,
+  "0011_queue_oldest": m0011,
 };
 
 export const JOURNAL_TAGS: string[] = journal.entries.map((e) => e.tag);

@@ -128,7 +128,7 @@ function setup(toml = "", loopOpts: ConstructorParameters<typeof DeliveryLoop>[0
   const dsns: unknown[] = [];
   const outcomes = new OutcomeRecorder({
     sqlite: store.sqlite, events, delivery: config.delivery, bounceDomain: "", hostname: config.hostname, log: silentLogger,
-    intake: { acceptNow: (s) => (dsns.push(s), { id: "dsn" as never, recipients: [] }) },
+    intake: { acceptNow: (s) => (dsns.push(s), { id: "dsn" as never, messageIdHeader: null, recipients: [] }) },
   });
   const transport = new FakeTransport();
   const logged: Record<string, unknown>[] = [];

@@ -50,6 +50,7 @@ function makeRecorder(dsnIntake: Pick<Intake, "acceptNow">, delivery = config.de
   return new OutcomeRecorder({
     sqlite: store.sqlite, events: new EventRecorder(store.sqlite), intake: dsnIntake, delivery, bounceDomain,
     hostname: "outpost.test", log: createLogger("debug", (l) => logLines.push(JSON.parse(l))),
+    userName: (id) => (id === null ? null : `user${id}`),
     now: () => clock, random: () => 0.5,
   });
 }
@@ -241,7 +242,7 @@ describe("a hard bounce", () => {
     const { message, ids } = await queued(["gone@dest.test"], { userId: ann });
     recorder.settle(message, [bounce(ids[0]!, 550, "5.1.1")])();
     expect(lists()).toEqual([{ user_id: 1, address: "gone@dest.test" }]);
-    expect(logLines.find((l) => l.event === "suppression_added")).toMatchObject({ address: "gone@dest.test", user_id: 1 });
+    expect(logLines.find((l) => l.event === "suppression_added")).toMatchObject({ address: "gone@dest.test", user: "user1" });
     const again = async (userId: UserId | null) =>
       (await intake.accept({
         userId, allowedDomains: null, envelopeFrom: "sender@example.org", recipients: ["GONE@dest.test"],

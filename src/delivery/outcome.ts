@@ -22,7 +22,10 @@ import { addressKey } from "../mail/address.ts";
 import { SuppressionWriter } from "../suppression/list.ts";
 import type { Database } from "bun:sqlite";
 import type { AfterCommit, RecipientResult, RouteResult } from "./types.ts";
-import { enhancedFor } from "./classify.ts";
+import { classifyReply, enhancedFor } from "./classify.ts";
+import { Metrics } from "../observe/metrics.ts";
+import { recipientsFinal } from "../queue/metrics.ts";
+import type { UserId } from "../mail/ids.ts";
 import { usesVerp } from "./personalize.ts";
 
 export interface OutcomeDeps {
@@ -35,8 +38,42 @@ export interface OutcomeDeps {
   bounceDomain: string;
   hostname: string;
   log: Logger;
+  /** a user's name for the log lines (auth/users.ts UserNames); default: none known */
+  userName?: (id: UserId | null) => string | null;
+  /** the runtime's registry (default: one of its own) */
+  metrics?: Metrics;
   now?: () => number;
   random?: () => number;
+}
+
+/** One recipient's attempt as /metrics counts it: its settled status, with a throttle reply and an expiry told apart. */
+type AttemptResult = "delivered" | "deferred" | "throttled" | "bounced" | "expired";
+const ATTEMPT_RESULTS: readonly AttemptResult[] = ["delivered", "deferred", "throttled", "bounced", "expired"];
+
+/** Seconds from acceptance to delivery: a minute-ish first attempt up to the retry schedule's days. */
+const LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 5 * 24 * 3600];
+
+function outcomeMetrics(metrics: Metrics) {
+  return {
+    attempts: metrics.counter({
+      name: "outpost_delivery_attempts_total",
+      help: "Delivery attempts per recipient, by result: delivered, deferred, throttled (deferred on a 421 or a rate/too-many reply), bounced, expired (bounced after max_queue_time).",
+      labelNames: ["result"],
+      initial: ATTEMPT_RESULTS.map((result) => ({ result })),
+    }),
+    final: recipientsFinal(metrics),
+    latency: metrics.histogram({
+      name: "outpost_delivery_latency_seconds",
+      help: "Seconds from acceptance (250/202) to delivery, per delivered recipient.",
+      buckets: LATENCY_BUCKETS,
+    }),
+    dsns: metrics.counter({
+      name: "outpost_dsn_queued_total",
+      help: "Delivery status notifications queued to the envelope sender, by action (failed, delayed).",
+      labelNames: ["action"],
+      initial: [{ action: "failed" }, { action: "delayed" }],
+    }),
+  };
 }
 
 /** What settle decided for one recipient, for the log line and the DSN. */
@@ -48,6 +85,8 @@ interface Settled {
   nextAttemptAt?: number;
   /** a hard bounce put the address on the message owner's suppression list (it was not there yet) */
   suppressed?: boolean;
+  /** bounced because the message waited max_queue_time */
+  expired?: boolean;
 }
 
 /**
@@ -63,14 +102,14 @@ export function isHardBounce(result: RecipientResult, status: string): boolean {
 }
 
 export class OutcomeRecorder {
-  /** committed outcomes since start, per recipient, and DSNs queued, for /metrics */
-  readonly counts = { delivered: 0, deferred: 0, bounced: 0, dsns: 0 };
+  private counters: ReturnType<typeof outcomeMetrics>;
   private settler: QueueSettler;
   private suppressions: SuppressionWriter;
   private now: () => number;
   private random: () => number;
 
   constructor(private deps: OutcomeDeps) {
+    this.counters = outcomeMetrics(deps.metrics ?? new Metrics());
     this.settler = new QueueSettler(deps.sqlite, deps.events);
     this.suppressions = new SuppressionWriter(deps.sqlite);
     this.now = deps.now ?? Date.now;
@@ -98,11 +137,12 @@ export class OutcomeRecorder {
       return { settled: done, dsn: this.notices(message, done, now) };
     });
     return () => {
-      for (const s of settled) this.counts[s.status]++;
-      this.counts.dsns += dsn.filter((d) => "queued" in d).length;
-      for (const s of settled) this.logAttempt(message, s, now);
-      for (const s of settled) if (s.suppressed) this.logSuppression(message, s);
-      for (const notice of dsn) this.logDsn(message, notice);
+      const user = this.deps.userName?.(message.userId) ?? null;
+      for (const s of settled) this.count(message, s, now);
+      for (const d of dsn) if ("queued" in d) this.counters.dsns.inc({ action: d.action });
+      for (const s of settled) this.logAttempt(message, user, s, now);
+      for (const s of settled) if (s.suppressed) this.logSuppression(message, user, s);
+      for (const notice of dsn) this.logDsn(message, user, notice);
     };
   }
 
@@ -173,7 +213,7 @@ export class OutcomeRecorder {
             status: "4.4.7",
             mx: info.mx,
           };
-          return this.settler.markBounced(rec, expired, now) ? { rec, result, info: expired, status: "bounced" } : null;
+          return this.settler.markBounced(rec, expired, now) ? { rec, result, info: expired, status: "bounced", expired: true } : null;
         }
         const at = nextAttemptAt(rec.attempts + 1, now, message.createdAt, delivery.retry, delivery.max_queue_time, this.random);
         return this.settler.markDeferred(rec, info, at, now)
@@ -183,15 +223,32 @@ export class OutcomeRecorder {
     }
   }
 
-  private logSuppression(message: StoredMessage, s: Settled): void {
-    const fields = { address: addressKey(s.rec.address), user_id: message.userId, reason: "hard_bounce", queue_id: message.id, dsn: s.info.status };
+  private count(message: StoredMessage, s: Settled, now: number): void {
+    const { attempts, final, latency } = this.counters;
+    if (s.status === "deferred") {
+      const throttled = s.result.code > 0 && classifyReply(s.result.code, s.result.enhanced, s.result.reply) === "throttle";
+      attempts.inc({ result: throttled ? "throttled" : "deferred" });
+      return;
+    }
+    attempts.inc({ result: s.expired ? "expired" : s.status });
+    final.inc({ status: s.status });
+    if (s.status === "delivered") latency.observe(Math.max(0, now - message.createdAt) / 1000);
+  }
+
+  private logSuppression(message: StoredMessage, user: string | null, s: Settled): void {
+    const fields = {
+      queue_id: message.id, message_id: message.messageIdHeader ?? null, user, address: addressKey(s.rec.address), reason: "hard_bounce", dsn: s.info.status,
+    };
     this.deps.log.info("suppression_added", fields);
   }
 
   /** One JSON line per recipient per attempt (Postfix's `status=` line). */
-  private logAttempt(message: StoredMessage, s: Settled, now: number): void {
+  private logAttempt(message: StoredMessage, user: string | null, s: Settled, now: number): void {
     this.deps.log.info("delivery", {
       queue_id: message.id,
+      message_id: message.messageIdHeader ?? null,
+      user,
+      sender: message.envelopeFrom,
       recipient_id: s.rec.id,
       recipient: s.rec.address,
       mx: s.info.mx ?? null,
@@ -237,9 +294,9 @@ export class OutcomeRecorder {
     return { ...queued, action };
   }
 
-  private logDsn(message: StoredMessage, dsn: DsnOutcome): void {
+  private logDsn(message: StoredMessage, user: string | null, dsn: DsnOutcome): void {
     const log = this.deps.log;
-    const base = { queue_id: message.id, action: dsn.action };
+    const base = { queue_id: message.id, message_id: message.messageIdHeader ?? null, user, action: dsn.action };
     if ("queued" in dsn) log.info("dsn_queued", { ...base, dsn_id: dsn.queued.id, to: message.envelopeFrom });
     else if ("skipped" in dsn) log.info("dsn_skipped", { ...base, reason: dsn.skipped });
     else log.warn("dsn_failed", { ...base, to: message.envelopeFrom, error: dsn.error });

@@ -10,7 +10,7 @@ import type { EventRecorder } from "../events/record.ts";
 import type { Logger } from "../observe/log.ts";
 import { QueueClaimer, type ClaimedRecipient, type SideExclusions, type StoredMessage } from "../queue/claim.ts";
 import { reported, type HealthReporter } from "../observe/health.ts";
-import type { MessageId, RecipientId } from "../mail/ids.ts";
+import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
 import type { Enqueuer } from "../queue/enqueue.ts";
 import type { DsnIntake } from "../bounce/notify.ts";
 import type { Verp } from "../bounce/verp.ts";
@@ -18,9 +18,9 @@ import { DeliveryLoop, type ClaimSource, type LoopOptions } from "./loop.ts";
 import { OutcomeRecorder } from "./outcome.ts";
 import { personalize } from "./personalize.ts";
 import { createResolver, lookupVia } from "./resolver.ts";
-import { metric } from "../observe/metrics.ts";
+import type { Metrics } from "../observe/metrics.ts";
 import { MxRouter, unverifiedCredentialRoutes } from "./route.ts";
-import { throttleMetrics, type ThrottleSnapshot } from "./throttle.ts";
+import { throttleGauges, type ThrottleSnapshot } from "./throttle.ts";
 import { SmtpTransport } from "./transport.ts";
 import type { OwnAddress } from "./own-addresses.ts";
 
@@ -40,6 +40,10 @@ export interface DeliveryServiceDeps {
   isOwnAddress?: OwnAddress;
   /** port for MX hosts instead of 25 (tests: receivers on loopback high ports) */
   connectPort?: number;
+  /** the runtime's registry: outcomes and the throttle's state */
+  metrics?: Metrics;
+  /** a user's name for the log lines */
+  userName?: (id: UserId | null) => string | null;
 }
 
 export const THROTTLE_FILE = "throttle.json";
@@ -59,7 +63,10 @@ export class DeliveryService {
     // their mail goes out now, not when the leases run out
     const recovered = queue.recoverLeases();
     if (recovered > 0) log.info("leases_recovered", { count: recovered });
-    this.outcomes = new OutcomeRecorder({ sqlite, events, intake, delivery: config.delivery, bounceDomain, hostname: config.hostname, log });
+    this.outcomes = new OutcomeRecorder({
+      sqlite, events, intake, delivery: config.delivery, bounceDomain, hostname: config.hostname, log,
+      metrics: deps.metrics, userName: deps.userName,
+    });
     this.loop = new DeliveryLoop({
       config: config.delivery,
       claimer: health ? new ReportedClaims(queue, health.claim) : queue,
@@ -71,6 +78,7 @@ export class DeliveryService {
       batch: (fn) => reported(health?.settle, () => sqlite.transaction(fn).immediate()),
       personalize: (message, recipients) => personalize(message, recipients, { verp, bounceDomain }),
     }).start();
+    if (deps.metrics) throttleGauges(deps.metrics, () => this.loop.throttle.snapshot());
     // new mail wakes the loop at once (no polling delay, no polling cost)
     enqueuer.onCommitted = () => this.loop.wake();
     this.publisher = setInterval(() => this.publish(), PUBLISH_MS);
@@ -105,20 +113,6 @@ export class DeliveryService {
         isOwnAddress: this.deps.isOwnAddress, connectPort: this.deps.connectPort,
       }),
     };
-  }
-
-  /** Prometheus text of the outcomes since start and the throttle state (for /metrics). */
-  metrics(): string {
-    const c = this.outcomes.counts;
-    return [
-      ...metric("outpost_delivery_recipients_total", "counter", "Delivery attempts' outcomes per recipient since start.", [
-        [{ status: "delivered" }, c.delivered],
-        [{ status: "deferred" }, c.deferred],
-        [{ status: "bounced" }, c.bounced],
-      ]),
-      ...metric("outpost_dsn_queued_total", "counter", "Delivery status notifications queued since start.", c.dsns),
-      throttleMetrics(this.loop.throttle.snapshot()),
-    ].join("\n");
   }
 
   /** Stops claiming at once; in-flight transactions get until `deadline` (ms since epoch), then are handed back. */

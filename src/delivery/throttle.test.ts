@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { parseConfig } from "../config/load.ts";
-import { isWait, limitsFor, Throttle, throttleMetrics, type Lease, type ThrottleOptions } from "./throttle.ts";
+import { Metrics } from "../observe/metrics.ts";
+import { isWait, limitsFor, Throttle, throttleGauges, type Lease, type ThrottleOptions } from "./throttle.ts";
 
 function clock(start = 1_000_000) {
   let t = start;
@@ -220,12 +221,17 @@ describe("throttle", () => {
     expect(admitted).toBeGreaterThanOrEqual(10);
   });
 
-  test("exports its state as Prometheus text", () => {
+  test("exports its state as Prometheus text, with no rate sample for a destination without a rate", async () => {
     const { th } = setup();
     th.tryAcquire('mx."a"', five);
-    const text = throttleMetrics(th.snapshot());
+    th.tryAcquire("mx.b", { maxConnections: 5, rate: { count: 600, perMs: 60_000 } });
+    const metrics = new Metrics();
+    throttleGauges(metrics, () => th.snapshot());
+    const text = await metrics.render();
     expect(text).toContain('outpost_destination_connections{destination="mx.\\"a\\""} 1');
-    expect(text).toContain("outpost_delivery_connections 1");
+    expect(text).toContain("outpost_delivery_connections 2");
+    expect(text).toContain('outpost_destination_rate_per_second{destination="mx.b"} 10');
+    expect(text).not.toContain('outpost_destination_rate_per_second{destination="mx.\\"a\\""}');
   });
 });
 

@@ -5,7 +5,7 @@
  * throttle signal (AIMD), an optional token-bucket rate, a global cap, and dead-destination detection
  * kept apart from the concurrency feedback.
  */
-import { metric, type Sample } from "../observe/metrics.ts";
+import type { Gauge, Metrics } from "../observe/metrics.ts";
 import type { DeliveryConfig, DestinationConfig, Rate } from "../config/schema.ts";
 import { fullBucket, isRefilled, takeToken, type TokenBucket } from "../mail/token-bucket.ts";
 
@@ -323,19 +323,35 @@ function matchScore(pattern: string, name: string): number {
   return -1;
 }
 
-/** Prometheus text exposition of the throttle state, for /metrics. */
-export function throttleMetrics(snap: ThrottleSnapshot): string {
-  const perDestination = (name: string, help: string, value: (d: DestinationSnapshot) => number) =>
-    metric(name, "gauge", help, snap.destinations.map((d): Sample => [{ destination: d.key }, value(d)]));
-  return [
-    ...metric("outpost_delivery_connections", "gauge", "Outbound SMTP connections in use.", snap.inUse),
-    ...metric("outpost_delivery_concurrency", "gauge", "Global cap on outbound connections (delivery.concurrency).", snap.concurrency),
-    ...perDestination("outpost_destination_connection_limit", "Current adaptive concurrency window per destination.", (d) => d.limit),
-    ...perDestination("outpost_destination_connection_max", "Configured maximum connections per destination.", (d) => d.max),
-    ...perDestination("outpost_destination_connections", "Connections in use per destination.", (d) => d.inUse),
-    ...perDestination("outpost_destination_rate_per_second", "Current message rate per destination (0: unlimited).",
-      (d) => (d.rate ? (d.rate.count * 1000) / d.rate.perMs : 0)),
-    ...perDestination("outpost_destination_backoff", "1 while the destination is in a throttle back-off.", (d) => (d.backoffUntil ? 1 : 0)),
-    ...perDestination("outpost_destination_dead", "1 while the destination is considered dead.", (d) => (d.dead ? 1 : 0)),
-  ].join("\n") + "\n";
+/**
+ * The throttle's state as gauges, read from `snapshot` at each scrape. A destination without a rate has no
+ * `outpost_destination_rate_per_second` sample: unlimited is not 0 (a rate of 0 would mean nothing is sent).
+ */
+export function throttleGauges(metrics: Metrics, snapshot: () => ThrottleSnapshot): void {
+  const perDestination = (name: string, help: string, value: (d: DestinationSnapshot) => number | null) =>
+    metrics.gauge({
+      name,
+      help,
+      labelNames: ["destination"],
+      collect: (g: Gauge<"destination">) => {
+        for (const d of snapshot().destinations) {
+          const v = value(d);
+          if (v !== null) g.set({ destination: d.key }, v);
+        }
+      },
+    });
+  metrics.gauge({ name: "outpost_delivery_connections", help: "Outbound SMTP connections in use.", collect: (g) => g.set(snapshot().inUse) });
+  metrics.gauge({
+    name: "outpost_delivery_concurrency",
+    help: "Global cap on outbound connections (delivery.concurrency).",
+    collect: (g) => g.set(snapshot().concurrency),
+  });
+  perDestination("outpost_destination_connection_limit", "Current adaptive concurrency window per destination.", (d) => d.limit);
+  perDestination("outpost_destination_connection_max", "Configured maximum connections per destination.", (d) => d.max);
+  perDestination("outpost_destination_connections", "Connections in use per destination.", (d) => d.inUse);
+  perDestination("outpost_destination_rate_per_second",
+    "Current message rate per destination (the configured rate, lowered while throttled); no sample when unlimited.",
+    (d) => (d.rate ? (d.rate.count * 1000) / d.rate.perMs : null));
+  perDestination("outpost_destination_backoff", "1 while the destination is in a throttle back-off.", (d) => (d.backoffUntil ? 1 : 0));
+  perDestination("outpost_destination_dead", "1 while the destination is considered dead.", (d) => (d.dead ? 1 : 0));
 }

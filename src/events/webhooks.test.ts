@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { openStore, type Store } from "../db/client.ts";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
 import { createLogger } from "../observe/log.ts";
+import { Metrics } from "../observe/metrics.ts";
 import { startReceiver, type Receiver } from "../../test/helpers/webhook-receiver.ts";
 import { tempDir, waitFor } from "../../test/helpers/harness.ts";
 import { Outbox } from "./outbox.ts";
@@ -23,6 +24,7 @@ let clock: number;
 let receiver: Receiver | null;
 let logs: Record<string, unknown>[];
 let workers: WebhookWorker[];
+let metrics: Metrics;
 
 beforeEach(() => {
   dir = tempDir();
@@ -31,6 +33,7 @@ beforeEach(() => {
   receiver = null;
   logs = [];
   workers = [];
+  metrics = new Metrics();
 });
 
 afterEach(async () => {
@@ -46,7 +49,7 @@ function hook(url: string, extra: Partial<Webhook> = {}): Webhook {
 
 function worker(hooks: Webhook[], options: WebhookWorkerOptions = {}, retention = 7 * DAY): WebhookWorker {
   const log = createLogger("debug", (l) => logs.push(JSON.parse(l) as Record<string, unknown>));
-  const w = new WebhookWorker({ sqlite: store.sqlite, hooks, retention, log, now: () => clock, random: () => 0.5, options });
+  const w = new WebhookWorker({ sqlite: store.sqlite, hooks, retention, log, metrics, now: () => clock, random: () => 0.5, options });
   workers.push(w);
   return w;
 }
@@ -118,7 +121,7 @@ describe("the outbox worker", () => {
     expect(tries.length).toBe(29);
     expect(rows()).toMatchObject([{ state: "expired", attempts: 29, last_error: "HTTP 503: failure 28" }]);
     expect(logs.filter((l) => l.event === "webhook_expired")).toHaveLength(1);
-    expect(w.metrics()).toContain('outpost_webhook_expired_total{hook="app"} 1');
+    expect(await metrics.render()).toContain('outpost_webhook_expired_total{hook="app"} 1');
   });
 
   test("a redirect is a failure, not followed", async () => {
@@ -224,7 +227,7 @@ describe("the outbox worker", () => {
     w.reconfigure([h]);
     expect(rows().map((r) => [r.hook, r.state])).toEqual([["app", null], ["gone", "orphaned"], ["app", null], ["gone", "orphaned"]]);
     expect(logs.find((l) => l.event === "webhook_orphaned")).toMatchObject({ hook: "gone", rows: 2 });
-    expect(w.metrics()).toContain('outpost_webhook_orphaned_total{hook="gone"} 2');
+    expect(await metrics.render()).toContain('outpost_webhook_orphaned_total{hook="gone"} 2');
     await w.runDue();
     expect(receiver.received).toHaveLength(2);
     worker([h]);

@@ -9,7 +9,7 @@
  */
 import type { Database } from "bun:sqlite";
 import type { Logger } from "../observe/log.ts";
-import { metric, type Sample } from "../observe/metrics.ts";
+import { Metrics } from "../observe/metrics.ts";
 import { Outbox, type OutboxItem } from "./outbox.ts";
 import type { Webhook } from "./record.ts";
 import { describeFailure, postWebhook, signRequest, WEBHOOK_TIMEOUTS, type PostResult, type PostTimeouts } from "./webhook-post.ts";
@@ -37,16 +37,40 @@ export interface WebhookWorkerDeps {
   /** ms a finished row is kept (`webhook_retention`) */
   retention: number;
   log: Logger;
+  /** the runtime's registry (default: one of its own) */
+  metrics?: Metrics;
   now?: () => number;
   random?: () => number;
   options?: WebhookWorkerOptions;
 }
 
-interface HookCounts {
-  delivered: number;
-  failed: number;
-  expired: number;
-  orphaned: number;
+/** What the worker counts per hook; the backlog is read from the outbox's pending rows at each scrape. */
+function webhookMetrics(metrics: Metrics, pendingByHook: () => Map<string, number>) {
+  metrics.gauge({
+    name: "outpost_webhook_pending",
+    help: "Webhook events waiting to be sent, by hook (the backlog).",
+    labelNames: ["hook"],
+    collect: (g) => {
+      for (const [hook, n] of pendingByHook()) g.set({ hook }, n);
+    },
+  });
+  return {
+    requests: metrics.counter({
+      name: "outpost_webhook_requests_total",
+      help: "Webhook POSTs answered or failed, by hook and result (delivered: a 2xx; failed: anything else, retried or expired).",
+      labelNames: ["hook", "result"],
+    }),
+    expired: metrics.counter({
+      name: "outpost_webhook_expired_total",
+      help: "Webhook events given up after 24 h without a 2xx, by hook.",
+      labelNames: ["hook"],
+    }),
+    orphaned: metrics.counter({
+      name: "outpost_webhook_orphaned_total",
+      help: "Pending webhook events stopped because their hook left the config, by hook.",
+      labelNames: ["hook"],
+    }),
+  };
 }
 
 export class WebhookWorker {
@@ -59,7 +83,7 @@ export class WebhookWorker {
   private retention: number;
   /** rows whose POST is out, by id, and the hook each counts against */
   private readonly inFlight = new Map<number, { hook: string; done: Promise<void> }>();
-  private readonly counts = new Map<string, HookCounts>();
+  private readonly counters: ReturnType<typeof webhookMetrics>;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private pruner: ReturnType<typeof setInterval> | null = null;
   /** polling (start() was called) and not stopped */
@@ -71,6 +95,7 @@ export class WebhookWorker {
 
   constructor(private deps: WebhookWorkerDeps) {
     this.outbox = new Outbox(deps.sqlite);
+    this.counters = webhookMetrics(deps.metrics ?? new Metrics(deps.log), () => this.outbox.pendingByHook());
     this.now = deps.now ?? Date.now;
     this.random = deps.random ?? Math.random;
     this.opts = {
@@ -178,27 +203,6 @@ export class WebhookWorker {
     this.deps.log.info("webhooks_abandoned", { count: left.length, message: "requests still out at shutdown: sent again at the next start" });
   }
 
-  /** Prometheus text: answers, expiries and orphaned rows since start per hook, and rows pending now. */
-  metrics(): string {
-    const per = (pick: (c: HookCounts) => number): Sample[] => [...this.counts].map(([hook, c]) => [{ hook }, pick(c)]);
-    let pending: Sample[] = [];
-    try {
-      pending = [...this.outbox.pendingByHook()].map(([hook, n]) => [{ hook }, n]);
-    } catch (e) {
-      this.deps.log.warn("webhook_metrics_failed", { error: e });
-    }
-    return [
-      ...metric("outpost_webhook_requests_total", "counter", "Webhook POSTs answered or failed since start, by hook and result.", [
-        ...per((c) => c.delivered).map(([l, v]): Sample => [{ ...l, result: "delivered" }, v]),
-        ...per((c) => c.failed).map(([l, v]): Sample => [{ ...l, result: "failed" }, v]),
-      ]),
-      ...metric("outpost_webhook_expired_total", "counter", "Webhook events given up after 24 h without a 2xx, since start.", per((c) => c.expired)),
-      ...metric("outpost_webhook_orphaned_total", "counter", "Pending webhook events stopped because their hook left the config, since start.",
-        per((c) => c.orphaned)),
-      ...metric("outpost_webhook_pending", "gauge", "Webhook events waiting to be sent, by hook.", pending),
-    ].join("\n");
-  }
-
   private async send(hook: Webhook, item: OutboxItem): Promise<void> {
     let result: PostResult;
     try {
@@ -217,20 +221,19 @@ export class WebhookWorker {
 
   private settle(hook: Webhook, item: OutboxItem, result: PostResult): void {
     const now = this.now();
-    const counts = this.countsOf(hook.name);
     const fields = { hook: hook.name, event_id: item.event.id, message_id: item.messageId, attempt: item.attempts + 1 };
     if (result.status !== null && result.status >= 200 && result.status < 300) {
       this.outbox.delivered(item, now);
-      counts.delivered++;
+      this.counters.requests.inc({ hook: hook.name, result: "delivered" });
       this.deps.log.debug("webhook_delivered", { ...fields, status: result.status });
       return;
     }
     const error = describeFailure(result);
-    counts.failed++;
+    this.counters.requests.inc({ hook: hook.name, result: "failed" });
     const next = nextAttemptAt(item.attempts + 1, item.startedAt, now, this.random, this.opts.policy);
     if (next === null) {
       this.outbox.expire(item, now, error);
-      counts.expired++;
+      this.counters.expired.inc({ hook: hook.name });
       this.deps.log.warn("webhook_expired", { ...fields, error, since: new Date(item.startedAt).toISOString() });
       return;
     }
@@ -241,17 +244,11 @@ export class WebhookWorker {
   private orphanRemoved(): void {
     const stopped = this.outbox.orphan(this.hooks.map((h) => h.name), this.now());
     for (const [hook, rows] of stopped) {
-      this.countsOf(hook).orphaned += rows;
+      this.counters.orphaned.inc({ hook }, rows);
       this.deps.log.warn("webhook_orphaned", {
         hook, rows, message: `hook ${hook} is no longer configured: its ${rows} pending event(s) will not be sent (outpost webhook retry ${hook} once it is back)`,
       });
     }
-  }
-
-  private countsOf(hook: string): HookCounts {
-    let c = this.counts.get(hook);
-    if (!c) this.counts.set(hook, (c = { delivered: 0, failed: 0, expired: 0, orphaned: 0 }));
-    return c;
   }
 
   /** The next round in `ms` (0: as soon as possible); an earlier one already set wins. */

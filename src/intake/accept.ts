@@ -8,8 +8,9 @@ import { addressKey, canonicalAddress, parseAddress } from "../mail/address.ts";
 import type { UserId } from "../mail/ids.ts";
 import { suppressedAmong } from "../suppression/list.ts";
 import { inlineCssInMessage } from "../message/inline-css.ts";
-import { metric } from "../observe/metrics.ts";
+import { Metrics } from "../observe/metrics.ts";
 import type { Logger } from "../observe/log.ts";
+import { recipientsFinal } from "../queue/metrics.ts";
 import type { Enqueuer, EnqueuedMessage, MessageOptions, MessageSource, NewMessage } from "../queue/enqueue.ts";
 import {
   checkAuthors, checkHops, checkOptions, checkRecipientCount, checkRecipientDomain, checkSender, checkSize, IntakeError, sendingDomains,
@@ -53,13 +54,40 @@ export interface IntakeDeps {
   log?: Logger;
   /** set when `spf.require_verified_domains` is on: a user's sending domains must have passed their check */
   verifiedDomains?: VerifiedDomains;
+  /** the runtime's registry (default: one of its own) */
+  metrics?: Metrics;
+}
+
+/** What the door counts: every message stored, whichever way it came in. */
+function intakeMetrics(metrics: Metrics) {
+  const sources = [{ source: "smtp" }, { source: "api" }, { source: "dsn" }];
+  return {
+    messages: metrics.counter({
+      name: "outpost_messages_accepted_total",
+      help: "Messages stored in the queue, by source (smtp, api, dsn: a delivery status notification outpost wrote).",
+      labelNames: ["source"],
+      initial: sources,
+    }),
+    recipients: metrics.counter({
+      name: "outpost_recipients_accepted_total",
+      help: "Recipients of the messages stored, by source (suppressed ones included).",
+      labelNames: ["source"],
+      initial: sources,
+    }),
+    final: recipientsFinal(metrics),
+    inlineCssFailures: metrics.counter({
+      name: "outpost_inline_css_failures_total",
+      help: "Messages stored without their CSS inlined because their MIME could not be rewritten.",
+    }),
+  };
 }
 
 export class Intake {
-  /** messages stored without their CSS inlined, since their MIME could not be rewritten */
-  private inlineCssFailures = 0;
+  private counters: ReturnType<typeof intakeMetrics>;
 
-  constructor(private deps: IntakeDeps) {}
+  constructor(private deps: IntakeDeps) {
+    this.counters = intakeMetrics(deps.metrics ?? new Metrics());
+  }
 
   /** A reload (SIGHUP): the `[tracking]` defaults for messages submitted from now on. */
   reconfigure(tracking: TrackingConfig): void {
@@ -83,8 +111,9 @@ export class Intake {
     } catch (e) {
       throw storeFailure(e);
     }
+    this.count(sub.source, queued);
     if (inlineCssFailure !== undefined) {
-      this.inlineCssFailures++;
+      this.counters.inlineCssFailures.inc();
       this.deps.log?.warn("inline_css_failed", { id: queued.id, reason: inlineCssFailure });
     }
     return queued;
@@ -100,10 +129,11 @@ export class Intake {
     return r.ok ? { msg: { ...msg, body: r.body } } : { msg, inlineCssFailure: r.reason };
   }
 
-  /** Prometheus text for what intake counts. */
-  metrics(): string {
-    return metric("outpost_inline_css_failures_total", "counter",
-      "Messages stored without their CSS inlined because their MIME could not be rewritten.", this.inlineCssFailures).join("\n") + "\n";
+  private count(source: MessageSource, queued: EnqueuedMessage): void {
+    this.counters.messages.inc({ source });
+    this.counters.recipients.inc({ source }, queued.recipients.length);
+    const suppressed = queued.recipients.filter((r) => r.status === "suppressed").length;
+    if (suppressed > 0) this.counters.final.inc({ status: "suppressed" }, suppressed);
   }
 
   /**
@@ -113,11 +143,15 @@ export class Intake {
    */
   acceptNow(sub: Submission): EnqueuedMessage {
     const { msg } = this.toNewMessage(sub);
+    let queued: EnqueuedMessage;
     try {
-      return this.deps.enqueuer.enqueueNow(msg);
+      queued = this.deps.enqueuer.enqueueNow(msg);
     } catch (e) {
       throw storeFailure(e);
     }
+    // counted when written: the caller's transaction commits it, or (a failing store) retries what caused it
+    this.count(sub.source, queued);
+    return queued;
   }
 
   /**

@@ -51,6 +51,8 @@ export interface StoredMessage {
   body: Buffer;
   createdAt: number;
   options: MessageOptions;
+  /** the RFC 5322 Message-ID (none for mail stored before outpost kept it): the log lines carry it */
+  messageIdHeader?: string | null;
 }
 
 export interface ClaimOptions {
@@ -82,6 +84,7 @@ interface MessageRow {
   track_opens: number;
   track_bounces: number;
   unsubscribe: number;
+  message_id_header: string | null;
 }
 
 type Pending = "queued" | "deferred";
@@ -163,8 +166,8 @@ export class QueueClaimer {
        WHERE status IN ('queued','deferred') ORDER BY next_attempt_at LIMIT 1`,
     );
     this.message = sqlite.query(
-      `SELECT id, user_id, envelope_from, body, created_at, inline_css, track_clicks, track_opens, track_bounces, unsubscribe
-       FROM messages WHERE id = ?`,
+      `SELECT id, user_id, envelope_from, body, created_at, inline_css, track_clicks, track_opens, track_bounces, unsubscribe,
+         message_id_header FROM messages WHERE id = ?`,
     );
   }
 
@@ -346,6 +349,7 @@ export class QueueClaimer {
         trackBounces: !!r.track_bounces,
         unsubscribe: !!r.unsubscribe,
       },
+      messageIdHeader: r.message_id_header,
     };
   }
 }

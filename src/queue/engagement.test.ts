@@ -37,6 +37,7 @@ beforeEach(async () => {
     suppressions: new SuppressionWriter(store.sqlite),
     transaction: (fn) => store.sqlite.transaction(fn).immediate(),
     log: createLogger("info", (l) => logs.push(JSON.parse(l))),
+    userName: (id) => (id === OWNER ? "owner" : null),
     now: () => NOW + 1000,
   });
 });
@@ -55,11 +56,11 @@ const outbox = () => store.sqlite.query<{ n: number }, []>("SELECT count(*) AS n
 describe("tracking hits on recipient rows", () => {
   test("a click is the recipient's event, owned by the message's user, with a webhook row", () => {
     const out = recorder.click({ messageId: message, recipientId: ids[0]!, index: 2, url: "https://x.example/?a=1&b=2" }, client);
-    expect(out?.recipient).toEqual({ id: ids[0]!, messageId: message, address: "a@d.test", userId: OWNER });
+    expect(out?.recipient).toMatchObject({ id: ids[0]!, messageId: message, address: "a@d.test", userId: OWNER });
     expect(eventsOf(ids[0]!)).toEqual([{ type: "clicked", user_id: OWNER, recipient: "a@d.test",
       details: JSON.stringify({ url: "https://x.example/?a=1&b=2", link_index: 2, user_agent: "UA/1", client_ip: "203.0.113.9" }) }]);
     expect(outbox()).toBe(1);
-    expect(logs).toEqual([expect.objectContaining({ event: "tracking", type: "clicked", queue_id: message, recipient_id: ids[0], user_id: OWNER })]);
+    expect(logs).toEqual([expect.objectContaining({ event: "tracking", type: "clicked", queue_id: message, recipient_id: ids[0], user: "owner" })]);
   });
 
   test("a token whose recipient is gone or belongs to another message records nothing", () => {

@@ -15,6 +15,7 @@ interface Row {
   message_id: string;
   address: string;
   user_id: number | null;
+  message_id_header: string | null;
 }
 
 export class Engagement implements EngagementStore {
@@ -26,7 +27,7 @@ export class Engagement implements EngagementStore {
     private events: EventRecorder,
   ) {
     this.byId = sqlite.query(
-      `SELECT r.id, r.message_id, r.address, m.user_id FROM recipients r JOIN messages m ON m.id = r.message_id WHERE r.id = ?`,
+      `SELECT r.id, r.message_id, r.address, m.user_id, m.message_id_header FROM recipients r JOIN messages m ON m.id = r.message_id WHERE r.id = ?`,
     );
     this.query = new EventQuery(sqlite);
   }
@@ -35,7 +36,10 @@ export class Engagement implements EngagementStore {
   recipient(id: RecipientId): EngagedRecipient | null {
     const r = this.byId.get(id);
     if (!r) return null;
-    return { id: r.id as RecipientId, messageId: r.message_id as MessageId, address: r.address, userId: r.user_id as UserId | null };
+    return {
+      id: r.id as RecipientId, messageId: r.message_id as MessageId, address: r.address, userId: r.user_id as UserId | null,
+      messageIdHeader: r.message_id_header,
+    };
   }
 
   record(type: EngagementType, rec: EngagedRecipient, details: EventDetails, now: number): void {

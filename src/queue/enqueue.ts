@@ -52,6 +52,8 @@ export interface EnqueuedRecipient {
 
 export interface EnqueuedMessage {
   id: MessageId;
+  /** the RFC 5322 Message-ID stored with it, or null */
+  messageIdHeader: string | null;
   recipients: EnqueuedRecipient[];
 }
 
@@ -174,6 +176,6 @@ export class Enqueuer {
       this.events.record({ type: status, messageId: id, recipientId: rid, recipient: address, userId: m.userId, time: now });
       return { address, id: rid, status };
     });
-    return { id, recipients };
+    return { id, messageIdHeader: m.messageIdHeader ?? null, recipients };
   }
 }

@@ -32,6 +32,8 @@ export interface MessageView {
   size: number;
   source: MessageSource;
   options: MessageOptions;
+  /** the RFC 5322 Message-ID; null for a message stored before outpost kept it */
+  messageIdHeader: string | null;
   recipients: RecipientView[];
 }
 
@@ -48,6 +50,7 @@ interface MessageRow {
   track_opens: number;
   track_bounces: number;
   unsubscribe: number;
+  message_id_header: string | null;
 }
 
 /** One pending recipient joined with its message, for the streamed listing; recipient columns carry an r_ prefix. */
@@ -86,7 +89,7 @@ interface RecipientRow {
 }
 
 const MESSAGE_COLUMNS = `id, user_id, created_at, envelope_from, subject, size, source,
-  inline_css, track_clicks, track_opens, track_bounces, unsubscribe`;
+  inline_css, track_clicks, track_opens, track_bounces, unsubscribe, message_id_header`;
 
 /**
  * The pending and the held rows of `recipients` as one relation. Two halves, each through its partial index: one
@@ -195,6 +198,7 @@ function messageOf(row: MessageRow): Omit<MessageView, "recipients"> {
     subject: row.subject,
     size: row.size,
     source: row.source as MessageSource,
+    messageIdHeader: row.message_id_header,
     options: {
       inlineCss: row.inline_css === 1,
       trackClicks: row.track_clicks === 1,
@@ -248,6 +252,8 @@ export const isInFlight = (r: RecipientView, now: number): boolean => isPending(
 /** A message as JSON: GET /v1/messages/{id} (which adds each recipient's events) and `outpost queue show|list --json`. */
 export interface MessageJson {
   id: string;
+  /** the RFC 5322 Message-ID */
+  message_id: string | null;
   /** RFC 3339, UTC */
   created_at: string;
   envelope: string;
@@ -278,6 +284,7 @@ export interface RecipientJson {
 export function messageJson(m: MessageView, now: number): MessageJson {
   return {
     id: m.id,
+    message_id: m.messageIdHeader,
     created_at: new Date(m.createdAt).toISOString(),
     envelope: m.envelopeFrom,
     subject: m.subject,

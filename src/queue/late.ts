@@ -21,6 +21,8 @@ export interface ReportedRecipient {
   status: RecipientStatus;
   /** the message's owner: whose suppression list a hard bounce or a complaint goes on */
   userId: UserId | null;
+  /** the message's RFC 5322 Message-ID, for the log line */
+  messageIdHeader: string | null;
 }
 
 /** What the report says about the recipient. */
@@ -39,6 +41,7 @@ interface Row {
   address: string;
   status: string;
   user_id: number | null;
+  message_id_header: string | null;
 }
 
 /** A report names one message; more rows than this under one Message-ID is not a message we sent */
@@ -51,6 +54,7 @@ function toReported(r: Row): ReportedRecipient {
     address: r.address,
     status: r.status as RecipientStatus,
     userId: r.user_id as UserId | null,
+    messageIdHeader: r.message_id_header,
   };
 }
 
@@ -64,12 +68,12 @@ export class LateReports {
     private events: EventRecorder,
   ) {
     this.byId = sqlite.query(
-      `SELECT r.id, r.message_id, r.address, r.status, m.user_id
+      `SELECT r.id, r.message_id, r.address, r.status, m.user_id, m.message_id_header
        FROM recipients r JOIN messages m ON m.id = r.message_id WHERE r.id = ?`,
     );
     // newest message first: a Message-ID reused by a resend names the latest copy
     this.byMessageIdHeader = sqlite.query(
-      `SELECT r.id, r.message_id, r.address, r.status, m.user_id
+      `SELECT r.id, r.message_id, r.address, r.status, m.user_id, m.message_id_header
        FROM messages m JOIN recipients r ON r.message_id = m.id
        WHERE m.message_id_header = ? ORDER BY m.created_at DESC, r.rowid LIMIT ${MAX_NAMED}`,
     );

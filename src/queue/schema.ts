@@ -77,6 +77,11 @@ export const recipients = sqliteTable(
     index("recipients_domain")
       .on(t.domain, t.nextAttemptAt)
       .where(sql`status IN ('queued','deferred')`),
+    // message ids are time-ordered (mail/ids.ts), so the least of them names the oldest message still waiting:
+    // /metrics reads its age from one index seek, however long the queue or its finished history
+    index("recipients_pending_message")
+      .on(t.messageId)
+      .where(sql`status IN ('queued','deferred')`),
     // held rows are in none of the indexes above, so no claim ever sees them; this one lets `queue list` and
     // `queue release --all` find them without reading the finished rows
     index("recipients_held")

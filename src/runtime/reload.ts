@@ -9,7 +9,7 @@ import type { Logger } from "../observe/log.ts";
 /** The keys (as written in outpost.toml) a running `serve` takes on reload; any other key needs a restart. */
 export const RELOADABLE: ReadonlySet<string> = new Set([
   "smtp.tls_cert", "smtp.tls_key", "smtp.trusted_networks", "smtp.auth_requires_tls",
-  "http.rate",
+  "http.rate", "http.metrics_token",
   "dns.servers",
   "delivery.concurrency", "delivery.per_destination_connections", "delivery.messages_per_connection",
   "delivery.retry", "delivery.max_queue_time", "delivery.delay_warning", "delivery.tls", "delivery.sandbox",

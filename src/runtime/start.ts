@@ -12,13 +12,17 @@ import type { Logger } from "../observe/log.ts";
 import { Enqueuer, MESSAGE_BODIES_TABLE } from "../queue/enqueue.ts";
 import { DeliveryService } from "../delivery/service.ts";
 import { ownAddresses } from "../delivery/own-addresses.ts";
-import { CredentialChecker } from "../auth/users.ts";
+import { CredentialChecker, UserNames } from "../auth/users.ts";
 import { startSmtp, type SmtpService } from "../smtp/server.ts";
 import { startHttp } from "../api/server.ts";
 import { BounceIngest } from "../bounce/ingest.ts";
 import { startRetention } from "../bounce/retention.ts";
 import { verpCodec, type Verp } from "../bounce/verp.ts";
+import type { UserId } from "../mail/ids.ts";
 import { reported, StoreHealth } from "../observe/health.ts";
+import { Metrics } from "../observe/metrics.ts";
+import { queueGauges } from "../queue/metrics.ts";
+import pkg from "../../package.json";
 import { Engagement } from "../queue/engagement.ts";
 import { SuppressionWriter } from "../suppression/list.ts";
 import { TrackingRecorder } from "../tracking/record.ts";
@@ -52,6 +56,8 @@ export interface Runtime {
   secret: Buffer;
   /** whether the store is failing, as the work using it reports (answers /healthz) */
   health: StoreHealth;
+  /** this outpost's Prometheus registry (GET /metrics); every service declares its metrics on it */
+  metrics: Metrics;
   events: EventRecorder;
   intake: Intake;
   /** VERP return paths (signed with a key derived from `secret`) */
@@ -159,6 +165,12 @@ async function wire({ config, log, opts, store, services, dkim, stop }: Wiring):
   const freshDataDir = !existsSync(secretPath(config.data_dir));
   const secret = instanceSecret(config.data_dir);
   const health = new StoreHealth();
+  const metrics = new Metrics(log);
+  metrics.gauge({ name: "outpost_build_info", help: "Always 1; the version label is the running outpost's.", labelNames: ["version"] })
+    .set({ version: pkg.version }, 1);
+  queueGauges(metrics, store.sqlite);
+  const userNames = new UserNames(store.db);
+  const userName = (id: UserId | null) => userNames.nameOf(id);
   // a hook's user that does not exist is a config error (exit 2), found before any listener opens
   const hooks = resolveWebhooks(config.webhook, config.file, store.db);
   const events = new EventRecorder(store.sqlite, hooks);
@@ -181,9 +193,10 @@ async function wire({ config, log, opts, store, services, dkim, stop }: Wiring):
     publicUrl: config.http.public_url,
     log,
     verifiedDomains,
+    metrics,
   });
   const verp = verpCodec(secret);
-  const bounces = new BounceIngest({ sqlite: store.sqlite, events, intake, verp, tracking: config.tracking, log });
+  const bounces = new BounceIngest({ sqlite: store.sqlite, events, intake, verp, tracking: config.tracking, log, userName, metrics });
   const tokens = new TrackingTokens(secret);
   const trackingHealth = health.reporter("tracking");
   const tracking = new TrackingRecorder({
@@ -191,26 +204,22 @@ async function wire({ config, log, opts, store, services, dkim, stop }: Wiring):
     suppressions: new SuppressionWriter(store.sqlite),
     transaction: (fn) => reported(trackingHealth, () => store.sqlite.transaction(fn).immediate()),
     log,
+    userName,
   });
-  const smtp = await startSmtp({ config, intake, bounces, credentials: new CredentialChecker(store.db), log });
+  const smtp = await startSmtp({ config, intake, bounces, credentials: new CredentialChecker(store.db), log, metrics });
   services.push(smtp);
-  let delivery: DeliveryService | undefined;
-  let webhooks: WebhookWorker | undefined;
-  const http = startHttp({
-    config, store, intake, log, health, tokens, tracking, checkDomain,
-    extraMetrics: () => [smtp.metrics(), intake.metrics(), delivery?.metrics() ?? "", webhooks?.metrics() ?? ""].join("\n"),
-  });
+  const http = startHttp({ config, store, intake, log, health, tokens, tracking, checkDomain, metrics });
   services.push(http.service);
   // last: it recovers the leases a dead process left, which is only safe once every listener is ours; and our
   // own listeners, bound by now (port 0 → the real port), are never dialled for an MX host
-  delivery = new DeliveryService({
-    config, sqlite: store.sqlite, events, enqueuer, intake, verp, log,
+  const delivery = new DeliveryService({
+    config, sqlite: store.sqlite, events, enqueuer, intake, verp, log, metrics, userName,
     isOwnAddress: ownAddresses(smtp.addresses()), connectPort: opts.mxPort,
     health: { claim: health.reporter("claim"), settle: health.reporter("settle") },
   });
   services.push(delivery);
   // like delivery, it gives back a dead process's leases: only once the lock and the listeners are ours
-  webhooks = new WebhookWorker({ sqlite: store.sqlite, hooks, retention: config.webhook_retention, log }).start();
+  const webhooks = new WebhookWorker({ sqlite: store.sqlite, hooks, retention: config.webhook_retention, log, metrics }).start();
   services.push(webhooks);
   services.push(startRetention({ sqlite: store.sqlite, retention: config.tracking.inbound_retention, log }));
   // only once every listener is up: a first start that fails (port in use) creates nothing, so the next one
@@ -219,14 +228,14 @@ async function wire({ config, log, opts, store, services, dkim, stop }: Wiring):
   if (lines.length > 0) log.info("first_start", { message: lines[0], see: "stderr" });
   for (const line of lines) (opts.announce ?? ((l) => process.stderr.write(`${l}\n`)))(line);
   const rt: Runtime = {
-    config, store, log, secret, health, events, intake, verp, bounces, tokens, tracking, dkim, services, smtp, delivery, webhooks,
+    config, store, log, secret, health, metrics, events, intake, verp, bounces, tokens, tracking, dkim, services, smtp, delivery, webhooks,
     http: { port: http.port }, stop,
     reload: (load) => {
       const hookUsers = {
         reconfigure: (list: readonly WebhookConfig[], retention: number) => {
           const resolved = resolveWebhooks(list, rt.config.file, store.db);
           events.reconfigure(resolved);
-          webhooks!.reconfigure(resolved, retention);
+          webhooks.reconfigure(resolved, retention);
         },
       };
       // a hook naming a user that does not exist refuses the whole new config, as it would at start

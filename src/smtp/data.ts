@@ -20,13 +20,18 @@ import { dedupe, type Intake } from "../intake/accept.ts";
 import { SmtpError } from "../mail/errors.ts";
 import type { Logger } from "../observe/log.ts";
 import { LineEndWriter } from "../message/line-ends.ts";
+import type { Counter, Metrics } from "../observe/metrics.ts";
 import { kindOf } from "./relay.ts";
 import { bounceTooBig, declaredSize, toServerError } from "./session.ts";
 
-/** Messages answered at the end of DATA since start, for /metrics (shared by every listener). */
-export interface DataCounters {
-  accepted: number;
-  refused: number;
+/** Messages answered at the end of DATA, by result (one counter shared by every listener). */
+export function dataMetrics(metrics: Metrics): Counter<"result"> {
+  return metrics.counter({
+    name: "outpost_smtp_messages_total",
+    help: "Messages answered at the end of DATA, by result (accepted: 250; refused: 4xx/5xx).",
+    labelNames: ["result"],
+    initial: [{ result: "accepted" }, { result: "refused" }],
+  });
 }
 
 /** The part of bounce/ingest the SMTP listener uses. */
@@ -40,7 +45,8 @@ export interface DataDeps {
   hostname: string;
   maxMessageSize: number;
   log: Logger;
-  counters: DataCounters;
+  /** dataMetrics(): accepted or refused */
+  messages: Counter<"result">;
 }
 
 type DataCallback = (err?: Error | null, message?: string) => void;
@@ -75,7 +81,7 @@ export function receiveMessage(deps: DataDeps, stream: SMTPServerDataStream, ses
   });
   stream.once("end", () => {
     const refuse = (e: SmtpError) => {
-      deps.counters.refused++;
+      deps.messages.inc({ result: "refused" });
       logTransaction(deps.log, session, { size: stream.byteLength, result: e.toString() });
       cb(toServerError(e));
     };
@@ -108,7 +114,7 @@ function store(deps: DataDeps, session: SMTPServerSession, received: Received): 
       trace: receivedHeader(session, deps.hostname),
       source: "smtp",
     });
-    return { reply: `2.0.0 Ok: queued as ${queued.id}`, log: { queue_id: queued.id } };
+    return { reply: `2.0.0 Ok: queued as ${queued.id}`, log: { queue_id: queued.id, message_id: queued.messageIdHeader } };
   });
 }
 
@@ -136,13 +142,13 @@ async function answer(
 ): Promise<string> {
   try {
     const { reply, log } = await save();
-    deps.counters.accepted++;
+    deps.messages.inc({ result: "accepted" });
     logTransaction(deps.log, session, { ...log, size, result: `250 ${reply}` });
     return reply;
   } catch (e) {
     // anything unexpected is temporary: the client keeps the message and retries, nothing is lost
     const err = e instanceof SmtpError ? e : new SmtpError(451, "4.3.0", "temporary failure storing the message, try again", e);
-    deps.counters.refused++;
+    deps.messages.inc({ result: "refused" });
     logTransaction(deps.log, session, { size, result: err.toString(), error: e instanceof SmtpError ? undefined : e });
     throw err;
   }
@@ -167,6 +173,7 @@ function logTransaction(log: Logger, session: SMTPServerSession, fields: Record<
   const mailFrom = session.envelope.mailFrom;
   log.info("smtp_message", {
     queue_id: null,
+    message_id: null,
     client_ip: session.remoteAddress,
     user: (session.user as User | undefined)?.name ?? null,
     sender: mailFrom ? mailFrom.address : null,

@@ -11,8 +11,8 @@ import { SMTPConnection, type SMTPConnectionOptions } from "smtp-server/lib/smtp
 import type { Config, ListenAddress, SmtpConfig } from "../config/schema.ts";
 import type { Intake } from "../intake/accept.ts";
 import type { Logger } from "../observe/log.ts";
-import { receiveMessage, type BounceSink, type DataCounters } from "./data.ts";
-import { metric } from "../observe/metrics.ts";
+import { dataMetrics, receiveMessage, type BounceSink } from "./data.ts";
+import { Metrics, type Counter } from "../observe/metrics.ts";
 import { SessionHooks, type CredentialCheck } from "./session.ts";
 import { loadTlsMaterial, type TlsMaterial } from "./tls.ts";
 
@@ -29,6 +29,18 @@ export interface SmtpDeps {
   closeTimeoutMs?: number;
   /** idle timeouts (default IDLE_TIMEOUTS); injectable so a test need not wait a minute */
   idleTimeouts?: IdleTimeouts;
+  /** the runtime's registry (default: one of its own) */
+  metrics?: Metrics;
+}
+
+/** SMTP sessions: open now (read from the listeners at each scrape) and since start. */
+function sessionGauges(metrics: Metrics, servers: () => Iterable<{ server: SMTPServer }>): Counter {
+  metrics.gauge({
+    name: "outpost_smtp_sessions",
+    help: "SMTP sessions open now, on every listener.",
+    collect: (g) => g.set([...servers()].reduce((n, { server }) => n + server.connections.size, 0)),
+  });
+  return metrics.counter({ name: "outpost_smtp_sessions_total", help: "SMTP sessions opened (connections admitted to a listener)." });
 }
 
 /**
@@ -58,8 +70,6 @@ export interface SmtpService {
   /** the addresses actually bound (port 0 in the config becomes the OS-chosen port) */
   addresses(): BoundAddress[];
   hooks: SessionHooks;
-  /** Prometheus text: messages accepted and refused at the end of DATA since start */
-  metrics(): string;
   /**
    * A reload (SIGHUP): reads the certificate files again, new TLS sessions (STARTTLS and implicit) get them, and
    * `trusted_networks`/`auth_requires_tls` apply; other keys need a restart. Throws, changing nothing, when the
@@ -106,10 +116,12 @@ class OutpostSmtpServer extends SMTPServer {
   constructor(
     options: SMTPServerOptions,
     private idleTimeout: (connection: OutpostConnection) => number,
+    private opened: Counter,
   ) {
     super(options);
   }
   override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
+    this.opened.inc();
     const connection = new OutpostConnection(this, socket, socketOptions);
     connection.idleTimeout = this.idleTimeout;
     this.connections.add(connection);
@@ -121,6 +133,7 @@ class OutpostSmtpServer extends SMTPServer {
 
 export async function startSmtp(deps: SmtpDeps): Promise<SmtpService> {
   const { config, log } = deps;
+  const metrics = deps.metrics ?? new Metrics();
   const smtp = config.smtp;
   const material = loadTlsMaterial(smtp, config.data_dir, config.hostname);
   let fingerprint = fingerprintOf(material);
@@ -133,16 +146,18 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpService> {
     credentials: deps.credentials,
     log,
     isLoopback: deps.isLoopback,
+    metrics,
   });
-  const counters: DataCounters = { accepted: 0, refused: 0 };
+  const messages = dataMetrics(metrics);
   const idle = deps.idleTimeouts ?? IDLE_TIMEOUTS;
   const idleTimeout = (c: OutpostConnection) =>
     c.session.user || hooks.isTrusted(c.remoteAddress) ? idle.sessionMs : idle.unauthenticatedMs;
   const servers: Array<{ server: OutpostSmtpServer; bound: BoundAddress }> = [];
+  const opened = sessionGauges(metrics, () => servers);
   try {
     for (const [list, secure] of [[smtp.listen, false], [smtp.tls_listen, true]] as const) {
       for (const addr of list) {
-        const server = new OutpostSmtpServer(serverOptions(deps, hooks, material, secure, counters), idleTimeout);
+        const server = new OutpostSmtpServer(serverOptions(deps, hooks, material, secure, messages), idleTimeout, opened);
         gateConnections(server, hooks, secure);
         server.on("error", (err: Error & { code?: string }) => log.debug("smtp_connection_error", { code: err.code, error: err }));
         const socket = await listen(server, addr, ipv6Only(addr, [...smtp.listen, ...smtp.tls_listen]));
@@ -160,11 +175,6 @@ export async function startSmtp(deps: SmtpDeps): Promise<SmtpService> {
     name: "smtp",
     hooks,
     addresses: () => servers.map((s) => s.bound),
-    metrics: () =>
-      metric("outpost_smtp_messages_total", "counter", "Messages answered at the end of DATA, by result.", [
-        [{ result: "accepted" }, counters.accepted],
-        [{ result: "refused" }, counters.refused],
-      ]).join("\n"),
     async stop() {
       await Promise.all(servers.map(({ server }) => closeServer(server)));
     },
@@ -193,12 +203,12 @@ function fingerprintOf(material: TlsMaterial): string {
 }
 
 /** smtp-server's options for one listener; every listener shares `hooks`, so per-IP limits span them all. */
-function serverOptions(deps: SmtpDeps, hooks: SessionHooks, material: TlsMaterial, secure: boolean, counters: DataCounters): SMTPServerOptions {
+function serverOptions(deps: SmtpDeps, hooks: SessionHooks, material: TlsMaterial, secure: boolean, messages: Counter<"result">): SMTPServerOptions {
   const { config, log } = deps;
   const smtp = config.smtp;
   const dataDeps = {
     intake: deps.intake, bounces: deps.bounces, bounceDomain: config.tracking.bounce_domain,
-    hostname: config.hostname, maxMessageSize: smtp.max_message_size, log, counters,
+    hostname: config.hostname, maxMessageSize: smtp.max_message_size, log, messages,
   };
   return {
     name: config.hostname,

@@ -11,6 +11,7 @@ import { checkRecipientCount, checkRecipientDomain, checkSender, type PolicyLimi
 import { addressKey, checkAddress } from "../mail/address.ts";
 import { SmtpError } from "../mail/errors.ts";
 import type { Logger } from "../observe/log.ts";
+import { Metrics } from "../observe/metrics.ts";
 import { AuthGuard, ConnectionCounter } from "./auth-guard.ts";
 import { decideRecipient, kindOf, type RelayPolicy } from "./relay.ts";
 
@@ -37,6 +38,24 @@ export interface SessionDeps {
    * Default: 127.0.0.0/8 and ::1. Injectable so a test on loopback can play a remote client.
    */
   isLoopback?: (ip: string) => boolean;
+  /** the runtime's registry (default: one of its own) */
+  metrics?: Metrics;
+}
+
+/** What the session hooks count: refusals that a dashboard should show (guessing, relay probing, floods). */
+function sessionMetrics(metrics: Metrics) {
+  return {
+    authFailures: metrics.counter({ name: "outpost_smtp_auth_failures_total", help: "AUTH attempts refused (wrong name or password, or proxying as another user)." }),
+    relayDenied: metrics.counter({
+      name: "outpost_smtp_relay_denied_total",
+      help: "RCPT TO refused 554 5.7.1 relaying denied (a client neither authenticated nor in smtp.trusted_networks).",
+    }),
+    refused: metrics.counter({
+      name: "outpost_smtp_connections_refused_total",
+      help: "Connections refused before the greeting, by reason (max_connections, max_connections_per_ip, auth_blocked).",
+      labelNames: ["reason"],
+    }),
+  };
 }
 
 /** A connection gets closed after this many failed AUTHs, even before its IP is blocked. */
@@ -70,8 +89,10 @@ export class SessionHooks {
   private openSockets = new Map<string, () => void>();
   private isLoopback: (ip: string) => boolean;
   private limits: PolicyLimits;
+  private counters: ReturnType<typeof sessionMetrics>;
 
   constructor(private deps: SessionDeps) {
+    this.counters = sessionMetrics(deps.metrics ?? new Metrics());
     this.limits = {
       maxMessageSize: deps.smtp.max_message_size,
       maxRecipients: deps.smtp.max_recipients,
@@ -104,6 +125,7 @@ export class SessionHooks {
     // a trusted client relays without AUTH, so refusing its connection protects nothing and would stop every
     // local app because one of them has a wrong password; its AUTH attempts are still refused while blocked
     if (blocked > 0 && !trusted) {
+      this.counters.refused.inc({ reason: "auth_blocked" });
       this.deps.log.info("smtp_refused", { client_ip: ip, reason: "auth_blocked", seconds_left: Math.ceil(blocked / 1000) });
       return cb(toServerError(blockedError(this.deps.hostname)));
     }
@@ -136,6 +158,7 @@ export class SessionHooks {
     const refused = this.connections.tryOpen(client);
     if (refused) {
       socket.on("error", () => {}); // a reset while we close it is no error of ours, and must not crash us
+      this.counters.refused.inc({ reason: refused });
       this.deps.log.info("smtp_refused", { client_ip: ip, reason: refused, tls: implicitTls });
       const whose = refused === "max_connections" ? "" : " from your address";
       if (implicitTls) socket.destroy();
@@ -187,6 +210,7 @@ export class SessionHooks {
     const state = this.states.get(session.id);
     const perConnection = state ? ++state.authFailures : 1;
     const { failures, blocked } = outcome;
+    this.counters.authFailures.inc();
     // one line a fail2ban filter can match: "event":"smtp_auth_failed" … "client_ip":"<HOST>"
     this.deps.log.warn("smtp_auth_failed", { client_ip: ip, user: name, method: auth.method, failures, blocked });
     if (blocked) throw blockedError(this.deps.hostname);
@@ -250,7 +274,10 @@ export class SessionHooks {
     const first = rcpts[0];
     const kind = first ? kindOf(first.address, this.deps.relay.bounceDomain) : undefined;
     const verdict = decideRecipient(address.address, client, this.deps.relay, kind);
-    if (!verdict.ok) return cb(this.reject(session, "RCPT", address.address, verdict.error));
+    if (!verdict.ok) {
+      if (verdict.error.enhanced === "5.7.1") this.counters.relayDenied.inc();
+      return cb(this.reject(session, "RCPT", address.address, verdict.error));
+    }
     try {
       checkRecipientDomain(verdict.address, this.limits); // intake's refusal, word for word
     } catch (e) {

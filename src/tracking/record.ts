@@ -20,6 +20,8 @@ export interface EngagedRecipient {
   address: string;
   /** the message's owner: whose events these are, whose suppression list an unsubscribe goes on */
   userId: UserId | null;
+  /** the message's RFC 5322 Message-ID, for the log line */
+  messageIdHeader?: string | null;
 }
 
 /** Recipient rows and their events (queue/engagement.ts). record() runs inside transaction(). */
@@ -40,6 +42,8 @@ export interface TrackingRecorderDeps {
   /** runs `fn` in one write transaction */
   transaction<T>(fn: () => T): T;
   log: Logger;
+  /** a user's name for the log line (auth/users.ts UserNames); default: none known */
+  userName?: (id: UserId | null) => string | null;
   now?: () => number;
 }
 
@@ -108,7 +112,10 @@ export class TrackingRecorder {
   }
 
   private logLine(type: EngagementType, rec: EngagedRecipient, details: Record<string, unknown>): void {
-    this.deps.log.info("tracking", { type, queue_id: rec.messageId, recipient_id: rec.id, recipient: rec.address, user_id: rec.userId, ...details });
+    this.deps.log.info("tracking", {
+      type, queue_id: rec.messageId, message_id: rec.messageIdHeader ?? null, user: this.deps.userName?.(rec.userId) ?? null,
+      recipient_id: rec.id, recipient: rec.address, ...details,
+    });
   }
 }
 

@@ -436,7 +436,7 @@ describe("idempotency", () => {
     const first = await sent(await f.call("POST", "/v1/send", req("old-key")));
     const tomorrow = new SendService(f.rt.intake, new QueueInspector(f.rt.store.sqlite), "outpost.test", () => Date.now() + IDEMPOTENCY_WINDOW_MS + 1000);
     const admin = findUser(f.rt.store.db, "admin")!;
-    const out = await tomorrow.send({ userId: admin.id, allowedDomains: [], keyId: "k" }, req("old-key"), null);
+    const out = await tomorrow.send({ userId: admin.id, userName: admin.name, allowedDomains: [], keyId: "k" }, req("old-key"), null);
     expect(out.replayed).toBe(false);
     expect(out.result.id).not.toBe(first.id);
   });

@@ -30,6 +30,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { CredentialChecker } from "../../src/auth/users.ts";
 import { InboundStore } from "../../src/bounce/inbound.ts";
+import { Metrics } from "../../src/observe/metrics.ts";
 import { startSmtp, type SmtpService } from "../../src/smtp/server.ts";
 import { addTestUser, messagesFrom, RawSmtp, recipientsOf, startOutpost, type Outpost } from "./fixture.ts";
 
@@ -53,6 +54,8 @@ bounce_max_size = "2KB"
 let outpost: Outpost;
 let smtp: SmtpService;
 let port: number;
+/** this test's own listener counts here (the outpost's registry already holds its own listener's metrics) */
+const metrics = new Metrics();
 
 beforeAll(async () => {
   outpost = await startOutpost(CONFIG);
@@ -66,6 +69,7 @@ beforeAll(async () => {
     log: outpost.rt.log,
     isLoopback: (ip) => ip === "127.0.0.1",
     closeTimeoutMs: 500,
+    metrics,
   });
   port = smtp.addresses()[0]!.port;
 });
@@ -256,8 +260,8 @@ test("a message of exactly max_message_size bytes is queued (our Received line i
     return head + lines + `${"z".repeat(last - 2)}\r\n`;
   };
   expect(Buffer.byteLength(exactly(4096))).toBe(4096);
-  const counted = () => /result="accepted"\} (\d+)\n.*result="refused"\} (\d+)/s.exec(smtp.metrics())!.slice(1).map(Number);
-  const [accepted, refused] = counted();
+  const counted = async () => /result="accepted"\} (\d+)\n.*result="refused"\} (\d+)/s.exec(await metrics.render())!.slice(1).map(Number);
+  const [accepted, refused] = await counted();
   for (const [size, reply] of [[4096, /^250 2\.0\.0 /], [4097, /^552 5\.3\.4 /]] as const) {
     const conn = await RawSmtp.connect(port, { localAddress: "127.0.0.9" });
     try {
@@ -269,7 +273,7 @@ test("a message of exactly max_message_size bytes is queued (our Received line i
     }
   }
   // /metrics: one more accepted, one more refused
-  expect(counted()).toEqual([accepted! + 1, refused! + 1]);
+  expect(await counted()).toEqual([accepted! + 1, refused! + 1]);
 });
 
 test("a recipient repeated in U-label and A-label form is logged once, as it is stored once", async () => {

@@ -23,19 +23,21 @@ export function sendRoutes(ctx: ApiContext) {
       const ip = server?.requestIP(request)?.address ?? null;
       const who = ctx.auth.principalOf(request);
       const out = await ctx.sender.send(who, body, request.headers.get("idempotency-key"), ip);
-      ctx.metrics.sent(out.result.recipients.length, out.replayed);
+      if (out.replayed) ctx.counters.replayed();
       // the API's counterpart of SMTP's smtp_message line: who submitted what, from where
       ctx.log.info("api_message", {
         queue_id: out.result.id,
+        message_id: out.result.messageIdHeader,
         client_ip: ip,
-        user_id: who.userId,
+        user: who.userName,
         key: who.keyId.slice(0, 12),
         sender: body.envelope,
         recipients: out.result.recipients.map((r) => r.address),
         replayed: out.replayed,
       });
       if (out.replayed) set.headers["idempotent-replayed"] = "true";
-      return status(202, out.result);
+      const r = out.result;
+      return status(202, { id: r.id, message_id: r.messageIdHeader, recipients: r.recipients });
     },
     {
       // Our reader resolves aliases and case and collects repeated form fields; it always returns a body, so the

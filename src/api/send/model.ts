@@ -86,7 +86,8 @@ export const SendBody = t.Object(
 export type SendBody = typeof SendBody.static;
 
 export const SendResult = t.Object({
-  id: t.String({ description: "the message id" }),
+  id: t.String({ description: "the message id (the queue id: in the SMTP reply, the log lines and every event's message_id)" }),
+  message_id: t.Union([t.String(), t.Null()], { description: "the RFC 5322 Message-ID header of the message, with its angle brackets" }),
   recipients: t.Array(
     t.Object({
       address: t.String(),

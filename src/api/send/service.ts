@@ -66,6 +66,7 @@ export class SendService {
 function answerOf(m: MessageView): EnqueuedMessage {
   return {
     id: m.id,
+    messageIdHeader: m.messageIdHeader,
     recipients: m.recipients.map((r) => ({ address: r.address, id: r.id, status: r.status === "suppressed" ? "suppressed" : "queued" })),
   };
 }

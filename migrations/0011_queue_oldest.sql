@@ -1,0 +1,1 @@
+CREATE INDEX `recipients_pending_message` ON `recipients` (`message_id`) WHERE status IN ('queued','deferred');
