@@ -260,7 +260,10 @@ describe("health, metrics and the OpenAPI document", () => {
       expect(await errorOf(await g.call("GET", "/healthz", undefined, { key: null }))).toMatchObject({ status: 503, code: "unavailable" });
       const metrics = await g.call("GET", "/metrics", undefined, { key: null });
       expect(metrics.status).toBe(200);
-      expect(await metrics.text()).not.toContain("outpost_queue_depth");
+      // the queue gauges have no sample when the store cannot be read; everything else still renders
+      const text = await metrics.text();
+      expect(text).not.toMatch(/^outpost_queue_recipients\{/m);
+      expect(text).toMatch(/^outpost_smtp_sessions_total \d+$/m);
     } finally {
       g.rt.store.sqlite.run("ALTER TABLE recipients_away RENAME TO recipients");
       await g.stop();
@@ -272,21 +275,21 @@ describe("health, metrics and the OpenAPI document", () => {
     expect(res.status).toBe(200);
     expect(res.headers.get("content-type")).toContain("text/plain");
     const text = await res.text();
-    expect(text).toMatch(/^outpost_api_messages_accepted_total \d+$/m);
-    expect(text).toMatch(/^outpost_queue_depth \d+$/m);
+    expect(text).toMatch(/^outpost_messages_accepted_total\{source="api"\} \d+$/m);
+    expect(text).toMatch(/^outpost_queue_recipients\{status="queued"\} \d+$/m);
   });
 
   test("the running server's /metrics adds SMTP, delivery and throttle figures", async () => {
     const text = await (await fetch(`${f.base}/metrics`)).text();
     expect(text).toMatch(/^outpost_smtp_messages_total\{result="accepted"\} \d+$/m);
-    expect(text).toMatch(/^outpost_dsn_queued_total \d+$/m);
+    expect(text).toMatch(/^outpost_dsn_queued_total\{action="failed"\} \d+$/m);
     expect(text).toMatch(/^outpost_delivery_concurrency \d+$/m);
   });
 
   test("GET /metrics counts delivery outcomes: a message sent (sandbox) shows up as delivered", async () => {
     const delivered = async () => {
       const text = await (await fetch(`${f.base}/metrics`)).text();
-      return Number(/^outpost_delivery_recipients_total\{status="delivered"\} (\d+)$/m.exec(text)?.[1] ?? NaN);
+      return Number(/^outpost_recipients_final_total\{status="delivered"\} (\d+)$/m.exec(text)?.[1] ?? NaN);
     };
     const before = await delivered();
     expect(before).toBeGreaterThanOrEqual(0);

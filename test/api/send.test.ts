@@ -44,12 +44,12 @@ describe("POST /v1/send with a MIME body", () => {
     expect(stored).toContain("Subject: Hello\r\n");
   });
 
-  test("each accepted request writes one api_message log line: queue id, user, key, sender, recipients", async () => {
+  test("each accepted request writes one api_message log line: queue id, Message-ID, user by name, key, sender, recipients", async () => {
     const before = f.logs.length;
     const s = await sent(await f.call("POST", "/v1/send", { envelope: "ann@example.com", recipient: "logged@example.org", body: MIME }));
     const lines = f.logs.slice(before).filter((l) => l.event === "api_message");
     expect(lines).toEqual([expect.objectContaining({
-      queue_id: s.id, user_id: expect.any(Number), key: expect.stringMatching(/^[0-9a-f]{12}$/), sender: "ann@example.com",
+      queue_id: s.id, message_id: "<fixed@example.com>", user: "admin", key: expect.stringMatching(/^[0-9a-f]{12}$/), sender: "ann@example.com",
       recipients: ["logged@example.org"], replayed: false,
     })]);
   });
