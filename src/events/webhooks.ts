@@ -90,6 +90,8 @@ export class WebhookWorker {
   private running = false;
   /** rows given back by stop(): their late answers change nothing */
   private readonly abandoned = new Set<number>();
+  /** answers waiting for the next settle commit */
+  private settling: { settle: () => void; resolve: () => void }[] = [];
   /** aborts the POSTs still out when stop() gives up waiting */
   private readonly shutdown = new AbortController();
 
@@ -211,12 +213,30 @@ export class WebhookWorker {
       result = { status: null, error: e instanceof Error ? e.message : String(e) };
     }
     if (this.abandoned.delete(item.id)) return;
-    try {
-      this.settle(hook, item, result);
-    } catch (e) {
-      // its lease runs out and it is sent again
-      this.deps.log.error("webhook_settle_failed", { hook: hook.name, event_id: item.event.id, error: e });
-    }
+    await this.inBatch(() => this.settle(hook, item, result));
+  }
+
+  /**
+   * Answers that arrive together settle in one commit (one fsync for several rows, not one each), so a flood of
+   * fast answers or failures costs the database little next to intake and delivery. Resolves once committed.
+   */
+  private inBatch(settle: () => void): Promise<void> {
+    return new Promise((resolve) => {
+      this.settling.push({ settle, resolve });
+      if (this.settling.length > 1) return;
+      setImmediate(() => {
+        const batch = this.settling.splice(0);
+        try {
+          this.deps.sqlite.transaction(() => {
+            for (const b of batch) b.settle();
+          }).immediate();
+        } catch (e) {
+          // their leases run out and they are sent again
+          this.deps.log.error("webhook_settle_failed", { rows: batch.length, error: e });
+        }
+        for (const b of batch) b.resolve();
+      });
+    });
   }
 
   private settle(hook: Webhook, item: OutboxItem, result: PostResult): void {
