@@ -422,7 +422,7 @@ export class DeliveryLoop {
       const msg = this.deps.claimer.loadMessage(messageId);
       if (msg) await this.settles.run(() => fn(msg));
     } catch (e) {
-      this.deps.log.error("delivery_settle_failed", { message_id: messageId, error: e });
+      this.deps.log.error("delivery_settle_failed", { queue_id: messageId, error: e });
     } finally {
       this.forget(rs);
     }
@@ -600,7 +600,7 @@ export class DeliveryLoop {
       if (!msg) this.forget(job.recipients);
       return msg;
     } catch (e) {
-      this.deps.log.error("delivery_load_failed", { message_id: job.messageId, recipients: job.recipients.length, error: e });
+      this.deps.log.error("delivery_load_failed", { queue_id: job.messageId, recipients: job.recipients.length, error: e });
       this.handBack([job], this.now() + this.o.storeRetryMs);
       return null;
     }
@@ -618,7 +618,7 @@ export class DeliveryLoop {
     } catch (e) {
       kept = results.some((r) => r.outcome === "delivered");
       if (kept) this.unrecorded.add({ messageId: msg.id, recipients: job.recipients, results }, e);
-      else this.deps.log.error("delivery_settle_failed", { message_id: msg.id, error: e });
+      else this.deps.log.error("delivery_settle_failed", { queue_id: msg.id, error: e });
     }
     // in flight until the settle has committed, so stop() does not close the store under it
     if (this.inFlight.delete(job) && this.inFlight.size === 0) this.drained?.();

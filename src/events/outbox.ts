@@ -4,6 +4,7 @@
  * and the per-hook summary `outpost webhook list` shows. Rows are written with their event by events/record.ts.
  */
 import type { Database, Statement } from "bun:sqlite";
+import type { UserId } from "../mail/ids.ts";
 import { renderEvent, type EventJson, type EventRow } from "./query.ts";
 
 /** A leased row and the EVENT to send. */
@@ -16,6 +17,8 @@ export interface OutboxItem {
   /** when its 24 h window began */
   startedAt: number;
   event: EventJson;
+  /** the event's user (for the log line) */
+  userId: UserId | null;
 }
 
 export interface HookSummary {
@@ -45,7 +48,7 @@ const PRUNE_CHUNK = 10_000;
 
 export class Outbox {
   private claimDue: Statement<ClaimRow, [{ hook: string; now: number; limit: number; lease: number }]>;
-  private event: Statement<EventRow, [number]>;
+  private event: Statement<EventRow & { user_id: number | null }, [number]>;
   private markDelivered: Statement;
   private markRetry: Statement;
   private markExpired: Statement;
@@ -65,7 +68,7 @@ export class Outbox {
                           WHERE p.hook = o.hook AND p.message_id = o.message_id AND p.state IS NULL AND p.id < o.id)
         ORDER BY o.next_attempt_at, o.id LIMIT $limit)
       RETURNING id, event_id, message_id, attempts, created_at`);
-    this.event = sqlite.prepare("SELECT id, type, time, message_id, recipient_id, recipient, details FROM events WHERE id = ?");
+    this.event = sqlite.prepare("SELECT id, type, time, message_id, recipient_id, recipient, details, user_id FROM events WHERE id = ?");
     this.markDelivered = sqlite.prepare(`
       UPDATE webhook_outbox SET state = 'delivered', lease_until = NULL, last_attempt_at = $now, finished_at = $now
       WHERE id = $id AND state IS NULL`);
@@ -96,7 +99,10 @@ export class Outbox {
         this.expire({ id: r.id, hook, messageId: r.message_id }, now, `event ${r.event_id} not found`);
         return [];
       }
-      return [{ id: r.id, hook, messageId: r.message_id, attempts: r.attempts, startedAt: r.created_at, event: renderEvent(event) }];
+      return [{
+        id: r.id, hook, messageId: r.message_id, attempts: r.attempts, startedAt: r.created_at, event: renderEvent(event),
+        userId: event.user_id as UserId | null,
+      }];
     });
   }
 

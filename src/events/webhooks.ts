@@ -8,6 +8,7 @@
  * request slots and nothing else.
  */
 import type { Database } from "bun:sqlite";
+import type { UserId } from "../mail/ids.ts";
 import type { Logger } from "../observe/log.ts";
 import { Metrics } from "../observe/metrics.ts";
 import { Outbox, type OutboxItem } from "./outbox.ts";
@@ -39,6 +40,8 @@ export interface WebhookWorkerDeps {
   log: Logger;
   /** the runtime's registry (default: one of its own) */
   metrics?: Metrics;
+  /** a user's name for the log lines (auth/users.ts UserNames); default: none known */
+  userName?: (id: UserId | null) => string | null;
   now?: () => number;
   random?: () => number;
   options?: WebhookWorkerOptions;
@@ -241,11 +244,15 @@ export class WebhookWorker {
 
   private settle(hook: Webhook, item: OutboxItem, result: PostResult): void {
     const now = this.now();
-    const fields = { hook: hook.name, event_id: item.event.id, message_id: item.messageId, attempt: item.attempts + 1 };
+    // the mail log's shape (docs/logs.md): queue_id and user tie the attempt to the message's other lines
+    const fields = {
+      queue_id: item.messageId, user: this.deps.userName?.(item.userId) ?? null, hook: hook.name, event_id: item.event.id,
+      type: item.event.type, recipient: item.event.recipient, attempt: item.attempts + 1,
+    };
     if (result.status !== null && result.status >= 200 && result.status < 300) {
       this.outbox.delivered(item, now);
       this.counters.requests.inc({ hook: hook.name, result: "delivered" });
-      this.deps.log.debug("webhook_delivered", { ...fields, status: result.status });
+      this.deps.log.info("webhook_delivered", { ...fields, status: result.status });
       return;
     }
     const error = describeFailure(result);

@@ -114,7 +114,7 @@ export class Intake {
     this.count(sub.source, queued);
     if (inlineCssFailure !== undefined) {
       this.counters.inlineCssFailures.inc();
-      this.deps.log?.warn("inline_css_failed", { id: queued.id, reason: inlineCssFailure });
+      this.deps.log?.warn("inline_css_failed", { queue_id: queued.id, reason: inlineCssFailure });
     }
     return queued;
   }

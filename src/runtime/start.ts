@@ -219,7 +219,7 @@ async function wire({ config, log, opts, store, services, dkim, stop }: Wiring):
   });
   services.push(delivery);
   // like delivery, it gives back a dead process's leases: only once the lock and the listeners are ours
-  const webhooks = new WebhookWorker({ sqlite: store.sqlite, hooks, retention: config.webhook_retention, log, metrics }).start();
+  const webhooks = new WebhookWorker({ sqlite: store.sqlite, hooks, retention: config.webhook_retention, log, metrics, userName }).start();
   services.push(webhooks);
   services.push(startRetention({ sqlite: store.sqlite, retention: config.tracking.inbound_retention, log }));
   // only once every listener is up: a first start that fails (port in use) creates nothing, so the next one

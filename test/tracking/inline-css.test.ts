@@ -93,7 +93,7 @@ describe("inlinizecss", () => {
     const { id } = (await res.json()) as { id: string };
     expect(storedBody(f.rt, id)).toEndWith(broken.slice(broken.indexOf("\r\n\r\n")));
     expect(f.logs.filter((l) => l.event === "inline_css_failed")).toEqual([
-      expect.objectContaining({ level: "warn", id, reason: "multipart/alternative without its closing boundary" }),
+      expect.objectContaining({ level: "warn", queue_id: id, reason: "multipart/alternative without its closing boundary" }),
     ]);
     const metrics = await (await fetch(`${f.base}/metrics`, { headers: { authorization: `Bearer ${f.key}` } })).text();
     expect(metrics).toContain("outpost_inline_css_failures_total 1");
