@@ -459,7 +459,7 @@ describe("delivery loop", () => {
       await waitFor(() => statuses(e)["x@a.test"] === "delivered", 5000, "delivery after the store error");
       expect(e.transport.sent.length).toBe(1);
       expect(e.logged.filter((l) => l.event === "delivery_load_failed")).toMatchObject([
-        { level: "error", message_id: m.id, recipients: 1, error: { message: "disk I/O error" } },
+        { level: "error", queue_id: m.id, recipients: 1, error: { message: "disk I/O error" } },
       ]);
       await e.loop.stop();
       expect(pendingCount(e)).toBe(0);
