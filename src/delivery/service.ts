@@ -76,7 +76,7 @@ export class DeliveryService {
       options: deps.options,
       // settles finishing together share one commit (fsync): one per message would cap throughput at fsyncs/s
       batch: (fn) => reported(health?.settle, () => sqlite.transaction(fn).immediate()),
-      personalize: (message, recipients) => personalize(message, recipients, { verp, bounceDomain }),
+      personalize: async (message, recipients) => personalize(message, recipients, { verp, bounceDomain }),
     }).start();
     if (deps.metrics) throttleGauges(deps.metrics, () => this.loop.throttle.snapshot());
     // new mail wakes the loop at once (no polling delay, no polling cost)
