@@ -11,7 +11,7 @@ import { createLogger, silentLogger, type Logger } from "../observe/log.ts";
 import { QueueClaimer } from "../queue/claim.ts";
 import { Enqueuer, type EnqueuedMessage } from "../queue/enqueue.ts";
 import { tempDir, waitFor } from "../../test/helpers/harness.ts";
-import { DeliveryLoop, signalOf, type ClaimSource } from "./loop.ts";
+import { DeliveryLoop, signalOf, type ClaimSource, type LoopDeps } from "./loop.ts";
 import { OutcomeRecorder } from "./outcome.ts";
 import {
   ConnectFailure, LoopsBackToMyself, type Connection, type Destination, type OutboundMessage, type RecipientResult, type RouteResult, type Router, type Transport,
@@ -110,6 +110,7 @@ interface SetupExtras {
   claimer?: (real: QueueClaimer) => ClaimSource;
   /** runs one settle batch's transaction: wrap to make commits fail */
   batch?: (run: (fn: () => void) => void) => (fn: () => void) => void;
+  personalize?: LoopDeps["personalize"];
 }
 
 /** A logger that keeps every line, parsed. */
@@ -137,6 +138,7 @@ function setup(toml = "", loopOpts: ConstructorParameters<typeof DeliveryLoop>[0
   const loop = new DeliveryLoop({
     config: config.delivery, claimer: extras.claimer?.(queue) ?? queue, outcomes, router, transport, log: recordingLogger(logged),
     batch: extras.batch?.(batch) ?? batch,
+    personalize: extras.personalize,
     options: { idleMs: 200, throttle: { backoffMs: 300, deadMs: 500 }, ...loopOpts },
   });
   enqueuer.onCommitted = () => loop.wake();
@@ -446,6 +448,28 @@ describe("delivery loop", () => {
       spy.mockRestore();
     }
   }, 20_000);
+
+  test("a message whose personalization fails is deferred unsent, and the connection goes on with the next", async () => {
+    const e = setup("", {}, {
+      personalize: async (msg, rs) => {
+        if (msg.body.includes("poison")) throw new Error("HTMLRewriter exploded");
+        return [{ messageId: msg.id, envelopeFrom: msg.envelopeFrom, recipients: rs.map((r) => ({ id: r.id, address: r.address })), body: msg.body }];
+      },
+    });
+    const poison = await e.enqueuer.enqueue({
+      userId: null, envelopeFrom: "sender@example.com", recipients: ["p@a.test"], suppressed: new Set(), body: Buffer.from("Subject: poison\r\n\r\nx\r\n"),
+      subject: "poison", source: "api", options: { inlineCss: false, trackClicks: true, trackOpens: false, trackBounces: false, unsubscribe: false },
+    });
+    await enqueue(e, ["ok@a.test"]);
+    e.loop.start();
+    await waitFor(() => pendingCount(e) === 1 && statuses(e)["ok@a.test"] === "delivered", 5000, "the good one delivered");
+    expect(statuses(e)["p@a.test"]).toBe("deferred");
+    const reply = e.store.sqlite.query("SELECT last_reply FROM recipients WHERE address = 'p@a.test'").get() as { last_reply: string };
+    expect(reply.last_reply).toContain("personalizing the message failed: HTMLRewriter exploded");
+    expect(e.transport.sent.map((s) => s.msg.recipients[0]!.address)).toEqual(["ok@a.test"]);
+    expect(e.logged.filter((l) => l.event === "personalize_failed")).toMatchObject([{ level: "error", queue_id: poison.id, recipients: 1 }]);
+    expect(e.loop.throttle.snapshot().destinations.filter((d) => d.dead || d.backoffUntil)).toEqual([]);
+  });
 
   test("a store error while loading a message to send hands the job back and logs it: the mail goes later, once", async () => {
     const load = spyOn(QueueClaimer.prototype, "loadMessage");

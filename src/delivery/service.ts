@@ -14,9 +14,11 @@ import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
 import type { Enqueuer } from "../queue/enqueue.ts";
 import type { DsnIntake } from "../bounce/notify.ts";
 import type { Verp } from "../bounce/verp.ts";
+import type { DkimSigner } from "../dkim/sign.ts";
+import type { TrackingTokens } from "../tracking/token.ts";
 import { DeliveryLoop, type ClaimSource, type LoopOptions } from "./loop.ts";
 import { OutcomeRecorder } from "./outcome.ts";
-import { personalize } from "./personalize.ts";
+import { Personalizer } from "./personalize.ts";
 import { createResolver, lookupVia } from "./resolver.ts";
 import type { Metrics } from "../observe/metrics.ts";
 import { MxRouter, unverifiedCredentialRoutes } from "./route.ts";
@@ -32,6 +34,10 @@ export interface DeliveryServiceDeps {
   intake: DsnIntake;
   /** signs the VERP return paths of messages with bounce tracking */
   verp: Verp;
+  /** click, open and unsubscribe tokens for each recipient's copy */
+  tokens: TrackingTokens;
+  /** the `[[dkim]]` keys: each copy is signed last */
+  dkim: DkimSigner;
   log: Logger;
   /** told whether each claim and each settle commit reached the store (`/healthz`) */
   health?: { claim: HealthReporter; settle: HealthReporter };
@@ -53,10 +59,11 @@ export class DeliveryService {
   readonly name = "delivery";
   readonly loop: DeliveryLoop;
   private readonly outcomes: OutcomeRecorder;
+  private readonly personalizer: Personalizer;
   private publisher: ReturnType<typeof setInterval>;
 
   constructor(private deps: DeliveryServiceDeps) {
-    const { config, sqlite, events, enqueuer, intake, verp, log, health } = deps;
+    const { config, sqlite, events, enqueuer, intake, verp, tokens, dkim, log, health } = deps;
     const bounceDomain = config.tracking.bounce_domain;
     const queue = new QueueClaimer(sqlite);
     // serve holds the database's lock (runtime/lock.ts), so leases still in it belong to a process that died:
@@ -67,6 +74,8 @@ export class DeliveryService {
       sqlite, events, intake, delivery: config.delivery, bounceDomain, hostname: config.hostname, log,
       metrics: deps.metrics, userName: deps.userName,
     });
+    // http.public_url and the bounce domain are read at start: a reload does not change them for mail in the queue
+    this.personalizer = new Personalizer({ verp, bounceDomain, tokens, publicUrl: config.http.public_url, signer: dkim }, log, deps.metrics);
     this.loop = new DeliveryLoop({
       config: config.delivery,
       claimer: health ? new ReportedClaims(queue, health.claim) : queue,
@@ -76,7 +85,7 @@ export class DeliveryService {
       options: deps.options,
       // settles finishing together share one commit (fsync): one per message would cap throughput at fsyncs/s
       batch: (fn) => reported(health?.settle, () => sqlite.transaction(fn).immediate()),
-      personalize: async (message, recipients) => personalize(message, recipients, { verp, bounceDomain }),
+      personalize: (message, recipients) => this.personalizer.outbound(message, recipients),
     }).start();
     if (deps.metrics) throttleGauges(deps.metrics, () => this.loop.throttle.snapshot());
     // new mail wakes the loop at once (no polling delay, no polling cost)

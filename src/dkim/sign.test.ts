@@ -39,8 +39,9 @@ function unsigned(signed: Buffer): Buffer {
 
 describe("DkimSigner", () => {
   test("an RSA and an Ed25519 key of the From domain both sign, and mailauth verifies both", async () => {
-    const { body, signedWith } = await both.sign(message(), "ann@example.com");
+    const { body, signedWith, algorithms } = await both.sign(message(), "ann@example.com");
     expect(signedWith).toEqual(["example.com/rsa1", "example.com/ed1"]);
+    expect(algorithms).toEqual(["rsa-sha256", "ed25519-sha256"]);
     expect(await mailauthResults(body, records)).toEqual(["rsa1._domainkey.example.com: pass", "ed1._domainkey.example.com: pass"]);
   });
 
@@ -119,7 +120,7 @@ describe("DkimSigner", () => {
   test("a message without a From field goes out unsigned (RFC 6376 requires From to be signed)", async () => {
     const original = Buffer.from("To: bob@other.org\r\nSubject: x\r\n\r\nbody\r\n");
     const result = await both.sign(original, "ann@example.com");
-    expect(result).toEqual({ body: original, signedWith: [] });
+    expect(result).toEqual({ body: original, signedWith: [], algorithms: [] });
   });
 
   test("folded fields and long bodies verify", async () => {

@@ -41,6 +41,8 @@ export interface SignResult {
   body: Buffer;
   /** the keys that signed, as `domain/selector`; empty when no key applies or the message has no From */
   signedWith: string[];
+  /** each signature's a= (`rsa-sha256`, `ed25519-sha256`), in the order of `signedWith` */
+  algorithms: string[];
 }
 
 export class DkimSigner {
@@ -65,14 +67,14 @@ export class DkimSigner {
    * `envelopeFrom` ("" for the null sender). The message's own bytes follow the signature fields unchanged.
    */
   async sign(message: Buffer, envelopeFrom: string): Promise<SignResult> {
-    if (!this.enabled) return { body: message, signedWith: [] };
+    if (!this.enabled) return { body: message, signedWith: [], algorithms: [] };
     const sep = message.indexOf("\r\n\r\n");
     const head = parseHeaders(sep < 0 ? message : message.subarray(0, sep + 2));
     const fromField = head.parsed.find((h) => h.key === "from");
     // RFC 6376 §5.4: From MUST be signed; without one there is nothing to sign for
-    if (fromField === undefined) return { body: message, signedWith: [] };
+    if (fromField === undefined) return { body: message, signedWith: [], algorithms: [] };
     const keys = this.keysFor([...fromDomains(fromField.line), domainOfAddress(envelopeFrom)]);
-    if (keys.length === 0) return { body: message, signedWith: [] };
+    if (keys.length === 0) return { body: message, signedWith: [], algorithms: [] };
 
     const hasher = dkimBody("relaxed", "sha256", false);
     hasher.update(sep < 0 ? Buffer.alloc(0) : message.subarray(sep + 4));
@@ -85,6 +87,7 @@ export class DkimSigner {
     return {
       body: Buffer.concat([Buffer.from(fields.join("")), message]),
       signedWith: keys.map((k) => `${k.domain}/${k.selector}`),
+      algorithms: keys.map(algorithmOf),
     };
   }
 
@@ -100,13 +103,17 @@ export class DkimSigner {
   }
 }
 
+function algorithmOf(key: DkimKey): "rsa-sha256" | "ed25519-sha256" {
+  return key.algorithm === "rsa" ? "rsa-sha256" : "ed25519-sha256";
+}
+
 /** One DKIM-Signature field, with its CRLF. Ed25519 signs the SHA-256 of the data (RFC 8463 §3). */
 function signatureField(key: DkimKey, lines: SigningHeaderLines, bodyHash: string, timestamp: number): string {
   const rsa = key.algorithm === "rsa";
   const { canonicalizedHeader, dkimHeaderOpts } = generateCanonicalizedHeader("DKIM", lines, {
     signingDomain: key.domain,
     selector: key.selector,
-    algorithm: rsa ? "rsa-sha256" : "ed25519-sha256",
+    algorithm: algorithmOf(key),
     canonicalization: "relaxed/relaxed",
     bodyHash,
     timestamp,

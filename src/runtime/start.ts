@@ -213,7 +213,7 @@ async function wire({ config, log, opts, store, services, dkim, stop }: Wiring):
   // last: it recovers the leases a dead process left, which is only safe once every listener is ours; and our
   // own listeners, bound by now (port 0 → the real port), are never dialled for an MX host
   const delivery = new DeliveryService({
-    config, sqlite: store.sqlite, events, enqueuer, intake, verp, log, metrics, userName,
+    config, sqlite: store.sqlite, events, enqueuer, intake, verp, tokens, dkim, log, metrics, userName,
     isOwnAddress: ownAddresses(smtp.addresses()), connectPort: opts.mxPort,
     health: { claim: health.reporter("claim"), settle: health.reporter("settle") },
   });
