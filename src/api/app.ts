@@ -12,7 +12,7 @@ import { eventRoutes } from "./events.ts";
 import { healthRoutes } from "./health.ts";
 import { messageRoutes } from "./messages.ts";
 import { metricsRoutes } from "./metrics.ts";
-import { openapiPlugin } from "./openapi.ts";
+import { docsAssets, openapiPlugin } from "./openapi.ts";
 import { bodyKind, writtenNamesOf } from "./send/read.ts";
 import { sendRoutes } from "./send/index.ts";
 import { suppressionRoutes } from "./suppressions.ts";
@@ -60,6 +60,7 @@ export function createApp(deps: ApiDeps, ctx: ApiContext = apiContext(deps)) {
     })
     .onRequest(({ request }) => guard(ctx, request))
     .use(openapiPlugin(pkg.version))
+    .use(docsAssets())
     .use(healthRoutes(ctx))
     .use(metricsRoutes(ctx))
     .use(sendRoutes(ctx))

@@ -62,3 +62,26 @@ test("the binary's serve holds the data dir: a second one exits 1 naming the fir
   }
   expect(await first.exited).toBe(0);
 }, 30_000);
+
+test("the binary serves the docs page and its script from itself, with no node_modules anywhere near it", async () => {
+  writeFileSync(join(empty.path, "outpost.toml"), `[smtp]\nlisten = ["127.0.0.1:0"]\n[http]\nlisten = "127.0.0.1:0"\n[delivery]\nsandbox = true\n`);
+  const env = { PATH: "/usr/bin:/bin", HOME: empty.path };
+  const serve = Bun.spawn([join(empty.path, "outpost"), "serve"], { cwd: empty.path, env, stdout: "pipe", stderr: "pipe" });
+  try {
+    let out = "";
+    void (async () => {
+      for await (const chunk of serve.stdout) out += new TextDecoder().decode(chunk);
+    })();
+    await waitFor(() => out.includes('"event":"started"'), 15_000, "the binary's serve to start");
+    const port = Number(/"event":"http_listening".*?"port":(\d+)/.exec(out)![1]);
+    const page = new URL("/docs", `http://127.0.0.1:${port}`);
+    const html = await (await fetch(page)).text();
+    const src = /<script[^>]*\ssrc="([^"]+)"/.exec(html)![1]!;
+    const script = await fetch(new URL(src, page));
+    expect(script.status).toBe(200);
+    expect((await script.arrayBuffer()).byteLength).toBeGreaterThan(1_000_000);
+  } finally {
+    serve.kill("SIGTERM");
+  }
+  expect(await serve.exited).toBe(0);
+}, 30_000);
