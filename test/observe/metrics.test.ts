@@ -193,6 +193,22 @@ describe("http.metrics_token", () => {
     }
   });
 
+  test("a reload (SIGHUP) takes a new token at once: the old one is refused from the next scrape", async () => {
+    const d = tempDir();
+    const toml = (token: string) => `[http]\nlisten = "127.0.0.1:0"\nmetrics_token = "${token}"\n[delivery]\nsandbox = true\n`;
+    const { rt: r } = await startRuntime(testConfig(d.path, toml("first-token")));
+    try {
+      const scrape = (token: string) => fetch(`http://127.0.0.1:${r.http!.port}/metrics`, { headers: { authorization: `Bearer ${token}` } });
+      expect((await scrape("first-token")).status).toBe(200);
+      r.reload(() => testConfig(d.path, toml("second-token")));
+      expect((await scrape("first-token")).status).toBe(401);
+      expect((await scrape("second-token")).status).toBe(200);
+    } finally {
+      await r.stop();
+      d.cleanup();
+    }
+  });
+
   test("a token with spaces is refused at start, naming the key", () => {
     const d = tempDir();
     try {
