@@ -44,13 +44,15 @@ export class Metrics {
 
   /**
    * A gauge; with `collect`, its value is read at each scrape (a state held elsewhere: the queue's rows, the
-   * throttle). A `collect` that throws leaves the gauge without samples for that scrape, and the rest render.
+   * throttle). A `collect` that throws is logged and leaves the gauge without samples for that scrape (NaN for a
+   * gauge without labels, which prom-client would otherwise show as 0), and the rest render.
    */
   gauge<L extends string = never>(d: Declaration<L> & { collect?: (gauge: Gauge<L>) => void }): Gauge<L> {
     const known = this.known(d.name, Gauge);
     if (known) return known as Gauge<L>;
     const read = d.collect;
     const log = this.log;
+    const unlabelled = (d.labelNames ?? []).length === 0;
     return new Gauge<L>({
       name: d.name,
       help: d.help,
@@ -63,6 +65,8 @@ export class Metrics {
             read(this);
           } catch (e) {
             this.reset();
+            // a gauge without labels renders 0 after a reset, which would read as a true value (an empty queue)
+            if (unlabelled) (this as Gauge).set(NaN);
             log?.error("metrics_collect_failed", { metric: d.name, error: e });
           }
         },
