@@ -1,6 +1,7 @@
 /**
- * @module api/app — the HTTP API as one Elysia app: a guard (key, rate, size) ahead of every /v1/ route,
- * the feature plugins, the OpenAPI document, and one onError rendering SPEC's `{error:{code,message,field}}`.
+ * @module api/app — the HTTP API as one Elysia app: a guard (key, rate, body size and type) ahead of every route,
+ * the feature plugins, the OpenAPI document, and one onError rendering SPEC's `{error:{code,message,field}}`
+ * (a known path asked with another method is a 405 with `Allow`).
  */
 import { Elysia } from "elysia";
 import pkg from "../../package.json";
@@ -13,7 +14,7 @@ import { healthRoutes } from "./health.ts";
 import { messageRoutes } from "./messages.ts";
 import { metricsRoutes } from "./metrics.ts";
 import { docsAssets, openapiPlugin } from "./openapi.ts";
-import { bodyKind, writtenNamesOf } from "./send/read.ts";
+import { bodyKind, unsupportedType, writtenNamesOf } from "./send/read.ts";
 import { sendRoutes } from "./send/index.ts";
 import { suppressionRoutes } from "./suppressions.ts";
 import { trackingRoutes } from "./tracking.ts";
@@ -28,33 +29,68 @@ function pathOf(url: string): string {
   return q < 0 ? url.slice(start) : url.slice(start, q);
 }
 
+/** What a request body other than a send's may be: suppressions, one-click unsubscribes. */
+export const MAX_OTHER_BODY = 64 * 1024;
+
 /**
  * Runs before routing and before any body is read, so a request without a valid key, over its rate, or
- * announcing a body that cannot fit is refused without reading it.
+ * announcing a body that cannot fit or be read is refused without reading it. The listener sets no size limit of
+ * its own (its 413 has no body): every body is bounded here, or, sent without a Content-Length, by the send reader.
  */
 function guard(ctx: ApiContext, request: Request): void {
   const path = pathOf(request.url);
-  if (!path.startsWith("/v1/")) return;
-  const who = ctx.auth.authenticate(request);
-  if (ctx.limiter) {
-    const waitMs = ctx.limiter.take(who.keyId);
-    if (waitMs > 0) throw new RetryLaterError(429, "rate limit exceeded for this API key", Math.max(1, Math.ceil(waitMs / 1000)));
-  }
-  if (request.method === "POST" && path === "/v1/send") {
-    const length = Number(request.headers.get("content-length") ?? 0);
-    const kind = bodyKind(request.headers.get("content-type"));
-    if (kind && length > ctx.maxRequestBytes[kind]) {
-      throw new ApiError(413, "too_large", `request too large: messages may be at most ${ctx.config.smtp.max_message_size} bytes`, "body");
+  if (path.startsWith("/v1/")) {
+    const who = ctx.auth.authenticate(request);
+    if (ctx.limiter) {
+      const waitMs = ctx.limiter.take(who.keyId);
+      if (waitMs > 0) throw new RetryLaterError(429, "rate limit exceeded for this API key", Math.max(1, Math.ceil(waitMs / 1000)));
     }
   }
+  checkBody(ctx, request, path);
+}
+
+function checkBody(ctx: ApiContext, request: Request, path: string): void {
+  const declared = request.headers.get("content-length");
+  if (request.body === null || declared === "0") return;
+  const isSend = request.method === "POST" && path === "/v1/send";
+  const contentType = request.headers.get("content-type");
+  const kind = bodyKind(contentType);
+  // a tracking link's one-click POST comes from mail providers, whatever they label it (api/tracking.ts reads it)
+  if (kind === null && path.startsWith("/v1/")) throw unsupportedType(contentType);
+  if (declared === null) {
+    // counted as it is read (api/send/read.ts); any other reader would take whatever comes
+    if (isSend) return;
+    throw new ApiError(411, "length_required", "a request body needs a Content-Length here");
+  }
+  const max = isSend && kind ? ctx.maxRequestBytes[kind] : MAX_OTHER_BODY;
+  if (Number(declared) > max) {
+    const what = isSend ? `messages may be at most ${ctx.config.smtp.max_message_size} bytes` : `a body here may be at most ${max} bytes`;
+    throw new ApiError(413, "too_large", `request too large: ${what}`, "body");
+  }
+}
+
+/** The methods routed for `path` ("/v1/messages/x" matches "/v1/messages/:id"); empty for an unknown path. */
+function methodsFor(routes: readonly { method: string; path: string }[], path: string): string[] {
+  const methods = new Set<string>();
+  for (const r of routes) {
+    const pattern = new RegExp(`^${r.path.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace(/:[^/]+/g, "[^/]+").replace(/\*/g, ".*")}$`);
+    if (pattern.test(path)) methods.add(r.method);
+  }
+  return [...methods].sort();
 }
 
 /** `ctx`: the shared objects, when the caller keeps them to change later (api/server.ts: a reload's rate). */
 export function createApp(deps: ApiDeps, ctx: ApiContext = apiContext(deps)) {
-  return new Elysia()
+  const app = new Elysia()
     .onError(({ error, code, request }) => {
       const written = writtenNamesOf(request);
-      const view = viewOf(error, code, ctx.log, written ? (field) => written.rename(field) : undefined);
+      let view = viewOf(error, code, ctx.log, written ? (field) => written.rename(field) : undefined);
+      if (code === "NOT_FOUND") {
+        const allow = methodsFor(app.routes, pathOf(request.url));
+        if (allow.length > 0) {
+          view = { status: 405, code: "method_not_allowed", message: `${request.method} is not allowed here; use ${allow.join(", ")}`, field: null, allow };
+        }
+      }
       ctx.counters.error(view.status);
       return errorResponse(view);
     })
@@ -69,6 +105,7 @@ export function createApp(deps: ApiDeps, ctx: ApiContext = apiContext(deps)) {
     .use(suppressionRoutes(ctx))
     .use(trackingRoutes(ctx))
     .use(domainRoutes(ctx));
+  return app;
 }
 
 export type App = ReturnType<typeof createApp>;

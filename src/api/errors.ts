@@ -14,6 +14,8 @@ export interface ErrorView {
   field: string | null;
   /** seconds, for 429 and 503 */
   retryAfter?: number;
+  /** the methods a 405's path takes */
+  allow?: string[];
 }
 
 /** ApiError with a Retry-After: the rate limiter's 429. */
@@ -32,7 +34,11 @@ const CODE_FOR_STATUS: Record<number, string> = {
   401: "unauthorized",
   403: "forbidden",
   404: "not_found",
+  405: "method_not_allowed",
+  409: "conflict",
+  411: "length_required",
   413: "too_large",
+  415: "unsupported_media_type",
   429: "rate_limited",
   503: "unavailable",
 };
@@ -106,5 +112,6 @@ function messageOf(e: unknown): string {
 export function errorResponse(v: ErrorView): Response {
   const headers: Record<string, string> = { "content-type": "application/json" };
   if (v.retryAfter !== undefined) headers["retry-after"] = String(v.retryAfter);
+  if (v.allow !== undefined) headers.allow = v.allow.join(", ");
   return new Response(JSON.stringify({ error: { code: v.code, message: v.message, field: v.field } }), { status: v.status, headers });
 }

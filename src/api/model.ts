@@ -7,7 +7,7 @@ export const ErrorBody = t.Object(
     error: t.Object({
       code: t.String({
         description:
-          "invalid_request (400), unauthorized (401), forbidden (403), not_found (404), too_large (413), rate_limited (429), unavailable (503), internal_error (500)",
+          "invalid_request (400), unauthorized (401), forbidden (403), not_found (404), method_not_allowed (405, with an Allow header), conflict (409), length_required (411), too_large (413), unsupported_media_type (415), rate_limited (429), unavailable (503), internal_error (500)",
       }),
       message: t.String({ description: "what is wrong, for people" }),
       field: t.Union([t.String(), t.Null()], {
@@ -24,8 +24,10 @@ export const Event = t.Object(
     id: t.String({ description: "event id; also a cursor value for GET /v1/events" }),
     type: t.String({ description: EVENT_TYPES.join(", ") }),
     time: t.String({ format: "date-time", description: "RFC 3339, UTC" }),
-    message_id: t.String(),
+    message_id: t.String({ description: "the message's id (as POST /v1/send answered `id`)" }),
     recipient: t.Union([t.String(), t.Null()], { description: "the recipient address" }),
+    tag: t.Union([t.String(), t.Null()], { description: "the message's tag, or null" }),
+    metadata: t.Record(t.String(), t.String(), { description: "the message's metadata ({} when none)" }),
     details: t.Record(t.String(), t.Unknown(), {
       description:
         "what applies: mx, reply (the SMTP reply), status (enhanced code such as 5.1.1); for clicked, opened and unsubscribed: url and link_index (clicks), user_agent, client_ip",

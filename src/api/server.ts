@@ -1,7 +1,7 @@
 /** @module api/server — runs the API app on `[http] listen` as a runtime Service. */
 import type { HttpConfig } from "../config/schema.ts";
 import { createApp, type ApiDeps } from "./app.ts";
-import { apiContext, requestLimits } from "./context.ts";
+import { apiContext } from "./context.ts";
 import { RateLimiter } from "./rate.ts";
 
 export interface HttpListener {
@@ -18,7 +18,6 @@ export interface HttpListener {
 
 export function startHttp(deps: ApiDeps): HttpListener {
   const { host, port } = deps.config.http.listen;
-  const limits = requestLimits(deps.config.smtp.max_message_size);
   const ctx = apiContext(deps);
   const app = createApp(deps, ctx);
   try {
@@ -28,8 +27,8 @@ export function startHttp(deps: ApiDeps): HttpListener {
       // Elysia turns SO_REUSEPORT on by default: a second outpost on the same port would then share it (requests
       // alternating between the two) instead of failing with EADDRINUSE
       reusePort: false,
-      // also bounds bodies sent without Content-Length (chunked), which the guard cannot see in advance
-      maxRequestBodySize: Math.max(limits.json, limits.urlencoded, limits.multipart),
+      // none of Bun's own: its 413 comes without a body. The app's guard bounds every body (api/app.ts)
+      maxRequestBodySize: Number.MAX_SAFE_INTEGER,
     });
   } catch (e) {
     throw new Error(`cannot listen on ${host}:${port} (http.listen): ${e instanceof Error ? e.message : String(e)}`);

@@ -106,6 +106,8 @@ async function test(config: Config, target: string, secret: string | undefined):
     time: new Date().toISOString(),
     message_id: "test",
     recipient: "recipient@example.com",
+    tag: null,
+    metadata: {},
     details: { test: true },
   };
   print(`POST ${hook.url}${hook.name ? ` (hook ${hook.name})` : ""}, event ${event.id} (${event.type})`);

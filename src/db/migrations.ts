@@ -15,6 +15,7 @@ import m0008 from "../../migrations/0008_domain_verdicts.sql" with { type: "text
 import m0009 from "../../migrations/0009_message_id_header.sql" with { type: "text" };
 import m0010 from "../../migrations/0010_webhook_hooks.sql" with { type: "text" };
 import m0011 from "../../migrations/0011_queue_oldest.sql" with { type: "text" };
+import m0012 from "../../migrations/0012_message_labels.sql" with { type: "text" };
 
 export interface Migration {
   tag: string;
@@ -34,6 +35,7 @@ const FILES: Record<string, string> = {
   "0009_message_id_header": m0009,
   "0010_webhook_hooks": m0010,
   "0011_queue_oldest": m0011,
+  "0012_message_labels": m0012,
 };
 
 export const JOURNAL_TAGS: string[] = journal.entries.map((e) => e.tag);

@@ -5,7 +5,7 @@
  */
 import type { Database, Statement } from "bun:sqlite";
 import type { UserId } from "../mail/ids.ts";
-import { renderEvent, type EventJson, type EventRow } from "./query.ts";
+import { EVENT_COLUMNS, renderEvent, type EventJson, type EventRow } from "./query.ts";
 
 /** A leased row and the EVENT to send. */
 export interface OutboxItem {
@@ -68,7 +68,7 @@ export class Outbox {
                           WHERE p.hook = o.hook AND p.message_id = o.message_id AND p.state IS NULL AND p.id < o.id)
         ORDER BY o.next_attempt_at, o.id LIMIT $limit)
       RETURNING id, event_id, message_id, attempts, created_at`);
-    this.event = sqlite.prepare("SELECT id, type, time, message_id, recipient_id, recipient, details, user_id FROM events WHERE id = ?");
+    this.event = sqlite.prepare(`SELECT ${EVENT_COLUMNS}, user_id FROM events WHERE id = ?`);
     this.markDelivered = sqlite.prepare(`
       UPDATE webhook_outbox SET state = 'delivered', lease_until = NULL, last_attempt_at = $now, finished_at = $now
       WHERE id = $id AND state IS NULL`);

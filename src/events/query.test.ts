@@ -43,14 +43,33 @@ describe("EventQuery", () => {
   });
 
   test("renders time as RFC 3339 UTC and survives bad details JSON", () => {
-    expect(renderEvent({ id: 7, type: "queued", time: 0, message_id: "m", recipient_id: null, recipient: null, details: "{bad" })).toEqual({
+    const row = { id: 7, type: "queued", time: 0, message_id: "m", recipient_id: null, recipient: null, details: "{bad", tag: null, metadata: null };
+    expect(renderEvent(row)).toEqual({
       id: "7",
       type: "queued",
       time: "1970-01-01T00:00:00.000Z",
       message_id: "m",
       recipient: null,
+      tag: null,
+      metadata: {},
       details: {},
     });
+  });
+
+  test("an event carries the tag and metadata it was recorded with", () => {
+    const labels = { tag: "welcome", metadata: JSON.stringify({ order_id: "42" }) };
+    rec.record({ type: "queued", messageId: "m3" as MessageId, recipientId: "r3" as RecipientId, recipient: "c@x.org", userId: u2, labels });
+    const page = q.pageFor({ userId: u2, since: "", types: [], limit: 10 });
+    expect(page.events.map((e) => [e.message_id, e.tag, e.metadata])).toEqual([
+      ["m2", null, {}],
+      ["m3", "welcome", { order_id: "42" }],
+    ]);
+  });
+
+  test("filters by message id, alone and with a type, and only among the user's events", () => {
+    expect(q.pageFor({ userId: u1, since: "", types: [], messageId: m, limit: 10 }).events.map((e) => e.type)).toEqual(["queued", "delivered", "queued"]);
+    expect(q.pageFor({ userId: u1, since: "", types: ["delivered"], messageId: m, limit: 10 }).events.length).toBe(1);
+    expect(q.pageFor({ userId: u1, since: "", types: [], messageId: "m2", limit: 10 }).events).toEqual([]);
   });
 
   test("accepts only decimal cursors", () => {

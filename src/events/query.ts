@@ -6,13 +6,18 @@ import type { Database, Statement } from "bun:sqlite";
 import type { EventType } from "../config/schema.ts";
 import type { UserId } from "../mail/ids.ts";
 
-/** SPEC's EVENT: `{id, type, time (RFC 3339 UTC), message_id, recipient, details}`. */
+/**
+ * SPEC's EVENT: `{id, type, time (RFC 3339 UTC), message_id, recipient, details}`, and the message's `tag` (null
+ * when none) and `metadata` ({} when none), so every event says which of the sender's records it belongs to.
+ */
 export interface EventJson {
   id: string;
   type: EventType;
   time: string;
   message_id: string;
   recipient: string | null;
+  tag: string | null;
+  metadata: Record<string, string>;
   details: Record<string, unknown>;
 }
 
@@ -24,6 +29,9 @@ export interface EventRow {
   recipient_id: string | null;
   recipient: string | null;
   details: string;
+  tag: string | null;
+  /** a JSON object's text, or null */
+  metadata: string | null;
 }
 
 export interface EventPage {
@@ -38,26 +46,35 @@ export interface PageQuery {
   since: string;
   /** only these types; empty = all */
   types: readonly EventType[];
+  /** only this message's events */
+  messageId?: string;
   limit: number;
 }
 
 export const MAX_PAGE = 1000;
 
 export function renderEvent(row: EventRow): EventJson {
-  let details: Record<string, unknown>;
-  try {
-    details = JSON.parse(row.details) as Record<string, unknown>;
-  } catch {
-    details = {};
-  }
   return {
     id: String(row.id),
     type: row.type as EventType,
     time: new Date(row.time).toISOString(),
     message_id: row.message_id,
     recipient: row.recipient,
-    details,
+    tag: row.tag ?? null,
+    metadata: objectOf(row.metadata ?? null) as Record<string, string>,
+    details: objectOf(row.details),
   };
+}
+
+/** A stored JSON object; {} for none or for text that is not one. */
+function objectOf(text: string | null): Record<string, unknown> {
+  if (text === null) return {};
+  try {
+    const v: unknown = JSON.parse(text);
+    return v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
 }
 
 /** A cursor is the decimal id of the last event seen. Returns null for anything else. */
@@ -67,7 +84,9 @@ export function parseCursor(since: string): number | null {
   return Number(since);
 }
 
-const COLUMNS = "id, type, time, message_id, recipient_id, recipient, details";
+/** What renderEvent needs of an events row: every reader of the log (webhooks too) selects these. */
+export const EVENT_COLUMNS = "id, type, time, message_id, recipient_id, recipient, details, tag, metadata";
+const COLUMNS = EVENT_COLUMNS;
 
 export class EventQuery {
   private page: Statement<EventRow, [number, number, number]>;
@@ -89,7 +108,8 @@ export class EventQuery {
     const after = parseCursor(q.since);
     if (after === null) throw new RangeError(`invalid cursor ${JSON.stringify(q.since)}`);
     const limit = Math.max(1, Math.min(MAX_PAGE, Math.floor(q.limit)));
-    const rows = q.types.length === 0 ? this.page.all(q.userId, after, limit) : this.filtered(q.userId, after, q.types, limit);
+    const rows =
+      q.types.length === 0 && q.messageId === undefined ? this.page.all(q.userId, after, limit) : this.filtered(q, after, limit);
     const last = rows[rows.length - 1];
     return { events: rows.map(renderEvent), nextCursor: last ? String(last.id) : q.since === "" ? "0" : q.since };
   }
@@ -111,13 +131,21 @@ export class EventQuery {
     return this.one.get(messageId, recipientId, type) !== null;
   }
 
-  private filtered(userId: UserId, after: number, types: readonly EventType[], limit: number): EventRow[] {
-    const marks = types.map(() => "?").join(",");
-    // the set of types is small and varies per call; sqlite caches the compiled statement by its text
+  /** With a message id, through events_message (a message has few events); else events_user, as the plain page. */
+  private filtered(q: PageQuery, after: number, limit: number): EventRow[] {
+    const where = ["user_id = ?", "id > ?"];
+    const args: (string | number)[] = [q.userId, after];
+    if (q.messageId !== undefined) {
+      where.push("message_id = ?");
+      args.push(q.messageId);
+    }
+    if (q.types.length > 0) {
+      where.push(`type IN (${q.types.map(() => "?").join(",")})`);
+      args.push(...q.types);
+    }
+    // the filters vary per call; sqlite caches the compiled statement by its text
     return this.sqlite
-      .query<EventRow, (string | number)[]>(
-        `SELECT ${COLUMNS} FROM events WHERE user_id = ? AND id > ? AND type IN (${marks}) ORDER BY id LIMIT ?`,
-      )
-      .all(userId, after, ...types, limit);
+      .query<EventRow, (string | number)[]>(`SELECT ${COLUMNS} FROM events WHERE ${where.join(" AND ")} ORDER BY id LIMIT ?`)
+      .all(...args, limit);
   }
 }

@@ -12,6 +12,12 @@ export interface EventDetails {
   [k: string]: unknown;
 }
 
+/** The message's labels as stored: `metadata` is a JSON object's text; null when the message has none. */
+export interface EventLabels {
+  tag: string | null;
+  metadata: string | null;
+}
+
 export interface NewEvent {
   type: EventType;
   messageId: MessageId;
@@ -21,6 +27,8 @@ export interface NewEvent {
   details?: EventDetails;
   /** ms since epoch; defaults to now */
   time?: number;
+  /** the message's tag and metadata, copied into the event so it carries them wherever it is read */
+  labels?: EventLabels;
 }
 
 /** A `[[webhook]]` as `serve` runs it: its `user` resolved to an id (null: every user's events). */
@@ -50,7 +58,7 @@ export class EventRecorder {
     private webhooks: readonly Webhook[] = [],
   ) {
     this.insertEvent = sqlite.prepare(
-      "INSERT INTO events (type, time, message_id, recipient_id, recipient, user_id, details) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+      "INSERT INTO events (type, time, message_id, recipient_id, recipient, user_id, details, tag, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     );
     this.insertOutbox = sqlite.prepare(
       "INSERT INTO webhook_outbox (event_id, hook, message_id, url, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -73,6 +81,8 @@ export class EventRecorder {
       e.recipient ?? null,
       e.userId ?? null,
       JSON.stringify(e.details ?? {}),
+      e.labels?.tag ?? null,
+      e.labels?.metadata ?? null,
     ) as { id: number };
     for (const hook of this.webhooks) {
       if (wants(hook, e.type, e.userId ?? null)) this.insertOutbox.run(row.id, hook.name, e.messageId, hook.url, time, time);

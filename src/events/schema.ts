@@ -15,6 +15,9 @@ export const events = sqliteTable(
     userId: integer("user_id"),
     /** JSON object: mx, reply, status, url, user_agent … */
     details: text("details").notNull().default("{}"),
+    /** the message's tag and metadata (JSON) when it was recorded: an event says whose it is without the message */
+    tag: text("tag"),
+    metadata: text("metadata"),
   },
   (t) => [index("events_message").on(t.messageId), index("events_user").on(t.userId, t.id)],
 );

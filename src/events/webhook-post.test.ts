@@ -2,7 +2,7 @@ import { afterEach, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { postWebhook, signRequest, signature } from "./webhook-post.ts";
 
-const EVENT = { id: "42", type: "delivered" as const, time: "2026-01-01T00:00:00.000Z", message_id: "m", recipient: "a@b.test", details: {} };
+const EVENT = { id: "42", type: "delivered" as const, time: "2026-01-01T00:00:00.000Z", message_id: "m", recipient: "a@b.test", tag: null, metadata: {}, details: {} };
 let cleanup: Array<() => void | Promise<void>> = [];
 
 afterEach(async () => {

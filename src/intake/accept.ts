@@ -16,6 +16,7 @@ import {
   checkAuthors, checkHops, checkOptions, checkRecipientCount, checkRecipientDomain, checkSender, checkSize, IntakeError, sendingDomains,
   type PolicyLimits,
 } from "./policy.ts";
+import { labelsOfFields, mergeLabels } from "./labels.ts";
 import { prepareMessage } from "./prepare.ts";
 import type { VerifiedDomains } from "./verified-domains.ts";
 
@@ -37,7 +38,12 @@ export interface Submission {
   source: MessageSource;
   /** options given explicitly (API fields); they win over X-Outpost-* headers and the defaults */
   options?: Partial<MessageOptions>;
+  /** `tag` and `metadata` given with the request (API fields); they win over X-Outpost-Tag/-Metadata-* headers */
+  tag?: string;
+  metadata?: Record<string, string>;
   idempotencyKey?: string;
+  /** with `idempotencyKey`: the submission's fingerprint, stored with the key (a repeat must match it) */
+  idempotencyHash?: string;
   /** a key still held by this user's message created before this moment (ms) passes to the new one */
   idempotencyExpiredBefore?: number;
 }
@@ -178,6 +184,7 @@ export class Intake {
     };
     const options: MessageOptions = { ...defaults, ...prepared.headerOptions, ...sub.options };
     checkOptions(options, { bounceDomain: tracking.bounce_domain, publicUrl: this.deps.publicUrl });
+    const labels = mergeLabels(prepared.headerLabels, labelsOfFields(sub.tag, sub.metadata));
     const msg: NewMessage = {
       userId: sub.userId,
       envelopeFrom,
@@ -188,7 +195,10 @@ export class Intake {
       messageIdHeader: prepared.messageIdHeader,
       source: sub.source,
       options,
+      tag: labels.tag,
+      metadata: labels.metadata,
       idempotencyKey: sub.idempotencyKey,
+      idempotencyHash: sub.idempotencyHash,
       idempotencyExpiredBefore: sub.idempotencyExpiredBefore,
     };
     return { msg, domains: sendingDomains(envelopeFrom, prepared.authors) };

@@ -1,7 +1,7 @@
 /**
  * @module intake/prepare — the recipient-independent message steps, applied once at intake:
  * line ends to CRLF, the header block ended where its first non-header line is (Postfix's rule),
- * X-Outpost-* option headers read and removed, Bcc removed, Message-ID/Date added when missing.
+ * X-Outpost-* option and label headers read and removed, Bcc removed, Message-ID/Date added when missing.
  */
 import type { MessageOptions } from "../queue/enqueue.ts";
 import { authorsOf, type Authors } from "../message/authors.ts";
@@ -9,6 +9,7 @@ import {
   addHeader,
   BadLineEndingError,
   countHeaders,
+  fieldValue,
   headerValue,
   joinInPlace,
   joinMessage,
@@ -18,6 +19,7 @@ import {
   splitAtHeaderEnd,
   type SplitMessage,
 } from "../message/headers.ts";
+import { isLabelHeader, labelsOfHeaders, type Labels } from "./labels.ts";
 import { IntakeError } from "./policy.ts";
 
 const OPTION_HEADERS: Record<keyof MessageOptions, string> = {
@@ -35,6 +37,8 @@ export interface Prepared {
   messageIdHeader?: string;
   /** options named by X-Outpost-* headers (yes/no); absent ones are not set */
   headerOptions: Partial<MessageOptions>;
+  /** X-Outpost-Tag and X-Outpost-Metadata-KEY, checked */
+  headerLabels: Partial<Labels>;
   /** `Received` fields in the stored header block, our trace line included: the hops so far */
   received: number;
   /** the addresses of the From and Sender fields */
@@ -69,7 +73,9 @@ export function prepareMessage(raw: Buffer, hostname: string, opts: PrepareOptio
   const split = splitAtHeaderEnd(mailboxLineAsHeader(crlf));
   let m: SplitMessage = { headers: split.headers, body: split.body };
   const headerOptions = readOptionHeaders(m);
+  const headerLabels = labelsOfHeaders(m.headers, (h) => decodeSubject(fieldValue(h)));
   m = removeHeaders(m, [...Object.values(OPTION_HEADERS), "Bcc"]);
+  m = { headers: m.headers.filter((h) => !isLabelHeader(h.key)), body: m.body };
   if (headerValue(m, "Message-ID") === null) m = addHeader(m, "Message-ID", `<${crypto.randomUUID()}@${hostname}>`);
   if (headerValue(m, "Date") === null) m = addHeader(m, "Date", rfc5322Date(opts.now ?? new Date()));
   if (opts.trace) m = { headers: [{ name: "Received", key: "received", raw: opts.trace.toString("latin1") }, ...m.headers], body: m.body };
@@ -80,6 +86,7 @@ export function prepareMessage(raw: Buffer, hostname: string, opts: PrepareOptio
     subject: decodeSubject(headerValue(m, "Subject") ?? ""),
     messageIdHeader: msgIdOf(headerValue(m, "Message-ID")),
     headerOptions,
+    headerLabels,
     received: countHeaders(m, "Received"),
     authors,
   };

@@ -27,14 +27,18 @@ export type ApiErrorCode =
   | "unauthorized"
   | "forbidden"
   | "not_found"
+  | "method_not_allowed"
+  | "conflict"
+  | "length_required"
   | "too_large"
+  | "unsupported_media_type"
   | "rate_limited"
   | "unavailable";
 
 /** An HTTP-facing failure, rendered as SPEC's `{error:{code,message,field}}`. */
 export class ApiError extends Error {
   constructor(
-    readonly status: 400 | 401 | 403 | 404 | 413 | 429 | 503,
+    readonly status: 400 | 401 | 403 | 404 | 405 | 409 | 411 | 413 | 415 | 429 | 503,
     readonly code: ApiErrorCode,
     message: string,
     readonly field?: string,

@@ -21,6 +21,8 @@ export interface ComposeInput {
   from: Mailbox;
   to: Mailbox[];
   cc: Mailbox[];
+  /** the Reply-To field; none when empty */
+  replyTo?: Mailbox[];
   /** recipients only: never written into the message */
   bcc: Mailbox[];
   subject?: string;
@@ -39,6 +41,7 @@ export async function composeMessage(input: ComposeInput, hostname: string): Pro
     from: { name: input.from.name ?? "", address: input.from.address },
     to: input.to.length ? input.to.map(mailbox) : undefined,
     cc: input.cc.length ? input.cc.map(mailbox) : undefined,
+    replyTo: input.replyTo?.length ? input.replyTo.map(mailbox) : undefined,
     subject: input.subject,
     text: input.text,
     html: input.html,

@@ -102,7 +102,11 @@ function headBlock(m: SplitMessage): string {
 export function headerValue(m: SplitMessage, name: string): string | null {
   const lower = name.toLowerCase();
   const h = m.headers.find((f) => f.key === lower);
-  if (!h) return null;
+  return h ? fieldValue(h) : null;
+}
+
+/** A field's value, unfolded and trimmed, its bytes read as UTF-8. */
+export function fieldValue(h: HeaderField): string {
   const value = h.raw.slice(h.raw.indexOf(":") + 1).replace(/\r\n/g, "").trim();
   return Buffer.from(value, "latin1").toString("utf8");
 }

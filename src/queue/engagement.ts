@@ -5,7 +5,7 @@
  * event and its suppression commit together.
  */
 import type { Database, Statement } from "bun:sqlite";
-import type { EventDetails, EventRecorder } from "../events/record.ts";
+import type { EventDetails, EventLabels, EventRecorder } from "../events/record.ts";
 import { EventQuery } from "../events/query.ts";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
 import type { EngagedRecipient, EngagementStore, EngagementType } from "../tracking/record.ts";
@@ -20,6 +20,7 @@ interface Row {
 
 export class Engagement implements EngagementStore {
   private byId: Statement<Row, [string]>;
+  private labelsOf: Statement<EventLabels, [string]>;
   private query: EventQuery;
 
   constructor(
@@ -29,6 +30,7 @@ export class Engagement implements EngagementStore {
     this.byId = sqlite.query(
       `SELECT r.id, r.message_id, r.address, m.user_id, m.message_id_header FROM recipients r JOIN messages m ON m.id = r.message_id WHERE r.id = ?`,
     );
+    this.labelsOf = sqlite.query("SELECT tag, metadata FROM messages WHERE id = ?");
     this.query = new EventQuery(sqlite);
   }
 
@@ -43,7 +45,8 @@ export class Engagement implements EngagementStore {
   }
 
   record(type: EngagementType, rec: EngagedRecipient, details: EventDetails, now: number): void {
-    this.events.record({ type, messageId: rec.messageId, recipientId: rec.id, recipient: rec.address, userId: rec.userId, time: now, details });
+    const labels = this.labelsOf.get(rec.messageId) ?? undefined;
+    this.events.record({ type, messageId: rec.messageId, recipientId: rec.id, recipient: rec.address, userId: rec.userId, time: now, details, labels });
   }
 
   /** Has this recipient an event of this type already? */

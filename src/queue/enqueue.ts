@@ -3,7 +3,7 @@
  * events, and resolves only after the commit. Submissions arriving together share one commit (group commit).
  */
 import type { Database, Statement } from "bun:sqlite";
-import type { EventRecorder } from "../events/record.ts";
+import type { EventLabels, EventRecorder } from "../events/record.ts";
 import { addressKey, domainOf } from "../mail/address.ts";
 import { newMessageId, newRecipientId, type MessageId, type RecipientId, type UserId } from "../mail/ids.ts";
 import type { HealthReporter } from "../observe/health.ts";
@@ -33,7 +33,12 @@ export interface NewMessage {
   messageIdHeader?: string;
   source: MessageSource;
   options: MessageOptions;
+  /** the sender's labels (intake/labels.ts), carried by every event of the message */
+  tag?: string | null;
+  metadata?: Readonly<Record<string, string>>;
   idempotencyKey?: string;
+  /** with `idempotencyKey`: the submission's fingerprint, so a repeat with another payload can be told apart */
+  idempotencyHash?: string;
   /**
    * With `idempotencyKey`: the user's older message holding the same key, if created before this moment (ms),
    * gives it up, so the key then names the new message and later repeats are answered from it.
@@ -56,6 +61,22 @@ export interface EnqueuedMessage {
   messageIdHeader: string | null;
   recipients: EnqueuedRecipient[];
 }
+
+/** The user already has a message under this idempotency key: another submission with it raced this one in. */
+export class IdempotencyKeyTaken extends Error {
+  /** SQLite's code for the refusal: the store answered, it did not fail (observe/health.ts) */
+  readonly code = "SQLITE_CONSTRAINT_UNIQUE";
+
+  constructor(
+    readonly key: string,
+    cause: unknown,
+  ) {
+    super(`idempotency key ${JSON.stringify(key)} is already taken`, { cause });
+  }
+}
+
+/** SQLite's refusal of a second message under one (user, idempotency key): messages_idempotency. */
+const KEY_TAKEN = /UNIQUE constraint failed: messages\.user_id, messages\.idempotency_key/;
 
 interface Pending {
   msg: NewMessage;
@@ -84,15 +105,16 @@ export class Enqueuer {
   ) {
     this.insertMessage = sqlite.prepare(
       `INSERT INTO messages (id, user_id, created_at, envelope_from, subject, size, body, source,
-         inline_css, track_clicks, track_opens, track_bounces, unsubscribe, idempotency_key, message_id_header)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+         inline_css, track_clicks, track_opens, track_bounces, unsubscribe, idempotency_key, message_id_header,
+         idempotency_hash, tag, metadata)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     this.releaseKey = sqlite.prepare(
       "UPDATE messages SET idempotency_key = NULL WHERE user_id IS ? AND idempotency_key = ? AND created_at < ?",
     );
     this.insertRecipient = sqlite.prepare(
-      `INSERT INTO recipients (id, message_id, address, domain, status, attempts, next_attempt_at, updated_at)
-       VALUES (?, ?, ?, ?, ?, 0, ?, ?)`,
+      `INSERT INTO recipients (id, message_id, address, address_key, domain, status, attempts, next_attempt_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)`,
     );
   }
 
@@ -156,6 +178,9 @@ export class Enqueuer {
       // SQLite rolls the whole transaction back on some errors (disk full, I/O error): the batch is lost, and the
       // commit would fail with "no transaction is active", hiding why; the real error is the batch's answer
       if (!this.sqlite.inTransaction) throw error;
+      if (m.idempotencyKey !== undefined && error instanceof Error && KEY_TAKEN.test(error.message)) {
+        return { error: new IdempotencyKeyTaken(m.idempotencyKey, error) };
+      }
       return { error };
     }
   }
@@ -167,15 +192,24 @@ export class Enqueuer {
     if (m.idempotencyKey !== undefined && m.idempotencyExpiredBefore !== undefined) {
       this.releaseKey.run(m.userId, m.idempotencyKey, m.idempotencyExpiredBefore);
     }
+    const labels = storedLabels(m);
     this.insertMessage.run(id, m.userId, now, m.envelopeFrom, m.subject, m.body.length, m.body, m.source,
-      o.inlineCss, o.trackClicks, o.trackOpens, o.trackBounces, o.unsubscribe, m.idempotencyKey ?? null, m.messageIdHeader ?? null);
+      o.inlineCss, o.trackClicks, o.trackOpens, o.trackBounces, o.unsubscribe, m.idempotencyKey ?? null, m.messageIdHeader ?? null,
+      m.idempotencyHash ?? null, labels.tag, labels.metadata);
     const recipients = m.recipients.map((address): EnqueuedRecipient => {
       const rid = newRecipientId(now);
-      const status = m.suppressed.has(addressKey(address)) ? "suppressed" : "queued";
-      this.insertRecipient.run(rid, id, address, domainOf(address), status, now, now);
-      this.events.record({ type: status, messageId: id, recipientId: rid, recipient: address, userId: m.userId, time: now });
+      const key = addressKey(address);
+      const status = m.suppressed.has(key) ? "suppressed" : "queued";
+      this.insertRecipient.run(rid, id, address, key, domainOf(address), status, now, now);
+      this.events.record({ type: status, messageId: id, recipientId: rid, recipient: address, userId: m.userId, time: now, labels });
       return { address, id: rid, status };
     });
     return { id, messageIdHeader: m.messageIdHeader ?? null, recipients };
   }
+}
+
+/** The labels as the messages and events tables keep them: metadata as JSON text, null when empty. */
+function storedLabels(m: NewMessage): EventLabels {
+  const metadata = m.metadata && Object.keys(m.metadata).length > 0 ? JSON.stringify(m.metadata) : null;
+  return { tag: m.tag ?? null, metadata };
 }

@@ -1,7 +1,7 @@
 /**
  * @module queue/inspect — read-only views of the queue: one message with its recipients, its stored MIME, the
- * message an idempotency key names, the pending messages (streamed, held ones included) and the queue depth;
- * and the one JSON rendering of a message. Never writes; the API and `outpost queue list|show` read through here.
+ * message an idempotency key names, a user's messages page by page, the pending messages (streamed, held ones
+ * included) and the queue depth; and the one JSON rendering of a message. Never writes; the API and `outpost queue list|show` read through here.
  */
 import type { Database, Statement } from "bun:sqlite";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
@@ -34,6 +34,8 @@ export interface MessageView {
   options: MessageOptions;
   /** the RFC 5322 Message-ID; null for a message stored before outpost kept it */
   messageIdHeader: string | null;
+  tag: string | null;
+  metadata: Record<string, string>;
   recipients: RecipientView[];
 }
 
@@ -51,6 +53,8 @@ interface MessageRow {
   track_bounces: number;
   unsubscribe: number;
   message_id_header: string | null;
+  tag: string | null;
+  metadata: string | null;
 }
 
 /** One pending recipient joined with its message, for the streamed listing; recipient columns carry an r_ prefix. */
@@ -89,7 +93,7 @@ interface RecipientRow {
 }
 
 const MESSAGE_COLUMNS = `id, user_id, created_at, envelope_from, subject, size, source,
-  inline_css, track_clicks, track_opens, track_bounces, unsubscribe, message_id_header`;
+  inline_css, track_clicks, track_opens, track_bounces, unsubscribe, message_id_header, tag, metadata`;
 
 /**
  * The pending and the held rows of `recipients` as one relation. Two halves, each through its partial index: one
@@ -102,18 +106,18 @@ const PENDING_AND_HELD = (columns: string) =>
 /** Prepared once per store: these run on hot paths (every idempotent send, every status poll). */
 export class QueueInspector {
   private byId: Statement<MessageRow, [string]>;
-  private byKey: Statement<MessageRow, [number, string]>;
+  private byKey: Statement<MessageRow & { idempotency_hash: string | null }, [number, string]>;
   private recipientsOf: Statement<RecipientRow, [string]>;
   private depth: Statement<{ n: number }, []>;
   private body: Statement<{ body: Uint8Array }, [string]>;
   private pendingRows: Statement<PendingRow, []>;
   private pendingTotals: Statement<PendingCounts, []>;
 
-  constructor(sqlite: Database) {
+  constructor(private sqlite: Database) {
     // the body blob is left out on purpose: a status read must not drag megabytes of MIME along
     this.byId = sqlite.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE id = ?`);
     this.byKey = sqlite.prepare(
-      `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE user_id = ? AND idempotency_key = ? AND idempotency_key IS NOT NULL`,
+      `SELECT ${MESSAGE_COLUMNS}, idempotency_hash FROM messages WHERE user_id = ? AND idempotency_key = ? AND idempotency_key IS NOT NULL`,
     );
     this.recipientsOf = sqlite.prepare(
       `SELECT id, address, status, attempts, next_attempt_at, lease_until, last_reply, last_status, last_mx, updated_at
@@ -145,10 +149,13 @@ export class QueueInspector {
     return row ? this.view(row) : null;
   }
 
-  /** The message this user stored under this idempotency key, or null. */
-  findByIdempotencyKey(userId: UserId, key: string): MessageView | null {
+  /**
+   * The message this user stored under this idempotency key, with the fingerprint of the submission that took the
+   * key (null for mail stored before fingerprints were kept), or null.
+   */
+  findByIdempotencyKey(userId: UserId, key: string): { message: MessageView; hash: string | null } | null {
     const row = this.byKey.get(userId, key);
-    return row ? this.view(row) : null;
+    return row ? { message: this.view(row), hash: row.idempotency_hash } : null;
   }
 
   /**
@@ -179,6 +186,17 @@ export class QueueInspector {
     return this.pendingTotals.get() ?? { messages: 0, recipients: 0, held: 0 };
   }
 
+  /**
+   * One page of a user's messages, newest first, each with all its recipients. `more` is set when another page
+   * may follow: pass its last message as the next filter's `after`.
+   */
+  listMessages(filter: MessageFilter): { messages: MessageView[]; more: boolean } {
+    const { sql, args } = listQuery({ ...filter, limit: filter.limit + 1 });
+    const rows = this.sqlite.query<MessageRow, (string | number)[]>(sql).all(...args);
+    const more = rows.length > filter.limit;
+    return { messages: rows.slice(0, filter.limit).map((r) => this.view(r)), more };
+  }
+
   /** Recipients still waiting for delivery (queued or deferred; held ones are not waiting for it). */
   queueDepth(): number {
     return this.depth.get()?.n ?? 0;
@@ -206,6 +224,8 @@ function messageOf(row: MessageRow): Omit<MessageView, "recipients"> {
       trackBounces: row.track_bounces === 1,
       unsubscribe: row.unsubscribe === 1,
     },
+    tag: row.tag,
+    metadata: row.metadata === null ? {} : (JSON.parse(row.metadata) as Record<string, string>),
   };
 }
 
@@ -240,6 +260,50 @@ function recipientHalf(row: PendingRow): RecipientRow {
   };
 }
 
+/** What GET /v1/messages filters by; every filter is optional but the owner. */
+export interface MessageFilter {
+  userId: UserId;
+  /** messages with a recipient in this status, as the API shows it (`deferred` includes held) */
+  status?: Exclude<RecipientStatus, "held">;
+  /** messages to this address: its mail/address.ts addressKey */
+  recipientKey?: string;
+  tag?: string;
+  /** created at or after (ms) */
+  since?: number;
+  /** created before (ms) */
+  until?: number;
+  /** the last message of the previous page: the page goes on after it */
+  after?: { createdAt: number; id: string };
+  limit: number;
+}
+
+/**
+ * The SQL of a page. It walks the owner's messages newest first through messages_user_created, or, with a tag,
+ * messages_user_tag, both ending in (created_at, id): the keyset cursor. A message created while a client pages has
+ * the newest created_at, so it never shifts a later page. Status and recipient are checked per message through
+ * recipients_message and recipients_address. Exported for the query-plan test.
+ */
+export function listQuery(f: MessageFilter): { sql: string; args: (string | number)[] } {
+  const where = ["m.user_id = ?"];
+  const args: (string | number)[] = [f.userId];
+  const add = (clause: string, ...values: (string | number)[]) => {
+    where.push(clause);
+    args.push(...values);
+  };
+  if (f.tag !== undefined) add("m.tag = ?", f.tag);
+  if (f.since !== undefined) add("m.created_at >= ?", f.since);
+  if (f.until !== undefined) add("m.created_at < ?", f.until);
+  if (f.after) add("(m.created_at, m.id) < (?, ?)", f.after.createdAt, f.after.id);
+  if (f.status !== undefined) {
+    const statuses = f.status === "deferred" ? ["deferred", "held"] : [f.status];
+    add(`EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.status IN (${statuses.map(() => "?").join(",")}))`, ...statuses);
+  }
+  if (f.recipientKey !== undefined) add("m.id IN (SELECT message_id FROM recipients WHERE address_key = ?)", f.recipientKey);
+  const columns = MESSAGE_COLUMNS.split(",").map((c) => `m.${c.trim()}`).join(", ");
+  const sql = `SELECT ${columns} FROM messages m WHERE ${where.join(" AND ")} ORDER BY m.created_at DESC, m.id DESC LIMIT ?`;
+  return { sql, args: [...args, f.limit] };
+}
+
 /** Waiting for delivery: queued or deferred. */
 export const isPending = (r: RecipientView): boolean => r.status === "queued" || r.status === "deferred";
 
@@ -261,6 +325,8 @@ export interface MessageJson {
   size: number;
   source: MessageSource;
   user_id: number | null;
+  tag: string | null;
+  metadata: Record<string, string>;
   /** under SPEC's /v1/send field names */
   options: { inlinizecss: boolean; clicktracking: boolean; openstracking: boolean; bouncetracking: boolean; unsubscribe: boolean };
   recipients: RecipientJson[];
@@ -291,6 +357,8 @@ export function messageJson(m: MessageView, now: number): MessageJson {
     size: m.size,
     source: m.source,
     user_id: m.userId,
+    tag: m.tag,
+    metadata: m.metadata,
     options: {
       inlinizecss: m.options.inlineCss,
       clicktracking: m.options.trackClicks,

@@ -9,7 +9,7 @@
  * pending and leaves it alone.
  */
 import type { Database, Statement } from "bun:sqlite";
-import type { EventDetails, EventRecorder } from "../events/record.ts";
+import type { EventDetails, EventLabels, EventRecorder } from "../events/record.ts";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
 import type { RecipientStatus } from "./enqueue.ts";
 
@@ -23,6 +23,8 @@ export interface ReportedRecipient {
   userId: UserId | null;
   /** the message's RFC 5322 Message-ID, for the log line */
   messageIdHeader: string | null;
+  /** the message's tag and metadata, which its events carry */
+  labels: EventLabels;
 }
 
 /** What the report says about the recipient. */
@@ -42,6 +44,8 @@ interface Row {
   status: string;
   user_id: number | null;
   message_id_header: string | null;
+  tag: string | null;
+  metadata: string | null;
 }
 
 /** A report names one message; more rows than this under one Message-ID is not a message we sent */
@@ -55,6 +59,7 @@ function toReported(r: Row): ReportedRecipient {
     status: r.status as RecipientStatus,
     userId: r.user_id as UserId | null,
     messageIdHeader: r.message_id_header,
+    labels: { tag: r.tag, metadata: r.metadata },
   };
 }
 
@@ -68,12 +73,12 @@ export class LateReports {
     private events: EventRecorder,
   ) {
     this.byId = sqlite.query(
-      `SELECT r.id, r.message_id, r.address, r.status, m.user_id, m.message_id_header
+      `SELECT r.id, r.message_id, r.address, r.status, m.user_id, m.message_id_header, m.tag, m.metadata
        FROM recipients r JOIN messages m ON m.id = r.message_id WHERE r.id = ?`,
     );
     // newest message first: a Message-ID reused by a resend names the latest copy
     this.byMessageIdHeader = sqlite.query(
-      `SELECT r.id, r.message_id, r.address, r.status, m.user_id, m.message_id_header
+      `SELECT r.id, r.message_id, r.address, r.status, m.user_id, m.message_id_header, m.tag, m.metadata
        FROM messages m JOIN recipients r ON r.message_id = m.id
        WHERE m.message_id_header = ? ORDER BY m.created_at DESC, r.rowid LIMIT ${MAX_NAMED}`,
     );
@@ -118,6 +123,6 @@ export class LateReports {
   }
 
   private record(type: "bounced" | "complained", rec: ReportedRecipient, now: number, details: EventDetails): void {
-    this.events.record({ type, messageId: rec.messageId, recipientId: rec.id, recipient: rec.address, userId: rec.userId, time: now, details });
+    this.events.record({ type, messageId: rec.messageId, recipientId: rec.id, recipient: rec.address, userId: rec.userId, time: now, details, labels: rec.labels });
   }
 }

@@ -26,11 +26,22 @@ export const messages = sqliteTable(
     idempotencyKey: text("idempotency_key"),
     /** the Message-ID field's `<id@host>`: finds the message a returned report names (bounce/ingest.ts) */
     messageIdHeader: text("message_id_header"),
+    /** SHA-256 (hex) of the normalised submission that took the key: a repeat with another payload is refused */
+    idempotencyHash: text("idempotency_hash"),
+    /** the sender's label (POST /v1/send `tag`, SMTP `X-Outpost-Tag`), carried by every event of the message */
+    tag: text("tag"),
+    /** JSON object of strings (`metadata`, `X-Outpost-Metadata-KEY`), carried by every event; null when none */
+    metadata: text("metadata"),
     /** set once the sender was told the message is delayed (delivery.delay_warning): one warning per message */
     delayWarned: integer("delay_warned", { mode: "boolean" }).notNull().default(false),
   },
   (t) => [
     index("messages_created").on(t.createdAt),
+    // GET /v1/messages: a user's messages newest first, by keyset (created_at, id); with a tag, that tag's only
+    index("messages_user_created").on(t.userId, t.createdAt, t.id),
+    index("messages_user_tag")
+      .on(t.userId, t.tag, t.createdAt, t.id)
+      .where(sql`tag IS NOT NULL`),
     uniqueIndex("messages_idempotency").on(t.userId, t.idempotencyKey).where(sql`idempotency_key IS NOT NULL`),
     index("messages_message_id_header").on(t.messageIdHeader).where(sql`message_id_header IS NOT NULL`),
   ],
@@ -44,6 +55,8 @@ export const recipients = sqliteTable(
       .notNull()
       .references(() => messages.id, { onDelete: "cascade" }),
     address: text("address").notNull(),
+    /** mail/address.ts addressKey of `address`: what GET /v1/messages?recipient= matches */
+    addressKey: text("address_key").notNull().default(""),
     /** lower-cased domain part: what routing and throttling key on */
     domain: text("domain").notNull(),
     /** queued | deferred | held | delivered | bounced | suppressed (held: an operator stopped it, `outpost queue hold`) */
@@ -60,6 +73,7 @@ export const recipients = sqliteTable(
   },
   (t) => [
     index("recipients_message").on(t.messageId),
+    index("recipients_address").on(t.addressKey, t.messageId),
     // only pending rows are indexed, so finished mail never slows a look at the queue (next due, depth, flush)
     index("recipients_due")
       .on(t.nextAttemptAt)

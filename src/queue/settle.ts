@@ -7,7 +7,7 @@
  * `outpost queue delete`) is left alone and gets no event: the functions return false.
  */
 import type { Database, Statement } from "bun:sqlite";
-import type { EventRecorder } from "../events/record.ts";
+import type { EventLabels, EventRecorder } from "../events/record.ts";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
 
 /** A pending recipient as settle sees it, read inside the settling transaction. */
@@ -18,6 +18,8 @@ export interface PendingRecipient {
   /** attempts made before this one */
   attempts: number;
   userId: UserId | null;
+  /** the message's tag and metadata, which its events carry */
+  labels: EventLabels;
 }
 
 /** What one attempt learned about one recipient. */
@@ -35,6 +37,8 @@ interface PendingRow {
   address: string;
   attempts: number;
   user_id: number | null;
+  tag: string | null;
+  metadata: string | null;
 }
 
 export class QueueSettler {
@@ -48,7 +52,7 @@ export class QueueSettler {
     private events: EventRecorder,
   ) {
     this.pending = sqlite.query(
-      `SELECT r.id, r.message_id, r.address, r.attempts, m.user_id
+      `SELECT r.id, r.message_id, r.address, r.attempts, m.user_id, m.tag, m.metadata
        FROM recipients r JOIN messages m ON m.id = r.message_id
        WHERE r.id = ? AND r.status IN ('queued','deferred')`,
     );
@@ -88,6 +92,7 @@ export class QueueSettler {
       address: r.address,
       attempts: r.attempts,
       userId: r.user_id as UserId | null,
+      labels: { tag: r.tag, metadata: r.metadata },
     };
   }
 
@@ -131,6 +136,7 @@ export class QueueSettler {
       recipient: rec.address,
       userId: rec.userId,
       time: now,
+      labels: rec.labels,
       details: { ...(info.mx ? { mx: info.mx } : {}), reply: info.reply, status: info.status, ...extra },
     });
   }

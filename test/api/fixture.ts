@@ -55,6 +55,9 @@ export async function startApi(toml = ""): Promise<ApiFixture> {
         payload = JSON.stringify(body);
         headers["content-type"] ??= "application/json";
       }
+      // as an HTTP client sends a body it has whole (a Request made here has none of its own; FormData and
+      // URLSearchParams bodies go without, as a streamed upload would)
+      if (typeof payload === "string") headers["content-length"] ??= String(Buffer.byteLength(payload));
       // Elysia finds the path after the host, so the URL needs a real-looking host
       return app.handle(new Request(`http://localhost${path}`, { method, headers, body: payload }));
     },

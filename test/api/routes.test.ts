@@ -76,7 +76,7 @@ describe("GET /v1/messages/{id}", () => {
   test("a pending recipient shows when it is due and whether an attempt holds it (messageJson)", () => {
     const r = { id: "r1" as RecipientId, address: "a@x.org", status: "deferred" as const, attempts: 1, nextAttemptAt: 2_000, leasedUntil: 2_000,
       lastReply: "451 later", lastStatus: "4.7.1", lastMx: "mx.x.org", updatedAt: 1_000 };
-    const m = { id: "m1" as MessageId, userId: null, createdAt: 0, envelopeFrom: "", subject: "", size: 1, source: "smtp" as const, messageIdHeader: null,
+    const m = { id: "m1" as MessageId, userId: null, createdAt: 0, envelopeFrom: "", subject: "", size: 1, source: "smtp" as const, messageIdHeader: null, tag: null, metadata: {},
       options: { inlineCss: true, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false }, recipients: [r, { ...r, status: "delivered" as const }] };
     const j = messageJson(m, 1_500);
     expect(j.options.inlinizecss).toBe(true);
@@ -89,7 +89,7 @@ describe("GET /v1/messages/{id}", () => {
   test("a held recipient shows as deferred with held set and no next attempt (messageJson)", () => {
     const r = { id: "r1" as RecipientId, address: "a@x.org", status: "held" as const, attempts: 0, nextAttemptAt: 2_000, leasedUntil: null,
       lastReply: null, lastStatus: null, lastMx: null, updatedAt: 1_000 };
-    const m = { id: "m1" as MessageId, userId: null, createdAt: 0, envelopeFrom: "", subject: "", size: 1, source: "smtp" as const, messageIdHeader: null,
+    const m = { id: "m1" as MessageId, userId: null, createdAt: 0, envelopeFrom: "", subject: "", size: 1, source: "smtp" as const, messageIdHeader: null, tag: null, metadata: {},
       options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false }, recipients: [r] };
     expect(messageJson(m, 5_000).recipients[0]).toMatchObject({ status: "deferred", held: true, in_flight: false, next_attempt_at: null });
   });
@@ -302,13 +302,13 @@ describe("health, metrics and the OpenAPI document", () => {
     const doc = (await (await f.call("GET", "/openapi.json", undefined, { key: null })).json()) as {
       paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: { properties: Record<string, { description?: string; anyOf?: unknown }> } }> } }>>;
     };
-    for (const p of ["/v1/send", "/v1/messages/{id}", "/v1/events", "/v1/suppressions", "/v1/suppressions/{address}", "/healthz", "/metrics"]) {
+    for (const p of ["/v1/send", "/v1/messages", "/v1/messages/{id}", "/v1/events", "/v1/suppressions", "/v1/suppressions/{address}", "/healthz", "/metrics"]) {
       expect(doc.paths[p]).toBeDefined();
     }
     const content = doc.paths["/v1/send"]!.post!.requestBody!.content;
     expect(Object.keys(content).sort()).toEqual(["application/json", "application/x-www-form-urlencoded", "multipart/form-data"]);
     const props = content["application/json"]!.schema.properties;
-    const fields = ["envelope", "recipient", "body", "from", "to", "cc", "bcc", "subject", "text", "html", "headers", "attachments", "inlinizecss", "clicktracking", "openstracking", "bouncetracking", "unsubscribe", "idempotency_key"];
+    const fields = ["envelope", "recipient", "body", "from", "to", "cc", "bcc", "subject", "text", "html", "headers", "attachments", "inlinizecss", "clicktracking", "openstracking", "bouncetracking", "unsubscribe", "idempotency_key", "reply_to", "tag", "metadata"];
     expect(Object.keys(props).sort()).toEqual([...fields].sort());
     for (const name of fields) expect(props[name]!.description ?? "").not.toBe("");
   });

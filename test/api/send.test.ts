@@ -184,8 +184,8 @@ describe("JSON null is an omitted field", () => {
     expect(storedBody(f.rt, s.id)).toMatch(/filename="?a\.txt/);
   });
 
-  test("null in a required field is still its error", async () => {
-    expect(await errorOf(await f.call("POST", "/v1/send", { envelope: null, to: "b@example.org", text: "x" }))).toMatchObject({ status: 400, field: "envelope" });
+  test("a null envelope is an omitted one: without a from either, the sender is missing", async () => {
+    expect(await errorOf(await f.call("POST", "/v1/send", { envelope: null, to: "b@example.org", text: "x" }))).toMatchObject({ status: 400, field: "from" });
   });
 });
 
@@ -464,7 +464,7 @@ describe("idempotency", () => {
 describe("validation errors name the field", () => {
   const ok = { envelope: "ann@example.com", recipient: "bob@example.org", body: MIME };
   const cases: [string, Record<string, unknown>, string | null][] = [
-    ["a missing envelope", { recipient: "bob@example.org", body: MIME }, "envelope"],
+    ["a missing envelope with a body that has no From", { recipient: "bob@example.org", body: "To: bob@example.org\r\nSubject: x\r\n\r\nx\r\n" }, "envelope"],
     ["an invalid envelope", { ...ok, envelope: "not an address" }, "envelope"],
     ["CR LF in the envelope", { ...ok, envelope: "ann@example.com\r\nRCPT TO:<x@y.org>" }, "envelope"],
     ["an invalid recipient", { ...ok, recipient: "nobody" }, "recipient"],
@@ -581,9 +581,11 @@ describe("validation errors name the field", () => {
     }
   });
 
-  test("an unsupported content type is a 400", async () => {
+  test("an unsupported content type is a 415 listing the accepted types", async () => {
     const e = await errorOf(await f.call("POST", "/v1/send", MIME, { headers: { "content-type": "message/rfc822" } }));
-    expect(e).toMatchObject({ status: 400, code: "invalid_request" });
+    expect(e).toMatchObject({ status: 415, code: "unsupported_media_type", field: null });
+    expect(e.message).toContain('"message/rfc822"');
+    expect(e.message).toContain("application/json, application/x-www-form-urlencoded or multipart/form-data");
   });
 
   test("a message over max_message_size is a 413 naming body", async () => {

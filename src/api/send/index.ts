@@ -31,7 +31,7 @@ export function sendRoutes(ctx: ApiContext) {
         client_ip: ip,
         user: who.userName,
         key: who.keyId.slice(0, 12),
-        sender: body.envelope,
+        sender: out.envelope,
         recipients: out.result.recipients.map((r) => r.address),
         replayed: out.replayed,
       });
@@ -42,7 +42,7 @@ export function sendRoutes(ctx: ApiContext) {
     {
       // Our reader resolves aliases and case and collects repeated form fields; it always returns a body, so the
       // named parsers after it never run — they are listed so the OpenAPI document shows the three content types.
-      parse: [({ request }) => readSendFields(request), "json", "urlencoded", "formdata"],
+      parse: [({ request }) => readSendFields(request, ctx.maxRequestBytes), "json", "urlencoded", "formdata"],
       body: SendBody,
       response: {
         202: withHeaders(SendResult, { "Idempotent-Replayed": REPLAYED }),

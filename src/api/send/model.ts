@@ -3,6 +3,7 @@
  * The descriptions here are what the OpenAPI document and the docs page show.
  */
 import { t } from "elysia";
+import { METADATA_KEY_MAX, METADATA_MAX_KEYS, METADATA_VALUE_MAX, TAG_MAX } from "../../intake/labels.ts";
 
 const AddressList = t.Union([t.String(), t.Array(t.String())], {
   description: "one address, a comma-separated list, or an array (in forms: repeat the field)",
@@ -29,7 +30,12 @@ export const AttachmentObject = t.Object(
 
 export const SendBody = t.Object(
   {
-    envelope: t.Optional(t.String({ description: "the envelope sender (MAIL FROM); required" })),
+    envelope: t.Optional(
+      t.String({
+        description:
+          "the envelope sender (MAIL FROM); default: the address of `from`, or of the `body`'s Sender: header, else of its From: header",
+      }),
+    ),
     recipient: t.Optional(
       t.Union([t.String(), t.Array(t.String())], {
         description:
@@ -41,7 +47,12 @@ export const SendBody = t.Object(
         description: "the complete MIME message (alias `mime`); in multipart it may be a file part",
       }),
     ),
-    from: t.Optional(t.String({ description: "structured: the From header; default: the envelope sender" })),
+    from: t.Optional(t.String({ description: "structured: the From header (one mailbox); default: the envelope sender. `envelope` or `from` is required" })),
+    reply_to: t.Optional(
+      t.Union([t.String(), t.Array(t.String())], {
+        description: "structured: the Reply-To header: one address or several, like `to` (aliases `replyto`, `reply-to`)",
+      }),
+    ),
     to: t.Optional(AddressList),
     cc: t.Optional(AddressList),
     bcc: t.Optional(AddressList),
@@ -70,11 +81,23 @@ export const SendBody = t.Object(
     openstracking: flag("add a tracking pixel and record opens (alias trackopens)"),
     bouncetracking: flag("VERP return path on the bounce domain, record bounces (alias trackbounces)"),
     unsubscribe: flag("List-Unsubscribe with one-click (RFC 8058) per recipient; an unsubscribe suppresses the address for you (alias listunsubscribe)"),
+    tag: t.Optional(
+      t.String({
+        description: `a label of yours, carried by the message and every one of its events; ${TAG_MAX} characters at most, no control characters ("" is none). GET /v1/messages?tag= finds it`,
+      }),
+    ),
+    metadata: t.Optional(
+      t.Record(t.String(), t.String(), {
+        description:
+          `your own key/value strings, carried by the message and every one of its events: at most ${METADATA_MAX_KEYS} keys of 1 to ${METADATA_KEY_MAX} characters [A-Za-z0-9_-], values of at most ${METADATA_VALUE_MAX} characters. In forms: JSON, or metadata[KEY]=value fields`,
+      }),
+    ),
     idempotency_key: t.Optional(
       t.String({
         minLength: 1,
         maxLength: 255,
-        description: "a repeat with the same key within 24 h returns the first answer and queues nothing (or header Idempotency-Key)",
+        description:
+          "a repeat with the same key and the same payload within 24 h returns the first answer and queues nothing; with another payload it is a 409 (or header Idempotency-Key)",
       }),
     ),
   },
@@ -86,7 +109,7 @@ export const SendBody = t.Object(
 export type SendBody = typeof SendBody.static;
 
 export const SendResult = t.Object({
-  id: t.String({ description: "the message id (the queue id: in the SMTP reply, the log lines and every event's message_id)" }),
+  id: t.String({ description: "the message id (the queue id: in the SMTP reply, the log lines, GET /v1/messages/{id} and every event's message_id)" }),
   message_id: t.Union([t.String(), t.Null()], { description: "the RFC 5322 Message-ID header of the message, with its angle brackets" }),
   recipients: t.Array(
     t.Object({

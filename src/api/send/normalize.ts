@@ -6,7 +6,7 @@ import addressparser from "nodemailer/lib/addressparser";
 import { parseAddress } from "../../mail/address.ts";
 import { ApiError } from "../../mail/errors.ts";
 import { composeMessage, RESERVED_HEADERS, type ComposeAttachment, type ComposeInput, type Mailbox } from "../../message/compose.ts";
-import { BadLineEndingError, normalizeLineEndings, splitAtHeaderEnd, type SplitMessage } from "../../message/headers.ts";
+import { BadLineEndingError, fieldValue, normalizeLineEndings, splitAtHeaderEnd, type SplitMessage } from "../../message/headers.ts";
 import type { MessageOptions } from "../../queue/enqueue.ts";
 import type { SendBody } from "./model.ts";
 
@@ -15,6 +15,9 @@ export interface SendRequest {
   recipients: string[];
   raw: Buffer;
   options: Partial<MessageOptions>;
+  /** checked by intake (intake/labels.ts), as the X-Outpost-Tag/-Metadata-* headers are */
+  tag?: string;
+  metadata?: Record<string, string>;
 }
 
 const bad = (field: string, message: string) => new ApiError(400, "invalid_request", message, field);
@@ -70,18 +73,17 @@ export function optionsOf(b: SendBody): Partial<MessageOptions> {
   return o;
 }
 
-const STRUCTURED = ["from", "to", "cc", "bcc", "subject", "text", "html", "headers", "attachments"] as const;
+const STRUCTURED = ["from", "reply_to", "to", "cc", "bcc", "subject", "text", "html", "headers", "attachments"] as const;
 
 /** Validated fields → a submission. `hostname` names composed messages' Message-IDs. */
 export async function normalizeSend(b: SendBody, hostname: string): Promise<SendRequest> {
-  if (b.envelope === undefined || b.envelope.trim() === "") throw bad("envelope", "envelope (the envelope sender) is required");
-  const envelopeFrom = noControl("envelope", b.envelope).trim();
-  if (!isMailbox(envelopeFrom)) throw bad("envelope", `envelope: ${JSON.stringify(envelopeFrom)} is not a valid email address`);
+  const given = givenEnvelope(b.envelope);
   const explicit = mailboxesOf("recipient", b.recipient).map((m) => m.address);
   if (b.recipient !== undefined && explicit.length === 0) throw bad("recipient", "recipient is empty");
 
   let raw: Buffer;
   let recipients: string[];
+  let envelopeFrom: string;
   if (b.body !== undefined) {
     const extra = STRUCTURED.find((f) => b[f] !== undefined);
     if (extra) throw bad(extra, `give either body (a MIME message) or structured fields, not both (${extra})`);
@@ -89,9 +91,13 @@ export async function normalizeSend(b: SendBody, hostname: string): Promise<Send
     if (raw.length === 0) throw bad("body", "body is empty");
     // checked even when the recipients are given: a body without headers is not a message
     const headers = mimeHeaders(raw);
+    envelopeFrom = given ?? authorOf(headers);
     recipients = explicit.length ? explicit : recipientsOf(headers);
   } else {
-    const s = await structured(b, envelopeFrom);
+    const from = structuredFrom(b.from);
+    envelopeFrom = given ?? from?.address ?? "";
+    if (envelopeFrom === "") throw bad("from", "from (or envelope, the envelope sender) is required");
+    const s = await structured(b, from ?? { address: envelopeFrom });
     if (!s.hasContent) throw bad("body", "give body (a MIME message) or structured fields (from, to, subject, text, html, attachments)");
     raw = await composeMessage(s.input, hostname);
     recipients = explicit.length ? explicit : [...s.input.to, ...s.input.cc, ...s.input.bcc].map((m) => m.address);
@@ -99,7 +105,38 @@ export async function normalizeSend(b: SendBody, hostname: string): Promise<Send
   if (recipients.length === 0) {
     throw bad("recipient", "no recipient: give recipient, or To/Cc/Bcc addresses in the message");
   }
-  return { envelopeFrom, recipients, raw, options: optionsOf(b) };
+  return { envelopeFrom, recipients, raw, options: optionsOf(b), tag: b.tag, metadata: b.metadata };
+}
+
+/** The `envelope` field, checked; undefined when not given (or blank), so it defaults to the author. */
+function givenEnvelope(value: string | undefined): string | undefined {
+  if (value === undefined || value.trim() === "") return undefined;
+  const envelope = noControl("envelope", value).trim();
+  if (!isMailbox(envelope)) throw bad("envelope", `envelope: ${JSON.stringify(envelope)} is not a valid email address`);
+  return envelope;
+}
+
+/**
+ * The envelope sender a MIME body implies: its Sender (RFC 5322 §3.6.2: the one who sent it), else its one From
+ * address. Several From addresses and no Sender name no one; nor does a message without either.
+ */
+function authorOf(headers: SplitMessage["headers"]): string {
+  for (const name of ["sender", "from"]) {
+    const addresses = addressesIn(headers, name);
+    if (addresses.length === 0) continue;
+    if (addresses.length > 1) {
+      throw bad("envelope", `envelope is required: the body's From: has ${addresses.length} addresses and there is no Sender:`);
+    }
+    return addresses[0]!;
+  }
+  throw bad("envelope", "envelope (the envelope sender) is required: the body has no From: or Sender: address");
+}
+
+function structuredFrom(value: string | undefined): Mailbox | undefined {
+  if (value === undefined) return undefined;
+  const list = mailboxesOf("from", value);
+  if (list.length !== 1) throw bad("from", "from must be exactly one address");
+  return list[0];
 }
 
 /** The idempotency key from the field or the Idempotency-Key header, checked. */
@@ -139,12 +176,15 @@ function mimeHeaders(raw: Buffer): SplitMessage["headers"] {
 }
 
 function recipientsOf(headers: SplitMessage["headers"]): string[] {
+  return addressesIn(headers, "to", "cc", "bcc");
+}
+
+/** The valid addresses of every field with one of these (lower-case) names, in the message's order. */
+function addressesIn(headers: SplitMessage["headers"], ...names: string[]): string[] {
   const out: string[] = [];
   for (const h of headers) {
-    const name = h.name.toLowerCase();
-    if (name !== "to" && name !== "cc" && name !== "bcc") continue;
-    const value = Buffer.from(h.raw.slice(h.raw.indexOf(":") + 1).replace(/\r\n/g, ""), "latin1").toString("utf8");
-    for (const a of addressparser(value, { flatten: true })) {
+    if (!names.includes(h.key)) continue;
+    for (const a of addressparser(fieldValue(h), { flatten: true })) {
       if (a.address && isMailbox(a.address)) out.push(a.address);
     }
   }
@@ -156,24 +196,24 @@ interface Structured {
   hasContent: boolean;
 }
 
-async function structured(b: SendBody, envelopeFrom: string): Promise<Structured> {
-  let from: Mailbox = { address: envelopeFrom };
-  if (b.from !== undefined) {
-    const list = mailboxesOf("from", b.from);
-    if (list.length !== 1) throw bad("from", "from must be exactly one address");
-    from = list[0]!;
-  }
+async function structured(b: SendBody, from: Mailbox): Promise<Structured> {
+  const replyTo = mailboxesOf("reply_to", b.reply_to);
+  if (b.reply_to !== undefined && replyTo.length === 0) throw bad("reply_to", "reply_to is empty");
+  const headers = headersOf(b.headers);
+  const clash = headers.find((h) => replyTo.length > 0 && h.name.toLowerCase() === "reply-to");
+  if (clash) throw bad("reply_to", "give Reply-To once: as reply_to, or in headers");
   const subject = b.subject === undefined ? undefined : noControl("subject", b.subject);
   const attachments = await attachmentsOf(b.attachments);
   const input: ComposeInput = {
     from,
+    replyTo,
     to: mailboxesOf("to", b.to),
     cc: mailboxesOf("cc", b.cc),
     bcc: mailboxesOf("bcc", b.bcc),
     subject,
     text: b.text,
     html: b.html,
-    headers: headersOf(b.headers),
+    headers,
     attachments,
   };
   const hasContent = [b.from, b.to, b.cc, b.bcc, b.subject, b.text, b.html].some((v) => v !== undefined) || attachments.length > 0;

@@ -37,10 +37,15 @@ const ALIASES: Record<string, string> = {
   listunsubscribe: "unsubscribe",
   idempotency_key: "idempotency_key",
   idempotencykey: "idempotency_key",
+  reply_to: "reply_to",
+  replyto: "reply_to",
+  "reply-to": "reply_to",
+  tag: "tag",
+  metadata: "metadata",
 };
 
 /** Fields that collect every value given (several names, repeated form fields). */
-const LIST_FIELDS = new Set(["recipient", "to", "cc", "bcc", "attachments"]);
+const LIST_FIELDS = new Set(["recipient", "to", "cc", "bcc", "reply_to", "attachments"]);
 const FLAG_FIELDS = new Set(["inlinizecss", "clicktracking", "openstracking", "bouncetracking", "unsubscribe"]);
 
 const ATTACHMENT_KEYS: Record<string, string> = {
@@ -102,6 +107,14 @@ function canonicalName(name: string, written?: WrittenNames): string {
 
 export type BodyKind = "json" | "urlencoded" | "multipart";
 
+/** What a 415 lists. */
+export const ACCEPTED_TYPES = "application/json, application/x-www-form-urlencoded or multipart/form-data";
+
+export function unsupportedType(contentType: string | null): ApiError {
+  const given = contentType === null ? "no Content-Type" : `Content-Type ${JSON.stringify(contentType.split(";", 1)[0]!.trim())}`;
+  return new ApiError(415, "unsupported_media_type", `${given}: send ${ACCEPTED_TYPES}`);
+}
+
 /** The body kind of a Content-Type, or null when /v1/send does not take it. */
 export function bodyKind(contentType: string | null): BodyKind | null {
   const ct = (contentType ?? "").split(";", 1)[0]!.trim().toLowerCase();
@@ -111,27 +124,50 @@ export function bodyKind(contentType: string | null): BodyKind | null {
   return null;
 }
 
-export async function readSendFields(request: Request): Promise<Fields> {
-  const kind = bodyKind(request.headers.get("content-type"));
+/**
+ * `limits`: the bytes a body of each kind may have. A body with a Content-Length was measured before it was read
+ * (api/app.ts); one sent without (chunked) is counted as it comes and refused once it is too long.
+ */
+export async function readSendFields(request: Request, limits: Record<BodyKind, number>): Promise<Fields> {
+  const contentType = request.headers.get("content-type");
+  const kind = bodyKind(contentType);
+  if (kind === null) throw unsupportedType(contentType);
   const written = new WrittenNames();
   writtenByRequest.set(request, written);
+  const bytes = await bodyBytes(request, limits[kind]);
   switch (kind) {
     case "json":
-      return fromJson(await request.text(), written);
-    case "urlencoded":
-      return fromForm(new URLSearchParams(await request.text()).entries(), written);
+      return fromJson(bytes.toString("utf8"), written);
+    case "urlencoded": {
+      const text = bytes.toString("utf8");
+      // `curl -d '{…}'` without -H sends JSON labelled as a form: its one "field name" is the whole object
+      if (/^\s*[{[]/.test(text)) {
+        throw bad("the body is JSON but its Content-Type says form (application/x-www-form-urlencoded, what curl -d sends): send Content-Type: application/json");
+      }
+      return fromForm(new URLSearchParams(text).entries(), written);
+    }
     case "multipart": {
       let entries: FormEntry[];
       try {
-        entries = await multipartEntries(request.headers.get("content-type")!, Buffer.from(await request.arrayBuffer()));
+        entries = await multipartEntries(contentType!, bytes);
       } catch (e) {
         throw bad(`malformed multipart body: ${e instanceof Error ? e.message : String(e)}`);
       }
       return fromForm(entries, written);
     }
-    default:
-      throw bad("Content-Type must be application/json, application/x-www-form-urlencoded or multipart/form-data");
   }
+}
+
+async function bodyBytes(request: Request, max: number): Promise<Buffer> {
+  if (request.headers.has("content-length") || request.body === null) return Buffer.from(await request.arrayBuffer());
+  const chunks: Uint8Array[] = [];
+  let length = 0;
+  for await (const chunk of request.body) {
+    length += chunk.byteLength;
+    if (length > max) throw new ApiError(413, "too_large", `request too large: a body of this type may be at most ${max} bytes`, "body");
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
 }
 
 /** `written` collects the names the body used. A null value is an omitted field (clients such as Postmark's send `"Cc": null`). */
@@ -166,6 +202,13 @@ export function fromForm(entries: Iterable<[string, string | File]>, written?: W
   const out: Fields = {};
   let attachmentIndex = 0;
   for (const [rawName, value] of entries) {
+    const entry = metadataEntry(rawName);
+    if (entry !== null) {
+      if (typeof value !== "string") throw bad(`field ${rawName} cannot be a file`, `metadata.${entry}`);
+      addMetadata(out, entry, value);
+      written?.note("metadata", "metadata");
+      continue;
+    }
     // PHP-style "recipient[]" is the same field as "recipient"
     const field = canonicalName(rawName.endsWith("[]") ? rawName.slice(0, -2) : rawName, written);
     if (typeof value !== "string") {
@@ -181,6 +224,10 @@ export function fromForm(entries: Iterable<[string, string | File]>, written?: W
       append(out, field, list.map((a) => attachmentObject(a, attachmentIndex++)));
     } else if (field === "headers") {
       append(out, field, formHeaders(value));
+    } else if (field === "metadata") {
+      const parsed = decodeJsonField(value, field);
+      if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw bad("field metadata must be a JSON object in a form", field);
+      for (const [k, v] of Object.entries(parsed)) addMetadata(out, k, v);
     } else if (LIST_FIELDS.has(field)) {
       merge(out, field, value);
     } else {
@@ -188,6 +235,18 @@ export function fromForm(entries: Iterable<[string, string | File]>, written?: W
     }
   }
   return out;
+}
+
+/** `metadata[KEY]` (PHP-style, what form builders write for an object) → KEY; null for any other name. */
+function metadataEntry(name: string): string | null {
+  return /^metadata\[([^\]]*)\]$/i.exec(name)?.[1] ?? null;
+}
+
+/** Form metadata gathers from JSON and `metadata[KEY]` fields; one key given twice is refused. */
+function addMetadata(out: Fields, key: string, value: unknown): void {
+  const metadata = (out.metadata ??= {}) as Record<string, unknown>;
+  if (key in metadata) throw bad(`metadata key ${JSON.stringify(key)} is given more than once`, `metadata.${key}`);
+  metadata[key] = value;
 }
 
 function append(out: Fields, field: string, items: unknown[]): void {
