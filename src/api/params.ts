@@ -30,7 +30,7 @@ const RFC3339 = /^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(?:\.\d+)?(?:[Zz]|[+-]\d\d:\
 export function timeParam(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   let ms = NaN;
-  if (/^\d{1,12}(?:\.\d{1,6})?$/.test(value)) ms = Math.floor(Number(value) * 1000);
+  if (/^\d{1,12}(?:\.\d{1,6})?$/.test(value)) ms = Math.round(Number(value) * 1000);
   else if (RFC3339.test(value)) ms = Date.parse(value.replace(" ", "T"));
   if (!Number.isFinite(ms)) throw bad(name, `${name} must be an RFC 3339 time (2026-12-01T00:00:00Z) or unix seconds`);
   return ms;

@@ -58,7 +58,14 @@ export function labelsOfFields(tag: string | undefined, metadata: Record<string,
   const out: Partial<Labels> = {};
   if (tag !== undefined) out.tag = checkTag(tag);
   if (metadata !== undefined) {
-    for (const [k, v] of Object.entries(metadata)) checkMetadataEntry(k, v);
+    // the adapters' schemas say so too; checked here again since a string would pass as an object of its characters
+    if (metadata === null || typeof metadata !== "object" || Array.isArray(metadata)) {
+      throw refuse("metadata", "metadata must be an object of strings");
+    }
+    for (const [k, v] of Object.entries(metadata)) {
+      if (typeof v !== "string") throw refuse(`metadata.${k}`, `metadata.${k} must be a string`);
+      checkMetadataEntry(k, v);
+    }
     checkMetadataSize(metadata);
     out.metadata = { ...metadata };
   }

@@ -424,6 +424,33 @@ describe("idempotency", () => {
     expect(again.id).toBe(first.id);
   });
 
+  test("the same key with another payload is a 409 naming idempotency_key, and queues nothing", async () => {
+    const first = await sent(await f.call("POST", "/v1/send", req("order-2")));
+    const before = messageCount();
+    const other = { ...req("order-2"), recipient: "someone-else@example.org" };
+    const e = await errorOf(await f.call("POST", "/v1/send", other));
+    expect(e).toMatchObject({ status: 409, code: "conflict", field: "idempotency_key" });
+    expect(e.message).toContain(first.id);
+    expect(messageCount()).toBe(before);
+  });
+
+  test("the same payload written otherwise (field order, case, aliases, option spelling) is the same request", async () => {
+    const first = await sent(await f.call("POST", "/v1/send", { ...req("order-3"), trackopens: true }));
+    const again = await f.call("POST", "/v1/send", { Idempotency_Key: "order-3", Openstracking: "yes", mime: MIME, Recipients: "b@example.org", Envelope: "a@example.com" });
+    expect(again.status).toBe(202);
+    expect((await sent(again)).id).toBe(first.id);
+  });
+
+  test("two concurrent requests with one key and different payloads: one is sent, the other is a 409", async () => {
+    const before = messageCount();
+    const [a, b] = await Promise.all([
+      f.call("POST", "/v1/send", req("race-2")),
+      f.call("POST", "/v1/send", { ...req("race-2"), recipient: "c@example.org" }),
+    ]);
+    expect([a.status, b.status].sort()).toEqual([202, 409]);
+    expect(messageCount()).toBe(before + 1);
+  });
+
   test("two concurrent requests with one key store one message and get the same answer", async () => {
     const before = messageCount();
     const [a, b] = await Promise.all([f.call("POST", "/v1/send", req("race-1")), f.call("POST", "/v1/send", req("race-1"))]);

@@ -190,6 +190,9 @@ export function fromJson(text: string, written?: WrittenNames): Fields {
       append(out, field, items.map((a, i) => attachmentObject(a, before + i)));
     } else if (LIST_FIELDS.has(field)) {
       merge(out, field, value);
+    } else if (field === "metadata" && (typeof value !== "object" || Array.isArray(value))) {
+      // checked here: the schema's validation would turn a string into an object of its characters
+      throw bad("metadata must be an object of strings", field);
     } else {
       if (field in out) throw bad(`field ${field} is given more than once`, field);
       out[field] = FLAG_FIELDS.has(field) && typeof value === "string" ? value.trim().toLowerCase() : value;
