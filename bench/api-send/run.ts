@@ -48,12 +48,13 @@ const command = process.env.OUTPOST_BIN
   : ["bun", ...bunFlags, join(root, "src/main.ts"), "serve"];
 const server = Bun.spawn([...command, "--config", join(dir, "outpost.toml")], {
   cwd: dir,
-  stdout: "pipe",
-  stderr: "inherit",
+  stdout: "ignore",
+  stderr: "pipe",
 });
 
+/** serve prints its first-run secrets to stderr (stdout is JSON log lines only); that pipe is drained after. */
 async function firstRunKey(): Promise<string> {
-  const reader = server.stdout.getReader();
+  const reader = server.stderr.getReader();
   let text = "";
   const until = Date.now() + 15_000;
   while (Date.now() < until) {
@@ -62,7 +63,7 @@ async function firstRunKey(): Promise<string> {
     text += new TextDecoder().decode(value);
     const m = /^api key: (\S+)$/m.exec(text);
     if (m) {
-      // keep draining stdout so the server never blocks on a full pipe
+      // keep draining so the server never blocks on a full pipe
       void (async () => {
         while (!(await reader.read()).done);
       })();

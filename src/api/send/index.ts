@@ -49,7 +49,9 @@ export function sendRoutes(ctx: ApiContext) {
         400: ErrorBody,
         401: ErrorBody,
         403: ErrorBody,
+        409: ErrorBody,
         413: ErrorBody,
+        415: ErrorBody,
         429: withHeaders(ErrorBody, { "Retry-After": RETRY_AFTER }),
         503: withHeaders(ErrorBody, { "Retry-After": RETRY_AFTER }),
       },
@@ -61,18 +63,21 @@ export function sendRoutes(ctx: ApiContext) {
             name: "Idempotency-Key",
             in: "header",
             required: false,
-            description: "like the idempotency_key field: a repeat with the same key within 24 h returns the first answer and queues nothing",
+            description: "like the idempotency_key field: a repeat of the same request with the same key within 24 h returns the first answer and queues nothing; another payload is a 409",
             schema: { type: "string", minLength: 1, maxLength: 255 },
           },
         ],
         summary: "Send a message",
         description:
           "Queues a message and answers 202 once it is durably stored. Give `body` (a complete MIME message) or structured fields " +
-          "(`from`, `to`, `cc`, `bcc`, `subject`, `text`, `html`, `headers`, `attachments`). Field names are case-insensitive; " +
-          "aliases: recipients → recipient, mime → body, attachment → attachments, inlinecss/inlineizecss → inlinizecss, " +
+          "(`from`, `reply_to`, `to`, `cc`, `bcc`, `subject`, `text`, `html`, `headers`, `attachments`); `{from, to, subject, text}` is enough: " +
+          "the envelope sender defaults to the author. `tag` and `metadata` are carried by the message and every one of its events. " +
+          "Field names are case-insensitive; " +
+          "aliases: recipients → recipient, mime → body, attachment → attachments, replyto/reply-to → reply_to, inlinecss/inlineizecss → inlinizecss, " +
           "trackclicks → clicktracking, trackopens → openstracking, trackbounces → bouncetracking, listunsubscribe → unsubscribe. Without `recipient` the message " +
           "goes to its To, Cc and Bcc addresses. In forms, repeat a list field or separate addresses with commas. In JSON, null is the " +
-          "same as leaving a field out. Errors name the field as the request wrote it.",
+          "same as leaving a field out. Errors name the field as the request wrote it. An idempotency key repeated with another payload is a 409; " +
+          "a body of another Content-Type a 415.",
       },
     },
   );
