@@ -51,7 +51,9 @@ function guard(ctx: ApiContext, request: Request): void {
 
 function checkBody(ctx: ApiContext, request: Request, path: string): void {
   const declared = request.headers.get("content-length");
-  if (request.body === null || declared === "0") return;
+  // HTTP/1.1 frames a body by one of the two (RFC 9112 §6); the headers are read, not `request.body`, whose
+  // stream Bun would make for every request
+  if (declared === "0" || (declared === null && !request.headers.has("transfer-encoding"))) return;
   const isSend = request.method === "POST" && path === "/v1/send";
   const contentType = request.headers.get("content-type");
   const kind = bodyKind(contentType);
