@@ -313,6 +313,18 @@ describe("health, metrics and the OpenAPI document", () => {
     for (const name of fields) expect(props[name]!.description ?? "").not.toBe("");
   });
 
+  test("GET /openapi.json documents the message listing's parameters, the events' message_id, and tag and metadata on EVENT", async () => {
+    const doc = (await (await f.call("GET", "/openapi.json", undefined, { key: null })).json()) as {
+      paths: Record<string, Record<string, { parameters?: { name: string; description?: string }[]; responses: Record<string, unknown> }>>;
+      components: { schemas: Record<string, { properties: Record<string, unknown> }> };
+    };
+    const names = (path: string) => doc.paths[path]!.get!.parameters!.map((p) => p.name);
+    expect(names("/v1/messages").sort()).toEqual(["cursor", "limit", "recipient", "since", "status", "tag", "until"]);
+    expect(names("/v1/events")).toContain("message_id");
+    expect(Object.keys(doc.components.schemas.Event!.properties)).toEqual(expect.arrayContaining(["tag", "metadata"]));
+    expect(Object.keys(doc.paths["/v1/send"]!.post!.responses)).toEqual(expect.arrayContaining(["409", "415"]));
+  });
+
   test("GET /openapi.json documents the Idempotency-Key request header and the response headers of /v1/send", async () => {
     const doc = (await (await f.call("GET", "/openapi.json", undefined, { key: null })).json()) as {
       paths: Record<string, Record<string, { parameters?: { name: string; in: string }[]; responses: Record<string, { headers?: Record<string, { schema: unknown }> }> }>>;
