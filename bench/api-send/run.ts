@@ -5,12 +5,23 @@
  *
  *   apt-get install wrk   # once
  *   bun bench/api-send/run.ts [--duration 10] [--clients 1,16,64] [--scenarios intake,delivery] [--out bench/api-send/table.md]
+ *                             [--endpoints v1,v1-fields,postmark,mailgun,mailgun-mime] [--rounds 1]
  *   (WRK_THREADS sets wrk's threads, default 1; OUTPOST_BIN and BENCH_BUN_FLAGS below)
  *
  * Two scenarios on one server:
  *   delivery  — the recipient is delivered by the sandbox delivery loop in the same process (the whole pipeline);
  *   intake    — the recipient is on the suppression list, so the same intake path runs (message, recipient row,
  *               event, one durable commit per batch) but delivery has nothing to do: the API + intake cost alone.
+ *
+ * Endpoints (default v1), each sending the same message, one recipient:
+ *   v1           POST /v1/send, JSON, the 2 KB MIME message as `body`
+ *   v1-fields    POST /v1/send, JSON, from/to/subject/text (2 KB of text): outpost composes the MIME
+ *   postmark     POST /email, JSON, From/To/Subject/TextBody: the same fields through the Postmark adapter
+ *   mailgun      POST /v3/bench.test/messages, multipart from/to/subject/text: the same through the Mailgun adapter
+ *   mailgun-mime POST /v3/bench.test/messages.mime, multipart to + the MIME message as a file part
+ * With several endpoints, each client count runs them in turn, `--rounds` times (interleaved, so the machine's
+ * other load falls on all of them alike); the summary gives each endpoint's median and its cost against
+ * v1-fields (the adapters compose like it) or v1 (mailgun-mime, which sends MIME like it).
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -24,6 +35,8 @@ const opt = (name: string, dflt: string) => {
 const duration = Number(opt("duration", "10"));
 const clients = opt("clients", "1,16,64").split(",").map(Number);
 const scenarios = opt("scenarios", "intake,delivery").split(",");
+const endpoints = opt("endpoints", "v1").split(",");
+const rounds = Number(opt("rounds", "1"));
 const out = opt("out", "");
 const root = resolve(import.meta.dir, "../..");
 
@@ -98,8 +111,70 @@ function message2k(): string {
   return head + body;
 }
 
+/** The 2 KB message's text, for the endpoints that send fields rather than MIME. */
+function text2k(): string {
+  const line = "The quick brown fox jumps over the lazy dog, again and again and again.\r\n";
+  return line.repeat(Math.floor(1900 / line.length));
+}
+
+const BOUNDARY = "----outpost-bench-boundary";
+
+function multipart(parts: [string, string, string?][]): string {
+  const body = parts
+    .map(([name, value, filename]) =>
+      `--${BOUNDARY}\r\nContent-Disposition: form-data; name="${name}"${filename ? `; filename="${filename}"\r\nContent-Type: application/octet-stream` : ""}\r\n\r\n${value}\r\n`,
+    )
+    .join("");
+  return `${body}--${BOUNDARY}--\r\n`;
+}
+
+interface Endpoint {
+  path: string;
+  contentType: string;
+  /** the request's key header: name and value */
+  auth: (key: string) => [string, string];
+  body: (rcpt: string) => string;
+  /** the status of an accepted message; the intake scenario's suppressed recipient may differ */
+  status: (scenario: string) => number;
+}
+
+const bearer = (key: string): [string, string] => ["Authorization", `Bearer ${key}`];
+const ENDPOINTS: Record<string, Endpoint> = {
+  v1: {
+    path: "/v1/send", contentType: "application/json", auth: bearer, status: () => 202,
+    body: (rcpt) => JSON.stringify({ envelope: "bench@example.com", recipient: rcpt, body: message2k() }),
+  },
+  "v1-fields": {
+    path: "/v1/send", contentType: "application/json", auth: bearer, status: () => 202,
+    body: (rcpt) => JSON.stringify({ from: "Bench <bench@example.com>", to: rcpt, subject: "benchmark message", text: text2k() }),
+  },
+  postmark: {
+    path: "/email", contentType: "application/json", auth: (key) => ["X-Postmark-Server-Token", key],
+    // a message whose every recipient is suppressed is Postmark's 406, answered 422 after it is stored
+    status: (scenario) => (scenario === "intake" ? 422 : 200),
+    body: (rcpt) => JSON.stringify({ From: "Bench <bench@example.com>", To: rcpt, Subject: "benchmark message", TextBody: text2k() }),
+  },
+  mailgun: {
+    path: "/v3/bench.test/messages", contentType: `multipart/form-data; boundary=${BOUNDARY}`,
+    auth: (key) => ["Authorization", `Basic ${btoa(`api:${key}`)}`], status: () => 200,
+    body: (rcpt) => multipart([["from", "Bench <bench@example.com>"], ["to", rcpt], ["subject", "benchmark message"], ["text", text2k()]]),
+  },
+  "mailgun-mime": {
+    path: "/v3/bench.test/messages.mime", contentType: `multipart/form-data; boundary=${BOUNDARY}`,
+    auth: (key) => ["Authorization", `Basic ${btoa(`api:${key}`)}`], status: () => 200,
+    body: (rcpt) => multipart([["to", rcpt], ["message", message2k(), "message.eml"]]),
+  },
+};
+for (const e of endpoints) {
+  if (!ENDPOINTS[e]) {
+    console.error(`unknown endpoint ${e} (${Object.keys(ENDPOINTS).join(", ")})`);
+    process.exit(2);
+  }
+}
+
 interface Run {
   scenario: string;
+  endpoint: string;
   clients: number;
   rps: number;
   p50: string;
@@ -112,14 +187,16 @@ interface Run {
   load: string;
 }
 
-function parseWrk(text: string, scenario: string, c: number, rssKb: number, load: string): Run {
+function parseWrk(text: string, scenario: string, endpoint: string, c: number, rssKb: number, load: string): Run {
   const num = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
   const str = (re: RegExp) => re.exec(text)?.[1] ?? "?";
-  const errors = num(/Non-2xx or 3xx responses: (\d+)/) || 0;
+  // post.lua counts the answers other than the endpoint's accepted status (a Postmark 422 can be one)
+  const errors = num(/unexpected statuses: (\d+)/) || 0;
   const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(text);
   const sockets = socketErrors ? socketErrors.slice(1).map(Number).reduce((a, b) => a + b, 0) : 0;
   return {
     scenario,
+    endpoint,
     clients: c,
     rps: num(/Requests\/sec:\s+([\d.]+)/),
     p50: str(/^\s+50%\s+(\S+)/m),
@@ -144,25 +221,41 @@ try {
   await fetch(`${base}/v1/suppressions`, { method: "POST", headers: auth, body: JSON.stringify({ address: "suppressed@example.org" }) });
   for (const [scenario, rcpt] of [["intake", "suppressed@example.org"], ["delivery", "rcpt@example.org"]] as const) {
     if (!scenarios.includes(scenario)) continue;
-    const bodyFile = join(dir, `${scenario}.json`);
-    writeFileSync(bodyFile, JSON.stringify({ envelope: "bench@example.com", recipient: rcpt, body: message2k() }));
-    const probe = await fetch(`${base}/v1/send`, { method: "POST", headers: auth, body: readFileSync(bodyFile) });
-    if (probe.status !== 202) throw new Error(`probe send answered ${probe.status}: ${await probe.text()}`);
+    for (const name of endpoints) {
+      const e = ENDPOINTS[name]!;
+      writeFileSync(join(dir, `${scenario}-${name}.body`), e.body(rcpt));
+      const [header, value] = e.auth(key);
+      const probe = await fetch(`${base}${e.path}`, {
+        method: "POST", headers: { "content-type": e.contentType, [header]: value }, body: readFileSync(join(dir, `${scenario}-${name}.body`)),
+      });
+      if (probe.status !== e.status(scenario)) throw new Error(`probe of ${name} answered ${probe.status}: ${await probe.text()}`);
+    }
     for (const c of clients) {
-      const load = loadAverage();
-      const cpu0 = cpuSeconds(server.pid);
-      const wrk = Bun.spawnSync(
-        ["wrk", "-t", process.env.WRK_THREADS ?? "1", "-c", String(c), "-d", `${duration}s`, "--latency", "-s", join(import.meta.dir, "post.lua"), `${base}/v1/send`],
-        { env: { ...process.env, OUTPOST_KEY: key, BODY_FILE: bodyFile } },
-      );
-      const cpu = cpuSeconds(server.pid) - cpu0;
-      const run = parseWrk(wrk.stdout.toString(), scenario, c, peakRssKb(server.pid), load);
-      run.cpuUsPerMsg = run.requests > 0 ? Math.round((cpu * 1e6) / run.requests) : 0;
-      results.push(run);
-      console.log(
-        `${scenario} ${c} clients: ${run.rps.toFixed(0)} msgs/s, p50 ${run.p50}, p99 ${run.p99}, ${run.requests} requests, ` +
-          `${run.errors} errors, peak RSS ${run.rssMb} MB, server CPU ${run.cpuUsPerMsg} µs/msg, load ${run.load}`,
-      );
+      for (let round = 0; round < rounds; round++) {
+        for (const name of endpoints) {
+          const e = ENDPOINTS[name]!;
+          const [header, value] = e.auth(key);
+          const load = loadAverage();
+          const cpu0 = cpuSeconds(server.pid);
+          const wrk = Bun.spawnSync(
+            ["wrk", "-t", process.env.WRK_THREADS ?? "1", "-c", String(c), "-d", `${duration}s`, "--latency", "-s", join(import.meta.dir, "post.lua"), `${base}${e.path}`],
+            {
+              env: {
+                ...process.env, BODY_FILE: join(dir, `${scenario}-${name}.body`), CONTENT_TYPE: e.contentType, AUTH_HEADER: header, AUTH_VALUE: value,
+                EXPECT_STATUS: String(e.status(scenario)),
+              },
+            },
+          );
+          const cpu = cpuSeconds(server.pid) - cpu0;
+          const run = parseWrk(wrk.stdout.toString(), scenario, name, c, peakRssKb(server.pid), load);
+          run.cpuUsPerMsg = run.requests > 0 ? Math.round((cpu * 1e6) / run.requests) : 0;
+          results.push(run);
+          console.log(
+            `${scenario} ${name} ${c} clients: ${run.rps.toFixed(0)} msgs/s, p50 ${run.p50}, p99 ${run.p99}, ${run.requests} requests, ` +
+              `${run.errors} errors, peak RSS ${run.rssMb} MB, server CPU ${run.cpuUsPerMsg} µs/msg, load ${run.load}`,
+          );
+        }
+      }
     }
   }
   const depth = (await (await fetch(`${base}/healthz`)).json()) as { queue_depth: number };
@@ -173,15 +266,51 @@ try {
   rmSync(dir, { recursive: true, force: true });
 }
 
+const median = (xs: number[]) => {
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+
+/** Each endpoint's median over the rounds, and its cost against the endpoint it is compared with. */
+function summary(): string[] {
+  if (endpoints.length < 2) return [];
+  const lines = [
+    "| scenario | clients | endpoint | msgs/s (median) | server CPU µs/msg (median) | vs | msgs/s | CPU/msg |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+  ];
+  const med = (scenario: string, c: number, e: string) => {
+    const runs = results.filter((r) => r.scenario === scenario && r.clients === c && r.endpoint === e);
+    return runs.length ? { rps: median(runs.map((r) => r.rps)), cpu: median(runs.map((r) => r.cpuUsPerMsg)) } : null;
+  };
+  const pct = (a: number, b: number) => `${a >= b ? "+" : ""}${(((a - b) / b) * 100).toFixed(1)} %`;
+  for (const scenario of scenarios) {
+    for (const c of clients) {
+      for (const e of endpoints) {
+        const m = med(scenario, c, e);
+        if (!m) continue;
+        const base = e === "mailgun-mime" ? "v1" : e === "v1" || e === "v1-fields" ? null : "v1-fields";
+        const b = base ? med(scenario, c, base) : null;
+        lines.push(`| ${scenario} | ${c} | ${e} | ${m.rps.toFixed(0)} | ${m.cpu} | ${b ? base : ""} | ${b ? pct(m.rps, b.rps) : ""} | ${b ? pct(m.cpu, b.cpu) : ""} |`);
+      }
+    }
+  }
+  return lines;
+}
+
+const table = summary();
+if (table.length) console.log(table.join("\n"));
+
 if (out) {
   const rows = results.map(
-    (r) => `| ${r.scenario} | ${r.clients} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.requests} | ${r.errors} | ${r.rssMb} | ${r.cpuUsPerMsg} | ${r.load} |`,
+    (r) =>
+      `| ${r.scenario} | ${r.endpoint} | ${r.clients} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.requests} | ${r.errors} | ${r.rssMb} | ${r.cpuUsPerMsg} | ${r.load} |`,
   );
-  const table = [
-    "| scenario | clients | msgs/s | p50 | p99 | requests | errors | peak RSS (MB) | server CPU µs/msg | load avg |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+  const runs = [
+    "| scenario | endpoint | clients | msgs/s | p50 | p99 | requests | errors | peak RSS (MB) | server CPU µs/msg | load avg |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ...rows,
   ].join("\n");
-  writeFileSync(out, table + "\n");
+  writeFileSync(out, runs + "\n" + (table.length ? "\n" + table.join("\n") + "\n" : ""));
   console.log(`table written to ${out}`);
 }

@@ -45,10 +45,16 @@ export class ApiAuth {
     private now: () => number = Date.now,
   ) {}
 
-  /** Authenticates the request (401 otherwise) and remembers the answer for `principalOf`. */
-  authenticate(request: Request): Principal {
-    const key = presentedKey(request);
-    if (!key) throw new ApiError(401, "unauthorized", "an API key is required: Authorization: Bearer KEY, or ?access_token=KEY");
+  /**
+   * Authenticates the request (401 otherwise) and remembers the answer for `principalOf`. A drop-in API
+   * (api/compat) passes the key where its clients send it, and what to tell a request without one.
+   */
+  authenticate(
+    request: Request,
+    key: string | null = presentedKey(request),
+    missing = "an API key is required: Authorization: Bearer KEY, or ?access_token=KEY",
+  ): Principal {
+    if (!key) throw new ApiError(401, "unauthorized", missing);
     const principal = this.lookup(key);
     if (!principal) throw new ApiError(401, "unauthorized", "invalid or revoked API key");
     this.byRequest.set(request, principal);

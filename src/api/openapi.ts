@@ -85,7 +85,8 @@ export function openapiPlugin(version: string) {
     specPath: "/openapi.json",
     // the plugin types this as Scalar's full configuration (every key required) although Scalar fills in defaults
     scalar: SCALAR_OPTIONS as ScalarOptions,
-    exclude: { paths: ["/docs", "/openapi.json", SCALAR_ASSET] },
+    // the plugin leaves out any path with a dot as a static file unless told not to: Mailgun's messages.mime has one
+    exclude: { paths: ["/docs", "/openapi.json", SCALAR_ASSET], staticFile: false },
     documentation: {
       info: {
         title: "outpost",
@@ -97,6 +98,8 @@ export function openapiPlugin(version: string) {
           bearer: { type: "http", scheme: "bearer", description: "an API key from `outpost key create`" },
           access_token: { type: "apiKey", in: "query", name: "access_token" },
           metrics_token: { type: "http", scheme: "bearer", description: "`http.metrics_token` from the config (GET /metrics only, when set)" },
+          postmark: { type: "apiKey", in: "header", name: "X-Postmark-Server-Token", description: "an outpost API key, for Postmark's routes" },
+          mailgun: { type: "http", scheme: "basic", description: "user api, an outpost API key as password, for Mailgun's routes" },
         },
         schemas: { Error: ErrorBody, Event },
       },
@@ -109,6 +112,8 @@ export function openapiPlugin(version: string) {
         { name: "suppressions", description: "addresses never sent to" },
         { name: "operations", description: "health and metrics; no key needed" },
         { name: "tracking", description: "the click, open and unsubscribe links in tracked mail; no key needed" },
+        { name: "postmark", description: "Postmark's send API, drop-in: a Postmark client pointed at outpost (docs/compat.md)" },
+        { name: "mailgun", description: "Mailgun's send API, drop-in: a Mailgun client pointed at outpost (docs/compat.md)" },
       ],
     },
   });

@@ -158,7 +158,8 @@ export async function readSendFields(request: Request, limits: Record<BodyKind, 
   }
 }
 
-async function bodyBytes(request: Request, max: number): Promise<Buffer> {
+/** The body's bytes; one sent without a Content-Length (which the guard bounds) may have `max` at most: 413 past it. */
+export async function bodyBytes(request: Request, max: number): Promise<Buffer> {
   if (request.headers.has("content-length") || request.body === null) return Buffer.from(await request.arrayBuffer());
   const chunks: Uint8Array[] = [];
   let length = 0;
