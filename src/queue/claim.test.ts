@@ -317,6 +317,28 @@ describe("a backlog of excluded rows larger than the scan window", () => {
   });
 });
 
+describe("a dead destination's backlog in front of the queue", () => {
+  test("a healthy domain behind it gets all its due mail in one claim, not a few rows per round", async () => {
+    for (let i = 0; i < 1_000; i += 50) await enqueue(Array.from({ length: 50 }, (_, j) => `u${i + j}@dead.test`));
+    clock += 1;
+    for (let i = 0; i < 150; i += 50) await enqueue(Array.from({ length: 50 }, (_, j) => `n${i + j}@healthy.test`));
+    const c = new QueueClaimer(store.sqlite, () => clock, { scanWindow: 100 });
+    const got = c.claim(300, 60_000, new Set(["dead.test"]));
+    expect(got.map((r) => r.domain)).toEqual(Array.from({ length: 150 }, () => "healthy.test"));
+    expect(new Set(got.map((r) => r.id)).size).toBe(150);
+  });
+
+  test("a retry for a healthy domain that comes due behind it is claimed at the next claim", async () => {
+    for (let i = 0; i < 1_000; i += 50) await enqueue(Array.from({ length: 50 }, (_, j) => `u${i + j}@dead.test`));
+    store.sqlite.run("UPDATE recipients SET status = 'deferred'");
+    const later = await enqueue(["r@healthy.test"]);
+    store.sqlite.run("UPDATE recipients SET status = 'deferred', next_attempt_at = ? WHERE message_id = ?", [clock + 60_000, later.id]);
+    expect(claimer.claim(10, 60_000, new Set(["dead.test"]))).toEqual([]);
+    clock += 60_000;
+    expect(claimer.claim(10, 60_000, new Set(["dead.test"])).map((r) => r.address)).toEqual(["r@healthy.test"]);
+  });
+});
+
 describe("a backlog of excluded rows larger than the scan window, with retries due too", () => {
   test("new mail for other domains still gets its half of the claim: retries do not fill it", async () => {
     const c = new QueueClaimer(store.sqlite, () => clock, { scanWindow: 100 });

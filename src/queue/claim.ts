@@ -13,12 +13,15 @@
  * therefore never stands in front of new mail, and new mail never starves retries. Every query is a range over a
  * partial index of pending rows only, so a queue of a million recipients costs an index seek, never a table scan.
  *
- * Backlogs: the scheduler excludes domains that already have plenty of work in memory (per side: a destination with
- * a full lane of new mail still gets its due retries), and a claim looks at a
- * bounded window of the oldest due rows. When that window is all excluded rows (a campaign to one busy domain),
- * the claim steps from domain to domain through `recipients_domain` instead, round-robin from where the last such
- * claim stopped, so mail for every other domain still goes out at once (Postfix qmgr: one destination's backlog
- * must not hold up the others).
+ * Backlogs: the scheduler excludes domains by key — destinations held back (dead, backing off) and those that
+ * already have plenty of work in memory (per side: a destination with a full lane of new mail still gets its due
+ * retries). When the oldest due row of a side belongs to an excluded domain (a dead destination's million
+ * recipients in front), the claim does not read past them: it steps from domain to domain through
+ * `recipients_domain`, one seek per domain, skipping excluded domains by name, round-robin from where the last
+ * such claim stopped, so mail for every other domain still goes out at once (Postfix qmgr: one destination's
+ * backlog must not hold up the others). A claim therefore costs the same with a backlog of a thousand or a
+ * million rows behind held-back destinations. When excluded rows are only mixed into the front, a claim looks at a
+ * bounded window of the oldest due rows, and steps domain by domain past it when it is all excluded rows.
  */
 import type { Database, Statement } from "bun:sqlite";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
@@ -58,8 +61,9 @@ export interface StoredMessage {
 export interface ClaimOptions {
   /**
    * How many of the oldest due rows of each side (new, retry) one claim looks at when `excludeDomains` is given
-   * (default 20,000). It bounds the cost of a claim when a busy, excluded domain owns most of the due work; when
-   * the window is full of excluded rows, the claim goes on domain by domain (see the module comment).
+   * and the oldest due row is not excluded (default 500). It bounds the cost of a claim when excluded domains are
+   * mixed into the front; when the window is full of excluded rows, the claim goes on domain by domain (see the
+   * module comment).
    */
   scanWindow?: number;
 }
@@ -140,7 +144,7 @@ export class QueueClaimer {
     private now: () => number = Date.now,
     opts: ClaimOptions = {},
   ) {
-    this.scanWindow = opts.scanWindow ?? 20_000;
+    this.scanWindow = opts.scanWindow ?? 500;
     this.fresh = this.side("recipients_new", "queued");
     this.retry = this.side("recipients_retry", "deferred");
     this.lease = sqlite.query(
@@ -188,10 +192,13 @@ export class QueueClaimer {
       window: this.sqlite.query(
         `SELECT count(*) AS n FROM (SELECT 1 FROM recipients INDEXED BY ${index} WHERE ${due(status)} LIMIT $limit)`,
       ),
-      // the first pending row after a domain names the next domain: one index seek per domain, whatever its size
+      // the first pending row after a domain names the next domain: one index seek per domain, whatever its size.
+      // Both sides ask for any pending row: with the index's own predicate only, SQLite reads no table row, so a
+      // domain holding a million rows of the other side costs the same seek (a side's own rows are read per
+      // domain, by dueInDomain, and only for domains not excluded)
       nextDomain: this.sqlite.query(
         `SELECT domain FROM recipients INDEXED BY recipients_domain
-         WHERE ${byDomain} AND domain > $after ORDER BY domain LIMIT 1`,
+         WHERE status IN ('queued','deferred') AND domain > $after ORDER BY domain LIMIT 1`,
       ),
       dueInDomain: this.sqlite.query(
         `SELECT ${COLUMNS} FROM recipients INDEXED BY recipients_domain
@@ -243,6 +250,11 @@ export class QueueClaimer {
     side.unfinished = false;
     if (limit <= 0) return [];
     if (excluded === null) return side.plain.all({ now, limit });
+    // the oldest due row belongs to a held-back domain: the backlog is known by its key, and the claim goes
+    // domain by domain at once instead of reading the held-back rows to find out
+    const oldest = side.plain.get({ now, limit: 1 });
+    if (oldest === null) return [];
+    if (excluded.set.has(oldest.domain)) return this.walkPastBacklog(side, now, limit, excluded.set, new Set());
     const rows = side.excluding.all({ now, limit, scan: Math.max(this.scanWindow, limit), exclude: excluded.json });
     if (rows.length >= limit || side.window.get({ now, limit: this.scanWindow })!.n < this.scanWindow) return rows;
     const taken = new Set(rows.map((r) => r.id));
@@ -251,7 +263,9 @@ export class QueueClaimer {
 
   /**
    * Due rows of domains not excluded, a few per domain, round-robin over the domains in name order: each walk
-   * goes on from where the last one stopped, and may finish a round and begin the next, never more. A walk
+   * goes on from where the last one stopped, and may finish a round and begin the next, never more. A domain met
+   * a second time in one walk (the only one with due mail, say) gives as many rows as the claim still wants:
+   * every domain had its few in the first round. A walk
    * that found rows and ran out of budget mid-round leaves the side `unfinished`, so the scheduler claims again
    * soon; a walk that found nothing leaves it to the scheduler's usual pause (no spinning over idle domains).
    */
@@ -260,6 +274,7 @@ export class QueueClaimer {
     let after = side.cursor;
     let restarted = false;
     let served = 0;
+    const seen = new Set<string>();
     for (let visited = 0; out.length < limit; visited++) {
       if (served >= DOMAINS_PER_CLAIM || visited >= VISITS_PER_CLAIM) {
         side.unfinished = out.length > 0 && !restarted;
@@ -275,7 +290,11 @@ export class QueueClaimer {
       }
       after = domain;
       if (excluded.has(domain)) continue;
-      const rows = side.dueInDomain.all({ domain, now, limit: Math.min(ROWS_PER_DOMAIN, limit - out.length) }).filter((r) => !taken.has(r.id));
+      // rows read earlier in this walk are not leased yet: ask for them again, with as many more, and drop them
+      const from = seen.has(domain) ? out.filter((r) => r.domain === domain).length : 0;
+      const want = from > 0 ? limit - out.length : Math.min(ROWS_PER_DOMAIN, limit - out.length);
+      seen.add(domain);
+      const rows = side.dueInDomain.all({ domain, now, limit: from + want }).filter((r) => !taken.has(r.id));
       if (rows.length > 0) served++;
       for (const r of rows) taken.add(r.id);
       out.push(...rows);
