@@ -18,6 +18,8 @@ SIZES=${SIZES:-"2048 51200"}
 RELAYS=${RELAYS:-"postfix outpost"}
 # outpost: `bun src/main.ts` by default; OUTPOST_BIN=dist/outpost for the compiled binary
 OUTPOST_BIN=${OUTPOST_BIN:-}
+# extra flags for `bun` (not the compiled binary), e.g. BUN_FLAGS="--cpu-prof-md --cpu-prof-dir=/tmp/prof"
+BUN_FLAGS=${BUN_FLAGS:-}
 export PATH="$ROOT/.tools/node_modules/.bin:$PATH"
 mkdir -p "$(dirname "$OUT")"
 
@@ -52,7 +54,7 @@ outpost_start() {
   if [ -n "$OUTPOST_BIN" ]; then
     "$OUTPOST_BIN" serve --config "$OP_DIR/outpost.toml" >"$OP_DIR/outpost.log" 2>&1 &
   else
-    (cd "$ROOT" && exec bun src/main.ts serve --config "$OP_DIR/outpost.toml") >"$OP_DIR/outpost.log" 2>&1 &
+    (cd "$ROOT" && exec bun $BUN_FLAGS src/main.ts serve --config "$OP_DIR/outpost.toml") >"$OP_DIR/outpost.log" 2>&1 &
   fi
   OP_PID=$!
   wait_port_state up

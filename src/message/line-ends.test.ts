@@ -55,3 +55,13 @@ test("a message already in CRLF is not copied by toCrlf; the writer keeps its ro
   expect(out.toString()).toBe(clean.toString());
   expect(out.byteOffset - Buffer.from(out.buffer).byteOffset).toBeGreaterThanOrEqual(100);
 });
+
+test("a writer that outgrows its start grows once to growTo, keeping its room and every byte", () => {
+  const w = new LineEndWriter(16, 64, 10_000);
+  const chunks = Array.from({ length: 50 }, (_, i) => Buffer.from(`line ${i}\n`));
+  for (const c of chunks) w.write(c);
+  const out = w.finish();
+  expect(out.toString()).toBe(chunks.map((c) => c.toString().replace("\n", "\r\n")).join(""));
+  expect(out.byteOffset - Buffer.from(out.buffer).byteOffset).toBeGreaterThanOrEqual(64);
+  expect(out.buffer.byteLength).toBeGreaterThanOrEqual(64 + 10_000);
+});

@@ -28,8 +28,10 @@ export function firstBareLineEnd(bytes: Buffer): number {
 /**
  * Writes normalised bytes into one growable buffer that keeps `room` free bytes in front of the message, where
  * intake/prepare writes the header block it rewrites instead of copying the message again (prepareMessage's
- * `room`). Capacity is allocated up front from the expected size; memory untouched is not resident, so a large
- * expectation costs only what is written. Runs of bytes without a bare line end are copied with one `set` each.
+ * `room`). Capacity starts at `expectedBytes`; when that is outgrown, the buffer grows once to `growTo` (the
+ * most the message may need: memory untouched is not resident) rather than doubling, so a large message is
+ * copied at most once, and only the small start of it. Runs of bytes without a bare line end are copied with
+ * one `set` each.
  */
 export class LineEndWriter {
   private buf: Buffer;
@@ -40,6 +42,7 @@ export class LineEndWriter {
   constructor(
     expectedBytes: number,
     readonly room = 0,
+    private readonly growTo = 0,
   ) {
     this.buf = Buffer.allocUnsafe(room + Math.max(0, expectedBytes));
     this.end = room;
@@ -89,7 +92,7 @@ export class LineEndWriter {
   private append(bytes: Buffer): void {
     if (bytes.length === 0) return;
     if (this.end + bytes.length > this.buf.length) {
-      const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.end + bytes.length));
+      const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.room + this.growTo, this.end + bytes.length));
       this.buf.copy(grown, this.room, this.room, this.end);
       this.buf = grown;
     }

@@ -8,8 +8,8 @@
  * read as a second message; NUL is refused by intake/prepare with 554 5.6.0.
  *
  * Memory: the message is written once, as it arrives, into one buffer (message/line-ends LineEndWriter: line
- * ends made CRLF by intake/prepare's rule, which then finds nothing to change), sized from SIZE= or the limit
- * (untouched capacity is not resident), with room in front where prepare writes the new header block: about one
+ * ends made CRLF by intake/prepare's rule, which then finds nothing to change), sized from SIZE= (without it:
+ * 64 KiB first, then the limit), with room in front where prepare writes the new header block: about one
  * copy of each message in flight, where chunks, their concatenation, a normalised copy and a joined copy were four.
  */
 import { receivedField } from "../message/headers.ts";
@@ -54,6 +54,9 @@ type DataCallback = (err?: Error | null, message?: string) => void;
 /** Free bytes kept in front of a received message for the header block intake rewrites (our Received line, a Message-ID …). */
 export const HEADER_ROOM = 8192;
 
+/** Capacity for a message sent without SIZE= (most clients' mail fits; larger grows by doubling). */
+const UNDECLARED_START = 64 * 1024;
+
 /** A received message: CRLF line ends, HEADER_ROOM free bytes before it; `sentSize` is what the client sent. */
 interface Received {
   bytes: Buffer;
@@ -65,9 +68,11 @@ export function receiveMessage(deps: DataDeps, stream: SMTPServerDataStream, ses
   const toBounceDomain = isBounceTransaction(session, deps.bounceDomain);
   const limit = toBounceDomain ? Math.min(deps.maxMessageSize, deps.bounces.maxSize) : deps.maxMessageSize;
   const declared = declaredSize(session);
-  const expected = declared > 0 ? Math.min(declared, limit) : limit;
-  // an eighth more: bare LFs made CRLF grow a message, and growing the buffer would copy it
-  const message = new LineEndWriter(expected + (expected >> 3), HEADER_ROOM);
+  // an eighth more: bare LFs made CRLF grow a message, and growing the buffer would copy it. Without SIZE=, the
+  // whole limit only once UNDECLARED_START is outgrown: reserving it for every message cost a large allocation
+  // (mmap, page faults, munmap) per message, where copying the first 64 KiB of a large one costs little
+  const most = Math.ceil(Math.min(declared > 0 ? declared : limit, limit) * 1.125);
+  const message = new LineEndWriter(declared > 0 ? most : Math.min(most, UNDECLARED_START), HEADER_ROOM, most);
   let kept = 0;
   stream.on("data", (chunk: Buffer) => {
     // past the limit we only count (smtp-server does) and drop, so a huge message costs no memory
