@@ -96,10 +96,10 @@ export function has8bit(body: Buffer): boolean {
 /** Bytes ≥ 0x80 before the blank line ending the header block: raw UTF-8 header fields (RFC 6532). */
 export function headerHas8bit(body: Buffer): boolean {
   const crlf = body.indexOf("\r\n\r\n");
-  const lf = body.indexOf("\n\n");
-  const ends = [crlf, lf].filter((i) => i >= 0);
+  // an LF blank line counts only before the CRLF one (looking past it would scan a stored body to its end)
+  const lf = body.subarray(0, crlf >= 0 ? crlf : body.length).indexOf("\n\n");
   // no blank line: the whole message is header
-  const end = ends.length ? Math.min(...ends) : body.length;
+  const end = lf >= 0 ? lf : crlf >= 0 ? crlf : body.length;
   return !isAscii(body.subarray(0, end));
 }
 
