@@ -174,6 +174,11 @@ describe("Mailgun's refusals", () => {
       const e = await client.messages.create("example.com", { from: "shop@example.com", to: "x@dest.test", text: "x", ...extra }).catch((err: unknown) => err);
       expect(e).toMatchObject({ status: 400, details: expect.stringContaining(named) });
     }
+    // messages.mime takes the message whole: its parts' parameters are refused, not dropped
+    for (const extra of [{ cc: "c@dest.test" }, { subject: "s" }, { "h:X-A": "1" }]) {
+      const e = await client.messages.create("example.com", { to: "x@dest.test", message: Buffer.from("From: a@example.com\r\n\r\nx"), ...extra }).catch((err: unknown) => err);
+      expect(e).toMatchObject({ status: 400, details: expect.stringContaining("not a messages.mime parameter") });
+    }
   });
 
   test("missing from or to, or an invalid address, is 400 naming Mailgun's parameter", async () => {

@@ -38,95 +38,131 @@ export interface MailgunSubmission {
 
 const YES = new Set(["yes", "true"]);
 const NO = new Set(["no", "false"]);
-const SINGLE: Record<string, keyof SendBody> = { from: "from", subject: "subject", text: "text", html: "html" };
+const SINGLE: Record<string, "from" | "subject" | "text" | "html"> = { from: "from", subject: "subject", text: "text", html: "html" };
 
 /** The form's entries, in order → the send fields. Every parameter is used, or refused naming it. */
 export async function toSendFields(entries: readonly FormEntry[], endpoint: Endpoint): Promise<MailgunSubmission> {
-  const f: SendBody = {};
-  const lists = { to: [] as string[], cc: [] as string[], bcc: [] as string[], tags: [] as string[] };
-  const headers: { name: string; value: string }[] = [];
-  const attachments: NonNullable<SendBody["attachments"]> = [];
-  const attachmentParams: string[] = []; // "attachment" or "inline", by attachment index
-  const metadata: Record<string, string> = {};
-  const tracking: { all?: boolean; clicks?: boolean; opens?: boolean } = {};
-  const text = (name: string, v: string | File): string => {
-    if (typeof v !== "string") throw bad(`'${name}' must be a text parameter, not a file`);
-    return v;
-  };
-  const once = (name: string, seen: boolean) => {
-    if (seen) throw bad(`'${name}' parameter is given more than once`);
-  };
-  for (const [name, value] of entries) {
+  const form = new MailgunForm(endpoint);
+  for (const [name, value] of entries) await form.take(name, value);
+  return form.submission();
+}
+
+const text = (name: string, v: string | File): string => {
+  if (typeof v !== "string") throw bad(`'${name}' must be a text parameter, not a file`);
+  return v;
+};
+
+const once = (name: string, seen: boolean) => {
+  if (seen) throw bad(`'${name}' parameter is given more than once`);
+};
+
+/** The parameters read so far; `submission()` checks what is required and gives the send fields. */
+class MailgunForm {
+  private single: Partial<Record<"from" | "subject" | "text" | "html" | "reply_to", string>> = {};
+  private lists = { to: [] as string[], cc: [] as string[], bcc: [] as string[], tags: [] as string[] };
+  private headers: { name: string; value: string }[] = [];
+  private attachments: NonNullable<SendBody["attachments"]> = [];
+  /** "attachment" or "inline", by attachment index: how an error names one */
+  private attachmentParams: string[] = [];
+  private metadata: Record<string, string> = {};
+  private tracking: { all?: boolean; clicks?: boolean; opens?: boolean } = {};
+  private message: string | File | undefined;
+
+  constructor(private endpoint: Endpoint) {}
+
+  async take(name: string, value: string | File): Promise<void> {
     const lower = name.toLowerCase();
-    if (lower in SINGLE && (endpoint === "messages" || lower === "from")) {
-      const key = SINGLE[lower]!;
-      once(name, f[key] !== undefined);
-      (f as Record<string, unknown>)[key] = text(name, value);
-    } else if (lower === "to" || lower === "cc" || lower === "bcc") {
-      if (endpoint === "mime" && lower !== "to") throw bad(`'${name}' is not a messages.mime parameter: recipients are given by 'to'`);
-      lists[lower].push(text(name, value));
-    } else if (lower === "attachment" || lower === "inline") {
-      if (endpoint === "mime") throw bad(`'${name}' is not a messages.mime parameter: attachments belong in the MIME message`);
+    const mime = this.endpoint === "mime";
+    if (lower in SINGLE && (!mime || lower === "from")) {
+      once(name, this.single[SINGLE[lower]!] !== undefined);
+      this.single[SINGLE[lower]!] = text(name, value);
+    } else if (lower === "to" || (!mime && (lower === "cc" || lower === "bcc"))) {
+      this.lists[lower as "to" | "cc" | "bcc"].push(text(name, value));
+    } else if ((lower === "attachment" || lower === "inline") && !mime) {
       if (typeof value === "string") fileRequired(name);
-      attachments.push(lower === "inline" ? await inlinePart(value) : value);
-      attachmentParams.push(lower);
-    } else if (lower === "message" && endpoint === "mime") {
-      once(name, f.body !== undefined);
-      f.body = value;
-    } else if (lower.startsWith("h:")) {
-      if (endpoint === "mime") throw bad(`'${name}' is not a messages.mime parameter: header fields belong in the MIME message`);
-      const header = name.slice(2);
-      if (header.toLowerCase() === "reply-to") {
-        once(name, f.reply_to !== undefined);
-        f.reply_to = text(name, value);
-      } else headers.push({ name: header, value: text(name, value) });
+      this.attachments.push(lower === "inline" ? await inlinePart(value) : value);
+      this.attachmentParams.push(lower);
+    } else if (lower === "message" && mime) {
+      once(name, this.message !== undefined);
+      this.message = value;
+    } else if (lower.startsWith("h:") && !mime) {
+      this.header(name, text(name, value));
     } else if (lower.startsWith("v:")) {
-      const key = name.slice(2);
-      once(name, key in metadata);
-      metadata[key] = text(name, value);
-    } else if (lower === "o:tag") {
-      lists.tags.push(text(name, value));
+      once(name, name.slice(2) in this.metadata);
+      this.metadata[name.slice(2)] = text(name, value);
+    } else if (lower.startsWith("o:")) {
+      this.option(name, lower, text(name, value));
+    } else {
+      throw bad(mime ? notForMime(name, lower) : `'${name}' parameter is not supported by outpost`);
+    }
+  }
+
+  private header(name: string, value: string): void {
+    if (name.slice(2).toLowerCase() !== "reply-to") {
+      this.headers.push({ name: name.slice(2), value });
+      return;
+    }
+    once(name, this.single.reply_to !== undefined);
+    this.single.reply_to = value;
+  }
+
+  private option(name: string, lower: string, value: string): void {
+    if (lower === "o:tag") {
+      this.lists.tags.push(value);
     } else if (lower === "o:tracking" || lower === "o:tracking-clicks" || lower === "o:tracking-opens") {
       const which = lower === "o:tracking" ? "all" : lower === "o:tracking-clicks" ? "clicks" : "opens";
-      once(name, tracking[which] !== undefined);
-      tracking[which] = yesNo(name, text(name, value), which === "clicks");
+      once(name, this.tracking[which] !== undefined);
+      this.tracking[which] = yesNo(name, value, which === "clicks");
     } else if (lower === "o:testmode") {
-      if (!NO.has(text(name, value).trim().toLowerCase())) {
+      if (!NO.has(value.trim().toLowerCase())) {
         throw bad("'o:testmode' is not supported: outpost has no per-message test mode (the operator's delivery.sandbox sends nothing for everyone)");
       }
-    } else if (lower in SINGLE) {
-      throw bad(`'${name}' is not a messages.mime parameter: the message's ${lower === "subject" ? "Subject" : "parts"} belong in the MIME message`);
     } else {
       throw bad(`'${name}' parameter is not supported by outpost`);
     }
   }
-  if (f.from === undefined && endpoint === "messages") throw bad("'from' parameter is missing");
-  if (lists.to.length === 0) throw bad("'to' parameter is missing");
-  if (endpoint === "mime" && f.body === undefined) throw bad("'message' parameter is missing");
-  if (lists.tags.length > 1) throw bad(`'o:tag' is given ${lists.tags.length} times: outpost keeps one tag per message`);
-  if (endpoint === "mime") {
-    f.recipient = lists.to;
-    // the envelope sender is `from` (the body's From field may differ, as on Mailgun)
-  } else {
-    f.to = lists.to;
-    if (lists.cc.length) f.cc = lists.cc;
-    if (lists.bcc.length) f.bcc = lists.bcc;
-    if (headers.length) f.headers = headers;
-    if (attachments.length) f.attachments = attachments;
+
+  submission(): MailgunSubmission {
+    const { to, cc, bcc, tags } = this.lists;
+    if (this.single.from === undefined && this.endpoint === "messages") throw bad("'from' parameter is missing");
+    if (to.length === 0) throw bad("'to' parameter is missing");
+    if (this.endpoint === "mime" && this.message === undefined) throw bad("'message' parameter is missing");
+    if (tags.length > 1) throw bad(`'o:tag' is given ${tags.length} times: outpost keeps one tag per message`);
+    const f: SendBody = this.endpoint === "mime" ? this.mimeFields() : this.partFields();
+    if (tags.length) f.tag = tags[0];
+    if (Object.keys(this.metadata).length) f.metadata = this.metadata;
+    const clicks = this.tracking.clicks ?? this.tracking.all;
+    const opens = this.tracking.opens ?? this.tracking.all;
+    if (clicks !== undefined) f.clicktracking = clicks;
+    if (opens !== undefined) f.openstracking = opens;
+    return { fields: f, name: namer(this.endpoint, this.headers, this.attachmentParams) };
   }
-  if (lists.tags.length) f.tag = lists.tags[0];
-  if (Object.keys(metadata).length) f.metadata = metadata;
-  const clicks = tracking.clicks ?? tracking.all;
-  const opens = tracking.opens ?? tracking.all;
-  if (clicks !== undefined) f.clicktracking = clicks;
-  if (opens !== undefined) f.openstracking = opens;
-  return { fields: endpoint === "mime" ? mimeFields(f) : f, name: namer(endpoint, headers, attachmentParams) };
+
+  private partFields(): SendBody {
+    const f: SendBody = { ...this.single, to: this.lists.to };
+    if (this.lists.cc.length) f.cc = this.lists.cc;
+    if (this.lists.bcc.length) f.bcc = this.lists.bcc;
+    if (this.headers.length) f.headers = this.headers;
+    if (this.attachments.length) f.attachments = this.attachments;
+    return f;
+  }
+
+  /** messages.mime: a `from` is the envelope sender; what the reader sees is the MIME message's own From. */
+  private mimeFields(): SendBody {
+    const f: SendBody = { recipient: this.lists.to, body: this.message };
+    if (this.single.from !== undefined) f.envelope = this.single.from;
+    return f;
+  }
 }
 
-/** messages.mime: a `from` is the envelope sender; what the reader sees is the MIME message's own From. */
-function mimeFields(f: SendBody): SendBody {
-  const { from, ...rest } = f;
-  return from === undefined ? rest : { ...rest, envelope: from };
+/** Why a parameter of the parts endpoint is no messages.mime parameter. */
+function notForMime(name: string, lower: string): string {
+  const where =
+    lower === "cc" || lower === "bcc" ? "recipients are given by 'to'" :
+    lower.startsWith("h:") ? "header fields belong in the MIME message" :
+    lower === "attachment" || lower === "inline" ? "attachments belong in the MIME message" :
+    lower in SINGLE ? `the message's ${lower === "subject" ? "Subject" : "parts"} belong in the MIME message` : null;
+  return where ? `'${name}' is not a messages.mime parameter: ${where}` : `'${name}' parameter is not supported by outpost`;
 }
 
 function fileRequired(name: string): never {
