@@ -44,8 +44,13 @@ test("the running server never sends held mail, even long after it came due, and
   // deferred once (the receiver says 451), then held while its retry is a second away
   const held = await submit("held one");
   await waitFor(() => row(held.id).status === "deferred", 10_000, "the first attempt to be deferred");
-  const hold = outpost("queue", "hold", held.id);
-  expect({ code: hold.code, out: hold.out }).toEqual({ code: 0, out: `${held.id}: 1 recipient of 1 message held\n` });
+  // its 1 s retry may be in flight when the CLI (a process of its own) gets there: hold leaves an attempt in
+  // progress alone and says so, so the operator, like this test, holds again
+  const hold = await waitFor(() => {
+    const r = outpost("queue", "hold", held.id);
+    return r.out === `${held.id}: 1 recipient of 1 message held\n` ? r : null;
+  }, 15_000, "the hold to find the recipient between attempts");
+  expect(hold.code).toBe(0);
   expect(row(held.id).status).toBe("held");
 
   // the receiver takes mail now; let the held recipient's retry time pass, then prove the scheduler ran after it:
