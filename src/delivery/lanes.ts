@@ -12,6 +12,8 @@ export interface LaneJob {
   retry: boolean;
   /** when it was claimed (this scheduler's clock) */
   claimedAt: number;
+  /** its recipients (a job without is counted as one) */
+  recipients?: readonly unknown[];
 }
 
 export class JobLanes<J extends LaneJob> {
@@ -27,6 +29,14 @@ export class JobLanes<J extends LaneJob> {
   /** Jobs waiting in one lane. */
   waiting(kind: "retry" | "fresh"): number {
     return kind === "retry" ? this.retries.length : this.fresh.length;
+  }
+
+  /** Recipients waiting in both lanes: what the destination holds of the scheduler's window. */
+  recipients(): number {
+    let n = 0;
+    for (const j of this.retries) n += j.recipients?.length ?? 1;
+    for (const j of this.fresh) n += j.recipients?.length ?? 1;
+    return n;
   }
 
   push(job: J): void {
