@@ -10,7 +10,8 @@
  * chosen domain signs: an RSA and an Ed25519 key give two signatures, so receivers that know Ed25519 can use it
  * and the others still find the RSA one.
  *
- * mailauth's canonicalization does the DKIM work (body hash, header canonicalization, formatting), but its
+ * mailauth's canonicalization does the header work (header canonicalization, formatting; the body hash is
+ * dkim/body-hash.ts, the same hash made faster), but its
  * `dkimSign` names each present field once in h= and cannot oversign. Listing From once more than it occurs
  * (RFC 6376 §5.4.2, §8.15) makes a From added in transit break the signature instead of being shown to the
  * reader above the signed one, so this module calls the steps of mailauth's signer itself and appends that
@@ -21,8 +22,8 @@ import { createHash, sign as cryptoSign } from "node:crypto";
 import { domainToASCII } from "node:url";
 import addressparser from "nodemailer/lib/addressparser";
 import { formatSignatureHeaderLine, getSigningHeaderLines, parseHeaders, type SigningHeaderLines } from "mailauth/lib/tools";
-import { dkimBody } from "mailauth/lib/dkim/body";
 import { generateCanonicalizedHeader } from "mailauth/lib/dkim/header";
+import { relaxedBodyHash } from "./body-hash.ts";
 import type { DkimKey } from "./keys.ts";
 
 /**
@@ -76,9 +77,7 @@ export class DkimSigner {
     const keys = this.keysFor([...fromDomains(fromField.line), domainOfAddress(envelopeFrom)]);
     if (keys.length === 0) return { body: message, signedWith: [], algorithms: [] };
 
-    const hasher = dkimBody("relaxed", "sha256", false);
-    hasher.update(sep < 0 ? Buffer.alloc(0) : message.subarray(sep + 4));
-    const bodyHash = hasher.digest("base64");
+    const bodyHash = relaxedBodyHash(sep < 0 ? Buffer.alloc(0) : message.subarray(sep + 4));
     const present = getSigningHeaderLines(head.parsed, FIELD_LIST);
     // the extra From stands for a field that does not exist, which verifiers hash as nothing (RFC 6376 §5.4.2)
     const lines: SigningHeaderLines = { keys: `${present.keys}: From`, headers: present.headers };

@@ -151,7 +151,30 @@ function encodeWhole(part: HtmlPart, text: string): Buffer[] {
 
 /** Quoted-printable of one piece, lines of at most 75 so the soft break "=" joining it to the next fits in 76. */
 function qpChunk(bytes: Buffer): Buffer {
-  return bytes.length === 0 ? EMPTY : encodeBody("quoted-printable", bytes, { lineLength: 75, tail: EMPTY });
+  if (bytes.length === 0) return EMPTY;
+  // a tracked URL, the usual hole, needs no escapes, only soft breaks: done here, since libqp builds its output a
+  // character at a time and every recipient's copy pays for its holes
+  if (isQpLiteral(bytes)) return wrapLiteral(bytes, 75);
+  return encodeBody("quoted-printable", bytes, { lineLength: 75, tail: EMPTY });
+}
+
+/** Printable ASCII other than "=": quoted-printable represents it as itself (RFC 2045 §6.7 rule 2). */
+function isQpLiteral(bytes: Buffer): boolean {
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i]!;
+    if (b < 0x21 || b > 0x7e || b === 0x3d) return false;
+  }
+  return true;
+}
+
+/** Lines of at most `max` octets, the soft break "=" included. */
+function wrapLiteral(bytes: Buffer, max: number): Buffer {
+  if (bytes.length <= max) return bytes;
+  const out: Buffer[] = [];
+  let at = 0;
+  for (; bytes.length - at > max; at += max - 1) out.push(bytes.subarray(at, at + max - 1), SOFT_BREAK);
+  out.push(bytes.subarray(at));
+  return Buffer.concat(out);
 }
 
 const EMPTY = Buffer.alloc(0);

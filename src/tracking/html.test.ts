@@ -72,6 +72,19 @@ describe("personalizeHtml", () => {
     expect(decoded.split("café").length - 1).toBe(40);
   });
 
+  test("quoted-printable holes with nothing to escape (signed tokens) are only wrapped: lines within 76, the same URL decoded", async () => {
+    const html = `<html><body>${'<p>caf\u00e9 <a href="https://a.test/x">link</a></p>\r\n'.repeat(5)}</body></html>`;
+    const msg = Buffer.from(`Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n${qp(html)}\r\n`);
+    for (const length of [1, 74, 75, 76, 148, 149, 300]) {
+      const url = (i: number) => `${PREFIX}${i}.${"t".repeat(length)}`;
+      const r = await personalizeHtml(msg, { clickUrl: (_u, i) => url(i), trackedPrefix: PREFIX });
+      const body = r.body.subarray(r.body.indexOf("\r\n\r\n") + 4).toString("latin1");
+      expect(Math.max(...body.split("\r\n").map((l) => l.length))).toBeLessThanOrEqual(76);
+      const decoded = require("libqp").decode(body).toString("utf8");
+      for (let i = 0; i < 5; i++) expect(decoded).toContain(`<a href="${url(i)}">link</a>`);
+    }
+  });
+
   test("a tracked URL the part's charset cannot hold switches that part to UTF-8", async () => {
     const msg = Buffer.from("Content-Type: text/html; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\n<p>caf\xe9 <a href=\"https://a.test/\">a</a></p>\r\n", "latin1");
     const r = await personalizeHtml(msg, { clickUrl: () => "https://t.test/€", trackedPrefix: PREFIX });

@@ -50,6 +50,19 @@ export interface TrackedClick extends TrackedRecipient {
  * `javascript:`, `data:` or scheme-relative `//host` URL, nor put a line break into a `Location` header.
  */
 export function redirectTarget(url: string): string | null {
+  // every recipient's copy of a message asks about the same links, twice each (trackingUrls, then click)
+  const known = targets.get(url);
+  if (known !== undefined) return known;
+  const target = checkedTarget(url);
+  if (targets.size >= TARGETS_KEPT) targets.delete(targets.keys().next().value!);
+  targets.set(url, target);
+  return target;
+}
+
+const TARGETS_KEPT = 1000;
+const targets = new Map<string, string | null>();
+
+function checkedTarget(url: string): string | null {
   if (url.length > MAX_TRACKED_URL || /[\x00-\x1f\x7f]/.test(url) || !/^https?:\/\//i.test(url)) return null;
   const parsed = URL.parse(url);
   if (!parsed || (parsed.protocol !== "http:" && parsed.protocol !== "https:") || parsed.hostname === "") return null;
