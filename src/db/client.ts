@@ -42,6 +42,21 @@ export interface OpenOptions {
   usedBefore?: string;
 }
 
+/**
+ * Runs `fn`, whose transaction commits without waiting for the fsync (WAL with synchronous=NORMAL for that commit
+ * only), then restores FULL. For the delivery loop's settles: losing one to a power cut only means its recipients
+ * are tried again (a duplicate, never a lost message), and the next FULL commit (any intake) or checkpoint makes
+ * it durable with its own fsync, since it syncs the whole WAL. Every commit that answers a client stays FULL.
+ */
+export function withLazyCommit<T>(sqlite: Database, fn: () => T): T {
+  sqlite.exec("PRAGMA synchronous = NORMAL");
+  try {
+    return fn();
+  } finally {
+    sqlite.exec("PRAGMA synchronous = FULL");
+  }
+}
+
 /** Opens (creating if needed, mode 0600) the database file and applies pending migrations. */
 export function openStore(path: string, opts: OpenOptions = {}): Store {
   const usedBefore = opts.usedBefore !== undefined && existsSync(opts.usedBefore) ? opts.usedBefore : null;

@@ -10,6 +10,7 @@ import type { EventRecorder } from "../events/record.ts";
 import type { Logger } from "../observe/log.ts";
 import { QueueClaimer, type ClaimedRecipient, type SideExclusions, type StoredMessage } from "../queue/claim.ts";
 import { reported, type HealthReporter } from "../observe/health.ts";
+import { withLazyCommit } from "../db/client.ts";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
 import type { Enqueuer } from "../queue/enqueue.ts";
 import type { DsnIntake } from "../bounce/notify.ts";
@@ -84,7 +85,8 @@ export class DeliveryService {
       log,
       options: deps.options,
       // settles finishing together share one commit (fsync): one per message would cap throughput at fsyncs/s
-      batch: (fn) => reported(health?.settle, () => sqlite.transaction(fn).immediate()),
+      // a settle lost to a power cut is tried again (a duplicate at worst): its commit need not wait for the disk
+      batch: (fn) => reported(health?.settle, () => withLazyCommit(sqlite, () => sqlite.transaction(fn).immediate())),
       personalize: (message, recipients) => this.personalizer.outbound(message, recipients),
     }).start();
     if (deps.metrics) throttleGauges(deps.metrics, () => this.loop.throttle.snapshot());
