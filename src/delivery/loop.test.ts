@@ -271,6 +271,18 @@ describe("delivery loop", () => {
     expect(a.limit).toBeLessThan(5);
   });
 
+  test("a destination that may take one message a minute does not fill the window and hold up mail for another", async () => {
+    const e = setup(`[delivery.destination."a.test"]\nrate = "1/min"\n`, { window: 100, leaseMs: 120_000 });
+    for (let i = 0; i < 30; i++) await enqueue(e, Array.from({ length: 10 }, (_, j) => `x${i}-${j}@a.test`));
+    e.loop.start();
+    await waitFor(() => e.transport.sent.length >= 1, 5000, "the first message to a.test");
+    await enqueue(e, ["y@b.test"]);
+    await waitFor(() => statuses(e)["y@b.test"] === "delivered", 5000, "delivery to b.test");
+    const leased = e.store.sqlite.query("SELECT count(*) AS n FROM recipients WHERE domain = 'a.test' AND lease_until IS NOT NULL").get() as { n: number };
+    // a quarter of the window waits in its lanes, a claim may overshoot that, and its connection holds one job
+    expect(leased.n).toBeLessThan(100);
+  });
+
   test("mail for a destination in a long back-off goes back to the queue for the end of it, unattempted", async () => {
     const e = setup("", { throttle: { backoffMs: 5_000 } });
     e.transport.throttleGreeting.add("mx-a");

@@ -83,11 +83,17 @@ export class ClaimPump {
       const room = capacity - this.deps.inMemory();
       this.windowFull = room < Math.min(CLAIM_MAX, capacity / 4);
       if (room > 0) {
-        const limit = Math.min(room, CLAIM_MAX);
+        // at most a quarter of the window per claim: the scheduler learns which destinations are full or held back
+        // from what it claimed, so one claim must not fill the window with mail for a destination that cannot take it
+        const limit = Math.min(room, CLAIM_MAX, Math.max(1, Math.floor(capacity / 4)));
         try {
           const batch = this.deps.claimer.claim(limit, this.deps.leaseMs, this.deps.exclusions());
           if (batch.length > 0) this.deps.dispatch(batch);
-          if (batch.length === limit) continue;
+          if (batch.length === limit) {
+            // let the claim's routing (cached: a few microtasks) place its jobs, so the next claim's exclusions know them
+            await new Promise<void>((resolve) => setImmediate(resolve));
+            continue;
+          }
         } catch (e) {
           this.deps.log.error("delivery_claim_failed", { error: e });
         }
