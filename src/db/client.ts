@@ -49,6 +49,8 @@ export interface OpenOptions {
  * it durable with its own fsync, since it syncs the whole WAL. Every commit that answers a client stays FULL.
  */
 export function withLazyCommit<T>(sqlite: Database, fn: () => T): T {
+  // inside a transaction SQLite refuses to change the level, and the commit is the outer one's anyway
+  if (sqlite.inTransaction) return fn();
   sqlite.exec("PRAGMA synchronous = NORMAL");
   try {
     return fn();
