@@ -23,9 +23,10 @@ export interface DestinationContext {
   /** a connection with no work stays open this long for reuse */
   readonly idleMs: number;
   now(): number;
-  /** the settings and transport in force (a reload changes them) */
+  /** the settings in force (a reload changes them) */
   config(): DeliveryConfig;
-  transport(): Transport;
+  /** how to reach `dest` (a reload may change the transport) */
+  transport(dest: Destination): Transport;
   /** the transactions that carry a job's message to its recipients here (personalize.ts); may reject */
   personalize(message: StoredMessage, recipients: readonly ClaimedRecipient[]): Promise<OutboundMessage[]>;
   /** a connection slot came free here: destinations waiting for the global cap get their turn */
@@ -132,7 +133,7 @@ export class DestinationQueue {
     let connectError: string | undefined;
     try {
       try {
-        conn = await this.ctx.transport().connect(this.dest);
+        conn = await this.ctx.transport(this.dest).connect(this.dest);
       } catch (e) {
         [connectSignal, connectError] = this.connectFailed(e);
         return;

@@ -93,6 +93,7 @@ interface Env {
   loop: DeliveryLoop;
   transport: FakeTransport;
   dsns: unknown[];
+  config: Config;
   cleanup: () => void;
 }
 
@@ -142,7 +143,7 @@ function setup(toml = "", loopOpts: ConstructorParameters<typeof DeliveryLoop>[0
     options: { idleMs: 200, throttle: { backoffMs: 300, deadMs: 500 }, ...loopOpts },
   });
   enqueuer.onCommitted = () => loop.wake();
-  env = { store, logged, enqueuer, loop, transport, dsns, cleanup: dir.cleanup };
+  env = { store, logged, enqueuer, loop, transport, dsns, config, cleanup: dir.cleanup };
   return env;
 }
 
@@ -376,6 +377,27 @@ describe("delivery loop", () => {
     const ev = e.store.sqlite.query("SELECT details FROM events WHERE type = 'delivered'").all() as { details: string }[];
     expect(ev.length).toBe(2);
     expect(ev[0]!.details).toContain("sandbox");
+  });
+
+  test("delivery.sandbox applies to mail routed after a reload: what was routed before goes as it was routed", async () => {
+    const e = setup(`[delivery]\nsandbox = true\nper_destination_connections = 1\nmessages_per_connection = 1\n`);
+    e.transport.sendDelayMs = 50;
+    e.loop.start();
+    await enqueue(e, ["x@a.test"]);
+    await waitFor(() => statuses(e)["x@a.test"] === "delivered", 5000, "sandbox delivery");
+    expect(e.transport.connects).toBe(0);
+    e.loop.reconfigure({ ...e.config.delivery, sandbox: false }, router, e.transport);
+    await enqueue(e, ["y@a.test"]);
+    await waitFor(() => statuses(e)["y@a.test"] === "delivered", 5000, "real delivery");
+    expect(e.transport.sent.map((s) => s.msg.recipients[0]!.address)).toEqual(["y@a.test"]);
+    // routed for real, then sandbox turned on while it waits: it still goes out for real
+    await enqueue(e, ["z1@b.test", "z2@b.test"]);
+    await enqueue(e, ["w@b.test"]);
+    const leased = () => (e.store.sqlite.query("SELECT count(*) AS n FROM recipients WHERE address = 'w@b.test' AND lease_until IS NOT NULL").get() as { n: number }).n;
+    await waitFor(() => e.transport.sent.some((s) => s.key === "mx-b") && leased() === 1, 5000, "sending to mx-b, w@b.test claimed");
+    e.loop.reconfigure({ ...e.config.delivery, sandbox: true }, router, e.transport);
+    await waitFor(() => pendingCount(e) === 0, 5000, "all delivered");
+    expect(e.transport.sent.filter((s) => s.key === "mx-b").flatMap((s) => s.msg.recipients.map((r) => r.address)).sort()).toEqual(["w@b.test", "z1@b.test", "z2@b.test"]);
   });
 
   test("stop hands back recipients that have not started, leaving none leased", async () => {

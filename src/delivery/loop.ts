@@ -29,7 +29,7 @@ import { DestinationQueue, type DestinationContext } from "./destination.ts";
 import { push } from "./job.ts";
 import { ClaimPump, type ClaimSource } from "./pump.ts";
 import { RouteCache } from "./route-cache.ts";
-import { sandboxed } from "./sandbox.ts";
+import { sandboxRouterIf, transportFor } from "./sandbox.ts";
 import { InFlight } from "./shutdown.ts";
 import { Throttle, type ThrottleOptions } from "./throttle.ts";
 import type { Destination, OutboundMessage, Router, Transport } from "./types.ts";
@@ -88,7 +88,6 @@ export class DeliveryLoop {
   private readonly window: ActiveWindow;
   private readonly pump: ClaimPump;
   private readonly routes: RouteCache;
-  private transport: Transport;
   private dests = new Map<string, DestinationQueue>();
   /** destinations that found the global cap full; any released slot pumps them */
   private waitingGlobal = new Set<DestinationQueue>();
@@ -109,9 +108,7 @@ export class DeliveryLoop {
     };
     this.throttle = new Throttle({ concurrency: deps.config.concurrency, ...o.throttle }, this.now);
     this.life = new InFlight(this.now);
-    const { router, transport } = sandboxed(deps.config.sandbox, deps);
-    this.transport = transport;
-    this.routes = new RouteCache(router, this.o.routeTtlMs, this.now);
+    this.routes = new RouteCache(sandboxRouterIf(deps.config.sandbox, deps.router), this.o.routeTtlMs, this.now);
     this.window = new ActiveWindow({
       claimer: deps.claimer, outcomes: deps.outcomes, batch: deps.batch, life: this.life, log: deps.log, now: this.now,
       storeRetryMs: this.o.storeRetryMs,
@@ -141,10 +138,8 @@ export class DeliveryLoop {
    * longer keeps its domains out of claims, since they may be routed elsewhere now.
    */
   reconfigure(config: DeliveryConfig, router: Router, transport: Transport): void {
-    const seams = sandboxed(config.sandbox, { router, transport });
     this.deps = { ...this.deps, config, router, transport };
-    this.transport = seams.transport;
-    this.routes.replace(seams.router);
+    this.routes.replace(sandboxRouterIf(config.sandbox, router));
     this.throttle.setConcurrency(config.concurrency);
     for (const dq of this.dests.values()) dq.reconfigure(config);
     this.wake();
@@ -182,7 +177,7 @@ export class DeliveryLoop {
       throttle: this.throttle, life: this.life, window: this.window, log: this.deps.log, idleMs: this.o.idleMs,
       now: this.now,
       config: () => this.deps.config,
-      transport: () => this.transport,
+      transport: (dest) => transportFor(dest, this.deps.transport),
       personalize: personalize
         ? (msg, rs) => personalize(msg, rs)
         : async (msg, rs) => [{ messageId: msg.id, envelopeFrom: msg.envelopeFrom, recipients: rs.map((r) => ({ id: r.id, address: r.address })), body: msg.body }],

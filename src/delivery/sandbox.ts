@@ -7,12 +7,14 @@ import type { Connection, Destination, OutboundMessage, RecipientResult, RouteRe
 
 export const SANDBOX_REPLY = "sandbox";
 const HOST = "sandbox";
+/** no real destination key has it: theirs are host names (no colon) or `route:` */
+const KEY_PREFIX = "sandbox:";
 
 export const sandboxRouter: Router = {
   async route(domain: string): Promise<RouteResult> {
     return {
       kind: "ok",
-      destination: { key: `sandbox:${domain}`, hosts: [{ host: HOST, port: 0, preference: 0 }], tls: "opportunistic", static: true },
+      destination: { key: `${KEY_PREFIX}${domain}`, hosts: [{ host: HOST, port: 0, preference: 0 }], tls: "opportunistic", static: true },
     };
   },
 };
@@ -40,7 +42,15 @@ export const sandboxTransport: Transport = {
   },
 };
 
-/** The router and transport to use: the sandbox's when `sandbox` is on, else the real ones. */
-export function sandboxed(sandbox: boolean, real: { router: Router; transport: Transport }): { router: Router; transport: Transport } {
-  return sandbox ? { router: sandboxRouter, transport: sandboxTransport } : real;
+/** The router to use: the sandbox's when `sandbox` is on. */
+export function sandboxRouterIf(sandbox: boolean, real: Router): Router {
+  return sandbox ? sandboxRouter : real;
+}
+
+/**
+ * The transport for `dest`: a destination the sandbox router made is never dialled, and a real one never
+ * sandboxed, whatever a reload has set since (the setting applies to mail routed from then on).
+ */
+export function transportFor(dest: Destination, real: Transport): Transport {
+  return dest.key.startsWith(KEY_PREFIX) ? sandboxTransport : real;
 }
