@@ -20,10 +20,14 @@ const records: TxtRecords = {};
 const python = pythonWithDkim();
 let f: ApiFixture;
 let mx: FakeMx;
+/** a receiver that takes messages up to 40,000 bytes (SIZE), for small.test */
+let small: FakeMx;
+const SMALL_LIMIT = 40_000;
 let keyDir: ReturnType<typeof tempDir>;
 
 beforeAll(async () => {
   mx = await startFakeMx({ host: "127.0.0.2" });
+  small = await startFakeMx({ host: "127.0.0.3", size: SMALL_LIMIT });
   keyDir = tempDir("outpost-dkim-");
   const key = generateDkimKey("rsa");
   records["s1._domainkey.example.com"] = key.record;
@@ -32,6 +36,7 @@ beforeAll(async () => {
   f = await startApi(
     `[http]\nlisten = "127.0.0.1:0"\npublic_url = "${PUBLIC}"\n` +
       `[delivery]\n[[delivery.route]]\ndomain = "*"\nhost = "127.0.0.2"\nport = ${mx.port}\n` +
+      `[[delivery.route]]\ndomain = "small.test"\nhost = "127.0.0.3"\nport = ${small.port}\n` +
       `[[dkim]]\ndomain = "example.com"\nselector = "s1"\nprivate_key_file = "${keyFile}"\n`,
   );
 });
@@ -39,6 +44,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await f?.stop();
   await mx?.stop();
+  await small?.stop();
   keyDir?.cleanup();
 });
 
@@ -153,6 +159,28 @@ describe("tracked, unsubscribable, signed: each recipient's own copy", () => {
     expect((await eventsOf(tracked.id, "bob@dest.test")).map((e) => e.type)).toContain("unsubscribed");
     const later = await send({ recipient: ["bob@dest.test", "ann@dest.test"], subject: "Later", text: "again" });
     expect(later.recipients.map((r) => [r.address, r.status])).toEqual([["bob@dest.test", "suppressed"], ["ann@dest.test", "queued"]]);
+  });
+});
+
+describe("SIZE", () => {
+  test("a receiver's SIZE limit is held against the bytes sent: a tracked copy that outgrew it bounces, the stored size fits", async () => {
+    const links = Array.from({ length: 60 }, (_, i) => `<p><a href="https://shop.example/item/${i}">Item ${i}</a></p>`).join("\n");
+    const html = `<html><body>${links}\n${"<p>filler</p>\n".repeat(2150)}</body></html>`;
+    const fields = { from: "news@example.com", recipient: ["amy@small.test"], subject: "Sized", html };
+    const plain = await send(fields);
+    const tracked = await send({ ...fields, clicktracking: true });
+    const size = async (s: Sent) => ((await (await f.call("GET", `/v1/messages/${s.id}`)).json()) as { size: number }).size;
+    // both stored below the limit; tracking adds ~150 bytes per link and the signature ~500
+    expect(await size(tracked)).toBeLessThan(SMALL_LIMIT - 1500);
+    expect(await size(tracked)).toBeGreaterThan(SMALL_LIMIT - 5000);
+    await delivered(plain);
+    const bounced = await waitFor(async () => {
+      const m = (await (await f.call("GET", `/v1/messages/${tracked.id}`)).json()) as { recipients: { status: string; last_status: string; last_reply: string }[] };
+      return m.recipients[0]!.status === "bounced" ? m.recipients[0] : null;
+    }, 15_000, "the tracked copy bounced");
+    expect(bounced).toMatchObject({ last_status: "5.3.4", last_reply: expect.stringContaining(`larger than allowed ${SMALL_LIMIT}`) });
+    expect(small.messages.map((m) => m.raw.length)).toEqual([expect.any(Number)]);
+    expect(small.messages[0]!.raw.toString("latin1")).not.toContain("/t/c/");
   });
 });
 
