@@ -143,6 +143,7 @@ def main():
     ap.add_argument("--backlog", type=int, default=1_000_000)
     ap.add_argument("--root", default=os.path.abspath(os.path.join(HERE, "..", "..")), help="the outpost checkout to run")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--later", action="store_true", help="the backlog all due in 8 hours: only its size costs")
     ap.add_argument("--keep", action="store_true", help="keep each phase's directory (logs, database)")
     a = ap.parse_args()
     # the healthy probes' domain goes to its own sink; the throttled domains to one that answers slowly enough
@@ -150,7 +151,8 @@ def main():
     tmpl_dir = tempfile.mkdtemp(prefix="outpost-backlog-seed-", dir="/var/tmp")
     try:
         template = os.path.join(tmpl_dir, "outpost.db")
-        subprocess.run(["bun", os.path.join(HERE, "seed.ts"), "backlog", template, str(a.backlog)], check=True, cwd=a.root)
+        later = ["later"] if a.later else []
+        subprocess.run(["bun", os.path.join(HERE, "seed.ts"), "backlog", template, str(a.backlog)] + later, check=True, cwd=a.root)
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
         for _ in range(a.pairs):
             for kind in ("empty", "backlog"):

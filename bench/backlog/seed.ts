@@ -5,7 +5,7 @@
  * 1 message a minute). Half are `queued` and due now (never tried); half `deferred` (attempts 1–5), a fifth of
  * those due now and the rest spread over the next 8 hours.
  *
- *   bun bench/backlog/seed.ts backlog DB N          # N recipients (default 1,000,000)
+ *   bun bench/backlog/seed.ts backlog DB N [later]  # N recipients (default 1,000,000); later: none due for 8 h
  *   bun bench/backlog/seed.ts healthy DB START_MS   # the healthy probes of one run (below)
  *
  * `healthy` adds, for the run about to start at START_MS: first@probe.test, queued and due at once (time to the
@@ -56,6 +56,8 @@ if (mode === "backlog") {
       }
     }).immediate();
   }
+  // `backlog DB N later`: the same rows, none due for 8 hours (what the size of the tables alone costs)
+  if (process.argv[5] === "later") db.run("UPDATE recipients SET next_attempt_at = next_attempt_at + 8 * 3600000 WHERE next_attempt_at <= ?", [now]);
   db.run("ANALYZE");
   console.log(JSON.stringify({ seeded: total, ms: Date.now() - now }));
 } else {
