@@ -4,7 +4,9 @@ import { addUser } from "../../src/auth/users.ts";
 import { createApp, type App } from "../../src/api/app.ts";
 import { createLogger } from "../../src/observe/log.ts";
 import type { Runtime } from "../../src/runtime/start.ts";
-import { secretFrom, startRuntime, tempDir, testConfig } from "../helpers/harness.ts";
+import { simpleParser, type ParsedMail } from "mailparser";
+import { startFakeMx, type FakeMx, type ReceivedMessage } from "../helpers/fake-mx.ts";
+import { secretFrom, startRuntime, tempDir, testConfig, waitFor } from "../helpers/harness.ts";
 
 export interface ApiFixture {
   rt: Runtime;
@@ -66,6 +68,49 @@ export async function startApi(toml = ""): Promise<ApiFixture> {
       d.cleanup();
     },
   };
+}
+
+/** Where tracked links and pixels point in {@link startApiToMx}'s runtime. */
+export const TRACK_URL = "http://track.example";
+
+/**
+ * An API runtime whose mail really leaves, by a static route, to a fake MX on 127.0.0.2 (retry after 1 s),
+ * tracking under {@link TRACK_URL}; for the provider-compatible APIs driven by their own clients.
+ */
+export async function startApiToMx(): Promise<{ f: ApiFixture; mx: FakeMx; stop(): Promise<void> }> {
+  const mx = await startFakeMx({ host: "127.0.0.2" });
+  const f = await startApi(
+    `[http]\nlisten = "127.0.0.1:0"\npublic_url = "${TRACK_URL}"\n` +
+      `[delivery]\nretry = ["1s"]\n[[delivery.route]]\ndomain = "*"\nhost = "127.0.0.2"\nport = ${mx.port}\n`,
+  );
+  return {
+    f,
+    mx,
+    async stop() {
+      await f.stop();
+      await mx.stop();
+    },
+  };
+}
+
+/**
+ * The copies `mx` got of the message whose Subject is `subject`, once they hold `recipients` envelope
+ * recipients in all (tracked mail goes out one copy per recipient), and the first copy parsed.
+ */
+export async function arrivedAt(mx: FakeMx, subject: string, recipients = 1): Promise<{ msg: ReceivedMessage; to: string[]; mail: ParsedMail }> {
+  const copies = await waitFor(async () => {
+    const found: ReceivedMessage[] = [];
+    for (const m of mx.messages) if ((await simpleParser(m.raw)).subject === subject) found.push(m);
+    return found.flatMap((m) => m.to).length >= recipients ? found : null;
+  }, 10_000, `"${subject}" to arrive`);
+  return { msg: copies[0]!, to: copies.flatMap((m) => m.to).sort(), mail: await simpleParser(copies[0]!.raw) };
+}
+
+/** GET /v1/messages?`query` with the admin key: the listed messages (throws unless 200). */
+export async function listedMessages(f: ApiFixture, query: string): Promise<Record<string, unknown>[]> {
+  const res = await f.call("GET", `/v1/messages?${query}`);
+  if (res.status !== 200) throw new Error(`GET /v1/messages?${query}: ${res.status} ${await res.text()}`);
+  return ((await res.json()) as { messages: Record<string, unknown>[] }).messages;
 }
 
 export const MIME =

@@ -4,50 +4,25 @@
  * static route) as their parameters describe, show in GET /v1/messages, and refusals come back as Mailgun's.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { simpleParser, type ParsedMail } from "mailparser";
 import Mailgun from "mailgun.js";
-import { startFakeMx, type FakeMx, type ReceivedMessage } from "../helpers/fake-mx.ts";
-import { waitFor } from "../helpers/harness.ts";
-import { startApi, type ApiFixture } from "./fixture.ts";
+import type { FakeMx } from "../helpers/fake-mx.ts";
+import { arrivedAt, listedMessages, startApiToMx, TRACK_URL, type ApiFixture } from "./fixture.ts";
 
 let f: ApiFixture;
 let mx: FakeMx;
-const PUBLIC_URL = "http://track.example";
+let stopAll: () => Promise<void>;
 
 beforeAll(async () => {
-  mx = await startFakeMx({ host: "127.0.0.2" });
-  f = await startApi(
-    `[http]\nlisten = "127.0.0.1:0"\npublic_url = "${PUBLIC_URL}"\n` +
-      `[delivery]\nretry = ["1s"]\n[[delivery.route]]\ndomain = "*"\nhost = "127.0.0.2"\nport = ${mx.port}\n`,
-  );
+  ({ f, mx, stop: stopAll } = await startApiToMx());
 });
-afterAll(async () => {
-  await f.stop();
-  await mx.stop();
-});
+afterAll(() => stopAll());
 
 function mailgun(key: string) {
   return new Mailgun(FormData).client({ username: "api", key, url: f.base });
 }
 
-/**
- * The copies the receiver got of the message whose Subject is `subject`, once they hold `recipients` envelope
- * recipients in all (tracked mail goes out one copy per recipient), and the first copy parsed.
- */
-async function arrived(subject: string, recipients = 1): Promise<{ msg: ReceivedMessage; to: string[]; mail: ParsedMail }> {
-  const copies = await waitFor(async () => {
-    const found: ReceivedMessage[] = [];
-    for (const m of mx.messages) if ((await simpleParser(m.raw)).subject === subject) found.push(m);
-    return found.flatMap((m) => m.to).length >= recipients ? found : null;
-  }, 10_000, `"${subject}" to arrive`);
-  return { msg: copies[0]!, to: copies.flatMap((m) => m.to).sort(), mail: await simpleParser(copies[0]!.raw) };
-}
-
-async function listed(query: string): Promise<Record<string, unknown>[]> {
-  const res = await f.call("GET", `/v1/messages?${query}`);
-  expect(res.status).toBe(200);
-  return ((await res.json()) as { messages: Record<string, unknown>[] }).messages;
-}
+const arrived = (subject: string, recipients?: number) => arrivedAt(mx, subject, recipients);
+const listed = (query: string) => listedMessages(f, query);
 
 const PDF = Buffer.from(Array.from({ length: 5000 }, (_, i) => (i * 131 + 7) % 256));
 const PNG = Buffer.from("89504e470d0a1a0a0000000d4948445200000001000000010806000000", "hex");
@@ -87,8 +62,8 @@ describe("POST /v3/{domain}/messages with mailgun.js", () => {
     expect(logo.cid).toBe("logo.png");
     expect(logo.contentType).toBe("image/png");
     expect(Buffer.compare(logo.content, PNG)).toBe(0);
-    expect(mail.html).toContain(`href="${PUBLIC_URL}/t/c/`);
-    expect(mail.html).toContain(`${PUBLIC_URL}/t/o/`);
+    expect(mail.html).toContain(`href="${TRACK_URL}/t/c/`);
+    expect(mail.html).toContain(`${TRACK_URL}/t/o/`);
 
     const [m] = await listed("tag=mg-order");
     expect(m).toMatchObject({ tag: "mg-order", metadata: { order: "42", customer: "7" } });
@@ -101,7 +76,7 @@ describe("POST /v3/{domain}/messages with mailgun.js", () => {
     });
     const { mail } = await arrived("clicks off");
     expect(mail.html).toContain('href="https://shop.example/x"');
-    expect(mail.html).toContain(`${PUBLIC_URL}/t/o/`);
+    expect(mail.html).toContain(`${TRACK_URL}/t/o/`);
   });
 
   test("an urlencoded form is taken too (recipients comma-separated)", async () => {

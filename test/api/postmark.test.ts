@@ -4,53 +4,27 @@
  * shows in GET /v1/messages, and every refusal reaches the client as Postmark's error.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { simpleParser, type ParsedMail } from "mailparser";
 import { Errors, ServerClient } from "postmark";
-import { startFakeMx, type FakeMx, type ReceivedMessage } from "../helpers/fake-mx.ts";
-import { waitFor } from "../helpers/harness.ts";
-import { startApi, type ApiFixture } from "./fixture.ts";
+import type { FakeMx } from "../helpers/fake-mx.ts";
+import { arrivedAt, listedMessages, startApiToMx, TRACK_URL, type ApiFixture } from "./fixture.ts";
 
 let f: ApiFixture;
 let mx: FakeMx;
 let client: ServerClient;
-const PUBLIC_URL = "http://track.example";
+let stopAll: () => Promise<void>;
 
 beforeAll(async () => {
-  mx = await startFakeMx({ host: "127.0.0.2" });
-  f = await startApi(
-    `[http]\nlisten = "127.0.0.1:0"\npublic_url = "${PUBLIC_URL}"\n` +
-      `[delivery]\nretry = ["1s"]\n[[delivery.route]]\ndomain = "*"\nhost = "127.0.0.2"\nport = ${mx.port}\n`,
-  );
+  ({ f, mx, stop: stopAll } = await startApiToMx());
   client = postmarkClient(f.key);
 });
-afterAll(async () => {
-  await f.stop();
-  await mx.stop();
-});
+afterAll(() => stopAll());
 
 function postmarkClient(token: string): ServerClient {
   return new ServerClient(token, { requestHost: f.base.replace(/^http:\/\//, ""), useHttps: false });
 }
 
-/** The message the receiver got whose Subject is `subject`, parsed. */
-/**
- * The copies the receiver got of the message whose Subject is `subject`, once they hold `recipients` envelope
- * recipients in all (tracked mail goes out one copy per recipient), and the first copy parsed.
- */
-async function arrived(subject: string, recipients = 1): Promise<{ msg: ReceivedMessage; to: string[]; mail: ParsedMail }> {
-  const copies = await waitFor(async () => {
-    const found: ReceivedMessage[] = [];
-    for (const m of mx.messages) if ((await simpleParser(m.raw)).subject === subject) found.push(m);
-    return found.flatMap((m) => m.to).length >= recipients ? found : null;
-  }, 10_000, `"${subject}" to arrive`);
-  return { msg: copies[0]!, to: copies.flatMap((m) => m.to).sort(), mail: await simpleParser(copies[0]!.raw) };
-}
-
-async function listed(query: string): Promise<Record<string, unknown>[]> {
-  const res = await f.call("GET", `/v1/messages?${query}`);
-  expect(res.status).toBe(200);
-  return ((await res.json()) as { messages: Record<string, unknown>[] }).messages;
-}
+const arrived = (subject: string, recipients?: number) => arrivedAt(mx, subject, recipients);
+const listed = (query: string) => listedMessages(f, query);
 
 const PDF = Buffer.from(Array.from({ length: 3000 }, (_, i) => (i * 37 + 11) % 256));
 const PNG = Buffer.from("89504e470d0a1a0a0000000d4948445200000001000000010806000000", "hex");
@@ -100,9 +74,9 @@ describe("POST /email with Postmark's client", () => {
     expect(logo.cid).toBe("logo.png");
     expect(Buffer.compare(logo.content, PNG)).toBe(0);
     // clicktracking and openstracking applied as it went out; the text part is sent as written
-    expect(mail.html).toContain(`href="${PUBLIC_URL}/t/c/`);
+    expect(mail.html).toContain(`href="${TRACK_URL}/t/c/`);
     expect(mail.html).not.toContain("https://shop.example/order/42");
-    expect(mail.html).toContain(`${PUBLIC_URL}/t/o/`);
+    expect(mail.html).toContain(`${TRACK_URL}/t/o/`);
     expect(mail.text).toContain("https://shop.example/order/42");
 
     const [listedMessage] = await listed("tag=order-confirmation");
