@@ -2,30 +2,21 @@
  * Delivery end to end, in process: mail accepted through the intake door travels the real loop, router and SMTP
  * transport to a scripted receiver on 127.0.0.2 (static route), and the rows and events tell the same story.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import type { Runtime } from "../../src/runtime/start.ts";
 import { startFakeMx, type FakeMx, type FakeMxScript } from "../helpers/fake-mx.ts";
-import { startRuntime, tempDir, testConfig, waitFor } from "../helpers/harness.ts";
+import { endAfterEach, startRuntime, tempDir, testConfig, waitFor } from "../helpers/harness.ts";
 
-let rt: Runtime | null = null;
-let mx: FakeMx | null = null;
-let dir: ReturnType<typeof tempDir> | null = null;
-
-afterEach(async () => {
-  await rt?.stop();
-  await mx?.stop();
-  dir?.cleanup();
-  rt = mx = dir = null;
-});
+const own = endAfterEach();
 
 async function setup(script: FakeMxScript, delivery = ""): Promise<{ rt: Runtime; mx: FakeMx }> {
-  mx = await startFakeMx({ host: "127.0.0.2", ...script });
-  dir = tempDir();
+  const mx = own(await startFakeMx({ host: "127.0.0.2", ...script }));
+  const dir = own(tempDir());
   const config = testConfig(
     dir.path,
     `[http]\nlisten = "127.0.0.1:0"\n[delivery]\n${delivery}\n[[delivery.route]]\ndomain = "*"\nhost = "127.0.0.2"\nport = ${mx.port}\n`,
   );
-  rt = (await startRuntime(config)).rt;
+  const rt = own((await startRuntime(config)).rt);
   return { rt, mx };
 }
 

@@ -5,31 +5,22 @@
  * - through a static route to our own listener (on purpose): every turn adds a Received line, and intake's hop
  *   limit ends it; the DSN that bounce makes (from <>) goes round too, and ends the same way.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { createLogger } from "../../src/observe/log.ts";
 import type { Runtime } from "../../src/runtime/start.ts";
-import { startDnsServer, type FakeDns } from "../helpers/dns-server.ts";
-import { freePort, startRuntime, tempDir, testConfig, waitFor } from "../helpers/harness.ts";
+import { startDnsServer } from "../helpers/dns-server.ts";
+import { endAfterEach, freePort, startRuntime, tempDir, testConfig, waitFor } from "../helpers/harness.ts";
 
-let rt: Runtime | null = null;
-let dns: FakeDns | null = null;
-let dir: ReturnType<typeof tempDir> | null = null;
-
-afterEach(async () => {
-  await rt?.stop();
-  await dns?.stop();
-  dir?.cleanup();
-  rt = dns = dir = null;
-});
+const own = endAfterEach();
 
 type LogLine = Record<string, unknown> & { event: string };
 
 /** outpost with its one SMTP listener on 127.0.0.1:`port`, relaying for loopback clients, logs kept. */
 async function start(port: number, toml: string, mxPort?: number): Promise<{ rt: Runtime; logs: LogLine[] }> {
-  dir = tempDir();
+  const dir = own(tempDir());
   const logs: LogLine[] = [];
   const config = testConfig(dir.path, `[smtp]\nlisten = ["127.0.0.1:${port}"]\ntrusted_networks = ["127.0.0.0/8"]\n${toml}`);
-  rt = (await startRuntime(config, createLogger("info", (l) => logs.push(JSON.parse(l) as LogLine)), { mxPort })).rt;
+  const rt = own((await startRuntime(config, createLogger("info", (l) => logs.push(JSON.parse(l) as LogLine)), { mxPort })).rt);
   return { rt, logs };
 }
 
@@ -60,10 +51,10 @@ function history(r: Runtime) {
 
 describe("mail loops end", () => {
   test("an MX that is outpost itself: the recipient bounces 5.4.6 and no message is handed to ourselves", async () => {
-    dns = await startDnsServer({
+    const dns = own(await startDnsServer({
       "loop.test": { mx: [{ preference: 10, exchange: "mx.loop.test" }] },
       "mx.loop.test": { a: ["127.0.0.1"] },
-    });
+    }));
     const port = await freePort();
     // MX hosts are dialled on our own SMTP port: were the guard missing, we would relay to ourselves (trusted)
     const { rt, logs } = await start(port, `[dns]\nservers = ["127.0.0.1:${dns.port}"]\n`, port);

@@ -1,4 +1,5 @@
 /** @module test/helpers/harness — temp data dirs, configs from TOML snippets, in-process runtimes, bounded waits. */
+import { afterEach } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -17,6 +18,24 @@ export function tempDir(prefix = "outpost-test-"): { path: string; cleanup: () =
  * A Config for a test: `toml` is any outpost.toml text; data_dir defaults to `dir`, listeners to port 0
  * on 127.0.0.1 unless the snippet sets them. (Port 0: the OS picks a free port; read it from the service.)
  */
+/** What a test starts and must end: a runtime or server (stop) or a temp dir (cleanup). */
+export type Owned = { stop(): unknown } | { cleanup(): void };
+
+/**
+ * Registers an afterEach that ends everything handed to the returned function during the test, newest first
+ * (a runtime before the receiver it delivers to), whether the test passed or not.
+ */
+export function endAfterEach(): <T extends Owned>(thing: T) => T {
+  const owned: Owned[] = [];
+  afterEach(async () => {
+    for (const t of owned.splice(0).reverse()) await ("stop" in t ? t.stop() : t.cleanup());
+  });
+  return (thing) => {
+    owned.push(thing);
+    return thing;
+  };
+}
+
 export function testConfig(dir: string, toml = ""): Config {
   const hasTop = (k: string) => new RegExp(`^\\s*${k}\\s*=`, "m").test(toml);
   const head = [

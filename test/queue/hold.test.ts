@@ -2,23 +2,13 @@
  * `outpost queue hold` / `release` against a running server: the CLI as its own process changes the database the
  * in-process runtime is delivering from, to a scripted receiver on 127.0.0.2, as an operator would on a live relay.
  */
-import { afterEach, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { Runtime } from "../../src/runtime/start.ts";
-import { startFakeMx, type FakeMx } from "../helpers/fake-mx.ts";
-import { runCli, startRuntime, tempDir, testConfig, waitFor } from "../helpers/harness.ts";
+import { startFakeMx } from "../helpers/fake-mx.ts";
+import { endAfterEach, runCli, startRuntime, tempDir, testConfig, waitFor } from "../helpers/harness.ts";
 
-let rt: Runtime | null = null;
-let mx: FakeMx | null = null;
-let dir: ReturnType<typeof tempDir> | null = null;
-
-afterEach(async () => {
-  await rt?.stop();
-  await mx?.stop();
-  dir?.cleanup();
-  rt = mx = dir = null;
-});
+const own = endAfterEach();
 
 const MIME = (subject: string) => Buffer.from(`From: app@example.com\r\nTo: someone@dest.test\r\nSubject: ${subject}\r\n\r\nHello\r\n`);
 
@@ -29,17 +19,17 @@ interface Row {
 }
 
 test("the running server never sends held mail, even long after it came due, and delivers it once released", async () => {
-  mx = await startFakeMx({ host: "127.0.0.2", rcptDefault: "451 4.7.1 try again later" });
-  dir = tempDir();
+  const mx = own(await startFakeMx({ host: "127.0.0.2", rcptDefault: "451 4.7.1 try again later" }));
+  const dir = own(tempDir());
   const toml = `[delivery]\nretry = ["1s"]\n[[delivery.route]]\ndomain = "*"\nhost = "127.0.0.2"\nport = ${mx.port}\n`;
   const configFile = join(dir.path, "outpost.toml");
   writeFileSync(configFile, `data_dir = ${JSON.stringify(dir.path)}\nhostname = "outpost.test"\n${toml}`);
-  rt = (await startRuntime(testConfig(dir.path, toml))).rt;
-  const outpost = (...args: string[]) => runCli(dir!.path, [...args, "--config", configFile]);
-  const row = (id: string) => rt!.store.sqlite.query("SELECT status, attempts, next_attempt_at FROM recipients WHERE message_id = ?").get(id) as Row;
+  const rt = own((await startRuntime(testConfig(dir.path, toml))).rt);
+  const outpost = (...args: string[]) => runCli(dir.path, [...args, "--config", configFile]);
+  const row = (id: string) => rt.store.sqlite.query("SELECT status, attempts, next_attempt_at FROM recipients WHERE message_id = ?").get(id) as Row;
   const submit = (subject: string) =>
-    rt!.intake.accept({ userId: null, allowedDomains: null, envelopeFrom: "app@example.com", recipients: ["a@dest.test"], raw: MIME(subject), source: "api" });
-  const delivered = (subject: string) => mx!.messages.some((m) => m.raw.toString().includes(`Subject: ${subject}\r\n`));
+    rt.intake.accept({ userId: null, allowedDomains: null, envelopeFrom: "app@example.com", recipients: ["a@dest.test"], raw: MIME(subject), source: "api" });
+  const delivered = (subject: string) => mx.messages.some((m) => m.raw.toString().includes(`Subject: ${subject}\r\n`));
 
   // deferred once (the receiver says 451), then held while its retry is a second away
   const held = await submit("held one");
