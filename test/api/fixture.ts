@@ -5,7 +5,7 @@ import { createApp, type App } from "../../src/api/app.ts";
 import { createLogger } from "../../src/observe/log.ts";
 import type { Runtime } from "../../src/runtime/start.ts";
 import { simpleParser, type ParsedMail } from "mailparser";
-import { startFakeMx, type FakeMx, type ReceivedMessage } from "../helpers/fake-mx.ts";
+import { startFakeMx, type FakeMx, type FakeMxScript, type ReceivedMessage } from "../helpers/fake-mx.ts";
 import { secretFrom, startRuntime, tempDir, testConfig, waitFor } from "../helpers/harness.ts";
 
 export interface ApiFixture {
@@ -70,18 +70,20 @@ export async function startApi(toml = ""): Promise<ApiFixture> {
   };
 }
 
-/** Where tracked links and pixels point in {@link startApiToMx}'s runtime. */
+/** Where tracked links and pixels point when a test asks for tracking. */
 export const TRACK_URL = "http://track.example";
 
 /**
- * An API runtime whose mail really leaves, by a static route, to a fake MX on 127.0.0.2 (retry after 1 s),
- * tracking under {@link TRACK_URL}; for the provider-compatible APIs driven by their own clients.
+ * An API runtime whose mail really leaves, by a static route, to a fake MX on 127.0.0.2 following `script`;
+ * `delivery` adds [delivery] keys, and `tracking` sets http.public_url to {@link TRACK_URL}.
  */
-export async function startApiToMx(): Promise<{ f: ApiFixture; mx: FakeMx; stop(): Promise<void> }> {
-  const mx = await startFakeMx({ host: "127.0.0.2" });
+export async function startApiToMx(
+  opts: { script?: FakeMxScript; delivery?: string; tracking?: boolean } = {},
+): Promise<{ f: ApiFixture; mx: FakeMx; stop(): Promise<void> }> {
+  const mx = await startFakeMx({ host: "127.0.0.2", ...opts.script });
+  const http = opts.tracking ? `[http]\nlisten = "127.0.0.1:0"\npublic_url = "${TRACK_URL}"\n` : "";
   const f = await startApi(
-    `[http]\nlisten = "127.0.0.1:0"\npublic_url = "${TRACK_URL}"\n` +
-      `[delivery]\nretry = ["1s"]\n[[delivery.route]]\ndomain = "*"\nhost = "127.0.0.2"\nport = ${mx.port}\n`,
+    `${http}[delivery]\n${opts.delivery ?? ""}\n[[delivery.route]]\ndomain = "*"\nhost = "127.0.0.2"\nport = ${mx.port}\n`,
   );
   return {
     f,

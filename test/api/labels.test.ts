@@ -4,10 +4,10 @@
  * events (over the API and as X-Outpost-* headers over SMTP, which never reach the receiver), and Reply-To.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { startFakeMx, type FakeMx } from "../helpers/fake-mx.ts";
+import type { FakeMx } from "../helpers/fake-mx.ts";
 import { waitFor } from "../helpers/harness.ts";
 import { hasCommand, run } from "../smtp/fixture.ts";
-import { errorOf, startApi, type ApiFixture } from "./fixture.ts";
+import { errorOf, startApiToMx, type ApiFixture } from "./fixture.ts";
 
 interface EventJson {
   type: string;
@@ -32,20 +32,11 @@ interface SendAnswer {
 
 let mx: FakeMx;
 let f: ApiFixture;
+let stopAll: () => Promise<void>;
 beforeAll(async () => {
-  mx = await startFakeMx({ host: "127.0.0.2" });
-  f = await startApi(`
-[delivery]
-[[delivery.route]]
-domain = "*"
-host = "127.0.0.2"
-port = ${mx.port}
-`);
+  ({ f, mx, stop: stopAll } = await startApiToMx());
 });
-afterAll(async () => {
-  await f.stop();
-  await mx.stop();
-});
+afterAll(() => stopAll());
 
 async function send(fields: Record<string, unknown>): Promise<SendAnswer> {
   const res = await f.call("POST", "/v1/send", fields);

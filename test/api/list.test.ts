@@ -3,9 +3,9 @@
  * another user's messages out of sight, and a 400 naming each bad parameter.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { startFakeMx, type FakeMx } from "../helpers/fake-mx.ts";
+import type { FakeMx } from "../helpers/fake-mx.ts";
 import { waitFor } from "../helpers/harness.ts";
-import { errorOf, startApi, type ApiFixture } from "./fixture.ts";
+import { errorOf, startApiToMx, type ApiFixture } from "./fixture.ts";
 
 interface Listed {
   id: string;
@@ -22,23 +22,14 @@ let mx: FakeMx;
 let f: ApiFixture;
 let key: string;
 let otherKey: string;
+let stopAll: () => Promise<void>;
 beforeAll(async () => {
   // nobody@reject.test is refused (bounced), any other address delivered
-  mx = await startFakeMx({ host: "127.0.0.2", rcpt: { "nobody@reject.test": "550 5.1.1 no such user" } });
-  f = await startApi(`
-[delivery]
-[[delivery.route]]
-domain = "*"
-host = "127.0.0.2"
-port = ${mx.port}
-`);
+  ({ f, mx, stop: stopAll } = await startApiToMx({ script: { rcpt: { "nobody@reject.test": "550 5.1.1 no such user" } } }));
   key = await f.addUser("lister");
   otherKey = await f.addUser("other");
 });
-afterAll(async () => {
-  await f.stop();
-  await mx.stop();
-});
+afterAll(() => stopAll());
 
 async function send(to: string | string[], extra: Record<string, unknown> = {}, as = key): Promise<string> {
   const res = await f.call("POST", "/v1/send", { from: "app@example.com", to, subject: "x", text: "x", ...extra }, { key: as });

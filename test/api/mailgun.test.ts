@@ -13,7 +13,7 @@ let mx: FakeMx;
 let stopAll: () => Promise<void>;
 
 beforeAll(async () => {
-  ({ f, mx, stop: stopAll } = await startApiToMx());
+  ({ f, mx, stop: stopAll } = await startApiToMx({ tracking: true, delivery: `retry = ["1s"]` }));
 });
 afterAll(() => stopAll());
 

@@ -14,7 +14,7 @@ let client: ServerClient;
 let stopAll: () => Promise<void>;
 
 beforeAll(async () => {
-  ({ f, mx, stop: stopAll } = await startApiToMx());
+  ({ f, mx, stop: stopAll } = await startApiToMx({ tracking: true, delivery: `retry = ["1s"]` }));
   client = postmarkClient(f.key);
 });
 afterAll(() => stopAll());
