@@ -1,23 +1,12 @@
-import { afterEach, beforeEach, expect, test } from "bun:test";
-import { openStore, type Store } from "../db/client.ts";
+import { expect, test } from "bun:test";
 import { newInboundId } from "../mail/ids.ts";
 import { silentLogger } from "../observe/log.ts";
-import { tempDir } from "../../test/helpers/harness.ts";
+import { storeEachTest } from "../../test/helpers/harness.ts";
 import { InboundStore, type InboundKind } from "./inbound.ts";
 import { startRetention } from "./retention.ts";
 
 const DAY = 86_400_000;
-let dir: ReturnType<typeof tempDir>;
-let store: Store;
-
-beforeEach(() => {
-  dir = tempDir();
-  store = openStore(`${dir.path}/outpost.db`);
-});
-afterEach(() => {
-  store.close();
-  dir.cleanup();
-});
+const store = storeEachTest();
 
 function keep(kept: InboundStore, receivedAt: number, kind: InboundKind = "postmaster") {
   const id = newInboundId(receivedAt);
@@ -27,10 +16,10 @@ function keep(kept: InboundStore, receivedAt: number, kind: InboundKind = "postm
 
 test("kept mail older than the retention is deleted at start and on every round; newer mail stays", async () => {
   let now = 100 * DAY;
-  const kept = new InboundStore(store.sqlite);
+  const kept = new InboundStore(store().sqlite);
   keep(kept, now - 31 * DAY);
   const recent = keep(kept, now - 29 * DAY);
-  const service = startRetention({ sqlite: store.sqlite, retention: 30 * DAY, log: silentLogger, now: () => now });
+  const service = startRetention({ sqlite: store().sqlite, retention: 30 * DAY, log: silentLogger, now: () => now });
   try {
     expect(kept.list().map((m) => m.id)).toEqual([recent]);
     now += 2 * DAY;

@@ -1,10 +1,11 @@
 /** @module test/helpers/harness — temp data dirs, configs from TOML snippets, in-process runtimes, bounded waits. */
-import { afterEach } from "bun:test";
+import { afterEach, beforeEach } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseConfig } from "../../src/config/load.ts";
+import { openStore, type Store } from "../../src/db/client.ts";
 import type { Config } from "../../src/config/schema.ts";
 import { silentLogger, type Logger } from "../../src/observe/log.ts";
 import { start, type Runtime, type StartOptions } from "../../src/runtime/start.ts";
@@ -33,6 +34,25 @@ export function endAfterEach(): <T extends Owned>(thing: T) => T {
   return (thing) => {
     owned.push(thing);
     return thing;
+  };
+}
+
+/** A migrated SQLite store in a fresh temp dir for each test, closed and removed after it; call the getter in a test. */
+export function storeEachTest(): () => Store {
+  let dir: ReturnType<typeof tempDir> | undefined;
+  let store: Store | undefined;
+  beforeEach(() => {
+    dir = tempDir();
+    store = openStore(`${dir.path}/outpost.db`);
+  });
+  afterEach(() => {
+    store?.close();
+    dir?.cleanup();
+    store = dir = undefined;
+  });
+  return () => {
+    if (!store) throw new Error("storeEachTest: the store exists only while a test runs");
+    return store;
   };
 }
 
