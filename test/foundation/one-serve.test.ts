@@ -2,41 +2,17 @@
  * One `serve` per data dir: a second one exits 1 naming the first before it touches the queue (its leases stay
  * as they are), whatever ports it is given; kill -9 frees the lock; no listener shares its port with another process.
  */
-import { afterEach, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { startFakeMx, type FakeMx } from "../helpers/fake-mx.ts";
-import { tempDir, waitFor } from "../helpers/harness.ts";
-import { relayConfig, serveUntilExit, startServe, type ServeProcess } from "../helpers/serve.ts";
+import { startFakeMx } from "../helpers/fake-mx.ts";
+import { endAfterEach, tempDir, waitFor } from "../helpers/harness.ts";
+import { relayConfig, serveUntilExit, startServe } from "../helpers/serve.ts";
 
-let children: ServeProcess[] = [];
-let mx: FakeMx | null = null;
-let dirs: ReturnType<typeof tempDir>[] = [];
-
-afterEach(async () => {
-  for (const c of children) {
-    c.proc.kill("SIGKILL");
-    await c.proc.exited;
-  }
-  children = [];
-  await mx?.stop();
-  mx = null;
-  for (const d of dirs) d.cleanup();
-  dirs = [];
-});
-
-async function serve(config: string): Promise<ServeProcess> {
-  const child = await startServe(config);
-  children.push(child);
-  return child;
-}
-
-function newDir() {
-  const d = tempDir();
-  dirs.push(d);
-  return d;
-}
+const own = endAfterEach();
+const serve = async (config: string) => own(await startServe(config));
+const newDir = () => own(tempDir());
 
 /** Submits one message over SMTP with swaks; resolves once it was accepted. */
 async function submit(port: number): Promise<void> {
@@ -47,7 +23,7 @@ async function submit(port: number): Promise<void> {
 
 /** A serve whose one message sits leased: the receiver keeps every connection waiting for its greeting. */
 async function servingWithALease() {
-  mx = await startFakeMx({ host: "127.0.0.7", greetingDelayMs: 60_000 });
+  const mx = own(await startFakeMx({ host: "127.0.0.7", greetingDelayMs: 60_000 }));
   const dir = newDir();
   const config = relayConfig(dir.path, "127.0.0.7", mx.port);
   const first = await serve(config);

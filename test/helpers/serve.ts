@@ -16,6 +16,8 @@ export interface ServeProcess {
   smtpPort: number;
   /** the HTTP port it bound (config port 0) */
   httpPort: number;
+  /** kill -9 and wait for the exit (a crash, or the end of a test; harmless if it already exited) */
+  stop(): Promise<void>;
 }
 
 /**
@@ -61,7 +63,17 @@ export async function startServe(config: string): Promise<ServeProcess> {
   exited.catch(() => {}); // once started, a later exit is the test's business
   await Promise.race([waitFor(() => event("started"), 20_000, "serve to start"), exited]);
   const port = (name: string) => (JSON.parse(event(name)!) as { port: number }).port;
-  return { proc, out: () => out, err: () => err, smtpPort: port("smtp_listening"), httpPort: port("http_listening") };
+  return {
+    proc,
+    out: () => out,
+    err: () => err,
+    smtpPort: port("smtp_listening"),
+    httpPort: port("http_listening"),
+    async stop() {
+      proc.kill("SIGKILL");
+      await proc.exited;
+    },
+  };
 }
 
 /** Runs `serve --config FILE` that is expected to stop by itself (refused start); 20 s at most. `as`: another user. */

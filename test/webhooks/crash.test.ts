@@ -2,37 +2,17 @@
  * `outpost serve` as a child process with a slow webhook receiver: kill -9 while POSTs are out, restart, and every
  * event reaches the receiver at least once (duplicates carry the same event id), each message's in order.
  */
-import { afterEach, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { appendFileSync } from "node:fs";
 import { join } from "node:path";
-import { startFakeMx, type FakeMx } from "../helpers/fake-mx.ts";
-import { tempDir, waitFor } from "../helpers/harness.ts";
-import { relayConfig, startServe, type ServeProcess } from "../helpers/serve.ts";
-import { startReceiver, type Receiver } from "../helpers/webhook-receiver.ts";
+import { startFakeMx } from "../helpers/fake-mx.ts";
+import { endAfterEach, tempDir, waitFor } from "../helpers/harness.ts";
+import { relayConfig, startServe } from "../helpers/serve.ts";
+import { startReceiver } from "../helpers/webhook-receiver.ts";
 
-let children: ServeProcess[] = [];
-let mx: FakeMx | null = null;
-let receiver: Receiver | null = null;
-let dir: ReturnType<typeof tempDir> | null = null;
-
-afterEach(async () => {
-  for (const c of children) {
-    c.proc.kill("SIGKILL");
-    await c.proc.exited;
-  }
-  children = [];
-  await mx?.stop();
-  await receiver?.stop();
-  dir?.cleanup();
-  mx = receiver = dir = null;
-});
-
-async function serve(config: string): Promise<ServeProcess> {
-  const child = await startServe(config);
-  children.push(child);
-  return child;
-}
+const own = endAfterEach();
+const serve = async (config: string) => own(await startServe(config));
 
 /** Sends `count` messages over one SMTP session (Python's smtplib); resolves once all were answered 250. */
 async function submit(port: number, count: number): Promise<void> {
@@ -62,14 +42,14 @@ function storedEvents(path: string): { id: string; message_id: string; type: str
 test("after kill -9 with webhook POSTs out and a restart, every event arrives at least once, each message's in order", async () => {
   const MESSAGES = 12;
   // slow: a quarter second per answer, so requests are out when the process dies
-  receiver = startReceiver({ secret: "crash-secret", respond: async () => (await Bun.sleep(250), 200) });
-  mx = await startFakeMx({ host: "127.0.0.4" });
-  dir = tempDir();
+  const receiver = own(startReceiver({ secret: "crash-secret", respond: async () => (await Bun.sleep(250), 200) }));
+  const mx = own(await startFakeMx({ host: "127.0.0.4" }));
+  const dir = own(tempDir());
   const config = relayConfig(dir.path, "127.0.0.4", mx.port);
   appendFileSync(config, `[[webhook]]\nname = "app"\nurl = "${receiver.url}"\nsecret = "crash-secret"\n`);
   const first = await serve(config);
   await submit(first.smtpPort, MESSAGES);
-  await waitFor(() => receiver!.received.length >= 3 && receiver!.open() > 0, 20_000, "webhooks in flight");
+  await waitFor(() => receiver.received.length >= 3 && receiver.open() > 0, 20_000, "webhooks in flight");
   first.proc.kill("SIGKILL");
   await first.proc.exited;
   const db = join(dir.path, "data", "outpost.db");
@@ -79,7 +59,7 @@ test("after kill -9 with webhook POSTs out and a restart, every event arrives at
   const recovered = await waitFor(() => second.out().split("\n").find((l) => l.includes('"event":"webhook_leases_recovered"')), 5_000, "leases recovered");
   expect((JSON.parse(recovered) as { count: number }).count).toBeGreaterThan(0);
   const all = () => storedEvents(db);
-  await waitFor(() => mx!.messages.length >= MESSAGES && all().length === 2 * MESSAGES && all().every((e) => receiver!.acknowledged.includes(e.id)),
+  await waitFor(() => mx.messages.length >= MESSAGES && all().length === 2 * MESSAGES && all().every((e) => receiver.acknowledged.includes(e.id)),
     45_000, "every event acknowledged");
 
   const events = all();
@@ -89,7 +69,7 @@ test("after kill -9 with webhook POSTs out and a restart, every event arrives at
     expect(r.event).toEqual(expect.objectContaining(events.find((e) => e.id === r.eventId)!));
   }
   // per message: its queued event reached the receiver before its delivered event ever did
-  const firstArrival = (id: string) => receiver!.received.findIndex((r) => r.eventId === id);
+  const firstArrival = (id: string) => receiver.received.findIndex((r) => r.eventId === id);
   for (const m of new Set(events.map((e) => e.message_id))) {
     const [queued, delivered] = events.filter((e) => e.message_id === m);
     expect(firstArrival(queued!.id)).toBeLessThan(firstArrival(delivered!.id));
