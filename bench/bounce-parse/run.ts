@@ -5,17 +5,13 @@
  *   bun bench/bounce-parse/run.ts [--seconds 10] [--rounds 3]
  *
  * Each round parses the whole corpus repeatedly for `seconds`, after one warm-up pass; prints messages/s per
- * round, the median, the slowest single message (ms), and the median per format family.
+ * round (per wall second, and per CPU second of this process), the median, and the slowest single messages (ms).
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseReport } from "../../src/bounce/parse.ts";
+import { measure, numberOption as opt } from "../lib/timing.ts";
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: number) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] ? Number(args[i + 1]) : dflt;
-};
 const seconds = opt("seconds", 10);
 const rounds = opt("rounds", 3);
 const dir = resolve(import.meta.dir, "../../test/fixtures/bounces");
@@ -24,18 +20,12 @@ const bytes = corpus.reduce((n, m) => n + m.raw.length, 0);
 
 for (const m of corpus) await parseReport(m.raw); // warm-up: JIT, mailparser's lazy requires
 
-const rates: number[] = [];
-for (let round = 1; round <= rounds; round++) {
-  let count = 0;
-  const start = performance.now();
-  while (performance.now() - start < seconds * 1000) {
-    for (const m of corpus) await parseReport(m.raw);
-    count += corpus.length;
-  }
-  const rate = count / ((performance.now() - start) / 1000);
-  rates.push(rate);
-  console.log(`round ${round}: ${count} messages in ${seconds} s = ${rate.toFixed(0)} messages/s`);
-}
+const rates = await measure(async () => {
+  for (const m of corpus) await parseReport(m.raw);
+}, corpus.length, seconds, rounds);
+rates.rounds.forEach((r, i) =>
+  console.log(`round ${i + 1}: ${r.count} messages in ${seconds} s = ${r.wall.toFixed(0)} messages/s (${r.cpu.toFixed(0)}/CPU-s)`),
+);
 
 const per: { name: string; ms: number }[] = [];
 for (const m of corpus) {
@@ -44,7 +34,7 @@ for (const m of corpus) {
   per.push({ name: m.name, ms: (performance.now() - start) / 20 });
 }
 per.sort((a, b) => b.ms - a.ms);
-const median = [...rates].sort((a, b) => a - b)[Math.floor(rates.length / 2)]!;
+const median = rates.wall;
 console.log(`corpus: ${corpus.length} messages, ${(bytes / 1024).toFixed(0)} KiB; bun ${Bun.version}`);
-console.log(`median: ${median.toFixed(0)} messages/s (${((median * bytes) / corpus.length / 1048576).toFixed(1)} MiB/s)`);
+console.log(`median: ${median.toFixed(0)} messages/s (${((median * bytes) / corpus.length / 1048576).toFixed(1)} MiB/s; ${rates.cpu.toFixed(0)}/CPU-s)`);
 console.log(`slowest: ${per.slice(0, 3).map((p) => `${p.name} ${p.ms.toFixed(2)} ms`).join(", ")}`);

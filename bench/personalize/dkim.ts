@@ -14,12 +14,8 @@ import { dkimSign } from "mailauth";
 import { dkimBody } from "mailauth/lib/dkim/body";
 import { parsePrivateKey, type DkimKey } from "../../src/dkim/keys.ts";
 import { DkimSigner } from "../../src/dkim/sign.ts";
+import { measure, numberOption as opt } from "../lib/timing.ts";
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: number) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] ? Number(args[i + 1]) : dflt;
-};
 const seconds = opt("seconds", 5);
 const rounds = opt("rounds", 3);
 const kib = opt("kib", 50);
@@ -57,12 +53,6 @@ const variants = Array.from({ length: 64 }, (_, i) => {
   return m;
 });
 
-/** CPU time (user + system) this process has used, in seconds. */
-const cpuSeconds = () => {
-  const { user, system } = process.cpuUsage();
-  return (user + system) / 1e6;
-};
-
 /**
  * Runs `fn` for `seconds`, `rounds` times, after a warm-up; prints the median rate per CPU second (what one
  * core gives when it is ours alone: on a machine shared with other work, wall-clock rates only measure the
@@ -70,26 +60,16 @@ const cpuSeconds = () => {
  */
 async function rate(label: string, fn: (m: Buffer) => unknown): Promise<number> {
   for (let i = 0; i < 50; i++) await fn(variants[i % variants.length]!);
-  const cpu: number[] = [];
-  const wall: number[] = [];
-  for (let r = 0; r < rounds; r++) {
-    let n = 0;
-    const start = performance.now();
-    const startCpu = cpuSeconds();
-    while (performance.now() - start < seconds * 1000) {
-      for (let i = 0; i < 16; i++) await fn(variants[(n + i) % variants.length]!);
-      n += 16;
-    }
-    cpu.push(n / (cpuSeconds() - startCpu));
-    wall.push(n / ((performance.now() - start) / 1000));
-  }
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  const m = median(cpu);
+  let n = 0;
+  const r = await measure(async () => {
+    for (let i = 0; i < 16; i++) await fn(variants[(n + i) % variants.length]!);
+    n += 16;
+  }, 16, seconds, rounds);
   console.log(
-    `${label.padEnd(46)} ${m.toFixed(0).padStart(6)}/CPU-s (${(1000 / m).toFixed(3)} ms)  ${median(wall).toFixed(0).padStart(6)}/s wall` +
-      `  (rounds ${cpu.map((x) => x.toFixed(0)).join(" / ")})`,
+    `${label.padEnd(46)} ${r.cpu.toFixed(0).padStart(6)}/CPU-s (${(1000 / r.cpu).toFixed(3)} ms)  ${r.wall.toFixed(0).padStart(6)}/s wall` +
+      `  (rounds ${r.rounds.map((x) => x.cpu.toFixed(0)).join(" / ")})`,
   );
-  return m;
+  return r.cpu;
 }
 
 console.log(`message: ${message.length} bytes (${(message.length / 1024).toFixed(1)} KiB); bun ${Bun.version}; ${seconds} s × ${rounds} rounds`);

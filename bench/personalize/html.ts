@@ -17,12 +17,8 @@ import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { inlineCssInMessage } from "../../src/message/inline-css.ts";
 import { personalizeHtml } from "../../src/tracking/html.ts";
+import { measure, numberOption as opt, type Rates } from "../lib/timing.ts";
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: number) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] ? Number(args[i + 1]) : dflt;
-};
 const seconds = opt("seconds", 5);
 const rounds = opt("rounds", 3);
 const dir = resolve(import.meta.dir, "../../test/fixtures/html");
@@ -48,25 +44,14 @@ async function personalize(message: Buffer): Promise<void> {
 }
 
 /** Copies per second of wall time and per second of this process's CPU time (what one core gives, however busy). */
-async function rate(step: () => Promise<void>): Promise<{ wall: number; cpu: number }> {
+async function rate(step: () => Promise<void>): Promise<Rates> {
   for (let i = 0; i < 50; i++) await step(); // warm-up: JIT
-  const rates: { wall: number; cpu: number }[] = [];
-  for (let round = 0; round < rounds; round++) {
-    let n = 0;
-    const start = performance.now();
-    const cpu0 = process.cpuUsage();
-    while (performance.now() - start < seconds * 1000) {
-      for (let i = 0; i < 20; i++) await step();
-      n += 20;
-    }
-    const cpu = process.cpuUsage(cpu0);
-    rates.push({ wall: n / ((performance.now() - start) / 1000), cpu: n / ((cpu.user + cpu.system) / 1e6) });
-  }
-  const median = (k: "wall" | "cpu") => rates.map((r) => r[k]).sort((a, b) => a - b)[Math.floor(rates.length / 2)]!;
-  return { wall: median("wall"), cpu: median("cpu") };
+  return measure(async () => {
+    for (let i = 0; i < 20; i++) await step();
+  }, 20, seconds, rounds);
 }
 
-const show = (r: { wall: number; cpu: number }) => `${r.cpu.toFixed(0)}/s per CPU-second (${r.wall.toFixed(0)}/s wall)`;
+const show = (r: Rates) => `${r.cpu.toFixed(0)}/s per CPU-second (${r.wall.toFixed(0)}/s wall)`;
 
 console.log(`bun ${Bun.version}; ${rounds} rounds of ${seconds} s, median`);
 for (const m of messages) {

@@ -24,12 +24,8 @@ import { silentLogger } from "../../src/observe/log.ts";
 import type { StoredMessage } from "../../src/queue/claim.ts";
 import type { MessageOptions } from "../../src/queue/enqueue.ts";
 import { TrackingTokens } from "../../src/tracking/token.ts";
+import { measure, numberOption as opt } from "../lib/timing.ts";
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: number) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] ? Number(args[i + 1]) : dflt;
-};
 const seconds = opt("seconds", 5);
 const rounds = opt("rounds", 3);
 const perJob = opt("per-job", 1);
@@ -68,11 +64,6 @@ function personalizer(keys: DkimKey[]): Personalizer {
   }, silentLogger);
 }
 
-const cpuSeconds = () => {
-  const { user, system } = process.cpuUsage();
-  return (user + system) / 1e6;
-};
-
 /** Median copies per CPU second and per wall second over `rounds` rounds of `seconds`, after a warm-up. */
 let scenario = 0;
 async function rate(label: string, p: Personalizer, options: MessageOptions = OPTIONS): Promise<void> {
@@ -82,24 +73,12 @@ async function rate(label: string, p: Personalizer, options: MessageOptions = OP
   const first = await p.outbound(m, job());
   const tracked = (first[0]!.body.toString("latin1").match(/track\.example\.com\/t\/c\//g) ?? []).length;
   for (let i = 0; i < 30; i++) await p.outbound(m, job());
-  const cpu: number[] = [];
-  const wall: number[] = [];
-  for (let r = 0; r < rounds; r++) {
-    let n = 0;
-    const start = performance.now();
-    const startCpu = cpuSeconds();
-    while (performance.now() - start < seconds * 1000) {
-      for (let i = 0; i < 8; i++) await p.outbound(m, job());
-      n += 8 * perJob;
-    }
-    cpu.push(n / (cpuSeconds() - startCpu));
-    wall.push(n / ((performance.now() - start) / 1000));
-  }
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  const c = median(cpu);
+  const r = await measure(async () => {
+    for (let i = 0; i < 8; i++) await p.outbound(m, job());
+  }, 8 * perJob, seconds, rounds);
   console.log(
-    `${label.padEnd(44)} ${c.toFixed(0).padStart(6)}/CPU-s (${(1000 / c).toFixed(3)} ms)  ${median(wall).toFixed(0).padStart(6)}/s wall` +
-      `  [${tracked} tracked links; rounds ${cpu.map((x) => x.toFixed(0)).join(" / ")}]`,
+    `${label.padEnd(44)} ${r.cpu.toFixed(0).padStart(6)}/CPU-s (${(1000 / r.cpu).toFixed(3)} ms)  ${r.wall.toFixed(0).padStart(6)}/s wall` +
+      `  [${tracked} tracked links; rounds ${r.rounds.map((x) => x.cpu.toFixed(0)).join(" / ")}]`,
   );
 }
 
