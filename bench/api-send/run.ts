@@ -29,6 +29,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { firstRunKey } from "../lib/serve.ts";
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string) => {
@@ -67,27 +68,6 @@ const server = Bun.spawn([...command, "--config", join(dir, "outpost.toml")], {
   stdout: "ignore",
   stderr: "pipe",
 });
-
-/** serve prints its first-run secrets to stderr (stdout is JSON log lines only); that pipe is drained after. */
-async function firstRunKey(): Promise<string> {
-  const reader = server.stderr.getReader();
-  let text = "";
-  const until = Date.now() + 15_000;
-  while (Date.now() < until) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    text += new TextDecoder().decode(value);
-    const m = /^api key: (\S+)$/m.exec(text);
-    if (m) {
-      // keep draining so the server never blocks on a full pipe
-      void (async () => {
-        while (!(await reader.read()).done);
-      })();
-      return m[1]!;
-    }
-  }
-  throw new Error(`no api key printed by outpost serve:\n${text}`);
-}
 
 function peakRssKb(pid: number): number {
   const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
@@ -222,7 +202,7 @@ function parseWrk(text: string, scenario: string, endpoint: string, c: number, r
 
 const results: Run[] = [];
 try {
-  const key = await firstRunKey();
+  const key = await firstRunKey(server.stderr, { ms: 15_000, forward: false });
   const base = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 100; i++) {
     if ((await fetch(`${base}/healthz`).catch(() => null))?.ok) break;

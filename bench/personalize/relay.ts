@@ -17,6 +17,7 @@ import { generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { firstRunKey } from "../lib/serve.ts";
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string) => {
@@ -62,27 +63,6 @@ function stop(): void {
 }
 process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
 
-/** The first-run API key, which serve prints on stderr. */
-async function firstRunKey(): Promise<string> {
-  const reader = server.stderr.getReader();
-  let text = "";
-  const until = Date.now() + 20_000;
-  while (Date.now() < until) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    text += new TextDecoder().decode(value);
-    const m = /^api key: (\S+)$/m.exec(text);
-    if (m) {
-      void (async () => {
-        // the rest of stderr goes on to ours (a fatal error)
-        for (let r = await reader.read(); !r.done; r = await reader.read()) process.stderr.write(r.value);
-      })();
-      return m[1]!;
-    }
-  }
-  throw new Error(`no api key printed by outpost serve:\n${text}`);
-}
-
 /** user+system CPU seconds the server has used so far (all its threads) */
 function serverCpu(): number {
   const fields = readFileSync(`/proc/${server.pid}/stat`, "utf8").split(") ")[1]!.split(" ");
@@ -90,7 +70,7 @@ function serverCpu(): number {
 }
 
 const base = `http://127.0.0.1:${httpPort}`;
-const key = await firstRunKey();
+const key = await firstRunKey(server.stderr, { ms: 20_000, forward: true });
 const auth = { authorization: `Bearer ${key}`, "content-type": "application/json" };
 
 async function delivered(): Promise<number> {
