@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""End-to-end relay benchmark driver (loopback only). Copied from shared/bench/bench_relay.py; the only change:
+"""End-to-end relay benchmark driver (loopback only). Copied from the Postfix baseline benchmark this project was measured against; the only change:
 it also counts outpost's JSON log lines ("status":"deferred") next to Postfix's "status=deferred".
 
    smtp-source --> relay under test (127.0.0.1:PORT) --> smtp-sink (127.0.0.1:SINKPORT)

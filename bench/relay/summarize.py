@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """bench/relay: summarise results/*.jsonl (Postfix and outpost runs) into markdown tables, with the outpost/Postfix ratio.
-Adapted from shared/bench/summarize.py."""
+Adapted from the Postfix baseline benchmark's summarizer."""
 import glob, json, os, statistics, sys
 from collections import OrderedDict
 

@@ -1,6 +1,6 @@
 /**
  * @module api/app — the HTTP API as one Elysia app: a guard (key, rate, body size and type) ahead of every route,
- * the feature plugins, the OpenAPI document, and one onError rendering SPEC's `{error:{code,message,field}}`
+ * the feature plugins, the OpenAPI document, and one onError rendering docs/api.md's `{error:{code,message,field}}`
  * (a known path asked with another method is a 405 with `Allow`), or Postmark's or Mailgun's shape on their routes.
  */
 import { Elysia } from "elysia";

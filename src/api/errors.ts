@@ -1,5 +1,5 @@
 /**
- * @module api/errors — turns any error into SPEC's `{error:{code,message,field}}` response: our ApiError and
+ * @module api/errors — turns any error into docs/api.md's `{error:{code,message,field}}` response: our ApiError and
  * IntakeError, Elysia's validation, parse and not-found errors, and (logged) everything else as a 500.
  */
 import { ValidationError } from "elysia";

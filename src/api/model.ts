@@ -1,4 +1,4 @@
-/** @module api/model — schemas shared by every route: SPEC's error body and the EVENT shape. */
+/** @module api/model — schemas shared by every route: the error body of docs/api.md and the EVENT shape. */
 import { t } from "elysia";
 import { EVENT_TYPES } from "../config/build.ts";
 

@@ -1,6 +1,6 @@
 /**
- * @module config/build — turns a parsed outpost.toml into a `Config`: every SPEC key, its type,
- * its default. Defaults are written in the same textual form as the file, so they read like SPEC.
+ * @module config/build — turns a parsed outpost.toml into a `Config`: every key of docs/config.md, its type,
+ * its default. Defaults are written in the same textual form as the file, so they read like docs/config.md.
  */
 import { createHash } from "node:crypto";
 import { accessSync, constants, statSync } from "node:fs";

@@ -47,7 +47,7 @@ function expectFailure(toml: string, key: string, problem: RegExp): void {
   expect(error.problem).toMatch(problem);
 }
 
-const SPEC_EXAMPLE = `
+const FULL_EXAMPLE = `
 hostname = "mail.example.com"
 data_dir = "./data"
 
@@ -125,7 +125,7 @@ const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
 
 describe("defaults", () => {
-  test("no file gives SPEC's defaults", () => {
+  test("no file gives the documented defaults", () => {
     const config = parseConfig("", { baseDir: dir, env: {} });
     expect(config.file).toBeNull();
     expect(config.hostname).toBe(hostname());
@@ -184,9 +184,9 @@ describe("TLS of static routes", () => {
   });
 });
 
-describe("the SPEC example", () => {
+describe("a file setting every section", () => {
   test("parses to the expected values", () => {
-    const file = write(SPEC_EXAMPLE);
+    const file = write(FULL_EXAMPLE);
     const config = loadConfig(file, {});
     expect(config.file).toBe(file);
     expect(config.hostname).toBe("mail.example.com");
@@ -210,7 +210,7 @@ describe("the SPEC example", () => {
     expect(config.webhook[0]!.name).toMatch(/^app\.example\.com-[0-9a-f]{8}$/);
     expect(config.webhook_retention).toBe(7 * 24 * HOUR);
     expect(config.database.path).toBe(join(dir, "data", "outpost.db"));
-    // Everything else equals the defaults, which is what SPEC's example spells out.
+    // Everything else equals the defaults, which is what the example spells out.
     const defaults = parseConfig("", { baseDir: dir, env: {} });
     expect(config.smtp).toEqual(defaults.smtp);
     expect(config.http).toEqual(defaults.http);

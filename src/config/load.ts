@@ -1,5 +1,5 @@
 /**
- * @module config/load — finds outpost.toml (SPEC "Command line"), parses it with Bun's TOML
+ * @module config/load — finds outpost.toml (--config, ./outpost.toml, /etc/outpost/outpost.toml: docs/config.md), parses it with Bun's TOML
  * parser and returns a validated, deeply frozen `Config`. Any problem is a ConfigError (exit 2).
  */
 import { existsSync, readFileSync } from "node:fs";

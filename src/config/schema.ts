@@ -1,4 +1,4 @@
-/** @module config/schema — the typed, validated configuration (one entry per SPEC key) and its defaults. */
+/** @module config/schema — the typed, validated configuration (one entry per key of docs/config.md) and its defaults. */
 
 /** A listen address such as "127.0.0.1:2525" or "[::1]:2525", parsed. */
 export interface ListenAddress {

@@ -78,7 +78,7 @@ export class Section {
     return match;
   }
 
-  /** A string run through `parse`; the fallback is in the same textual form, so defaults read like SPEC. */
+  /** A string run through `parse`; the fallback is in the same textual form, so defaults read like docs/config.md. */
   parsed<T>(key: string, parse: (text: string) => T, fallback?: string): T {
     return this.attempt(key, () => parse(this.string(key, fallback)));
   }

@@ -1,7 +1,7 @@
 /**
  * @module delivery/classify — what an SMTP reply means for scheduling: ok, temporary, permanent or throttle.
  *
- * The basic code decides the outcome, as SPEC says: 2xx ok, 4xx (or no reply) temporary, 5xx permanent.
+ * The basic code decides the outcome, as docs/delivery.md says: 2xx ok, 4xx (or no reply) temporary, 5xx permanent.
  * Among temporary replies, the one rule table (bounce/rules.ts, shared with hard-bounce suppression and DSN
  * parsing) picks out the ones that say "this server wants less from you", which the scheduler answers by cutting
  * the destination's concurrency and rate (AIMD).
@@ -14,7 +14,7 @@
  * - 450 4.2.1 "receiving mail too fast" (Gmail) concerns one mailbox, so it is temporary, not a throttle:
  *   slowing the whole destination for one busy recipient would delay everyone else's mail.
  * - Greylisting ("greylisted, try again later") is temporary, not a throttle.
- * - 5xx replies are permanent even when their text mentions rates (SPEC: 5xx → bounced).
+ * - 5xx replies are permanent even when their text mentions rates (docs/delivery.md: 5xx → bounced).
  */
 import { matchBounceRule, type BounceRule } from "../bounce/rules.ts";
 

@@ -1,13 +1,13 @@
 /**
  * @module events/query — reads the event log: a user's events page by page (cursor = event id), and one
- * message's history per recipient. Renders SPEC's EVENT shape, which webhooks should share.
+ * message's history per recipient. Renders the EVENT shape of docs/api.md, which webhooks should share.
  */
 import type { Database, Statement } from "bun:sqlite";
 import type { EventType } from "../config/schema.ts";
 import type { UserId } from "../mail/ids.ts";
 
 /**
- * SPEC's EVENT: `{id, type, time (RFC 3339 UTC), message_id, recipient, details}`, and the message's `tag` (null
+ * EVENT (docs/api.md): `{id, type, time (RFC 3339 UTC), message_id, recipient, details}`, and the message's `tag` (null
  * when none) and `metadata` ({} when none), so every event says which of the sender's records it belongs to.
  */
 export interface EventJson {

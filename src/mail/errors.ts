@@ -35,7 +35,7 @@ export type ApiErrorCode =
   | "rate_limited"
   | "unavailable";
 
-/** An HTTP-facing failure, rendered as SPEC's `{error:{code,message,field}}`. */
+/** An HTTP-facing failure, rendered as docs/api.md's `{error:{code,message,field}}`. */
 export class ApiError extends Error {
   constructor(
     readonly status: 400 | 401 | 403 | 404 | 405 | 409 | 411 | 413 | 415 | 429 | 503,

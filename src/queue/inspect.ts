@@ -328,7 +328,7 @@ export interface MessageJson {
   user_id: number | null;
   tag: string | null;
   metadata: Record<string, string>;
-  /** under SPEC's /v1/send field names */
+  /** under the /v1/send field names (docs/api.md) */
   options: { inlinizecss: boolean; clicktracking: boolean; openstracking: boolean; bouncetracking: boolean; unsubscribe: boolean };
   recipients: RecipientJson[];
 }

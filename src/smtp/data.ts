@@ -173,7 +173,7 @@ function envelopeRecipients(session: SMTPServerSession): string[] {
   return dedupe(session.envelope.rcptTo.map((r) => r.address));
 }
 
-/** One JSON line per transaction (SPEC "Logs"). */
+/** One JSON line per transaction (docs/logs.md). */
 function logTransaction(log: Logger, session: SMTPServerSession, fields: Record<string, unknown>): void {
   const mailFrom = session.envelope.mailFrom;
   log.info("smtp_message", {

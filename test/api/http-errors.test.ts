@@ -1,7 +1,7 @@
 /**
  * Errors at the HTTP level, through the real listener with curl where the client's own behaviour matters: body
  * types (415, JSON sent as a form), wrong methods (405 with Allow), sizes (413 JSON, streamed bodies included,
- * 411), unknown query parameters; every one with SPEC's JSON error body.
+ * 411), unknown query parameters; every one with the JSON error body of docs/api.md.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";

@@ -245,7 +245,7 @@ describe("limits and failures", () => {
     }
   });
 
-  test("the banner and EHLO name the configured hostname and list the SPEC's extensions", async () => {
+  test("the banner and EHLO name the configured hostname and list the extensions docs/smtp.md promises", async () => {
     const c = await RawSmtp.connect(o.port);
     try {
       expect(await c.reply()).toMatch(/^220 outpost\.test ESMTP/);
