@@ -46,3 +46,11 @@ test("without enough room the header block is not squeezed in: the message is co
   expect(p.body.toString()).toStartWith(trace.toString());
   expect(p.body.toString()).toEndWith("\r\n\r\nbody\r\n");
 });
+
+test("an option header with a word other than yes/no, or given twice, is refused 554 5.6.0 instead of falling back to the default", () => {
+  const prepare = (head: string) => () => prepareMessage(Buffer.from(`${head}Subject: s\r\n\r\nbody\r\n`, "latin1"), "outpost.test", { now });
+  expect(prepare("X-Outpost-Track-Clicks: maybe\r\n")).toThrow(expect.objectContaining({ code: 554, enhanced: "5.6.0", field: "body" }));
+  expect(prepare("X-Outpost-Track-Clicks: no\r\nX-Outpost-Track-Clicks: yes\r\n")).toThrow(expect.objectContaining({ code: 554, enhanced: "5.6.0" }));
+  expect(prepare("X-Outpost-Track-Clicks: No \r\n")().headerOptions).toEqual({ trackClicks: false });
+  expect(prepare("X-Outpost-Track-Opens: off\r\n")().headerOptions).toEqual({ trackOpens: false });
+});

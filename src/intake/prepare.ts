@@ -116,12 +116,20 @@ function mailboxLineAsHeader(crlf: Buffer): Buffer {
   return Buffer.concat([Buffer.from("X-Mailbox-Line: ", "latin1"), crlf]);
 }
 
+/**
+ * yes/no (true/false, 1/0, on/off: the words the API takes) only, and each at most once: a word we do not know, or two answers, would otherwise
+ * fall back to the [tracking] default without a word, so such a message is refused (554 5.6.0; 400 over HTTP).
+ */
 function readOptionHeaders(m: SplitMessage): Partial<MessageOptions> {
   const out: Partial<MessageOptions> = {};
   for (const [key, name] of Object.entries(OPTION_HEADERS) as [keyof MessageOptions, string][]) {
-    const v = headerValue(m, name)?.toLowerCase();
-    if (v === "yes" || v === "true" || v === "1") out[key] = true;
-    else if (v === "no" || v === "false" || v === "0") out[key] = false;
+    const count = countHeaders(m, name);
+    if (count === 0) continue;
+    if (count > 1) throw new IntakeError(554, "5.6.0", `${name} given ${count} times: give it once`, 400, "body");
+    const v = headerValue(m, name)!.trim().toLowerCase();
+    if (v === "yes" || v === "true" || v === "1" || v === "on") out[key] = true;
+    else if (v === "no" || v === "false" || v === "0" || v === "off") out[key] = false;
+    else throw new IntakeError(554, "5.6.0", `${name}: expected yes or no, got "${v.slice(0, 40)}"`, 400, "body");
   }
   return out;
 }
