@@ -138,6 +138,23 @@ describe("cidrContains", () => {
   test("a plain IPv6 address is not in an IPv4 network", () => expect(cidrContains(v4, "2001:db8::1")).toBe(false));
   test("/0 holds everything of its family", () => expect(cidrContains(parseCidr("0.0.0.0/0"), "203.0.113.7")).toBe(true));
   test("garbage is not contained", () => expect(cidrContains(v4, "not an ip")).toBe(false));
+  test("IPv4 networks match at their exact boundaries, also in the upper half of the address space", () => {
+    const upper = parseCidr("203.0.113.128/25");
+    expect(cidrContains(upper, "203.0.113.128")).toBe(true);
+    expect(cidrContains(upper, "203.0.113.255")).toBe(true);
+    expect(cidrContains(upper, "203.0.113.127")).toBe(false);
+    expect(cidrContains(parseCidr("128.0.0.0/1"), "255.255.255.255")).toBe(true);
+    expect(cidrContains(parseCidr("128.0.0.0/1"), "127.255.255.255")).toBe(false);
+    expect(cidrContains(parseCidr("192.0.2.7/32"), "192.0.2.7")).toBe(true);
+    expect(cidrContains(parseCidr("192.0.2.7/32"), "192.0.2.6")).toBe(false);
+    expect(cidrContains(parseCidr("192.0.2.6/31"), "192.0.2.7")).toBe(true);
+  });
+  test("what isIPv4 refuses is in no IPv4 network (leading zeros, out-of-range octets, too few or many parts)", () => {
+    for (const bad of ["10.0.0.01", "10.0.0.256", "10.0.0", "10.0.0.1.2", "10..0.1", "10.0.0.", ".10.0.0.1", "10.0.0.1 "]) {
+      expect(cidrContains(parseCidr("0.0.0.0/0"), bad)).toBe(false);
+      expect(clientKey(bad)).toBe(bad);
+    }
+  });
 });
 
 describe("names and URLs", () => {

@@ -103,6 +103,12 @@ export function parseCidr(text: string): Cidr {
 
 /** Is `ip` inside `cidr`? IPv4 and IPv4-mapped IPv6 ("::ffff:127.0.0.1") match each other. */
 export function cidrContains(cidr: Cidr, ip: string): boolean {
+  // every SMTP connection asks this several times (trusted_networks, loopback): plain IPv4 without BigInt
+  const v4 = cidr.family === 4 ? ipv4Value(ip) : null;
+  if (v4 !== null) {
+    const shift = 32 - cidr.prefix;
+    return shift === 32 || v4 >>> shift === ipv4Value(cidr.address)! >>> shift; // a Cidr's address is one parseCidr formatted
+  }
   const parsed = ipToBigInt(ip.replace(/%.*$/, ""));
   const network = ipToBigInt(cidr.address);
   if (!parsed || !network) return false;
@@ -118,6 +124,7 @@ export function cidrContains(cidr: Cidr, ip: string): boolean {
  * pass a limit by cycling through the 2^64 addresses it has. Anything else is returned as given.
  */
 export function clientKey(ip: string): string {
+  if (ipv4Value(ip) !== null) return ip; // already as formatIp would write it
   const parsed = ipToBigInt(ip.replace(/%.*$/, ""));
   if (!parsed) return ip;
   const v4 = inFamily(parsed, 4);
@@ -190,6 +197,31 @@ function ipToBigInt(text: string): IpValue | null {
   if (family === 4) return { family, value: octetsToBigInt(text) };
   if (family === 6) return { family, value: ipv6ToBigInt(text) };
   return null;
+}
+
+/**
+ * A dotted-quad IPv4 address as isIPv4 accepts it (four decimal octets up to 255, no leading zeros), as an unsigned
+ * 32-bit number; null for anything else, which the BigInt path then handles.
+ */
+function ipv4Value(text: string): number | null {
+  let value = 0;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 48 && c <= 57) {
+      if (digits > 0 && octet === 0) return null; // a leading zero
+      octet = octet * 10 + (c - 48);
+      if (++digits > 3 || octet > 255) return null;
+    } else if (c === 46 && digits > 0 && dots < 3) {
+      value = value * 256 + octet;
+      octet = 0;
+      digits = 0;
+      dots++;
+    } else return null;
+  }
+  return dots === 3 && digits > 0 ? value * 256 + octet : null;
 }
 
 function octetsToBigInt(text: string): bigint {

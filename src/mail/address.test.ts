@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { SmtpError } from "./errors.ts";
-import { addressKey, canonicalAddress, checkAddress, domainOf, parseAddress } from "./address.ts";
+import { addressKey, canonicalAddress, checkAddress, DOMAIN_CACHE_SIZE, domainCacheSize, domainOf, parseAddress } from "./address.ts";
 
 describe("canonical form and key", () => {
   // input → [canonical, key]
@@ -120,4 +120,22 @@ test("checkAddress answers 501 with the enhanced code of the command", () => {
   expect(checkAddress("a..b@example.com", "5.1.3")).toBeInstanceOf(SmtpError);
   expect(String(checkAddress(`${"a".repeat(65)}@example.com`, "5.1.7"))).toBe("501 5.1.7 bad address syntax: local part longer than 64 octets");
   expect(checkAddress('"Ann"@Example.COM', "5.1.3")).toEqual({ local: "Ann", domain: "example.com", canonical: "Ann@example.com", key: "ann@example.com" });
+});
+
+describe("the cache of checked domains", () => {
+  test("a domain asked again gets the same answer, a refusal included", () => {
+    for (let i = 0; i < 2; i++) {
+      expect(canonicalAddress("a@Bücher.Example")).toBe("a@xn--bcher-kva.example");
+      expect(canonicalAddress("b@BÜCHER.example")).toBe("b@xn--bcher-kva.example");
+      expect(parseAddress("a@exa%41mple.com")).toEqual({ ok: false, reason: '"exa%41mple.com" is not a valid domain' });
+    }
+  });
+  test("a flood of distinct domains stays within the bound and every answer stays right", () => {
+    for (let i = 0; i < DOMAIN_CACHE_SIZE + 10; i++) {
+      expect(canonicalAddress(`a@Host-${i}.Example`)).toBe(`a@host-${i}.example`);
+      expect(domainCacheSize()).toBeLessThanOrEqual(DOMAIN_CACHE_SIZE);
+    }
+    expect(canonicalAddress("a@host-0.example")).toBe("a@host-0.example");
+    expect(canonicalAddress("a@-host.example")).toBeNull();
+  });
 });

@@ -127,8 +127,30 @@ function splitLocal(input: string): { local: string; rest: string } | string {
   return { local, rest: input.slice(i + 2) };
 }
 
+/**
+ * canonicalDomain's answers for the domains seen lately: a message's domains are parsed again at each step (MAIL,
+ * RCPT, intake, queue, delivery, suppressions), and mail goes to few domains. The answer depends on the domain
+ * alone, so nothing makes an entry stale; the map is emptied when full, so a flood of distinct domains costs
+ * only the map's bound in memory.
+ */
+const domainCache = new Map<string, string | null>();
+export const DOMAIN_CACHE_SIZE = 4096;
+
 /** Lower-case A-labels, or the normalised address literal; null when `domain` is neither. */
 function canonicalDomain(domain: string): string | null {
+  let answer = domainCache.get(domain);
+  if (answer === undefined) {
+    if (domainCache.size >= DOMAIN_CACHE_SIZE) domainCache.clear();
+    domainCache.set(domain, (answer = checkDomain(domain)));
+  }
+  return answer;
+}
+
+export function domainCacheSize(): number {
+  return domainCache.size;
+}
+
+function checkDomain(domain: string): string | null {
   if (domain.startsWith("[") && domain.endsWith("]")) {
     const inner = domain.slice(1, -1);
     if (/^ipv6:/i.test(inner)) return isIP(inner.slice(5)) === 6 ? `[IPv6:${inner.slice(5).toLowerCase()}]` : null;

@@ -58,6 +58,18 @@ describe("header block end, as Postfix reads it", () => {
     expect(split(": x\r\n").names).toEqual([]);
   });
 
+  test("only CRLF ends a line: a bare LF or CR stays inside its field, also in a view into a larger buffer", () => {
+    expect(split("A: 1\n2\r3\r\nB: \n\r\n\r\nbody\n\r\n")).toEqual({
+      names: ["A", "B"],
+      body: "body\n\r\n",
+      joined: "A: 1\n2\r3\r\nB: \n\r\n\r\nbody\n\r\n",
+    });
+    const whole = Buffer.from("\r\nX: 0\r\nA: 1\r\n\r\nbody", "latin1");
+    const view = splitAtHeaderEnd(whole.subarray(8));
+    expect(view.headers.map((h) => h.raw)).toEqual(["A: 1\r\n"]);
+    expect(view.body.toString()).toBe("body");
+  });
+
   test("says how the block ended", () => {
     expect(splitAtHeaderEnd(Buffer.from("A: 1\r\n\r\nb\r\n")).endedBy).toBe("blank");
     expect(splitAtHeaderEnd(Buffer.from("A: 1\r\nb\r\n")).endedBy).toBe("line");

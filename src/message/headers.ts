@@ -58,9 +58,9 @@ export interface HeaderEnd extends SplitMessage {
 export function splitAtHeaderEnd(raw: Buffer): HeaderEnd {
   const headers: HeaderField[] = [];
   for (let pos = 0; pos < raw.length; ) {
-    const eol = raw.indexOf("\r\n", pos);
+    const eol = crlfAt(raw, pos);
     const next = eol < 0 ? raw.length : eol + 2;
-    const line = raw.subarray(pos, next).toString("latin1");
+    const line = raw.toString("latin1", pos, next);
     const last = headers[headers.length - 1];
     if (line === "\r\n") return { headers, body: raw.subarray(next), endedBy: "blank" };
     if (last && (line.startsWith(" ") || line.startsWith("\t"))) last.raw += line;
@@ -72,6 +72,12 @@ export function splitAtHeaderEnd(raw: Buffer): HeaderEnd {
     pos = next;
   }
   return { headers, body: Buffer.alloc(0), endedBy: "end" };
+}
+
+/** Where the next CRLF at or after `from` starts, or -1. Bun searches a Buffer for one byte far faster than for two. */
+function crlfAt(raw: Buffer, from: number): number {
+  for (let lf = raw.indexOf(10, from + 1); lf > 0; lf = raw.indexOf(10, lf + 1)) if (raw[lf - 1] === 13) return lf - 1;
+  return -1;
 }
 
 export function joinMessage(m: SplitMessage): Buffer {
@@ -87,7 +93,7 @@ export function joinInPlace(m: SplitMessage, region: Buffer): Buffer | null {
   const bodyAt = m.body.byteOffset - region.byteOffset;
   if (m.body.buffer !== region.buffer || bodyAt < 0 || bodyAt + m.body.length > region.length) return null;
   const head = headBlock(m);
-  const at = bodyAt - Buffer.byteLength(head, "latin1");
+  const at = bodyAt - head.length; // latin1: one byte per character
   if (at < 0) return null;
   region.write(head, at, "latin1");
   return region.subarray(at, bodyAt + m.body.length);

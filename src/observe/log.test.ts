@@ -26,3 +26,27 @@ test("OUTPOST_LOG sets the level when none is given", () => {
     else process.env.OUTPOST_LOG = saved;
   }
 });
+
+/** Runs `body` in a fresh bun process with `log` = the default (stdout) logger; the events it wrote, in order. */
+async function eventsOnStdout(body: string): Promise<string[]> {
+  const script = `import { createLogger } from ${JSON.stringify(`${import.meta.dir}/log.ts`)};\nconst log = createLogger("info");\n${body}`;
+  const proc = Bun.spawn([process.execPath, "-e", script], { stdout: "pipe", stderr: "ignore" });
+  const out = await new Response(proc.stdout).text();
+  await proc.exited;
+  return out.trim().split("\n").map((l) => (JSON.parse(l) as { event: string }).event);
+}
+
+test("stdout gets every line, in order, from turn after turn of the event loop", async () => {
+  expect(await eventsOnStdout(`log.info("a"); log.info("b"); setTimeout(() => { log.info("c"); setImmediate(() => log.info("d")); }, 5);`))
+    .toEqual(["a", "b", "c", "d"]);
+});
+
+test("the lines logged just before process.exit or an uncaught error are not lost", async () => {
+  expect(await eventsOnStdout(`log.info("a"); setTimeout(() => { log.info("b"); process.exit(3); }, 5);`)).toEqual(["a", "b"]);
+  expect(await eventsOnStdout(`log.info("a"); setTimeout(() => { log.error("b"); throw new Error("boom"); }, 5);`)).toEqual(["a", "b"]);
+});
+
+test("a burst of lines longer than one write's worth arrives whole", async () => {
+  const events = await eventsOnStdout(`for (let i = 0; i < 3000; i++) log.info("e" + i, { pad: "x".repeat(40) }); process.exit(0);`);
+  expect(events).toEqual(Array.from({ length: 3000 }, (_, i) => `e${i}`));
+});

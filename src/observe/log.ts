@@ -16,11 +16,34 @@ function isLevel(v: string | undefined): v is LogLevel {
   return v !== undefined && v in ORDER;
 }
 
+/** Lines not yet on stdout: the lines of one turn of the event loop go out in one write (see stdoutLine). */
+let pending = "";
+/** Past this many characters the lines go out at once, whatever the turn. */
+const FLUSH_AT = 64 * 1024;
+
+function flushLines(): void {
+  if (pending === "") return;
+  const text = pending;
+  pending = "";
+  process.stdout.write(text);
+}
+
+// whatever way the process ends (process.exit, an uncaught error), its last lines are written first
+process.on("exit", flushLines);
+
+/**
+ * Writes a line to stdout at the end of this turn of the event loop, together with the lines every logger writes
+ * in the same turn, in order: a relay writes a few lines per message, and one system call per line was a
+ * measurable share of its CPU per message (bench/relay/RESULTS.md).
+ */
+function stdoutLine(line: string): void {
+  if (pending === "") setImmediate(flushLines);
+  pending += line + "\n";
+  if (pending.length >= FLUSH_AT) flushLines();
+}
+
 /** Level from the argument, else OUTPOST_LOG, else info. `write` is replaceable for tests. */
-export function createLogger(
-  level?: LogLevel,
-  write: (line: string) => void = (l) => process.stdout.write(l + "\n"),
-): Logger {
+export function createLogger(level?: LogLevel, write: (line: string) => void = stdoutLine): Logger {
   const env = process.env.OUTPOST_LOG;
   const min = ORDER[level ?? (isLevel(env) ? env : "info")];
   const emit = (lvl: LogLevel) => (event: string, fields: LogFields = {}) => {
