@@ -1,10 +1,10 @@
 /**
- * @module bounce/group-commit — reports that arrive together share one commit. Every commit is an fsync that
- * blocks the one thread SMTP runs on (a few ms), so the work of every report that arrived while the last commit
- * ran goes into the next one, each in its own savepoint: one report's failure rolls back only its own changes.
- * A promise resolves only after the commit that holds its work has returned.
+ * @module bounce/group-commit — reports that arrive together share one commit, each in its own savepoint: one
+ * report's failure rolls back only its own changes. A promise resolves only once the commit that holds its work
+ * is on disk; that fsync runs off the thread SMTP runs on, shared with other commits waiting (db/durable.ts).
  */
 import type { Database } from "bun:sqlite";
+import { commitDurably } from "../db/client.ts";
 
 interface Pending {
   work: () => unknown;
@@ -33,25 +33,35 @@ export class GroupCommit {
     this.scheduled = false;
     const items = this.pending.splice(0);
     const results: Array<{ value: unknown } | { error: unknown }> = [];
+    let durable: Promise<void>;
     try {
-      this.sqlite.transaction(() => {
-        for (const it of items) {
-          try {
-            results.push({ value: this.sqlite.transaction(it.work)() });
-          } catch (error) {
-            results.push({ error });
+      durable = commitDurably(this.sqlite, () =>
+        this.sqlite.transaction(() => {
+          for (const it of items) {
+            try {
+              results.push({ value: this.sqlite.transaction(it.work)() });
+            } catch (error) {
+              results.push({ error });
+            }
           }
-        }
-      }).immediate();
+        }).immediate(),
+      ).durable;
     } catch (e) {
       // nothing of this batch was committed: no report may be answered as if it had been
       for (const it of items) it.reject(e);
       return;
     }
-    items.forEach((it, i) => {
-      const r = results[i]!;
-      if ("error" in r) it.reject(r.error);
-      else it.resolve(r.value);
-    });
+    durable.then(
+      () =>
+        items.forEach((it, i) => {
+          const r = results[i]!;
+          if ("error" in r) it.reject(r.error);
+          else it.resolve(r.value);
+        }),
+      // committed, but not shown to be on disk: the sender is told to try again
+      (e: unknown) => {
+        for (const it of items) it.reject(e);
+      },
+    );
   }
 }

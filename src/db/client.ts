@@ -1,9 +1,12 @@
-/** @module db/client — opens the SQLite store durably (WAL, synchronous=FULL) and applies migrations. */
+/** @module db/client — opens the SQLite store durably (WAL, synchronous=FULL, db/durable.ts) and applies migrations. */
 import { Database } from "bun:sqlite";
 import { drizzle, type BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
 import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, statSync } from "node:fs";
 import { basename, dirname } from "node:path";
+import { registerWalSync, WalSync, type SyncFile } from "./durable.ts";
 import { embeddedMigrations, type Migration } from "./migrations.ts";
+
+export { commitDurably, withLazyCommit } from "./durable.ts";
 
 export type Db = BunSQLiteDatabase<Record<string, never>> & { $client: Database };
 
@@ -40,23 +43,8 @@ export interface OpenOptions {
    * is then a lost one (its users, keys and queue with it), refused rather than silently made anew.
    */
   usedBefore?: string;
-}
-
-/**
- * Runs `fn`, whose transaction commits without waiting for the fsync (WAL with synchronous=NORMAL for that commit
- * only), then restores FULL. For the delivery loop's settles: losing one to a power cut only means its recipients
- * are tried again (a duplicate, never a lost message), and the next FULL commit (any intake) or checkpoint makes
- * it durable with its own fsync, since it syncs the whole WAL. Every commit that answers a client stays FULL.
- */
-export function withLazyCommit<T>(sqlite: Database, fn: () => T): T {
-  // inside a transaction SQLite refuses to change the level, and the commit is the outer one's anyway
-  if (sqlite.inTransaction) return fn();
-  sqlite.exec("PRAGMA synchronous = NORMAL");
-  try {
-    return fn();
-  } finally {
-    sqlite.exec("PRAGMA synchronous = FULL");
-  }
+  /** how durable commits sync the WAL file (db/durable.ts; tests give one that never finishes, or fails) */
+  syncWal?: SyncFile;
 }
 
 /** Opens (creating if needed, mode 0600) the database file and applies pending migrations. */
@@ -64,10 +52,12 @@ export function openStore(path: string, opts: OpenOptions = {}): Store {
   const usedBefore = opts.usedBefore !== undefined && existsSync(opts.usedBefore) ? opts.usedBefore : null;
   if (path !== ":memory:") prepareFile(path, usedBefore);
   let sqlite: Database | undefined;
+  let wal = false;
   try {
     sqlite = new Database(path, { create: true, strict: true });
-    // WAL + FULL: a commit returns only after the WAL is fsync'd, which is what our 250/202 promise rests on.
-    sqlite.exec("PRAGMA journal_mode = WAL");
+    // WAL + FULL: a commit returns only after the WAL is fsync'd, which is what our 250/202 promise rests on;
+    // the commits that answer clients in a group get the same from db/durable.ts, with the fsync off this thread
+    wal = sqlite.query<{ journal_mode: string }, []>("PRAGMA journal_mode = WAL").get()?.journal_mode === "wal";
     sqlite.exec("PRAGMA synchronous = FULL");
     sqlite.exec("PRAGMA busy_timeout = 5000");
     sqlite.exec("PRAGMA foreign_keys = ON");
@@ -82,7 +72,17 @@ export function openStore(path: string, opts: OpenOptions = {}): Store {
     throw new StoreOpenError(`cannot open the database ${path}: ${e instanceof Error ? e.message : String(e)}`);
   }
   const db = drizzle({ client: sqlite }) as Db;
-  return { sqlite, db, close: () => sqlite.close() };
+  // without WAL (`:memory:`, a file system without shared memory) every commit stays FULL, durable on return
+  const walSync = wal ? new WalSync(`${path}-wal`, opts.syncWal) : null;
+  if (walSync) registerWalSync(sqlite, walSync);
+  return {
+    sqlite,
+    db,
+    close: () => {
+      walSync?.close();
+      sqlite.close();
+    },
+  };
 }
 
 /** The checks that need no SQLite: a lost database, permissions; then creates a missing file 0600. */

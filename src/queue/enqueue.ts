@@ -1,8 +1,10 @@
 /**
  * @module queue/enqueue — durably stores a message and one row per recipient, with `queued`/`suppressed`
- * events, and resolves only after the commit. Submissions arriving together share one commit (group commit).
+ * events, and resolves only once the commit is on disk. Submissions arriving together share one commit (group
+ * commit), and commits made while the WAL is being synced share the next sync (db/durable.ts).
  */
 import type { Database, Statement } from "bun:sqlite";
+import { commitDurably } from "../db/client.ts";
 import type { EventLabels, EventRecorder } from "../events/record.ts";
 import { addressKey, domainOf } from "../mail/address.ts";
 import { newMessageId, newRecipientId, type MessageId, type RecipientId, type UserId } from "../mail/ids.ts";
@@ -93,7 +95,10 @@ export class Enqueuer {
   private insertMessage: Statement;
   private insertRecipient: Statement;
   private releaseKey: Statement;
-  /** called after each commit that stored mail (the delivery loop's wake-up, so new mail needn't wait for a poll) */
+  /**
+   * called once each commit that stored mail is on disk (the delivery loop's wake-up, so new mail needn't wait for
+   * a poll; mail is not sent before its sender is told it was stored)
+   */
   onCommitted?: () => void;
 
   constructor(
@@ -118,7 +123,7 @@ export class Enqueuer {
     );
   }
 
-  /** Resolves after the message is committed (fsync'd); rejects if it is not stored. */
+  /** Resolves after the message is committed and on disk; rejects if it is not stored, or not shown durable. */
   enqueue(msg: NewMessage): Promise<EnqueuedMessage> {
     const stored = new Promise<EnqueuedMessage>((resolve, reject) => {
       this.pending.push({ msg, resolve, reject });
@@ -149,25 +154,40 @@ export class Enqueuer {
     this.scheduled = false;
     const batch = this.pending;
     this.pending = [];
-    let results: Array<EnqueuedMessage | { error: unknown }>;
+    let commit: { value: Array<EnqueuedMessage | { error: unknown }>; durable: Promise<void> };
+    try {
+      commit = this.commit(batch);
+    } catch (e) {
+      for (const p of batch) p.reject(e);
+      return;
+    }
+    const results = commit.value;
+    // the answer (250 / 202) waits for the disk: the sync runs off this thread, other work goes on meanwhile
+    commit.durable.then(
+      () => {
+        batch.forEach((p, i) => {
+          const r = results[i]!;
+          if ("error" in r) p.reject(r.error);
+          else p.resolve(r);
+        });
+        this.onCommitted?.();
+      },
+      // committed but not shown to be on disk: the clients are told to try again (a duplicate at worst)
+      (e: unknown) => {
+        for (const p of batch) p.reject(e);
+      },
+    );
+  }
+
+  /** The batch in one transaction; a failure in it rolls it back, and it is redone with a savepoint per message. */
+  private commit(batch: Pending[]): { value: Array<EnqueuedMessage | { error: unknown }>; durable: Promise<void> } {
     try {
       // the usual case: every message of the batch is fine, so no savepoint per message is needed
-      results = this.sqlite.transaction(() => batch.map((p) => this.write(p.msg)))();
+      return commitDurably(this.sqlite, () => this.sqlite.transaction(() => batch.map((p) => this.write(p.msg)))());
     } catch {
       // something failed and the batch rolled back: redo it with one savepoint each, so only that one fails
-      try {
-        results = this.sqlite.transaction(() => batch.map((p) => this.insertOne(p.msg)))();
-      } catch (e) {
-        for (const p of batch) p.reject(e);
-        return;
-      }
+      return commitDurably(this.sqlite, () => this.sqlite.transaction(() => batch.map((p) => this.insertOne(p.msg)))());
     }
-    batch.forEach((p, i) => {
-      const r = results[i]!;
-      if ("error" in r) p.reject(r.error);
-      else p.resolve(r);
-    });
-    this.onCommitted?.();
   }
 
   /** One message inside a savepoint, so one bad submission does not fail the others in its batch. */
