@@ -2,7 +2,7 @@
  * @module db/durable — commits that answer a client, made durable without blocking the JavaScript thread: the
  * COMMIT does not wait for the disk (WAL, synchronous=NORMAL), then an fdatasync of the WAL file runs on the thread
  * pool, and the callers are answered only once it returned. Commits that return while a sync runs share the next
- * one. Why this is as durable as synchronous=FULL, case by case with SQLite's documentation: docs/durability.md.
+ * one. Why this is as durable as synchronous=FULL, case by case with SQLite's documentation: docs/flow.md "Durability".
  */
 import type { Database } from "bun:sqlite";
 import { closeSync, fdatasync, fstatSync, openSync, statSync } from "node:fs";
