@@ -58,7 +58,8 @@ export class EventRecorder {
     private webhooks: readonly Webhook[] = [],
   ) {
     this.insertEvent = sqlite.prepare(
-      "INSERT INTO events (type, time, message_id, recipient_id, recipient, user_id, details, tag, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+      // the new id is the run's last insert rowid: RETURNING would make SQLite build a result row for every event
+      "INSERT INTO events (type, time, message_id, recipient_id, recipient, user_id, details, tag, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     );
     this.insertOutbox = sqlite.prepare(
       "INSERT INTO webhook_outbox (event_id, hook, message_id, url, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -73,20 +74,22 @@ export class EventRecorder {
   /** Returns the new event's id (the cursor value). */
   record(e: NewEvent): number {
     const time = e.time ?? Date.now();
-    const row = this.insertEvent.get(
-      e.type,
-      time,
-      e.messageId,
-      e.recipientId ?? null,
-      e.recipient ?? null,
-      e.userId ?? null,
-      JSON.stringify(e.details ?? {}),
-      e.labels?.tag ?? null,
-      e.labels?.metadata ?? null,
-    ) as { id: number };
+    const id = Number(
+      this.insertEvent.run(
+        e.type,
+        time,
+        e.messageId,
+        e.recipientId ?? null,
+        e.recipient ?? null,
+        e.userId ?? null,
+        e.details === undefined ? "{}" : JSON.stringify(e.details),
+        e.labels?.tag ?? null,
+        e.labels?.metadata ?? null,
+      ).lastInsertRowid,
+    );
     for (const hook of this.webhooks) {
-      if (wants(hook, e.type, e.userId ?? null)) this.insertOutbox.run(row.id, hook.name, e.messageId, hook.url, time, time);
+      if (wants(hook, e.type, e.userId ?? null)) this.insertOutbox.run(id, hook.name, e.messageId, hook.url, time, time);
     }
-    return row.id;
+    return id;
   }
 }

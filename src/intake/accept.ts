@@ -17,7 +17,7 @@ import {
   type PolicyLimits,
 } from "./policy.ts";
 import { labelsOfFields, mergeLabels } from "./labels.ts";
-import { prepareMessage } from "./prepare.ts";
+import { prepareMessage, type ReadMessage } from "./prepare.ts";
 import type { VerifiedDomains } from "./verified-domains.ts";
 
 export interface Submission {
@@ -29,6 +29,8 @@ export interface Submission {
   recipients: string[];
   /** the message as the client sent it (SMTP: with its line ends already made CRLF, see `sentSize`) */
   raw: Buffer;
+  /** `raw` as intake/prepare's readMessage read it, when the caller already had to (the API): not read twice */
+  read?: ReadMessage;
   /** what the size limit counts: the bytes the client sent; default raw.length */
   sentSize?: number;
   /** `raw` is intake's to rewrite in place, with this many free bytes before it (intake/prepare's `room`) */
@@ -172,7 +174,7 @@ export class Intake {
     checkRecipientCount(recipients.length, limits);
     for (const r of recipients) checkRecipientDomain(r, limits);
     checkSize(sub.sentSize ?? sub.raw.length, limits);
-    const prepared = prepareMessage(sub.raw, hostname, { trace: sub.trace, room: sub.room });
+    const prepared = prepareMessage(sub.raw, hostname, { read: sub.read, trace: sub.trace, room: sub.room });
     checkAuthors(sub.allowedDomains, prepared.authors);
     checkHops(prepared.received, limits);
     const defaults: MessageOptions = {

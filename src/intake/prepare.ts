@@ -17,6 +17,7 @@ import {
   rfc5322Date,
   removeHeaders,
   splitAtHeaderEnd,
+  type HeaderEnd,
   type SplitMessage,
 } from "../message/headers.ts";
 import { isLabelHeader, labelsOfHeaders, type Labels } from "./labels.ts";
@@ -46,6 +47,8 @@ export interface Prepared {
 }
 
 export interface PrepareOptions {
+  /** `raw` as readMessage already read it (the API reads the header block first, to find the author and recipients) */
+  read?: ReadMessage;
   /** our Received field, put on top of what the client sent (which alone decides where its headers end) */
   trace?: Buffer;
   now?: Date;
@@ -61,17 +64,14 @@ export interface PrepareOptions {
  * without a copy, and with `room` the result is a view of `raw`'s memory: one copy of a message, not three.
  */
 export function prepareMessage(raw: Buffer, hostname: string, opts: PrepareOptions = {}): Prepared {
-  let crlf: Buffer;
+  let read = opts.read;
   try {
-    crlf = normalizeLineEndings(raw);
+    read ??= readMessage(raw);
   } catch (e) {
     if (e instanceof BadLineEndingError) throw new IntakeError(554, "5.6.0", e.message, 400, "body");
     throw e;
   }
-  // like Postfix, a line that is not a header ends the header block instead of refusing the message
-  // (the API refuses such a body itself, before this: api/send/normalize.ts)
-  const split = splitAtHeaderEnd(mailboxLineAsHeader(crlf));
-  let m: SplitMessage = { headers: split.headers, body: split.body };
+  let m: SplitMessage = { headers: read.headers, body: read.body };
   const headerOptions = readOptionHeaders(m);
   const headerLabels = labelsOfHeaders(m.headers, (h) => decodeSubject(fieldValue(h)));
   m = removeHeaders(m, [...Object.values(OPTION_HEADERS), "Bcc"]);
@@ -92,6 +92,24 @@ export function prepareMessage(raw: Buffer, hostname: string, opts: PrepareOptio
   };
 }
 
+/** A message's header block as intake reads it, before anything is changed. */
+export interface ReadMessage extends HeaderEnd {
+  /** the first line was an mbox separator ("From alice@x Mon Jan  1 …"), now read as an X-Mailbox-Line field */
+  mailboxLine: boolean;
+}
+
+/**
+ * Line ends made CRLF (throws BadLineEndingError) and the header block split off where its first non-header line
+ * is: like Postfix, such a line ends the block instead of refusing the message (the API refuses such a body
+ * itself: api/send/normalize.ts). Read once per message: the API hands its reading to intake with the message.
+ */
+export function readMessage(raw: Buffer): ReadMessage {
+  const crlf = normalizeLineEndings(raw);
+  const mailboxLine = MBOX_FROM_LINE.test(crlf.subarray(0, 200).toString("latin1"));
+  const split = splitAtHeaderEnd(mailboxLine ? Buffer.concat([Buffer.from("X-Mailbox-Line: ", "latin1"), crlf]) : crlf);
+  return { ...split, mailboxLine };
+}
+
 /** The `<id@host>` of a Message-ID field (RFC 5322 msg-id), as a returned report quotes it. */
 function msgIdOf(value: string | null): string | undefined {
   return value?.match(/<[^<>\s]+>/)?.[0];
@@ -102,19 +120,14 @@ function roomAndMessage(raw: Buffer, room: number): Buffer {
   return Buffer.from(raw.buffer, raw.byteOffset - room, room + raw.length);
 }
 
-/** "From SENDER Www Mmm dd hh:mm" — the shape of an mbox separator, so prose ("From the desk of …") and an
- *  obsolete "From : alice@x" field are left alone. */
+/**
+ * "From SENDER Www Mmm dd hh:mm" — the shape of an mbox separator, so prose ("From the desk of …") and an obsolete
+ * "From : alice@x" field are left alone. Such a line at the very top, as some clients and scripts send, becomes an
+ * X-Mailbox-Line field: it is no header, and left as it is it would end the header block at once and turn every
+ * real header (Bcc included) into body text.
+ */
 const MBOX_FROM_LINE = /^>*From \S+ +(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +\d{1,2} \d\d:\d\d/;
 
-/**
- * An mbox separator line ("From alice@x.test Mon Jan  1 …", perhaps ">"-quoted) at the very top, as some
- * clients and scripts send, becomes an X-Mailbox-Line field: it is no header, and left as it is it would end
- * the header block at once and turn every real header (Bcc included) into body text.
- */
-function mailboxLineAsHeader(crlf: Buffer): Buffer {
-  if (!MBOX_FROM_LINE.test(crlf.subarray(0, 200).toString("latin1"))) return crlf;
-  return Buffer.concat([Buffer.from("X-Mailbox-Line: ", "latin1"), crlf]);
-}
 
 /**
  * yes/no (true/false, 1/0, on/off: the words the API takes) only, and each at most once: a word we do not know, or two answers, would otherwise

@@ -53,8 +53,26 @@ const LDH_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 const octets = (s: string) => Buffer.byteLength(s, "utf8");
 const fail = (reason: string): ParsedAddress => ({ ok: false, reason });
 
+/**
+ * Answers already given, by input: one submission parses each of its addresses several times (the API's check,
+ * intake's canonical form and deduplication, the sending domains, the suppression key, the recipient row), and
+ * IDNA is the costly part. Frozen, so no caller can change another's answer; bounded by starting over when full.
+ */
+const parsed = new Map<string, ParsedAddress>();
+const PARSED_MAX = 10_000;
+
 /** Checks `input` (no angle brackets, not trimmed) and returns its canonical form and key, or why not. */
 export function parseAddress(input: string): ParsedAddress {
+  let p = parsed.get(input);
+  if (p === undefined) {
+    if (parsed.size >= PARSED_MAX) parsed.clear();
+    p = Object.freeze(parseUncached(input));
+    parsed.set(input, p);
+  }
+  return p;
+}
+
+function parseUncached(input: string): ParsedAddress {
   if (/[\r\n]/.test(input)) return fail("CR or LF in address");
   if (UNSAFE.test(input)) return fail("control character in address");
   const split = splitLocal(input);

@@ -17,11 +17,24 @@ export function authorsOf(m: SplitMessage): Authors {
 }
 
 function addressesIn(m: SplitMessage, key: string): string[] {
-  return m.headers
-    .filter((h) => h.key === key)
-    .flatMap((h) => {
-      const value = Buffer.from(h.raw.slice(h.raw.indexOf(":") + 1).replace(/\r\n/g, ""), "latin1").toString("utf8");
-      const found = addressparser(value, { flatten: true }).map((a) => a.address.trim()).filter((a) => a !== "");
-      return found.length > 0 ? found : [""];
-    });
+  return m.headers.filter((h) => h.key === key).flatMap((h) => addressesOfField(h.raw));
+}
+
+/**
+ * A sender's mail carries the same From field message after message, and the parser costs more than the rest of
+ * reading the header block: answers are kept by the field's text (bounded by starting over when full).
+ */
+const byField = new Map<string, readonly string[]>();
+const BY_FIELD_MAX = 1000;
+
+function addressesOfField(raw: string): readonly string[] {
+  let found = byField.get(raw);
+  if (found === undefined) {
+    const value = Buffer.from(raw.slice(raw.indexOf(":") + 1).replace(/\r\n/g, ""), "latin1").toString("utf8");
+    const list = addressparser(value, { flatten: true }).map((a) => a.address.trim()).filter((a) => a !== "");
+    found = Object.freeze(list.length > 0 ? list : [""]);
+    if (byField.size >= BY_FIELD_MAX) byField.clear();
+    byField.set(raw, found);
+  }
+  return found;
 }

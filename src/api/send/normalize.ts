@@ -6,7 +6,8 @@ import addressparser from "nodemailer/lib/addressparser";
 import { parseAddress } from "../../mail/address.ts";
 import { ApiError } from "../../mail/errors.ts";
 import { composeMessage, RESERVED_HEADERS, type ComposeAttachment, type ComposeInput, type Mailbox } from "../../message/compose.ts";
-import { BadLineEndingError, fieldValue, normalizeLineEndings, splitAtHeaderEnd, type SplitMessage } from "../../message/headers.ts";
+import { BadLineEndingError, fieldValue, type SplitMessage } from "../../message/headers.ts";
+import { readMessage, type ReadMessage } from "../../intake/prepare.ts";
 import type { MessageOptions } from "../../queue/enqueue.ts";
 import type { SendBody } from "./model.ts";
 
@@ -14,6 +15,8 @@ export interface SendRequest {
   envelopeFrom: string;
   recipients: string[];
   raw: Buffer;
+  /** `raw` as intake reads it, when this request had to read it (a given MIME body): intake does not read it again */
+  read?: ReadMessage;
   options: Partial<MessageOptions>;
   /** checked by intake (intake/labels.ts), as the X-Outpost-Tag/-Metadata-* headers are */
   tag?: string;
@@ -82,6 +85,7 @@ export async function normalizeSend(b: SendBody, hostname: string): Promise<Send
   if (b.recipient !== undefined && explicit.length === 0) throw bad("recipient", "recipient is empty");
 
   let raw: Buffer;
+  let read: ReadMessage | undefined;
   let recipients: string[];
   let envelopeFrom: string;
   if (b.body !== undefined) {
@@ -90,9 +94,9 @@ export async function normalizeSend(b: SendBody, hostname: string): Promise<Send
     raw = typeof b.body === "string" ? Buffer.from(b.body, "utf8") : Buffer.from(await b.body.arrayBuffer());
     if (raw.length === 0) throw bad("body", "body is empty");
     // checked even when the recipients are given: a body without headers is not a message
-    const headers = mimeHeaders(raw);
-    envelopeFrom = given ?? authorOf(headers);
-    recipients = explicit.length ? explicit : recipientsOf(headers);
+    read = mimeHeaders(raw);
+    envelopeFrom = given ?? authorOf(read.headers);
+    recipients = explicit.length ? explicit : recipientsOf(read.headers);
   } else {
     const from = structuredFrom(b.from);
     envelopeFrom = given ?? from?.address ?? "";
@@ -105,7 +109,7 @@ export async function normalizeSend(b: SendBody, hostname: string): Promise<Send
   if (recipients.length === 0) {
     throw bad("recipient", "no recipient: give recipient, or To/Cc/Bcc addresses in the message");
   }
-  return { envelopeFrom, recipients, raw, options: optionsOf(b), tag: b.tag, metadata: b.metadata };
+  return { envelopeFrom, recipients, raw, read, options: optionsOf(b), tag: b.tag, metadata: b.metadata };
 }
 
 /** The `envelope` field, checked; undefined when not given (or blank), so it defaults to the author. */
@@ -150,29 +154,30 @@ export function idempotencyKeyOf(key: string | undefined): string | undefined {
 
 /** To, Cc and Bcc of a MIME message (every occurrence); Bcc is removed by intake before storing. */
 export function recipientsFromMime(raw: Buffer): string[] {
-  return recipientsOf(mimeHeaders(raw));
+  return recipientsOf(mimeHeaders(raw).headers);
 }
 
 /**
- * The header block of a MIME message, read exactly as intake will; a 400 naming body when there is none, or
- * when a line that is no header field comes before the blank line (intake would make it and all after it body,
- * where a client sending a whole message through the API surely meant headers).
+ * A MIME message read by intake's own reader (so intake need not read it again); a 400 naming body when it has
+ * no header block (an mbox "From " line on top included), or when a line that is no header field comes before
+ * the blank line (intake would make it and all after it body, where a client sending a whole message through the
+ * API surely meant headers).
  */
-function mimeHeaders(raw: Buffer): SplitMessage["headers"] {
-  let crlf: Buffer;
+function mimeHeaders(raw: Buffer): ReadMessage {
+  let read: ReadMessage;
   try {
-    crlf = normalizeLineEndings(raw); // as intake will: any mix of CRLF, LF and CR line ends
+    read = readMessage(raw); // as intake will: any mix of CRLF, LF and CR line ends
   } catch (e) {
     if (e instanceof BadLineEndingError) throw bad("body", e.message);
     throw e;
   }
-  const { headers, body, endedBy } = splitAtHeaderEnd(crlf);
-  if (headers.length === 0) throw bad("body", "body is not a MIME message: no valid header block");
+  const { headers, body, endedBy } = read;
+  if (headers.length === 0 || read.mailboxLine) throw bad("body", "body is not a MIME message: no valid header block");
   if (endedBy === "line") {
     const line = body.subarray(0, Math.max(0, body.indexOf("\r\n"))).toString("utf8").slice(0, 60);
     throw bad("body", `body is not a MIME message: ${JSON.stringify(line)} is not a header field, and no blank line comes before it`);
   }
-  return headers;
+  return read;
 }
 
 function recipientsOf(headers: SplitMessage["headers"]): string[] {

@@ -49,6 +49,7 @@ export class SendService {
         envelopeFrom: req.envelopeFrom,
         recipients: req.recipients,
         raw: req.raw,
+        read: req.read,
         trace: receivedHeader(clientIp, this.hostname, new Date(this.now())),
         source: "api",
         options: req.options,
