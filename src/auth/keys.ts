@@ -21,7 +21,7 @@ export function generateKey(): string {
 }
 
 export function hashKey(key: string): string {
-  return new Bun.CryptoHasher("sha256").update(key).digest("hex");
+  return Bun.SHA256.hash(key, "hex");
 }
 
 /** Creates a key for a user; returns the secret (print it once; only its hash is kept). */

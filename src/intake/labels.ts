@@ -96,9 +96,12 @@ export function labelsOfHeaders(headers: readonly HeaderField[], valueOf: (h: He
   return out;
 }
 
+const TAG_KEY = TAG_HEADER.toLowerCase();
+const METADATA_KEY_PREFIX = METADATA_HEADER_PREFIX.toLowerCase();
+
 /** Is this header field one of ours, removed before the message is stored? */
 export function isLabelHeader(key: string): boolean {
-  return key === TAG_HEADER.toLowerCase() || key.startsWith(METADATA_HEADER_PREFIX.toLowerCase());
+  return key === TAG_KEY || key.startsWith(METADATA_KEY_PREFIX);
 }
 
 /** The request's labels over the headers': the tag, and metadata key by key. */

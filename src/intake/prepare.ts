@@ -23,6 +23,9 @@ import {
 import { isLabelHeader, labelsOfHeaders, type Labels } from "./labels.ts";
 import { IntakeError } from "./policy.ts";
 
+/** What every option and label field's name begins with, lower-case. */
+const OUR_PREFIX = "x-outpost-";
+
 const OPTION_HEADERS: Record<keyof MessageOptions, string> = {
   inlineCss: "X-Outpost-Inline-CSS",
   trackClicks: "X-Outpost-Track-Clicks",
@@ -72,19 +75,25 @@ export function prepareMessage(raw: Buffer, hostname: string, opts: PrepareOptio
     throw e;
   }
   let m: SplitMessage = { headers: read.headers, body: read.body };
-  const headerOptions = readOptionHeaders(m);
-  const headerLabels = labelsOfHeaders(m.headers, (h) => decodeSubject(fieldValue(h)));
-  m = removeHeaders(m, [...Object.values(OPTION_HEADERS), "Bcc"]);
-  m = { headers: m.headers.filter((h) => !isLabelHeader(h.key)), body: m.body };
-  if (headerValue(m, "Message-ID") === null) m = addHeader(m, "Message-ID", `<${crypto.randomUUID()}@${hostname}>`);
-  if (headerValue(m, "Date") === null) m = addHeader(m, "Date", rfc5322Date(opts.now ?? new Date()));
+  // most mail has none of our X-Outpost-* fields: then there is nothing to read or remove but Bcc
+  const ours = m.headers.some((h) => h.key.startsWith(OUR_PREFIX));
+  const headerOptions = ours ? readOptionHeaders(m) : {};
+  const headerLabels = ours ? labelsOfHeaders(m.headers, (h) => decodeSubject(fieldValue(h))) : {};
+  m = removeHeaders(m, ours ? [...Object.values(OPTION_HEADERS), "Bcc"] : ["Bcc"]);
+  if (ours) m = { headers: m.headers.filter((h) => !isLabelHeader(h.key)), body: m.body };
+  let messageId = headerValue(m, "Message-ID");
+  if (messageId === null) {
+    messageId = `<${crypto.randomUUID()}@${hostname}>`;
+    m = addHeader(m, "Message-ID", messageId);
+  }
+  if (!m.headers.some((h) => h.key === "date")) m = addHeader(m, "Date", rfc5322Date(opts.now ?? new Date()));
   if (opts.trace) m = { headers: [{ name: "Received", key: "received", raw: opts.trace.toString("latin1") }, ...m.headers], body: m.body };
   const authors = authorsOf(m);
   const body = (opts.room !== undefined && joinInPlace(m, roomAndMessage(raw, opts.room))) || joinMessage(m);
   return {
     body,
     subject: decodeSubject(headerValue(m, "Subject") ?? ""),
-    messageIdHeader: msgIdOf(headerValue(m, "Message-ID")),
+    messageIdHeader: msgIdOf(messageId),
     headerOptions,
     headerLabels,
     received: countHeaders(m, "Received"),

@@ -99,8 +99,11 @@ export function suppressedAmong(db: Db, owner: SuppressionOwner, addresses: read
     amongStatements.set(db, stmt);
   }
   const user = ownerColumn(owner);
-  const rows = addresses.length === 1 ? stmt.one.all(user, addressKey(addresses[0]!)) : stmt.many.all(user, JSON.stringify(addresses.map(addressKey)));
-  return new Set(rows.map((r) => r.a));
+  if (addresses.length === 1) {
+    const row = stmt.one.get(user, addressKey(addresses[0]!));
+    return row ? new Set([row.a]) : new Set();
+  }
+  return new Set(stmt.many.all(user, JSON.stringify(addresses.map(addressKey))).map((r) => r.a));
 }
 
 /**
