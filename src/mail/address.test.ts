@@ -139,3 +139,17 @@ describe("the cache of checked domains", () => {
     expect(canonicalAddress("a@-host.example")).toBeNull();
   });
 });
+
+describe("the remembered answers of parseAddress", () => {
+  test("an address asked again gets the same answer, which no caller can change", () => {
+    const first = parseAddress("Ann@Bücher.Example");
+    expect(parseAddress("Ann@Bücher.Example")).toEqual(first);
+    expect(Object.isFrozen(first)).toBe(true);
+    expect(() => {
+      (first as { canonical: string }).canonical = "x@y.example";
+    }).toThrow();
+    expect(canonicalAddress("Ann@Bücher.Example")).toBe("Ann@xn--bcher-kva.example");
+    expect(parseAddress("a..b@example.com")).toEqual(parseAddress("a..b@example.com"));
+    expect(parseAddress("a..b@example.com").ok).toBe(false);
+  });
+});

@@ -16,3 +16,11 @@ test("a field with no address counts as one empty address; no field, none", () =
   expect(of("From: undisclosed-recipients:;")).toEqual({ from: [""], sender: [] });
   expect(of("To: a@x.test")).toEqual({ from: [], sender: [] });
 });
+
+test("a field read again gives the same addresses, and a caller changing its answer changes no later one", () => {
+  const first = of("From: Ann <ann@example.com>");
+  first.from.push("mallory@evil.test");
+  first.from[0] = "x@y.test";
+  expect(of("From: Ann <ann@example.com>")).toEqual({ from: ["ann@example.com"], sender: [] });
+  expect(of("From: Ann <ann@example.org>").from).toEqual(["ann@example.org"]);
+});
