@@ -35,6 +35,9 @@ export interface DestinationContext {
   freeSlot(except: DestinationQueue): void;
 }
 
+/** A destination that cannot take mail for longer than this is held back, its jobs returned to the queue. */
+const HOLD_MS = 2_000;
+
 export class DestinationQueue {
   readonly key: string;
   readonly domains = new Set<string>();
@@ -70,18 +73,30 @@ export class DestinationQueue {
     this.relimit(config);
   }
 
+  /**
+   * Holds all it can send before its next hold: a rate slower than one message per HOLD_MS, and a job waiting.
+   * Claims leave it out; the job goes at the next token, and the destination is held until the one after.
+   */
+  get sated(): boolean {
+    const rate = this.limits.rate;
+    return rate !== null && rate.perMs / rate.count > HOLD_MS && this.jobs.length > 0;
+  }
+
   /** Nothing running, waiting or held: the scheduler may forget this destination. */
   get unused(): boolean {
     return this.workers === 0 && this.jobs.length === 0 && !this.timer && this.heldUntil <= this.ctx.now();
   }
 
-  /** Hands jobs to idle connections, then opens new ones while the throttle allows and work waits. */
-  pump(): void {
+  /**
+   * Hands jobs to idle connections, then opens new ones while the throttle allows and work waits. `afterFailure`:
+   * a connection just failed, and its failure was recorded on the first waiting job.
+   */
+  pump(afterFailure = false): void {
     if (this.ctx.life.stopping) return;
     while (this.jobs.length > 0 && this.idle.length > 0) this.idle.shift()!(this.jobs.shift()!);
     while (this.jobs.length > this.connecting) {
       const got = this.ctx.throttle.tryAcquire(this.key, this.limits);
-      if (isWait(got)) return this.onWait(got);
+      if (isWait(got)) return this.onWait(got, afterFailure);
       void this.worker(got);
     }
   }
@@ -101,28 +116,38 @@ export class DestinationQueue {
     return this.jobs.takeAll();
   }
 
-  private onWait(w: Wait): void {
+  /**
+   * The throttle said not now. A destination that cannot take mail for longer than HOLD_MS (back-off, dead, its
+   * next rate token) is held until then: its waiting jobs go back to the queue unclaimed, due again at that time,
+   * and its domains are left out of claims meanwhile (loop.ts) — it costs one check per claim, not a walk over its
+   * recipients. Mail claimed while it was already known dead gets one deferral (its first job, without
+   * connecting), so each try of a dead destination is recorded on one message; `afterFailure` says the connection
+   * that just failed has recorded it.
+   */
+  private onWait(w: Wait, afterFailure: boolean): void {
     if (w.reason === "concurrency") return; // a worker's release pumps again
     if (w.reason === "global") return this.ctx.freeSlot(this);
     if (this.workers > 0) return; // its connections carry on (and wait for rate tokens themselves)
-    if (w.reason === "dead") {
-      // known dead: defer without connecting, with the failure that killed it
+    if (w.reason === "dead" && !afterFailure) {
       const reason = this.ctx.throttle.lastFailure(this.key) ?? "destination not answering";
-      this.deferAll(`${reason} (destination marked unreachable; not tried again before ${new Date(w.waitUntil).toISOString()})`, 0);
-      this.heldUntil = w.waitUntil;
-      return;
+      this.deferFirst(`${reason} (destination marked unreachable; not tried again before ${new Date(w.waitUntil).toISOString()})`, 0);
     }
     const waitMs = w.waitUntil - this.ctx.now();
-    if (waitMs > 2_000) {
-      // a long back-off: give the recipients back for later so they do not sit in the window
-      this.ctx.window.handBack(this.jobs.takeAll(), w.waitUntil);
-      this.heldUntil = w.waitUntil;
-      return;
-    }
+    if (w.reason === "dead" || waitMs > HOLD_MS) return this.hold(w.waitUntil, w.reason);
     this.timer ??= setTimeout(() => {
       this.timer = null;
       this.pump();
     }, Math.max(10, waitMs));
+  }
+
+  private hold(until: number, reason: Wait["reason"]): void {
+    const jobs = this.jobs.takeAll();
+    this.ctx.window.handBack(jobs, until);
+    this.heldUntil = until;
+    if (jobs.length > 0) {
+      const recipients = jobs.reduce((n, j) => n + j.recipients.length, 0);
+      this.ctx.log.info("delivery_destination_held", { destination: this.key, reason, until: new Date(until).toISOString(), recipients });
+    }
   }
 
   private async worker(lease: Lease): Promise<void> {
@@ -148,7 +173,7 @@ export class DestinationQueue {
       this.workers--;
       if (conn) await conn.close();
       this.ctx.throttle.release(lease, connectSignal, connectError);
-      this.pump();
+      this.pump(connectSignal !== undefined);
       this.ctx.released(this);
     }
   }
@@ -177,10 +202,18 @@ export class DestinationQueue {
     });
   }
 
-  /** One job: rate token, its transactions, throttle feedback, settle. Returns the signal it gave. */
-  private async send(lease: Lease, conn: Connection, job: Job): Promise<Signal> {
+  /**
+   * One job: rate token, its transactions, throttle feedback, settle. Returns the signal it gave, or "held" when
+   * the next token (or the end of a back-off) is more than HOLD_MS away: the job goes back to the head of its
+   * lane and the connection closes, and pump() holds the destination until then.
+   */
+  private async send(lease: Lease, conn: Connection, job: Job): Promise<Signal | "held"> {
     const { throttle, life, window } = this.ctx;
     for (let w = throttle.admit(lease); w !== true; w = throttle.admit(lease)) {
+      if (w.waitUntil - this.ctx.now() > HOLD_MS) {
+        this.jobs.unshift(job);
+        return "held";
+      }
       await life.pause(w.waitUntil - this.ctx.now());
       if (life.stopping) {
         window.handBack([job]);
@@ -248,15 +281,17 @@ export class DestinationQueue {
     }
     const cf = e instanceof ConnectFailure ? e : new ConnectFailure(e instanceof Error ? e.message : String(e), false);
     this.ctx.log.warn("delivery_connect_failed", { destination: this.key, mx: cf.mx, error: cf.message, code: cf.code });
-    // with other connections alive, they take the work; with none, the waiting mail is deferred now
-    if (this.workers === 1) this.deferAll(cf.message, cf.code, cf.mx);
+    // with other connections alive, they take the work; with none, the try is recorded on the mail it was for
+    // (the first waiting job), and pump() holds the rest back when the throttle says wait
+    if (this.workers === 1) this.deferFirst(cf.message, cf.code, cf.mx);
     return [cf.throttleSignal ? "throttle" : "failure", cf.message];
   }
 
-  private deferAll(reason: string, code: number, mx?: string): void {
-    const jobs = this.jobs.takeAll();
-    this.ctx.window.settleUnsent(jobs, (r) => localFailure(r.id, reason, mx, code));
-    if (jobs.length > 0) this.ctx.log.info("delivery_deferred_destination", { destination: this.key, messages: jobs.length, reason });
+  private deferFirst(reason: string, code: number, mx?: string): void {
+    const job = this.jobs.shift();
+    if (!job) return;
+    this.ctx.window.settleUnsent([job], (r) => localFailure(r.id, reason, mx, code));
+    this.ctx.log.info("delivery_deferred_destination", { destination: this.key, messages: 1, reason });
   }
 
   private relimit(config: DeliveryConfig): void {

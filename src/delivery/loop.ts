@@ -200,14 +200,16 @@ export class DeliveryLoop {
    * a slow destination's memory must not keep its due retries out of the claims (nor the other way round). A
    * destination holding a quarter of the window in waiting recipients gets nothing more either: a throttled one
    * (a rate of one a minute, say) would otherwise fill the window with mail it cannot take, and leave no room to
-   * claim mail for the destinations that can.
+   * claim mail for the destinations that can. One whose rate gives a message less often than it is worth holding
+   * a connection for gets nothing more while a job waits there (it sends that one, then is held until its next
+   * token).
    */
   private excludedDomains(): SideExclusions {
     const out = { fresh: new Set<string>(), retry: new Set<string>() };
     const now = this.now();
     const share = this.o.window / 4;
     for (const dq of this.dests.values()) {
-      const held = dq.heldUntil > now || dq.jobs.recipients() >= share;
+      const held = dq.heldUntil > now || dq.sated || dq.jobs.recipients() >= share;
       for (const kind of ["fresh", "retry"] as const) {
         if (held || dq.jobs.waiting(kind) >= this.o.backlogPerDestination) for (const d of dq.domains) out[kind].add(d);
       }

@@ -36,6 +36,11 @@ export interface ThrottleOptions {
   /** first dead period; doubles while probes keep failing, up to deadMaxMs */
   deadMs?: number;
   deadMaxMs?: number;
+  /**
+   * A new connection opens at most this long before the destination's next rate token; a rate slower than one
+   * message in this time gets one connection (more would only wait for tokens). Default 2 s.
+   */
+  connectAheadMs?: number;
 }
 
 /** A connection slot at one destination; give it back with release(). */
@@ -114,6 +119,7 @@ export class Throttle {
       deadAfter: 3,
       deadMs: 60_000,
       deadMaxMs: 15 * 60_000,
+      connectAheadMs: 2_000,
       ...opts,
     };
   }
@@ -133,7 +139,9 @@ export class Throttle {
       if (s.probing) return { waitUntil: now + this.o.backoffMs, reason: "dead" };
     }
     if (now < s.backoffUntil) return { waitUntil: s.backoffUntil, reason: "backoff" };
-    if (s.inUse >= s.limit) return { waitUntil: now + this.o.backoffMs, reason: "concurrency" };
+    const tokenIn = this.tokenIn(s, now);
+    if (tokenIn > this.o.connectAheadMs) return { waitUntil: now + tokenIn, reason: "rate" };
+    if (s.inUse >= this.connectionsFor(s)) return { waitUntil: now + this.o.backoffMs, reason: "concurrency" };
     if (this.inUseTotal >= this.o.concurrency) return { waitUntil: now + 1_000, reason: "global" };
     s.inUse++;
     this.inUseTotal++;
@@ -148,7 +156,7 @@ export class Throttle {
     if (!s) return true;
     if (now < s.backoffUntil) return { waitUntil: s.backoffUntil, reason: "backoff" };
     if (!s.rate) return true;
-    const wait = takeToken(s.bucket, BUCKET_CAPACITY, (s.rate.count * s.rateFactor) / s.rate.perMs, now);
+    const wait = takeToken(s.bucket, BUCKET_CAPACITY, this.perMs(s)!, now);
     return wait === 0 ? true : { waitUntil: now + wait, reason: "rate" };
   }
 
@@ -212,6 +220,23 @@ export class Throttle {
         lastFailure: s.lastFailure,
       })),
     };
+  }
+
+  /** The rate in tokens a millisecond, as cut by throttling; null without a rate. */
+  private perMs(s: State): number | null {
+    return s.rate ? (s.rate.count * s.rateFactor) / s.rate.perMs : null;
+  }
+
+  /** Milliseconds until the destination's next rate token (0: one is there, or no rate); takes nothing. */
+  private tokenIn(s: State, now: number): number {
+    const perMs = this.perMs(s);
+    return perMs === null ? 0 : takeToken({ ...s.bucket }, BUCKET_CAPACITY, perMs, now);
+  }
+
+  /** The concurrency window, or one connection when the rate gives a token less often than connectAheadMs. */
+  private connectionsFor(s: State): number {
+    const perMs = this.perMs(s);
+    return perMs !== null && 1 / perMs > this.o.connectAheadMs ? 1 : s.limit;
   }
 
   private state(key: string, limits: DestinationLimits, now: number): State {

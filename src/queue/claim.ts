@@ -131,6 +131,7 @@ export class QueueClaimer {
   private retry: Side;
   private lease: Statement;
   private releaseOne: Statement;
+  private releaseAll: Statement;
   private extendOne: Statement;
   private recover: Statement;
   private nextDue: Statement<{ at: number }, []>;
@@ -154,6 +155,11 @@ export class QueueClaimer {
     this.releaseOne = sqlite.query(
       `UPDATE recipients SET lease_until = NULL, next_attempt_at = ?1, updated_at = ?2
        WHERE id = ?3 AND status IN ('queued','deferred')`,
+    );
+    // a destination held back hands its whole lane back at once: one statement, each row by its primary key
+    this.releaseAll = sqlite.query(
+      `UPDATE recipients SET lease_until = NULL, next_attempt_at = ?1, updated_at = ?2
+       WHERE id IN (SELECT value FROM json_each(?3)) AND status IN ('queued','deferred')`,
     );
     this.extendOne = sqlite.query(
       `UPDATE recipients SET lease_until = ?1, next_attempt_at = ?1, updated_at = ?2
@@ -325,14 +331,11 @@ export class QueueClaimer {
     }).immediate();
   }
 
-  /** Gives leases back without counting an attempt (shutdown, throttle said wait). */
+  /** Gives leases back without counting an attempt, all due at `at` (default now): a destination held back. */
   release(ids: RecipientId[], at?: number): void {
     if (ids.length === 0) return;
     const now = this.now();
-    const when = at ?? now;
-    this.sqlite.transaction(() => {
-      for (const id of ids) this.releaseOne.run(when, now, id);
-    }).immediate();
+    this.releaseAll.run(at ?? now, now, JSON.stringify(ids));
   }
 
   /**
