@@ -112,6 +112,8 @@ interface SetupExtras {
   /** runs one settle batch's transaction: wrap to make commits fail */
   batch?: (run: (fn: () => void) => void) => (fn: () => void) => void;
   personalize?: LoopDeps["personalize"];
+  /** the clock of the loop, its throttle and the queue's claims (timers still run in real time) */
+  now?: () => number;
 }
 
 /** A logger that keeps every line, parsed. */
@@ -134,12 +136,13 @@ function setup(toml = "", loopOpts: ConstructorParameters<typeof DeliveryLoop>[0
   });
   const transport = new FakeTransport();
   const logged: Record<string, unknown>[] = [];
-  const queue = new QueueClaimer(store.sqlite);
+  const queue = new QueueClaimer(store.sqlite, extras.now);
   const batch = (fn: () => void) => store.sqlite.transaction(fn).immediate();
   const loop = new DeliveryLoop({
     config: config.delivery, claimer: extras.claimer?.(queue) ?? queue, outcomes, router, transport, log: recordingLogger(logged),
     batch: extras.batch?.(batch) ?? batch,
     personalize: extras.personalize,
+    now: extras.now,
     options: { idleMs: 200, throttle: { backoffMs: 300, deadMs: 500 }, ...loopOpts },
   });
   enqueuer.onCommitted = () => loop.wake();
@@ -282,6 +285,55 @@ describe("delivery loop", () => {
     const leased = e.store.sqlite.query("SELECT count(*) AS n FROM recipients WHERE domain = 'a.test' AND lease_until IS NOT NULL").get() as { n: number };
     // a quarter of the window waits in its lanes, a claim may overshoot that, and its connection holds one job
     expect(leased.n).toBeLessThan(100);
+  });
+
+  test("a destination at one message a minute keeps its other recipients in the queue, unleased and unattempted, until its next token; mail to another flows meanwhile", async () => {
+    let offset = 0;
+    const now = () => Date.now() + offset;
+    const e = setup(`[delivery.destination."a.test"]\nrate = "1/min"\n`, { leaseMs: 120_000 }, { now });
+    for (let i = 0; i < 30; i++) await enqueue(e, Array.from({ length: 10 }, (_, j) => `x${i}-${j}@a.test`));
+    e.loop.start();
+    const waitingAtA = () => e.store.sqlite.query(
+      "SELECT count(*) AS n, sum(lease_until IS NOT NULL) AS leased, sum(attempts) AS attempts, min(next_attempt_at) AS due FROM recipients WHERE domain = 'a.test' AND status = 'queued'",
+    ).get() as { n: number; leased: number; attempts: number; due: number };
+    await waitFor(() => e.transport.sent.length === 1 && waitingAtA().leased === 0, 5000, "one message to a.test, the rest back in the queue");
+    const firstAt = now();
+    // due again with the next token (a minute after the first), not tried meanwhile
+    expect(waitingAtA()).toMatchObject({ n: 290, leased: 0, attempts: 0 });
+    expect(waitingAtA().due).toBeGreaterThan(firstAt + 50_000);
+    expect(e.logged.some((l) => l.event === "delivery_destination_held" && l.destination === "mx-a" && l.reason === "rate")).toBe(true);
+    await enqueue(e, ["y@b.test"]);
+    await waitFor(() => statuses(e)["y@b.test"] === "delivered", 5000, "delivery to b.test");
+    expect(waitingAtA()).toMatchObject({ n: 290, leased: 0 });
+    expect(e.transport.sent.filter((s) => s.key === "mx-a").length).toBe(1);
+    // a minute later the next token is there: one more message, and the rest wait for the one after
+    offset += 61_000;
+    e.loop.wake();
+    await waitFor(() => e.transport.sent.filter((s) => s.key === "mx-a").length === 2 && waitingAtA().leased === 0, 5000, "the second message to a.test");
+    expect(waitingAtA()).toMatchObject({ n: 280, leased: 0, attempts: 0 });
+  });
+
+  test("a dead destination's 1,000 recipients cost a few connections and one deferred message; the rest wait in the queue unclaimed, and mail to another flows", async () => {
+    const e = setup(`[delivery]\nper_destination_connections = 5\n`, { throttle: { backoffMs: 300, deadMs: 60_000 } });
+    e.transport.refuse.add("mx-a");
+    for (let i = 0; i < 100; i++) await enqueue(e, Array.from({ length: 10 }, (_, j) => `x${i}@a${j}.test`));
+    const settles = spyOn(OutcomeRecorder.prototype, "settle");
+    try {
+      e.loop.start();
+      const atA = () => e.store.sqlite.query(
+        "SELECT sum(status = 'deferred') AS deferred, sum(lease_until IS NOT NULL) AS leased, sum(attempts) AS attempts FROM recipients WHERE domain LIKE 'a%'",
+      ).get() as { deferred: number; leased: number; attempts: number };
+      await waitFor(() => e.loop.throttle.snapshot().destinations.find((d) => d.key === "mx-a")?.dead === true && atA().leased === 0, 5000, "mx-a dead, its mail back in the queue");
+      await enqueue(e, ["y@b.test"]);
+      await waitFor(() => statuses(e)["y@b.test"] === "delivered", 5000, "delivery to b.test");
+      // one message's ten recipients carry the failure; the other 990 were never tried
+      expect(atA()).toEqual({ deferred: 10, leased: 0, attempts: 10 });
+      // five at once, and while fewer than three had failed in a row, one more for each that did; then one to mx-b
+      expect(e.transport.connects).toBeLessThanOrEqual(5 + 3 + 1);
+      expect(settles.mock.calls.length).toBe(2); // the deferred message, and y@b.test
+    } finally {
+      settles.mockRestore();
+    }
   });
 
   test("mail for a destination in a long back-off goes back to the queue for the end of it, unattempted", async () => {
