@@ -117,6 +117,29 @@ describe("throttle", () => {
     expect(admitted).toBeLessThanOrEqual(202);
   });
 
+  test("a rate of one message a minute gets one connection, and none while its next token is more than connectAheadMs away", () => {
+    const { c, th } = setup({ connectAheadMs: 2_000 });
+    const limits = { maxConnections: 5, rate: { count: 1, perMs: 60_000 } };
+    const l = th.tryAcquire("mx.a", limits) as Lease;
+    const second = th.tryAcquire("mx.a", limits);
+    expect(isWait(second) && second.reason).toBe("concurrency");
+    expect(th.admit(l)).toBe(true);
+    th.release(l, "ok");
+    const w = th.tryAcquire("mx.a", limits);
+    expect(isWait(w) && w.reason).toBe("rate");
+    expect(isWait(w) && w.waitUntil).toBe(c.now() + 60_000);
+    c.advance(58_000);
+    // two seconds before the token: a connection may open, to be ready for it
+    const ready = th.tryAcquire("mx.a", limits);
+    expect(isWait(ready)).toBe(false);
+    expect(th.admit(ready as Lease)).toEqual({ waitUntil: c.now() + 2_000, reason: "rate" });
+  });
+
+  test("a rate of several messages within connectAheadMs keeps the whole concurrency window", () => {
+    const { th } = setup({ connectAheadMs: 2_000 });
+    expect(acquireAll(th, "mx.a", { maxConnections: 5, rate: { count: 1, perMs: 1_000 } }).length).toBe(5);
+  });
+
   test("no span of the rate's period admits more than count + 1: not at the start, not after a pause", () => {
     for (const rate of [{ count: 10, perMs: 1_000 }, { count: 600, perMs: 60_000 }]) {
       const { c, th } = setup();
