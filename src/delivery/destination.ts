@@ -146,7 +146,7 @@ export class DestinationQueue {
     this.heldUntil = until;
     if (jobs.length > 0) {
       const recipients = jobs.reduce((n, j) => n + j.recipients.length, 0);
-      this.ctx.log.info("delivery_destination_held", { destination: this.key, reason, until: new Date(until).toISOString(), recipients });
+      this.ctx.log.info("delivery_destination_held_back", { destination: this.key, reason, until: new Date(until).toISOString(), recipients });
     }
   }
 

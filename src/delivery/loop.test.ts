@@ -301,7 +301,7 @@ describe("delivery loop", () => {
     // due again with the next token (a minute after the first), not tried meanwhile
     expect(waitingAtA()).toMatchObject({ n: 290, leased: 0, attempts: 0 });
     expect(waitingAtA().due).toBeGreaterThan(firstAt + 50_000);
-    expect(e.logged.some((l) => l.event === "delivery_destination_held" && l.destination === "mx-a" && l.reason === "rate")).toBe(true);
+    expect(e.logged.some((l) => l.event === "delivery_destination_held_back" && l.destination === "mx-a" && l.reason === "rate")).toBe(true);
     await enqueue(e, ["y@b.test"]);
     await waitFor(() => statuses(e)["y@b.test"] === "delivered", 5000, "delivery to b.test");
     expect(waitingAtA()).toMatchObject({ n: 290, leased: 0 });

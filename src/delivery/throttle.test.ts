@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { parseConfig } from "../config/load.ts";
 import { Metrics } from "../observe/metrics.ts";
-import { isWait, limitsFor, Throttle, throttleGauges, type Lease, type ThrottleOptions } from "./throttle.ts";
+import { isWait, limitsFor, Throttle, throttleGauges, type DestinationLimits, type Lease, type ThrottleOptions } from "./throttle.ts";
 
 function clock(start = 1_000_000) {
   let t = start;
@@ -16,7 +16,7 @@ function setup(opts: Partial<ThrottleOptions> = {}) {
 
 const five = { maxConnections: 5, rate: null };
 
-function acquireAll(th: Throttle, key: string, limits = five, max = 1000): Lease[] {
+function acquireAll(th: Throttle, key: string, limits: DestinationLimits = five, max = 1000): Lease[] {
   const out: Lease[] = [];
   for (let i = 0; i < max; i++) {
     const r = th.tryAcquire(key, limits);
@@ -137,7 +137,8 @@ describe("throttle", () => {
 
   test("a rate of several messages within connectAheadMs keeps the whole concurrency window", () => {
     const { th } = setup({ connectAheadMs: 2_000 });
-    expect(acquireAll(th, "mx.a", { maxConnections: 5, rate: { count: 1, perMs: 1_000 } }).length).toBe(5);
+    const limits: DestinationLimits = { maxConnections: 5, rate: { count: 1, perMs: 1_000 } };
+    expect(acquireAll(th, "mx.a", limits).length).toBe(5);
   });
 
   test("no span of the rate's period admits more than count + 1: not at the start, not after a pause", () => {
