@@ -74,17 +74,23 @@ export class DestinationQueue {
   }
 
   /**
-   * Holds all it can send before its next hold: a rate slower than one message per HOLD_MS, and a job waiting.
-   * Claims leave it out; the job goes at the next token, and the destination is held until the one after.
+   * Its rate gives a message less often than every HOLD_MS: it sends one message per token and is held in
+   * between, so claims take only a few of its rows (queue/claim.ts `metered`). Kept while so configured: a
+   * destination made afresh would not be known as metered until its first claim had taken all it could.
    */
-  get sated(): boolean {
+  get metered(): boolean {
     const rate = this.limits.rate;
-    return rate !== null && rate.perMs / rate.count > HOLD_MS && this.jobs.length > 0;
+    return rate !== null && rate.perMs / rate.count > HOLD_MS;
   }
 
-  /** Nothing running, waiting or held: the scheduler may forget this destination. */
+  /** Metered, with a job waiting: all it can send before its next hold. Claims leave it out. */
+  get sated(): boolean {
+    return this.metered && this.jobs.length > 0;
+  }
+
+  /** Nothing running, waiting or held, and not metered: the scheduler may forget this destination. */
   get unused(): boolean {
-    return this.workers === 0 && this.jobs.length === 0 && !this.timer && this.heldUntil <= this.ctx.now();
+    return this.workers === 0 && this.jobs.length === 0 && !this.timer && this.heldUntil <= this.ctx.now() && !this.metered;
   }
 
   /**

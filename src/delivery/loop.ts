@@ -202,15 +202,16 @@ export class DeliveryLoop {
    * destination holding a quarter of the window in waiting recipients gets nothing more either: a throttled one
    * (a rate of one a minute, say) would otherwise fill the window with mail it cannot take, and leave no room to
    * claim mail for the destinations that can. One whose rate gives a message less often than it is worth holding
-   * a connection for gets nothing more while a job waits there (it sends that one, then is held until its next
-   * token).
+   * a connection for is metered: a claim takes only a few of its rows, and nothing while a job waits there (it
+   * sends that one, then is held until its next token).
    */
   private excludedDomains(): SideExclusions {
-    const out = { fresh: new Set<string>(), retry: new Set<string>() };
+    const out = { fresh: new Set<string>(), retry: new Set<string>(), metered: new Set<string>() };
     const now = this.now();
     const share = this.o.window / 4;
     for (const dq of this.dests.values()) {
       const held = dq.heldUntil > now || dq.sated || dq.jobs.recipients() >= share;
+      if (!held && dq.metered) for (const d of dq.domains) out.metered.add(d);
       for (const kind of ["fresh", "retry"] as const) {
         if (held || dq.jobs.waiting(kind) >= this.o.backlogPerDestination) for (const d of dq.domains) out[kind].add(d);
       }

@@ -317,6 +317,27 @@ describe("a backlog of excluded rows larger than the scan window", () => {
   });
 });
 
+describe("a metered destination (a slow rate)", () => {
+  test("gives a claim at most 50 of its due rows per side, read by domain, and the others fill the rest", async () => {
+    for (let i = 0; i < 500; i += 50) await enqueue(Array.from({ length: 50 }, (_, j) => `u${i + j}@slow.test`));
+    store.sqlite.run("UPDATE recipients SET status = 'deferred' WHERE rowid % 2 = 0");
+    clock += 1;
+    await enqueue(Array.from({ length: 30 }, (_, j) => `n${j}@fast.test`));
+    const metered = { fresh: new Set<string>(), retry: new Set<string>(), metered: new Set(["slow.test"]) };
+    const got = claimer.claim(400, 60_000, metered);
+    const leased = () => store.sqlite.query(
+      "SELECT status, count(*) AS n FROM recipients WHERE domain = 'slow.test' AND lease_until IS NOT NULL GROUP BY status ORDER BY status",
+    ).all();
+    // 500 slow rows are older and due, yet the claim takes 50 of each side, and every fast row
+    expect(got.filter((r) => r.domain === "fast.test").length).toBe(30);
+    expect(leased()).toEqual([{ status: "deferred", n: 50 }, { status: "queued", n: 50 }]);
+    // a side that leaves the domain out gets none of it, however metered
+    const retryOnly = claimer.claim(400, 60_000, { ...metered, fresh: new Set(["slow.test"]) });
+    expect(retryOnly.length).toBe(50);
+    expect(leased()).toEqual([{ status: "deferred", n: 100 }, { status: "queued", n: 50 }]);
+  });
+});
+
 describe("a dead destination's backlog in front of the queue", () => {
   test("a healthy domain behind it gets all its due mail in one claim, not a few rows per round", async () => {
     for (let i = 0; i < 1_000; i += 50) await enqueue(Array.from({ length: 50 }, (_, j) => `u${i + j}@dead.test`));

@@ -22,6 +22,8 @@
  * backlog must not hold up the others). A claim therefore costs the same with a backlog of a thousand or a
  * million rows behind held-back destinations. When excluded rows are only mixed into the front, a claim looks at a
  * bounded window of the oldest due rows, and steps domain by domain past it when it is all excluded rows.
+ * Destinations with a slow rate are *metered*: their domains are read by domain only, a few rows each, so a claim
+ * never takes more of their mail than they can send before they are held back again.
  */
 import type { Database, Statement } from "bun:sqlite";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
@@ -45,6 +47,12 @@ export interface ClaimedRecipient {
 export interface SideExclusions {
   fresh: ReadonlySet<string>;
   retry: ReadonlySet<string>;
+  /**
+   * Domains of destinations that can take only a message now and then (a slow rate): a claim reads them by
+   * domain only, at most ROWS_PER_DOMAIN due rows of each per side, so it never takes more of their mail than
+   * one round of the scheduler can send (unless a side leaves them out as well).
+   */
+  metered?: ReadonlySet<string>;
 }
 
 export interface StoredMessage {
@@ -224,13 +232,15 @@ export class QueueClaimer {
    */
   claim(limit: number, leaseMs: number, exclude?: ReadonlySet<string> | SideExclusions): ClaimedRecipient[] {
     if (limit <= 0) return [];
-    const [freshOut, retryOut] = exclude === undefined ? [null, null] : isSideExclusions(exclude) ? [exclusion(exclude.fresh), exclusion(exclude.retry)] : [exclusion(exclude), exclusion(exclude)];
+    const sides = exclude === undefined ? null : isSideExclusions(exclude) ? exclude : { fresh: exclude, retry: exclude };
+    const metered = sides?.metered ?? NONE;
+    const [freshOut, retryOut] = sides === null ? [null, null] : [exclusion(sides.fresh, metered), exclusion(sides.retry, metered)];
     const retryShare = limit % 2 === 1 && this.oddToRetry ? Math.ceil(limit / 2) : Math.floor(limit / 2);
     if (limit % 2 === 1) this.oddToRetry = !this.oddToRetry;
     const run = this.sqlite.transaction((): ClaimedRecipient[] => {
       const now = this.now();
-      const fresh = this.readSide(this.fresh, now, limit, freshOut);
-      const retries = this.readSide(this.retry, now, limit - Math.min(fresh.length, limit - retryShare), retryOut);
+      const fresh = this.withMetered(this.fresh, now, limit, freshOut, metered, sides?.fresh);
+      const retries = this.withMetered(this.retry, now, limit - Math.min(fresh.length, limit - retryShare), retryOut, metered, sides?.retry);
       const rows = [...fresh.slice(0, limit - retries.length), ...retries];
       const until = now + leaseMs;
       for (const r of rows) this.lease.run(until, now, r.id);
@@ -249,6 +259,17 @@ export class QueueClaimer {
   /** True while a walk past an excluded backlog stopped at its budget: claim again soon rather than sleep. */
   get walkUnfinished(): boolean {
     return this.fresh.unfinished || this.retry.unfinished;
+  }
+
+  /** A side's rows (readSide), then a few due rows of each metered domain the side does not leave out. */
+  private withMetered(side: Side, now: number, limit: number, out: Exclusion | null, metered: ReadonlySet<string>, excluded?: ReadonlySet<string>): ClaimRow[] {
+    const rows = this.readSide(side, now, limit, out);
+    for (const domain of metered) {
+      if (rows.length >= limit) break;
+      if (excluded?.has(domain)) continue;
+      rows.push(...side.dueInDomain.all({ domain, now, limit: Math.min(ROWS_PER_DOMAIN, limit - rows.length) }));
+    }
+    return rows;
   }
 
   /** Up to `limit` due rows of one side, oldest first, then, when excluded rows fill its window, past them. */
@@ -381,8 +402,12 @@ interface Exclusion {
   json: string;
 }
 
-function exclusion(domains: ReadonlySet<string>): Exclusion | null {
-  return domains.size > 0 ? { set: domains, json: JSON.stringify([...domains]) } : null;
+const NONE: ReadonlySet<string> = new Set();
+
+/** The domains a side's oldest-first reads leave out: its own exclusions and the metered domains. */
+function exclusion(domains: ReadonlySet<string>, metered: ReadonlySet<string>): Exclusion | null {
+  const set = metered.size === 0 ? domains : new Set([...domains, ...metered]);
+  return set.size > 0 ? { set, json: JSON.stringify([...set]) } : null;
 }
 
 function isSideExclusions(e: ReadonlySet<string> | SideExclusions): e is SideExclusions {
