@@ -11,9 +11,15 @@
  *   MAIL refused → every recipient gets the MAIL reply; a reply-less failure (socket error, timeout) → deferred,
  *   code 0, 4.4.2, and the session is not reused.
  * Outcome per reply: delivery/classify.ts (2xx delivered, 4xx/none deferred, 5xx bounced).
+ *
+ * The library's DataStream looks at every byte of a message in JavaScript (to stuff dots and fix line ends), the
+ * costliest pass over a large body on its way out. A body whose line ends are all CRLF already (every stored
+ * body: intake makes them so) needs only its dots stuffed, which a native search does (stuffDots); a session
+ * gets that shortcut from fastDataStream, and anything else still goes through the library's own pass.
  */
 import { isAscii } from "node:buffer";
 import type SMTPConnection from "nodemailer/lib/smtp-connection";
+import { firstBareLineEnd } from "../message/line-ends.ts";
 import { classifyReply, enhancedFor } from "./classify.ts";
 import type { OutboundMessage, Outcome, RecipientResult } from "./types.ts";
 
@@ -188,6 +194,71 @@ function requestSmtpUtf8(conn: SMTPConnection, start: () => void): void {
     if (own) c._sendCommand = write;
     else delete (c as Partial<CommandWriter>)._sendCommand;
   }
+}
+
+const CR = 0x0d;
+const LF = 0x0a;
+const DOT = Buffer.from(".");
+const LINE_START_DOT = Buffer.from("\n.");
+
+/**
+ * RFC 5321 §4.5.2 transparency: a "." at the start of a line gets a second one. `atLineStart`: the byte before
+ * `body` ended a line (or there was none). `body` itself when no line starts with a dot (no copy).
+ */
+export function stuffDots(body: Buffer, atLineStart: boolean): Buffer {
+  const parts: Buffer[] = [];
+  if (atLineStart && body[0] === DOT[0]) parts.push(DOT);
+  let from = 0;
+  for (let at = body.indexOf(LINE_START_DOT); at >= 0; at = body.indexOf(LINE_START_DOT, at + 2)) {
+    parts.push(body.subarray(from, at + 1), DOT);
+    from = at + 1;
+  }
+  if (parts.length === 0) return body;
+  parts.push(body.subarray(from));
+  return Buffer.concat(parts);
+}
+
+/** What smtp-connection's DataStream (nodemailer 10) keeps, read and updated by the shortcut; private, so typed here. */
+interface DataStreamState {
+  inByteCount: number;
+  outByteCount: number;
+  /** the last byte seen, false before the first */
+  lastByte: number | false;
+  push(chunk: Buffer): boolean;
+  _transform(chunk: Buffer | string, encoding: string, done: () => void): void;
+}
+
+interface SendStreamMaker {
+  _createSendStream?: (this: SendStreamMaker, callback: unknown) => DataStreamState;
+}
+
+/**
+ * Gives the session's message streams the CRLF shortcut (see the module comment). A library without the private
+ * parts this relies on keeps its own stream, unchanged.
+ */
+export function fastDataStream(conn: SMTPConnection): void {
+  const c = conn as unknown as SendStreamMaker;
+  const make = c._createSendStream;
+  if (typeof make !== "function") return;
+  c._createSendStream = function (callback) {
+    const stream = make.call(this, callback);
+    if (typeof stream.inByteCount === "number" && "lastByte" in stream) stream._transform = crlfTransform;
+    return stream;
+  };
+}
+
+/** DataStream's _transform for a chunk in CRLF: dots stuffed natively; any other chunk takes the library's way. */
+function crlfTransform(this: DataStreamState, chunk: Buffer | string, encoding: string, done: () => void): void {
+  // a CR ending the previous chunk is decided by this one's first byte: the library's way
+  if (typeof chunk === "string" || chunk.length === 0 || this.lastByte === CR || firstBareLineEnd(chunk) >= 0) {
+    return Object.getPrototypeOf(this)._transform.call(this, chunk, encoding, done);
+  }
+  const out = stuffDots(chunk, this.lastByte === false || this.lastByte === LF);
+  this.inByteCount += chunk.length;
+  this.outByteCount += out.length;
+  this.lastByte = chunk[chunk.length - 1]!;
+  this.push(out);
+  done();
 }
 
 /** A failure without a server reply: refused before sending (permanent) or a broken session (temporary). */

@@ -33,7 +33,7 @@ import { isIP } from "node:net";
 import SMTPConnection from "nodemailer/lib/smtp-connection";
 import type { RouteTlsPolicy, TlsPolicy } from "../config/schema.ts";
 import type { Logger } from "../observe/log.ts";
-import { localReply, nonAscii, resultsFor, transact, type LibError } from "./attempt.ts";
+import { fastDataStream, localReply, nonAscii, resultsFor, transact, type LibError } from "./attempt.ts";
 import { systemLookup } from "./resolver.ts";
 import type { OwnAddress } from "./own-addresses.ts";
 import { ConnectFailure, LoopsBackToMyself, type Connection, type Destination, type OutboundMessage, type RecipientResult, type Transport } from "./types.ts";
@@ -176,6 +176,7 @@ export class SmtpTransport implements Transport {
       socketCloseTimeout: this.t.quitMs,
       logger: false,
     });
+    fastDataStream(conn);
     let lateError: LibError | undefined;
     conn.on("error", (e: LibError) => (lateError = e)); // an 'error' without a listener would throw
     try {

@@ -28,6 +28,7 @@
 import type { Database, Statement } from "bun:sqlite";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
 import type { MessageOptions } from "./enqueue.ts";
+import { recentBodies } from "./handoff.ts";
 
 export interface ClaimedRecipient {
   id: RecipientId;
@@ -89,7 +90,8 @@ interface MessageRow {
   id: string;
   user_id: number | null;
   envelope_from: string;
-  body: Uint8Array;
+  /** length(body): SQLite reads it from the record header, not the blob */
+  body_length: number;
   created_at: number;
   inline_css: number;
   track_clicks: number;
@@ -144,6 +146,7 @@ export class QueueClaimer {
   private recover: Statement;
   private nextDue: Statement<{ at: number }, []>;
   private message: Statement<MessageRow, [string]>;
+  private body: Statement<{ body: Uint8Array }, [string]>;
   private scanWindow: number;
   /** which side gets the odd row of an odd-sized claim; it alternates, so a claim of 1 at a time serves both */
   private oddToRetry = false;
@@ -184,9 +187,10 @@ export class QueueClaimer {
        WHERE status IN ('queued','deferred') ORDER BY next_attempt_at LIMIT 1`,
     );
     this.message = sqlite.query(
-      `SELECT id, user_id, envelope_from, body, created_at, inline_css, track_clicks, track_opens, track_bounces, unsubscribe,
-         message_id_header FROM messages WHERE id = ?`,
+      `SELECT id, user_id, envelope_from, length(body) AS body_length, created_at, inline_css, track_clicks, track_opens,
+         track_bounces, unsubscribe, message_id_header FROM messages WHERE id = ?`,
     );
+    this.body = sqlite.query("SELECT body FROM messages WHERE id = ?");
   }
 
   private side(index: string, status: Pending): Side {
@@ -378,12 +382,14 @@ export class QueueClaimer {
 
   loadMessage(id: MessageId): StoredMessage | null {
     const r = this.message.get(id);
-    if (!r) return null;
+    // the body intake has just committed is handed over (queue/handoff.ts), else read back
+    const body = r && (recentBodies.take(id, r.body_length) ?? storedBodyOf(this.body.get(id)));
+    if (!r || !body) return null;
     return {
       id: r.id as MessageId,
       userId: r.user_id as UserId | null,
       envelopeFrom: r.envelope_from,
-      body: Buffer.from(r.body.buffer, r.body.byteOffset, r.body.byteLength),
+      body,
       createdAt: r.created_at,
       options: {
         inlineCss: !!r.inline_css,
@@ -395,6 +401,10 @@ export class QueueClaimer {
       messageIdHeader: r.message_id_header,
     };
   }
+}
+
+function storedBodyOf(row: { body: Uint8Array } | null): Buffer | null {
+  return row ? Buffer.from(row.body.buffer, row.body.byteOffset, row.body.byteLength) : null;
 }
 
 interface Exclusion {

@@ -1,0 +1,77 @@
+/**
+ * @module queue/handoff — the bodies of messages just committed, handed from intake to delivery so that delivery
+ * need not read back from the store what intake has just written: a small map by message id, bounded in bytes,
+ * oldest out first. A body is taken once; a miss (never offered, pushed out, taken already) is never wrong: the
+ * caller reads the store, which stays the truth.
+ *
+ * Stored bodies are written once (INSERT) and never changed; a deleted message has no row, so its load ends
+ * before the map is asked. A body whose length is not the stored one is not taken either (then it is not the
+ * stored body, however it came to differ), and is dropped.
+ *
+ * The interface is put/take by message id, so a delivery loop in another thread can keep its own map and be fed
+ * from the intake thread by `postMessage({ id, body })`.
+ */
+import type { MessageId } from "../mail/ids.ts";
+
+export interface BodyHandoff {
+  /** Offers the body of a message whose commit has returned (its bytes are not written to afterwards). */
+  put(id: MessageId, body: Buffer): void;
+  /** The body offered for `id`, when it is here and `storedLength` bytes long; it leaves the map either way. */
+  take(id: MessageId, storedLength: number): Buffer | undefined;
+}
+
+/** Enough for the messages of a few claims in flight (a claim takes them within ~50 ms of their commit). */
+const DEFAULT_MAX_BYTES = 16 * 1024 * 1024;
+
+export class RecentBodies implements BodyHandoff {
+  private readonly bodies = new Map<MessageId, Buffer>();
+  private held = 0;
+
+  constructor(readonly maxBytes = DEFAULT_MAX_BYTES) {}
+
+  /** Bytes kept alive by the bodies in the map (their whole allocations: see heldBytes). */
+  get bytes(): number {
+    return this.held;
+  }
+
+  get size(): number {
+    return this.bodies.size;
+  }
+
+  put(id: MessageId, body: Buffer): void {
+    this.drop(id);
+    // one body may not push out all the others (a message near the size limit is read from the store)
+    if (heldBytes(body) > this.maxBytes / 4) return;
+    this.bodies.set(id, body);
+    this.held += heldBytes(body);
+    for (const old of this.bodies.keys()) {
+      if (this.held <= this.maxBytes) break;
+      this.drop(old);
+    }
+  }
+
+  take(id: MessageId, storedLength: number): Buffer | undefined {
+    const body = this.bodies.get(id);
+    if (body === undefined) return undefined;
+    this.drop(id);
+    return body.length === storedLength ? body : undefined;
+  }
+
+  private drop(id: MessageId): void {
+    const body = this.bodies.get(id);
+    if (body === undefined) return;
+    this.bodies.delete(id);
+    this.held -= heldBytes(body);
+  }
+}
+
+/**
+ * What keeping `body` costs: its whole allocation, not only its bytes. A message received over SMTP is a view
+ * of a buffer with room in front and space after it (smtp/data.ts), which stays alive as long as the view does.
+ */
+function heldBytes(body: Buffer): number {
+  return Math.max(body.length, body.buffer.byteLength);
+}
+
+/** This process's hand-over: the queue's enqueue fills it after each commit, its claim side takes from it. */
+export const recentBodies: BodyHandoff = new RecentBodies();
