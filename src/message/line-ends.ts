@@ -10,26 +10,17 @@ const CR = 0x0d;
 const LF = 0x0a;
 const CRLF = Buffer.from("\r\n");
 
-/** A CR not followed by LF, or an LF not preceded by CR (JavaScriptCore's regexp engine finds the first CR or LF natively). */
-const BARE_LINE_END = /\r(?!\n)|(?<!\r)\n/;
-
-/** Bytes scanned as one latin1 string: bounds the string a large message costs while it is looked at. */
-const SCAN_WINDOW = 256 * 1024;
-
-/**
- * Index of the first bare CR or bare LF in `bytes`, or -1 when every line end is CRLF. One regexp search per
- * window instead of two `indexOf` calls per line: a 50 KiB message of 80-byte lines is looked at in about half
- * the time. A window is read with one byte either side, so a CRLF split across two windows is seen whole.
- */
+/** Index of the first bare CR or bare LF in `bytes`, or -1 when every line end is CRLF. */
 export function firstBareLineEnd(bytes: Buffer): number {
-  for (let start = 0; start < bytes.length; start += SCAN_WINDOW) {
-    const from = Math.max(0, start - 1);
-    const end = Math.min(bytes.length, start + SCAN_WINDOW + 1);
-    const m = BARE_LINE_END.exec(bytes.toString("latin1", from, end));
-    if (!m) continue;
-    const at = from + m.index;
-    // a CR on the extra byte after the window is decided by the next window, which sees what follows it
-    if (at < start + SCAN_WINDOW || end === bytes.length) return at;
+  for (let cr = bytes.indexOf(CR), lf = bytes.indexOf(LF); cr >= 0 || lf >= 0; ) {
+    if (cr >= 0 && (lf < 0 || cr < lf)) {
+      if (bytes[cr + 1] !== LF) return cr;
+      lf = bytes.indexOf(LF, cr + 2);
+      cr = bytes.indexOf(CR, cr + 2);
+    } else {
+      if (lf === 0 || bytes[lf - 1] !== CR) return lf;
+      lf = bytes.indexOf(LF, lf + 1);
+    }
   }
   return -1;
 }
@@ -71,9 +62,6 @@ export class LineEndWriter {
       if (chunk[0] === LF) i = 1; // the LF of a CRLF split between chunks
       else this.append(CRLF.subarray(1)); // the CR was bare: CRLF
     }
-    // the usual chunk has CRLF line ends only: one search, one copy
-    const rest = i === 0 ? chunk : chunk.subarray(i);
-    if (firstBareLineEnd(rest) < 0) return this.append(chunk); // (with the LF of a split CRLF: its CR is written)
     let run = 0;
     let cr = chunk.indexOf(CR, i);
     let lf = chunk.indexOf(LF, i);
