@@ -86,12 +86,20 @@ interface ClaimRow {
   next_attempt_at: number;
 }
 
+/** The columns stored before the body: read without walking the body's overflow pages, as later ones are. */
+interface MessageHead {
+  id: string;
+  user_id: number | null;
+  created_at: number;
+  envelope_from: string;
+  size: number;
+}
+
 interface MessageRow {
   id: string;
   user_id: number | null;
   envelope_from: string;
-  /** length(body): SQLite reads it from the record header, not the blob */
-  body_length: number;
+  body: Uint8Array;
   created_at: number;
   inline_css: number;
   track_clicks: number;
@@ -146,7 +154,7 @@ export class QueueClaimer {
   private recover: Statement;
   private nextDue: Statement<{ at: number }, []>;
   private message: Statement<MessageRow, [string]>;
-  private body: Statement<{ body: Uint8Array }, [string]>;
+  private messageHead: Statement<MessageHead, [string]>;
   private scanWindow: number;
   /** which side gets the odd row of an odd-sized claim; it alternates, so a claim of 1 at a time serves both */
   private oddToRetry = false;
@@ -187,10 +195,10 @@ export class QueueClaimer {
        WHERE status IN ('queued','deferred') ORDER BY next_attempt_at LIMIT 1`,
     );
     this.message = sqlite.query(
-      `SELECT id, user_id, envelope_from, length(body) AS body_length, created_at, inline_css, track_clicks, track_opens,
-         track_bounces, unsubscribe, message_id_header FROM messages WHERE id = ?`,
+      `SELECT id, user_id, envelope_from, body, created_at, inline_css, track_clicks, track_opens, track_bounces, unsubscribe,
+         message_id_header FROM messages WHERE id = ?`,
     );
-    this.body = sqlite.query("SELECT body FROM messages WHERE id = ?");
+    this.messageHead = sqlite.query("SELECT id, user_id, created_at, envelope_from, size FROM messages WHERE id = ?");
   }
 
   private side(index: string, status: Pending): Side {
@@ -381,15 +389,17 @@ export class QueueClaimer {
   }
 
   loadMessage(id: MessageId): StoredMessage | null {
-    const r = this.message.get(id);
-    // the body intake has just committed is handed over (queue/handoff.ts), else read back
-    const body = r && (recentBodies.take(id, r.body_length) ?? storedBodyOf(this.body.get(id)));
-    if (!r || !body) return null;
+    // a message intake has just committed is handed over (queue/handoff.ts): its body is not read back
+    const head = this.messageHead.get(id);
+    const handed = head && recentBodies.take(id, head.size);
+    if (handed) return { id, userId: head.user_id as UserId | null, envelopeFrom: head.envelope_from, createdAt: head.created_at, ...handed };
+    const r = head && this.message.get(id);
+    if (!r) return null;
     return {
       id: r.id as MessageId,
       userId: r.user_id as UserId | null,
       envelopeFrom: r.envelope_from,
-      body,
+      body: Buffer.from(r.body.buffer, r.body.byteOffset, r.body.byteLength),
       createdAt: r.created_at,
       options: {
         inlineCss: !!r.inline_css,
@@ -401,10 +411,6 @@ export class QueueClaimer {
       messageIdHeader: r.message_id_header,
     };
   }
-}
-
-function storedBodyOf(row: { body: Uint8Array } | null): Buffer | null {
-  return row ? Buffer.from(row.body.buffer, row.body.byteOffset, row.body.byteLength) : null;
 }
 
 interface Exclusion {

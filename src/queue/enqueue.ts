@@ -9,7 +9,7 @@ import type { EventLabels, EventRecorder } from "../events/record.ts";
 import { addressKey, domainOf } from "../mail/address.ts";
 import { newMessageId, newRecipientId, type MessageId, type RecipientId, type UserId } from "../mail/ids.ts";
 import type { HealthReporter } from "../observe/health.ts";
-import { recentBodies } from "./handoff.ts";
+import { handedOver, recentBodies } from "./handoff.ts";
 
 export type MessageSource = "smtp" | "api" | "dsn";
 
@@ -169,7 +169,7 @@ export class Enqueuer {
         batch.forEach((p, i) => {
           const r = results[i]!;
           if ("error" in r) p.reject(r.error);
-          else p.resolve((recentBodies.put(r.id, p.msg.body), r)); // committed: delivery may take the body (queue/handoff.ts)
+          else p.resolve((recentBodies.put(r.id, handedOver(p.msg, r)), r)); // committed: delivery may take it (queue/handoff.ts)
         });
         this.onCommitted?.();
       },

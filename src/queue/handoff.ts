@@ -12,19 +12,24 @@
  * from the intake thread by `postMessage({ id, body })`.
  */
 import type { MessageId } from "../mail/ids.ts";
+import type { StoredMessage } from "./claim.ts";
+import type { EnqueuedMessage, NewMessage } from "./enqueue.ts";
+
+/** What the store's row holds after its body (reading those columns walks the body's pages too), and the body. */
+export type HandedOver = Pick<StoredMessage, "body" | "options" | "messageIdHeader">;
 
 export interface BodyHandoff {
-  /** Offers the body of a message whose commit has returned (its bytes are not written to afterwards). */
-  put(id: MessageId, body: Buffer): void;
-  /** The body offered for `id`, when it is here and `storedLength` bytes long; it leaves the map either way. */
-  take(id: MessageId, storedLength: number): Buffer | undefined;
+  /** Offers a message whose commit has returned, as stored (its body's bytes are not written to afterwards). */
+  put(id: MessageId, message: HandedOver): void;
+  /** What was offered for `id`, when it is here and its body `storedLength` bytes long; it leaves the map either way. */
+  take(id: MessageId, storedLength: number): HandedOver | undefined;
 }
 
 /** Enough for the messages of a few claims in flight (a claim takes them within ~50 ms of their commit). */
 const DEFAULT_MAX_BYTES = 16 * 1024 * 1024;
 
 export class RecentBodies implements BodyHandoff {
-  private readonly bodies = new Map<MessageId, Buffer>();
+  private readonly bodies = new Map<MessageId, HandedOver>();
   private held = 0;
 
   constructor(readonly maxBytes = DEFAULT_MAX_BYTES) {}
@@ -38,30 +43,30 @@ export class RecentBodies implements BodyHandoff {
     return this.bodies.size;
   }
 
-  put(id: MessageId, body: Buffer): void {
+  put(id: MessageId, message: HandedOver): void {
     this.drop(id);
     // one body may not push out all the others (a message near the size limit is read from the store)
-    if (heldBytes(body) > this.maxBytes / 4) return;
-    this.bodies.set(id, body);
-    this.held += heldBytes(body);
+    if (heldBytes(message.body) > this.maxBytes / 4) return;
+    this.bodies.set(id, message);
+    this.held += heldBytes(message.body);
     for (const old of this.bodies.keys()) {
       if (this.held <= this.maxBytes) break;
       this.drop(old);
     }
   }
 
-  take(id: MessageId, storedLength: number): Buffer | undefined {
-    const body = this.bodies.get(id);
-    if (body === undefined) return undefined;
+  take(id: MessageId, storedLength: number): HandedOver | undefined {
+    const message = this.bodies.get(id);
+    if (message === undefined) return undefined;
     this.drop(id);
-    return body.length === storedLength ? body : undefined;
+    return message.body.length === storedLength ? message : undefined;
   }
 
   private drop(id: MessageId): void {
-    const body = this.bodies.get(id);
-    if (body === undefined) return;
+    const message = this.bodies.get(id);
+    if (message === undefined) return;
     this.bodies.delete(id);
-    this.held -= heldBytes(body);
+    this.held -= heldBytes(message.body);
   }
 }
 
@@ -75,3 +80,8 @@ function heldBytes(body: Buffer): number {
 
 /** This process's hand-over: the queue's enqueue fills it after each commit, its claim side takes from it. */
 export const recentBodies: BodyHandoff = new RecentBodies();
+
+/** A committed message as delivery loads it (the row holds these values as written). */
+export function handedOver(msg: Pick<NewMessage, "body" | "options">, stored: Pick<EnqueuedMessage, "messageIdHeader">): HandedOver {
+  return { body: msg.body, options: msg.options, messageIdHeader: stored.messageIdHeader };
+}
