@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { has8bit, headerHas8bit, localReply, nonAscii, outcomeOf, parseReply } from "./attempt.ts";
+import { has8bit, headerHas8bit, localReply, nonAscii, outcomeOf, parseReply, stuffDots } from "./attempt.ts";
 
 describe("parseReply and outcomeOf", () => {
   test.each([
@@ -48,5 +48,20 @@ describe("what a message needs from the server", () => {
   test("nonAscii spots internationalised addresses", () => {
     expect(nonAscii("a@x.test")).toBe(false);
     expect(nonAscii("j\u00f6rg@x.test")).toBe(true);
+  });
+});
+
+describe("stuffDots (RFC 5321 §4.5.2)", () => {
+  test("a dot opening a line gets a second one; the message's first byte counts as a line start", () => {
+    const stuffed = (s: string, atLineStart = true) => stuffDots(Buffer.from(s), atLineStart).toString();
+    expect(stuffed(".a\r\nb.\r\n.\r\n..c\r\n")).toBe("..a\r\nb.\r\n..\r\n...c\r\n");
+    expect(stuffed(".\r\n.\r\n")).toBe("..\r\n..\r\n");
+    expect(stuffed(".a\r\n", false)).toBe(".a\r\n");
+    expect(stuffed("x\r\n.")).toBe("x\r\n..");
+  });
+
+  test("a body with no line opening with a dot is returned as it is, not copied", () => {
+    const body = Buffer.from("Subject: x\r\n\r\na. b.\r\n".repeat(1000));
+    expect(stuffDots(body, true)).toBe(body);
   });
 });

@@ -71,6 +71,34 @@ async function sendOnce(script: FakeMxScript, to: string[]) {
   return results;
 }
 
+describe("large bodies on the wire", () => {
+  /** 50 KiB and more: dotted lines, a lone dot, a body and a line opening with dots. */
+  const dotted = (lineEnd: string) =>
+    `Subject: big\r\n\r\n.first line opens with a dot${lineEnd}` +
+    Array.from({ length: 4000 }, (_, i) => (i % 3 === 0 ? `.line ${i}${lineEnd}` : i % 7 === 0 ? `.${lineEnd}..${lineEnd}` : `line ${i} of text${lineEnd}`)).join("");
+
+  async function deliver(body: Buffer): Promise<Buffer> {
+    const s = await mx("127.0.0.2");
+    const conn = await transport(s.port).connect(dest(["mx1.x.test"]));
+    const results = await conn.send({ ...message(["a@x.test"]), body });
+    await conn.close();
+    expect(results.map((r) => r.outcome)).toEqual(["delivered"]);
+    return s.messages[0]!.raw;
+  }
+
+  test("a body in CRLF with dots at line starts arrives byte for byte", async () => {
+    const body = Buffer.from(dotted("\r\n"));
+    expect(body.length).toBeGreaterThan(50 * 1024);
+    expect((await deliver(body)).equals(body)).toBe(true);
+  });
+
+  test("a body with bare LFs and bare CRs among dotted lines arrives with CRLF line ends, every other byte as it was", async () => {
+    const body = Buffer.from(dotted("\n") + "a bare CR\r.dot after it\r\n" + dotted("\r").slice(20) + "end\r\n", "latin1");
+    const want = Buffer.from(body.toString("latin1").replace(/\r\n|\r|\n/g, "\r\n"), "latin1");
+    expect((await deliver(body)).equals(want)).toBe(true);
+  });
+});
+
 describe("SmtpTransport", () => {
   test("delivers one message to all recipients in one transaction and reports each one", async () => {
     const s = await mx("127.0.0.2");

@@ -65,3 +65,29 @@ test("a writer that outgrows its start grows once to growTo, keeping its room an
   expect(out.byteOffset - Buffer.from(out.buffer).byteOffset).toBeGreaterThanOrEqual(64);
   expect(out.buffer.byteLength).toBeGreaterThanOrEqual(64 + 10_000);
 });
+
+/** How many Buffer searches `fn` makes (the line-end scan is indexOf calls). */
+function searchesIn(fn: () => void): number {
+  const indexOf = Buffer.prototype.indexOf;
+  let searches = 0;
+  Buffer.prototype.indexOf = function (this: Buffer, ...args: Parameters<Buffer["indexOf"]>) {
+    searches++;
+    return indexOf.apply(this, args);
+  };
+  try {
+    fn();
+  } finally {
+    Buffer.prototype.indexOf = indexOf;
+  }
+  return searches;
+}
+
+test("a LineEndWriter's output is taken by toCrlf as it is, without a second scan (intake's check of SMTP mail)", () => {
+  const w = new LineEndWriter(64 * 1024, 16);
+  for (let i = 0; i < 500; i++) w.write(Buffer.from(`line ${i}\n`));
+  const out = w.finish();
+  expect(searchesIn(() => expect(toCrlf(out)).toBe(out))).toBe(0);
+  // the same bytes in a Buffer no writer made are looked at
+  const copy = Buffer.from(out);
+  expect(searchesIn(() => expect(toCrlf(copy)).toBe(copy))).toBeGreaterThan(0);
+});

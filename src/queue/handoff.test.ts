@@ -1,0 +1,117 @@
+import { afterEach, beforeEach, expect, test } from "bun:test";
+import { join } from "node:path";
+import { openStore, type Store } from "../db/client.ts";
+import { EventRecorder } from "../events/record.ts";
+import type { MessageId } from "../mail/ids.ts";
+import { tempDir } from "../../test/helpers/harness.ts";
+import { QueueClaimer } from "./claim.ts";
+import { Enqueuer, type MessageOptions } from "./enqueue.ts";
+import { RecentBodies, type HandedOver } from "./handoff.ts";
+
+const OFF: MessageOptions = { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false };
+
+let dir: ReturnType<typeof tempDir>;
+let store: Store;
+let enqueuer: Enqueuer;
+let claimer: QueueClaimer;
+
+beforeEach(() => {
+  dir = tempDir();
+  store = openStore(join(dir.path, "outpost.db"));
+  enqueuer = new Enqueuer(store.sqlite, new EventRecorder(store.sqlite));
+  claimer = new QueueClaimer(store.sqlite);
+});
+
+afterEach(() => {
+  store.close();
+  dir.cleanup();
+});
+
+/** A 50 KiB message with dotted lines, as intake stores it. */
+function largeBody(): Buffer {
+  return Buffer.from("Subject: big\r\nMessage-ID: <big@example.org>\r\n\r\n" + ".a dotted line\r\n".repeat(3200));
+}
+
+function enqueue(body: Buffer, options = OFF) {
+  return enqueuer.enqueue({
+    userId: null,
+    envelopeFrom: "sender@example.org",
+    recipients: ["a@one.test"],
+    suppressed: new Set(),
+    body,
+    subject: "big",
+    messageIdHeader: "<big@example.org>",
+    source: "smtp",
+    options,
+  });
+}
+
+function handed(bytes: number): HandedOver {
+  return { body: Buffer.alloc(bytes), options: OFF, messageIdHeader: null };
+}
+
+test("delivery loads a message just committed with the very body intake stored, not a copy read back", async () => {
+  const body = largeBody();
+  const options = { ...OFF, trackBounces: true };
+  const queued = await enqueue(body, options);
+  const msg = claimer.loadMessage(queued.id)!;
+  expect(msg.body).toBe(body);
+  // the rest as the row holds it
+  expect(msg).toMatchObject({ id: queued.id, envelopeFrom: "sender@example.org", options, messageIdHeader: "<big@example.org>", userId: null });
+  expect(msg.createdAt).toBeGreaterThan(0);
+});
+
+test("a message not in the hand-over (taken already) is read from the store, byte for byte", async () => {
+  const body = largeBody();
+  const queued = await enqueue(body);
+  const first = claimer.loadMessage(queued.id)!;
+  const second = claimer.loadMessage(queued.id)!;
+  expect(second.body).not.toBe(first.body);
+  expect(second.body.equals(body)).toBe(true);
+  expect(second).toEqual({ ...first, body: second.body });
+});
+
+test("a stored body that is not the one handed over is read from the store, never taken stale", async () => {
+  const queued = await enqueue(largeBody());
+  const changed = Buffer.from("Subject: other\r\n\r\nnot the same length\r\n");
+  store.sqlite.run("UPDATE messages SET body = ?, size = ? WHERE id = ?", [changed, changed.length, queued.id]);
+  expect(claimer.loadMessage(queued.id)!.body.equals(changed)).toBe(true);
+});
+
+test("a message deleted after its commit is not loaded from the hand-over", async () => {
+  const queued = await enqueue(largeBody());
+  store.sqlite.run("DELETE FROM messages WHERE id = ?", [queued.id]);
+  expect(claimer.loadMessage(queued.id)).toBeNull();
+});
+
+test("the hand-over is bounded in bytes: the oldest bodies leave first, and one body may not take more than a quarter", () => {
+  const map = new RecentBodies(4096);
+  const id = (n: number) => `m${n}` as MessageId;
+  for (let n = 1; n <= 5; n++) map.put(id(n), handed(1000));
+  expect(map.bytes).toBeLessThanOrEqual(4096);
+  expect(map.size).toBe(4);
+  expect(map.take(id(1), 1000)).toBeUndefined();
+  expect(map.take(id(5), 1000)?.body.length).toBe(1000);
+  map.put(id(6), handed(1025));
+  expect(map.take(id(6), 1025)).toBeUndefined();
+});
+
+test("the hand-over counts a body by the allocation it keeps alive, not by its own length", () => {
+  const map = new RecentBodies(1_000_000);
+  const received = Buffer.alloc(72 * 1024).subarray(8192, 8192 + 100);
+  map.put("m1" as MessageId, { body: received, options: OFF, messageIdHeader: null });
+  expect(map.bytes).toBe(72 * 1024);
+  expect(map.take("m1" as MessageId, 100)!.body).toBe(received);
+  expect(map.bytes).toBe(0);
+});
+
+test("a body is taken once, and only with the stored length", () => {
+  const map = new RecentBodies();
+  map.put("m1" as MessageId, handed(10));
+  expect(map.take("m1" as MessageId, 11)).toBeUndefined();
+  expect(map.take("m1" as MessageId, 10)).toBeUndefined();
+  map.put("m2" as MessageId, handed(10));
+  expect(map.take("m2" as MessageId, 10)).toBeDefined();
+  expect(map.take("m2" as MessageId, 10)).toBeUndefined();
+  expect(map.size).toBe(0);
+});
