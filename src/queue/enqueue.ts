@@ -163,13 +163,15 @@ export class Enqueuer {
       return;
     }
     const results = commit.value;
+    // committed (a claim may see it before the sync ends): delivery may take the body instead of reading it back
+    results.forEach((r, i) => "error" in r || recentBodies.put(r.id, handedOver(batch[i]!.msg, r)));
     // the answer (250 / 202) waits for the disk: the sync runs off this thread, other work goes on meanwhile
     commit.durable.then(
       () => {
         batch.forEach((p, i) => {
           const r = results[i]!;
           if ("error" in r) p.reject(r.error);
-          else p.resolve((recentBodies.put(r.id, handedOver(p.msg, r)), r)); // committed: delivery may take it (queue/handoff.ts)
+          else p.resolve(r);
         });
         this.onCommitted?.();
       },
