@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { addHeader, headerValue, joinMessage, normalizeLineEndings, receivedField, removeHeaders, rfc5322Date, splitAtHeaderEnd, splitMessage } from "./headers.ts";
+import { addHeader, countHeaders, headerValue, joinMessage, normalizeLineEndings, receivedField, removeHeaders, rfc5322Date, splitAtHeaderEnd, splitMessage } from "./headers.ts";
 
 const MSG = Buffer.from("From: a@x.test\r\nSubject: hello\r\n  world\r\nX-Keep: 1\r\n\r\nbody line\r\n.dot\r\n");
 
@@ -10,6 +10,15 @@ describe("header block editing", () => {
 
   test("a folded header is read unfolded", () => {
     expect(headerValue(splitMessage(MSG), "subject")).toBe("hello  world");
+  });
+
+  test("a value's 8-bit bytes are read as UTF-8, a plain ASCII value as it is; fields are counted case-insensitively", () => {
+    const m = splitMessage(Buffer.from("Subject: Gr\xc3\xbc\xc3\x9fe\r\nTo: a@x.test\r\nto: b@x.test\r\nX-Bad: \xff\r\n\r\n", "latin1"));
+    expect(headerValue(m, "Subject")).toBe("Grüße");
+    expect(headerValue(m, "TO")).toBe("a@x.test");
+    expect(headerValue(m, "x-bad")).toBe("\ufffd");
+    expect(countHeaders(m, "To")).toBe(2);
+    expect(countHeaders(m, "Cc")).toBe(0);
   });
 
   test("removing and adding headers leaves the body byte for byte", () => {

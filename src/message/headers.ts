@@ -111,15 +111,19 @@ export function headerValue(m: SplitMessage, name: string): string | null {
   return h ? fieldValue(h) : null;
 }
 
+const NON_ASCII = /[^\x00-\x7f]/;
+
 /** A field's value, unfolded and trimmed, its bytes read as UTF-8. */
 export function fieldValue(h: HeaderField): string {
   const value = h.raw.slice(h.raw.indexOf(":") + 1).replace(/\r\n/g, "").trim();
-  return Buffer.from(value, "latin1").toString("utf8");
+  return NON_ASCII.test(value) ? Buffer.from(value, "latin1").toString("utf8") : value;
 }
 
 export function countHeaders(m: SplitMessage, name: string): number {
   const lower = name.toLowerCase();
-  return m.headers.filter((f) => f.key === lower).length;
+  let count = 0;
+  for (const f of m.headers) if (f.key === lower) count++;
+  return count;
 }
 
 /** Removes every field with one of these names (case-insensitive). */

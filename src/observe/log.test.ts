@@ -14,6 +14,20 @@ test("writes one JSON line per event with time, level and event name, dropping l
   expect(JSON.parse(lines[1]!).error).toEqual({ name: "Error", message: "boom" });
 });
 
+test("errors and bigints are written readably wherever they are in the fields, and plain values as JSON has them", () => {
+  const lines: string[] = [];
+  const log = createLogger("info", (l) => lines.push(l));
+  log.info("plain", { n: 1, s: "x", b: false, nil: null, gone: undefined, nan: Number.NaN, list: ["a", 2, null] });
+  log.info("big", { id: 12345678901234567890n, list: [1n] });
+  log.warn("nested", { cause: { error: new TypeError("inner") }, errors: [new Error("a")], at: new Date(0) });
+  expect(lines.map((l) => JSON.parse(l) as Record<string, unknown>)).toMatchObject([
+    { event: "plain", n: 1, s: "x", b: false, nil: null, nan: null, list: ["a", 2, null] },
+    { event: "big", id: "12345678901234567890", list: ["1"] },
+    { event: "nested", cause: { error: { name: "TypeError", message: "inner" } }, errors: [{ name: "Error", message: "a" }], at: "1970-01-01T00:00:00.000Z" },
+  ]);
+  expect("gone" in JSON.parse(lines[0]!)).toBe(false);
+});
+
 test("OUTPOST_LOG sets the level when none is given", () => {
   const saved = process.env.OUTPOST_LOG;
   process.env.OUTPOST_LOG = "debug";

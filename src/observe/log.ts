@@ -48,9 +48,25 @@ export function createLogger(level?: LogLevel, write: (line: string) => void = s
   const min = ORDER[level ?? (isLevel(env) ? env : "info")];
   const emit = (lvl: LogLevel) => (event: string, fields: LogFields = {}) => {
     if (ORDER[lvl] < min) return;
-    write(JSON.stringify({ time: new Date().toISOString(), level: lvl, event, ...fields }, errorReplacer));
+    const line = { time: new Date().toISOString(), level: lvl, event, ...fields };
+    // a replacer costs a call per value: ~6× the time of the whole line without one
+    write(needsReplacer(fields) ? JSON.stringify(line, errorReplacer) : JSON.stringify(line));
   };
   return { debug: emit("debug"), info: emit("info"), warn: emit("warn"), error: emit("error") };
+}
+
+const isPrimitive = (v: unknown): boolean => v === null || (typeof v !== "object" && typeof v !== "bigint");
+
+/**
+ * Could errorReplacer change how these fields are written? Yes for a bigint, and for any object but an array of
+ * primitives (an Error may be inside; such fields are not searched further, they just take the replacer).
+ */
+function needsReplacer(fields: LogFields): boolean {
+  for (const key in fields) {
+    const value = fields[key];
+    if (!isPrimitive(value) && !(Array.isArray(value) && value.every(isPrimitive))) return true;
+  }
+  return false;
 }
 
 function errorReplacer(_key: string, value: unknown): unknown {
