@@ -1,12 +1,13 @@
 /**
  * @module intake/accept — the one door into the queue (SMTP, REST API, and DSNs we generate):
- * policy → suppression → prepare → hop limit → CSS inlining → durable enqueue. Resolves only after the commit.
+ * policy → prepare → hop limit → CSS inlining → durable enqueue, which reads the suppression list inside its
+ * transaction. Resolves only after the commit.
  */
 import type { Store } from "../db/client.ts";
 import type { TrackingConfig } from "../config/schema.ts";
 import { addressKey, canonicalAddress, parseAddress } from "../mail/address.ts";
 import type { UserId } from "../mail/ids.ts";
-import { suppressedAmong } from "../suppression/list.ts";
+import { suppressedWhenAsked } from "../suppression/list.ts";
 import { inlineCssInMessage } from "../message/inline-css.ts";
 import { Metrics } from "../observe/metrics.ts";
 import type { Logger } from "../observe/log.ts";
@@ -191,7 +192,8 @@ export class Intake {
       userId: sub.userId,
       envelopeFrom,
       recipients,
-      suppressed: suppressedAmong(store.db, sub.userId, recipients),
+      // read by the enqueuer inside the transaction that stores the message
+      suppressed: suppressedWhenAsked(store.db, sub.userId, recipients),
       body: prepared.body,
       subject: prepared.subject,
       messageIdHeader: prepared.messageIdHeader,

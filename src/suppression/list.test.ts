@@ -1,7 +1,7 @@
 import { expect, test } from "bun:test";
 import type { UserId } from "../mail/ids.ts";
 import { storeEachTest } from "../../test/helpers/harness.ts";
-import { addSuppression, listAllSuppressions, removeSuppression, suppressedAmong, SuppressionWriter } from "./list.ts";
+import { addSuppression, listAllSuppressions, removeSuppression, suppressedAmong, suppressedWhenAsked, SuppressionWriter } from "./list.ts";
 
 const store = storeEachTest();
 const ann = 1 as UserId;
@@ -34,4 +34,15 @@ test("a complaint takes the place of a weaker reason, never the other way round"
   expect(w.add(ann, "a@example.org", "complaint", 2)).toBe(true);
   expect(w.add(ann, "a@example.org", "hard_bounce", 3)).toBe(false);
   expect(listAllSuppressions(store().db)).toEqual([{ owner: ann, address: "a@example.org", reason: "complaint", createdAt: 1 }]);
+});
+
+test("suppressedWhenAsked reads the list when first asked, not when made, and answers like suppressedAmong", () => {
+  const asked = ["Late@Example.org", "kept@example.org"];
+  const set = suppressedWhenAsked(store().db, ann, asked);
+  addSuppression(store().db, ann, "late@example.org", "manual");
+  expect(set.has("late@example.org")).toBe(true);
+  expect(set.has("kept@example.org")).toBe(false);
+  expect(set.size).toBe(1);
+  expect([...set]).toEqual([...suppressedAmong(store().db, ann, asked)]);
+  expect(suppressedWhenAsked(store().db, bob, asked).size).toBe(0);
 });

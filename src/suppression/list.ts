@@ -107,6 +107,69 @@ export function suppressedAmong(db: Db, owner: SuppressionOwner, addresses: read
 }
 
 /**
+ * `suppressedAmong`, read when first asked rather than now. Intake hands it to the enqueuer, which asks inside the
+ * transaction that stores the message: the read then joins that transaction instead of opening a read transaction
+ * of its own (in WAL mode most of a lookup's cost), and sees the list as it stands when the message is stored.
+ */
+export function suppressedWhenAsked(db: Db, owner: SuppressionOwner, addresses: readonly string[]): ReadonlySet<string> {
+  return new SetWhenAsked(() => suppressedAmong(db, owner, addresses));
+}
+
+/** A set read on first use, then kept. */
+class SetWhenAsked implements ReadonlySet<string> {
+  private set: Set<string> | undefined;
+
+  constructor(private read: () => Set<string>) {}
+
+  private get loaded(): Set<string> {
+    return (this.set ??= this.read());
+  }
+
+  has(key: string) {
+    return this.loaded.has(key);
+  }
+  get size() {
+    return this.loaded.size;
+  }
+  forEach(fn: (value: string, key: string, set: ReadonlySet<string>) => void, thisArg?: unknown) {
+    for (const v of this.loaded) fn.call(thisArg, v, v, this);
+  }
+  entries() {
+    return this.loaded.entries();
+  }
+  keys() {
+    return this.loaded.keys();
+  }
+  values() {
+    return this.loaded.values();
+  }
+  [Symbol.iterator]() {
+    return this.loaded[Symbol.iterator]();
+  }
+  union<U>(other: ReadonlySetLike<U>) {
+    return this.loaded.union(other);
+  }
+  intersection<U>(other: ReadonlySetLike<U>) {
+    return this.loaded.intersection(other);
+  }
+  difference<U>(other: ReadonlySetLike<U>) {
+    return this.loaded.difference(other);
+  }
+  symmetricDifference<U>(other: ReadonlySetLike<U>) {
+    return this.loaded.symmetricDifference(other);
+  }
+  isSubsetOf(other: ReadonlySetLike<unknown>) {
+    return this.loaded.isSubsetOf(other);
+  }
+  isSupersetOf(other: ReadonlySetLike<unknown>) {
+    return this.loaded.isSupersetOf(other);
+  }
+  isDisjointFrom(other: ReadonlySetLike<unknown>) {
+    return this.loaded.isDisjointFrom(other);
+  }
+}
+
+/**
  * Adds addresses on a raw connection, inside the caller's transaction: delivery's settle and bounce intake, so
  * the bounce or complaint that proved an address bad and its place on the list commit together.
  */

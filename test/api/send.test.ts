@@ -105,6 +105,16 @@ describe("POST /v1/send with a MIME body", () => {
     expect(s.recipients.map((r) => r.status)).toEqual(["suppressed", "queued"]);
   });
 
+  test("a suppression added or removed takes effect on the very next send", async () => {
+    const send = async () =>
+      (await sent(await f.call("POST", "/v1/send", { envelope: "ann@example.com", recipient: "flip@example.org", body: MIME }))).recipients[0]!.status;
+    expect(await send()).toBe("queued");
+    expect((await f.call("POST", "/v1/suppressions", { address: "flip@example.org" })).status).toBe(201);
+    expect(await send()).toBe("suppressed");
+    expect((await f.call("DELETE", "/v1/suppressions/flip@example.org")).status).toBeLessThan(300);
+    expect(await send()).toBe("queued");
+  });
+
   test("bare LF line ends are stored as CRLF, as over SMTP", async () => {
     const s = await sent(await f.call("POST", "/v1/send", { envelope: "ann@example.com", recipient: "b@example.org", body: "Subject: lf\nFrom: a@example.com\n\nline1\nline2\r.\n" }));
     const stored = storedBody(f.rt, s.id);
