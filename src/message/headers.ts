@@ -132,13 +132,11 @@ export function removeHeaders(m: SplitMessage, names: string[]): SplitMessage {
   return { headers: m.headers.filter((h) => !drop.has(h.key)), body: m.body };
 }
 
-const ASCII = /^[\x00-\x7f]*$/;
-
 /** Appends a field at the end of the header block (value must already be RFC 5322-safe). */
 export function addHeader(m: SplitMessage, name: string, value: string, atTop = false): SplitMessage {
   const text = `${name}: ${value}\r\n`;
   // the block is kept one character per byte: UTF-8 is spelled out byte by byte, ASCII (most fields) is already so
-  const field = { name, key: name.toLowerCase(), raw: ASCII.test(text) ? text : Buffer.from(text, "utf8").toString("latin1") };
+  const field = { name, key: name.toLowerCase(), raw: NON_ASCII.test(text) ? Buffer.from(text, "utf8").toString("latin1") : text };
   return { headers: atTop ? [field, ...m.headers] : [...m.headers, field], body: m.body };
 }
 
