@@ -10,8 +10,9 @@
  * - At most `window` leased recipients live in memory, however big the queue is.
  * - A destination that must wait (back-off, dead, its next rate token far away) hands its recipients back, in one
  *   statement, for the time it can take mail again, and its domains are left out of claims until then: it never
- *   holds up mail for other destinations, and costs one check per claim, not a walk over its recipients. Deferred mail never slows new
- *   mail: each claim is split between first attempts and retries, each side oldest first (queue/claim.ts).
+ *   holds up mail for other destinations, and costs one check per claim, not a walk over its recipients.
+ *   Deferred mail never slows new mail: each claim is split between first attempts and retries, each side oldest
+ *   first (queue/claim.ts).
  *   New mail never starves retries either: at each destination retries and first attempts wait in two lanes
  *   served in turn (lanes.ts), and a lane full of one kind keeps only that kind out of claims.
  * - Leases expire on their own (kill -9 leaves rows claimable once `leaseMs` has passed, and a restart frees
