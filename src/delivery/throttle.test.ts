@@ -202,6 +202,19 @@ describe("throttle", () => {
     expect(acquireAll(th, "mx.a").length).toBe(5);
   });
 
+  test("connections that fail together make one dead period; only a failed probe doubles it", () => {
+    const { c, th } = setup({ deadAfter: 3, deadMs: 5_000 });
+    const leases = acquireAll(th, "mx.a", { maxConnections: 50, rate: null });
+    expect(leases.length).toBe(50);
+    for (const l of leases) th.release(l, "failure");
+    const dead = th.snapshot().destinations.find((d) => d.key === "mx.a")!;
+    expect(dead.deadUntil).toBe(c.now() + 5_000);
+    c.advance(5_001);
+    const probe = th.tryAcquire("mx.a", five) as Lease;
+    th.release(probe, "failure");
+    expect(th.snapshot().destinations.find((d) => d.key === "mx.a")!.deadUntil).toBe(c.now() + 10_000);
+  });
+
   test("a failure on a connection that already delivered does not count toward death", () => {
     const { th } = setup();
     for (let i = 0; i < 5; i++) {

@@ -48,6 +48,8 @@ export interface Lease {
   readonly key: string;
   /** set once the server gave any normal conversation on this lease */
   sawOk: boolean;
+  /** the one connection let through to a dead destination when its dead period is over */
+  readonly probe?: boolean;
   released: boolean;
 }
 
@@ -145,8 +147,9 @@ export class Throttle {
     if (this.inUseTotal >= this.o.concurrency) return { waitUntil: now + 1_000, reason: "global" };
     s.inUse++;
     this.inUseTotal++;
-    if (s.deadUntil > 0) s.probing = true;
-    return { key, sawOk: false, released: false };
+    if (s.deadUntil === 0) return { key, sawOk: false, released: false };
+    s.probing = true;
+    return { key, sawOk: false, released: false, probe: true };
   }
 
   /** Takes one rate token for one message on `lease`, or says when one will be there. */
@@ -189,9 +192,9 @@ export class Throttle {
     // a connection that never had a normal conversation counts toward dead-destination detection
     if (!lease.sawOk && signal && signal !== "ok") {
       if (reason) s.lastFailure = reason;
-      this.connectFailed(s);
+      this.connectFailed(s, lease.probe === true);
     }
-    if (s.probing) s.probing = false;
+    if (lease.probe) s.probing = false;
     this.reap(s);
   }
 
@@ -285,11 +288,15 @@ export class Throttle {
     s.deadMs = this.o.deadMs;
   }
 
-  private connectFailed(s: State): void {
+  /**
+   * A failed probe keeps the destination dead for twice as long; connections opened before it was found dead
+   * (fifty failing together) leave its dead time as it is, instead of doubling it once each.
+   */
+  private connectFailed(s: State, probe: boolean): void {
     const now = this.now();
     s.consecutiveFailures++;
     if (s.deadUntil > 0) {
-      // a failed probe: stay dead, longer
+      if (!probe) return;
       s.deadMs = Math.min(this.o.deadMaxMs, s.deadMs * 2);
       s.deadUntil = now + s.deadMs;
     } else if (s.consecutiveFailures >= this.o.deadAfter) {
