@@ -68,7 +68,7 @@ def query(db, sql):
         con.close()
 
 
-def phase(a, kind, template, out):
+def phase(a, kind, template, out, root):
     work = tempfile.mkdtemp(prefix="outpost-backlog-", dir="/var/tmp")
     data = os.path.join(work, "data")
     os.makedirs(data, mode=0o700)
@@ -79,12 +79,14 @@ def phase(a, kind, template, out):
     with open(cfg, "w") as f:
         f.write(CONFIG.format(data=data, smtp=SMTP_PORT, sink=SINK, slow=SLOW, dead=DEAD, probe=PROBE))
     start_ms = int(time.time() * 1000) + 1500
-    subprocess.run(["bun", os.path.join(HERE, "seed.ts"), "healthy", db, str(start_ms)], check=True, cwd=a.root)
+    subprocess.run(["bun", os.path.join(HERE, "seed.ts"), "healthy", db, str(start_ms)], check=True, cwd=root)
     load = os.getloadavg()
     log = open(os.path.join(work, "outpost.log"), "w")
     t0 = time.time()
-    p = subprocess.Popen(["bun", "src/main.ts", "serve", "--config", cfg], cwd=a.root, stdout=log, stderr=subprocess.STDOUT)
+    p = subprocess.Popen(["bun", "src/main.ts", "serve", "--config", cfg], cwd=root, stdout=log, stderr=subprocess.STDOUT)
     rec = {"kind": kind, "backlog": a.backlog if kind == "backlog" else 0, "load_before": [round(x, 2) for x in load]}
+    if a.before:
+        rec["root"] = "before" if root == a.before else "after"
     try:
         while not listening(SMTP_PORT):
             if p.poll() is not None or time.time() - t0 > 120:
@@ -143,6 +145,8 @@ def main():
     ap.add_argument("--backlog", type=int, default=1_000_000)
     ap.add_argument("--root", default=os.path.abspath(os.path.join(HERE, "..", "..")), help="the outpost checkout to run")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--before", help="another checkout (the code before): each pair runs --root's phases, then its own, "
+                    "so both see the same machine; lines carry root = after/before")
     ap.add_argument("--later", action="store_true", help="the backlog all due in 8 hours: only its size costs")
     ap.add_argument("--keep", action="store_true", help="keep each phase's directory (logs, database)")
     a = ap.parse_args()
@@ -155,8 +159,9 @@ def main():
         subprocess.run(["bun", os.path.join(HERE, "seed.ts"), "backlog", template, str(a.backlog)] + later, check=True, cwd=a.root)
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
         for _ in range(a.pairs):
-            for kind in ("empty", "backlog"):
-                phase(a, kind, template, a.out)
+            for root in [a.root] + ([a.before] if a.before else []):
+                for kind in ("empty", "backlog"):
+                    phase(a, kind, template, a.out, root)
     finally:
         for s in sinks:
             s.terminate()

@@ -11,8 +11,14 @@ def fmt(xs):
     return f"{statistics.median(xs):g} [{min(xs):g}–{max(xs):g}]"
 
 
-for path in sys.argv[1:]:
+def groups(path):
     recs = [json.loads(l) for l in open(path) if l.strip()]
+    roots = sorted({r.get("root") for r in recs}, key=lambda r: r != "before")
+    for root in roots:
+        yield (path if root is None else f"{path} ({root})"), [r for r in recs if r.get("root") == root]
+
+
+for path, recs in (g for p in sys.argv[1:] for g in groups(p)):
     print(f"\n{path}: {len(recs)} phases")
     print("| queue | n | end-to-end msgs/s | CPU ms/msg | machine busy % | RSS idle MiB | RSS peak MiB | to listening s | to first delivery s | retry wait s (max of 10) | load before |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
