@@ -15,11 +15,13 @@
  * The library's DataStream looks at every byte of a message in JavaScript (to stuff dots and fix line ends), the
  * costliest pass over a large body on its way out. A body whose line ends are all CRLF already (every stored
  * body: intake makes them so) needs only its dots stuffed, which a native search does (stuffDots); a session
- * gets that shortcut from fastDataStream, and anything else still goes through the library's own pass.
+ * gets that shortcut from fastDataStream, and anything else still goes through the library's own pass. A body
+ * intake has just stored and handed over is known to be in CRLF (message/line-ends isKnownCrlf) and is not
+ * looked at for it again; any other is checked with one native search per line.
  */
 import { isAscii } from "node:buffer";
 import type SMTPConnection from "nodemailer/lib/smtp-connection";
-import { firstBareLineEnd } from "../message/line-ends.ts";
+import { firstBareLineEnd, isKnownCrlf } from "../message/line-ends.ts";
 import { classifyReply, enhancedFor } from "./classify.ts";
 import type { OutboundMessage, Outcome, RecipientResult } from "./types.ts";
 
@@ -250,7 +252,8 @@ export function fastDataStream(conn: SMTPConnection): void {
 /** DataStream's _transform for a chunk in CRLF: dots stuffed natively; any other chunk takes the library's way. */
 function crlfTransform(this: DataStreamState, chunk: Buffer | string, encoding: string, done: () => void): void {
   // a CR ending the previous chunk is decided by this one's first byte: the library's way
-  if (typeof chunk === "string" || chunk.length === 0 || this.lastByte === CR || firstBareLineEnd(chunk) >= 0) {
+  const crlf = typeof chunk !== "string" && chunk.length > 0 && this.lastByte !== CR && (isKnownCrlf(chunk) || firstBareLineEnd(chunk) < 0);
+  if (!crlf) {
     return Object.getPrototypeOf(this)._transform.call(this, chunk, encoding, done);
   }
   const out = stuffDots(chunk, this.lastByte === false || this.lastByte === LF);

@@ -4,6 +4,7 @@ import { createServer, isIP, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { newMessageId, newRecipientId } from "../mail/ids.ts";
+import { LineEndWriter } from "../message/line-ends.ts";
 import { silentLogger } from "../observe/log.ts";
 import { startFakeMx, type FakeMx, type FakeMxScript } from "../../test/helpers/fake-mx.ts";
 import { startDnsServer } from "../../test/helpers/dns-server.ts";
@@ -90,6 +91,24 @@ describe("large bodies on the wire", () => {
     const body = Buffer.from(dotted("\r\n"));
     expect(body.length).toBeGreaterThan(50 * 1024);
     expect((await deliver(body)).equals(body)).toBe(true);
+  });
+
+  test("a body intake made CRLF is sent without being searched for bare line ends again, byte for byte", async () => {
+    const w = new LineEndWriter(64 * 1024);
+    w.write(Buffer.from(dotted("\n")));
+    const body = w.finish();
+    const indexOf = Buffer.prototype.indexOf;
+    let lineEndSearches = 0;
+    Buffer.prototype.indexOf = function (this: Buffer, ...args: Parameters<Buffer["indexOf"]>) {
+      if (this === body && typeof args[0] === "number") lineEndSearches++;
+      return indexOf.apply(this, args);
+    };
+    try {
+      expect((await deliver(body)).equals(body)).toBe(true);
+    } finally {
+      Buffer.prototype.indexOf = indexOf;
+    }
+    expect(lineEndSearches).toBe(0);
   });
 
   test("a body with bare LFs and bare CRs among dotted lines arrives with CRLF line ends, every other byte as it was", async () => {

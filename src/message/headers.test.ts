@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { addHeader, countHeaders, headerValue, joinMessage, normalizeLineEndings, receivedField, removeHeaders, rfc5322Date, splitAtHeaderEnd, splitMessage } from "./headers.ts";
+import { addHeader, countHeaders, headerValue, joinInPlace, joinMessage, normalizeLineEndings, receivedField, removeHeaders, rfc5322Date, splitAtHeaderEnd, splitMessage } from "./headers.ts";
+import { isKnownCrlf, LineEndWriter } from "./line-ends.ts";
 
 const MSG = Buffer.from("From: a@x.test\r\nSubject: hello\r\n  world\r\nX-Keep: 1\r\n\r\nbody line\r\n.dot\r\n");
 
@@ -116,5 +117,33 @@ describe("trace and date fields", () => {
     expect(receivedField({ from: null, by: "mx.test", with: "HTTP", at }).toString()).toBe(
       "Received: by mx.test (outpost) with HTTP;\r\n\tWed, 25 Nov 2026 12:00:00 +0000\r\n",
     );
+  });
+});
+
+describe("known CRLF through a split and a join (no second scan of a message received over SMTP)", () => {
+  function received(text: string, room = 256): Buffer {
+    const w = new LineEndWriter(text.length, room);
+    w.write(Buffer.from(text, "latin1"));
+    return w.finish();
+  }
+  const region = (raw: Buffer, room: number) => Buffer.from(raw.buffer, raw.byteOffset - room, room + raw.length);
+
+  test("a message a LineEndWriter made stays known as CRLF when its header block is rewritten, in place or copied", () => {
+    const raw = received("From: a@x.test\nSubject: hi\n\nbody\n.line\n", 256);
+    const split = splitAtHeaderEnd(raw);
+    expect(isKnownCrlf(split.body)).toBe(true);
+    const m = addHeader(split, "Message-ID", "<1@x.test>");
+    const inPlace = joinInPlace(m, region(raw, 256))!;
+    expect(inPlace.toString()).toBe("From: a@x.test\r\nSubject: hi\r\nMessage-ID: <1@x.test>\r\n\r\nbody\r\n.line\r\n");
+    expect(isKnownCrlf(inPlace)).toBe(true);
+    expect(isKnownCrlf(joinMessage(m))).toBe(true);
+  });
+
+  test("a header field with a bare line end, or a body not known as CRLF, leaves the joined message to be looked at", () => {
+    const split = splitAtHeaderEnd(received("Subject: hi\r\n\r\nbody\r\n"));
+    expect(isKnownCrlf(joinMessage(addHeader(split, "X-Odd", "a\nb")))).toBe(false);
+    const unknown = splitAtHeaderEnd(Buffer.from("Subject: hi\r\n\r\nbody\r\n"));
+    expect(isKnownCrlf(unknown.body)).toBe(false);
+    expect(isKnownCrlf(joinMessage(unknown))).toBe(false);
   });
 });

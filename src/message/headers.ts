@@ -2,7 +2,7 @@
  * @module message/headers — reads and edits the top-level header block of a raw MIME message,
  * leaving every other byte untouched (body, MIME structure, attachments).
  */
-import { toCrlf } from "./line-ends.ts";
+import { isKnownCrlf, knownCrlf, toCrlf } from "./line-ends.ts";
 
 export interface HeaderField {
   /** as written, e.g. "Subject" */
@@ -62,11 +62,11 @@ export function splitAtHeaderEnd(raw: Buffer): HeaderEnd {
     const next = eol < 0 ? raw.length : eol + 2;
     const line = raw.toString("latin1", pos, next);
     const last = headers[headers.length - 1];
-    if (line === "\r\n") return { headers, body: raw.subarray(next), endedBy: "blank" };
+    if (line === "\r\n") return { headers, body: partOf(raw, raw.subarray(next)), endedBy: "blank" };
     if (last && (line.startsWith(" ") || line.startsWith("\t"))) last.raw += line;
     else {
       const name = FIELD_START.exec(line)?.[1];
-      if (name === undefined) return { headers, body: raw.subarray(pos), endedBy: "line" };
+      if (name === undefined) return { headers, body: partOf(raw, raw.subarray(pos)), endedBy: "line" };
       headers.push({ name, key: name.toLowerCase(), raw: line });
     }
     pos = next;
@@ -80,8 +80,22 @@ function crlfAt(raw: Buffer, from: number): number {
   return -1;
 }
 
+/** A part of `whole`, known to be in CRLF when `whole` is. */
+function partOf(whole: Buffer, part: Buffer): Buffer {
+  return isKnownCrlf(whole) ? knownCrlf(part) : part;
+}
+
+/** A CR not followed by LF, or an LF not preceded by CR. */
+const BARE_LINE_END = /\r(?!\n)|(?<!\r)\n/;
+
+/** The joined message is known to be in CRLF when its body is and its header block (a few lines: looked at) is. */
+function joined(m: SplitMessage, head: string, message: Buffer): Buffer {
+  return isKnownCrlf(m.body) && !BARE_LINE_END.test(head) ? knownCrlf(message) : message;
+}
+
 export function joinMessage(m: SplitMessage): Buffer {
-  return Buffer.concat([Buffer.from(headBlock(m), "latin1"), m.body]);
+  const head = headBlock(m);
+  return joined(m, head, Buffer.concat([Buffer.from(head, "latin1"), m.body]));
 }
 
 /**
@@ -96,7 +110,7 @@ export function joinInPlace(m: SplitMessage, region: Buffer): Buffer | null {
   const at = bodyAt - head.length; // latin1: one byte per character
   if (at < 0) return null;
   region.write(head, at, "latin1");
-  return region.subarray(at, bodyAt + m.body.length);
+  return joined(m, head, region.subarray(at, bodyAt + m.body.length));
 }
 
 /** The header fields, each ending CRLF, and the blank line (latin1: one byte per character). */

@@ -26,11 +26,23 @@ export function firstBareLineEnd(bytes: Buffer): number {
 }
 
 /**
- * Buffers known to have CRLF line ends only: what a LineEndWriter finished (made so as it was written; intake
- * rewrites its header block in place afterwards, with CRLF lines). toCrlf returns them without looking again:
- * intake's check of a message received over SMTP costs nothing.
+ * Buffers known to have CRLF line ends only, so that no one looks again: what a LineEndWriter finished or toCrlf
+ * returned, and what message/headers puts together from such parts (intake's header rewrite; it may write over
+ * the bytes in front of a message's body, with CRLF lines). A message is not written to once it is stored, so a
+ * stored body intake hands to delivery (queue/handoff.ts) is still known when it is sent.
  */
 const madeCrlf = new WeakSet<Buffer>();
+
+/** `bytes` has CRLF line ends only, as far as this process knows without looking (see madeCrlf). */
+export function isKnownCrlf(bytes: Buffer): boolean {
+  return madeCrlf.has(bytes);
+}
+
+/** Records that `bytes` has CRLF line ends only (the caller made it from known parts) and returns it. */
+export function knownCrlf(bytes: Buffer): Buffer {
+  madeCrlf.add(bytes);
+  return bytes;
+}
 
 /**
  * Writes normalised bytes into one growable buffer that keeps `room` free bytes in front of the message, where
@@ -93,9 +105,7 @@ export class LineEndWriter {
       this.pendingCr = false;
       this.append(CRLF.subarray(1));
     }
-    const out = this.buf.subarray(this.room, this.end);
-    madeCrlf.add(out);
-    return out;
+    return knownCrlf(this.buf.subarray(this.room, this.end));
   }
 
   private append(bytes: Buffer): void {
@@ -112,7 +122,8 @@ export class LineEndWriter {
 
 /** `bytes` with every line end CRLF: `bytes` itself when it already is (no copy), else one normalised copy. */
 export function toCrlf(bytes: Buffer): Buffer {
-  if (madeCrlf.has(bytes) || firstBareLineEnd(bytes) < 0) return bytes;
+  if (madeCrlf.has(bytes)) return bytes;
+  if (firstBareLineEnd(bytes) < 0) return knownCrlf(bytes);
   const w = new LineEndWriter(bytes.length + (bytes.length >> 4));
   w.write(bytes);
   return w.finish();
