@@ -4,7 +4,7 @@
  * is on disk; that fsync runs off the thread SMTP runs on, shared with other commits waiting (db/durable.ts).
  */
 import type { Database } from "bun:sqlite";
-import { commitDurably } from "../db/client.ts";
+import { commitDurably, whenSyncIdle } from "../db/client.ts";
 
 interface Pending {
   work: () => unknown;
@@ -24,7 +24,7 @@ export class GroupCommit {
       this.pending.push({ work, resolve: resolve as (v: unknown) => void, reject });
       if (!this.scheduled) {
         this.scheduled = true;
-        setImmediate(() => this.commit());
+        setImmediate(() => whenSyncIdle(this.sqlite, () => this.commit()));
       }
     });
   }

@@ -6,7 +6,7 @@ import { basename, dirname } from "node:path";
 import { registerWalSync, WalSync, type SyncFile } from "./durable.ts";
 import { embeddedMigrations, type Migration } from "./migrations.ts";
 
-export { commitDurably, withLazyCommit } from "./durable.ts";
+export { commitDurably, whenSyncIdle, withLazyCommit } from "./durable.ts";
 
 export type Db = BunSQLiteDatabase<Record<string, never>> & { $client: Database };
 

@@ -41,6 +41,8 @@ export class WalSync {
   private waiting: Waiter[] = [];
   /** once set, every later sync fails: see `fail` */
   private failure: WalSyncError | null = null;
+  /** commits put off until the running sync ends (`whenIdle`) */
+  private deferred: Array<() => void> = [];
 
   constructor(
     private walPath: string,
@@ -55,6 +57,16 @@ export class WalSync {
       this.waiting.push({ resolve, reject });
       if (!this.running) this.next();
     });
+  }
+
+  /**
+   * Runs `commit` now if no sync is running, else as soon as the running one ends, just before the next starts. A
+   * commit made while a sync runs waits for the next sync anyway: put off until then, the submissions arriving
+   * meanwhile join one transaction instead of committing (and paying for a transaction) one batch at a time.
+   */
+  whenIdle(commit: () => void): void {
+    if (this.running) this.deferred.push(commit);
+    else commit();
   }
 
   /**
@@ -91,6 +103,7 @@ export class WalSync {
       },
     ).finally(() => {
       this.running = false;
+      for (const commit of this.deferred.splice(0)) commit();
       // commits made before close() still get their sync; the file is closed once none waits
       if (this.waiting.length > 0) this.next();
       else if (this.closed) this.closeFd();
@@ -143,6 +156,13 @@ const walSyncs = new WeakMap<Database, WalSync>();
 /** Makes `sqlite`'s durable commits sync through `sync` (db/client.ts openStore, for a database in WAL mode). */
 export function registerWalSync(sqlite: Database, sync: WalSync): void {
   walSyncs.set(sqlite, sync);
+}
+
+/** Runs `commit` now, or once the WAL sync running ends (WalSync.whenIdle); now on a connection without one. */
+export function whenSyncIdle(sqlite: Database, commit: () => void): void {
+  const wal = walSyncs.get(sqlite);
+  if (wal) wal.whenIdle(commit);
+  else commit();
 }
 
 /**

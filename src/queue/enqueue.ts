@@ -4,7 +4,7 @@
  * commit), and commits made while the WAL is being synced share the next sync (db/durable.ts).
  */
 import type { Database, Statement } from "bun:sqlite";
-import { commitDurably } from "../db/client.ts";
+import { commitDurably, whenSyncIdle } from "../db/client.ts";
 import type { EventLabels, EventRecorder } from "../events/record.ts";
 import { addressKey, domainOf } from "../mail/address.ts";
 import { newMessageId, newRecipientId, type MessageId, type RecipientId, type UserId } from "../mail/ids.ts";
@@ -130,8 +130,9 @@ export class Enqueuer {
       this.pending.push({ msg, resolve, reject });
       if (!this.scheduled) {
         this.scheduled = true;
-        // let the other sessions' submissions of this tick join the same commit
-        setImmediate(() => this.flush());
+        // let the other sessions' submissions of this tick, and those arriving while the WAL is being synced (this
+        // commit waits for the next sync either way), join the same commit
+        setImmediate(() => whenSyncIdle(this.sqlite, () => this.flush()));
       }
     });
     const health = this.health;
