@@ -94,7 +94,7 @@ export async function normalizeSend(b: SendBody, hostname: string): Promise<Send
     raw = typeof b.body === "string" ? Buffer.from(b.body, "utf8") : Buffer.from(await b.body.arrayBuffer());
     if (raw.length === 0) throw bad("body", "body is empty");
     // checked even when the recipients are given: a body without headers is not a message
-    read = mimeHeaders(raw);
+    read = readMimeBody(raw);
     envelopeFrom = given ?? authorOf(read.headers);
     recipients = explicit.length ? explicit : recipientsOf(read.headers);
   } else {
@@ -154,7 +154,7 @@ export function idempotencyKeyOf(key: string | undefined): string | undefined {
 
 /** To, Cc and Bcc of a MIME message (every occurrence); Bcc is removed by intake before storing. */
 export function recipientsFromMime(raw: Buffer): string[] {
-  return recipientsOf(mimeHeaders(raw).headers);
+  return recipientsOf(readMimeBody(raw).headers);
 }
 
 /**
@@ -163,7 +163,7 @@ export function recipientsFromMime(raw: Buffer): string[] {
  * the blank line (intake would make it and all after it body, where a client sending a whole message through the
  * API surely meant headers).
  */
-function mimeHeaders(raw: Buffer): ReadMessage {
+function readMimeBody(raw: Buffer): ReadMessage {
   let read: ReadMessage;
   try {
     read = readMessage(raw); // as intake will: any mix of CRLF, LF and CR line ends
