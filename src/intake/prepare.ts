@@ -114,7 +114,8 @@ export interface ReadMessage extends HeaderEnd {
  */
 export function readMessage(raw: Buffer): ReadMessage {
   const crlf = normalizeLineEndings(raw);
-  const mailboxLine = MBOX_FROM_LINE.test(crlf.subarray(0, 200).toString("latin1"));
+  // "F" or ">" first, or it cannot be one: most messages are spared making a string of their start
+  const mailboxLine = (crlf[0] === 0x46 || crlf[0] === 0x3e) && MBOX_FROM_LINE.test(crlf.subarray(0, 200).toString("latin1"));
   const split = splitAtHeaderEnd(mailboxLine ? Buffer.concat([Buffer.from("X-Mailbox-Line: ", "latin1"), crlf]) : crlf);
   return { ...split, mailboxLine };
 }
