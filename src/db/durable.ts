@@ -51,12 +51,21 @@ export class WalSync {
 
   /** Resolves once every commit that returned before this call is on disk; rejects (WalSyncError) if that fails. */
   synced(): Promise<void> {
-    if (this.failure) return Promise.reject(this.failure);
-    if (this.closed) return Promise.reject(new WalSyncError(`the store is closed: ${this.walPath} was not synced`));
+    try {
+      this.usable();
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return new Promise((resolve, reject) => {
       this.waiting.push({ resolve, reject });
       if (!this.running) this.next();
     });
+  }
+
+  /** Throws (WalSyncError) when no commit could be shown durable any more: a sync failed, or the store is closed. */
+  usable(): void {
+    if (this.failure) throw this.failure;
+    if (this.closed) throw new WalSyncError(`the store is closed: ${this.walPath} was not synced`);
   }
 
   /**
@@ -168,7 +177,7 @@ export function whenSyncIdle(sqlite: Database, commit: () => void): void {
 /**
  * Runs `commit` (which opens and commits one transaction) without its COMMIT waiting for the disk, and returns its
  * value with `durable`, which resolves once that commit is on disk, or rejects (WalSyncError) if that cannot be
- * shown. Answer the client after `durable`, never before. On a connection without a registered WAL sync (`new
+ * shown. Answer the client after `durable`, never before. Once a sync failed it throws without committing. On a connection without a registered WAL sync (`new
  * Database(...)`, `:memory:`, a journal mode other than WAL) the commit is synchronous=FULL, durable on return.
  */
 export function commitDurably<T>(sqlite: Database, commit: () => T): { value: T; durable: Promise<void> } {
@@ -176,6 +185,8 @@ export function commitDurably<T>(sqlite: Database, commit: () => T): { value: T;
   if (!wal) return { value: commit(), durable: Promise.resolve() };
   // inside a transaction the commit would be the outer one's, made later: nothing here could vouch for it
   if (sqlite.inTransaction) throw new Error("commitDurably called inside a transaction");
+  // refused before committing: rows committed then refused would be delivered and sent again by the client, each time
+  wal.usable();
   const value = withLazyCommit(sqlite, commit);
   return { value, durable: wal.synced() };
 }

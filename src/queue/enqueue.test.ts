@@ -74,7 +74,7 @@ test("messages that arrive while a sync runs wait for it to end, then share one 
   expect(calls.length).toBe(2);
 });
 
-test("a failing sync refuses every message of its commit and tells the health check the disk is failing", async () => {
+test("a failing sync refuses every message of its commit, tells the health check the disk is failing, and stores nothing after", async () => {
   const { calls, enqueuer, failures } = heldStore();
   const a = submit(enqueuer, "a@dest.test");
   const b = submit(enqueuer, "b@dest.test");
@@ -83,4 +83,8 @@ test("a failing sync refuses every message of its commit and tells the health ch
   await waitFor(() => a.state === "refused" && b.state === "refused", 2000, "both refused");
   expect((a.error as { code: string }).code).toBe("SQLITE_IOERR_FSYNC");
   expect(failures).toHaveLength(2);
+  // from then on a message is refused without being stored: stored, it would be delivered while its sender retries
+  const c = submit(enqueuer, "c@dest.test");
+  await waitFor(() => c.state === "refused", 2000, "a later message refused");
+  expect(rows()).toBe(2);
 });
