@@ -183,10 +183,10 @@ export function whenSyncIdle(sqlite: Database, commit: () => void): void {
 export function commitDurably<T>(sqlite: Database, commit: () => T): { value: T; durable: Promise<void> } {
   const wal = walSyncs.get(sqlite);
   if (!wal) return { value: commit(), durable: Promise.resolve() };
-  // inside a transaction the commit would be the outer one's, made later: nothing here could vouch for it
-  if (sqlite.inTransaction) throw new Error("commitDurably called inside a transaction");
   // refused before committing: rows committed then refused would be delivered and sent again by the client, each time
   wal.usable();
+  // inside a transaction the commit would be the outer one's, made later: nothing here could vouch for it
+  if (sqlite.inTransaction) throw new Error("commitDurably called inside a transaction");
   const value = withLazyCommit(sqlite, commit);
   return { value, durable: wal.synced() };
 }
