@@ -129,3 +129,17 @@ test("a durable commit inside another transaction is refused: that commit would 
   const s = open();
   expect(() => s.sqlite.transaction(() => insert(s, "a"))()).toThrow("inside a transaction");
 });
+
+test("closing the store: a commit whose sync is running is still answered by it, one waiting for the next is refused", async () => {
+  const { sync, calls } = heldSync();
+  const s = open(sync);
+  const a = track(insert(s, "a").durable);
+  await waitFor(() => calls.length === 1, 2000, "the first sync");
+  const b = track(insert(s, "b").durable);
+  s.close();
+  store = undefined;
+  calls[0]!.done();
+  await waitFor(() => a.state === "resolved" && b.state === "rejected", 2000, "a answered, b refused");
+  // SQLite's close checkpointed the WAL into the database and removed it: b is stored, but its sender retries
+  expect(String(b.error)).toContain("the store closed before");
+});

@@ -139,6 +139,7 @@ export class WalSync {
       st = undefined;
     }
     if (!st || st.dev !== this.inode!.dev || st.ino !== this.inode!.ino) {
+      if (this.closed) throw new Error(`the store closed before ${this.walPath} was synced`);
       throw new Error(`${this.walPath} was removed or replaced while the database was open`);
     }
     return this.fd;
