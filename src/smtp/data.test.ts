@@ -1,6 +1,8 @@
 import { expect, test } from "bun:test";
 import type { SMTPServerSession } from "smtp-server";
-import { receivedHeader } from "./data.ts";
+import { prepareMessage } from "../intake/prepare.ts";
+import { isKnownCrlf, LineEndWriter } from "../message/line-ends.ts";
+import { HEADER_ROOM, receivedHeader } from "./data.ts";
 
 function session(over: Partial<SMTPServerSession>): SMTPServerSession {
   return {
@@ -24,4 +26,15 @@ test("a hostile EHLO name cannot break out of the Received line or its comment",
   const line = receivedHeader(session({ hostNameAppearsAs: "evil)(x\u00e9\u0007" }), "mx.example.com", when).toString();
   expect(line).toStartWith("Received: from evil??x?? ([192.0.2.7])\r\n");
   expect(line.split("\r\n")).toHaveLength(4);
+});
+
+test("a message received over SMTP comes out of intake's preparation known to be in CRLF, so delivery does not scan it again", () => {
+  const s = session({});
+  for (const text of ["Subject: hi\nFrom: a@x.test\n\nbody\n.dot\n", "Subject: no Date, no Message-ID\r\n\r\nbody\r\n"]) {
+    const w = new LineEndWriter(4096, HEADER_ROOM);
+    w.write(Buffer.from(text));
+    const prepared = prepareMessage(w.finish(), "relay.example", { trace: receivedHeader(s, "relay.example", when), room: HEADER_ROOM });
+    expect(prepared.body.toString("latin1")).not.toMatch(/\r(?!\n)|(?<!\r)\n/);
+    expect(isKnownCrlf(prepared.body)).toBe(true);
+  }
 });
