@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""End-to-end relay benchmark driver (loopback only). Copied from the Postfix baseline benchmark this project was measured against; the only change:
-it also counts outpost's JSON log lines ("status":"deferred") next to Postfix's "status=deferred".
+"""End-to-end relay benchmark driver (loopback only). Copied from the Postfix baseline benchmark this project was measured against; changed only in that
+it also counts outpost's JSON log lines ("status":"deferred") next to Postfix's "status=deferred", and can warm
+the relay up before measuring (--warmup, below).
 
    smtp-source --> relay under test (127.0.0.1:PORT) --> smtp-sink (127.0.0.1:SINKPORT)
 
@@ -14,6 +15,10 @@ For each repetition:
   * samples RSS and PSS of the relay's process tree (root pid + descendants) every 0.25 s,
   * CPU seconds used by the relay's process tree (incl. reaped children via cutime/cstime
     of the root), and whole-machine busy CPU from /proc/stat.
+With --warmup N, before the first repetition it sends N messages of the same size over the same number of
+sessions to its own sink, waits until all N are delivered (and the Postfix queue is empty), then until the
+relay's CPU has settled; the repetitions measure a relay that has been running (JIT compiled, process pools
+and caches warm), and their CPU, rates and memory cover only themselves. --warmup 0: a freshly started relay.
 Appends one JSON line per repetition to --out.
 Only 127.0.0.1 is ever contacted.
 """
@@ -180,6 +185,54 @@ class Sink:
             self.p.wait()
 
 
+def source_cmd(a, msgs):
+    src = ["timeout", str(a.timeout), "smtp-source", "-s", str(a.sessions),
+           "-m", str(msgs), "-l", str(a.size), "-f", "from@example.org",
+           "-t", "to@example.test", "-M", "bench.example.org"]
+    if a.reuse:
+        src.append("-d")
+    return src + [f"{LOOPBACK}:{a.port}"]
+
+
+def wait_cpu_settled(root, timeout, window=0.5, busy=0.05):
+    """Until the relay's tree uses < busy CPU-seconds per window (its warm-up's tail: JIT, cleanup), bounded."""
+    end = time.monotonic() + timeout
+    prev = tree_cpu_seconds(root)
+    while time.monotonic() < end:
+        time.sleep(window)
+        cur = tree_cpu_seconds(root)
+        if cur - prev < busy:
+            return True
+        prev = cur
+    return False
+
+
+def warm_up(a, root):
+    """Send a.warmup messages through the relay and wait until they are delivered; a summary for the record."""
+    sink = Sink(a.sink_port, [])
+    try:
+        if not wait_port(a.sink_port):
+            sys.exit("smtp-sink did not come up (warm-up)")
+        base = sink.count
+        cpu0 = tree_cpu_seconds(root) if root else 0.0
+        t0 = time.monotonic()
+        r = subprocess.run(source_cmd(a, a.warmup), capture_output=True, text=True)
+        got = sink.wait_for(base + a.warmup, a.timeout)
+        t1 = time.monotonic()
+        if r.returncode != 0 or got is None:
+            sys.exit(f"warm-up failed: smtp-source rc={r.returncode} {r.stderr.strip()[-300:]!r}, "
+                     f"sink counted {sink.count - base} of {a.warmup}")
+        if a.postfix_queue and not wait_queue_empty(a.timeout):
+            sys.exit("postfix queue not empty after warm-up; aborting")
+        settled = wait_cpu_settled(root, 30) if root else None
+        cpu1 = tree_cpu_seconds(root) if root else 0.0
+    finally:
+        sink.stop()
+    return {"warmup_e2e_rate": round(a.warmup / (t1 - t0), 1),
+            "warmup_cpu_ms_per_msg": round(1000 * (cpu1 - cpu0) / a.warmup, 3),
+            "warmup_settled": settled}
+
+
 def read_log_tail(path, offset):
     try:
         with open(path, "rb") as f:
@@ -204,6 +257,8 @@ def main():
     ap.add_argument("--postfix-queue", action="store_true", help="wait for empty Postfix queue")
     ap.add_argument("--log", default="/var/log/postfix.log")
     ap.add_argument("--timeout", type=int, default=300, help="per-phase time bound, s")
+    ap.add_argument("--warmup", type=int, default=0,
+                    help="messages sent and delivered before the first repetition, not measured (0: cold relay)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
 
@@ -211,6 +266,11 @@ def main():
     if a.root_pidfile:
         root = int(open(a.root_pidfile).read().split()[0])
 
+    fresh = tree_mem_kb(root) if root else (0, 0, 0)
+    warm = warm_up(a, root) if a.warmup > 0 else {}
+    if warm:
+        time.sleep(1)
+    prior = a.warmup  # messages this relay process has handled before the repetition
     for rep in range(1, a.reps + 1):
         if a.postfix_queue and not wait_queue_empty(a.timeout):
             sys.exit("postfix queue not empty before run; aborting")
@@ -225,6 +285,7 @@ def main():
             mem_idle = tree_mem_kb(root) if root else (0, 0, 0)
             cpu0 = tree_cpu_seconds(root) if root else 0.0
             m_tot0, m_idle0 = machine_busy()
+            load = [round(x, 2) for x in os.getloadavg()]
 
             peak = {"rss": 0, "pss": 0, "nproc": 0}
             stop = threading.Event()
@@ -244,14 +305,8 @@ def main():
             if root:
                 th.start()
 
-            src = ["timeout", str(a.timeout), "smtp-source", "-s", str(a.sessions),
-                   "-m", str(a.msgs), "-l", str(a.size), "-f", "from@example.org",
-                   "-t", "to@example.test", "-M", "bench.example.org"]
-            if a.reuse:
-                src.append("-d")
-            src.append(f"{LOOPBACK}:{a.port}")
             t0 = time.monotonic()
-            r = subprocess.run(src, capture_output=True, text=True)
+            r = subprocess.run(source_cmd(a, a.msgs), capture_output=True, text=True)
             t1 = time.monotonic()
             t2 = sink.wait_for(base + a.msgs, a.timeout)
             cpu1 = tree_cpu_seconds(root) if root else 0.0
@@ -267,7 +322,7 @@ def main():
             logtxt = read_log_tail(a.log, logoff)
             rec = {
                 "label": a.label, "rep": rep, "msgs": a.msgs, "sessions": a.sessions,
-                "size": a.size, "reuse": a.reuse,
+                "size": a.size, "reuse": a.reuse, "warmup": a.warmup, "prior_msgs": prior,
                 "source_rc": r.returncode, "source_err": r.stderr.strip()[-300:],
                 "t_accept": round(t1 - t0, 3),
                 "t_e2e": round(t2 - t0, 3) if t2 else None,
@@ -278,10 +333,12 @@ def main():
                 "t_queue_empty": round(t3 - t0, 3) if t3 else None,
                 "relay_cpu_s": round(cpu1 - cpu0, 2),
                 "relay_cpu_ms_per_msg": round(1000 * (cpu1 - cpu0) / a.msgs, 3),
+                "load_before": load,
                 "machine_busy_pct": round(100 * (1 - (m_idle1 - m_idle0) / max(1, m_tot1 - m_tot0)), 1),
                 "mem_idle_rss_kb": mem_idle[0], "mem_idle_pss_kb": mem_idle[1],
                 "mem_peak_rss_kb": peak["rss"], "mem_peak_pss_kb": peak["pss"],
                 "peak_nproc": peak["nproc"],
+                "mem_fresh_rss_kb": fresh[0], "mem_fresh_pss_kb": fresh[1], **warm,
                 "log_deferred": logtxt.count("status=deferred") + logtxt.count('"status":"deferred"'),
                 "log_bounced": logtxt.count("status=bounced") + logtxt.count('"status":"bounced"'),
                 "log_sent": logtxt.count("status=sent") + logtxt.count('"status":"delivered"'),
@@ -291,6 +348,7 @@ def main():
                 f.write(json.dumps(rec) + "\n")
             if r.returncode != 0 or t2 is None:
                 sys.exit("run failed; see record")
+            prior += a.msgs
         finally:
             sink.stop()
         time.sleep(1)

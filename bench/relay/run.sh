@@ -3,6 +3,9 @@
 #   smtp-source -> relay on 127.0.0.1:2525 -> queue (fsync before 250) -> SMTP client -> smtp-sink 127.0.0.1:2600
 # Matrix: payload 2 KiB and 50 KiB x 10 and 50 smtp-source sessions, REPS repetitions each; Postfix first, then
 # outpost, per configuration, each freshly started (Postfix restarted, outpost with an empty data dir).
+# WARMUP messages (same size and sessions, default 3000) go through each freshly started relay and are delivered
+# before the measured runs, which so measure a relay that has been running (outpost's JIT has compiled its hot
+# code, Postfix's process pools and caches are warm); WARMUP=0 measures the cold relay, as before.
 # Every run is bounded (message count + timeout). Output: JSON lines in $OUT; ./summarize.py prints the tables.
 # Needs root (Postfix), the Debian postfix package (smtp-source, smtp-sink), and bun on PATH.
 set -euo pipefail
@@ -16,6 +19,7 @@ N_LARGE=${N_LARGE:-5000}    # messages per run, 50 KiB
 SESSIONS=${SESSIONS:-"10 50"}
 SIZES=${SIZES:-"2048 51200"}
 RELAYS=${RELAYS:-"postfix outpost"}
+WARMUP=${WARMUP:-3000}     # messages per fresh relay before measuring; 0 = cold
 # outpost: `bun src/main.ts` by default; OUTPOST_BIN=dist/outpost for the compiled binary
 OUTPOST_BIN=${OUTPOST_BIN:-}
 # extra flags for `bun` (not the compiled binary), e.g. BUN_FLAGS="--cpu-prof-md --cpu-prof-dir=/tmp/prof"
@@ -71,7 +75,7 @@ outpost_stop() {
 }
 trap 'outpost_stop; postfix_stop' EXIT
 
-bench() { timeout 1800 python3 bench_relay.py --reps "$REPS" --out "$OUT" "$@"; }
+bench() { timeout 1800 python3 bench_relay.py --reps "$REPS" --warmup "$WARMUP" --out "$OUT" "$@"; }
 
 for size in $SIZES; do
   n=$N_SMALL; [ "$size" -gt 2048 ] && n=$N_LARGE

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """bench/relay: summarise results/*.jsonl (Postfix and outpost runs) into markdown tables, with the outpost/Postfix ratio.
+Runs are grouped by their warm-up (messages a fresh relay had delivered before the measured run; 0 or absent: cold).
 Adapted from the Postfix baseline benchmark's summarizer."""
 import glob, json, os, statistics, sys
 from collections import OrderedDict
@@ -25,16 +26,20 @@ def med(vals, fmt="{:.0f}"):
     return f"{fmt.format(m)} [{fmt.format(min(vals))}–{fmt.format(max(vals))}]"
 
 
+def warmup(r):
+    return r.get("warmup", 0)
+
+
 def relay_table(recs):
     groups = OrderedDict()
-    for r in recs:
-        groups.setdefault((r["label"], r["size"], r["sessions"], r.get("reuse", False)), []).append(r)
-    print("| relay | payload | sessions | msgs/run | n | accept msgs/s | end-to-end msgs/s | "
+    for r in sorted(recs, key=warmup):
+        groups.setdefault((warmup(r), r["label"], r["size"], r["sessions"], r.get("reuse", False)), []).append(r)
+    print("| warm-up msgs | relay | payload | sessions | msgs/run | n | accept msgs/s | end-to-end msgs/s | "
           "relay CPU ms/msg | machine busy % | peak PSS MiB | peak RSS-sum MiB | peak procs | deferred |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for (label, size, s, reuse), rs in groups.items():
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (w, label, size, s, reuse), rs in groups.items():
         mib = lambda k: [x[k] / 1024 for x in rs if x.get(k)]
-        print(f"| {label}{' (-d reuse)' if reuse else ''} | {size // 1024} KiB | {s} | {rs[0]['msgs']} | {len(rs)} | "
+        print(f"| {w} | {label}{' (-d reuse)' if reuse else ''} | {size // 1024} KiB | {s} | {rs[0]['msgs']} | {len(rs)} | "
               f"{med([x['accept_rate'] for x in rs])} | {med([x['e2e_rate'] for x in rs])} | "
               f"{med([x['relay_cpu_ms_per_msg'] for x in rs], '{:.2f}') if rs[0]['relay_cpu_s'] else '-'} | "
               f"{med([x['machine_busy_pct'] for x in rs])} | "
@@ -42,19 +47,34 @@ def relay_table(recs):
               f"{med(mib('mem_peak_rss_kb')) if mib('mem_peak_rss_kb') else '-'} | "
               f"{med([x['peak_nproc'] for x in rs]) if rs[0]['peak_nproc'] else '-'} | "
               f"{sum(x.get('log_deferred', 0) for x in rs)} |")
+    # memory before any message: recorded as mem_fresh_* (since warm-ups exist), else the cold rep 1's idle memory
     firsts = OrderedDict()
     for r in recs:
-        if r.get("mem_idle_pss_kb") and r["rep"] == 1:
+        if r["rep"] == 1 and (r.get("mem_fresh_pss_kb") or (not warmup(r) and r.get("mem_idle_pss_kb"))):
             firsts.setdefault(r["label"], []).append(r)
     for label, rs in firsts.items():
-        if label.startswith("postfix"):
-            rs = rs  # Postfix is restarted before each configuration: every rep 1 starts idle-fresh
-        else:
-            rs = rs[:1]  # other relays: only the first run follows a fresh start
+        fresh = lambda r, k: r.get(f"mem_fresh_{k}_kb") or r[f"mem_idle_{k}_kb"]
         print()
         print(f"Idle memory of {label} after a fresh start, before load (n={len(rs)}): "
-              f"PSS {med([r['mem_idle_pss_kb'] / 1024 for r in rs], '{:.1f}')} MiB, "
-              f"RSS-sum {med([r['mem_idle_rss_kb'] / 1024 for r in rs], '{:.1f}')} MiB.")
+              f"PSS {med([fresh(r, 'pss') / 1024 for r in rs], '{:.1f}')} MiB, "
+              f"RSS-sum {med([fresh(r, 'rss') / 1024 for r in rs], '{:.1f}')} MiB.")
+
+
+def warmup_table(recs):
+    """The warm-up itself: the first messages a freshly started relay handles (its cold cost), one per start."""
+    groups = OrderedDict()
+    for r in recs:
+        if warmup(r) and r["rep"] == 1 and "warmup_cpu_ms_per_msg" in r:
+            groups.setdefault((warmup(r), r["label"], r["size"], r["sessions"]), []).append(r)
+    if not groups:
+        return
+    print()
+    print("| warm-up msgs (fresh relay, not in the tables above) | relay | payload | sessions | n | end-to-end msgs/s | "
+          "relay CPU ms/msg |")
+    print("|---|---|---|---|---|---|---|")
+    for (w, label, size, s), rs in groups.items():
+        print(f"| {w} | {label} | {size // 1024} KiB | {s} | {len(rs)} | {med([x['warmup_e2e_rate'] for x in rs])} | "
+              f"{med([x['warmup_cpu_ms_per_msg'] for x in rs], '{:.2f}')} |")
 
 
 def fsync_table(recs):
@@ -77,18 +97,18 @@ def fsync_table(recs):
 def ratio_table(recs):
     """outpost / Postfix, per payload and session count: the medians of each, then their ratio."""
     by = OrderedDict()
-    for r in recs:
-        by.setdefault((r["size"], r["sessions"]), {}).setdefault(r["label"], []).append(r)
-    print("| payload | sessions | Postfix e2e msgs/s | outpost e2e msgs/s | ratio e2e | Postfix CPU ms/msg | outpost CPU ms/msg | "
-          "Postfix peak RSS-sum MiB | outpost peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for (size, s), labels in by.items():
+    for r in sorted(recs, key=warmup):
+        by.setdefault((warmup(r), r["size"], r["sessions"]), {}).setdefault(r["label"], []).append(r)
+    print("| warm-up msgs | payload | sessions | Postfix e2e msgs/s | outpost e2e msgs/s | ratio e2e | Postfix CPU ms/msg | "
+          "outpost CPU ms/msg | Postfix peak RSS-sum MiB | outpost peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (w, size, s), labels in by.items():
         pf, op = labels.get("postfix", []), labels.get("outpost", [])
         if not pf or not op:
             continue
         m = lambda rs, k: statistics.median([x[k] for x in rs if x.get(k) is not None] or [0])
         ratio = m(op, "e2e_rate") / max(1e-9, m(pf, "e2e_rate"))
-        print(f"| {size // 1024} KiB | {s} | {m(pf, 'e2e_rate'):.0f} | {m(op, 'e2e_rate'):.0f} | {ratio:.2f} | "
+        print(f"| {w} | {size // 1024} KiB | {s} | {m(pf, 'e2e_rate'):.0f} | {m(op, 'e2e_rate'):.0f} | {ratio:.2f} | "
               f"{m(pf, 'relay_cpu_ms_per_msg'):.2f} | {m(op, 'relay_cpu_ms_per_msg'):.2f} | "
               f"{m(pf, 'mem_peak_rss_kb') / 1024:.0f} | {m(op, 'mem_peak_rss_kb') / 1024:.0f} |")
 
@@ -100,5 +120,6 @@ if __name__ == "__main__":
         recs += [json.loads(l) for l in open(p) if l.strip()]
     if recs:
         relay_table(recs)
+        warmup_table(recs)
         print()
         ratio_table(recs)
