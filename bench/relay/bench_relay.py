@@ -214,6 +214,8 @@ def warm_up(a, root):
         if not wait_port(a.sink_port):
             sys.exit("smtp-sink did not come up (warm-up)")
         base = sink.count
+        with sink.cv:
+            sink.target = base + a.warmup
         cpu0 = tree_cpu_seconds(root) if root else 0.0
         t0 = time.monotonic()
         r = subprocess.run(source_cmd(a, a.warmup), capture_output=True, text=True)

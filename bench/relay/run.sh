@@ -95,4 +95,4 @@ for size in $SIZES; do
   done
 done
 echo "done: $OUT"
-python3 summarize.py "$(dirname "$OUT")"
+python3 summarize.py "$OUT"

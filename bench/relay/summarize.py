@@ -116,7 +116,9 @@ def ratio_table(recs):
 if __name__ == "__main__":
     # bench/relay: one or more JSONL files holding both relays' runs (labels "postfix" and "outpost")
     recs = []
-    for p in sorted(glob.glob(os.path.join(rdir, "*.jsonl"))):
+    # a directory (its *.jsonl) or JSONL files; run.sh passes the one file it wrote
+    paths = [rdir] if os.path.isfile(rdir) else sorted(glob.glob(os.path.join(rdir, "*.jsonl")))
+    for p in paths + sys.argv[2:]:
         recs += [json.loads(l) for l in open(p) if l.strip()]
     if recs:
         relay_table(recs)
