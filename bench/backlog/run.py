@@ -7,6 +7,9 @@ due retries for a healthy destination waited. Loopback only. Output: one JSON li
 
   python3 bench/backlog/run.py --pairs 2 --msgs 10000 --backlog 1000000 --out bench/backlog/results/run.jsonl
 
+--warmup N (default 0) sends N messages through each phase's outpost, delivered, before the measured relay run (as
+bench/relay's WARMUP, so the rate and CPU are those of a relay whose JIT has compiled its hot code); lines carry it.
+
 Addresses: outpost SMTP 127.0.0.1:2725; the relay's sink 127.0.0.1:2700 (bench_relay.py runs it); throttled domains
 *.slow.test -> smtp-sink 127.0.0.2:2701 at 1 message a minute; dead domains *.dead.test -> 127.0.0.3:2702 (nothing
 listens); the healthy probes *@probe.test -> smtp-sink 127.0.0.4:2703.
@@ -84,7 +87,8 @@ def phase(a, kind, template, out, root):
     log = open(os.path.join(work, "outpost.log"), "w")
     t0 = time.time()
     p = subprocess.Popen(["bun", "src/main.ts", "serve", "--config", cfg], cwd=root, stdout=log, stderr=subprocess.STDOUT)
-    rec = {"kind": kind, "backlog": a.backlog if kind == "backlog" else 0, "load_before": [round(x, 2) for x in load]}
+    rec = {"kind": kind, "backlog": a.backlog if kind == "backlog" else 0, "warmup": a.warmup,
+           "load_before": [round(x, 2) for x in load]}
     if a.before:
         rec["root"] = "before" if root == a.before else "after"
     try:
@@ -106,7 +110,7 @@ def phase(a, kind, template, out, root):
         subprocess.run(["python3", os.path.join(HERE, "..", "relay", "bench_relay.py"), "--label", kind, "--reps", "1",
                         "--port", str(SMTP_PORT), "--sink-port", str(SINK[1]), "--root-pid", str(p.pid),
                         "--log", os.path.join(work, "outpost.log"), "--msgs", str(a.msgs), "--sessions", "10",
-                        "--size", "2048", "--out", rel], check=True, stdout=subprocess.DEVNULL)
+                        "--size", "2048", "--warmup", str(a.warmup), "--out", rel], check=True, stdout=subprocess.DEVNULL)
         with open(rel) as f:
             r = json.loads(f.readline())
         for k in ("e2e_rate", "accept_rate", "relay_cpu_ms_per_msg", "machine_busy_pct", "mem_idle_rss_kb", "mem_peak_rss_kb"):
@@ -149,6 +153,8 @@ def main():
                     "so both see the same machine; lines carry root = after/before")
     ap.add_argument("--later", action="store_true", help="the backlog all due in 8 hours: only its size costs")
     ap.add_argument("--keep", action="store_true", help="keep each phase's directory (logs, database)")
+    ap.add_argument("--warmup", type=int, default=0, help="messages through each phase's fresh outpost before the "
+                    "measured relay run (bench_relay.py --warmup); 0: cold, as before")
     a = ap.parse_args()
     # the healthy probes' domain goes to its own sink; the throttled domains to one that answers slowly enough
     sinks = [sink(SLOW), sink(PROBE)]
