@@ -17,7 +17,8 @@ typecheck: deps
 
 build: deps
 	# --bytecode: the binary starts in ~20 ms instead of ~100 ms (no parse of the bundle at start)
-	$(BUN) build src/main.ts --compile --minify --bytecode --format=esm --sourcemap=none --outfile dist/outpost
+	# the checkpoint thread's module (db/checkpoint-worker.ts) is an entry point of its own: serve starts it as a Worker
+	$(BUN) build src/main.ts src/db/checkpoint-worker.ts --compile --minify --bytecode --format=esm --sourcemap=none --outfile dist/outpost
 
 generate: deps
 	$(BUN) x drizzle-kit generate

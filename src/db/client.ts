@@ -3,6 +3,7 @@ import { Database } from "bun:sqlite";
 import { drizzle, type BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
 import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, statSync } from "node:fs";
 import { basename, dirname } from "node:path";
+import { CheckpointThread } from "./checkpoint.ts";
 import { registerWalSync, WalSync, type SyncFile } from "./durable.ts";
 import { embeddedMigrations, type Migration } from "./migrations.ts";
 
@@ -45,6 +46,11 @@ export interface OpenOptions {
   usedBefore?: string;
   /** how durable commits sync the WAL file (db/durable.ts; tests give one that never finishes, or fails) */
   syncWal?: SyncFile;
+  /**
+   * Checkpoint the WAL on a thread of its own (db/checkpoint.ts), not inside commits on this one: `serve`. The
+   * thread's failures are told here (the connection then checkpoints itself, as SQLite does by default).
+   */
+  checkpointThread?: { onFailure: (why: string) => void };
 }
 
 /** Opens (creating if needed, mode 0600) the database file and applies pending migrations. */
@@ -61,6 +67,13 @@ export function openStore(path: string, opts: OpenOptions = {}): Store {
     sqlite.exec("PRAGMA synchronous = FULL");
     sqlite.exec("PRAGMA busy_timeout = 5000");
     sqlite.exec("PRAGMA foreign_keys = ON");
+    // 16 MiB of page cache (SQLite's default is 2 MiB): a group commit of fifty 50 KiB messages dirties ~650 pages;
+    // past the cache SQLite spills pages to the WAL mid-transaction, writes them again at COMMIT and re-reads every
+    // frame after the first spilled one to rewrite its checksum (pread + pwrite per frame). The cache fills only
+    // as pages are used, so its cost is bounded by this size however long the queue (docs/operations.md)
+    sqlite.exec("PRAGMA cache_size = -16384");
+    // statement journals and sorts in memory, not in temporary files (one write per page, per statement)
+    sqlite.exec("PRAGMA temp_store = MEMORY");
     if (opts.verify) verify(sqlite, path, opts.verify.skip, usedBefore);
     if (usedBefore && !hasSchema(sqlite)) throw new StoreOpenError(lostDatabase(path, usedBefore));
     applyMigrations(sqlite, embeddedMigrations());
@@ -75,10 +88,12 @@ export function openStore(path: string, opts: OpenOptions = {}): Store {
   // without WAL (`:memory:`, a file system without shared memory) every commit stays FULL, durable on return
   const walSync = wal ? new WalSync(`${path}-wal`, opts.syncWal) : null;
   if (walSync) registerWalSync(sqlite, walSync);
+  const checkpoints = wal && opts.checkpointThread ? new CheckpointThread(sqlite, path, opts.checkpointThread.onFailure) : null;
   return {
     sqlite,
     db,
     close: () => {
+      checkpoints?.close();
       walSync?.close();
       sqlite.close();
     },

@@ -106,7 +106,11 @@ export async function start(config: Config, log: Logger, opts: StartOptions = {}
   const lock = dbPath === ":memory:" ? null : lockServe(`${dbPath}.lock`);
   let store: Store;
   try {
-    store = openStore(dbPath, { verify: { skip: [MESSAGE_BODIES_TABLE] }, usedBefore: secretPath(config.data_dir) });
+    store = openStore(dbPath, {
+      verify: { skip: [MESSAGE_BODIES_TABLE] },
+      usedBefore: secretPath(config.data_dir),
+      checkpointThread: { onFailure: (why) => log.warn("checkpoint_thread_failed", { error: why }) },
+    });
   } catch (e) {
     lock?.release();
     throw e;
