@@ -8,10 +8,12 @@ import { isIPv4, isIPv6 } from "node:net";
 import tls from "node:tls";
 import { SMTPServer, type SMTPServerOptions } from "smtp-server";
 import { SMTPConnection, type SMTPConnectionOptions } from "smtp-server/lib/smtp-connection.js";
+import type { SMTPStream } from "smtp-server/lib/smtp-stream.js";
 import type { Config, ListenAddress, SmtpConfig } from "../config/schema.ts";
 import type { Intake } from "../intake/accept.ts";
 import type { Logger } from "../observe/log.ts";
 import { dataMetrics, receiveMessage, type BounceSink } from "./data.ts";
+import { scanData } from "./data-scan.ts";
 import { Metrics, type Counter } from "../observe/metrics.ts";
 import { SessionHooks, type CredentialCheck } from "./session.ts";
 import { loadTlsMaterial, type TlsMaterial } from "./tls.ts";
@@ -89,12 +91,20 @@ const HAS_ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
  * - `init`: no 100 ms "early talker" pause before the greeting. Smart hosts open a connection per
  *   message burst, and the pause would cap a session at ~10 messages/s; Postfix's smtpd has none;
  * - `_armTimeout` (smtp-server arms every socket of the connection through it): the idle timeout of this
- *   session (IdleTimeouts), made longer once AUTH succeeds (the 235 reply).
+ *   session (IdleTimeouts), made longer once AUTH succeeds (the 235 reply);
+ * - `_createParser`: the parser reads DATA with `scanData` (data-scan.ts: the library's rules, native searches;
+ *   smtp-server has no hook for it, data-scan.test.ts pins the library's pass it stands in for).
  */
 class OutpostConnection extends SMTPConnection {
   /** the idle timeout for this session now; set by OutpostSmtpServer before init() */
   idleTimeout: (connection: OutpostConnection) => number = () => IDLE_TIMEOUTS.sessionMs;
 
+  // called from SMTPConnection's constructor (and after STARTTLS): uses no field of this class
+  override _createParser(): SMTPStream {
+    const parser = super._createParser();
+    parser._feedDataStream = scanData;
+    return parser;
+  }
   override init(): void {
     this._setListeners(() => this.connectionReady());
   }
