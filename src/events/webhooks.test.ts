@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { copyFileSync } from "node:fs";
 import { join } from "node:path";
 import { openStore, type Store } from "../db/client.ts";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
@@ -84,6 +85,39 @@ describe("the outbox worker", () => {
       expect(r.headers.get("content-type")).toBe("application/json");
     }
     expect(rows().map((r) => r.state)).toEqual(["delivered", "delivered"]);
+  });
+
+  test("leases and settles commit without waiting for the disk, and the commits after them wait again", async () => {
+    receiver = startReceiver({ secret: SECRET });
+    const h = hook(receiver.url);
+    record(new EventRecorder(store.sqlite, [h]), "queued");
+    const level = () => store.sqlite.query<{ synchronous: number }, []>("PRAGMA synchronous").get()!.synchronous;
+    // every transaction the worker opens, with the level its commit will have (1 NORMAL, 2 FULL)
+    const levels: number[] = [];
+    const open = store.sqlite.transaction.bind(store.sqlite);
+    store.sqlite.transaction = ((fn: () => unknown) => (levels.push(level()), open(fn))) as typeof store.sqlite.transaction;
+    expect(await worker([h]).runDue()).toBe(1);
+    // the start's adoption of unnamed rows (FULL); then the lease, the settle batch, the settle in it (a savepoint),
+    // and the next round's lease, which finds nothing: all lazy
+    expect(levels).toEqual([2, 1, 1, 1, 1]);
+    expect(level()).toBe(2);
+    expect(rows().map((r) => r.state)).toEqual(["delivered"]);
+  });
+
+  test("a lease lost to a power cut leaves the event due: it is POSTed after the restart", async () => {
+    receiver = startReceiver({ secret: SECRET });
+    const h = hook(receiver.url);
+    record(new EventRecorder(store.sqlite, [h]), "queued");
+    // the disk as a power cut would leave it if the lease's commit never reached it: the store before the lease
+    store.sqlite.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    const restarted = join(dir.path, "after-power-cut.db");
+    copyFileSync(join(dir.path, "outpost.db"), restarted);
+    expect(new Outbox(store.sqlite).claim("app", clock, 10, clock + 5 * M)).toHaveLength(1);
+    store.close();
+    store = openStore(restarted);
+    // a start clears leases, but even without it the row is not leased: its lease was never on disk
+    expect(await worker([h]).runDue()).toBe(1);
+    expect(receiver.received).toHaveLength(1);
   });
 
   test("a receiver that fails twice gets the event again after about 10 s and 1 m, and the third 2xx ends it", async () => {

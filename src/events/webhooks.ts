@@ -8,6 +8,7 @@
  * request slots and nothing else.
  */
 import type { Database } from "bun:sqlite";
+import { withLazyCommit } from "../db/client.ts";
 import type { UserId } from "../mail/ids.ts";
 import type { Logger } from "../observe/log.ts";
 import { Metrics } from "../observe/metrics.ts";
@@ -147,7 +148,9 @@ export class WebhookWorker {
       const now = this.now();
       let items: OutboxItem[];
       try {
-        items = this.outbox.claim(hook.name, now, this.opts.concurrency - busy, now + this.opts.leaseMs);
+        // lazy (no fsync): a lease lost to a power cut only means the rows are due again, and serve's start
+        // clears leases anyway; the POSTs are at least once
+        items = withLazyCommit(this.deps.sqlite, () => this.outbox.claim(hook.name, now, this.opts.concurrency - busy, now + this.opts.leaseMs));
       } catch (e) {
         this.deps.log.error("webhook_claim_failed", { hook: hook.name, error: e });
         continue;
@@ -230,9 +233,11 @@ export class WebhookWorker {
       setImmediate(() => {
         const batch = this.settling.splice(0);
         try {
-          this.deps.sqlite.transaction(() => {
+          // lazy (no fsync): no client waits for it, and a settle lost to a power cut only means the events are
+          // POSTed again (at least once); the next sync of the WAL makes it durable (db/durable.ts)
+          withLazyCommit(this.deps.sqlite, () => this.deps.sqlite.transaction(() => {
             for (const b of batch) b.settle();
-          }).immediate();
+          }).immediate());
         } catch (e) {
           // their leases run out and they are sent again
           this.deps.log.error("webhook_settle_failed", { rows: batch.length, error: e });
