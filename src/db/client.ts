@@ -67,11 +67,11 @@ export function openStore(path: string, opts: OpenOptions = {}): Store {
     sqlite.exec("PRAGMA synchronous = FULL");
     sqlite.exec("PRAGMA busy_timeout = 5000");
     sqlite.exec("PRAGMA foreign_keys = ON");
-    // 16 MiB of page cache (SQLite's default is 2 MiB): a group commit of fifty 50 KiB messages dirties ~650 pages;
+    // 8 MiB of page cache (SQLite's default is 2 MiB): a group commit of fifty 50 KiB messages dirties ~650 pages;
     // past the cache SQLite spills pages to the WAL mid-transaction, writes them again at COMMIT and re-reads every
-    // frame after the first spilled one to rewrite its checksum (pread + pwrite per frame). The cache fills only
-    // as pages are used, so its cost is bounded by this size however long the queue (docs/operations.md)
-    sqlite.exec("PRAGMA cache_size = -16384");
+    // frame after the first spilled one to rewrite its checksum (pread + pwrite per frame). The cache fills as
+    // pages are used, up to this size: a queue of a million rows costs at most 6 MiB more (docs/config.md)
+    sqlite.exec("PRAGMA cache_size = -8192");
     // statement journals and sorts in memory, not in temporary files (one write per page, per statement)
     sqlite.exec("PRAGMA temp_store = MEMORY");
     if (opts.verify) verify(sqlite, path, opts.verify.skip, usedBefore);
