@@ -29,6 +29,8 @@ export interface DestinationContext {
   transport(dest: Destination): Transport;
   /** the transactions that carry a job's message to its recipients here (personalize.ts); may reject */
   personalize(message: StoredMessage, recipients: readonly ClaimedRecipient[]): Promise<OutboundMessage[]>;
+  /** it was just held back because it is failing (dead, or backing off): its expired mail may be bounced now */
+  failing(dq: DestinationQueue): void;
   /** a connection slot came free here: destinations waiting for the global cap get their turn */
   released(dq: DestinationQueue): void;
   /** the global cap is full: close an idle connection elsewhere to make room */
@@ -46,6 +48,8 @@ export class DestinationQueue {
   readonly jobs = new JobLanes<Job>();
   /** no connections before this time (throttle back-off or dead); jobs were handed back */
   heldUntil = 0;
+  /** why it is held (while heldUntil is ahead) */
+  heldFor: Wait["reason"] | null = null;
   /** workers connecting: each will take a job soon */
   private connecting = 0;
   private workers = 0;
@@ -86,6 +90,14 @@ export class DestinationQueue {
   /** Metered, with a job waiting: all it can send before its next hold. Claims leave it out. */
   get sated(): boolean {
     return this.metered && this.jobs.length > 0;
+  }
+
+  /**
+   * Held back because it fails to take mail (dead, or in a back-off after refusals), not merely for its rate:
+   * its mail past max_queue_time is bounced without another try (loop.ts).
+   */
+  get heldFailing(): boolean {
+    return this.heldUntil > this.ctx.now() && (this.heldFor === "dead" || this.heldFor === "backoff");
   }
 
   /** Nothing running, waiting or held, and not metered: the scheduler may forget this destination. */
@@ -150,6 +162,8 @@ export class DestinationQueue {
     const jobs = this.jobs.takeAll();
     this.ctx.window.handBack(jobs, until);
     this.heldUntil = until;
+    this.heldFor = reason;
+    if (this.heldFailing) this.ctx.failing(this);
     if (jobs.length > 0) {
       const recipients = jobs.reduce((n, j) => n + j.recipients.length, 0);
       this.ctx.log.info("delivery_destination_held_back", { destination: this.key, reason, until: new Date(until).toISOString(), recipients });

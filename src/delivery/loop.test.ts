@@ -8,6 +8,7 @@ import type { Config } from "../config/schema.ts";
 import { openStore, type Store } from "../db/client.ts";
 import { EventRecorder } from "../events/record.ts";
 import { createLogger, silentLogger, type Logger } from "../observe/log.ts";
+import { Metrics } from "../observe/metrics.ts";
 import { QueueClaimer } from "../queue/claim.ts";
 import { Enqueuer, type EnqueuedMessage } from "../queue/enqueue.ts";
 import { tempDir, waitFor } from "../../test/helpers/harness.ts";
@@ -94,6 +95,7 @@ interface Env {
   transport: FakeTransport;
   dsns: unknown[];
   config: Config;
+  metrics: Metrics;
   cleanup: () => void;
 }
 
@@ -112,7 +114,7 @@ interface SetupExtras {
   /** runs one settle batch's transaction: wrap to make commits fail */
   batch?: (run: (fn: () => void) => void) => (fn: () => void) => void;
   personalize?: LoopDeps["personalize"];
-  /** the clock of the loop, its throttle and the queue's claims (timers still run in real time) */
+  /** the clock of the loop, its throttle, the queue's claims and enqueues, and outcomes (timers still run in real time) */
   now?: () => number;
 }
 
@@ -128,10 +130,12 @@ function setup(toml = "", loopOpts: ConstructorParameters<typeof DeliveryLoop>[0
   });
   const store = openStore(config.database.path);
   const events = new EventRecorder(store.sqlite, []);
-  const enqueuer = new Enqueuer(store.sqlite, events);
+  const enqueuer = new Enqueuer(store.sqlite, events, extras.now);
   const dsns: unknown[] = [];
+  const metrics = new Metrics();
   const outcomes = new OutcomeRecorder({
     sqlite: store.sqlite, events, delivery: config.delivery, bounceDomain: "", hostname: config.hostname, log: silentLogger,
+    metrics, now: extras.now,
     intake: { acceptNow: (s) => (dsns.push(s), { id: "dsn" as never, messageIdHeader: null, recipients: [] }) },
   });
   const transport = new FakeTransport();
@@ -146,7 +150,7 @@ function setup(toml = "", loopOpts: ConstructorParameters<typeof DeliveryLoop>[0
     options: { idleMs: 200, throttle: { backoffMs: 300, deadMs: 500 }, ...loopOpts },
   });
   enqueuer.onCommitted = () => loop.wake();
-  env = { store, logged, enqueuer, loop, transport, dsns, config, cleanup: dir.cleanup };
+  env = { store, logged, enqueuer, loop, transport, dsns, config, metrics, cleanup: dir.cleanup };
   return env;
 }
 
@@ -676,5 +680,58 @@ describe("signalOf", () => {
   });
   test("no reply at all is a failure", () => {
     expect(signalOf([r(0, "4.4.1", "connection lost")])).toBe("failure");
+  });
+});
+
+describe("expiry at destinations held back as failing", () => {
+  const DAY = 24 * 3600_000;
+  const attemptsCounted = async (e: Env, result: string) => {
+    const m = new RegExp(`^outpost_delivery_attempts_total\\{result="${result}"\\} (\\d+)`, "m").exec(await e.metrics.render());
+    return Number(m?.[1] ?? 0);
+  };
+  const atA = (e: Env) => e.store.sqlite.query(
+    `SELECT sum(status IN ('queued','deferred')) AS pending, sum(status = 'bounced') AS bounced,
+       sum(status = 'bounced' AND last_status = '4.4.7' AND last_reply LIKE 'message expired after 2d in the queue; last reply: connect ECONNREFUSED%') AS expired
+     FROM recipients WHERE domain LIKE 'a%'`,
+  ).get() as { pending: number; bounced: number; expired: number };
+
+  test("a dead destination's 1,000 recipients past max_queue_time are bounced as expired without connecting again, one DSN per message; younger mail stays queued", async () => {
+    let offset = 0;
+    const now = () => Date.now() + offset;
+    const e = setup(`[delivery]\nmax_queue_time = "1d"\nper_destination_connections = 5\n`, {}, { now });
+    e.transport.refuse.add("mx-a");
+    for (let i = 0; i < 100; i++) await enqueue(e, Array.from({ length: 10 }, (_, j) => `x${i}@a${j}.test`));
+    offset += 2 * DAY;
+    for (let i = 0; i < 5; i++) await enqueue(e, [`young${i}@a.test`]);
+    const looks = spyOn(QueueClaimer.prototype, "claimExpired");
+    try {
+      e.loop.start();
+      await waitFor(() => atA(e).bounced === 1_000, 10_000, "every old recipient at a*.test bounced");
+      expect(atA(e)).toEqual({ pending: 5, bounced: 1_000, expired: 1_000 });
+      expect(statuses(e)["young0@a.test"]).toBe("queued");
+      expect(e.dsns.length).toBe(100);
+      expect(await attemptsCounted(e, "expired")).toBe(1_000);
+      // a few connections found it dead; none after, and a handful of looks (500 recipients each) did the rest
+      expect(e.transport.connects).toBeLessThanOrEqual(5 + 3);
+      expect(looks.mock.calls.length).toBeLessThanOrEqual(6);
+      expect(e.logged.some((l) => l.event === "delivery_expired_destination" && l.destination === "mx-a")).toBe(true);
+    } finally {
+      looks.mockRestore();
+    }
+  });
+
+  test("a destination held back only for its rate keeps its mail past max_queue_time queued", async () => {
+    let offset = 0;
+    const now = () => Date.now() + offset;
+    const e = setup(`[delivery]\nmax_queue_time = "1d"\n[delivery.destination."a.test"]\nrate = "1/min"\n`, { leaseMs: 120_000 }, { now });
+    for (let i = 0; i < 20; i++) await enqueue(e, [`x${i}@a.test`]);
+    offset += 2 * DAY;
+    e.loop.start();
+    const leased = () => (e.store.sqlite.query("SELECT count(*) AS n FROM recipients WHERE lease_until IS NOT NULL").get() as { n: number }).n;
+    await waitFor(() => e.transport.sent.length === 1 && leased() === 0, 5000, "one message sent, the rest back in the queue");
+    expect(e.logged.some((l) => l.event === "delivery_destination_held_back" && l.reason === "rate")).toBe(true);
+    expect(pendingCount(e)).toBe(19);
+    expect(await attemptsCounted(e, "expired")).toBe(0);
+    expect(e.dsns.length).toBe(0);
   });
 });

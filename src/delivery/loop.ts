@@ -20,6 +20,9 @@
  *   wait in memory for longer than half a lease are handed back in their place and claimed again.
  * - A delivery whose settle does not commit (a full disk) is kept and committed later (unrecorded.ts), its
  *   recipients active and leased meanwhile: a failing store costs delay, never a second delivery.
+ * - Mail at a destination held back because it is failing (dead, backing off) that has outlived
+ *   `max_queue_time` is bounced as expired without another try, in batches, when the destination is held and
+ *   every EXPIRE_EVERY_MS while it stays so: one index seek when nothing has expired (queue/expire.ts).
  * - stop(): stop claiming, hand back what has not started, let in-flight transactions finish within the
  *   shutdown window, then hand back whatever is still out.
  */
@@ -28,7 +31,7 @@ import type { MessageId } from "../mail/ids.ts";
 import type { Logger } from "../observe/log.ts";
 import type { ClaimedRecipient, SideExclusions, StoredMessage } from "../queue/claim.ts";
 import { DestinationQueue, type DestinationContext } from "./destination.ts";
-import { push } from "./job.ts";
+import { localFailure, push, type Job } from "./job.ts";
 import { ClaimPump, type ClaimSource } from "./pump.ts";
 import { RouteCache } from "./route-cache.ts";
 import { sandboxRouterIf, transportFor } from "./sandbox.ts";
@@ -40,6 +43,11 @@ import { ActiveWindow, type OutcomeSink } from "./window.ts";
 export { signalOf } from "./destination.ts";
 export type { ClaimSource } from "./pump.ts";
 export type { OutcomeSink } from "./window.ts";
+
+/** How often the expired mail of failing destinations is looked for while they stay held (besides when one is held). */
+const EXPIRE_EVERY_MS = 30_000;
+/** The most recipients one look bounces as expired; a full batch is followed by another once it has settled. */
+const EXPIRE_BATCH = 500;
 
 export interface LoopOptions {
   /** most recipients leased into memory at once */
@@ -94,6 +102,8 @@ export class DeliveryLoop {
   /** destinations that found the global cap full; any released slot pumps them */
   private waitingGlobal = new Set<DestinationQueue>();
   private sweepTimer: ReturnType<typeof setInterval> | null = null;
+  /** the last look for expired mail at failing destinations (this loop's clock); whether one runs, or is asked for */
+  private expiry = { at: -Infinity, running: false, again: false };
   private readonly context: DestinationContext;
 
   constructor(private deps: LoopDeps) {
@@ -183,6 +193,7 @@ export class DeliveryLoop {
       personalize: personalize
         ? (msg, rs) => personalize(msg, rs)
         : async (msg, rs) => [{ messageId: msg.id, envelopeFrom: msg.envelopeFrom, recipients: rs.map((r) => ({ id: r.id, address: r.address })), body: msg.body }],
+      failing: () => this.expireHeld(),
       released: (dq) => {
         for (const waiting of [...this.waitingGlobal]) {
           this.waitingGlobal.delete(waiting);
@@ -259,12 +270,65 @@ export class DeliveryLoop {
    * leases.
    */
   private sweep(): void {
+    if (this.now() - this.expiry.at >= EXPIRE_EVERY_MS) this.expireHeld();
     this.window.extendUnrecorded(this.o.leaseMs);
     const old = this.now() - this.o.leaseMs / 2;
     for (const dq of [...this.dests.values()]) {
       this.gc(dq);
       this.window.handBack(dq.jobs.takeClaimedBefore(old));
     }
+  }
+
+  /** Starts a look for expired mail at failing destinations, or asks the one running to look once more. */
+  private expireHeld(): void {
+    if (this.life.stopping) return;
+    if (this.expiry.running) {
+      this.expiry.again = true;
+      return;
+    }
+    this.expiry.running = true;
+    this.life.track(this.expireRounds().catch((e) => this.deps.log.error("delivery_expire_failed", { error: e })).finally(() => {
+      this.expiry.running = false;
+    }));
+  }
+
+  private async expireRounds(): Promise<void> {
+    const claimExpired = this.deps.claimer.claimExpired?.bind(this.deps.claimer);
+    if (!claimExpired) return;
+    for (let more = true; more && !this.life.stopping; ) {
+      this.expiry.again = false;
+      this.expiry.at = this.now();
+      const byDomain = new Map<string, DestinationQueue>();
+      for (const dq of this.dests.values()) if (dq.heldFailing) for (const d of dq.domains) byDomain.set(d, dq);
+      if (byDomain.size === 0) return;
+      const createdBefore = this.expiry.at - this.deps.config.max_queue_time + 1;
+      const batch = claimExpired([...byDomain.keys()], createdBefore, EXPIRE_BATCH, this.o.leaseMs);
+      more = batch.more || this.expiry.again;
+      await this.bounceExpired(this.window.admit(batch.recipients), byDomain);
+    }
+  }
+
+  /**
+   * Settles leased expired recipients as deferred with their destination's last error: the outcome recorder finds
+   * them past max_queue_time and bounces them (4.4.7, the `expired` count, a DSN per message), as with any deferral.
+   */
+  private async bounceExpired(recipients: ClaimedRecipient[], byDomain: Map<string, DestinationQueue>): Promise<void> {
+    if (recipients.length === 0) return;
+    const jobs = new Map<DestinationQueue, Map<MessageId, ClaimedRecipient[]>>();
+    for (const r of recipients) {
+      const dq = byDomain.get(r.domain)!;
+      let byMessage = jobs.get(dq);
+      if (!byMessage) jobs.set(dq, (byMessage = new Map()));
+      push(byMessage, r.messageId, r);
+    }
+    const settled: Promise<void>[] = [];
+    for (const [dq, byMessage] of jobs) {
+      const reason = this.throttle.lastFailure(dq.key) ?? (dq.heldFor === "dead" ? "destination not answering" : "destination asked to slow down");
+      const list: Job[] = [...byMessage].map(([messageId, rs]) => ({ messageId, recipients: rs, claimedAt: this.now(), retry: true }));
+      settled.push(this.window.settleUnsent(list, (r) => localFailure(r.id, reason)));
+      this.deps.log.info("delivery_expired_destination", { destination: dq.key, messages: list.length, recipients: list.reduce((n, j) => n + j.recipients.length, 0), reason });
+    }
+    await Promise.all(settled);
   }
 
   private gc(dq: DestinationQueue): void {

@@ -6,6 +6,7 @@
 import type { MessageId, RecipientId } from "../mail/ids.ts";
 import type { Logger } from "../observe/log.ts";
 import type { ClaimedRecipient, SideExclusions, StoredMessage } from "../queue/claim.ts";
+import type { ExpiredBatch } from "../queue/expire.ts";
 
 /** The queue as the scheduler uses it (queue/claim.ts QueueClaimer). */
 export interface ClaimSource {
@@ -19,6 +20,11 @@ export interface ClaimSource {
   extend(ids: RecipientId[], leaseMs: number): void;
   nextDueAt(): number | null;
   loadMessage(id: MessageId): StoredMessage | null;
+  /**
+   * Leases pending recipients at `domains` of messages made before `createdBefore` (queue/expire.ts); without it
+   * mail at a failing destination expires only when an attempt is recorded on it.
+   */
+  claimExpired?(domains: readonly string[], createdBefore: number, limit: number, leaseMs: number): ExpiredBatch;
 }
 
 export interface PumpDeps {

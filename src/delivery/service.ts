@@ -9,6 +9,7 @@ import type { Config } from "../config/schema.ts";
 import type { EventRecorder } from "../events/record.ts";
 import type { Logger } from "../observe/log.ts";
 import { QueueClaimer, type ClaimedRecipient, type SideExclusions, type StoredMessage } from "../queue/claim.ts";
+import type { ExpiredBatch } from "../queue/expire.ts";
 import { reported, type HealthReporter } from "../observe/health.ts";
 import { withLazyCommit } from "../db/client.ts";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
@@ -178,6 +179,10 @@ class ReportedClaims implements ClaimSource {
 
   nextDueAt(): number | null {
     return this.queue.nextDueAt();
+  }
+
+  claimExpired(domains: readonly string[], createdBefore: number, limit: number, leaseMs: number): ExpiredBatch {
+    return reported(this.health, () => this.queue.claimExpired(domains, createdBefore, limit, leaseMs));
   }
 
   /** A read: its failure counts (a damaged file), its success does not clear a failing claim. */

@@ -102,11 +102,14 @@ export class ActiveWindow {
   }
 
   /** Settles jobs that were never sent (a dead destination, a loop back to ourselves), one result per recipient. */
-  settleUnsent(jobs: readonly Job[], result: (r: ClaimedRecipient) => RecipientResult): void {
-    for (const job of jobs) {
+  settleUnsent(jobs: readonly Job[], result: (r: ClaimedRecipient) => RecipientResult): Promise<void> {
+    const settles = jobs.map((job) => {
       const results = job.recipients.map(result);
-      this.deps.life.track(this.withMessage(job.messageId, job.recipients, (msg) => this.deps.outcomes.settle(msg, results)));
-    }
+      const settled = this.withMessage(job.messageId, job.recipients, (msg) => this.deps.outcomes.settle(msg, results));
+      this.deps.life.track(settled);
+      return settled;
+    });
+    return Promise.all(settles).then(() => {});
   }
 
   settleRouteFailure(recipients: readonly ClaimedRecipient[], route: RouteFailure): void {

@@ -48,6 +48,20 @@ function incrementRandom(): void {
 }
 
 export const newMessageId = (now?: number) => ulid(now) as MessageId;
+
+/**
+ * The least possible id of a message made at `time` or later: every message id made before `time` sorts below it
+ * (the first ten characters are the time, fixed width), so "messages older than T" is a range over an index of ids.
+ */
+export function messageIdsFrom(time: number): string {
+  let out = "";
+  let t = Math.max(0, Math.floor(time));
+  for (let i = 0; i < 10; i++) {
+    out = ALPHABET[t % 32] + out;
+    t = Math.floor(t / 32);
+  }
+  return out;
+}
 export const newRecipientId = (now?: number) => ("r" + ulid(now)) as RecipientId;
 export const newInboundId = (now?: number) => ("i" + ulid(now)) as InboundId;
 

@@ -28,6 +28,7 @@
 import type { Database, Statement } from "bun:sqlite";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
 import type { MessageOptions } from "./enqueue.ts";
+import { ExpiredRecipients, type ExpiredBatch } from "./expire.ts";
 import { recentBodies } from "./handoff.ts";
 
 export interface ClaimedRecipient {
@@ -158,6 +159,7 @@ export class QueueClaimer {
   private scanWindow: number;
   /** which side gets the odd row of an odd-sized claim; it alternates, so a claim of 1 at a time serves both */
   private oddToRetry = false;
+  private expired: ExpiredRecipients;
 
   constructor(
     private sqlite: Database,
@@ -165,6 +167,7 @@ export class QueueClaimer {
     opts: ClaimOptions = {},
   ) {
     this.scanWindow = opts.scanWindow ?? 500;
+    this.expired = new ExpiredRecipients(sqlite, now);
     this.fresh = this.side("recipients_new", "queued");
     this.retry = this.side("recipients_retry", "deferred");
     this.lease = sqlite.query(
@@ -266,6 +269,14 @@ export class QueueClaimer {
       }));
     });
     return run.immediate();
+  }
+
+  /**
+   * Leases pending recipients at `domains` of messages made before `createdBefore` (queue/expire.ts): mail at
+   * destinations held back as failing that has outlived its queue time, to be bounced without another attempt.
+   */
+  claimExpired(domains: readonly string[], createdBefore: number, limit: number, leaseMs: number): ExpiredBatch {
+    return this.expired.claim(domains, createdBefore, limit, leaseMs);
   }
 
   /** True while a walk past an excluded backlog stopped at its budget: claim again soon rather than sleep. */

@@ -76,8 +76,16 @@ afterAll(async () => {
 describe("query plans of the delivery loop and the queue with a big backlog", () => {
   test("the run prepared the claim's, the settle's and lease recovery's statements", () => {
     const places = new Set(seen.values());
-    for (const file of ["src/queue/claim.ts", "src/queue/settle.ts", "src/queue/enqueue.ts"]) expect(places).toContain(file);
+    for (const file of ["src/queue/claim.ts", "src/queue/settle.ts", "src/queue/enqueue.ts", "src/queue/expire.ts"]) expect(places).toContain(file);
     expect([...seen.keys()].some((sql) => sql.includes("recipients_domain"))).toBe(true);
+  });
+
+  test("the look for expired mail at failing destinations is one range over recipients_pending_message", () => {
+    const sql = [...seen].find(([q, at]) => at === "src/queue/expire.ts" && q.includes("recipients_pending_message"))?.[0];
+    expect(sql).toBeDefined();
+    const plan = (big.sqlite.query(`EXPLAIN QUERY PLAN ${sql}`).all() as { detail: string }[]).map((r) => r.detail);
+    expect(plan).toContainEqual(expect.stringMatching(/^SEARCH recipients USING INDEX recipients_pending_message \(message_id<\?\)/));
+    expect(plan.filter((d) => /^SCAN (recipients|messages)\b/.test(d))).toEqual([]);
   });
 
   test("no statement reads the recipients or messages table without an index", () => {
