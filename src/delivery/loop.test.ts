@@ -12,6 +12,7 @@ import { Metrics } from "../observe/metrics.ts";
 import { QueueClaimer } from "../queue/claim.ts";
 import { Enqueuer, type EnqueuedMessage } from "../queue/enqueue.ts";
 import { tempDir, waitFor } from "../../test/helpers/harness.ts";
+import { pastEveryId } from "../../test/helpers/ids.ts";
 import { DeliveryLoop, signalOf, type ClaimSource, type LoopDeps } from "./loop.ts";
 import { OutcomeRecorder } from "./outcome.ts";
 import {
@@ -696,7 +697,7 @@ describe("expiry at destinations held back as failing", () => {
   ).get() as { pending: number; bounced: number; expired: number };
 
   test("a dead destination's 1,000 recipients past max_queue_time are bounced as expired without connecting again, one DSN per message; younger mail stays queued", async () => {
-    let offset = 0;
+    let offset = pastEveryId() - Date.now();
     const now = () => Date.now() + offset;
     const e = setup(`[delivery]\nmax_queue_time = "1d"\nper_destination_connections = 5\n`, {}, { now });
     e.transport.refuse.add("mx-a");
@@ -721,7 +722,7 @@ describe("expiry at destinations held back as failing", () => {
   });
 
   test("a destination held back only for its rate keeps its mail past max_queue_time queued", async () => {
-    let offset = 0;
+    let offset = pastEveryId() - Date.now();
     const now = () => Date.now() + offset;
     const e = setup(`[delivery]\nmax_queue_time = "1d"\n[delivery.destination."a.test"]\nrate = "1/min"\n`, { leaseMs: 120_000 }, { now });
     for (let i = 0; i < 20; i++) await enqueue(e, [`x${i}@a.test`]);

@@ -4,6 +4,7 @@ import { openStore, type Store } from "../db/client.ts";
 import { EventRecorder } from "../events/record.ts";
 import { messageIdsFrom, newMessageId } from "../mail/ids.ts";
 import { tempDir } from "../../test/helpers/harness.ts";
+import { pastEveryId } from "../../test/helpers/ids.ts";
 import { QueueClaimer } from "./claim.ts";
 import { Enqueuer } from "./enqueue.ts";
 
@@ -11,15 +12,13 @@ const DAY = 24 * 3600_000;
 let dir: ReturnType<typeof tempDir>;
 let store: Store;
 let clock: number;
-// ids are monotonic in this process (mail/ids.ts): each test's clock starts past every id made before it
-let start = 1_700_000_000_000;
 let enqueuer: Enqueuer;
 let claimer: QueueClaimer;
 
 beforeEach(() => {
   dir = tempDir();
   store = openStore(join(dir.path, "outpost.db"));
-  clock = start += 10 * DAY;
+  clock = pastEveryId();
   enqueuer = new Enqueuer(store.sqlite, new EventRecorder(store.sqlite), () => clock);
   claimer = new QueueClaimer(store.sqlite, () => clock);
 });
