@@ -321,14 +321,13 @@ export class DeliveryLoop {
       if (!byMessage) jobs.set(dq, (byMessage = new Map()));
       push(byMessage, r.messageId, r);
     }
-    const settled: Promise<void>[] = [];
-    for (const [dq, byMessage] of jobs) {
+    await Promise.all([...jobs].map(async ([dq, byMessage]) => {
       const reason = this.throttle.lastFailure(dq.key) ?? (dq.heldFor === "dead" ? "destination not answering" : "destination asked to slow down");
       const list: Job[] = [...byMessage].map(([messageId, rs]) => ({ messageId, recipients: rs, claimedAt: this.now(), retry: true }));
-      settled.push(this.window.settleUnsent(list, (r) => localFailure(r.id, reason)));
+      await this.window.settleUnsent(list, (r) => localFailure(r.id, reason));
+      // after the settles (each logs its own failure): a summary per destination and look
       this.deps.log.info("delivery_expired_destination", { destination: dq.key, messages: list.length, recipients: list.reduce((n, j) => n + j.recipients.length, 0), reason });
-    }
-    await Promise.all(settled);
+    }));
   }
 
   private gc(dq: DestinationQueue): void {
