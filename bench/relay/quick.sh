@@ -3,9 +3,12 @@
 # of the serve process (/proc/PID/stat). WT= the tree to run (default: this one). Root (smtp-sink -u postfix).
 # WARMUP=M (default 0: cold): first M messages of the same size and sessions, delivered before measuring, so the
 # figures are those of a relay that has been running (JIT compiled) rather than mostly its start-up.
+# MAIN=1: also the CPU ms per message of serve's main (JavaScript) thread alone and the peak RSS. STRACE=1 (implies
+# MAIN): also that thread's pwrite/pread/fsync/fdatasync calls (strace -c -p, no -f: not the other threads').
 set -u
 SIZE=$1; N=$2; S=$3; shift 3
 WARMUP=${WARMUP:-0}
+STRACE=${STRACE:-}; MAIN=${MAIN:-$STRACE}
 WT=${WT:-$(cd "$(dirname "$0")/../.." && pwd)}
 D=$(mktemp -d /var/tmp/outpost-q-XXXXXX)
 sed "s|@DATA@|$D/data|" $WT/bench/relay/outpost.toml > $D/outpost.toml
@@ -24,16 +27,26 @@ if [ "$WARMUP" -gt 0 ]; then
   sleep 1   # the warm-up's tail (JIT compilation, clean-up) stays out of the measured CPU
 fi
 read -r u0 s0 < <(awk '{print $14, $15}' /proc/$P/stat)
+read -r mu0 ms0 < <(awk '{print $14, $15}' /proc/$P/task/$P/stat)
+if [ -n "$STRACE" ]; then strace -c -o $D/strace -p $P & ST=$!; sleep 0.3; fi
 t0=$(date +%s.%N)
 send $N
 delivered $((WARMUP + N))
 c=$((c - WARMUP))
 t1=$(date +%s.%N)
 read -r u1 s1 < <(awk '{print $14, $15}' /proc/$P/stat)
+read -r mu1 ms1 < <(awk '{print $14, $15}' /proc/$P/task/$P/stat)
+if [ -n "$STRACE" ]; then kill -INT $ST; wait $ST 2>/dev/null; fi
 HZ=$(getconf CLK_TCK)
 python3 -c "
 w=$t1-$t0; n=$N
 print(f'size=$SIZE n={n} s=$S warmup=$WARMUP e2e {n/w:.0f} msgs/s  user {($u1-$u0)*1000/$HZ/n:.3f} sys {($s1-$s0)*1000/$HZ/n:.3f} total {(($u1-$u0)+($s1-$s0))*1000/$HZ/n:.3f} ms/msg  sink={\"$c\"}')
 "
+if [ -n "$MAIN" ]; then
+  python3 -c "print(f'  main thread {(($mu1-$mu0)+($ms1-$ms0))*1000/$HZ/$N:.3f} ms/msg  peak RSS {$(awk '/VmHWM/ {print $2}' /proc/$P/status)/1024:.0f} MiB')"
+fi
+if [ -n "$STRACE" ]; then
+  grep -E " (pwrite64|pread64|fsync|fdatasync)$" $D/strace | awk -v n=$N '{printf "  main thread %s %d (%.1f/msg)\n", $NF, $4, $4/n}'
+fi
 kill -TERM $P; wait $P 2>/dev/null; kill $K; wait $K 2>/dev/null
 rm -rf $D
