@@ -26,6 +26,15 @@ const DEFAULT_PAGES = 1000;
  */
 export const BACKSTOP_PAGES = 10_000;
 
+/**
+ * The thread's module: beside this file when run from source. In the compiled binary (`make build` names it as an
+ * entry point of its own) every module's import.meta.url is the bundle's root, the entry points' folder `src/`.
+ */
+function workerModule(): URL {
+  const here = import.meta.url;
+  return new URL(here.endsWith("/db/checkpoint.ts") ? "./checkpoint-worker.ts" : "./db/checkpoint-worker.ts", here);
+}
+
 export class CheckpointThread {
   private worker: Worker;
   private failed = false;
@@ -36,7 +45,7 @@ export class CheckpointThread {
     /** told once if the thread fails: the main connection checkpoints from then on */
     onFailure: (why: string) => void = () => {},
     intervalMs = 1000,
-    entry = new URL("./checkpoint-worker.ts", import.meta.url),
+    entry = workerModule(),
   ) {
     sqlite.exec(`PRAGMA wal_autocheckpoint = ${BACKSTOP_PAGES}`);
     this.worker = new Worker(entry.href);

@@ -1,6 +1,6 @@
 /** The compiled binary runs alone: copied to an empty directory, it migrates, adds a user, reports its version, and serves (one at a time). */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { copyFileSync, existsSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tempDir, waitFor } from "../helpers/harness.ts";
 
@@ -12,7 +12,8 @@ beforeAll(() => {
   build = tempDir("outpost-build-");
   empty = tempDir("outpost-empty-");
   const p = Bun.spawnSync(
-    ["bun", "build", join(ROOT, "src/main.ts"), "--compile", "--minify", "--bytecode", "--format=esm", "--outfile", join(build.path, "outpost")],
+    // the entry points of `make build`: serve's checkpoint thread is a module of its own
+    ["bun", "build", join(ROOT, "src/main.ts"), join(ROOT, "src/db/checkpoint-worker.ts"), "--compile", "--minify", "--bytecode", "--format=esm", "--outfile", join(build.path, "outpost")],
     { cwd: ROOT },
   );
   if (p.exitCode !== 0) throw new Error(p.stderr.toString());
@@ -80,6 +81,31 @@ test("the binary serves the docs page and its script from itself, with no node_m
     const script = await fetch(new URL(src, page));
     expect(script.status).toBe(200);
     expect((await script.arrayBuffer()).byteLength).toBeGreaterThan(1_000_000);
+  } finally {
+    serve.kill("SIGTERM");
+  }
+  expect(await serve.exited).toBe(0);
+}, 30_000);
+
+test("the binary's serve checkpoints on its own thread: a stored message reaches the database file", async () => {
+  writeFileSync(join(empty.path, "outpost.toml"), `[smtp]\nlisten = ["127.0.0.1:0"]\ntrusted_networks = ["127.0.0.0/8"]\n[http]\nlisten = "127.0.0.1:0"\n[delivery]\nsandbox = true\n`);
+  const env = { PATH: "/usr/bin:/bin", HOME: empty.path };
+  const serve = Bun.spawn([join(empty.path, "outpost"), "serve"], { cwd: empty.path, env, stdout: "pipe", stderr: "pipe" });
+  try {
+    let out = "";
+    void (async () => {
+      for await (const chunk of serve.stdout) out += new TextDecoder().decode(chunk);
+    })();
+    await waitFor(() => out.includes('"event":"started"'), 15_000, "the binary's serve to start");
+    const port = Number(/"event":"smtp_listening".*?"port":(\d+)/.exec(out)![1]);
+    const db = join(empty.path, "data/outpost.db");
+    const before = statSync(db).size;
+    // ~130 pages: well below the 1000 after which a commit would checkpoint by itself
+    const body = `Subject: big\r\n\r\n${"x".repeat(76).concat("\r\n").repeat(6_500)}`;
+    const sent = Bun.spawnSync(["swaks", "--server", `127.0.0.1:${port}`, "--from", "a@example.org", "--to", "b@example.test", "--data", "-"], { stdin: Buffer.from(body) });
+    expect(sent.exitCode, sent.stdout.toString()).toBe(0);
+    await waitFor(() => statSync(db).size > before + 400_000, 10_000, "the WAL copied into the database file");
+    expect(out).not.toContain("checkpoint_thread_failed");
   } finally {
     serve.kill("SIGTERM");
   }
