@@ -1,4 +1,5 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "bun:test";
+import { copyFileSync } from "node:fs";
 import { join } from "node:path";
 import { openStore, type Store } from "../db/client.ts";
 import { EventRecorder } from "../events/record.ts";
@@ -225,6 +226,33 @@ describe("exclusions per side, and putting work back in its place", () => {
     expect(claimer.claim(2, 60_000).map((r) => r.address)).toEqual(["first@x.test", "second@x.test"]);
     const attempts = store.sqlite.query("SELECT DISTINCT attempts FROM recipients").all();
     expect(attempts).toEqual([{ attempts: 0 }]);
+  });
+});
+
+describe("a claim's commit", () => {
+  test("does not wait for the disk, and the commits after it do again", async () => {
+    await enqueue(["a@one.test"]);
+    const level = () => store.sqlite.query<{ synchronous: number }, []>("PRAGMA synchronous").get()!.synchronous;
+    // the claim reads its clock inside its transaction: the level its commit will have (1 NORMAL, 2 FULL)
+    const levels: number[] = [];
+    const lazy = new QueueClaimer(store.sqlite, () => (levels.push(level()), clock));
+    expect(lazy.claim(1, 60_000)).toHaveLength(1);
+    expect(levels).toEqual([1]);
+    expect(level()).toBe(2);
+  });
+
+  test("lost to a power cut, leaves its recipients deliverable after a restart", async () => {
+    const stored = await enqueue(["a@one.test", "b@two.test"]);
+    // the disk as a power cut would leave it if the claim's commit never reached it: the store before the claim
+    store.sqlite.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    const restarted = join(dir.path, "after-power-cut.db");
+    copyFileSync(join(dir.path, "outpost.db"), restarted);
+    expect(claimer.claim(10, 60_000)).toHaveLength(2);
+    store.close();
+    store = openStore(restarted);
+    const again = new QueueClaimer(store.sqlite, () => clock);
+    again.recoverLeases();
+    expect(again.claim(10, 60_000).map((r) => r.id).sort()).toEqual(stored.recipients.map((r) => r.id).sort());
   });
 });
 

@@ -26,6 +26,7 @@
  * never takes more of their mail than they can send before they are held back again.
  */
 import type { Database, Statement } from "bun:sqlite";
+import { withLazyCommit } from "../db/client.ts";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
 import type { MessageOptions } from "./enqueue.ts";
 import { ExpiredRecipients, type ExpiredBatch } from "./expire.ts";
@@ -244,6 +245,7 @@ export class QueueClaimer {
    * retries (each side oldest `next_attempt_at` first), the other side filling whatever one side leaves. First
    * attempts come first in the result. Two claims never return the same row while its lease holds (the reads
    * and the lease share one IMMEDIATE transaction, which also excludes other processes on the same database).
+   * Its commit does not wait for the disk (`withLazyCommit`): a lease lost to a power cut only means a new claim.
    */
   claim(limit: number, leaseMs: number, exclude?: ReadonlySet<string> | SideExclusions): ClaimedRecipient[] {
     if (limit <= 0) return [];
@@ -268,7 +270,9 @@ export class QueueClaimer {
         dueAt: r.next_attempt_at,
       }));
     });
-    return run.immediate();
+    // lazy (no fsync on this thread): a claim answers no client, and one lost to a power cut only leaves its
+    // recipients unleased, due as before (serve's start clears leases anyway): claimed again, never lost
+    return withLazyCommit(this.sqlite, () => run.immediate());
   }
 
   /**
