@@ -13,8 +13,14 @@ export type InboundId = Brand<string, "InboundId">;
 
 const ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"; // Crockford base32, lower case
 
+const CODES = [...ALPHABET].map((c) => c.charCodeAt(0));
+
 let lastTime = -1;
-let lastRand: number[] = [];
+/** the random part of the last id, one base32 digit (0–31) a byte */
+const lastRand = new Uint8Array(10);
+/** `lastTime` as its 10 characters, made once per millisecond rather than once per id */
+let timeChars = "";
+let timeCharsOf = -1;
 
 /**
  * 10 chars of millisecond time + 10 random chars: unguessable enough for ids, and sorted by creation even
@@ -25,15 +31,17 @@ function ulid(now: number = Date.now()): string {
   if (now <= lastTime) incrementRandom();
   else {
     lastTime = now;
-    lastRand = [...crypto.getRandomValues(new Uint8Array(10))].map((b) => b % 32);
+    crypto.getRandomValues(lastRand);
+    for (let i = 0; i < 10; i++) lastRand[i]! &= 31;
   }
-  let time = "";
-  let t = lastTime;
-  for (let i = 0; i < 10; i++) {
-    time = ALPHABET[t % 32] + time;
-    t = Math.floor(t / 32);
+  if (timeCharsOf !== lastTime) {
+    timeChars = messageIdsFrom(lastTime);
+    timeCharsOf = lastTime;
   }
-  return time + lastRand.map((d) => ALPHABET[d]).join("");
+  const r = lastRand;
+  // prettier-ignore
+  return timeChars + String.fromCharCode(CODES[r[0]!]!, CODES[r[1]!]!, CODES[r[2]!]!, CODES[r[3]!]!, CODES[r[4]!]!,
+    CODES[r[5]!]!, CODES[r[6]!]!, CODES[r[7]!]!, CODES[r[8]!]!, CODES[r[9]!]!);
 }
 
 function incrementRandom(): void {
