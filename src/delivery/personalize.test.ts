@@ -184,3 +184,69 @@ describe("personalize: what cannot be rewritten", () => {
     expect(skipReason("something new")).toBe("other");
   });
 });
+
+describe("personalize: the bodies it remembers (32 MiB, least recently used go first)", () => {
+  const one = [{ id: newRecipientId(), address: "a@dest.test" }];
+  /** A 4 KiB message whose bytes depend only on `n`: the same n gives equal bytes in a new Buffer. */
+  function sized(n: number): Buffer {
+    const head = Buffer.from(`From: app@example.com\r\nSubject: ${n}\r\n\r\n`);
+    return Buffer.concat([head, Buffer.alloc(4096 - head.length, 0x61)]);
+  }
+  const job = (id: StoredMessage["id"], body: Buffer): StoredMessage => ({ ...message(), id, body });
+  /** Is the body this job goes out with the Buffer of an earlier job (remembered), not the one passed now? */
+  async function remembered(p: Personalizer, m: StoredMessage): Promise<boolean> {
+    const [out] = await p.outbound(m, one);
+    return out!.body !== m.body;
+  }
+
+  test("a message seen again with equal bytes goes out as the very Buffer first seen, for every recipient", async () => {
+    const { p } = setup();
+    const first = job(newMessageId(), sized(1));
+    const [a] = await p.outbound(first, recipients);
+    const again = job(first.id, sized(1));
+    const out = await p.outbound(again, recipients);
+    expect(a!.body).toBe(first.body);
+    expect(out).toHaveLength(1);
+    expect(out[0]!.recipients).toHaveLength(2);
+    expect(out[0]!.body).toBe(first.body);
+    // other bytes under the same id are not mistaken for the remembered ones
+    const changed = job(first.id, sized(2));
+    expect((await p.outbound(changed, one))[0]!.body).toBe(changed.body);
+  });
+
+  test("after 20,000 messages of 4 KiB it remembers exactly the newest 32 MiB of them", async () => {
+    const { p } = setup();
+    const ids = Array.from({ length: 20_000 }, () => newMessageId());
+    for (const [n, id] of ids.entries()) await p.outbound(job(id, sized(n)), one);
+    // newest first: each hit only moves that id to the front, so nothing is evicted until the first miss
+    let kept = 0;
+    for (let n = ids.length - 1; n >= 0 && (await remembered(p, job(ids[n]!, sized(n)))); n--) kept++;
+    expect(kept).toBe((32 * 1024 * 1024) / 4096);
+  });
+
+  test("a message used again recently survives; the least recently used one is evicted", async () => {
+    const { p } = setup();
+    const full = (32 * 1024 * 1024) / 4096;
+    const ids = Array.from({ length: full + 1 }, () => newMessageId());
+    for (let n = 0; n < full; n++) await p.outbound(job(ids[n]!, sized(n)), one);
+    expect(await remembered(p, job(ids[0]!, sized(0)))).toBe(true); // the oldest, used again
+    await p.outbound(job(ids[full]!, sized(full)), one); // one over the bound: one must go
+    expect(await remembered(p, job(ids[0]!, sized(0)))).toBe(true);
+    expect(await remembered(p, job(ids[1]!, sized(1)))).toBe(false);
+    expect(await remembered(p, job(ids[full]!, sized(full)))).toBe(true);
+  });
+
+  test("the same 3 messages used 1,000,000 times leave its memory where it was (the use queue is compacted)", async () => {
+    const { p } = setup();
+    const jobs = [0, 1, 2].map((n) => job(newMessageId(), sized(n)));
+    for (const j of jobs) await p.outbound(j, one);
+    Bun.gc(true);
+    const before = process.memoryUsage().heapUsed;
+    for (let i = 0; i < 1_000_000; i++) await p.outbound(jobs[i % 3]!, one);
+    Bun.gc(true);
+    const grown = process.memoryUsage().heapUsed - before;
+    // an uncompacted queue keeps one entry per use: 1,000,000 entries are tens of MiB
+    expect(grown).toBeLessThan(8 * 1024 * 1024);
+    for (const [n, j] of jobs.entries()) expect(await remembered(p, job(j.id, sized(n)))).toBe(true);
+  }, 60_000);
+});
