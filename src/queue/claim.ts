@@ -79,13 +79,26 @@ export interface ClaimOptions {
   scanWindow?: number;
 }
 
-interface ClaimRow {
+/** A pending recipient's row as claims read it (here and queue/expire.ts). */
+export interface ClaimRow {
   id: string;
   message_id: string;
   address: string;
   domain: string;
   attempts: number;
   next_attempt_at: number;
+}
+
+/** The claimed recipient a row stands for. */
+export function claimedFrom(r: ClaimRow): ClaimedRecipient {
+  return {
+    id: r.id as RecipientId,
+    messageId: r.message_id as MessageId,
+    address: r.address,
+    domain: r.domain,
+    attempts: r.attempts,
+    dueAt: r.next_attempt_at,
+  };
 }
 
 /** The columns stored before the body: read without walking the body's overflow pages, as later ones are. */
@@ -261,14 +274,7 @@ export class QueueClaimer {
       const rows = [...fresh.slice(0, limit - retries.length), ...retries];
       const until = now + leaseMs;
       for (const r of rows) this.lease.run(until, now, r.id);
-      return rows.map((r) => ({
-        id: r.id as RecipientId,
-        messageId: r.message_id as MessageId,
-        address: r.address,
-        domain: r.domain,
-        attempts: r.attempts,
-        dueAt: r.next_attempt_at,
-      }));
+      return rows.map(claimedFrom);
     });
     // lazy (no fsync on this thread): a claim answers no client, and one lost to a power cut only leaves its
     // recipients unleased, due as before (serve's start clears leases anyway): claimed again, never lost

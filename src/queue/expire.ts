@@ -9,8 +9,9 @@
  * costs one index seek, however long the queue. Rows leased by a claim are left alone; their attempt settles them.
  */
 import type { Database, Statement } from "bun:sqlite";
-import { messageIdsFrom, type MessageId, type RecipientId } from "../mail/ids.ts";
-import type { ClaimedRecipient } from "./claim.ts";
+import { messageIdsFrom } from "../mail/ids.ts";
+// a cycle with claim.ts, which builds this class: safe, as neither module uses the other while loading
+import { claimedFrom, type ClaimedRecipient, type ClaimRow } from "./claim.ts";
 
 /** One look: the leased recipients, and whether more may be waiting (the batch was full). */
 export interface ExpiredBatch {
@@ -18,19 +19,10 @@ export interface ExpiredBatch {
   more: boolean;
 }
 
-interface Row {
-  id: string;
-  message_id: string;
-  address: string;
-  domain: string;
-  attempts: number;
-  next_attempt_at: number;
-}
-
 type Params = { before: string; domains: string; now: number; limit: number };
 
 export class ExpiredRecipients {
-  private find: Statement<Row, [Params]>;
+  private find: Statement<ClaimRow, [Params]>;
   private lease: Statement;
 
   constructor(
@@ -64,15 +56,7 @@ export class ExpiredRecipients {
         if (whole.length > 0) rows = whole;
       }
       for (const r of rows) this.lease.run(now + leaseMs, now, r.id);
-      const recipients = rows.map((r) => ({
-        id: r.id as RecipientId,
-        messageId: r.message_id as MessageId,
-        address: r.address,
-        domain: r.domain,
-        attempts: r.attempts,
-        dueAt: r.next_attempt_at,
-      }));
-      return { recipients, more };
+      return { recipients: rows.map(claimedFrom), more };
     });
     return run.immediate();
   }
