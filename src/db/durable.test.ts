@@ -1,15 +1,8 @@
 import { afterEach, expect, test } from "bun:test";
 import { fstatSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
-import { tempDir, waitFor } from "../../test/helpers/harness.ts";
+import { heldSync, tempDir, waitFor } from "../../test/helpers/harness.ts";
 import { openStore, type Store } from "./client.ts";
 import { commitDurably, fdatasyncOffThread, WalSyncError, type SyncFile } from "./durable.ts";
-
-/** A sync the test finishes by hand: each call waits until `finish(i)` or `failAt(i)`. */
-function heldSync() {
-  const calls: Array<{ fd: number; done: () => void; fail: (e: Error) => void }> = [];
-  const sync: SyncFile = (fd) => new Promise((resolve, reject) => calls.push({ fd, done: resolve, fail: reject }));
-  return { sync, calls };
-}
 
 /** Whether a promise has settled, without waiting for it. */
 function track(p: Promise<unknown>) {

@@ -1,9 +1,8 @@
 import { afterEach, expect, test } from "bun:test";
 import { join } from "node:path";
 import { openStore, type Store } from "../db/client.ts";
-import type { SyncFile } from "../db/durable.ts";
 import { EventRecorder } from "../events/record.ts";
-import { tempDir, waitFor } from "../../test/helpers/harness.ts";
+import { heldSync, tempDir, waitFor } from "../../test/helpers/harness.ts";
 import { Enqueuer, type MessageOptions } from "./enqueue.ts";
 
 const OFF: MessageOptions = { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false };
@@ -17,10 +16,9 @@ afterEach(() => {
 
 /** A store whose WAL syncs the test finishes by hand (real SQLite file; the sync is what is held). */
 function heldStore() {
-  const calls: Array<{ done: () => void; fail: (e: Error) => void }> = [];
-  const syncWal: SyncFile = () => new Promise((resolve, reject) => calls.push({ done: resolve, fail: reject }));
+  const { sync, calls } = heldSync();
   dir = tempDir();
-  store = openStore(join(dir.path, "outpost.db"), { syncWal });
+  store = openStore(join(dir.path, "outpost.db"), { syncWal: sync });
   const failures: unknown[] = [];
   const health = { succeeded() {}, failed: (e: unknown) => failures.push(e) };
   const enqueuer = new Enqueuer(store.sqlite, new EventRecorder(store.sqlite), Date.now, health);

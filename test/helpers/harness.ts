@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseConfig } from "../../src/config/load.ts";
 import { openStore, type Store } from "../../src/db/client.ts";
+import type { SyncFile } from "../../src/db/durable.ts";
 import type { Config } from "../../src/config/schema.ts";
 import { silentLogger, type Logger } from "../../src/observe/log.ts";
 import { start, type Runtime, type StartOptions } from "../../src/runtime/start.ts";
@@ -54,6 +55,13 @@ export function storeEachTest(): () => Store {
     if (!store) throw new Error("storeEachTest: the store exists only while a test runs");
     return store;
   };
+}
+
+/** A WAL sync the test finishes by hand (`openStore(path, { syncWal: sync })`): each call waits for its `done()` or `fail(e)`. */
+export function heldSync(): { sync: SyncFile; calls: Array<{ fd: number; done: () => void; fail: (e: Error) => void }> } {
+  const calls: Array<{ fd: number; done: () => void; fail: (e: Error) => void }> = [];
+  const sync: SyncFile = (fd) => new Promise((resolve, reject) => calls.push({ fd, done: resolve, fail: reject }));
+  return { sync, calls };
 }
 
 export function testConfig(dir: string, toml = ""): Config {

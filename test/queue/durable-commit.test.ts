@@ -8,7 +8,7 @@ import { EventRecorder } from "../../src/events/record.ts";
 import { Intake } from "../../src/intake/accept.ts";
 import { IntakeError } from "../../src/intake/policy.ts";
 import { Enqueuer, type MessageOptions } from "../../src/queue/enqueue.ts";
-import { tempDir, testConfig, waitFor } from "../helpers/harness.ts";
+import { heldSync, tempDir, testConfig, waitFor } from "../helpers/harness.ts";
 
 const OFF: MessageOptions = { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false };
 
@@ -22,10 +22,8 @@ afterEach(() => {
 function intakeWithHeldSync() {
   dir = tempDir();
   const config = testConfig(dir.path);
-  const calls: Array<{ done: () => void; fail: (e: Error) => void }> = [];
-  store = openStore(config.database.path, {
-    syncWal: () => new Promise((resolve, reject) => calls.push({ done: resolve, fail: reject })),
-  });
+  const { sync, calls } = heldSync();
+  store = openStore(config.database.path, { syncWal: sync });
   const intake = new Intake({
     store, enqueuer: new Enqueuer(store.sqlite, new EventRecorder(store.sqlite)), hostname: "outpost.test",
     limits: { maxMessageSize: 1 << 20, maxRecipients: 100, maxHops: 50 }, tracking: config.tracking, publicUrl: "",
