@@ -25,6 +25,18 @@ afterAll(() => {
   empty.cleanup();
 });
 
+/** `outpost serve` from the empty directory, its stdout collected, once it has started. */
+async function serveStarted(): Promise<{ serve: ReturnType<typeof Bun.spawn>; out: () => string }> {
+  const env = { PATH: "/usr/bin:/bin", HOME: empty.path };
+  const serve = Bun.spawn([join(empty.path, "outpost"), "serve"], { cwd: empty.path, env, stdout: "pipe", stderr: "pipe" });
+  let out = "";
+  void (async () => {
+    for await (const chunk of serve.stdout as ReadableStream<Uint8Array>) out += new TextDecoder().decode(chunk);
+  })();
+  await waitFor(() => out.includes('"event":"started"'), 15_000, "the binary's serve to start");
+  return { serve, out: () => out };
+}
+
 function run(...args: string[]) {
   // a bare environment: no bun, no node_modules, no sources next to it
   const p = Bun.spawnSync([join(empty.path, "outpost"), ...args], { cwd: empty.path, env: { PATH: "/usr/bin:/bin", HOME: empty.path } });
@@ -48,14 +60,8 @@ test("the binary applies its embedded migrations and adds a user", () => {
 
 test("the binary's serve holds the data dir: a second one exits 1 naming the first", async () => {
   writeFileSync(join(empty.path, "outpost.toml"), `[smtp]\nlisten = ["127.0.0.1:0"]\n[http]\nlisten = "127.0.0.1:0"\n[delivery]\nsandbox = true\n`);
-  const env = { PATH: "/usr/bin:/bin", HOME: empty.path };
-  const first = Bun.spawn([join(empty.path, "outpost"), "serve"], { cwd: empty.path, env, stdout: "pipe", stderr: "pipe" });
+  const { serve: first } = await serveStarted();
   try {
-    let out = "";
-    void (async () => {
-      for await (const chunk of first.stdout) out += new TextDecoder().decode(chunk);
-    })();
-    await waitFor(() => out.includes('"event":"started"'), 15_000, "the binary's serve to start");
     const second = run("serve");
     expect({ code: second.code, err: second.err }).toEqual({ code: 1, err: expect.stringContaining(`another outpost serve (pid ${first.pid})`) });
   } finally {
@@ -66,15 +72,9 @@ test("the binary's serve holds the data dir: a second one exits 1 naming the fir
 
 test("the binary serves the docs page and its script from itself, with no node_modules anywhere near it", async () => {
   writeFileSync(join(empty.path, "outpost.toml"), `[smtp]\nlisten = ["127.0.0.1:0"]\n[http]\nlisten = "127.0.0.1:0"\n[delivery]\nsandbox = true\n`);
-  const env = { PATH: "/usr/bin:/bin", HOME: empty.path };
-  const serve = Bun.spawn([join(empty.path, "outpost"), "serve"], { cwd: empty.path, env, stdout: "pipe", stderr: "pipe" });
+  const { serve, out } = await serveStarted();
   try {
-    let out = "";
-    void (async () => {
-      for await (const chunk of serve.stdout) out += new TextDecoder().decode(chunk);
-    })();
-    await waitFor(() => out.includes('"event":"started"'), 15_000, "the binary's serve to start");
-    const port = Number(/"event":"http_listening".*?"port":(\d+)/.exec(out)![1]);
+    const port = Number(/"event":"http_listening".*?"port":(\d+)/.exec(out())![1]);
     const page = new URL("/docs", `http://127.0.0.1:${port}`);
     const html = await (await fetch(page)).text();
     const src = /<script[^>]*\ssrc="([^"]+)"/.exec(html)![1]!;
@@ -89,15 +89,9 @@ test("the binary serves the docs page and its script from itself, with no node_m
 
 test("the binary's serve checkpoints on its own thread: a stored message reaches the database file", async () => {
   writeFileSync(join(empty.path, "outpost.toml"), `[smtp]\nlisten = ["127.0.0.1:0"]\ntrusted_networks = ["127.0.0.0/8"]\n[http]\nlisten = "127.0.0.1:0"\n[delivery]\nsandbox = true\n`);
-  const env = { PATH: "/usr/bin:/bin", HOME: empty.path };
-  const serve = Bun.spawn([join(empty.path, "outpost"), "serve"], { cwd: empty.path, env, stdout: "pipe", stderr: "pipe" });
+  const { serve, out } = await serveStarted();
   try {
-    let out = "";
-    void (async () => {
-      for await (const chunk of serve.stdout) out += new TextDecoder().decode(chunk);
-    })();
-    await waitFor(() => out.includes('"event":"started"'), 15_000, "the binary's serve to start");
-    const port = Number(/"event":"smtp_listening".*?"port":(\d+)/.exec(out)![1]);
+    const port = Number(/"event":"smtp_listening".*?"port":(\d+)/.exec(out())![1]);
     const db = join(empty.path, "data/outpost.db");
     const before = statSync(db).size;
     // ~130 pages: well below the 1000 after which a commit would checkpoint by itself
@@ -105,7 +99,7 @@ test("the binary's serve checkpoints on its own thread: a stored message reaches
     const sent = Bun.spawnSync(["swaks", "--server", `127.0.0.1:${port}`, "--from", "a@example.org", "--to", "b@example.test", "--data", "-"], { stdin: Buffer.from(body) });
     expect(sent.exitCode, sent.stdout.toString()).toBe(0);
     await waitFor(() => statSync(db).size > before + 400_000, 10_000, "the WAL copied into the database file");
-    expect(out).not.toContain("checkpoint_thread_failed");
+    expect(out()).not.toContain("checkpoint_thread_failed");
   } finally {
     serve.kill("SIGTERM");
   }
