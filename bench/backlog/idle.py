@@ -53,12 +53,7 @@ def phase(a, root, kind, template, out):
         rec["rows_attempted"] = run.query(db, "SELECT count(*) FROM events WHERE type = 'deferred'")[0][0]
         rec["rss_kb"] = int(open(f"/proc/{p.pid}/status").read().split("VmRSS:")[1].split()[0])
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(40)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        run.stop(p)
         log.close()
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(rec), flush=True)

@@ -128,18 +128,23 @@ def phase(a, kind, template, out, root):
         rec["retry_wait_s"] = waits
         rec["queue_pending_after"] = query(db, "SELECT count(*) FROM recipients INDEXED BY recipients_due WHERE status IN ('queued','deferred')")[0][0]
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(40)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop(p)
         log.close()
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(rec), flush=True)
     with open(out, "a") as f:
         f.write(json.dumps(rec) + "\n")
+
+
+def stop(p):
+    """SIGTERM, as systemd would; killed if it has not exited after 40 s."""
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(40)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
 
 
 def main():
