@@ -61,6 +61,18 @@ test("delivery loads a message just committed with the very body intake stored, 
   expect(msg.createdAt).toBeGreaterThan(0);
 });
 
+test("a small body inside a large buffer is handed over as a copy of its own, so it does not keep the buffer alive", async () => {
+  // as SMTP intake makes it: a 2 KiB message at the start of a 64 KiB receive buffer
+  const receive = Buffer.alloc(64 * 1024, 0x41);
+  const body = receive.subarray(0, 2048);
+  body.write("Subject: small\r\n\r\n");
+  const queued = await enqueue(body);
+  const msg = claimer.loadMessage(queued.id)!;
+  expect(msg.body.equals(body)).toBe(true);
+  expect(msg.body.buffer).not.toBe(receive.buffer);
+  expect(msg.body.buffer.byteLength).toBe(2048);
+});
+
 test("a message not in the hand-over (taken already) is read from the store, byte for byte", async () => {
   const body = largeBody();
   const queued = await enqueue(body);

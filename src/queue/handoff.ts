@@ -81,7 +81,20 @@ function heldBytes(body: Buffer): number {
 /** This process's hand-over: the queue's enqueue fills it after each commit, its claim side takes from it. */
 export const recentBodies: BodyHandoff = new RecentBodies();
 
-/** A committed message as delivery loads it (the row holds these values as written). */
+/**
+ * A committed message as delivery loads it (the row holds these values as written). A body that is a small view
+ * of a large allocation (a 2 KiB message in SMTP intake's 64 KiB receive buffer) is handed over as a copy of its
+ * own: whatever keeps it later (this map, delivery's caches, which count a body's length) would otherwise keep
+ * the whole allocation alive, ~30 times the bytes they count.
+ */
 export function handedOver(msg: Pick<NewMessage, "body" | "options">, stored: Pick<EnqueuedMessage, "messageIdHeader">): HandedOver {
-  return { body: msg.body, options: msg.options, messageIdHeader: stored.messageIdHeader };
+  return { body: compact(msg.body), options: msg.options, messageIdHeader: stored.messageIdHeader };
+}
+
+function compact(body: Buffer): Buffer {
+  if (body.buffer.byteLength <= 2 * body.length + 4096) return body;
+  // allocUnsafeSlow: an allocation of exactly its size, not a slice of Buffer's shared pool
+  const own = Buffer.allocUnsafeSlow(body.length);
+  body.copy(own);
+  return own;
 }
