@@ -91,8 +91,14 @@ export function handedOver(msg: Pick<NewMessage, "body" | "options">, stored: Pi
   return { body: compact(msg.body), options: msg.options, messageIdHeader: stored.messageIdHeader };
 }
 
+/**
+ * Past this a body is never copied whole (intake keeps large messages in one buffer: smtp/data.ts); one in an
+ * allocation far larger than itself is then not taken into the map at all (`put` weighs the allocation).
+ */
+const COMPACT_MAX = 256 * 1024;
+
 function compact(body: Buffer): Buffer {
-  if (body.buffer.byteLength <= 2 * body.length + 4096) return body;
+  if (body.length > COMPACT_MAX || body.buffer.byteLength <= 2 * body.length + 4096) return body;
   // allocUnsafeSlow: an allocation of exactly its size, not a slice of Buffer's shared pool
   const own = Buffer.allocUnsafeSlow(body.length);
   body.copy(own);
