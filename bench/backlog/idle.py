@@ -24,15 +24,7 @@ def cpu_ms(pid):
 
 
 def phase(a, root, kind, template, out):
-    work = tempfile.mkdtemp(prefix="outpost-idle-", dir="/var/tmp")
-    data = os.path.join(work, "data")
-    os.makedirs(data, mode=0o700)
-    db = os.path.join(data, "outpost.db")
-    if kind == "backlog":
-        shutil.copyfile(template, db)
-    cfg = os.path.join(work, "outpost.toml")
-    with open(cfg, "w") as f:
-        f.write(run.CONFIG.format(data=data, smtp=run.SMTP_PORT, sink=run.SINK, slow=run.SLOW, dead=run.DEAD, probe=run.PROBE))
+    work, db, cfg = run.data_dir("outpost-idle-", kind, template)
     load = os.getloadavg()
     log = open(os.path.join(work, "outpost.log"), "w")
     p = subprocess.Popen(["bun", "src/main.ts", "serve", "--config", cfg], cwd=root, stdout=log, stderr=subprocess.STDOUT)

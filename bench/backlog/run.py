@@ -71,8 +71,9 @@ def query(db, sql):
         con.close()
 
 
-def phase(a, kind, template, out, root):
-    work = tempfile.mkdtemp(prefix="outpost-backlog-", dir="/var/tmp")
+def data_dir(prefix, kind, template):
+    """A fresh work dir with serve's config; its database a copy of the seeded one for a backlog phase."""
+    work = tempfile.mkdtemp(prefix=prefix, dir="/var/tmp")
     data = os.path.join(work, "data")
     os.makedirs(data, mode=0o700)
     db = os.path.join(data, "outpost.db")
@@ -81,6 +82,11 @@ def phase(a, kind, template, out, root):
     cfg = os.path.join(work, "outpost.toml")
     with open(cfg, "w") as f:
         f.write(CONFIG.format(data=data, smtp=SMTP_PORT, sink=SINK, slow=SLOW, dead=DEAD, probe=PROBE))
+    return work, db, cfg
+
+
+def phase(a, kind, template, out, root):
+    work, db, cfg = data_dir("outpost-backlog-", kind, template)
     start_ms = int(time.time() * 1000) + 1500
     subprocess.run(["bun", os.path.join(HERE, "seed.ts"), "healthy", db, str(start_ms)], check=True, cwd=root)
     load = os.getloadavg()
