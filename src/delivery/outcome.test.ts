@@ -8,13 +8,12 @@ import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
 import { createLogger } from "../observe/log.ts";
 import { QueueClaimer, type StoredMessage } from "../queue/claim.ts";
 import { Enqueuer, type MessageOptions } from "../queue/enqueue.ts";
-import { tempDir, testConfig } from "../../test/helpers/harness.ts";
+import { OPTIONS_OFF, tempDir, testConfig } from "../../test/helpers/harness.ts";
 import { OutcomeRecorder, fullReply } from "./outcome.ts";
 import type { RecipientResult } from "./types.ts";
 
 const MIN = 60_000;
 const DAY = 86_400_000;
-const OFF: MessageOptions = { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false };
 
 let dir: ReturnType<typeof tempDir>;
 let config: Config;
@@ -60,7 +59,7 @@ const ORIGINAL = "From: sender@example.org\r\nTo: a@dest.test\r\nSubject: Hello\
 async function queued(recipients: string[], opts: { from?: string; raw?: string; options?: Partial<MessageOptions>; userId?: UserId } = {}) {
   const m = await intake.accept({
     userId: opts.userId ?? null, allowedDomains: null, envelopeFrom: opts.from ?? "sender@example.org", recipients,
-    raw: Buffer.from(opts.raw ?? ORIGINAL), source: "smtp", options: { ...OFF, ...opts.options },
+    raw: Buffer.from(opts.raw ?? ORIGINAL), source: "smtp", options: { ...OPTIONS_OFF, ...opts.options },
   });
   const claimed = claimer.claim(100, 10 * MIN).filter((c) => c.messageId === m.id);
   return { message: claimer.loadMessage(m.id)!, claimed, ids: m.recipients.map((r) => r.id) };
@@ -231,7 +230,7 @@ describe("a hard bounce", () => {
     expect(logLines.find((l) => l.event === "suppression_added")).toMatchObject({ address: "gone@dest.test", reason: "hard_bounce", dsn: "5.1.1" });
     const again = await intake.accept({
       userId: null, allowedDomains: null, envelopeFrom: "sender@example.org", recipients: ["gone@dest.test"],
-      raw: Buffer.from(ORIGINAL), source: "smtp", options: OFF,
+      raw: Buffer.from(ORIGINAL), source: "smtp", options: OPTIONS_OFF,
     });
     expect(again.recipients[0]!.status).toBe("suppressed");
   });
@@ -246,7 +245,7 @@ describe("a hard bounce", () => {
     const again = async (userId: UserId | null) =>
       (await intake.accept({
         userId, allowedDomains: null, envelopeFrom: "sender@example.org", recipients: ["GONE@dest.test"],
-        raw: Buffer.from(ORIGINAL), source: "smtp", options: OFF,
+        raw: Buffer.from(ORIGINAL), source: "smtp", options: OPTIONS_OFF,
       })).recipients[0]!.status;
     expect(await again(ann)).toBe("suppressed");
     expect(await again(bob)).toBe("queued");

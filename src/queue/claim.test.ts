@@ -3,11 +3,10 @@ import { copyFileSync } from "node:fs";
 import { join } from "node:path";
 import { openStore, type Store } from "../db/client.ts";
 import { EventRecorder } from "../events/record.ts";
-import { tempDir } from "../../test/helpers/harness.ts";
+import { OPTIONS_OFF, tempDir } from "../../test/helpers/harness.ts";
 import { QueueClaimer } from "./claim.ts";
-import { Enqueuer, type MessageOptions } from "./enqueue.ts";
+import { Enqueuer } from "./enqueue.ts";
 
-const OFF: MessageOptions = { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false };
 
 let dir: ReturnType<typeof tempDir>;
 let store: Store;
@@ -37,7 +36,7 @@ async function enqueue(recipients: string[], from = "sender@example.org") {
     body: Buffer.from("Subject: hi\r\n\r\nhello\r\n"),
     subject: "hi",
     source: "smtp",
-    options: OFF,
+    options: OPTIONS_OFF,
   });
 }
 
@@ -127,7 +126,7 @@ describe("claiming due recipients", () => {
   test("suppressed recipients are never claimed", async () => {
     await enqueuer.enqueue({
       userId: null, envelopeFrom: "s@example.org", recipients: ["gone@x.test", "ok@x.test"],
-      suppressed: new Set(["gone@x.test"]), body: Buffer.from("Subject: x\r\n\r\nx\r\n"), subject: "x", source: "api", options: OFF,
+      suppressed: new Set(["gone@x.test"]), body: Buffer.from("Subject: x\r\n\r\nx\r\n"), subject: "x", source: "api", options: OPTIONS_OFF,
     });
     expect(claimer.claim(10, 1_000).map((r) => r.address)).toEqual(["ok@x.test"]);
   });
@@ -305,7 +304,7 @@ describe("loading a message", () => {
     expect(loaded?.envelopeFrom).toBe("from@example.org");
     expect(loaded?.createdAt).toBe(clock);
     expect(loaded?.body.toString()).toContain("hello");
-    expect(loaded?.options).toEqual(OFF);
+    expect(loaded?.options).toEqual(OPTIONS_OFF);
   });
 
   test("returns null for an unknown id", () => {

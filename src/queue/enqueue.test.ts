@@ -2,10 +2,9 @@ import { afterEach, expect, test } from "bun:test";
 import { join } from "node:path";
 import { openStore, type Store } from "../db/client.ts";
 import { EventRecorder } from "../events/record.ts";
-import { heldSync, tempDir, waitFor } from "../../test/helpers/harness.ts";
-import { Enqueuer, type MessageOptions } from "./enqueue.ts";
+import { heldSync, OPTIONS_OFF, tempDir, waitFor } from "../../test/helpers/harness.ts";
+import { Enqueuer } from "./enqueue.ts";
 
-const OFF: MessageOptions = { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false };
 
 let dir: ReturnType<typeof tempDir>;
 let store: Store;
@@ -28,7 +27,7 @@ function heldStore() {
 function submit(enqueuer: Enqueuer, to: string) {
   const p = enqueuer.enqueue({
     userId: null, envelopeFrom: "sender@example.org", recipients: [to], suppressed: new Set(),
-    body: Buffer.from("Subject: hi\r\n\r\nhello\r\n"), subject: "hi", source: "smtp", options: OFF,
+    body: Buffer.from("Subject: hi\r\n\r\nhello\r\n"), subject: "hi", source: "smtp", options: OPTIONS_OFF,
   });
   const t = { state: "pending" as "pending" | "stored" | "refused", error: undefined as unknown };
   p.then(() => (t.state = "stored"), (e: unknown) => ((t.state = "refused"), (t.error = e)));

@@ -3,12 +3,11 @@ import { join } from "node:path";
 import { openStore, type Store } from "../db/client.ts";
 import { EventRecorder } from "../events/record.ts";
 import type { MessageId } from "../mail/ids.ts";
-import { tempDir } from "../../test/helpers/harness.ts";
+import { OPTIONS_OFF, tempDir } from "../../test/helpers/harness.ts";
 import { QueueClaimer } from "./claim.ts";
-import { Enqueuer, type MessageOptions } from "./enqueue.ts";
+import { Enqueuer } from "./enqueue.ts";
 import { RecentBodies, type HandedOver } from "./handoff.ts";
 
-const OFF: MessageOptions = { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false };
 
 let dir: ReturnType<typeof tempDir>;
 let store: Store;
@@ -32,7 +31,7 @@ function largeBody(): Buffer {
   return Buffer.from("Subject: big\r\nMessage-ID: <big@example.org>\r\n\r\n" + ".a dotted line\r\n".repeat(3200));
 }
 
-function enqueue(body: Buffer, options = OFF) {
+function enqueue(body: Buffer, options = OPTIONS_OFF) {
   return enqueuer.enqueue({
     userId: null,
     envelopeFrom: "sender@example.org",
@@ -47,12 +46,12 @@ function enqueue(body: Buffer, options = OFF) {
 }
 
 function handed(bytes: number): HandedOver {
-  return { body: Buffer.alloc(bytes), options: OFF, messageIdHeader: null };
+  return { body: Buffer.alloc(bytes), options: OPTIONS_OFF, messageIdHeader: null };
 }
 
 test("delivery loads a message just committed with the very body intake stored, not a copy read back", async () => {
   const body = largeBody();
-  const options = { ...OFF, trackBounces: true };
+  const options = { ...OPTIONS_OFF, trackBounces: true };
   const queued = await enqueue(body, options);
   const msg = claimer.loadMessage(queued.id)!;
   expect(msg.body).toBe(body);
@@ -111,7 +110,7 @@ test("the hand-over is bounded in bytes: the oldest bodies leave first, and one 
 test("the hand-over counts a body by the allocation it keeps alive, not by its own length", () => {
   const map = new RecentBodies(1_000_000);
   const received = Buffer.alloc(72 * 1024).subarray(8192, 8192 + 100);
-  map.put("m1" as MessageId, { body: received, options: OFF, messageIdHeader: null });
+  map.put("m1" as MessageId, { body: received, options: OPTIONS_OFF, messageIdHeader: null });
   expect(map.bytes).toBe(72 * 1024);
   expect(map.take("m1" as MessageId, 100)!.body).toBe(received);
   expect(map.bytes).toBe(0);

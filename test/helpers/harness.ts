@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { parseConfig } from "../../src/config/load.ts";
 import { openStore, type Store } from "../../src/db/client.ts";
 import type { SyncFile } from "../../src/db/durable.ts";
+import type { MessageOptions } from "../../src/queue/enqueue.ts";
 import type { Config } from "../../src/config/schema.ts";
 import { silentLogger, type Logger } from "../../src/observe/log.ts";
 import { start, type Runtime, type StartOptions } from "../../src/runtime/start.ts";
@@ -56,6 +57,9 @@ export function storeEachTest(): () => Store {
     return store;
   };
 }
+
+/** Per-message options with every feature off (tracking, CSS inlining, unsubscribe). */
+export const OPTIONS_OFF: MessageOptions = { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false };
 
 /** A WAL sync the test finishes by hand (`openStore(path, { syncWal: sync })`): each call waits for its `done()` or `fail(e)`. */
 export function heldSync(): { sync: SyncFile; calls: Array<{ fd: number; done: () => void; fail: (e: Error) => void }> } {

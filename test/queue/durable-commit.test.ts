@@ -7,10 +7,9 @@ import { openStore, type Store } from "../../src/db/client.ts";
 import { EventRecorder } from "../../src/events/record.ts";
 import { Intake } from "../../src/intake/accept.ts";
 import { IntakeError } from "../../src/intake/policy.ts";
-import { Enqueuer, type MessageOptions } from "../../src/queue/enqueue.ts";
-import { heldSync, tempDir, testConfig, waitFor } from "../helpers/harness.ts";
+import { Enqueuer } from "../../src/queue/enqueue.ts";
+import { heldSync, OPTIONS_OFF, tempDir, testConfig, waitFor } from "../helpers/harness.ts";
 
-const OFF: MessageOptions = { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false };
 
 let dir: ReturnType<typeof tempDir>;
 let store: Store;
@@ -30,7 +29,7 @@ function intakeWithHeldSync() {
   });
   const accept = () => intake.accept({
     userId: null, allowedDomains: null, envelopeFrom: "sender@example.org", recipients: ["a@dest.test"],
-    raw: Buffer.from("From: sender@example.org\r\nTo: a@dest.test\r\nSubject: hi\r\n\r\nhello\r\n"), source: "smtp", options: OFF,
+    raw: Buffer.from("From: sender@example.org\r\nTo: a@dest.test\r\nSubject: hi\r\n\r\nhello\r\n"), source: "smtp", options: OPTIONS_OFF,
   });
   return { calls, accept };
 }
