@@ -1,4 +1,6 @@
 import { describe, expect, test } from "bun:test";
+import SMTPConnection from "nodemailer/lib/smtp-connection";
+import DataStream from "nodemailer/lib/smtp-connection/data-stream.js";
 import { has8bit, headerHas8bit, localReply, nonAscii, outcomeOf, parseReply, stuffDots } from "./attempt.ts";
 
 describe("parseReply and outcomeOf", () => {
@@ -64,4 +66,13 @@ describe("stuffDots (RFC 5321 §4.5.2)", () => {
     const body = Buffer.from("Subject: x\r\n\r\na. b.\r\n".repeat(1000));
     expect(stuffDots(body, true)).toBe(body);
   });
+});
+
+// fastDataStream (attempt.ts) uses smtp-connection's private parts and leaves a library without them alone: a
+// silent fallback to the per-byte pass. This pins them on the installed version, so an upgrade that drops them fails here.
+test("the pinned smtp-connection has what the CRLF shortcut hooks into (_createSendStream, DataStream's counters)", () => {
+  const stream = new DataStream() as unknown as Record<string, unknown>;
+  expect(typeof (SMTPConnection.prototype as unknown as Record<string, unknown>)._createSendStream).toBe("function");
+  expect({ inByteCount: typeof stream.inByteCount, hasLastByte: "lastByte" in stream, transform: typeof stream._transform })
+    .toEqual({ inByteCount: "number", hasLastByte: true, transform: "function" });
 });
