@@ -1,4 +1,5 @@
 /** @module observe/log — one JSON line per event to stdout, filtered by level. */
+import { writeSync } from "node:fs";
 import type { LogLevel } from "../config/schema.ts";
 
 const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
@@ -25,7 +26,29 @@ function flushLines(): void {
   if (pending === "") return;
   const text = pending;
   pending = "";
-  process.stdout.write(text);
+  writeAll(Buffer.from(text));
+}
+
+/** One wait of ~1 ms while a full pipe drains (a non-blocking stdout answers EAGAIN). */
+const pause = (() => {
+  const cell = new Int32Array(new SharedArrayBuffer(4));
+  return () => Atomics.wait(cell, 0, 0, 1);
+})();
+
+/**
+ * Writes all of `bytes` to stdout before returning. process.stdout.write may leave the rest of a large write queued
+ * when the pipe is full, and a process that exits then loses it (a line cut in two): the lines written just before
+ * an exit are the ones that say why. If stdout is gone (EPIPE), there is nowhere to log to: the lines are dropped.
+ */
+function writeAll(bytes: Buffer): void {
+  for (let at = 0; at < bytes.length; ) {
+    try {
+      at += writeSync(1, bytes, at);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EAGAIN") return;
+      pause();
+    }
+  }
 }
 
 // whatever way the process ends (process.exit, an uncaught error), its last lines are written first
