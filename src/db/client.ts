@@ -7,7 +7,16 @@ import { CheckpointThread } from "./checkpoint.ts";
 import { registerWalSync, WalSync, type SyncFile } from "./durable.ts";
 import { embeddedMigrations, type Migration } from "./migrations.ts";
 
-export { commitDurably, whenSyncIdle, withLazyCommit } from "./durable.ts";
+export { commitDurably, fdatasyncOffThread, whenSyncIdle, withLazyCommit, type SyncFile } from "./durable.ts";
+
+const closeHooks = new WeakMap<Database, Array<() => void>>();
+
+/** Runs `fn` when the store of `sqlite` is closed (Store.close), before the connection: for files kept beside it. */
+export function onStoreClose(sqlite: Database, fn: () => void): void {
+  const hooks = closeHooks.get(sqlite) ?? [];
+  hooks.push(fn);
+  closeHooks.set(sqlite, hooks);
+}
 
 export type Db = BunSQLiteDatabase<Record<string, never>> & { $client: Database };
 
@@ -93,6 +102,7 @@ export function openStore(path: string, opts: OpenOptions = {}): Store {
     sqlite,
     db,
     close: () => {
+      for (const fn of closeHooks.get(sqlite) ?? []) fn();
       checkpoints?.close();
       walSync?.close();
       sqlite.close();

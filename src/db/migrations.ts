@@ -16,6 +16,7 @@ import m0009 from "../../migrations/0009_message_id_header.sql" with { type: "te
 import m0010 from "../../migrations/0010_webhook_hooks.sql" with { type: "text" };
 import m0011 from "../../migrations/0011_queue_oldest.sql" with { type: "text" };
 import m0012 from "../../migrations/0012_message_labels.sql" with { type: "text" };
+import m0013 from "../../migrations/0013_body_files.sql" with { type: "text" };
 
 export interface Migration {
   tag: string;
@@ -36,6 +37,7 @@ const FILES: Record<string, string> = {
   "0010_webhook_hooks": m0010,
   "0011_queue_oldest": m0011,
   "0012_message_labels": m0012,
+  "0013_body_files": m0013,
 };
 
 export const JOURNAL_TAGS: string[] = journal.entries.map((e) => e.tag);

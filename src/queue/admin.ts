@@ -21,6 +21,7 @@
  */
 import type { Database, Statement } from "bun:sqlite";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
+import { bodyFilesOf } from "./bodies.ts";
 
 export type AdminAction = "retry" | "hold" | "release" | "delete";
 
@@ -177,6 +178,7 @@ export class QueueAdmin {
       }
       committed(affected);
     }
+    if (result.messagesDeleted > 0) bodyFilesOf(this.sqlite)?.reclaim();
     return result;
   }
 
@@ -238,6 +240,7 @@ export class QueueAdmin {
       return { id, userId: owner.user_id as UserId | null, recipients, messageDeleted: true };
     }).immediate();
     if (!affected) return { messages: 0, recipients: 0, inFlight: 0, messagesDeleted: 0 };
+    bodyFilesOf(this.sqlite)?.reclaim();
     committed([affected]);
     return { messages: 1, recipients: affected.recipients.length, inFlight: 0, messagesDeleted: 1 };
   }

@@ -30,6 +30,7 @@ import { withLazyCommit } from "../db/client.ts";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
 import type { MessageOptions } from "./enqueue.ts";
 import { ExpiredRecipients, type ExpiredBatch } from "./expire.ts";
+import { BODY_COLUMNS, bodyOf, type BodyColumns } from "./bodies.ts";
 import { recentBodies } from "./handoff.ts";
 
 export interface ClaimedRecipient {
@@ -110,11 +111,10 @@ interface MessageHead {
   size: number;
 }
 
-interface MessageRow {
+interface MessageRow extends BodyColumns {
   id: string;
   user_id: number | null;
   envelope_from: string;
-  body: Uint8Array;
   created_at: number;
   inline_css: number;
   track_clicks: number;
@@ -212,8 +212,8 @@ export class QueueClaimer {
        WHERE status IN ('queued','deferred') ORDER BY next_attempt_at LIMIT 1`,
     );
     this.message = sqlite.query(
-      `SELECT id, user_id, envelope_from, body, created_at, inline_css, track_clicks, track_opens, track_bounces, unsubscribe,
-         message_id_header FROM messages WHERE id = ?`,
+      `SELECT id, user_id, envelope_from, ${BODY_COLUMNS}, created_at, inline_css, track_clicks, track_opens, track_bounces,
+         unsubscribe, message_id_header FROM messages WHERE id = ?`,
     );
     this.messageHead = sqlite.query("SELECT id, user_id, created_at, envelope_from, size FROM messages WHERE id = ?");
   }
@@ -420,7 +420,7 @@ export class QueueClaimer {
       id: r.id as MessageId,
       userId: r.user_id as UserId | null,
       envelopeFrom: r.envelope_from,
-      body: Buffer.from(r.body.buffer, r.body.byteOffset, r.body.byteLength),
+      body: bodyOf(this.sqlite, r),
       createdAt: r.created_at,
       options: {
         inlineCss: !!r.inline_css,

@@ -9,6 +9,7 @@ import type { EventLabels, EventRecorder } from "../events/record.ts";
 import { addressKey, domainOf } from "../mail/address.ts";
 import { newMessageId, newRecipientId, type MessageId, type RecipientId, type UserId } from "../mail/ids.ts";
 import type { HealthReporter } from "../observe/health.ts";
+import type { BodyFiles, BodyPlace } from "./bodies.ts";
 import { handedOver, recentBodies } from "./handoff.ts";
 
 export type MessageSource = "smtp" | "api" | "dsn";
@@ -78,11 +79,15 @@ export class IdempotencyKeyTaken extends Error {
   }
 }
 
+const NO_BYTES = Buffer.alloc(0);
+
 /** SQLite's refusal of a second message under one (user, idempotency key): messages_idempotency. */
 const KEY_TAKEN = /UNIQUE constraint failed: messages\.user_id, messages\.idempotency_key/;
 
 interface Pending {
   msg: NewMessage;
+  /** where its body was written, when in a body file (then the row keeps it empty) */
+  place?: BodyPlace;
   resolve: (m: EnqueuedMessage) => void;
   reject: (e: unknown) => void;
 }
@@ -108,12 +113,14 @@ export class Enqueuer {
     private now: () => number = Date.now,
     /** told whether each submission reached the store (`/healthz`); mail made while settling reports with the settle */
     private health?: HealthReporter,
+    /** where large bodies are written (serve's); without, every body is kept in its row */
+    private bodies: BodyFiles | null = null,
   ) {
     this.insertMessage = sqlite.prepare(
       `INSERT INTO messages (id, user_id, created_at, envelope_from, subject, size, body, source,
          inline_css, track_clicks, track_opens, track_bounces, unsubscribe, idempotency_key, message_id_header,
-         idempotency_hash, tag, metadata)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+         idempotency_hash, tag, metadata, body_file, body_offset)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     this.releaseKey = sqlite.prepare(
       "UPDATE messages SET idempotency_key = NULL WHERE user_id IS ? AND idempotency_key = ? AND created_at < ?",
@@ -156,6 +163,25 @@ export class Enqueuer {
     this.scheduled = false;
     const batch = this.pending;
     this.pending = [];
+    const files = this.bodies;
+    try {
+      for (const p of batch) if (files?.takes(p.msg.body.length)) p.place = files.append(p.msg.body);
+    } catch (e) {
+      for (const p of batch) p.reject(e);
+      return;
+    }
+    if (!files || !batch.some((p) => p.place)) return this.commitBatch(batch);
+    // a row naming a body file is committed only once that body is on disk: any sync of the WAL (a checkpoint's
+    // too) may make the row durable, and a durable row must never name bytes a power cut could take back
+    files.synced().then(
+      () => whenSyncIdle(this.sqlite, () => this.commitBatch(batch)),
+      (e: unknown) => {
+        for (const p of batch) p.reject(e);
+      },
+    );
+  }
+
+  private commitBatch(batch: Pending[]): void {
     let commit: { value: Array<EnqueuedMessage | { error: unknown }>; durable: Promise<void> };
     try {
       commit = this.commit(batch);
@@ -187,17 +213,17 @@ export class Enqueuer {
   private commit(batch: Pending[]): { value: Array<EnqueuedMessage | { error: unknown }>; durable: Promise<void> } {
     try {
       // the usual case: every message of the batch is fine, so no savepoint per message is needed
-      return commitDurably(this.sqlite, () => this.sqlite.transaction(() => batch.map((p) => this.write(p.msg)))());
+      return commitDurably(this.sqlite, () => this.sqlite.transaction(() => batch.map((p) => this.write(p.msg, p.place)))());
     } catch {
       // something failed and the batch rolled back: redo it with one savepoint each, so only that one fails
-      return commitDurably(this.sqlite, () => this.sqlite.transaction(() => batch.map((p) => this.insertOne(p.msg)))());
+      return commitDurably(this.sqlite, () => this.sqlite.transaction(() => batch.map((p) => this.insertOne(p.msg, p.place)))());
     }
   }
 
   /** One message inside a savepoint, so one bad submission does not fail the others in its batch. */
-  private insertOne(m: NewMessage): EnqueuedMessage | { error: unknown } {
+  private insertOne(m: NewMessage, place?: BodyPlace): EnqueuedMessage | { error: unknown } {
     try {
-      return this.sqlite.transaction(() => this.write(m))();
+      return this.sqlite.transaction(() => this.write(m, place))();
     } catch (error) {
       // SQLite rolls the whole transaction back on some errors (disk full, I/O error): the batch is lost, and the
       // commit would fail with "no transaction is active", hiding why; the real error is the batch's answer
@@ -209,7 +235,7 @@ export class Enqueuer {
     }
   }
 
-  private write(m: NewMessage): EnqueuedMessage {
+  private write(m: NewMessage, place?: BodyPlace): EnqueuedMessage {
     const now = this.now();
     const id = newMessageId(now);
     const o = m.options;
@@ -217,9 +243,9 @@ export class Enqueuer {
       this.releaseKey.run(m.userId, m.idempotencyKey, m.idempotencyExpiredBefore);
     }
     const labels = storedLabels(m);
-    this.insertMessage.run(id, m.userId, now, m.envelopeFrom, m.subject, m.body.length, m.body, m.source,
+    this.insertMessage.run(id, m.userId, now, m.envelopeFrom, m.subject, m.body.length, place ? NO_BYTES : m.body, m.source,
       o.inlineCss, o.trackClicks, o.trackOpens, o.trackBounces, o.unsubscribe, m.idempotencyKey ?? null, m.messageIdHeader ?? null,
-      m.idempotencyHash ?? null, labels.tag, labels.metadata);
+      m.idempotencyHash ?? null, labels.tag, labels.metadata, place?.file ?? null, place?.offset ?? null);
     const recipients = m.recipients.map((address): EnqueuedRecipient => {
       const rid = newRecipientId(now);
       const key = addressKey(address);

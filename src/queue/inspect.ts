@@ -5,6 +5,7 @@
  */
 import type { Database, Statement } from "bun:sqlite";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
+import { BODY_COLUMNS, bodyOf, type BodyColumns } from "./bodies.ts";
 import type { MessageOptions, MessageSource, RecipientStatus } from "./enqueue.ts";
 
 export interface RecipientView {
@@ -109,7 +110,7 @@ export class QueueInspector {
   private byKey: Statement<MessageRow & { idempotency_hash: string | null }, [number, string]>;
   private recipientsOf: Statement<RecipientRow, [string]>;
   private depth: Statement<{ n: number }, []>;
-  private body: Statement<{ body: Uint8Array }, [string]>;
+  private body: Statement<BodyColumns, [string]>;
   private pendingRows: Statement<PendingRow, []>;
   private pendingTotals: Statement<PendingCounts, []>;
 
@@ -126,7 +127,7 @@ export class QueueInspector {
     // counted from the partial index recipients_due, named: when nearly every row is pending (a big backlog, little
     // history) the planner would otherwise read the whole table, several times the index's size
     this.depth = sqlite.prepare(`SELECT count(*) AS n FROM recipients INDEXED BY recipients_due WHERE status IN ('queued','deferred')`);
-    this.body = sqlite.prepare("SELECT body FROM messages WHERE id = ?");
+    this.body = sqlite.prepare(`SELECT ${BODY_COLUMNS} FROM messages WHERE id = ?`);
     // one query for the whole listing, read row by row: a query per message made `queue list` on 300,000
     // messages take seconds and hold the whole queue in memory
     this.pendingRows = sqlite.prepare(
@@ -179,7 +180,7 @@ export class QueueInspector {
   /** The message as stored (CRLF MIME, as prepared at intake), or null. */
   storedMessage(id: string): Buffer | null {
     const row = this.body.get(id);
-    return row ? Buffer.from(row.body.buffer, row.body.byteOffset, row.body.byteLength) : null;
+    return row ? bodyOf(this.sqlite, row) : null;
   }
 
   /** What `pending()` would yield in total, counted without reading it. */

@@ -34,9 +34,15 @@ export const messages = sqliteTable(
     metadata: text("metadata"),
     /** set once the sender was told the message is delayed (delivery.delay_warning): one warning per message */
     delayWarned: integer("delay_warned", { mode: "boolean" }).notNull().default(false),
+    /** a large body is kept in a body file instead of `body` (then empty): the file's number (body_files.id)… */
+    bodyFile: integer("body_file"),
+    /** …and where in that file it starts; `size` bytes long (queue/bodies.ts) */
+    bodyOffset: integer("body_offset"),
   },
   (t) => [
     index("messages_created").on(t.createdAt),
+    // a body file is removed once no message names it
+    index("messages_body_file").on(t.bodyFile).where(sql`body_file IS NOT NULL`),
     // GET /v1/messages: a user's messages newest first, by keyset (created_at, id); with a tag, that tag's only
     index("messages_user_created").on(t.userId, t.createdAt, t.id),
     index("messages_user_tag")
@@ -46,6 +52,12 @@ export const messages = sqliteTable(
     index("messages_message_id_header").on(t.messageIdHeader).where(sql`message_id_header IS NOT NULL`),
   ],
 );
+
+/** The body files (queue/bodies.ts): listed before a message may name one, unlisted when removed. */
+export const bodyFiles = sqliteTable("body_files", {
+  id: integer("id").primaryKey(),
+  createdAt: integer("created_at").notNull(),
+});
 
 export const recipients = sqliteTable(
   "recipients",

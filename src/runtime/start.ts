@@ -10,6 +10,7 @@ import { VerifiedDomains } from "../intake/verified-domains.ts";
 import { domainChecker, outcomeOf } from "../spf/check.ts";
 import type { Logger } from "../observe/log.ts";
 import { Enqueuer, MESSAGE_BODIES_TABLE } from "../queue/enqueue.ts";
+import { openBodyFiles } from "../queue/bodies.ts";
 import { DeliveryService } from "../delivery/service.ts";
 import { ownAddresses } from "../delivery/own-addresses.ts";
 import { CredentialChecker, UserNames } from "../auth/users.ts";
@@ -178,7 +179,7 @@ async function wire({ config, log, opts, store, services, dkim, stop }: Wiring):
   // a hook's user that does not exist is a config error (exit 2), found before any listener opens
   const hooks = resolveWebhooks(config.webhook, config.file, store.db);
   const events = new EventRecorder(store.sqlite, hooks);
-  const enqueuer = new Enqueuer(store.sqlite, events, Date.now, health.reporter("intake"));
+  const enqueuer = new Enqueuer(store.sqlite, events, Date.now, health.reporter("intake"), openBodyFiles(store.sqlite));
   const checkDomain = domainChecker(config);
   const verifiedDomains = config.spf.require_verified_domains
     ? new VerifiedDomains(store.db, async (domain) => outcomeOf(await checkDomain(domain)))

@@ -1,0 +1,273 @@
+/**
+ * @module queue/bodies — large message bodies, kept in append-only files beside the database (`DB-bodies/`)
+ * instead of in the `messages` row: one write of the body, where SQLite wrote it into its WAL page by page (two
+ * writes a page) and copied it into the database again at every checkpoint.
+ *
+ * Durability: a body is written and synced *before* the row that names it is committed. Any sync of the WAL (ours
+ * before a 250, SQLite's own at a checkpoint or a FULL commit) can make a committed row durable, so a row must never
+ * be committed while its body could still be lost. A file is created and its directory synced before it is listed
+ * in `body_files`; a row names only listed files. Files are written only by `serve`, only the newest listed one,
+ * and never changed after; one that no message names any more is removed (not the newest: serve may be writing
+ * it). What a crash can leave behind (bytes no row names, a file not listed) is removed at the next start.
+ */
+import type { Database, Statement } from "bun:sqlite";
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, unlinkSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { fdatasyncOffThread, onStoreClose, StoreOpenError, type SyncFile } from "../db/client.ts";
+
+/** Bodies this long or longer go to a body file; shorter ones stay in the row (a few pages: no gain, one more sync). */
+export const BODY_FILE_MIN_BYTES = 16 * 1024;
+
+/** A body file is not grown past this (unless one body is larger): the unit in which deleted messages' space returns. */
+const MAX_FILE_BYTES = 256 * 1024 * 1024;
+
+/** How many body files are kept open for reading at once. */
+const READ_FDS = 8;
+
+export interface BodyPlace {
+  file: number;
+  offset: number;
+}
+
+/** A body the store names cannot be read back (its file is gone, or shorter than the row says). */
+export class BodyUnreadable extends Error {}
+
+const NAME = /^(\d{8})\.body$/;
+const fileName = (id: number) => `${String(id).padStart(8, "0")}.body`;
+
+export class BodyFiles {
+  /** the file being appended to by this process, once one is open */
+  private current: { id: number; fd: number; end: number } | null = null;
+  /** write descriptors with bytes not yet synced; every one ever opened, closed with the store */
+  private dirty = new Set<number>();
+  private writeFds: number[] = [];
+  private readFds = new Map<number, number>();
+  private running = false;
+  /** the number of the next file to open; set by `check`, which only serve runs: no one else writes */
+  private nextId: number | null = null;
+  private waiting: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
+  private list: Statement<{ id: number }, []>;
+  private named: Statement<{ one: number }, [number]>;
+  private unlist: Statement<unknown, [number]>;
+  private addListing: Statement<unknown, [number, number]>;
+
+  constructor(
+    private sqlite: Database,
+    readonly dir: string,
+    private syncFile: SyncFile = fdatasyncOffThread,
+  ) {
+    this.list = sqlite.query("SELECT id FROM body_files ORDER BY id");
+    this.named = sqlite.query("SELECT 1 AS one FROM messages WHERE body_file = ? LIMIT 1");
+    this.unlist = sqlite.query("DELETE FROM body_files WHERE id = ?");
+    this.addListing = sqlite.query("INSERT INTO body_files (id, created_at) VALUES (?, ?)");
+  }
+
+  /** Whether a body of `length` bytes is written to a body file rather than into its row. */
+  takes(length: number): boolean {
+    return length >= BODY_FILE_MIN_BYTES;
+  }
+
+  /** Writes `body` at the end of the current file (a new one when there is none or it is full). Synchronous. */
+  append(body: Buffer): BodyPlace {
+    let cur = this.current;
+    if (!cur || (cur.end > 0 && cur.end + body.length > MAX_FILE_BYTES)) cur = this.openNext();
+    const offset = cur.end;
+    for (let done = 0; done < body.length; ) done += writeSync(cur.fd, body, done, body.length - done, offset + done);
+    cur.end += body.length;
+    this.dirty.add(cur.fd);
+    return { file: cur.id, offset };
+  }
+
+  /**
+   * Resolves once every body appended before the call is on disk; rejects if that cannot be shown. Calls made
+   * while a sync runs share the next one. After a failed sync the file is not appended to again: Linux may have
+   * dropped the unwritten pages and report the next sync clean.
+   */
+  synced(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ resolve, reject });
+      if (!this.running) this.syncNext();
+    });
+  }
+
+  /** The `size` bytes at `offset` of body file `file`. */
+  read(file: number, offset: number, size: number): Buffer {
+    const fd = this.readFd(file);
+    const out = Buffer.allocUnsafe(size);
+    for (let got = 0; got < size; ) {
+      const n = readSync(fd, out, got, size - got, offset + got);
+      if (n === 0) throw new BodyUnreadable(`${join(this.dir, fileName(file))} ends before byte ${offset + size}`);
+      got += n;
+    }
+    return out;
+  }
+
+  /**
+   * Removes the listed files no message names, but the newest (a running serve may be writing it): after messages
+   * were deleted. A file is unlisted first, then removed: a crash between leaves a file no one lists.
+   */
+  reclaim(): void {
+    this.removeUnnamed(this.list.all().map((r) => r.id).slice(0, -1));
+  }
+
+  /**
+   * Serve's start, before it writes: refuses a store whose messages name a body file that is gone (their bodies
+   * are lost: exit 1, saying so), and removes what a crash or an earlier run left: files not listed, listed files
+   * no message names. Every listed file is an earlier run's then, none being written.
+   */
+  check(): void {
+    const listed = new Set(this.list.all().map((r) => r.id));
+    const onDisk = existsSync(this.dir) ? readdirSync(this.dir).flatMap((n) => NAME.exec(n)?.[1] ?? []).map(Number) : [];
+    for (const id of onDisk) if (!listed.has(id)) rmIfThere(join(this.dir, fileName(id)));
+    for (const id of listed) {
+      if (onDisk.includes(id)) continue;
+      if (this.named.get(id)) {
+        throw new StoreOpenError(
+          `the body file ${join(this.dir, fileName(id))} is missing, and messages in the database name it: their ` +
+            `bodies are lost. Restore ${this.dir} from the backup the database came from`,
+        );
+      }
+      this.unlist.run(id);
+    }
+    this.removeUnnamed([...listed].filter((id) => onDisk.includes(id)));
+    // numbers are not used twice in a run: a reader's open file is never another file under the same name
+    this.nextId = Math.max(0, ...listed, ...onDisk) + 1;
+  }
+
+  private removeUnnamed(ids: number[]): void {
+    for (const id of ids) {
+      if (this.named.get(id)) continue;
+      this.unlist.run(id);
+      this.closeReadFd(id);
+      rmIfThere(join(this.dir, fileName(id)));
+    }
+  }
+
+  close(): void {
+    for (const fd of [...this.writeFds, ...this.readFds.values()]) closeSync(fd);
+    this.writeFds = [];
+    this.readFds.clear();
+    this.dirty.clear();
+    this.current = null;
+  }
+
+  /** A new file, its directory entry on disk, then listed: a row may name it from then on. */
+  private openNext(): { id: number; fd: number; end: number } {
+    if (this.nextId === null) throw new Error("body files are written by serve only, after BodyFiles.check");
+    const id = this.nextId++;
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    const fd = openSync(join(this.dir, fileName(id)), "wx+", 0o600);
+    this.writeFds.push(fd);
+    const dirFd = openSync(this.dir, "r");
+    try {
+      fsyncSync(dirFd);
+    } finally {
+      closeSync(dirFd);
+    }
+    this.addListing.run(id, Date.now());
+    this.current = { id, fd, end: 0 };
+    return this.current;
+  }
+
+  private syncNext(): void {
+    const batch = this.waiting.splice(0);
+    if (batch.length === 0) return;
+    const fds = [...this.dirty];
+    this.dirty.clear();
+    this.running = true;
+    let sync: Promise<unknown>;
+    try {
+      sync = Promise.all(fds.map((fd) => this.syncFile(fd)));
+    } catch (e) {
+      sync = Promise.reject(e);
+    }
+    sync.then(
+      () => {
+        for (const w of batch) w.resolve();
+      },
+      (e: unknown) => {
+        if (this.current && fds.includes(this.current.fd)) this.current = null;
+        for (const w of batch) w.reject(e);
+      },
+    ).finally(() => {
+      this.running = false;
+      if (this.waiting.length > 0) this.syncNext();
+    });
+  }
+
+  private readFd(file: number): number {
+    let fd = this.readFds.get(file);
+    if (fd !== undefined) {
+      this.readFds.delete(file);
+      this.readFds.set(file, fd); // most recently used last
+      return fd;
+    }
+    try {
+      fd = openSync(join(this.dir, fileName(file)), "r");
+    } catch (e) {
+      throw new BodyUnreadable(`cannot open the body file ${join(this.dir, fileName(file))}: ${(e as Error).message}`, { cause: e });
+    }
+    if (this.readFds.size >= READ_FDS) this.closeReadFd(this.readFds.keys().next().value!);
+    this.readFds.set(file, fd);
+    return fd;
+  }
+
+  private closeReadFd(file: number): void {
+    const fd = this.readFds.get(file);
+    if (fd === undefined) return;
+    this.readFds.delete(file);
+    closeSync(fd);
+  }
+}
+
+function rmIfThere(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch (e) {
+    if ((e as { code?: string }).code !== "ENOENT") throw e;
+  }
+}
+
+const bodyFiles = new WeakMap<Database, BodyFiles>();
+
+/** The body files of the database `sqlite` is a connection to (`DB-bodies/`); null for a database in memory. */
+export function bodyFilesOf(sqlite: Database): BodyFiles | null {
+  let files = bodyFiles.get(sqlite);
+  if (files) return files;
+  const path = sqlite.filename;
+  if (!path || path === ":memory:") return null;
+  files = new BodyFiles(sqlite, `${path}-bodies`);
+  bodyFiles.set(sqlite, files);
+  onStoreClose(sqlite, () => files!.close());
+  return files;
+}
+
+/** Serve's body files, checked (BodyFiles.check) and written with `syncFile` (tests hold or fail it). */
+export function openBodyFiles(sqlite: Database, syncFile?: SyncFile): BodyFiles | null {
+  const path = sqlite.filename;
+  if (!path || path === ":memory:") return null;
+  const files = new BodyFiles(sqlite, `${path}-bodies`, syncFile);
+  files.check();
+  bodyFiles.set(sqlite, files);
+  onStoreClose(sqlite, () => files.close());
+  return files;
+}
+
+/** A `messages` row's body columns, as the queue's reads select them. */
+export interface BodyColumns {
+  body: Uint8Array;
+  size: number;
+  body_file: number | null;
+  body_offset: number | null;
+}
+
+/** The SELECT list for BodyColumns. */
+export const BODY_COLUMNS = "body, size, body_file, body_offset";
+
+/** The stored body of a row: from its body file when it names one, else the row's own bytes (not copied). */
+export function bodyOf(sqlite: Database, row: BodyColumns): Buffer {
+  if (row.body_file === null) return Buffer.from(row.body.buffer, row.body.byteOffset, row.body.byteLength);
+  const files = bodyFilesOf(sqlite);
+  if (!files) throw new BodyUnreadable(`message body in body file ${row.body_file}, but the database has no body files`);
+  return files.read(row.body_file, row.body_offset ?? 0, row.size);
+}
