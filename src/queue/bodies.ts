@@ -19,7 +19,13 @@ import { fdatasyncOffThread, onStoreClose, StoreOpenError, type SyncFile } from 
 export const BODY_FILE_MIN_BYTES = 16 * 1024;
 
 /** A body file is not grown past this (unless one body is larger): the unit in which deleted messages' space returns. */
-const MAX_FILE_BYTES = 256 * 1024 * 1024;
+export const MAX_FILE_BYTES = 256 * 1024 * 1024;
+
+export interface BodyFileOptions {
+  /** how a body file is synced (tests hold or fail it) */
+  syncFile?: SyncFile;
+  maxFileBytes?: number;
+}
 
 /** How many body files are kept open for reading at once. */
 const READ_FDS = 8;
@@ -51,11 +57,16 @@ export class BodyFiles {
   private unlist: Statement<unknown, [number]>;
   private addListing: Statement<unknown, [number, number]>;
 
+  private syncFile: SyncFile;
+  private maxFileBytes: number;
+
   constructor(
-    private sqlite: Database,
+    sqlite: Database,
     readonly dir: string,
-    private syncFile: SyncFile = fdatasyncOffThread,
+    opts: BodyFileOptions = {},
   ) {
+    this.syncFile = opts.syncFile ?? fdatasyncOffThread;
+    this.maxFileBytes = opts.maxFileBytes ?? MAX_FILE_BYTES;
     this.list = sqlite.query("SELECT id FROM body_files ORDER BY id");
     this.named = sqlite.query("SELECT 1 AS one FROM messages WHERE body_file = ? LIMIT 1");
     this.unlist = sqlite.query("DELETE FROM body_files WHERE id = ?");
@@ -70,7 +81,7 @@ export class BodyFiles {
   /** Writes `body` at the end of the current file (a new one when there is none or it is full). Synchronous. */
   append(body: Buffer): BodyPlace {
     let cur = this.current;
-    if (!cur || (cur.end > 0 && cur.end + body.length > MAX_FILE_BYTES)) cur = this.openNext();
+    if (!cur || (cur.end > 0 && cur.end + body.length > this.maxFileBytes)) cur = this.openNext();
     const offset = cur.end;
     for (let done = 0; done < body.length; ) done += writeSync(cur.fd, body, done, body.length - done, offset + done);
     cur.end += body.length;
@@ -242,11 +253,11 @@ export function bodyFilesOf(sqlite: Database): BodyFiles | null {
   return files;
 }
 
-/** Serve's body files, checked (BodyFiles.check) and written with `syncFile` (tests hold or fail it). */
-export function openBodyFiles(sqlite: Database, syncFile?: SyncFile): BodyFiles | null {
+/** Serve's body files, checked (BodyFiles.check): the only ones written to. */
+export function openBodyFiles(sqlite: Database, opts?: BodyFileOptions): BodyFiles | null {
   const path = sqlite.filename;
   if (!path || path === ":memory:") return null;
-  const files = new BodyFiles(sqlite, `${path}-bodies`, syncFile);
+  const files = new BodyFiles(sqlite, `${path}-bodies`, opts);
   files.check();
   bodyFiles.set(sqlite, files);
   onStoreClose(sqlite, () => files.close());

@@ -1,0 +1,188 @@
+import { afterEach, expect, test } from "bun:test";
+import { existsSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { openStore, StoreOpenError, type Store } from "../db/client.ts";
+import { EventRecorder } from "../events/record.ts";
+import type { MessageId } from "../mail/ids.ts";
+import { heldSync, OPTIONS_OFF, tempDir, waitFor } from "../../test/helpers/harness.ts";
+import { QueueAdmin } from "./admin.ts";
+import { BODY_FILE_MIN_BYTES, openBodyFiles, type BodyFileOptions } from "./bodies.ts";
+import { Enqueuer } from "./enqueue.ts";
+import { QueueInspector } from "./inspect.ts";
+
+let dir: ReturnType<typeof tempDir> | undefined;
+let store: Store | undefined;
+afterEach(() => {
+  store?.close();
+  dir?.cleanup();
+  store = dir = undefined;
+});
+
+const dbPath = () => join(dir!.path, "outpost.db");
+const bodiesDir = () => `${dbPath()}-bodies`;
+const bodyFilesOnDisk = () => (existsSync(bodiesDir()) ? readdirSync(bodiesDir()).sort() : []);
+
+/** serve's set-up: a real store, its body files checked and written with `opts` */
+function serveStore(opts: BodyFileOptions = {}) {
+  dir ??= tempDir();
+  store = openStore(dbPath());
+  const files = openBodyFiles(store.sqlite, opts)!;
+  const enqueuer = new Enqueuer(store.sqlite, new EventRecorder(store.sqlite), Date.now, undefined, files);
+  return { files, enqueuer };
+}
+
+function reopen(opts: BodyFileOptions = {}) {
+  store!.close();
+  return serveStore(opts);
+}
+
+/** A CRLF message of exactly `bytes` bytes, different for each `tag`. */
+function message(bytes: number, tag = "x"): Buffer {
+  const head = `Subject: ${tag}\r\n\r\n`;
+  const line = `${tag.repeat(76).slice(0, 76)}\r\n`;
+  const body = line.repeat(Math.ceil(bytes / line.length));
+  return Buffer.from((head + body).slice(0, bytes - 2) + "\r\n");
+}
+
+function submit(enqueuer: Enqueuer, body: Buffer, to = "a@dest.test") {
+  const t = { state: "pending" as "pending" | "stored" | "refused", id: undefined as MessageId | undefined, error: undefined as unknown };
+  enqueuer
+    .enqueue({ userId: null, envelopeFrom: "s@example.org", recipients: [to], suppressed: new Set(), body, subject: "x", source: "smtp", options: OPTIONS_OFF })
+    .then((m) => ((t.state = "stored"), (t.id = m.id)), (e: unknown) => ((t.state = "refused"), (t.error = e)));
+  return t;
+}
+
+const rowOf = (id: MessageId) =>
+  store!.sqlite.query("SELECT length(body) AS inRow, size, body_file AS file, body_offset AS offset FROM messages WHERE id = ?").get(id) as {
+    inRow: number; size: number; file: number | null; offset: number | null;
+  };
+const messageCount = () => (store!.sqlite.query("SELECT count(*) AS n FROM messages").get() as { n: number }).n;
+
+test("a large body is written to a body file and read back whole; the row keeps none of it", async () => {
+  const { enqueuer } = serveStore();
+  const body = message(50 * 1024);
+  const m = submit(enqueuer, body);
+  await waitFor(() => m.state === "stored", 5000, "the message stored");
+  expect(rowOf(m.id!)).toEqual({ inRow: 0, size: body.length, file: 1, offset: 0 });
+  expect(readFileSync(join(bodiesDir(), "00000001.body")).equals(body)).toBe(true);
+  // read from the store (no hand-over from intake), after a restart too
+  expect(new QueueInspector(store!.sqlite).storedMessage(m.id!)!.equals(body)).toBe(true);
+  reopen();
+  expect(new QueueInspector(store!.sqlite).storedMessage(m.id!)!.equals(body)).toBe(true);
+});
+
+test("a body under the threshold stays in its row, and its commit waits for no body sync", async () => {
+  const bodySyncs = heldSync();
+  const { enqueuer } = serveStore({ syncFile: bodySyncs.sync });
+  const small = message(BODY_FILE_MIN_BYTES - 1);
+  const m = submit(enqueuer, small);
+  await waitFor(() => m.state === "stored", 5000, "the message stored");
+  expect(bodySyncs.calls.length).toBe(0);
+  expect(rowOf(m.id!)).toEqual({ inRow: small.length, size: small.length, file: null, offset: null });
+  expect(bodyFilesOnDisk()).toEqual([]);
+});
+
+test("no row naming a body is committed before that body's sync has returned", async () => {
+  const bodySyncs = heldSync();
+  const { enqueuer } = serveStore({ syncFile: bodySyncs.sync });
+  const m = submit(enqueuer, message(40 * 1024));
+  await waitFor(() => bodySyncs.calls.length === 1, 2000, "the body sync");
+  await Bun.sleep(0);
+  // written, not yet on disk: a WAL sync now (a checkpoint's) must find no row naming it
+  expect(bodyFilesOnDisk()).toEqual(["00000001.body"]);
+  expect(messageCount()).toBe(0);
+  expect(m.state).toBe("pending");
+  bodySyncs.calls[0]!.done();
+  await waitFor(() => m.state === "stored", 5000, "the message stored");
+  expect(messageCount()).toBe(1);
+});
+
+test("bodies written while a sync runs share the next sync", async () => {
+  const bodySyncs = heldSync();
+  const { enqueuer } = serveStore({ syncFile: bodySyncs.sync });
+  const first = submit(enqueuer, message(20 * 1024, "a"), "a@dest.test");
+  await waitFor(() => bodySyncs.calls.length === 1, 2000, "the first sync");
+  const more = [submit(enqueuer, message(20 * 1024, "b"), "b@dest.test")];
+  await Bun.sleep(5);
+  more.push(submit(enqueuer, message(20 * 1024, "c"), "c@dest.test"));
+  await Bun.sleep(5);
+  expect(bodySyncs.calls.length).toBe(1); // the others wait for the running one to end
+  bodySyncs.calls[0]!.done();
+  await waitFor(() => bodySyncs.calls.length === 2, 2000, "the second sync");
+  bodySyncs.calls[1]!.done();
+  await waitFor(() => [first, ...more].every((m) => m.state === "stored"), 5000, "all three stored");
+  expect(bodySyncs.calls.length).toBe(2);
+});
+
+test("a failed body sync refuses its batch, stores none of it, and the next body goes to a new file", async () => {
+  const bodySyncs = heldSync();
+  const { enqueuer } = serveStore({ syncFile: bodySyncs.sync });
+  const lost = submit(enqueuer, message(30 * 1024, "l"));
+  await waitFor(() => bodySyncs.calls.length === 1, 2000, "the body sync");
+  bodySyncs.calls[0]!.fail(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
+  await waitFor(() => lost.state === "refused", 2000, "the batch refused");
+  expect(String(lost.error)).toContain("EIO");
+  expect(messageCount()).toBe(0);
+  const next = submit(enqueuer, message(30 * 1024, "n"));
+  await waitFor(() => bodySyncs.calls.length === 2, 2000, "the next body sync");
+  bodySyncs.calls[1]!.done();
+  await waitFor(() => next.state === "stored", 5000, "the next message stored");
+  expect(rowOf(next.id!).file).toBe(2); // not appended after pages Linux may have dropped
+});
+
+test("a file is not grown past its limit: the next body starts a new one", async () => {
+  const { enqueuer } = serveStore({ maxFileBytes: 64 * 1024 });
+  const ms = [submit(enqueuer, message(30 * 1024, "a")), submit(enqueuer, message(30 * 1024, "b")), submit(enqueuer, message(30 * 1024, "c"))];
+  await waitFor(() => ms.every((m) => m.state === "stored"), 5000, "all stored");
+  expect(ms.map((m) => [rowOf(m.id!).file, rowOf(m.id!).offset])).toEqual([[1, 0], [1, 30 * 1024], [2, 0]]);
+  const inspector = new QueueInspector(store!.sqlite);
+  expect(ms.map((m) => inspector.storedMessage(m.id!)!.toString("latin1").slice(9, 10))).toEqual(["a", "b", "c"]);
+});
+
+test("serve refuses to start when messages name a body file that is gone, and says which", async () => {
+  const { enqueuer } = serveStore();
+  const m = submit(enqueuer, message(20 * 1024));
+  await waitFor(() => m.state === "stored", 5000, "stored");
+  store!.close();
+  unlinkSync(join(bodiesDir(), "00000001.body"));
+  store = openStore(dbPath());
+  const refused = (() => {
+    try {
+      openBodyFiles(store.sqlite);
+    } catch (e) {
+      return e;
+    }
+  })();
+  expect(refused).toBeInstanceOf(StoreOpenError);
+  expect(String(refused)).toContain(`the body file ${join(bodiesDir(), "00000001.body")} is missing, and messages in the database name it`);
+});
+
+test("at start, files no one lists and listed files no message names are removed; numbers keep growing", async () => {
+  const { enqueuer } = serveStore({ maxFileBytes: 32 * 1024 });
+  const kept = submit(enqueuer, message(20 * 1024, "k"));
+  const gone = submit(enqueuer, message(20 * 1024, "g"));
+  await waitFor(() => kept.state === "stored" && gone.state === "stored", 5000, "stored");
+  expect(bodyFilesOnDisk()).toEqual(["00000001.body", "00000002.body"]);
+  new QueueAdmin(store!.sqlite).apply("delete", { kind: "message", id: gone.id! });
+  expect(bodyFilesOnDisk()).toEqual(["00000001.body", "00000002.body"]); // the newest may be being written
+  writeFileSync(join(bodiesDir(), "00000007.body"), "left by a crash before it was listed");
+  const { enqueuer: again } = reopen({ maxFileBytes: 32 * 1024 });
+  expect(bodyFilesOnDisk()).toEqual(["00000001.body"]);
+  const next = submit(again, message(20 * 1024, "n"));
+  await waitFor(() => next.state === "stored", 5000, "stored");
+  expect(rowOf(next.id!).file).toBe(8);
+  expect(new QueueInspector(store!.sqlite).storedMessage(kept.id!)!.equals(message(20 * 1024, "k"))).toBe(true);
+});
+
+test("deleting the last message a body file holds removes that file, unless it is the newest", async () => {
+  const { enqueuer } = serveStore({ maxFileBytes: 32 * 1024 });
+  const ms = ["a", "b", "c"].map((t) => submit(enqueuer, message(20 * 1024, t), `${t}@dest.test`));
+  await waitFor(() => ms.every((m) => m.state === "stored"), 5000, "stored");
+  expect(bodyFilesOnDisk()).toEqual(["00000001.body", "00000002.body", "00000003.body"]);
+  const admin = new QueueAdmin(store!.sqlite);
+  admin.apply("delete", { kind: "message", id: ms[1]!.id! });
+  expect(bodyFilesOnDisk()).toEqual(["00000001.body", "00000003.body"]);
+  admin.apply("delete", { kind: "all", filter: {} });
+  expect(bodyFilesOnDisk()).toEqual(["00000003.body"]);
+  expect(store!.sqlite.query("SELECT id FROM body_files ORDER BY id").all()).toEqual([{ id: 3 }]);
+});
