@@ -1,6 +1,7 @@
 CREATE TABLE `body_files` (
 	`id` integer PRIMARY KEY NOT NULL,
-	`created_at` integer NOT NULL
+	`created_at` integer NOT NULL,
+	`sealed` integer DEFAULT false NOT NULL
 );
 --> statement-breakpoint
 ALTER TABLE `messages` ADD `body_file` integer;--> statement-breakpoint

@@ -186,3 +186,25 @@ test("deleting the last message a body file holds removes that file, unless it i
   expect(bodyFilesOnDisk()).toEqual(["00000003.body"]);
   expect(store!.sqlite.query("SELECT id FROM body_files ORDER BY id").all()).toEqual([{ id: 3 }]);
 });
+
+test("a file a batch waiting for its body sync wrote to is not removed, even once no committed message names it", async () => {
+  const bodySyncs = heldSync();
+  const { enqueuer } = serveStore({ syncFile: bodySyncs.sync, maxFileBytes: 40 * 1024 });
+  const first = submit(enqueuer, message(16 * 1024, "a"), "a@dest.test");
+  await waitFor(() => bodySyncs.calls.length === 1, 2000, "the first body sync");
+  bodySyncs.calls[0]!.done();
+  await waitFor(() => first.state === "stored", 5000, "the first stored");
+  // one batch: its first body still fits in file 1, the second starts file 2
+  const batch = [submit(enqueuer, message(16 * 1024, "b"), "b@dest.test"), submit(enqueuer, message(16 * 1024, "c"), "c@dest.test")];
+  await waitFor(() => bodySyncs.calls.length === 3, 2000, "the batch's body syncs (one a file)");
+  expect(bodyFilesOnDisk()).toEqual(["00000001.body", "00000002.body"]);
+  // file 1 is not serve's current file any more, and no committed message names it once the first is deleted
+  new QueueAdmin(store!.sqlite).apply("delete", { kind: "message", id: first.id! });
+  expect(bodyFilesOnDisk()).toEqual(["00000001.body", "00000002.body"]);
+  for (const c of bodySyncs.calls.slice(1)) c.done();
+  await waitFor(() => batch.every((m) => m.state === "stored"), 5000, "the batch stored");
+  expect(new QueueInspector(store!.sqlite).storedMessage(batch[0]!.id!)!.equals(message(16 * 1024, "b"))).toBe(true);
+  // committed now, file 1 sealed: it goes with the last message naming it
+  new QueueAdmin(store!.sqlite).apply("delete", { kind: "message", id: batch[0]!.id! });
+  expect(bodyFilesOnDisk()).toEqual(["00000002.body"]);
+});

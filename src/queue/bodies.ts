@@ -6,9 +6,10 @@
  * Durability: a body is written and synced *before* the row that names it is committed. Any sync of the WAL (ours
  * before a 250, SQLite's own at a checkpoint or a FULL commit) can make a committed row durable, so a row must never
  * be committed while its body could still be lost. A file is created and its directory synced before it is listed
- * in `body_files`; a row names only listed files. Files are written only by `serve`, only the newest listed one,
- * and never changed after; one that no message names any more is removed (not the newest: serve may be writing
- * it). What a crash can leave behind (bytes no row names, a file not listed) is removed at the next start.
+ * in `body_files`; a row names only listed files. Files are written only by `serve` and never changed after. Serve
+ * seals a file once it writes no more to it and every row naming it has been committed (or refused); a sealed file
+ * that no message names any more is removed, by any process (`queue delete`). What a crash can leave behind (bytes
+ * no row names, a file not listed) is removed at the next start, when every file of the earlier run is sealed.
  */
 import type { Database, Statement } from "bun:sqlite";
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, unlinkSync, writeSync } from "node:fs";
@@ -52,7 +53,12 @@ export class BodyFiles {
   /** the number of the next file to open; set by `check`, which only serve runs: no one else writes */
   private nextId: number | null = null;
   private waiting: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
+  /** per file, bodies appended whose rows are neither committed nor refused yet: the file is not sealed before */
+  private uncommitted = new Map<number, number>();
   private list: Statement<{ id: number }, []>;
+  private listSealed: Statement<{ id: number }, []>;
+  private seal: Statement<unknown, [number]>;
+  private sealAll: Statement<unknown, []>;
   private named: Statement<{ one: number }, [number]>;
   private unlist: Statement<unknown, [number]>;
   private addListing: Statement<unknown, [number, number]>;
@@ -68,6 +74,9 @@ export class BodyFiles {
     this.syncFile = opts.syncFile ?? fdatasyncOffThread;
     this.maxFileBytes = opts.maxFileBytes ?? MAX_FILE_BYTES;
     this.list = sqlite.query("SELECT id FROM body_files ORDER BY id");
+    this.listSealed = sqlite.query("SELECT id FROM body_files WHERE sealed ORDER BY id");
+    this.seal = sqlite.query("UPDATE body_files SET sealed = 1 WHERE id = ?");
+    this.sealAll = sqlite.query("UPDATE body_files SET sealed = 1 WHERE NOT sealed");
     this.named = sqlite.query("SELECT 1 AS one FROM messages WHERE body_file = ? LIMIT 1");
     this.unlist = sqlite.query("DELETE FROM body_files WHERE id = ?");
     this.addListing = sqlite.query("INSERT INTO body_files (id, created_at) VALUES (?, ?)");
@@ -86,7 +95,19 @@ export class BodyFiles {
     for (let done = 0; done < body.length; ) done += writeSync(cur.fd, body, done, body.length - done, offset + done);
     cur.end += body.length;
     this.dirty.add(cur.fd);
+    this.uncommitted.set(cur.id, (this.uncommitted.get(cur.id) ?? 0) + 1);
     return { file: cur.id, offset };
+  }
+
+  /** The rows naming `places` (appended by this process) are committed, or will never be: their files may be sealed. */
+  settled(places: Iterable<BodyPlace | undefined>): void {
+    for (const p of places) {
+      if (!p) continue;
+      const left = (this.uncommitted.get(p.file) ?? 1) - 1;
+      if (left > 0) this.uncommitted.set(p.file, left);
+      else this.uncommitted.delete(p.file);
+      this.sealIfDone(p.file);
+    }
   }
 
   /**
@@ -114,11 +135,12 @@ export class BodyFiles {
   }
 
   /**
-   * Removes the listed files no message names, but the newest (a running serve may be writing it): after messages
-   * were deleted. A file is unlisted first, then removed: a crash between leaves a file no one lists.
+   * Removes the sealed files no message names: after messages were deleted. Not one serve may still write to, or
+   * that a batch of rows waiting for its body sync will name. A file is unlisted first, then removed: a crash
+   * between leaves a file no one lists.
    */
   reclaim(): void {
-    this.removeUnnamed(this.list.all().map((r) => r.id).slice(0, -1));
+    this.removeUnnamed(this.listSealed.all().map((r) => r.id));
   }
 
   /**
@@ -140,6 +162,7 @@ export class BodyFiles {
       }
       this.unlist.run(id);
     }
+    this.sealAll.run();
     this.removeUnnamed([...listed].filter((id) => onDisk.includes(id)));
     // numbers are not used twice in a run: a reader's open file is never another file under the same name
     this.nextId = Math.max(0, ...listed, ...onDisk) + 1;
@@ -176,8 +199,14 @@ export class BodyFiles {
       closeSync(dirFd);
     }
     this.addListing.run(id, Date.now());
+    const before = this.current;
     this.current = { id, fd, end: 0 };
+    if (before) this.sealIfDone(before.id);
     return this.current;
+  }
+
+  private sealIfDone(file: number): void {
+    if (this.current?.id !== file && !this.uncommitted.has(file)) this.seal.run(file);
   }
 
   private syncNext(): void {
@@ -197,6 +226,7 @@ export class BodyFiles {
         for (const w of batch) w.resolve();
       },
       (e: unknown) => {
+        // sealed once the batches waiting on it are refused (settled)
         if (this.current && fds.includes(this.current.fd)) this.current = null;
         for (const w of batch) w.reject(e);
       },

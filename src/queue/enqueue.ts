@@ -167,15 +167,22 @@ export class Enqueuer {
     try {
       for (const p of batch) if (files?.takes(p.msg.body.length)) p.place = files.append(p.msg.body);
     } catch (e) {
+      files?.settled(batch.map((p) => p.place));
       for (const p of batch) p.reject(e);
       return;
     }
     if (!files || !batch.some((p) => p.place)) return this.commitBatch(batch);
     // a row naming a body file is committed only once that body is on disk: any sync of the WAL (a checkpoint's
     // too) may make the row durable, and a durable row must never name bytes a power cut could take back
+    const settled = () => files.settled(batch.map((p) => p.place));
     files.synced().then(
-      () => whenSyncIdle(this.sqlite, () => this.commitBatch(batch)),
+      () =>
+        whenSyncIdle(this.sqlite, () => {
+          this.commitBatch(batch);
+          settled();
+        }),
       (e: unknown) => {
+        settled();
         for (const p of batch) p.reject(e);
       },
     );

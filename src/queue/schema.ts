@@ -57,6 +57,8 @@ export const messages = sqliteTable(
 export const bodyFiles = sqliteTable("body_files", {
   id: integer("id").primaryKey(),
   createdAt: integer("created_at").notNull(),
+  /** no longer written, and every row naming it committed: only then may it be removed when no message names it */
+  sealed: integer("sealed", { mode: "boolean" }).notNull().default(false),
 });
 
 export const recipients = sqliteTable(
