@@ -13,7 +13,7 @@
  */
 import type { Database, Statement } from "bun:sqlite";
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, unlinkSync, writeSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { fdatasyncOffThread, onStoreClose, StoreOpenError, type SyncFile } from "../db/client.ts";
 
 /** Bodies this long or longer go to a body file; shorter ones stay in the row (a few pages: no gain, one more sync). */
@@ -189,15 +189,15 @@ export class BodyFiles {
   private openNext(): { id: number; fd: number; end: number } {
     if (this.nextId === null) throw new Error("body files are written by serve only, after BodyFiles.check");
     const id = this.nextId++;
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    // a synced file is found after a crash only if its directory entry is on disk too (fsync(2)): and the
+    // directory's own entry, when it is new
+    if (!existsSync(this.dir)) {
+      mkdirSync(this.dir, { mode: 0o700 });
+      syncDir(dirname(this.dir));
+    }
     const fd = openSync(join(this.dir, fileName(id)), "wx+", 0o600);
     this.writeFds.push(fd);
-    const dirFd = openSync(this.dir, "r");
-    try {
-      fsyncSync(dirFd);
-    } finally {
-      closeSync(dirFd);
-    }
+    syncDir(this.dir);
     this.addListing.run(id, Date.now());
     const before = this.current;
     this.current = { id, fd, end: 0 };
@@ -257,6 +257,15 @@ export class BodyFiles {
     const fd = this.readFds.get(file);
     if (fd === undefined) return;
     this.readFds.delete(file);
+    closeSync(fd);
+  }
+}
+
+function syncDir(dir: string): void {
+  const fd = openSync(dir, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
     closeSync(fd);
   }
 }

@@ -4,6 +4,7 @@ import { addUser } from "../../src/auth/users.ts";
 import { createApp, type App } from "../../src/api/app.ts";
 import { createLogger } from "../../src/observe/log.ts";
 import type { Runtime } from "../../src/runtime/start.ts";
+import { QueueInspector } from "../../src/queue/inspect.ts";
 import { simpleParser, type ParsedMail } from "mailparser";
 import { startFakeMx, type FakeMx, type FakeMxScript, type ReceivedMessage } from "../helpers/fake-mx.ts";
 import { secretFrom, startRuntime, tempDir, testConfig, waitFor } from "../helpers/harness.ts";
@@ -121,9 +122,9 @@ export const MIME =
 
 /** The stored MIME of a message (the queue's own table, read for assertions only). */
 export function storedBody(rt: Runtime, id: string): string {
-  const row = rt.store.sqlite.query<{ body: Uint8Array }, [string]>("SELECT body FROM messages WHERE id = ?").get(id);
-  if (!row) throw new Error(`no message ${id}`);
-  return Buffer.from(row.body).toString("utf8");
+  const body = new QueueInspector(rt.store.sqlite).storedMessage(id);
+  if (!body) throw new Error(`no message ${id}`);
+  return body.toString("utf8");
 }
 
 export interface ErrorJson {

@@ -5,6 +5,7 @@ import tls from "node:tls";
 import { addUser } from "../../src/auth/users.ts";
 import { createLogger } from "../../src/observe/log.ts";
 import type { Runtime } from "../../src/runtime/start.ts";
+import { QueueInspector } from "../../src/queue/inspect.ts";
 import { startRuntime, tempDir, testConfig, waitFor } from "../helpers/harness.ts";
 
 export interface Outpost {
@@ -78,12 +79,18 @@ export interface MessageRow {
   user_id: number | null;
 }
 
+/** The message's row, with `body` the stored body wherever the queue keeps it (the row, or a body file). */
 export function messageRow(o: Outpost, id: string): MessageRow | null {
-  return o.rt.store.sqlite.query<MessageRow, [string]>("SELECT * FROM messages WHERE id = ?").get(id);
+  const row = o.rt.store.sqlite.query<MessageRow, [string]>("SELECT * FROM messages WHERE id = ?").get(id);
+  return row && withBody(o, row);
 }
 
 export function messagesFrom(o: Outpost, sender: string): MessageRow[] {
-  return o.rt.store.sqlite.query<MessageRow, [string]>("SELECT * FROM messages WHERE envelope_from = ? ORDER BY id").all(sender);
+  return o.rt.store.sqlite.query<MessageRow, [string]>("SELECT * FROM messages WHERE envelope_from = ? ORDER BY id").all(sender).map((r) => withBody(o, r));
+}
+
+function withBody(o: Outpost, row: MessageRow): MessageRow {
+  return { ...row, body: new QueueInspector(o.rt.store.sqlite).storedMessage(row.id)! };
 }
 
 export function recipientsOf(o: Outpost, id: string): string[] {
