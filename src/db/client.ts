@@ -7,7 +7,7 @@ import { CheckpointThread } from "./checkpoint.ts";
 import { registerWalSync, WalSync, type SyncFile } from "./durable.ts";
 import { embeddedMigrations, type Migration } from "./migrations.ts";
 
-export { commitDurably, fdatasyncOffThread, whenSyncIdle, withLazyCommit, type SyncFile } from "./durable.ts";
+export { commitDurably, fdatasyncOffThread, SyncGroup, whenSyncIdle, withLazyCommit, type SyncFile } from "./durable.ts";
 
 const closeHooks = new WeakMap<Database, Array<() => void>>();
 

@@ -29,25 +29,85 @@ interface Waiter {
 }
 
 /**
+ * Syncs shared by their callers, one at a time: `join()` resolves once a sync that started after the call has
+ * returned (one already running may have missed what the caller wrote); calls made while one runs share the next.
+ * `sync` starts one (what it syncs is its own business) and its rejection is every waiter's answer; `ended` runs
+ * after each, before the next starts, and `idle` once none is left to run.
+ */
+export class SyncGroup {
+  private running = false;
+  private waiting: Waiter[] = [];
+
+  constructor(
+    private sync: () => Promise<unknown>,
+    private ended: () => void = () => {},
+    private idle: () => void = () => {},
+  ) {}
+
+  /** A sync is running. */
+  get busy(): boolean {
+    return this.running;
+  }
+
+  join(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ resolve, reject });
+      if (!this.running) this.next();
+    });
+  }
+
+  private next(): void {
+    const batch = this.waiting.splice(0);
+    if (batch.length === 0) return this.idle();
+    this.running = true;
+    let sync: Promise<unknown>;
+    try {
+      sync = this.sync();
+    } catch (e) {
+      sync = Promise.reject(e);
+    }
+    sync.then(
+      () => {
+        for (const w of batch) w.resolve();
+      },
+      (e: unknown) => {
+        for (const w of batch) w.reject(e);
+      },
+    ).finally(() => {
+      this.running = false;
+      this.ended();
+      this.next();
+    });
+  }
+}
+
+/**
  * The fdatasync of one connection's WAL file, shared by every commit waiting for it. A caller is only answered by
  * a sync that started after its commit returned (one already running may have missed its frames).
  */
 export class WalSync {
   private fd: number | null = null;
   private inode: { dev: number; ino: number } | null = null;
-  private running = false;
   private closed = false;
-  /** callers whose commit returned after the running sync started: they wait for the next one */
-  private waiting: Waiter[] = [];
   /** once set, every later sync fails: see `fail` */
   private failure: WalSyncError | null = null;
   /** commits put off until the running sync ends (`whenIdle`) */
   private deferred: Array<() => void> = [];
+  private syncs: SyncGroup;
 
   constructor(
     private walPath: string,
     private syncFile: SyncFile = fdatasyncOffThread,
-  ) {}
+  ) {
+    this.syncs = new SyncGroup(
+      () => this.syncLiveWal(),
+      () => {
+        for (const commit of this.deferred.splice(0)) commit();
+      },
+      // commits made before close() still get their sync; the file is closed once none waits
+      () => this.closed && this.closeFd(),
+    );
+  }
 
   /** Resolves once every commit that returned before this call is on disk; rejects (WalSyncError) if that fails. */
   synced(): Promise<void> {
@@ -56,10 +116,7 @@ export class WalSync {
     } catch (e) {
       return Promise.reject(e);
     }
-    return new Promise((resolve, reject) => {
-      this.waiting.push({ resolve, reject });
-      if (!this.running) this.next();
-    });
+    return this.syncs.join();
   }
 
   /** Throws (WalSyncError) when no commit could be shown durable any more: a sync failed, or the store is closed. */
@@ -74,7 +131,7 @@ export class WalSync {
    * meanwhile join one transaction instead of committing (and paying for a transaction) one batch at a time.
    */
   whenIdle(commit: () => void): void {
-    if (this.running) this.deferred.push(commit);
+    if (this.syncs.busy) this.deferred.push(commit);
     else commit();
   }
 
@@ -85,38 +142,17 @@ export class WalSync {
    */
   close(): void {
     this.closed = true;
-    if (!this.running) this.closeFd();
+    if (!this.syncs.busy) this.closeFd();
   }
 
-  private next(): void {
-    const batch = this.waiting.splice(0);
-    if (batch.length === 0) return;
-    if (this.failure) {
-      for (const w of batch) w.reject(this.failure);
-      return;
-    }
-    this.running = true;
-    let sync: Promise<void>;
+  private async syncLiveWal(): Promise<void> {
+    if (this.failure) throw this.failure;
     try {
-      sync = this.syncFile(this.liveWal());
+      await this.syncFile(this.liveWal());
     } catch (e) {
-      sync = Promise.reject(e);
+      this.fail(e);
+      throw this.failure;
     }
-    sync.then(
-      () => {
-        for (const w of batch) w.resolve();
-      },
-      (e: unknown) => {
-        this.fail(e);
-        for (const w of batch) w.reject(this.failure);
-      },
-    ).finally(() => {
-      this.running = false;
-      for (const commit of this.deferred.splice(0)) commit();
-      // commits made before close() still get their sync; the file is closed once none waits
-      if (this.waiting.length > 0) this.next();
-      else if (this.closed) this.closeFd();
-    });
   }
 
   /**

@@ -14,7 +14,7 @@
 import type { Database, Statement } from "bun:sqlite";
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, unlinkSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { fdatasyncOffThread, onStoreClose, StoreOpenError, type SyncFile } from "../db/client.ts";
+import { fdatasyncOffThread, onStoreClose, StoreOpenError, SyncGroup, type SyncFile } from "../db/client.ts";
 
 /** Bodies this long or longer go to a body file; shorter ones stay in the row (a few pages: no gain, one more sync). */
 export const BODY_FILE_MIN_BYTES = 16 * 1024;
@@ -49,10 +49,9 @@ export class BodyFiles {
   private dirty = new Set<number>();
   private writeFds: number[] = [];
   private readFds = new Map<number, number>();
-  private running = false;
   /** the number of the next file to open; set by `check`, which only serve runs: no one else writes */
   private nextId: number | null = null;
-  private waiting: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
+  private syncs = new SyncGroup(() => this.syncDirty());
   /** per file, bodies appended whose rows are neither committed nor refused yet: the file is not sealed before */
   private uncommitted = new Map<number, number>();
   private list: Statement<{ id: number }, []>;
@@ -116,10 +115,7 @@ export class BodyFiles {
    * dropped the unwritten pages and report the next sync clean.
    */
   synced(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.waiting.push({ resolve, reject });
-      if (!this.running) this.syncNext();
-    });
+    return this.syncs.join();
   }
 
   /** The `size` bytes at `offset` of body file `file`. */
@@ -209,31 +205,17 @@ export class BodyFiles {
     if (this.current?.id !== file && !this.uncommitted.has(file)) this.seal.run(file);
   }
 
-  private syncNext(): void {
-    const batch = this.waiting.splice(0);
-    if (batch.length === 0) return;
+  /** Syncs the files written since the last sync started; a file whose sync failed is not appended to again. */
+  private async syncDirty(): Promise<void> {
     const fds = [...this.dirty];
     this.dirty.clear();
-    this.running = true;
-    let sync: Promise<unknown>;
     try {
-      sync = Promise.all(fds.map((fd) => this.syncFile(fd)));
+      await Promise.all(fds.map((fd) => this.syncFile(fd)));
     } catch (e) {
-      sync = Promise.reject(e);
+      // sealed once the batches waiting on it are refused (settled)
+      if (this.current && fds.includes(this.current.fd)) this.current = null;
+      throw e;
     }
-    sync.then(
-      () => {
-        for (const w of batch) w.resolve();
-      },
-      (e: unknown) => {
-        // sealed once the batches waiting on it are refused (settled)
-        if (this.current && fds.includes(this.current.fd)) this.current = null;
-        for (const w of batch) w.reject(e);
-      },
-    ).finally(() => {
-      this.running = false;
-      if (this.waiting.length > 0) this.syncNext();
-    });
   }
 
   private readFd(file: number): number {
