@@ -264,22 +264,20 @@ const bodyFiles = new WeakMap<Database, BodyFiles>();
 
 /** The body files of the database `sqlite` is a connection to (`DB-bodies/`); null for a database in memory. */
 export function bodyFilesOf(sqlite: Database): BodyFiles | null {
-  let files = bodyFiles.get(sqlite);
-  if (files) return files;
-  const path = sqlite.filename;
-  if (!path || path === ":memory:") return null;
-  files = new BodyFiles(sqlite, `${path}-bodies`);
-  bodyFiles.set(sqlite, files);
-  onStoreClose(sqlite, () => files!.close());
-  return files;
+  return bodyFiles.get(sqlite) ?? filesFor(sqlite);
 }
 
 /** Serve's body files, checked (BodyFiles.check): the only ones written to. */
 export function openBodyFiles(sqlite: Database, opts?: BodyFileOptions): BodyFiles | null {
+  const files = filesFor(sqlite, opts);
+  files?.check();
+  return files;
+}
+
+function filesFor(sqlite: Database, opts?: BodyFileOptions): BodyFiles | null {
   const path = sqlite.filename;
   if (!path || path === ":memory:") return null;
   const files = new BodyFiles(sqlite, `${path}-bodies`, opts);
-  files.check();
   bodyFiles.set(sqlite, files);
   onStoreClose(sqlite, () => files.close());
   return files;
