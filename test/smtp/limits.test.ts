@@ -76,10 +76,12 @@ beforeAll(async () => {
   };
 });
 
+// stopping waits for delivery's route lookups in flight: each asks the closed DNS port above for up to 2 × 2 s,
+// past the hooks' default 5 s on a busy machine
 afterAll(async () => {
   await smtp?.stop();
   await o?.stop();
-});
+}, 20_000);
 
 /** An smtp-connection session from `localAddress`, greeted and past EHLO (AUTH is allowed in clear from loopback). */
 async function client(localAddress: string): Promise<SMTPConnection> {
