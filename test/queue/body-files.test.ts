@@ -3,7 +3,7 @@
  * restart delivered from the file (nothing in memory any more); shown by `outpost queue show --body`.
  */
 import { expect, test } from "bun:test";
-import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import SMTPConnection from "nodemailer/lib/smtp-connection";
 import type { Runtime } from "../../src/runtime/start.ts";
@@ -70,3 +70,22 @@ test("a large message is kept in a body file, delivered byte for byte, and deliv
   expect(shown.out).toBe(bodyOf(BODY).toString());
   expect(existsSync(`${bodies}/00000001.body`)).toBe(true);
 }, 40_000);
+
+test("serve exits 1 naming a body file that messages name but that is gone, and starts nothing", async () => {
+  const dir = own(tempDir());
+  const toml = `[smtp]\ntrusted_networks = ["127.0.0.0/8"]\n[delivery]\nsandbox = true\n`;
+  const rt = (await startRuntime(testConfig(dir.path, toml))).rt;
+  try {
+    expect(await sendOverSmtp(rt, "someone@dest.test")).toMatch(/^250 /);
+  } finally {
+    await rt.stop();
+  }
+  const file = `${rt.config.database.path}-bodies/00000001.body`;
+  unlinkSync(file);
+  const configFile = join(dir.path, "outpost.toml");
+  writeFileSync(configFile, `data_dir = ${JSON.stringify(dir.path)}\nhostname = "outpost.test"\n[smtp]\nlisten = ["127.0.0.1:0"]\n[http]\nlisten = "127.0.0.1:0"\n`);
+  const serve = runCli(dir.path, ["serve", "--config", configFile]);
+  expect(serve.code).toBe(1);
+  expect(serve.err).toContain(`the body file ${file} is missing, and messages in the database name it: their bodies are lost`);
+  expect(serve.out).not.toContain("smtp_listening");
+}, 30_000);
