@@ -8,7 +8,7 @@ and the recipient rows it writes meanwhile (those whose updated_at falls in the 
 The relay benchmark (run.py) sees this cost spread over its messages; measured alone it does not depend on how fast
 the machine is at the time as much as a rate does. Loopback only; the same routes and sinks as run.py.
 """
-import argparse, json, os, shutil, signal, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, signal, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -63,22 +63,7 @@ def main():
     ap.add_argument("--before", help="another checkout, run in turn with --root")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    sinks = [run.sink(run.SLOW), run.sink(run.PROBE)]
-    tmpl_dir = tempfile.mkdtemp(prefix="outpost-idle-seed-", dir="/var/tmp")
-    try:
-        template = os.path.join(tmpl_dir, "outpost.db")
-        subprocess.run(["bun", os.path.join(HERE, "seed.ts"), "backlog", template, str(a.backlog)], check=True, cwd=a.root)
-        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-        for _ in range(a.rounds):
-            for root in [a.root] + ([a.before] if a.before else []):
-                for kind in ("empty", "backlog"):
-                    phase(a, root, kind, template, a.out)
-    finally:
-        for s in sinks:
-            s.terminate()
-            s.wait()
-        shutil.rmtree(tmpl_dir, ignore_errors=True)
-
+    run.seeded_phases(a, a.rounds, lambda root, kind, template: phase(a, root, kind, template, a.out))
 
 if __name__ == "__main__":
     main()

@@ -167,18 +167,24 @@ def main():
     ap.add_argument("--warmup", type=int, default=0, help="messages through each phase's fresh outpost before the "
                     "measured relay run (bench_relay.py --warmup); 0: cold, as before")
     a = ap.parse_args()
+    seeded_phases(a, a.pairs, lambda root, kind, template: phase(a, kind, template, a.out, root), ["later"] if a.later else [])
+
+
+def seeded_phases(a, rounds, run_phase, seed_extra=()):
+    """Seeds the backlog template once, then run_phase(root, kind, template) `rounds` times for each checkout (--root,
+    then --before) and kind (empty, then backlog); the sinks run throughout and the template is removed after."""
     # the healthy probes' domain goes to its own sink; the throttled domains to one that answers slowly enough
     sinks = [sink(SLOW), sink(PROBE)]
     tmpl_dir = tempfile.mkdtemp(prefix="outpost-backlog-seed-", dir="/var/tmp")
     try:
         template = os.path.join(tmpl_dir, "outpost.db")
-        later = ["later"] if a.later else []
-        subprocess.run(["bun", os.path.join(HERE, "seed.ts"), "backlog", template, str(a.backlog)] + later, check=True, cwd=a.root)
+        seed = ["bun", os.path.join(HERE, "seed.ts"), "backlog", template, str(a.backlog), *seed_extra]
+        subprocess.run(seed, check=True, cwd=a.root)
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-        for _ in range(a.pairs):
+        for _ in range(rounds):
             for root in [a.root] + ([a.before] if a.before else []):
                 for kind in ("empty", "backlog"):
-                    phase(a, kind, template, a.out, root)
+                    run_phase(root, kind, template)
     finally:
         for s in sinks:
             s.terminate()

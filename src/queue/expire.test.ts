@@ -1,42 +1,32 @@
-import { afterEach, beforeEach, expect, test } from "bun:test";
-import { join } from "node:path";
-import { openStore, type Store } from "../db/client.ts";
+import { beforeEach, expect, test } from "bun:test";
 import { EventRecorder } from "../events/record.ts";
 import { messageIdsFrom, newMessageId } from "../mail/ids.ts";
-import { tempDir } from "../../test/helpers/harness.ts";
+import { OPTIONS_OFF, storeEachTest } from "../../test/helpers/harness.ts";
 import { pastEveryId } from "../../test/helpers/ids.ts";
 import { QueueClaimer } from "./claim.ts";
 import { Enqueuer } from "./enqueue.ts";
 
 const DAY = 24 * 3600_000;
-let dir: ReturnType<typeof tempDir>;
-let store: Store;
+const store = storeEachTest();
 let clock: number;
 let enqueuer: Enqueuer;
 let claimer: QueueClaimer;
 
 beforeEach(() => {
-  dir = tempDir();
-  store = openStore(join(dir.path, "outpost.db"));
   clock = pastEveryId();
-  enqueuer = new Enqueuer(store.sqlite, new EventRecorder(store.sqlite), () => clock);
-  claimer = new QueueClaimer(store.sqlite, () => clock);
-});
-
-afterEach(() => {
-  store.close();
-  dir.cleanup();
+  enqueuer = new Enqueuer(store().sqlite, new EventRecorder(store().sqlite), () => clock);
+  claimer = new QueueClaimer(store().sqlite, () => clock);
 });
 
 function enqueue(recipients: string[]) {
   return enqueuer.enqueue({
     userId: null, envelopeFrom: "sender@example.org", recipients, suppressed: new Set(), body: Buffer.from("Subject: hi\r\n\r\nhello\r\n"),
-    subject: "hi", source: "smtp", options: { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false },
+    subject: "hi", source: "smtp", options: OPTIONS_OFF,
   });
 }
 
 const leaseOf = (address: string) =>
-  (store.sqlite.query("SELECT lease_until AS l FROM recipients WHERE address = ?").get(address) as { l: number | null }).l;
+  (store().sqlite.query("SELECT lease_until AS l FROM recipients WHERE address = ?").get(address) as { l: number | null }).l;
 
 test("message ids made before a time sort below messageIdsFrom(time), those made at it or later above", () => {
   const t = clock;

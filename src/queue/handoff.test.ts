@@ -1,29 +1,19 @@
-import { afterEach, beforeEach, expect, test } from "bun:test";
-import { join } from "node:path";
-import { openStore, type Store } from "../db/client.ts";
+import { beforeEach, expect, test } from "bun:test";
 import { EventRecorder } from "../events/record.ts";
 import type { MessageId } from "../mail/ids.ts";
-import { OPTIONS_OFF, tempDir } from "../../test/helpers/harness.ts";
+import { OPTIONS_OFF, storeEachTest } from "../../test/helpers/harness.ts";
 import { QueueClaimer } from "./claim.ts";
 import { Enqueuer } from "./enqueue.ts";
 import { RecentBodies, type HandedOver } from "./handoff.ts";
 
 
-let dir: ReturnType<typeof tempDir>;
-let store: Store;
+const store = storeEachTest();
 let enqueuer: Enqueuer;
 let claimer: QueueClaimer;
 
 beforeEach(() => {
-  dir = tempDir();
-  store = openStore(join(dir.path, "outpost.db"));
-  enqueuer = new Enqueuer(store.sqlite, new EventRecorder(store.sqlite));
-  claimer = new QueueClaimer(store.sqlite);
-});
-
-afterEach(() => {
-  store.close();
-  dir.cleanup();
+  enqueuer = new Enqueuer(store().sqlite, new EventRecorder(store().sqlite));
+  claimer = new QueueClaimer(store().sqlite);
 });
 
 /** A 50 KiB message with dotted lines, as intake stores it. */
@@ -85,13 +75,13 @@ test("a message not in the hand-over (taken already) is read from the store, byt
 test("a stored body that is not the one handed over is read from the store, never taken stale", async () => {
   const queued = await enqueue(largeBody());
   const changed = Buffer.from("Subject: other\r\n\r\nnot the same length\r\n");
-  store.sqlite.run("UPDATE messages SET body = ?, size = ? WHERE id = ?", [changed, changed.length, queued.id]);
+  store().sqlite.run("UPDATE messages SET body = ?, size = ? WHERE id = ?", [changed, changed.length, queued.id]);
   expect(claimer.loadMessage(queued.id)!.body.equals(changed)).toBe(true);
 });
 
 test("a message deleted after its commit is not loaded from the hand-over", async () => {
   const queued = await enqueue(largeBody());
-  store.sqlite.run("DELETE FROM messages WHERE id = ?", [queued.id]);
+  store().sqlite.run("DELETE FROM messages WHERE id = ?", [queued.id]);
   expect(claimer.loadMessage(queued.id)).toBeNull();
 });
 
