@@ -1,12 +1,12 @@
 import { afterEach, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, readlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { openStore, StoreOpenError, type Store } from "../db/client.ts";
 import { EventRecorder } from "../events/record.ts";
 import type { MessageId } from "../mail/ids.ts";
 import { heldSync, OPTIONS_OFF, tempDir, waitFor } from "../../test/helpers/harness.ts";
 import { QueueAdmin } from "./admin.ts";
-import { BODY_FILE_MIN_BYTES, openBodyFiles, type BodyFileOptions } from "./bodies.ts";
+import { BODY_FILE_MIN_BYTES, openBodyFiles, writeOffThread, type BodyFileOptions, type WriteFile } from "./bodies.ts";
 import { Enqueuer } from "./enqueue.ts";
 import { QueueInspector } from "./inspect.ts";
 
@@ -97,6 +97,51 @@ test("no row naming a body is committed before that body's sync has returned", a
   expect(messageCount()).toBe(1);
 });
 
+/** Writes that wait until the test lets them: `done` writes the bytes for real, `fail` refuses them. */
+function heldWrites() {
+  const calls: Array<{ done: () => void; fail: (e: Error) => void }> = [];
+  const writeFile: WriteFile = (fd, bytes, offset) =>
+    new Promise((resolve, reject) =>
+      calls.push({ done: () => writeOffThread(fd, bytes, offset).then(resolve, reject), fail: reject }),
+    );
+  return { writeFile, calls };
+}
+
+test("a body's sync starts only once its write has returned, and its row is committed after both", async () => {
+  const writes = heldWrites();
+  const bodySyncs = heldSync();
+  const { enqueuer } = serveStore({ writeFile: writes.writeFile, syncFile: bodySyncs.sync });
+  const body = message(40 * 1024);
+  const m = submit(enqueuer, body);
+  await waitFor(() => writes.calls.length === 1, 2000, "the body's write");
+  await Bun.sleep(5);
+  expect(bodySyncs.calls.length).toBe(0);
+  writes.calls[0]!.done();
+  await waitFor(() => bodySyncs.calls.length === 1, 2000, "the body sync");
+  expect(readFileSync(join(bodiesDir(), "00000001.body")).equals(body)).toBe(true);
+  expect(messageCount()).toBe(0);
+  bodySyncs.calls[0]!.done();
+  await waitFor(() => m.state === "stored", 5000, "the message stored");
+  expect(rowOf(m.id!)).toEqual({ inRow: 0, size: body.length, file: 1, offset: 0 });
+});
+
+test("a failed body write refuses its batch, stores none of it, and the next body goes to a new file", async () => {
+  const writes = heldWrites();
+  const { enqueuer } = serveStore({ writeFile: writes.writeFile });
+  const lost = submit(enqueuer, message(30 * 1024, "l"));
+  await waitFor(() => writes.calls.length === 1, 2000, "the body's write");
+  writes.calls[0]!.fail(Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" }));
+  await waitFor(() => lost.state === "refused", 2000, "the batch refused");
+  expect(String(lost.error)).toContain("ENOSPC");
+  expect(messageCount()).toBe(0);
+  const next = submit(enqueuer, message(30 * 1024, "n"));
+  await waitFor(() => writes.calls.length === 2, 2000, "the next body's write");
+  writes.calls[1]!.done();
+  await waitFor(() => next.state === "stored", 5000, "the next message stored");
+  expect(rowOf(next.id!)).toMatchObject({ file: 2, offset: 0 });
+  expect(new QueueInspector(store!.sqlite).storedMessage(next.id!)!.equals(message(30 * 1024, "n"))).toBe(true);
+});
+
 test("bodies written while a sync runs share the next sync", async () => {
   const bodySyncs = heldSync();
   const { enqueuer } = serveStore({ syncFile: bodySyncs.sync });
@@ -172,6 +217,30 @@ test("at start, files no one lists and listed files no message names are removed
   await waitFor(() => next.state === "stored", 5000, "stored");
   expect(rowOf(next.id!).file).toBe(8);
   expect(new QueueInspector(store!.sqlite).storedMessage(kept.id!)!.equals(message(20 * 1024, "k"))).toBe(true);
+});
+
+/** The body files this process has a descriptor of, by name ("… (deleted)" once removed). */
+const bodyFilesOpen = () =>
+  readdirSync("/proc/self/fd").flatMap((fd) => {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${fd}`);
+      return target.startsWith(bodiesDir()) ? [target.slice(bodiesDir().length + 1)] : [];
+    } catch {
+      return []; // the descriptor readdir itself used, closed by now
+    }
+  });
+
+test("a file serve has moved on from is closed once its rows are committed: removing it frees its space", async () => {
+  const { enqueuer } = serveStore({ maxFileBytes: 40 * 1024 });
+  const a = submit(enqueuer, message(30 * 1024, "a"), "a@dest.test");
+  await waitFor(() => a.state === "stored", 5000, "the first stored");
+  const b = submit(enqueuer, message(30 * 1024, "b"), "b@dest.test");
+  await waitFor(() => b.state === "stored", 5000, "the second stored");
+  expect([rowOf(a.id!).file, rowOf(b.id!).file]).toEqual([1, 2]);
+  expect(bodyFilesOpen()).toEqual(["00000002.body"]);
+  new QueueAdmin(store!.sqlite).apply("delete", { kind: "message", id: a.id! });
+  expect(bodyFilesOnDisk()).toEqual(["00000002.body"]);
+  expect(bodyFilesOpen()).toEqual(["00000002.body"]); // none of "00000001.body (deleted)", holding its space
 });
 
 test("deleting the last message a body file holds removes that file, unless it is the newest", async () => {

@@ -1,7 +1,7 @@
 /**
  * @module queue/bodies — large message bodies, kept in append-only files beside the database (`DB-bodies/`)
- * instead of in the `messages` row: one write of the body, where SQLite wrote it into its WAL page by page (two
- * writes a page) and copied it into the database again at every checkpoint.
+ * instead of in the `messages` row: one write of the body, off the JavaScript thread, where SQLite wrote it into
+ * its WAL page by page (two writes a page) and copied it into the database again at every checkpoint.
  *
  * Durability: a body is written and synced *before* the row that names it is committed. Any sync of the WAL (ours
  * before a 250, SQLite's own at a checkpoint or a FULL commit) can make a committed row durable, so a row must never
@@ -12,7 +12,7 @@
  * no row names, a file not listed) is removed at the next start, when every file of the earlier run is sealed.
  */
 import type { Database, Statement } from "bun:sqlite";
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, unlinkSync, write } from "node:fs";
 import { dirname, join } from "node:path";
 import { fdatasyncOffThread, onStoreClose, StoreOpenError, SyncGroup, type SyncFile } from "../db/client.ts";
 
@@ -22,9 +22,30 @@ export const BODY_FILE_MIN_BYTES = 16 * 1024;
 /** A body file is not grown past this (unless one body is larger): the unit in which deleted messages' space returns. */
 export const MAX_FILE_BYTES = 256 * 1024 * 1024;
 
+/** Writes all of `bytes` at `offset` of the open file `fd`; resolves once written (to the page cache). */
+export type WriteFile = (fd: number, bytes: Buffer, offset: number) => Promise<void>;
+
+/**
+ * pwrite(2) from Bun's thread pool, all of it. Off the JavaScript thread because a write that grows a file can
+ * wait for the filesystem's journal while a sync of that file (or another) commits it: milliseconds, during
+ * which the thread would answer no client.
+ */
+export const writeOffThread: WriteFile = (fd, bytes, offset) =>
+  new Promise((resolve, reject) => {
+    const rest = (done: number): void =>
+      write(fd, bytes, done, bytes.length - done, offset + done, (e, n) => {
+        if (e) reject(e);
+        else if (done + n < bytes.length) rest(done + n);
+        else resolve();
+      });
+    rest(0);
+  });
+
 export interface BodyFileOptions {
   /** how a body file is synced (tests hold or fail it) */
   syncFile?: SyncFile;
+  /** how a body is written (tests hold or fail it) */
+  writeFile?: WriteFile;
   maxFileBytes?: number;
 }
 
@@ -42,18 +63,33 @@ export class BodyUnreadable extends Error {}
 const NAME = /^(\d{8})\.body$/;
 const fileName = (id: number) => `${String(id).padStart(8, "0")}.body`;
 
+/** A body file this process writes to; its descriptor stays open while anything may still write or sync it. */
+interface Appending {
+  id: number;
+  fd: number;
+  end: number;
+  /** its writes started and not returned yet */
+  writing: number;
+  /** syncs running that include it */
+  syncing: number;
+  /** bodies placed in it whose rows are neither committed nor refused yet */
+  uncommitted: number;
+}
+
 export class BodyFiles {
-  /** the file being appended to by this process, once one is open */
-  private current: { id: number; fd: number; end: number } | null = null;
-  /** write descriptors with bytes not yet synced; every one ever opened, closed with the store */
-  private dirty = new Set<number>();
-  private writeFds: number[] = [];
+  /** the file being appended to, once one is open */
+  private current: Appending | null = null;
+  /** the files with a write descriptor open, by number */
+  private appending = new Map<number, Appending>();
+  /** files with bytes written and not yet synced */
+  private dirty = new Set<Appending>();
+  /** appends whose write has not returned yet: `synced` waits for them before its sync starts */
+  private writes: Array<Promise<void>> = [];
+  private closed = false;
   private readFds = new Map<number, number>();
   /** the number of the next file to open; set by `check`, which only serve runs: no one else writes */
   private nextId: number | null = null;
   private syncs = new SyncGroup(() => this.syncDirty());
-  /** per file, bodies appended whose rows are neither committed nor refused yet: the file is not sealed before */
-  private uncommitted = new Map<number, number>();
   private list: Statement<{ id: number }, []>;
   private listSealed: Statement<{ id: number }, []>;
   private seal: Statement<unknown, [number]>;
@@ -63,6 +99,7 @@ export class BodyFiles {
   private addListing: Statement<unknown, [number, number]>;
 
   private syncFile: SyncFile;
+  private writeFile: WriteFile;
   private maxFileBytes: number;
 
   constructor(
@@ -71,6 +108,7 @@ export class BodyFiles {
     opts: BodyFileOptions = {},
   ) {
     this.syncFile = opts.syncFile ?? fdatasyncOffThread;
+    this.writeFile = opts.writeFile ?? writeOffThread;
     this.maxFileBytes = opts.maxFileBytes ?? MAX_FILE_BYTES;
     this.list = sqlite.query("SELECT id FROM body_files ORDER BY id");
     this.listSealed = sqlite.query("SELECT id FROM body_files WHERE sealed ORDER BY id");
@@ -86,26 +124,43 @@ export class BodyFiles {
     return length >= BODY_FILE_MIN_BYTES;
   }
 
-  /** Writes `body` at the end of the current file (a new one when there is none or it is full). Synchronous. */
+  /**
+   * Places `body` at the end of the current file (a new one when there is none or it is full) and starts writing
+   * it; `synced` waits for the write. `body` must not change until then.
+   */
   append(body: Buffer): BodyPlace {
-    let cur = this.current;
-    if (!cur || (cur.end > 0 && cur.end + body.length > this.maxFileBytes)) cur = this.openNext();
-    const offset = cur.end;
-    for (let done = 0; done < body.length; ) done += writeSync(cur.fd, body, done, body.length - done, offset + done);
-    cur.end += body.length;
-    this.dirty.add(cur.fd);
-    this.uncommitted.set(cur.id, (this.uncommitted.get(cur.id) ?? 0) + 1);
-    return { file: cur.id, offset };
+    if (this.closed) throw new Error("the store is closed: no body can be written");
+    const cur = this.current;
+    const file = cur && !(cur.end > 0 && cur.end + body.length > this.maxFileBytes) ? cur : this.openNext();
+    const offset = file.end;
+    file.end += body.length;
+    file.uncommitted++;
+    file.writing++;
+    const written = this.writeFile(file.fd, body, offset).then(
+      // dirty once written, so that a sync starting after the write returned covers it
+      () => void this.dirty.add(file),
+      (e: unknown) => {
+        // a file with a failed write gets no more: what the failure left in it is not known
+        if (this.current === file) this.current = null;
+        throw e;
+      },
+    );
+    const returned = () => {
+      file.writing--;
+      this.release(file);
+    };
+    written.then(returned, returned);
+    this.writes.push(written);
+    return { file: file.id, offset };
   }
 
   /** The rows naming `places` (appended by this process) are committed, or will never be: their files may be sealed. */
   settled(places: Iterable<BodyPlace | undefined>): void {
     for (const p of places) {
-      if (!p) continue;
-      const left = (this.uncommitted.get(p.file) ?? 1) - 1;
-      if (left > 0) this.uncommitted.set(p.file, left);
-      else this.uncommitted.delete(p.file);
-      this.sealIfDone(p.file);
+      const file = p && this.appending.get(p.file);
+      if (!file) continue;
+      file.uncommitted--;
+      this.release(file);
     }
   }
 
@@ -115,7 +170,7 @@ export class BodyFiles {
    * dropped the unwritten pages and report the next sync clean.
    */
   synced(): Promise<void> {
-    return this.syncs.join();
+    return Promise.all(this.writes.splice(0)).then(() => this.syncs.join());
   }
 
   /** The `size` bytes at `offset` of body file `file`. */
@@ -173,16 +228,17 @@ export class BodyFiles {
     }
   }
 
+  /** Closes the files; one still being written or synced is closed once that returns (its number could be reused meanwhile). */
   close(): void {
-    for (const fd of [...this.writeFds, ...this.readFds.values()]) closeSync(fd);
-    this.writeFds = [];
+    this.closed = true;
+    for (const fd of this.readFds.values()) closeSync(fd);
     this.readFds.clear();
-    this.dirty.clear();
     this.current = null;
+    for (const file of this.appending.values()) this.release(file);
   }
 
   /** A new file, its directory entry on disk, then listed: a row may name it from then on. */
-  private openNext(): { id: number; fd: number; end: number } {
+  private openNext(): Appending {
     if (this.nextId === null) throw new Error("body files are written by serve only, after BodyFiles.check");
     const id = this.nextId++;
     // a synced file is found after a crash only if its directory entry is on disk too (fsync(2)): and the
@@ -192,29 +248,45 @@ export class BodyFiles {
       syncDir(dirname(this.dir));
     }
     const fd = openSync(join(this.dir, fileName(id)), "wx+", 0o600);
-    this.writeFds.push(fd);
+    const file: Appending = { id, fd, end: 0, writing: 0, syncing: 0, uncommitted: 0 };
+    this.appending.set(id, file);
     syncDir(this.dir);
     this.addListing.run(id, Date.now());
     const before = this.current;
-    this.current = { id, fd, end: 0 };
-    if (before) this.sealIfDone(before.id);
-    return this.current;
+    this.current = file;
+    if (before) this.release(before);
+    return file;
   }
 
-  private sealIfDone(file: number): void {
-    if (this.current?.id !== file && !this.uncommitted.has(file)) this.seal.run(file);
+  /**
+   * A file no longer appended to, once nothing of it is left in flight (no write or sync running, no row waiting to
+   * be committed): sealed, so that it may be removed once no message names it, and its descriptor closed, so that
+   * removing it frees its space. After `close` the store is gone: the next start seals it.
+   */
+  private release(file: Appending): void {
+    if (this.current === file || file.writing > 0 || file.syncing > 0 || file.uncommitted > 0) return;
+    if (!this.appending.delete(file.id)) return;
+    this.dirty.delete(file);
+    closeSync(file.fd);
+    if (!this.closed) this.seal.run(file.id);
   }
 
   /** Syncs the files written since the last sync started; a file whose sync failed is not appended to again. */
   private async syncDirty(): Promise<void> {
-    const fds = [...this.dirty];
+    const files = [...this.dirty];
     this.dirty.clear();
+    for (const f of files) f.syncing++;
     try {
-      await Promise.all(fds.map((fd) => this.syncFile(fd)));
+      await Promise.all(files.map((f) => this.syncFile(f.fd)));
     } catch (e) {
       // sealed once the batches waiting on it are refused (settled)
-      if (this.current && fds.includes(this.current.fd)) this.current = null;
+      if (this.current && files.includes(this.current)) this.current = null;
       throw e;
+    } finally {
+      for (const f of files) {
+        f.syncing--;
+        this.release(f);
+      }
     }
   }
 
