@@ -125,23 +125,6 @@ test("a body's sync starts only once its write has returned, and its row is comm
   expect(rowOf(m.id!)).toEqual({ inRow: 0, size: body.length, file: 1, offset: 0 });
 });
 
-test("a failed body write refuses its batch, stores none of it, and the next body goes to a new file", async () => {
-  const writes = heldWrites();
-  const { enqueuer } = serveStore({ writeFile: writes.writeFile });
-  const lost = submit(enqueuer, message(30 * 1024, "l"));
-  await waitFor(() => writes.calls.length === 1, 2000, "the body's write");
-  writes.calls[0]!.fail(Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" }));
-  await waitFor(() => lost.state === "refused", 2000, "the batch refused");
-  expect(String(lost.error)).toContain("ENOSPC");
-  expect(messageCount()).toBe(0);
-  const next = submit(enqueuer, message(30 * 1024, "n"));
-  await waitFor(() => writes.calls.length === 2, 2000, "the next body's write");
-  writes.calls[1]!.done();
-  await waitFor(() => next.state === "stored", 5000, "the next message stored");
-  expect(rowOf(next.id!)).toMatchObject({ file: 2, offset: 0 });
-  expect(new QueueInspector(store!.sqlite).storedMessage(next.id!)!.equals(message(30 * 1024, "n"))).toBe(true);
-});
-
 test("bodies written while a sync runs share the next sync", async () => {
   const bodySyncs = heldSync();
   const { enqueuer } = serveStore({ syncFile: bodySyncs.sync });
@@ -159,21 +142,37 @@ test("bodies written while a sync runs share the next sync", async () => {
   expect(bodySyncs.calls.length).toBe(2);
 });
 
-test("a failed body sync refuses its batch, stores none of it, and the next body goes to a new file", async () => {
-  const bodySyncs = heldSync();
-  const { enqueuer } = serveStore({ syncFile: bodySyncs.sync });
-  const lost = submit(enqueuer, message(30 * 1024, "l"));
-  await waitFor(() => bodySyncs.calls.length === 1, 2000, "the body sync");
-  bodySyncs.calls[0]!.fail(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
-  await waitFor(() => lost.state === "refused", 2000, "the batch refused");
-  expect(String(lost.error)).toContain("EIO");
-  expect(messageCount()).toBe(0);
-  const next = submit(enqueuer, message(30 * 1024, "n"));
-  await waitFor(() => bodySyncs.calls.length === 2, 2000, "the next body sync");
-  bodySyncs.calls[1]!.done();
-  await waitFor(() => next.state === "stored", 5000, "the next message stored");
-  expect(rowOf(next.id!).file).toBe(2); // not appended after pages Linux may have dropped
-});
+/** A held write or sync of body files, with the error its failure gives. */
+const failing = {
+  write: () => {
+    const w = heldWrites();
+    return { opts: { writeFile: w.writeFile }, calls: w.calls, error: Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" }) };
+  },
+  sync: () => {
+    const h = heldSync();
+    return { opts: { syncFile: h.sync }, calls: h.calls, error: Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }) };
+  },
+};
+
+for (const [step, held] of Object.entries(failing)) {
+  test(`a failed body ${step} refuses its batch, stores none of it, and the next body goes to a new file`, async () => {
+    const { opts, calls, error } = held();
+    const { enqueuer } = serveStore(opts);
+    const lost = submit(enqueuer, message(30 * 1024, "l"));
+    await waitFor(() => calls.length === 1, 2000, `the body ${step}`);
+    calls[0]!.fail(error);
+    await waitFor(() => lost.state === "refused", 2000, "the batch refused");
+    expect(String(lost.error)).toContain(error.code);
+    expect(messageCount()).toBe(0);
+    const next = submit(enqueuer, message(30 * 1024, "n"));
+    await waitFor(() => calls.length === 2, 2000, `the next body ${step}`);
+    calls[1]!.done();
+    await waitFor(() => next.state === "stored", 5000, "the next message stored");
+    // not appended after what the failure left (pages Linux may have dropped, a part written)
+    expect(rowOf(next.id!)).toMatchObject({ file: 2, offset: 0 });
+    expect(new QueueInspector(store!.sqlite).storedMessage(next.id!)!.equals(message(30 * 1024, "n"))).toBe(true);
+  });
+}
 
 test("a file is not grown past its limit: the next body starts a new one", async () => {
   const { enqueuer } = serveStore({ maxFileBytes: 64 * 1024 });
