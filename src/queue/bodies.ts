@@ -7,8 +7,8 @@
  * before a 250, SQLite's own at a checkpoint or a FULL commit) can make a committed row durable, so a row must never
  * be committed while its body could still be lost. A file is created and its directory synced before it is listed
  * in `body_files`; a row names only listed files. Files are written only by `serve` and never changed after. Serve
- * seals a file once it writes no more to it and every row naming it has been committed (or refused); a sealed file
- * that no message names any more is removed, by any process (`queue delete`). What a crash can leave behind (bytes
+ * seals and closes a file once it writes no more to it and every row naming it has been committed (or refused); a
+ * sealed file that no message names any more is removed, by any process (`queue delete`). What a crash can leave behind (bytes
  * no row names, a file not listed) is removed at the next start, when every file of the earlier run is sealed.
  */
 import type { Database, Statement } from "bun:sqlite";
