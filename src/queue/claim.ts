@@ -29,6 +29,7 @@ import type { Database, Statement } from "bun:sqlite";
 import { withLazyCommit } from "../db/client.ts";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
 import type { MessageOptions } from "./enqueue.ts";
+import { claimedFrom, type ClaimRow } from "./claim-row.ts";
 import { ExpiredRecipients, type ExpiredBatch } from "./expire.ts";
 import { BODY_COLUMNS, bodyOf, type BodyColumns } from "./bodies.ts";
 import { recentBodies } from "./handoff.ts";
@@ -78,28 +79,6 @@ export interface ClaimOptions {
    * module comment).
    */
   scanWindow?: number;
-}
-
-/** A pending recipient's row as claims read it (here and queue/expire.ts). */
-export interface ClaimRow {
-  id: string;
-  message_id: string;
-  address: string;
-  domain: string;
-  attempts: number;
-  next_attempt_at: number;
-}
-
-/** The claimed recipient a row stands for. */
-export function claimedFrom(r: ClaimRow): ClaimedRecipient {
-  return {
-    id: r.id as RecipientId,
-    messageId: r.message_id as MessageId,
-    address: r.address,
-    domain: r.domain,
-    attempts: r.attempts,
-    dueAt: r.next_attempt_at,
-  };
 }
 
 /** The columns stored before the body: read without walking the body's overflow pages, as later ones are. */

@@ -10,8 +10,8 @@
  */
 import type { Database, Statement } from "bun:sqlite";
 import { messageIdsFrom } from "../mail/ids.ts";
-// a cycle with claim.ts, which builds this class: safe, as neither module uses the other while loading
-import { claimedFrom, type ClaimedRecipient, type ClaimRow } from "./claim.ts";
+import { claimedFrom, type ClaimRow } from "./claim-row.ts";
+import type { ClaimedRecipient } from "./claim.ts";
 
 /** One look: the leased recipients, and whether more may be waiting (the batch was full). */
 export interface ExpiredBatch {
