@@ -61,7 +61,10 @@ export function storeEachTest(): () => Store {
 /** Per-message options with every feature off (tracking, CSS inlining, unsubscribe). */
 export const OPTIONS_OFF: MessageOptions = { inlineCss: false, trackClicks: false, trackOpens: false, trackBounces: false, unsubscribe: false };
 
-/** A WAL sync the test finishes by hand (`openStore(path, { syncWal: sync })`): each call waits for its `done()` or `fail(e)`. */
+/**
+ * A sync the test finishes by hand — the WAL's (`openStore(path, { syncWal: sync })`) or the body files'
+ * (`BodyFileOptions.syncFile`): each call waits for its `done()` or `fail(e)`.
+ */
 export function heldSync(): { sync: SyncFile; calls: Array<{ fd: number; done: () => void; fail: (e: Error) => void }> } {
   const calls: Array<{ fd: number; done: () => void; fail: (e: Error) => void }> = [];
   const sync: SyncFile = (fd) => new Promise((resolve, reject) => calls.push({ fd, done: resolve, fail: reject }));
