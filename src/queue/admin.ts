@@ -100,6 +100,11 @@ interface CandidateRow {
 const CANDIDATE_COLUMNS = `r.id, r.message_id, r.status, r.next_attempt_at, r.lease_until`;
 const NOT_LEASED = `(lease_until IS NULL OR lease_until <= $now)`;
 
+/** A message row as a delete returns it: the body file it named, if any (queue/bodies.ts reclaims it). */
+interface DroppedMessage {
+  body_file: number | null;
+}
+
 export class QueueAdmin {
   private messageExists: Statement<{ id: string }, [string]>;
   private owner: Statement<{ user_id: number | null }, [string]>;
@@ -109,8 +114,8 @@ export class QueueAdmin {
   private addresses: Statement<{ id: string; address: string }, [string]>;
   private change: Record<AdminAction, Statement<{ id: string; address: string }, [{ ids: string; now: number }]>>;
   private owners: Statement<{ id: string; user_id: number | null }, [string]>;
-  private dropEmptyMessage: Statement;
-  private dropMessage: Statement;
+  private dropEmptyMessage: Statement<DroppedMessage, [string]>;
+  private dropMessage: Statement<DroppedMessage, [string]>;
 
   private batch: number;
 
@@ -147,9 +152,9 @@ export class QueueAdmin {
     };
     this.owners = sqlite.query("SELECT id, user_id FROM messages WHERE id IN (SELECT value FROM json_each(?))");
     this.dropEmptyMessage = sqlite.query(
-      "DELETE FROM messages WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM recipients WHERE message_id = ?1)",
+      "DELETE FROM messages WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM recipients WHERE message_id = ?1) RETURNING body_file",
     );
-    this.dropMessage = sqlite.query("DELETE FROM messages WHERE id = ?");
+    this.dropMessage = sqlite.query("DELETE FROM messages WHERE id = ? RETURNING body_file");
   }
 
   /** What an id names: a message, else a recipient, else null. */
@@ -168,8 +173,9 @@ export class QueueAdmin {
     if (action === "delete" && target.kind === "message") return this.deleteMessage(target.id, committed);
     const { todo, inFlight } = this.candidates(action, target, now);
     const result: AdminResult = { messages: 0, recipients: 0, inFlight, messagesDeleted: 0 };
+    const bodyFiles: number[] = [];
     for (const batch of batches(todo, this.batch)) {
-      const affected = this.sqlite.transaction(() => this.applyBatch(action, batch, now)).immediate();
+      const affected = this.sqlite.transaction(() => this.applyBatch(action, batch, now, bodyFiles)).immediate();
       if (affected.length === 0) continue;
       result.messages += affected.length;
       for (const m of affected) {
@@ -178,7 +184,7 @@ export class QueueAdmin {
       }
       committed(affected);
     }
-    if (result.messagesDeleted > 0) bodyFilesOf(this.sqlite)?.reclaim();
+    if (bodyFiles.length > 0) bodyFilesOf(this.sqlite)?.reclaim(bodyFiles);
     return result;
   }
 
@@ -209,7 +215,8 @@ export class QueueAdmin {
     return { todo, inFlight };
   }
 
-  private applyBatch(action: AdminAction, batch: Candidate[], now: number): AffectedMessage[] {
+  /** One batch in the caller's transaction; the body files of messages it deleted are added to `bodyFiles`. */
+  private applyBatch(action: AdminAction, batch: Candidate[], now: number, bodyFiles: number[]): AffectedMessage[] {
     const changed = new Map(this.change[action].all({ ids: JSON.stringify(batch.map((c) => c.id)), now }).map((r) => [r.id, r.address]));
     if (changed.size === 0) return [];
     const messageIds = [...new Set(batch.filter((c) => changed.has(c.id)).map((c) => c.messageId))];
@@ -223,24 +230,29 @@ export class QueueAdmin {
       m.recipients.push({ id: c.id, address });
     }
     if (action === "delete") {
-      for (const m of out.values()) m.messageDeleted = this.dropEmptyMessage.run(m.id).changes > 0;
+      for (const m of out.values()) {
+        const dropped = this.dropEmptyMessage.get(m.id);
+        m.messageDeleted = dropped !== null;
+        if (dropped?.body_file != null) bodyFiles.push(dropped.body_file);
+      }
     }
     return [...out.values()];
   }
 
   /** `delete MESSAGE-ID` (postsuper -d): the message and every recipient row it has, finished ones included. */
   private deleteMessage(id: MessageId, committed: (batch: AffectedMessage[]) => void): AdminResult {
-    const affected = this.sqlite.transaction((): AffectedMessage | null => {
+    const deleted = this.sqlite.transaction((): { affected: AffectedMessage; bodyFile: number | null } | null => {
       const owner = this.owner.get(id);
       if (!owner) return null;
       const recipients = this.addresses.all(id).map((r) => ({ id: r.id as RecipientId, address: r.address }));
       // explicit rather than relying on ON DELETE CASCADE, which needs foreign_keys on in this connection
       this.sqlite.run("DELETE FROM recipients WHERE message_id = ?", [id]);
-      this.dropMessage.run(id);
-      return { id, userId: owner.user_id as UserId | null, recipients, messageDeleted: true };
+      const bodyFile = this.dropMessage.get(id)?.body_file ?? null;
+      return { affected: { id, userId: owner.user_id as UserId | null, recipients, messageDeleted: true }, bodyFile };
     }).immediate();
-    if (!affected) return { messages: 0, recipients: 0, inFlight: 0, messagesDeleted: 0 };
-    bodyFilesOf(this.sqlite)?.reclaim();
+    if (!deleted) return { messages: 0, recipients: 0, inFlight: 0, messagesDeleted: 0 };
+    const { affected, bodyFile } = deleted;
+    if (bodyFile !== null) bodyFilesOf(this.sqlite)?.reclaim([bodyFile]);
     committed([affected]);
     return { messages: 1, recipients: affected.recipients.length, inFlight: 0, messagesDeleted: 1 };
   }

@@ -242,6 +242,18 @@ test("a file serve has moved on from is closed once its rows are committed: remo
   expect(bodyFilesOpen()).toEqual(["00000002.body"]); // none of "00000001.body (deleted)", holding its space
 });
 
+test("a file whose messages were deleted while serve still wrote to it is removed when serve moves on from it", async () => {
+  const { enqueuer } = serveStore({ maxFileBytes: 40 * 1024 });
+  const a = submit(enqueuer, message(30 * 1024, "a"), "a@dest.test");
+  await waitFor(() => a.state === "stored", 5000, "the first stored");
+  new QueueAdmin(store!.sqlite).apply("delete", { kind: "message", id: a.id! });
+  expect(bodyFilesOnDisk()).toEqual(["00000001.body"]); // still being written to
+  const b = submit(enqueuer, message(30 * 1024, "b"), "b@dest.test");
+  await waitFor(() => b.state === "stored", 5000, "the second stored");
+  expect(bodyFilesOnDisk()).toEqual(["00000002.body"]);
+  expect(store!.sqlite.query("SELECT id FROM body_files ORDER BY id").all()).toEqual([{ id: 2 }]);
+});
+
 test("deleting the last message a body file holds removes that file, unless it is the newest", async () => {
   const { enqueuer } = serveStore({ maxFileBytes: 32 * 1024 });
   const ms = ["a", "b", "c"].map((t) => submit(enqueuer, message(20 * 1024, t), `${t}@dest.test`));

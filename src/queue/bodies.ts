@@ -8,8 +8,9 @@
  * be committed while its body could still be lost. A file is created and its directory synced before it is listed
  * in `body_files`; a row names only listed files. Files are written only by `serve` and never changed after. Serve
  * seals and closes a file once it writes no more to it and every row naming it has been committed (or refused); a
- * sealed file that no message names any more is removed, by any process (`queue delete`). What a crash can leave behind (bytes
- * no row names, a file not listed) is removed at the next start, when every file of the earlier run is sealed.
+ * sealed file that no message names any more is removed: by the process that deleted its last message (`queue
+ * delete`), or by serve as it seals it. What a crash can leave behind (bytes no row names, a file not listed) is
+ * removed at the next start, when every file of the earlier run is sealed.
  */
 import type { Database, Statement } from "bun:sqlite";
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, unlinkSync, write } from "node:fs";
@@ -91,7 +92,7 @@ export class BodyFiles {
   private nextId: number | null = null;
   private syncs = new SyncGroup(() => this.syncDirty());
   private list: Statement<{ id: number }, []>;
-  private listSealed: Statement<{ id: number }, []>;
+  private isSealed: Statement<{ one: number }, [number]>;
   private seal: Statement<unknown, [number]>;
   private sealAll: Statement<unknown, []>;
   private named: Statement<{ one: number }, [number]>;
@@ -111,7 +112,7 @@ export class BodyFiles {
     this.writeFile = opts.writeFile ?? writeOffThread;
     this.maxFileBytes = opts.maxFileBytes ?? MAX_FILE_BYTES;
     this.list = sqlite.query("SELECT id FROM body_files ORDER BY id");
-    this.listSealed = sqlite.query("SELECT id FROM body_files WHERE sealed ORDER BY id");
+    this.isSealed = sqlite.query("SELECT 1 AS one FROM body_files WHERE id = ? AND sealed");
     this.seal = sqlite.query("UPDATE body_files SET sealed = 1 WHERE id = ?");
     this.sealAll = sqlite.query("UPDATE body_files SET sealed = 1 WHERE NOT sealed");
     this.named = sqlite.query("SELECT 1 AS one FROM messages WHERE body_file = ? LIMIT 1");
@@ -186,12 +187,12 @@ export class BodyFiles {
   }
 
   /**
-   * Removes the sealed files no message names: after messages were deleted. Not one serve may still write to, or
-   * that a batch of rows waiting for its body sync will name. A file is unlisted first, then removed: a crash
-   * between leaves a file no one lists.
+   * After messages were deleted, removes those of `files` (the body files they named) that are sealed and that no
+   * message names any more: not one serve may still write to, or that a batch of rows waiting for its body sync
+   * will name. One serve seals later is removed then, if no message names it by that time (`release`).
    */
-  reclaim(): void {
-    this.removeUnnamed(this.listSealed.all().map((r) => r.id));
+  reclaim(files: Iterable<number>): void {
+    this.removeUnnamed([...new Set(files)].filter((id) => this.isSealed.get(id)));
   }
 
   /**
@@ -201,10 +202,10 @@ export class BodyFiles {
    */
   check(): void {
     const listed = new Set(this.list.all().map((r) => r.id));
-    const onDisk = existsSync(this.dir) ? readdirSync(this.dir).flatMap((n) => NAME.exec(n)?.[1] ?? []).map(Number) : [];
+    const onDisk = new Set(existsSync(this.dir) ? readdirSync(this.dir).flatMap((n) => NAME.exec(n)?.[1] ?? []).map(Number) : []);
     for (const id of onDisk) if (!listed.has(id)) rmIfThere(join(this.dir, fileName(id)));
     for (const id of listed) {
-      if (onDisk.includes(id)) continue;
+      if (onDisk.has(id)) continue;
       if (this.named.get(id)) {
         throw new StoreOpenError(
           `the body file ${join(this.dir, fileName(id))} is missing, and messages in the database name it: their ` +
@@ -214,11 +215,12 @@ export class BodyFiles {
       this.unlist.run(id);
     }
     this.sealAll.run();
-    this.removeUnnamed([...listed].filter((id) => onDisk.includes(id)));
+    this.removeUnnamed([...listed].filter((id) => onDisk.has(id)));
     // numbers are not used twice in a run: a reader's open file is never another file under the same name
     this.nextId = Math.max(0, ...listed, ...onDisk) + 1;
   }
 
+  /** A file is unlisted first, then removed: a crash between leaves a file no one lists (removed at start). */
   private removeUnnamed(ids: number[]): void {
     for (const id of ids) {
       if (this.named.get(id)) continue;
@@ -260,15 +262,18 @@ export class BodyFiles {
 
   /**
    * A file no longer appended to, once nothing of it is left in flight (no write or sync running, no row waiting to
-   * be committed): sealed, so that it may be removed once no message names it, and its descriptor closed, so that
-   * removing it frees its space. After `close` the store is gone: the next start seals it.
+   * be committed): its descriptor closed, so that removing it frees its space, and sealed, so that it may be
+   * removed once no message names it — at once if none does now (its messages deleted already, or its batches
+   * refused). After `close` the store is gone: the next start seals it.
    */
   private release(file: Appending): void {
     if (this.current === file || file.writing > 0 || file.syncing > 0 || file.uncommitted > 0) return;
     if (!this.appending.delete(file.id)) return;
     this.dirty.delete(file);
     closeSync(file.fd);
-    if (!this.closed) this.seal.run(file.id);
+    if (this.closed) return;
+    this.seal.run(file.id);
+    this.removeUnnamed([file.id]);
   }
 
   /** Syncs the files written since the last sync started; a file whose sync failed is not appended to again. */
