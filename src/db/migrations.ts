@@ -17,6 +17,7 @@ import m0010 from "../../migrations/0010_webhook_hooks.sql" with { type: "text" 
 import m0011 from "../../migrations/0011_queue_oldest.sql" with { type: "text" };
 import m0012 from "../../migrations/0012_message_labels.sql" with { type: "text" };
 import m0013 from "../../migrations/0013_body_files.sql" with { type: "text" };
+import m0014 from "../../migrations/0014_fewer_indexes.sql" with { type: "text" };
 
 export interface Migration {
   tag: string;
@@ -38,6 +39,7 @@ const FILES: Record<string, string> = {
   "0011_queue_oldest": m0011,
   "0012_message_labels": m0012,
   "0013_body_files": m0013,
+  "0014_fewer_indexes": m0014,
 };
 
 export const JOURNAL_TAGS: string[] = journal.entries.map((e) => e.tag);

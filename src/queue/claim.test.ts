@@ -295,6 +295,15 @@ describe("next due time", () => {
     claimer.claim(2, 45_000);
     expect(claimer.nextDueAt()).toBe(clock + 45_000);
   });
+
+  test("is the earlier of the first queued and the first deferred recipient, whichever state that is", async () => {
+    await enqueue(["retry@x.test", "new@x.test"]);
+    store.sqlite.run("UPDATE recipients SET next_attempt_at = ? WHERE address = 'new@x.test'", [clock + 20_000]);
+    defer(["retry@x.test"], clock + 10_000);
+    expect(claimer.nextDueAt()).toBe(clock + 10_000);
+    defer(["retry@x.test"], clock + 30_000);
+    expect(claimer.nextDueAt()).toBe(clock + 20_000);
+  });
 });
 
 describe("loading a message", () => {
@@ -459,14 +468,19 @@ describe("query plans", () => {
     }
   });
 
-  test("the next due time is read from the first entry of recipients_due", () => {
-    expect(plan(sqlOf("nextDue"), {})).toEqual(["SCAN recipients USING INDEX recipients_due"]);
-    expect(sqlOf("nextDue")).toContain("LIMIT 1");
+  test("the next due time is read from the first entry of each pending index", () => {
+    const p = plan(sqlOf("nextDue"), {});
+    expect(p).toContain("SCAN recipients USING COVERING INDEX recipients_new");
+    expect(p).toContain("SCAN recipients USING COVERING INDEX recipients_retry");
+    expect(p.filter((d) => /^SCAN recipients(?! USING COVERING INDEX recipients_(new|retry)$)/.test(d))).toEqual([]);
+    expect(sqlOf("nextDue").match(/LIMIT 1/g)).toHaveLength(2);
   });
 
-  test("recovering leases searches recipients_due for rows due later, never the whole table", () => {
+  test("recovering leases searches each pending index for rows due later, never the whole table", () => {
     const p = plan(sqlOf("recover"), {});
-    expect(p).toEqual(["SEARCH recipients USING INDEX recipients_due (next_attempt_at>?)"]);
+    expect(p).toContain("SEARCH recipients USING INDEX recipients_new (next_attempt_at>?)");
+    expect(p).toContain("SEARCH recipients USING INDEX recipients_retry (next_attempt_at>?)");
+    expect(p.filter((d) => d.startsWith("SCAN"))).toEqual([]);
   });
 });
 

@@ -33,6 +33,7 @@ import { claimedFrom, type ClaimRow } from "./claim-row.ts";
 import { ExpiredRecipients, type ExpiredBatch } from "./expire.ts";
 import { BODY_COLUMNS, bodyOf, type BodyColumns } from "./bodies.ts";
 import { recentBodies } from "./handoff.ts";
+import { eachPending } from "./pending.ts";
 
 export interface ClaimedRecipient {
   id: RecipientId;
@@ -146,7 +147,7 @@ export class QueueClaimer {
   private releaseAll: Statement;
   private extendOne: Statement;
   private recover: Statement;
-  private nextDue: Statement<{ at: number }, []>;
+  private nextDue: Statement<{ at: number | null }, []>;
   private message: Statement<MessageRow, [string]>;
   private messageHead: Statement<MessageHead, [string]>;
   private scanWindow: number;
@@ -180,15 +181,18 @@ export class QueueClaimer {
       `UPDATE recipients SET lease_until = ?1, next_attempt_at = ?1, updated_at = ?2
        WHERE id = ?3 AND status IN ('queued','deferred')`,
     );
-    // a live lease always has next_attempt_at = lease_until (claim sets both), so the range on recipients_due
+    // a live lease always has next_attempt_at = lease_until (claim sets both), so the range on each pending index
     // skips every row due now; a row outside it would still come back when its lease runs out
     this.recover = sqlite.query(
-      `UPDATE recipients INDEXED BY recipients_due SET lease_until = NULL, next_attempt_at = ?1, updated_at = ?1
-       WHERE status IN ('queued','deferred') AND next_attempt_at > ?1 AND lease_until > ?1`,
+      `UPDATE recipients SET lease_until = NULL, next_attempt_at = ?1, updated_at = ?1 WHERE id IN (${eachPending(
+        (from, status) => `SELECT id FROM ${from} WHERE ${status} AND next_attempt_at > ?1 AND lease_until > ?1`,
+      )})`,
     );
+    // the first entry of each pending index; min() of none is NULL
     this.nextDue = sqlite.query(
-      `SELECT next_attempt_at AS at FROM recipients INDEXED BY recipients_due
-       WHERE status IN ('queued','deferred') ORDER BY next_attempt_at LIMIT 1`,
+      `SELECT min(at) AS at FROM (${eachPending(
+        (from, status) => `SELECT * FROM (SELECT next_attempt_at AS at FROM ${from} WHERE ${status} ORDER BY next_attempt_at LIMIT 1)`,
+      )})`,
     );
     this.message = sqlite.query(
       `SELECT id, user_id, envelope_from, ${BODY_COLUMNS}, created_at, inline_css, track_clicks, track_opens, track_bounces,

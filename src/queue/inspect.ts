@@ -7,6 +7,7 @@ import type { Database, Statement } from "bun:sqlite";
 import type { MessageId, RecipientId, UserId } from "../mail/ids.ts";
 import { BODY_COLUMNS, bodyOf, type BodyColumns } from "./bodies.ts";
 import type { MessageOptions, MessageSource, RecipientStatus } from "./enqueue.ts";
+import { eachPending } from "./pending.ts";
 
 export interface RecipientView {
   id: RecipientId;
@@ -101,7 +102,7 @@ const MESSAGE_COLUMNS = `id, user_id, created_at, envelope_from, subject, size, 
  * `status IN (…, 'held')` matches no partial index and would read every finished row too.
  */
 const PENDING_AND_HELD = (columns: string) =>
-  `SELECT ${columns} FROM recipients INDEXED BY recipients_due WHERE status IN ('queued','deferred')
+  `${eachPending((from, status) => `SELECT ${columns} FROM ${from} WHERE ${status}`)}
    UNION ALL SELECT ${columns} FROM recipients INDEXED BY recipients_held WHERE status = 'held'`;
 
 /** Prepared once per store: these run on hot paths (every idempotent send, every status poll). */
@@ -124,9 +125,11 @@ export class QueueInspector {
       `SELECT id, address, status, attempts, next_attempt_at, lease_until, last_reply, last_status, last_mx, updated_at
        FROM recipients WHERE message_id = ? ORDER BY rowid`,
     );
-    // counted from the partial index recipients_due, named: when nearly every row is pending (a big backlog, little
-    // history) the planner would otherwise read the whole table, several times the index's size
-    this.depth = sqlite.prepare(`SELECT count(*) AS n FROM recipients INDEXED BY recipients_due WHERE status IN ('queued','deferred')`);
+    // counted from the pending partial indexes, named: when nearly every row is pending (a big backlog, little
+    // history) the planner would otherwise read the whole table, several times the indexes' size
+    this.depth = sqlite.prepare(
+      `SELECT sum(n) AS n FROM (${eachPending((from, status) => `SELECT count(*) AS n FROM ${from} WHERE ${status}`)})`,
+    );
     this.body = sqlite.prepare(`SELECT ${BODY_COLUMNS} FROM messages WHERE id = ?`);
     // one query for the whole listing, read row by row: a query per message made `queue list` on 300,000
     // messages take seconds and hold the whole queue in memory

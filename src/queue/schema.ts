@@ -40,7 +40,6 @@ export const messages = sqliteTable(
     bodyOffset: integer("body_offset"),
   },
   (t) => [
-    index("messages_created").on(t.createdAt),
     // a body file is removed once no message names it
     index("messages_body_file").on(t.bodyFile).where(sql`body_file IS NOT NULL`),
     // GET /v1/messages: a user's messages newest first, by keyset (created_at, id); with a tag, that tag's only
@@ -88,12 +87,9 @@ export const recipients = sqliteTable(
   (t) => [
     index("recipients_message").on(t.messageId),
     index("recipients_address").on(t.addressKey, t.messageId),
-    // only pending rows are indexed, so finished mail never slows a look at the queue (next due, depth, flush)
-    index("recipients_due")
-      .on(t.nextAttemptAt)
-      .where(sql`status IN ('queued','deferred')`),
-    // claims read first attempts and retries through separate indexes, so a retry backlog never stands in
-    // front of new mail (Postfix qmgr: deferred mail must not slow down new mail)
+    // only pending rows are indexed, so finished mail never slows a look at the queue (next due, depth, flush).
+    // First attempts and retries have separate indexes, so a retry backlog never stands in front of new mail
+    // (Postfix qmgr: deferred mail must not slow down new mail); what needs both reads both (queue/pending.ts)
     index("recipients_new")
       .on(t.nextAttemptAt)
       .where(sql`status = 'queued'`),

@@ -1,0 +1,2 @@
+DROP INDEX `messages_created`;--> statement-breakpoint
+DROP INDEX `recipients_due`;
