@@ -132,7 +132,8 @@ def phase(a, kind, template, out, root):
             due = start_ms + 10_000 + 2_000 * int(addr[5:addr.index("@")])
             waits.append(round((updated - due) / 1000, 2) if status == "delivered" else None)
         rec["retry_wait_s"] = waits
-        rec["queue_pending_after"] = query(db, "SELECT count(*) FROM recipients INDEXED BY recipients_due WHERE status IN ('queued','deferred')")[0][0]
+        rec["queue_pending_after"] = query(db, "SELECT (SELECT count(*) FROM recipients INDEXED BY recipients_new WHERE status = 'queued') + "
+                                            "(SELECT count(*) FROM recipients INDEXED BY recipients_retry WHERE status = 'deferred')")[0][0]
     finally:
         stop(p)
         log.close()
