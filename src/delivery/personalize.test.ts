@@ -192,12 +192,33 @@ describe("personalize: the bodies it remembers (32 MiB, least recently used go f
     const head = Buffer.from(`From: app@example.com\r\nSubject: ${n}\r\n\r\n`);
     return Buffer.concat([head, Buffer.alloc(4096 - head.length, 0x61)]);
   }
-  const job = (id: StoredMessage["id"], body: Buffer): StoredMessage => ({ ...message(), id, body });
+  // tracked: its compiled HTML is cached on its Buffer, so keeping the Buffer pays (an untracked, unsigned one is not kept)
+  const job = (id: StoredMessage["id"], body: Buffer): StoredMessage => ({ ...message({ trackOpens: true }), id, body });
   /** Is the body this job goes out with the Buffer of an earlier job (remembered), not the one passed now? */
   async function remembered(p: Personalizer, m: StoredMessage): Promise<boolean> {
     const [out] = await p.outbound(m, one);
     return out!.body !== m.body;
   }
+
+  test("only a tracked or signed message's body is kept: an untracked, unsigned one is left to the GC after its job", async () => {
+    /** How many of 20 messages' bodies outlive their jobs (a conservative stack scan may keep one or two). */
+    async function survivors(options: Partial<MessageOptions>, keys: Partial<PersonalizeKeys>): Promise<number> {
+      const { p } = setup(keys);
+      const refs: WeakRef<Buffer>[] = [];
+      for (let n = 0; n < 20; n++) {
+        const m = { ...message(options), body: sized(n) };
+        refs.push(new WeakRef(m.body));
+        await p.outbound(m, one);
+      }
+      await Bun.sleep(0);
+      Bun.gc(true);
+      return refs.filter((r) => r.deref() !== undefined).length;
+    }
+    expect(await survivors({}, {})).toBeLessThanOrEqual(2);
+    expect(await survivors({ trackOpens: true }, { publicUrl: "" })).toBeLessThanOrEqual(2);
+    expect(await survivors({ trackOpens: true }, {})).toBe(20);
+    expect(await survivors({}, { signer })).toBe(20);
+  });
 
   test("a message seen again with equal bytes goes out as the very Buffer first seen, for every recipient", async () => {
     const { p } = setup();
@@ -242,7 +263,8 @@ describe("personalize: the bodies it remembers (32 MiB, least recently used go f
     for (const j of jobs) await p.outbound(j, one);
     Bun.gc(true);
     const before = process.memoryUsage().heapUsed;
-    for (let i = 0; i < 1_000_000; i++) await p.outbound(jobs[i % 3]!, one);
+    // no recipients: each use is only the remembering, not a tracked copy
+    for (let i = 0; i < 1_000_000; i++) await p.outbound(jobs[i % 3]!, []);
     Bun.gc(true);
     const grown = process.memoryUsage().heapUsed - before;
     // an uncompacted queue keeps one entry per use: 1,000,000 entries are tens of MiB

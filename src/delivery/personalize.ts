@@ -86,7 +86,7 @@ export class Personalizer {
   }
 
   async outbound(message: StoredMessage, recipients: readonly Recipient[]): Promise<OutboundMessage[]> {
-    const stored = this.remember(message);
+    const stored = this.cachesOn(message) ? this.remember(message) : message.body;
     const copies = await this.copies(message, stored, recipients);
     const transactions = new Map<string, OutboundMessage>();
     // recipients with the same bytes (the same Buffer) and return path share a transaction
@@ -164,6 +164,16 @@ export class Personalizer {
   private skip(id: MessageId, copies: number, reason: string): void {
     this.counters.skipped.inc({ reason: skipReason(reason) }, copies);
     this.log.warn("personalize_skipped", { queue_id: id, reason, recipients: copies });
+  }
+
+  /**
+   * Whether anything will be cached on this message's Buffer: its compiled HTML (click or open tracking) or its
+   * signature. Only then is keeping the Buffer for the message's later jobs worth its memory: a relay that neither
+   * tracks nor signs would otherwise hold its last 32 MiB of bodies (and their whole allocations) for nothing.
+   */
+  private cachesOn(message: StoredMessage): boolean {
+    const tracked = message.options.trackClicks || message.options.trackOpens;
+    return this.keys.signer.enabled || (tracked && this.keys.publicUrl !== "");
   }
 
   /** The Buffer this message's body was last seen as (bodies are never changed once stored), else this one. */
