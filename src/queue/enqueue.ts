@@ -197,8 +197,11 @@ export class Enqueuer {
       return;
     }
     const results = commit.value;
-    // committed (a claim may see it before the sync ends): delivery may take the body instead of reading it back
-    results.forEach((r, i) => "error" in r || recentBodies.put(r.id, handedOver(batch[i]!.msg, r)));
+    // committed (a claim may see it before the sync ends): delivery may take the body instead of reading it back.
+    // Not one with no recipient to deliver to (all suppressed): no claim would take it, it would only hold memory
+    results.forEach((r, i) => {
+      if (!("error" in r) && r.recipients.some((x) => x.status === "queued")) recentBodies.put(r.id, handedOver(batch[i]!.msg, r));
+    });
     // the answer (250 / 202) waits for the disk: the sync runs off this thread, other work goes on meanwhile
     commit.durable.then(
       () => {

@@ -4,7 +4,7 @@ import type { MessageId } from "../mail/ids.ts";
 import { OPTIONS_OFF, storeEachTest } from "../../test/helpers/harness.ts";
 import { QueueClaimer } from "./claim.ts";
 import { Enqueuer } from "./enqueue.ts";
-import { RecentBodies, type HandedOver } from "./handoff.ts";
+import { RecentBodies, recentBodies, type HandedOver } from "./handoff.ts";
 
 
 const store = storeEachTest();
@@ -21,12 +21,12 @@ function largeBody(): Buffer {
   return Buffer.from("Subject: big\r\nMessage-ID: <big@example.org>\r\n\r\n" + ".a dotted line\r\n".repeat(3200));
 }
 
-function enqueue(body: Buffer, options = OPTIONS_OFF) {
+function enqueue(body: Buffer, options = OPTIONS_OFF, suppressed: ReadonlySet<string> = new Set()) {
   return enqueuer.enqueue({
     userId: null,
     envelopeFrom: "sender@example.org",
     recipients: ["a@one.test"],
-    suppressed: new Set(),
+    suppressed,
     body,
     subject: "big",
     messageIdHeader: "<big@example.org>",
@@ -48,6 +48,15 @@ test("delivery loads a message just committed with the very body intake stored, 
   // the rest as the row holds it
   expect(msg).toMatchObject({ id: queued.id, envelopeFrom: "sender@example.org", options, messageIdHeader: "<big@example.org>", userId: null });
   expect(msg.createdAt).toBeGreaterThan(0);
+});
+
+test("a message with no recipient to deliver to (all suppressed) is not handed over: no claim would take it", async () => {
+  const queued = await enqueue(largeBody(), OPTIONS_OFF, new Set(["a@one.test"]));
+  expect(queued.recipients.map((r) => r.status)).toEqual(["suppressed"]);
+  expect(recentBodies.take(queued.id, largeBody().length)).toBeUndefined();
+  // the same message with its recipient queued is
+  const delivered = await enqueue(largeBody());
+  expect(recentBodies.take(delivered.id, largeBody().length)?.body.equals(largeBody())).toBe(true);
 });
 
 test("a small body inside a large buffer is handed over as a copy of its own, so it does not keep the buffer alive", async () => {
