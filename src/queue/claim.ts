@@ -185,13 +185,13 @@ export class QueueClaimer {
     // skips every row due now; a row outside it would still come back when its lease runs out
     this.recover = sqlite.query(
       `UPDATE recipients SET lease_until = NULL, next_attempt_at = ?1, updated_at = ?1 WHERE id IN (${eachPending(
-        (from, status) => `SELECT id FROM ${from} WHERE ${status} AND next_attempt_at > ?1 AND lease_until > ?1`,
+        (from, inState) => `SELECT id FROM ${from} WHERE ${inState} AND next_attempt_at > ?1 AND lease_until > ?1`,
       )})`,
     );
     // the first entry of each pending index; min() of none is NULL
     this.nextDue = sqlite.query(
       `SELECT min(at) AS at FROM (${eachPending(
-        (from, status) => `SELECT * FROM (SELECT next_attempt_at AS at FROM ${from} WHERE ${status} ORDER BY next_attempt_at LIMIT 1)`,
+        (from, inState) => `SELECT * FROM (SELECT next_attempt_at AS at FROM ${from} WHERE ${inState} ORDER BY next_attempt_at LIMIT 1)`,
       )})`,
     );
     this.message = sqlite.query(

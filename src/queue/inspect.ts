@@ -102,7 +102,7 @@ const MESSAGE_COLUMNS = `id, user_id, created_at, envelope_from, subject, size, 
  * `status IN (…, 'held')` matches no partial index and would read every finished row too.
  */
 const PENDING_AND_HELD = (columns: string) =>
-  `${eachPending((from, status) => `SELECT ${columns} FROM ${from} WHERE ${status}`)}
+  `${eachPending((from, inState) => `SELECT ${columns} FROM ${from} WHERE ${inState}`)}
    UNION ALL SELECT ${columns} FROM recipients INDEXED BY recipients_held WHERE status = 'held'`;
 
 /** Prepared once per store: these run on hot paths (every idempotent send, every status poll). */
@@ -128,7 +128,7 @@ export class QueueInspector {
     // counted from the pending partial indexes, named: when nearly every row is pending (a big backlog, little
     // history) the planner would otherwise read the whole table, several times the indexes' size
     this.depth = sqlite.prepare(
-      `SELECT sum(n) AS n FROM (${eachPending((from, status) => `SELECT count(*) AS n FROM ${from} WHERE ${status}`)})`,
+      `SELECT sum(n) AS n FROM (${eachPending((from, inState) => `SELECT count(*) AS n FROM ${from} WHERE ${inState}`)})`,
     );
     this.body = sqlite.prepare(`SELECT ${BODY_COLUMNS} FROM messages WHERE id = ?`);
     // one query for the whole listing, read row by row: a query per message made `queue list` on 300,000

@@ -13,8 +13,8 @@ const PENDING = [
 
 /**
  * `select` once per pending state, joined with UNION ALL. `select` gets the FROM clause (the table through the
- * state's index) and the state's predicate, which must be in the WHERE for the partial index to be usable.
+ * state's index) and the state's predicate (`inState`), which must be in the WHERE for the partial index to be usable.
  */
-export function eachPending(select: (from: string, status: string) => string): string {
+export function eachPending(select: (from: string, inState: string) => string): string {
   return PENDING.map(({ status, index }) => select(`recipients INDEXED BY ${index}`, `status = '${status}'`)).join("\nUNION ALL ");
 }
