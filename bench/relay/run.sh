@@ -18,7 +18,7 @@ N_SMALL=${N_SMALL:-10000}   # messages per run, 2 KiB
 N_LARGE=${N_LARGE:-5000}    # messages per run, 50 KiB
 SESSIONS=${SESSIONS:-"10 50"}
 SIZES=${SIZES:-"2048 51200"}
-RELAYS=${RELAYS:-"postfix outpost"}
+RELAYS=${RELAYS:-"postfix outpost"}   # also: floor (../floor/relay.ts, the libraries alone)
 WARMUP=${WARMUP:-3000}     # messages per fresh relay before measuring; 0 = cold
 # outpost: `bun src/main.ts` by default; OUTPOST_BIN=dist/outpost for the compiled binary
 OUTPOST_BIN=${OUTPOST_BIN:-}
@@ -76,7 +76,21 @@ outpost_stop() {
   OP_PID=""
   rm -rf "$OP_DIR"
 }
-trap 'outpost_stop; postfix_stop' EXIT
+# the floor (../floor/relay.ts): outpost's SMTP libraries alone, holding mail in memory; what any relay on them tops out at
+FL_PID=""
+floor_start() {
+  (cd "$ROOT" && exec bun bench/floor/relay.ts --connections "$1") >/dev/null 2>&1 &
+  FL_PID=$!
+  wait_port_state up
+  sleep 1
+}
+floor_stop() {
+  [ -n "$FL_PID" ] || return 0
+  kill -TERM "$FL_PID" 2>/dev/null || true
+  wait "$FL_PID" 2>/dev/null || true
+  FL_PID=""
+}
+trap 'outpost_stop; floor_stop; postfix_stop' EXIT
 
 bench() { timeout 1800 python3 bench_relay.py --reps "$REPS" --warmup "$WARMUP" --out "$OUT" "$@"; }
 
@@ -96,6 +110,10 @@ for size in $SIZES; do
           outpost_start
           bench --label outpost --root-pid "$OP_PID" --log "$OP_DIR/outpost.log" --msgs "$n" --sessions "$s" --size "$size"
           outpost_stop ;;
+        floor)
+          floor_start "$s"
+          bench --label floor --root-pid "$FL_PID" --msgs "$n" --sessions "$s" --size "$size"
+          floor_stop ;;
       esac
     done
   done

@@ -95,22 +95,31 @@ def fsync_table(recs):
 
 
 def ratio_table(recs):
-    """outpost / Postfix, per payload and session count: the medians of each, then their ratio."""
+    """outpost / Postfix, per payload and session count: the medians of each, then their ratio; where the same
+    file has runs of the floor (../floor/relay.ts: the SMTP libraries alone), also floor / Postfix and outpost /
+    floor, the share of the libraries' own rate that outpost keeps while storing and tracking every message."""
     by = OrderedDict()
     for r in sorted(recs, key=warmup):
         by.setdefault((warmup(r), r["size"], r["sessions"]), {}).setdefault(r["label"], []).append(r)
+    floors = any("floor" in labels for labels in by.values())
+    extra = " floor e2e msgs/s | floor / Postfix | outpost / floor |" if floors else ""
     print("| warm-up msgs | payload | sessions | Postfix e2e msgs/s | outpost e2e msgs/s | ratio e2e | Postfix CPU ms/msg | "
-          "outpost CPU ms/msg | Postfix peak RSS-sum MiB | outpost peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "outpost CPU ms/msg | Postfix peak RSS-sum MiB | outpost peak RSS MiB |" + extra)
+    print("|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if floors else ""))
+    m = lambda rs, k: statistics.median([x[k] for x in rs if x.get(k) is not None] or [0])
     for (w, size, s), labels in by.items():
-        pf, op = labels.get("postfix", []), labels.get("outpost", [])
+        pf, op, fl = labels.get("postfix", []), labels.get("outpost", []), labels.get("floor", [])
         if not pf or not op:
             continue
-        m = lambda rs, k: statistics.median([x[k] for x in rs if x.get(k) is not None] or [0])
         ratio = m(op, "e2e_rate") / max(1e-9, m(pf, "e2e_rate"))
-        print(f"| {w} | {size // 1024} KiB | {s} | {m(pf, 'e2e_rate'):.0f} | {m(op, 'e2e_rate'):.0f} | {ratio:.2f} | "
-              f"{m(pf, 'relay_cpu_ms_per_msg'):.2f} | {m(op, 'relay_cpu_ms_per_msg'):.2f} | "
-              f"{m(pf, 'mem_peak_rss_kb') / 1024:.0f} | {m(op, 'mem_peak_rss_kb') / 1024:.0f} |")
+        row = (f"| {w} | {size // 1024} KiB | {s} | {m(pf, 'e2e_rate'):.0f} | {m(op, 'e2e_rate'):.0f} | {ratio:.2f} | "
+               f"{m(pf, 'relay_cpu_ms_per_msg'):.2f} | {m(op, 'relay_cpu_ms_per_msg'):.2f} | "
+               f"{m(pf, 'mem_peak_rss_kb') / 1024:.0f} | {m(op, 'mem_peak_rss_kb') / 1024:.0f} |")
+        if floors:
+            f = m(fl, "e2e_rate") if fl else 0
+            row += (f" {f:.0f} | {f / max(1e-9, m(pf, 'e2e_rate')):.2f} | {m(op, 'e2e_rate') / f:.2f} |" if f
+                    else " – | – | – |")
+        print(row)
 
 
 if __name__ == "__main__":
