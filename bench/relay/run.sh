@@ -20,6 +20,7 @@ SESSIONS=${SESSIONS:-"10 50"}
 SIZES=${SIZES:-"2048 51200"}
 RELAYS=${RELAYS:-"postfix outpost"}   # also: floor (../floor/relay.ts, the libraries alone)
 WARMUP=${WARMUP:-3000}     # messages per fresh relay before measuring; 0 = cold
+INTERLEAVE=${INTERLEAVE:-}  # non-empty: REPS rounds of one repetition per relay (each started and warmed up afresh)
 # outpost: `bun src/main.ts` by default; OUTPOST_BIN=dist/outpost for the compiled binary
 OUTPOST_BIN=${OUTPOST_BIN:-}
 # extra flags for `bun` (not the compiled binary), e.g. BUN_FLAGS="--cpu-prof-md --cpu-prof-dir=/tmp/prof"
@@ -92,30 +93,42 @@ floor_stop() {
 }
 trap 'outpost_stop; floor_stop; postfix_stop' EXIT
 
-bench() { timeout 1800 python3 bench_relay.py --reps "$REPS" --warmup "$WARMUP" --out "$OUT" "$@"; }
+bench() { timeout 1800 python3 bench_relay.py --reps "$1" --warmup "$WARMUP" --out "$OUT" "${@:2}"; }
+
+# one relay, freshly started and warmed up, for $1 repetitions of one configuration ($2 size, $3 messages, $4 sessions)
+run_relay() {
+  local reps=$1 size=$2 n=$3 s=$4 relay=$5
+  # the other relay's run left up to a GB of dirty pages (its queue files, its log): written back now, not in
+  # the background of this relay's run, so neither pays for the other's writes
+  sync
+  case $relay in
+    postfix)
+      postfix_start
+      bench "$reps" --label postfix --root-pidfile "$PF_PIDFILE" --postfix-queue --msgs "$n" --sessions "$s" --size "$size"
+      postfix_stop ;;
+    outpost)
+      outpost_start
+      bench "$reps" --label outpost --root-pid "$OP_PID" --log "$OP_DIR/outpost.log" --msgs "$n" --sessions "$s" --size "$size"
+      outpost_stop ;;
+    floor)
+      floor_start "$s"
+      bench "$reps" --label floor --root-pid "$FL_PID" --msgs "$n" --sessions "$s" --size "$size"
+      floor_stop ;;
+  esac
+}
 
 for size in $SIZES; do
   n=$N_SMALL; [ "$size" -gt 2048 ] && n=$N_LARGE
   for s in $SESSIONS; do
-    for relay in $RELAYS; do
-      # the other relay's run left up to a GB of dirty pages (its queue files, its log): written back now, not in
-      # the background of this relay's run, so neither pays for the other's writes
-      sync
-      case $relay in
-        postfix)
-          postfix_start
-          bench --label postfix --root-pidfile "$PF_PIDFILE" --postfix-queue --msgs "$n" --sessions "$s" --size "$size"
-          postfix_stop ;;
-        outpost)
-          outpost_start
-          bench --label outpost --root-pid "$OP_PID" --log "$OP_DIR/outpost.log" --msgs "$n" --sessions "$s" --size "$size"
-          outpost_stop ;;
-        floor)
-          floor_start "$s"
-          bench --label floor --root-pid "$FL_PID" --msgs "$n" --sessions "$s" --size "$size"
-          floor_stop ;;
-      esac
-    done
+    if [ -n "$INTERLEAVE" ]; then
+      # this host's speed drifts by tens of per cent within minutes: each round runs every relay once, fresh and
+      # warmed up, so that each round's relays saw the same host
+      for _ in $(seq "$REPS"); do
+        for relay in $RELAYS; do run_relay 1 "$size" "$n" "$s" "$relay"; done
+      done
+    else
+      for relay in $RELAYS; do run_relay "$REPS" "$size" "$n" "$s" "$relay"; done
+    fi
   done
 done
 echo "done: $OUT"
