@@ -68,16 +68,21 @@ outpost_start() {
   wait_port_state up
   sleep 1
 }
+# TERM, up to 30 s to finish, then KILL
+stop_pid() {
+  kill -TERM "$1" 2>/dev/null || true
+  for _ in $(seq 150); do kill -0 "$1" 2>/dev/null || break; sleep 0.2; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
 outpost_stop() {
   [ -n "$OP_PID" ] || return 0
-  kill -TERM "$OP_PID" 2>/dev/null || true
-  for _ in $(seq 150); do kill -0 "$OP_PID" 2>/dev/null || break; sleep 0.2; done
-  kill -KILL "$OP_PID" 2>/dev/null || true
-  wait "$OP_PID" 2>/dev/null || true
+  stop_pid "$OP_PID"
   OP_PID=""
   rm -rf "$OP_DIR"
 }
-# the floor (../floor/relay.ts): outpost's SMTP libraries alone, holding mail in memory; what any relay on them tops out at
+# the floor (../floor/relay.ts): outpost's SMTP libraries alone, holding mail in memory: the most a relay using
+# them as outpost does reaches here
 FL_PID=""
 floor_start() {
   (cd "$ROOT" && exec bun bench/floor/relay.ts --connections "$1") >/dev/null 2>&1 &
@@ -87,8 +92,7 @@ floor_start() {
 }
 floor_stop() {
   [ -n "$FL_PID" ] || return 0
-  kill -TERM "$FL_PID" 2>/dev/null || true
-  wait "$FL_PID" 2>/dev/null || true
+  stop_pid "$FL_PID"
   FL_PID=""
 }
 trap 'outpost_stop; floor_stop; postfix_stop' EXIT
