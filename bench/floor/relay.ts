@@ -1,8 +1,8 @@
 /**
- * bench/floor/relay.ts — the most a relay built on outpost's SMTP libraries can do on one JavaScript thread: smtp-server
- * takes each message into memory and answers 250 at once (no queue, no disk, no policy, no logging), and
- * nodemailer's smtp-connection forwards it over reused connections, the way outpost's delivery sends (with
- * delivery/attempt.ts fastDataStream). What outpost does beyond this is what it costs to keep mail safe and
+ * bench/floor/relay.ts — the most a relay using outpost's SMTP libraries as outpost does reaches on one JavaScript
+ * thread: smtp-server takes each message into memory and answers 250 at once (no queue, no disk, no policy, no
+ * logging), and nodemailer's smtp-connection forwards it over reused connections, the way outpost's delivery sends
+ * (with delivery/attempt.ts fastDataStream). What outpost does beyond this is what it costs to keep mail safe and
  * tracked. Loopback only.
  *
  *   bun bench/floor/relay.ts [--listen 2525] [--to 2600] [--connections 10] [--mode relay|intake]

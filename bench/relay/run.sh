@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # outpost vs Postfix as the same loopback smart-host relay, in one session, one after the other:
 #   smtp-source -> relay on 127.0.0.1:2525 -> queue (fsync before 250) -> SMTP client -> smtp-sink 127.0.0.1:2600
-# Matrix: payload 2 KiB and 50 KiB x 10 and 50 smtp-source sessions, REPS repetitions each; Postfix first, then
-# outpost, per configuration, each freshly started (Postfix restarted, outpost with an empty data dir).
+# Matrix: payload 2 KiB and 50 KiB x 10 and 50 smtp-source sessions, REPS repetitions each; per configuration
+# the relays in RELAYS's order (Postfix, then outpost; `floor` adds ../floor/relay.ts), each freshly started
+# (Postfix restarted, outpost with an empty data dir); INTERLEAVE=1: REPS rounds of one repetition per relay instead.
 # WARMUP messages (same size and sessions, default 3000) go through each freshly started relay and are delivered
 # before the measured runs, which so measure a relay that has been running (outpost's JIT has compiled its hot
 # code, Postfix's process pools and caches are warm); WARMUP=0 measures the cold relay, as before.
@@ -99,7 +100,7 @@ trap 'outpost_stop; floor_stop; postfix_stop' EXIT
 
 bench() { timeout 1800 python3 bench_relay.py --reps "$1" --warmup "$WARMUP" --out "$OUT" "${@:2}"; }
 
-# one relay, freshly started and warmed up, for $1 repetitions of one configuration ($2 size, $3 messages, $4 sessions)
+# relay $5, freshly started and warmed up, for $1 repetitions of one configuration ($2 size, $3 messages, $4 sessions)
 run_relay() {
   local reps=$1 size=$2 n=$3 s=$4 relay=$5
   # the other relay's run left up to a GB of dirty pages (its queue files, its log): written back now, not in
