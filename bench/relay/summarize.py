@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""bench/relay: summarise results/*.jsonl (Postfix and outpost runs) into markdown tables, with the outpost/Postfix ratio.
+"""bench/relay: summarise results/*.jsonl (Postfix, outpost and floor runs) into markdown tables, with the outpost/Postfix ratio
+(and the floor's, where there are floor runs).
 Runs are grouped by their warm-up (messages a fresh relay had delivered before the measured run; 0 or absent: cold).
 Adapted from the Postfix baseline benchmark's summarizer."""
 import glob, json, os, statistics, sys
@@ -123,7 +124,7 @@ def ratio_table(recs):
 
 
 if __name__ == "__main__":
-    # bench/relay: one or more JSONL files holding both relays' runs (labels "postfix" and "outpost")
+    # bench/relay: one or more JSONL files holding the relays' runs (labels "postfix", "outpost", "floor")
     recs = []
     # a directory (its *.jsonl) or JSONL files; run.sh passes the one file it wrote
     paths = [rdir] if os.path.isfile(rdir) else sorted(glob.glob(os.path.join(rdir, "*.jsonl")))
